@@ -1,0 +1,29 @@
+# landscaped: every target sets itself up first (scripts/setup.sh is idempotent and fast once cached).
+.PHONY: setup build test demo bench fuzz clean
+CARGO ?= cargo
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+# The test command CI runs (.ci/run): formatting, lints as errors, then every test.
+test: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+# The main job on the built-in demo: trains small runs, ingests them, prints tables, writes plots.
+demo: build
+	@scripts/demo.sh
+
+bench: build
+	@scripts/bench.sh
+
+fuzz: setup
+	@scripts/fuzz.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-out bench-out

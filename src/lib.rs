@@ -1,0 +1,14 @@
+//! landscaped: a sidecar that watches training checkpoints and records how the weights and the loss
+//! landscape evolve. See ARCHITECTURE.md for the map of modules and the path a checkpoint takes.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod daemon;
+pub mod ingest;
+pub mod landscape;
+pub mod model;
+pub mod plot;
+pub mod sharpness;
+pub mod stats;
+pub mod store;
+pub mod trajectory;

@@ -1,0 +1,4 @@
+//! The `landscaped` binary: parse arguments, set up logging, dispatch. Everything else lives in the library.
+fn main() -> std::process::ExitCode {
+    landscaped::cli::main()
+}

@@ -1,0 +1,204 @@
+//! The store: the only code that touches sled.
+//!
+//! One sled tree per record kind; values are rmp-serde encoded with named fields inside an envelope that
+//! carries the record's schema version, so a field added later (with `#[serde(default)]`) doesn't break
+//! old records. Keys are built by [`keys`] with big-endian integers, so runs and steps iterate in order.
+//! Writes that belong together go through a [`Batch`], committed atomically across trees.
+
+pub mod keys;
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::{Path, PathBuf};
+
+/// A kind of record: which tree it lives in and its current schema version.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The sled tree holding records of this kind.
+    const TREE: &'static str;
+    /// Bumped when the record's meaning changes; readers may use it to migrate.
+    const SCHEMA: u32;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {0} is locked by another process (is `landscaped daemon` running? query it with --endpoint, or stop it)"
+    )]
+    Locked(PathBuf),
+    #[error("store at {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store: record in tree {tree} could not be decoded: {why}")]
+    Decode { tree: &'static str, why: String },
+    #[error("store: record for tree {tree} could not be encoded: {why}")]
+    Encode { tree: &'static str, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Serialize, serde::Deserialize)]
+struct Envelope<T> {
+    schema: u32,
+    value: T,
+}
+
+#[derive(serde::Deserialize)]
+struct SchemaOnly {
+    schema: u32,
+}
+
+/// An open store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. Another process holding it gives
+    /// [`StoreError::Locked`].
+    pub fn open(dir: &Path) -> Result<Store> {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(StoreError::Sled { path: dir.to_path_buf(), source: sled::Error::Io(e) });
+        }
+        let db_path = dir.join("db");
+        match sled::Config::new().path(&db_path).open() {
+            Ok(db) => Ok(Store { db, path: dir.to_path_buf() }),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                Err(StoreError::Locked(dir.to_path_buf()))
+            }
+            Err(source) => Err(StoreError::Sled { path: dir.to_path_buf(), source }),
+        }
+    }
+
+    /// The data directory this store lives in (other on-disk state, e.g. the trajectory archive, sits beside it).
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree> {
+        self.db.open_tree(name).map_err(|source| self.err(source))
+    }
+
+    fn err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled { path: self.path.clone(), source }
+    }
+
+    /// Encodes a record with its schema envelope.
+    pub fn encode<R: Record>(value: &R) -> Result<Vec<u8>> {
+        rmp_serde::to_vec_named(&Envelope { schema: R::SCHEMA, value })
+            .map_err(|e| StoreError::Encode { tree: R::TREE, why: e.to_string() })
+    }
+
+    /// Decodes a record written by [`Store::encode`], at any schema version.
+    pub fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
+        let env: Envelope<R> = rmp_serde::from_slice(bytes).map_err(|e| {
+            let schema = rmp_serde::from_slice::<SchemaOnly>(bytes).map(|s| s.schema).ok();
+            StoreError::Decode {
+                tree: R::TREE,
+                why: format!("{e} (schema {schema:?}, current {})", R::SCHEMA),
+            }
+        })?;
+        Ok(env.value)
+    }
+
+    pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>> {
+        match self.tree(R::TREE)?.get(key).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(Self::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All records of a kind whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<R: Record>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, R)>> {
+        let tree = self.tree(R::TREE)?;
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.to_vec(), Self::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Writes one record on its own (use a [`Batch`] for records that belong together).
+    pub fn put<R: Record>(&self, key: &[u8], value: &R) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(key.to_vec(), value)?;
+        self.commit(b)
+    }
+
+    /// Applies every operation of the batch atomically: all of them or none.
+    pub fn commit(&self, batch: Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&'static str> = batch.ops.iter().map(|op| op.tree).collect();
+        names.sort_unstable();
+        names.dedup();
+        let trees = names.iter().map(|n| self.tree(n)).collect::<Result<Vec<_>>>()?;
+        use sled::Transactional;
+        let res = trees.as_slice().transaction(|txs| {
+            for op in &batch.ops {
+                let i = names.binary_search(&op.tree).unwrap_or(0);
+                match &op.value {
+                    Some(v) => {
+                        txs[i].insert(op.key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        txs[i].remove(op.key.as_slice())?;
+                    }
+                }
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(self.err(e)),
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                Err(self.err(sled::Error::Unsupported("transaction aborted".into())))
+            }
+        }
+    }
+
+    /// Flushes everything to disk (used at shutdown and after ingest).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+}
+
+struct Op {
+    tree: &'static str,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// Writes collected to be committed together by [`Store::commit`].
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put<R: Record>(&mut self, key: Vec<u8>, value: &R) -> Result<()> {
+        let value = Store::encode(value)?;
+        self.ops.push(Op { tree: R::TREE, key, value: Some(value) });
+        Ok(())
+    }
+
+    pub fn remove<R: Record>(&mut self, key: Vec<u8>) {
+        self.ops.push(Op { tree: R::TREE, key, value: None });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}

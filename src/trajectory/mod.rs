@@ -1,0 +1,2 @@
+//! The parameter trajectory: the archive of parameter vectors kept at ingest, the streaming Gram
+//! matrix, PCA of the path (the paper's optimizer-path directions) and projections onto it.
