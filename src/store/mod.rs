@@ -202,3 +202,77 @@ impl Batch {
         self.ops.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        a: u32,
+    }
+    impl Record for V1 {
+        const TREE: &'static str = "test_v";
+        const SCHEMA: u32 = 1;
+    }
+
+    /// The same record kind after a field was added.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        a: u32,
+        #[serde(default)]
+        b: Option<String>,
+    }
+    impl Record for V2 {
+        const TREE: &'static str = "test_v";
+        const SCHEMA: u32 = 2;
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Other {
+        x: f64,
+    }
+    impl Record for Other {
+        const TREE: &'static str = "test_other";
+        const SCHEMA: u32 = 1;
+    }
+
+    #[test]
+    fn old_records_decode_after_a_field_is_added() {
+        let bytes = Store::encode(&V1 { a: 7 }).unwrap();
+        let v2: V2 = Store::decode(&bytes).unwrap();
+        assert_eq!(v2, V2 { a: 7, b: None });
+    }
+
+    #[test]
+    fn batch_spans_trees_and_scans_in_step_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        for step in [300u64, 2, 10_000, 45] {
+            b.put(keys::run_step("r", step), &V1 { a: step as u32 }).unwrap();
+        }
+        b.put(keys::run_step("r", 2), &Other { x: 1.5 }).unwrap();
+        b.put(keys::run_step("r2", 1), &V1 { a: 1 }).unwrap();
+        store.commit(b).unwrap();
+        let steps: Vec<u64> =
+            store.scan_prefix::<V1>(&keys::run("r")).unwrap().iter().map(|(_, v)| v.a as u64).collect();
+        assert_eq!(steps, vec![2, 45, 300, 10_000]);
+        assert_eq!(store.get::<Other>(&keys::run_step("r", 2)).unwrap(), Some(Other { x: 1.5 }));
+        let k = keys::run_step_name("r", 45, "fc.weight");
+        assert_eq!(keys::step_of("r", &k), Some(45));
+        assert_eq!(keys::name_of("r", &k), Some("fc.weight"));
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_store_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second handle"),
+        }
+    }
+}
