@@ -7,6 +7,7 @@
 
 pub mod density;
 pub mod lanczos;
+pub mod measures;
 pub mod operator;
 pub mod power;
 pub mod rng;
