@@ -1,0 +1,376 @@
+//! The daemon's configuration file (TOML): where the store lives, where to listen, how to watch, and the
+//! runs to watch. Every option but `data_dir` and the runs has a default; unknown keys and bad values
+//! are rejected at start with the key's name. `config/landscaped.toml` is the commented example.
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The default listen address. 9464 is the port commonly used by Prometheus exporters that have no
+/// registered port of their own (it is what OpenTelemetry's Prometheus exporter uses); loopback only,
+/// because the API is unauthenticated.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// How a watched folder learns about new files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify, except on network and parallel filesystems (NFS, Lustre, GPFS, CIFS/SMB, FUSE), where
+    /// other nodes' writes are seen late or never: there, poll.
+    Auto,
+    Inotify,
+    Poll,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: PathBuf,
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default = "default_workers")]
+    workers: usize,
+    #[serde(default = "default_quiet")]
+    quiet_period_secs: f64,
+    #[serde(default = "default_watch_mode")]
+    watch_mode: WatchMode,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: f64,
+    #[serde(default = "default_rescan")]
+    rescan_interval_secs: f64,
+    #[serde(default = "default_queue")]
+    queue_capacity: usize,
+    #[serde(default = "default_nice")]
+    nice: i32,
+    #[serde(default = "default_true")]
+    io_idle: bool,
+    #[serde(default)]
+    gpu: bool,
+    #[serde(default)]
+    metrics: MetricsConfig,
+    #[serde(default)]
+    run: Vec<RawRun>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRun {
+    name: String,
+    watch: Vec<String>,
+    /// Everything else in a `[[run]]` table: job sections (`[run.pca]`, ...), checked against the job
+    /// registry so an unknown key is still rejected by name.
+    #[serde(flatten)]
+    rest: BTreeMap<String, toml::Value>,
+}
+
+/// Which tensors get their own `landscaped_tensor_norm` series.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Glob patterns of tensor names always exported (e.g. `"*.attn.*.weight"`).
+    #[serde(default)]
+    pub tensors: Vec<String>,
+    /// Plus the `top_k` largest tensors (by number of elements; stable across steps). Series per run are
+    /// bounded by `top_k` + the number of tensors the allow-list matches, and never more than `max_series`.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { tensors: Vec::new(), top_k: default_top_k(), max_series: default_max_series() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_quiet() -> f64 {
+    2.0
+}
+fn default_watch_mode() -> WatchMode {
+    WatchMode::Auto
+}
+fn default_poll() -> f64 {
+    5.0
+}
+fn default_rescan() -> f64 {
+    300.0
+}
+fn default_queue() -> usize {
+    4096
+}
+fn default_nice() -> i32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_top_k() -> usize {
+    8
+}
+fn default_max_series() -> usize {
+    64
+}
+
+/// One entry of a run's `watch` list: a folder, or a glob whose literal prefix is the folder watched.
+#[derive(Clone, Debug)]
+pub struct WatchSpec {
+    /// As written in the config.
+    pub pattern: String,
+    /// The folder to watch (recursively): the pattern itself, or the part before the first glob character.
+    pub root: PathBuf,
+    /// For globs: a checkpoint is taken when its path, or a folder above it, matches.
+    pub matcher: Option<GlobMatcher>,
+}
+
+impl WatchSpec {
+    pub fn parse(pattern: &str) -> Result<WatchSpec, String> {
+        if pattern.is_empty() {
+            return Err("empty watch path".into());
+        }
+        let p = Path::new(pattern);
+        if !p.is_absolute() {
+            return Err(format!("watch path {pattern:?} must be absolute"));
+        }
+        let is_glob = pattern.contains(['*', '?', '[', '{']);
+        if !is_glob {
+            return Ok(WatchSpec { pattern: pattern.into(), root: p.to_path_buf(), matcher: None });
+        }
+        let glob = Glob::new(pattern).map_err(|e| format!("watch glob {pattern:?}: {e}"))?;
+        let mut root = PathBuf::from("/");
+        for c in p.components().skip(1) {
+            let s = c.as_os_str().to_string_lossy();
+            if s.contains(['*', '?', '[', '{']) {
+                break;
+            }
+            root.push(c);
+        }
+        Ok(WatchSpec { pattern: pattern.into(), root, matcher: Some(glob.compile_matcher()) })
+    }
+
+    /// Whether a checkpoint at `path` (under `root`) belongs to this spec.
+    pub fn matches(&self, path: &Path) -> bool {
+        if !path.starts_with(&self.root) {
+            return false;
+        }
+        match &self.matcher {
+            None => true,
+            Some(m) => path.ancestors().take_while(|a| a.starts_with(&self.root)).any(|a| m.is_match(a)),
+        }
+    }
+}
+
+/// One `[[run]]`: a name, what it watches, and its job sections.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub name: String,
+    pub watch: Vec<WatchSpec>,
+    /// Job sections by job name (`pca`, `slice`, ...), as written; see [`crate::daemon::jobs`].
+    pub jobs: BTreeMap<String, toml::Value>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub quiet_period: std::time::Duration,
+    pub watch_mode: WatchMode,
+    pub poll_interval: std::time::Duration,
+    pub rescan_interval: std::time::Duration,
+    pub queue_capacity: usize,
+    pub nice: i32,
+    pub io_idle: bool,
+    pub gpu: bool,
+    pub metrics: MetricsConfig,
+    pub runs: Vec<RunConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file. The error names the file, the line and the key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages and to resolve nothing (paths must be absolute).
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), describe_toml_error(text, &e)))?;
+        let bad = |key: &str, why: String| anyhow::anyhow!("config {}: key `{key}`: {why}", path.display());
+        if !raw.data_dir.is_absolute() {
+            return Err(bad("data_dir", format!("{} must be an absolute path", raw.data_dir.display())));
+        }
+        if raw.workers == 0 || raw.workers > 256 {
+            return Err(bad("workers", format!("{} is not in 1..=256", raw.workers)));
+        }
+        let secs = |key: &str, v: f64, min: f64| -> anyhow::Result<std::time::Duration> {
+            if !v.is_finite() || v < min || v > 86_400.0 {
+                return Err(bad(key, format!("{v} is not a number of seconds in {min}..=86400")));
+            }
+            Ok(std::time::Duration::from_secs_f64(v))
+        };
+        let quiet_period = secs("quiet_period_secs", raw.quiet_period_secs, 0.0)?;
+        let poll_interval = secs("poll_interval_secs", raw.poll_interval_secs, 0.1)?;
+        let rescan_interval = secs("rescan_interval_secs", raw.rescan_interval_secs, 1.0)?;
+        if raw.queue_capacity < 16 || raw.queue_capacity > 1_000_000 {
+            return Err(bad("queue_capacity", format!("{} is not in 16..=1000000", raw.queue_capacity)));
+        }
+        if !(-20..=19).contains(&raw.nice) {
+            return Err(bad("nice", format!("{} is not in -20..=19", raw.nice)));
+        }
+        for t in &raw.metrics.tensors {
+            Glob::new(t).map_err(|e| bad("metrics.tensors", format!("{t:?}: {e}")))?;
+        }
+        if raw.metrics.max_series > 10_000 {
+            return Err(bad("metrics.max_series", format!("{} is more than 10000", raw.metrics.max_series)));
+        }
+        if raw.run.is_empty() {
+            return Err(bad("run", "at least one [[run]] with a name and a watch list is required".into()));
+        }
+        let mut runs = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for r in raw.run {
+            crate::store::keys::validate_run_name(&r.name).map_err(|why| bad("run.name", why))?;
+            if !names.insert(r.name.clone()) {
+                return Err(bad("run.name", format!("run {:?} is configured twice", r.name)));
+            }
+            if r.watch.is_empty() {
+                return Err(bad("run.watch", format!("run {:?} watches nothing", r.name)));
+            }
+            let watch = r
+                .watch
+                .iter()
+                .map(|w| WatchSpec::parse(w))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|why| bad("run.watch", format!("run {:?}: {why}", r.name)))?;
+            for (key, value) in &r.rest {
+                match crate::daemon::jobs::find(key) {
+                    None => {
+                        let known: Vec<&str> =
+                            crate::daemon::jobs::registry().iter().map(|j| j.name).collect();
+                        return Err(bad(
+                            &format!("run.{key}"),
+                            format!(
+                                "unknown key in run {:?} (expected name, watch{}{})",
+                                r.name,
+                                if known.is_empty() { "" } else { ", or a job section: " },
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    Some(spec) => {
+                        (spec.build)(value)
+                            .map_err(|e| bad(&format!("run.{key}"), format!("run {:?}: {e:#}", r.name)))?;
+                    }
+                }
+            }
+            runs.push(RunConfig { name: r.name, watch, jobs: r.rest });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            data_dir: raw.data_dir,
+            listen: raw.listen,
+            workers: raw.workers,
+            quiet_period,
+            watch_mode: raw.watch_mode,
+            poll_interval,
+            rescan_interval,
+            queue_capacity: raw.queue_capacity,
+            nice: raw.nice,
+            io_idle: raw.io_idle,
+            gpu: raw.gpu,
+            metrics: raw.metrics,
+            runs,
+        })
+    }
+
+    /// The base URL of this daemon's HTTP API.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+}
+
+/// One line: `line N: key `k`: message`.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && line.contains('='));
+    match key {
+        Some(k) => format!("line {line_no}: key `{k}`: {msg}"),
+        None => format!("line {line_no}: {msg} (at `{line}`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> anyhow::Result<Config> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    const MIN: &str = "data_dir = \"/var/lib/landscaped\"\nlisten = \"127.0.0.1:9464\"\n\n[[run]]\nname = \"resnet-sgd\"\nwatch = [\"/scratch/job42/checkpoints\"]\n";
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.quiet_period, std::time::Duration::from_secs(2));
+        assert_eq!(c.watch_mode, WatchMode::Auto);
+        assert_eq!(c.runs.len(), 1);
+        assert_eq!(c.runs[0].watch[0].root, PathBuf::from("/scratch/job42/checkpoints"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("bogus_key = 1\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("bogus_key"), "{e}");
+        let e = parse(&format!("{MIN}frobnicate = true\n")).unwrap_err().to_string();
+        assert!(e.contains("run.frobnicate"), "{e}");
+        let e = parse(&format!("metrics = {{ topk = 3 }}\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("topk"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse(&MIN.replace("127.0.0.1:9464", "localhost")).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse(&format!("workers = 0\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
+        let e = parse(&format!("quiet_period_secs = -1\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("quiet_period_secs"), "{e}");
+        let e = parse(&format!("watch_mode = \"fanotify\"\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("watch_mode"), "{e}");
+        let e = parse(&MIN.replace("/scratch/job42/checkpoints", "relative/dir")).unwrap_err().to_string();
+        assert!(e.contains("run.watch"), "{e}");
+    }
+
+    #[test]
+    fn globs_watch_their_literal_prefix() {
+        let w = WatchSpec::parse("/scratch/job*/checkpoints").unwrap();
+        assert_eq!(w.root, PathBuf::from("/scratch"));
+        assert!(w.matches(Path::new("/scratch/job42/checkpoints/step_10.pt")));
+        assert!(!w.matches(Path::new("/scratch/other/checkpoints/step_10.pt")));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/landscaped.toml");
+        Config::load(&p).unwrap();
+    }
+}

@@ -1,0 +1,111 @@
+//! Periodic background jobs: the extension point for capabilities that run every N checkpoints of a
+//! run (trajectory PCA, loss-landscape slices, sharpness), at low priority, beside ingest.
+//!
+//! # Adding a job (engineers D, E, F)
+//! 1. Implement [`PeriodicJob`] in your own module, e.g. `crate::trajectory::daemon_job::PcaJob`.
+//! 2. Write a constructor `fn build(section: &toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>>` that
+//!    deserializes your config section (use a struct with `#[serde(deny_unknown_fields)]` and
+//!    `section.clone().try_into::<YourConfig>()`), and rejects bad values with an error naming the key
+//!    (the daemon prefixes it with `config FILE: key run.<job>:`). It is called once at config load (to
+//!    validate) and once when the daemon starts (to build the job for each run).
+//! 3. Add ONE line to [`registry`] below: `JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },`
+//!    (that one line is the only edit to this file others may make).
+//!
+//! A run then enables the job with a table named after it:
+//! ```toml
+//! [[run]]
+//! name = "resnet-sgd"
+//! watch = ["/scratch/job42/checkpoints"]
+//! [run.pca]            # the section handed to your `build`
+//! every = 10           # your fields; `every` is the convention for "every N checkpoints"
+//! ```
+//!
+//! # When jobs run
+//! After each checkpoint of a run is ingested, the daemon counts it for every job of that run; when the
+//! count reaches `every()`, the job is scheduled with the run name and the step just ingested. Jobs
+//! run one at a time on a dedicated low-priority thread, never on the HTTP runtime; if a job for the
+//! same run is still waiting when it comes due again, the waiting one is replaced by the newer step
+//! (no pile-up). A job returning `Err` is logged and counted in `landscaped_job_runs_total{outcome="error"}`;
+//! the daemon keeps going. Long jobs should check [`JobContext::cancelled`] between units of work and
+//! return early (leaving resumable state) when the daemon is shutting down.
+//!
+//! # What a job may use
+//! [`JobContext`]: the open [`Store`] (the daemon holds the only handle: never `Store::open` yourself),
+//! the data dir (for on-disk state beside the store), and the daemon's Prometheus [`Registry`]: register
+//! your own gauges once in `build`-time-independent code, e.g. lazily in `run` with a `OnceLock`, named
+//! `landscaped_<job>_*` with a `run` label.
+
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A background job run every N ingested checkpoints of a run.
+pub trait PeriodicJob: Send + Sync {
+    /// Short stable name (the config section's name): `pca`, `slice`, `sharpness`.
+    fn name(&self) -> &'static str;
+    /// Run after every `every()` newly ingested checkpoints (at least 1).
+    fn every(&self) -> u64;
+    /// Do the work for `run` as of `step` (the checkpoint just ingested). Blocking is fine.
+    fn run(&self, ctx: &JobContext, run: &str, step: u64) -> anyhow::Result<()>;
+}
+
+/// What a job gets to work with.
+#[derive(Clone)]
+pub struct JobContext {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub registry: prometheus::Registry,
+    cancel: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    pub fn new(
+        store: Store,
+        data_dir: PathBuf,
+        registry: prometheus::Registry,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
+        JobContext { store, data_dir, registry, cancel }
+    }
+
+    /// True once the daemon is shutting down: stop at the next safe point.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds a job from its config section.
+pub type JobBuilder = fn(&toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>>;
+
+/// A kind of job the config may enable, by the name of its section.
+pub struct JobSpec {
+    pub name: &'static str,
+    pub build: JobBuilder,
+}
+
+/// Every kind of job the daemon knows. Add one line per job (see the module doc).
+pub fn registry() -> &'static [JobSpec] {
+    &[
+        // JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
+        // JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
+        // JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
+    ]
+}
+
+/// The job spec named `name`.
+pub fn find(name: &str) -> Option<&'static JobSpec> {
+    registry().iter().find(|j| j.name == name)
+}
+
+/// Builds the jobs a run's config enables.
+pub fn build_all(
+    sections: &std::collections::BTreeMap<String, toml::Value>,
+) -> anyhow::Result<Vec<Box<dyn PeriodicJob>>> {
+    let mut out = Vec::new();
+    for (name, section) in sections {
+        let spec = find(name).ok_or_else(|| anyhow::anyhow!("unknown job section `{name}`"))?;
+        out.push((spec.build)(section)?);
+    }
+    Ok(out)
+}
