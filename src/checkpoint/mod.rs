@@ -4,8 +4,24 @@
 //! Plain Rust, no libtorch. Files are read with read/pread (never mmap, so a training job rewriting a
 //! file in place can't SIGBUS us), one tensor at a time, and every byte of untrusted input is validated
 //! before it is trusted. Pickle data is parsed, never executed.
+//!
+//! The public API: [`Checkpoint::open`] (a file or an HF folder; lists tensors and the step, reads no
+//! values), [`Checkpoint::read`] (one tensor), [`find_checkpoints`], [`check_complete`],
+//! [`step_from_name`]. The step rule and the layouts are documented in [`layout`]; the completeness
+//! rules in [`complete`].
 
 use std::path::PathBuf;
+
+pub mod complete;
+pub mod layout;
+mod open;
+mod pickle_scan;
+mod safetensors;
+mod torchzip;
+mod values;
+
+pub use complete::check_complete;
+pub use layout::{find_checkpoints, step_from_name};
 
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -149,4 +165,10 @@ pub struct Checkpoint {
     pub step: Option<u64>,
     /// Every tensor of the state dict, float or not, in the file's order.
     pub tensors: Vec<TensorInfo>,
+    /// The open files behind the tensors (one per shard).
+    parts: Vec<open::Part>,
+    /// For each tensor: (part, index within that part).
+    locs: Vec<(usize, usize)>,
+    /// Every file the checkpoint consists of (weights, index, trainer_state.json).
+    members: Vec<PathBuf>,
 }

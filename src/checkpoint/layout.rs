@@ -1,0 +1,244 @@
+//! Checkpoint layouts on disk, the step rule, and finding checkpoints under a folder.
+//!
+//! Layouts:
+//! - a single file: `.safetensors`, or a torch zip (`.pt`, `.pth`, `.bin`); Lightning `.ckpt`;
+//! - a Hugging Face folder (`checkpoint-N/`, or any folder holding `trainer_state.json` or a weights
+//!   index) with `model.safetensors`, `model.safetensors.index.json` + shards, `pytorch_model.bin`, or
+//!   `pytorch_model.bin.index.json` + shards.
+//!
+//! The step rule (first that applies):
+//! 1. HF folder: `global_step` in `trainer_state.json`, else the `N` of `checkpoint-N`.
+//! 2. Torch file whose dict has an integer `global_step` at the top level (Lightning): that.
+//! 3. Any file (or folder) name containing `step=S` (Lightning's `epoch=E-step=S.ckpt`): `S`.
+//! 4. Otherwise the last run of digits in the file name without its extension
+//!    (`ckpt_000120.pt` → 120, `step-300.safetensors` → 300); none → no step.
+//!
+//! Temp files are never checkpoints: names starting with `.` or `tmp`, and names ending in `.tmp`,
+//! `.temp`, `.part`, `.partial`, `.swp`, `.lock` or `~`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::CheckpointError;
+
+/// File extensions that can hold a checkpoint.
+pub(crate) const CHECKPOINT_EXTENSIONS: [&str; 5] = ["safetensors", "pt", "pth", "bin", "ckpt"];
+
+/// Weight files an HF folder may hold, in order of preference.
+pub(crate) const HF_WEIGHTS: [&str; 4] = [
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+];
+
+/// How deep [`find_checkpoints`] descends below the folder it is given.
+const MAX_DEPTH: usize = 6;
+
+/// The step encoded in a file or folder name (rules 3 and 4 of the step rule, plus `checkpoint-N`).
+pub fn step_from_name(name: &str) -> Option<u64> {
+    if let Some(i) = name.rfind("step=") {
+        let digits: String = name[i + 5..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        return digits.parse().ok();
+    }
+    if let Some(rest) = name.strip_prefix("checkpoint-")
+        && !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_digit())
+    {
+        return rest.parse().ok();
+    }
+    let stem = match name.rsplit_once('.') {
+        Some((stem, ext)) if CHECKPOINT_EXTENSIONS.contains(&ext) => stem,
+        _ => name,
+    };
+    let bytes = stem.as_bytes();
+    let end = bytes.iter().rposition(|b| b.is_ascii_digit())? + 1;
+    let start = bytes[..end].iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
+    stem[start..end].parse().ok()
+}
+
+/// Whether a name is a temp file or folder (never a checkpoint).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.starts_with("tmp")
+        || name.ends_with('~')
+        || [".tmp", ".temp", ".part", ".partial", ".swp", ".lock"].iter().any(|s| name.ends_with(s))
+}
+
+/// Whether a file name looks like a checkpoint file (extension and not temp).
+pub fn is_checkpoint_file_name(name: &str) -> bool {
+    !is_temp_name(name) && name.rsplit_once('.').is_some_and(|(_, ext)| CHECKPOINT_EXTENSIONS.contains(&ext))
+}
+
+/// Whether `dir` is an HF checkpoint folder: it holds one of [`HF_WEIGHTS`] and is named
+/// `checkpoint-N`, holds `trainer_state.json`, or holds a weights index.
+pub fn is_hf_folder(dir: &Path) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if is_temp_name(name) {
+        return false;
+    }
+    let has = |f: &str| dir.join(f).is_file();
+    let weights = HF_WEIGHTS.iter().any(|w| has(w));
+    weights
+        && (name.starts_with("checkpoint-")
+            || has("trainer_state.json")
+            || has("model.safetensors.index.json")
+            || has("pytorch_model.bin.index.json"))
+}
+
+/// Largest `trainer_state.json` / index file read (they are small; log history can grow).
+pub(crate) const MAX_JSON: u64 = 256 * 1024 * 1024;
+
+/// Read a small JSON file with a size bound.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, CheckpointError> {
+    use std::io::Read;
+    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut buf = Vec::new();
+    file.take(MAX_JSON + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > MAX_JSON {
+        return Err(CheckpointError::Malformed {
+            path: path.to_path_buf(),
+            why: format!("larger than {MAX_JSON} bytes"),
+        });
+    }
+    serde_json::from_slice(&buf).map_err(|e| CheckpointError::Malformed {
+        path: path.to_path_buf(),
+        why: format!("not valid JSON: {e}"),
+    })
+}
+
+/// The step of an HF folder: `global_step` in trainer_state.json, else the folder name.
+pub(crate) fn hf_step(dir: &Path) -> Option<u64> {
+    let state = dir.join("trainer_state.json");
+    if let Ok(v) = read_json(&state)
+        && let Some(s) = v.get("global_step").and_then(|s| s.as_u64())
+    {
+        return Some(s);
+    }
+    dir.file_name().and_then(|n| n.to_str()).and_then(step_from_name)
+}
+
+/// The shard file names an index lists (`weight_map` values), deduplicated, sorted. Names must be
+/// plain file names inside the folder.
+pub(crate) fn index_shards(index: &Path) -> Result<Vec<(String, Vec<String>)>, CheckpointError> {
+    let v = read_json(index)?;
+    let malformed = |why: String| CheckpointError::Malformed { path: index.to_path_buf(), why };
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| malformed("no weight_map object".into()))?;
+    let mut shards: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (tensor, shard) in map {
+        let shard =
+            shard.as_str().ok_or_else(|| malformed(format!("weight_map['{tensor}'] is not a string")))?;
+        if shard.is_empty() || shard.contains('/') || shard.contains('\\') || shard == "." || shard == ".." {
+            return Err(malformed(format!(
+                "weight_map['{tensor}'] names {shard:?}, not a file in the folder"
+            )));
+        }
+        shards.entry(shard.to_string()).or_default().push(tensor.clone());
+    }
+    Ok(shards.into_iter().collect())
+}
+
+/// The step used to sort [`find_checkpoints`]'s result (cheap: names and trainer_state.json only).
+fn sort_step(path: &Path) -> Option<u64> {
+    if path.is_dir() {
+        hf_step(path)
+    } else {
+        path.file_name().and_then(|n| n.to_str()).and_then(step_from_name)
+    }
+}
+
+/// Every checkpoint under `dir` (checkpoint files and HF folders, descending into other folders up
+/// to a few levels, not following symlinked folders), sorted by step then name; checkpoints without a
+/// step come last. Temp files and non-checkpoint files are skipped; a symlink (e.g. `last.ckpt`) to a
+/// file that is listed anyway is dropped so nothing is processed twice. `dir` itself may be an HF
+/// folder.
+pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    if is_hf_folder(dir) {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    let top =
+        std::fs::read_dir(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
+    walk(top, 0, &mut found);
+
+    // Drop symlinks whose target is also listed.
+    let mut real: HashSet<PathBuf> = HashSet::new();
+    for p in &found {
+        if !p.is_symlink() {
+            real.insert(p.canonicalize().unwrap_or_else(|_| p.clone()));
+        }
+    }
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    found.retain(|p| {
+        if !p.is_symlink() {
+            return true;
+        }
+        match p.canonicalize() {
+            Ok(target) => !real.contains(&target) && seen.insert(target),
+            Err(_) => false, // dangling
+        }
+    });
+
+    let mut keyed: Vec<(Option<u64>, PathBuf)> = found.into_iter().map(|p| (sort_step(&p), p)).collect();
+    keyed.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.1.cmp(&b.1)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(&b.1),
+    });
+    Ok(keyed.into_iter().map(|(_, p)| p).collect())
+}
+
+fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) {
+            continue;
+        }
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            if is_hf_folder(&path) {
+                found.push(path);
+            } else if depth < MAX_DEPTH
+                && let Ok(sub) = std::fs::read_dir(&path)
+            {
+                walk(sub, depth + 1, found);
+            }
+        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && is_checkpoint_file_name(name) {
+            found.push(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_rule_from_names() {
+        assert_eq!(step_from_name("ckpt_000120.pt"), Some(120));
+        assert_eq!(step_from_name("step-300.safetensors"), Some(300));
+        assert_eq!(step_from_name("epoch=3-step=1200.ckpt"), Some(1200));
+        assert_eq!(step_from_name("epoch=3-step=1200-v1.ckpt"), Some(1200));
+        assert_eq!(step_from_name("checkpoint-500"), Some(500));
+        assert_eq!(step_from_name("model.safetensors"), None);
+        assert_eq!(step_from_name("last.ckpt"), None);
+        assert_eq!(step_from_name("run2_ep5_it77.pth"), Some(77));
+        assert_eq!(step_from_name("x99999999999999999999999.pt"), None);
+    }
+
+    #[test]
+    fn temp_names() {
+        assert!(is_temp_name(".ckpt_1.pt"));
+        assert!(is_temp_name("ckpt_1.pt.tmp"));
+        assert!(is_temp_name("tmp-checkpoint-5"));
+        assert!(!is_checkpoint_file_name("notes.txt"));
+        assert!(is_checkpoint_file_name("epoch=0-step=10.ckpt"));
+    }
+}

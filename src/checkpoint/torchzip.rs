@@ -1,0 +1,228 @@
+//! The PyTorch zip reader (`torch.save` since 1.6: `.pt`, `.pth`, `.bin`, Lightning `.ckpt`).
+//!
+//! Order of trust: the zip's central directory is read first (TorchScript archives, which carry
+//! `constants.pkl` / `code/`, are refused as unsupported); `data.pkl` is then scanned opcode by opcode
+//! ([`super::pickle_scan`]) and any global outside the state-dict allow-list is refused by name; only
+//! then does the `pytorch-reader` crate parse the pickle (it never executes it, never mmaps, and
+//! reads each storage lazily with `pread`). The state dict is taken from the top level or from under
+//! `state_dict` / `model` / `module` / `model_state_dict`; every other entry (optimizer state, loops,
+//! callbacks) is skipped, and its tensors are never read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use pytorch_reader::{DType, PickleValue, PytorchReader};
+
+use super::pickle_scan::{self, ScanError};
+use super::{CheckpointError, Dtype, TensorInfo};
+
+/// Keys under which a checkpoint dict nests its state dict, in order of preference.
+pub(crate) const NESTING_KEYS: [&str; 4] = ["state_dict", "model", "module", "model_state_dict"];
+
+/// The largest `data.pkl` read (the same bound as pytorch-reader).
+const MAX_PICKLE: u64 = 100 * 1024 * 1024;
+
+/// An open torch zip checkpoint.
+pub(crate) struct TorchFile {
+    pub path: PathBuf,
+    /// Tensor descriptions (names relative to the state dict) with their lazy read handles.
+    pub entries: Vec<(TensorInfo, pytorch_reader::Tensor)>,
+    /// `global_step` from the top-level dict, if it holds a non-negative integer.
+    pub global_step: Option<u64>,
+    /// The dict looks like Lightning's (`state_dict` plus `pytorch-lightning_version`,
+    /// `global_step` or `optimizer_states`).
+    pub lightning: bool,
+}
+
+impl std::fmt::Debug for TorchFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchFile")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .field("global_step", &self.global_step)
+            .finish()
+    }
+}
+
+fn malformed(path: &Path, why: impl Into<String>) -> CheckpointError {
+    CheckpointError::Malformed { path: path.to_path_buf(), why: why.into() }
+}
+
+fn unsupported(path: &Path, why: impl Into<String>) -> CheckpointError {
+    CheckpointError::Unsupported { path: path.to_path_buf(), why: why.into() }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// The magic number a pre-1.6 `torch.save` file starts with (inside a pickled LONG1).
+const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+
+/// If the first bytes of a file say it is a torch format we don't read, say which.
+pub(crate) fn sniff_unsupported(head: &[u8]) -> Option<&'static str> {
+    let window = &head[..head.len().min(64)];
+    if window.windows(LEGACY_MAGIC.len()).any(|w| w == LEGACY_MAGIC)
+        || window.windows(24).any(|w| w == b"119547037146038801333356")
+    {
+        return Some("legacy (pre-1.6) torch.save format; re-save it with torch >= 1.6 (zip format)");
+    }
+    if head.get(257..262) == Some(b"ustar") {
+        return Some("tar-based torch.save format (before PyTorch 0.1.10)");
+    }
+    if matches!(head.first(), Some(0x80)) {
+        return Some("a bare pickle, not a torch.save zip archive");
+    }
+    None
+}
+
+/// Read `data.pkl` (and check the archive is not TorchScript) using the zip crate's directory.
+fn read_data_pkl(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| malformed(path, format!("not a readable zip archive: {e}")))?;
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.map(|n| n.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| malformed(path, format!("bad zip entry name: {e}")))?;
+    let root = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("data.pkl"))
+        .filter(|r| r.is_empty() || r.ends_with('/'))
+        .min_by_key(|r| r.len())
+        .map(str::to_string)
+        .ok_or_else(|| malformed(path, "zip archive has no data.pkl (not a torch.save file)"))?;
+    let torchscript = names.iter().any(|n| {
+        n.strip_prefix(root.as_str()).is_some_and(|rest| rest == "constants.pkl" || rest.starts_with("code/"))
+    });
+    if torchscript {
+        return Err(unsupported(
+            path,
+            "TorchScript archive (torch.jit.save); save model.state_dict() with torch.save for weight statistics",
+        ));
+    }
+    let mut entry = archive
+        .by_name(&format!("{root}data.pkl"))
+        .map_err(|e| malformed(path, format!("cannot open data.pkl: {e}")))?;
+    let limit = MAX_PICKLE.min(file_len.max(1) * 8);
+    let mut buf = Vec::with_capacity(entry.size().min(limit) as usize);
+    (&mut entry)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| malformed(path, format!("cannot read data.pkl: {e}")))?;
+    if buf.len() as u64 > limit {
+        return Err(malformed(path, format!("data.pkl is larger than {limit} bytes")));
+    }
+    Ok(buf)
+}
+
+fn map_dtype(path: &Path, name: &str, d: DType) -> Result<Dtype, CheckpointError> {
+    Ok(match d {
+        DType::F64 => Dtype::F64,
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::I64 => Dtype::I64,
+        DType::I32 => Dtype::I32,
+        DType::I16 => Dtype::I16,
+        DType::I8 => Dtype::I8,
+        DType::U8 => Dtype::U8,
+        DType::Bool => Dtype::Bool,
+        DType::U16 | DType::U32 | DType::U64 => {
+            return Err(unsupported(
+                path,
+                format!("tensor '{name}' has dtype {d:?}, which landscaped does not read"),
+            ));
+        }
+    })
+}
+
+fn reader_error(path: &Path, e: pytorch_reader::PytorchError) -> CheckpointError {
+    match e {
+        pytorch_reader::PytorchError::Io(source) => io_err(path, source),
+        other => malformed(path, other.to_string()),
+    }
+}
+
+impl TorchFile {
+    pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let pickle = read_data_pkl(path)?;
+        let scan = pickle_scan::scan(&pickle).map_err(|e| match e {
+            ScanError::Refused(why) => CheckpointError::Refused { path: path.to_path_buf(), why },
+            ScanError::Malformed(why) => malformed(path, format!("data.pkl: {why}")),
+        })?;
+        drop(pickle);
+
+        // The structure of the top-level object, with tensors as opaque leaves.
+        let root = PytorchReader::read_pickle_data(path, None).map_err(|e| reader_error(path, e))?;
+        let PickleValue::Dict(root) = root else {
+            return Err(malformed(
+                path,
+                "the saved object is not a dict (not a state dict or checkpoint dict)",
+            ));
+        };
+        let prefix = NESTING_KEYS
+            .iter()
+            .find(|k| matches!(root.get(**k), Some(PickleValue::Dict(_))))
+            .map(|k| format!("{k}."));
+        let global_step = match root.get("global_step") {
+            Some(PickleValue::Int(s)) => u64::try_from(*s).ok(),
+            _ => None,
+        };
+        let lightning = prefix.as_deref() == Some("state_dict.")
+            && (root.contains_key("pytorch-lightning_version")
+                || root.contains_key("global_step")
+                || root.contains_key("optimizer_states"));
+        drop(root);
+
+        let reader = PytorchReader::new(path).map_err(|e| reader_error(path, e))?;
+        let mut entries = Vec::new();
+        for (full, tensor) in reader.into_tensors() {
+            let name = match &prefix {
+                Some(p) => match full.strip_prefix(p.as_str()) {
+                    Some(rest) => rest.to_string(),
+                    None => continue, // optimizer state and other entries: skipped, never read
+                },
+                None => full,
+            };
+            let dtype = map_dtype(path, &name, tensor.dtype())?;
+            let shape = tensor.shape().to_vec();
+            entries.push((TensorInfo { name, dtype, shape }, tensor));
+        }
+        sort_in_file_order(&mut entries, &scan.string_order);
+        Ok(TorchFile { path: path.to_path_buf(), entries, global_step, lightning })
+    }
+
+    /// The tensor's bytes, contiguous and little-endian.
+    pub(crate) fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
+        let (info, tensor) = &self.entries[i];
+        let bytes = tensor.read().map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                malformed(&self.path, e.to_string())
+            }
+            _ => io_err(&self.path, e),
+        })?;
+        let want = info.numel().checked_mul(info.dtype.size());
+        if want != Some(bytes.len()) {
+            return Err(malformed(
+                &self.path,
+                format!("tensor '{}': read {} bytes, expected {:?}", info.name, bytes.len(), want),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Order tensors as their names first appear in the pickle (the state dict's order); names the
+/// pickle doesn't spell out whole (nested containers) go last, by name.
+fn sort_in_file_order(entries: &mut [(TensorInfo, pytorch_reader::Tensor)], order: &HashMap<String, usize>) {
+    entries.sort_by(|a, b| {
+        let ra = order.get(&a.0.name).copied().unwrap_or(usize::MAX);
+        let rb = order.get(&b.0.name).copied().unwrap_or(usize::MAX);
+        ra.cmp(&rb).then_with(|| a.0.name.cmp(&b.0.name))
+    });
+}
