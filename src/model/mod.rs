@@ -1,4 +1,38 @@
 //! The only module that touches tch/libtorch: loading the user's TorchScript model, binding parameters
 //! and buffers from a checkpoint, loss and accuracy on the evaluation set, Hessian-vector products.
+//!
+//! # The model API (for landscape/ and for hvp.rs / sharpness/)
+//! - [`ModelSpec`] says what to load (TorchScript file, `eval.safetensors` with `inputs`/`targets`, the
+//!   [`Loss`], batch size, subsample, device); [`Model::load`] loads it in eval mode and checks that one
+//!   evaluation runs.
+//! - [`Model::slots`]: what a checkpoint must supply — trainable parameters in module order
+//!   (`named_parameters`), then float buffers (batch-norm running statistics, via the C++ shim in
+//!   `shim.cpp`, since tch's CModule does not expose buffers). `checkpoint_state` reads a checkpoint
+//!   into a state (one `Vec<f32>` per slot) after [`binding::bind`] has reported every mismatch by name;
+//!   [`Model::set_state`] writes it into the module.
+//! - [`Model::evaluate`]: loss (batch means weighted by batch size) and accuracy, no grad.
+//! - For Hessian-vector products (hvp.rs, same crate), `pub(crate)` fields and one function:
+//!   `model.module` (the `tch::CModule`), `model.params` (the trainable parameter tensors in module
+//!   order, aliasing the module's own, `requires_grad`; the first `n` slots, `n = model.params.len()`),
+//!   `model.buffers`, `model.batches` (`Vec<(inputs, targets)>` on `model.device`) and
+//!   `model.batch_loss(i) -> Result<Tensor>`: the mean loss of batch `i` as a scalar with grad enabled
+//!   (weight it by `batches[i].0.size()[0]` when averaging). Call [`prepare_thread`] (disables the
+//!   TorchScript graph optimizer, which has produced wrong second derivatives) in every thread that
+//!   runs the model; `batch_loss` and `evaluate` call it themselves.
+//! - Slices: [`Model::plane`] holds a centre and directions on the device; [`Model::set_point`] writes
+//!   θ* + a·δ + b·η. [`rng::normal_draws`] gives libtorch's Gaussian draws for a seed.
 
+pub mod binding;
 pub mod device;
+pub mod loss;
+pub mod net;
+pub mod plane;
+pub mod rng;
+mod shim;
+pub mod state;
+
+pub use binding::{BindOptions, Binding, Slot, SlotKind};
+pub use loss::Loss;
+pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread};
+pub use plane::Plane;
+pub use state::{State, read_state};
