@@ -1,2 +1,8 @@
 //! Loss-landscape slices: grid specs (`min:max:num`), directions (filter/layer/none normalized random,
 //! PCA, interpolation between checkpoints) and slice evaluation with resume.
+
+pub mod build;
+pub mod compute;
+pub mod directions;
+pub mod grid;
+pub mod slice;

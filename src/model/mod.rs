@@ -7,7 +7,7 @@
 //!   evaluation runs.
 //! - [`Model::slots`]: what a checkpoint must supply — trainable parameters in module order
 //!   (`named_parameters`), then float buffers (batch-norm running statistics, via the C++ shim in
-//!   `shim.cpp`, since tch's CModule does not expose buffers). `checkpoint_state` reads a checkpoint
+//!   `shim.cpp`, since tch's CModule does not expose buffers). [`checkpoint_state`] reads a checkpoint
 //!   into a state (one `Vec<f32>` per slot) after [`binding::bind`] has reported every mismatch by name;
 //!   [`Model::set_state`] writes it into the module.
 //! - [`Model::evaluate`]: loss (batch means weighted by batch size) and accuracy, no grad.
@@ -35,4 +35,4 @@ pub use binding::{BindOptions, Binding, Slot, SlotKind};
 pub use loss::Loss;
 pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread};
 pub use plane::Plane;
-pub use state::{State, read_state};
+pub use state::{State, checkpoint_state, read_state};

@@ -3,7 +3,7 @@
 
 use super::binding::{BindOptions, bind};
 use super::net::Model;
-use crate::checkpoint::TensorInfo;
+use crate::checkpoint::{Checkpoint, TensorInfo};
 use anyhow::{Result, anyhow};
 
 /// One f32 vector per slot of a model, in slot order.
@@ -31,4 +31,9 @@ pub fn read_state(
             Ok(v)
         })
         .collect()
+}
+/// A checkpoint's state for the model (see [`read_state`]).
+pub fn checkpoint_state(model: &Model, ck: &Checkpoint, opts: &BindOptions) -> Result<State> {
+    let what = format!("checkpoint {}", ck.path.display());
+    read_state(model, &ck.tensors, opts, &what, |i| ck.read_f32(i).map_err(anyhow::Error::from))
 }

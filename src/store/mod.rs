@@ -6,6 +6,7 @@
 //! Writes that belong together go through a [`Batch`], committed atomically across trees.
 
 pub mod keys;
+pub mod slices;
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};

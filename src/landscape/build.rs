@@ -1,0 +1,50 @@
+//! Turning a direction description into direction vectors for a loaded model: random (seeded draws from
+//! libtorch's generator, normalized), PCA (the trajectory's direction files, matched to the model's
+//! slots by name), interpolation (towards a second checkpoint's state).
+
+use super::directions::{RandomDirections, create_random_direction, orthogonalize};
+use crate::model::{Model, SlotKind, State, rng};
+use anyhow::{Result, anyhow, bail};
+
+/// The parameters (not buffers) of a model, in module order, with shapes: what random directions cover.
+pub fn parameter_list(model: &Model) -> Vec<(String, Vec<usize>)> {
+    model
+        .slots()
+        .iter()
+        .filter(|s| s.kind == SlotKind::Parameter)
+        .map(|s| (s.name.clone(), s.shape.clone()))
+        .collect()
+}
+
+/// Rebuilds the x direction and, if `two_d`, the y direction described by `spec`, about `centre`.
+/// Buffer slots get zero. Errors if the model's parameters are not the ones `spec` lists.
+pub fn random_directions(
+    model: &Model,
+    centre: &State,
+    spec: &RandomDirections,
+    two_d: bool,
+) -> Result<(State, Option<State>)> {
+    let params = parameter_list(model);
+    if params != spec.params {
+        bail!("the model's parameters differ from those the stored directions were drawn for");
+    }
+    let shapes: Vec<Vec<usize>> = params.iter().map(|(_, s)| s.clone()).collect();
+    let groups: Vec<&[Vec<usize>]> = if two_d { vec![&shapes, &shapes] } else { vec![&shapes] };
+    let mut draws = rng::normal_draws(spec.seed, &groups).into_iter();
+    let weights: Vec<&[f32]> = centre[..shapes.len()].iter().map(Vec::as_slice).collect();
+    let make = |d: Vec<Vec<f32>>| -> State {
+        let mut d = create_random_direction(d, &weights, &shapes, spec.norm, spec.ignore);
+        for s in &model.slots()[shapes.len()..] {
+            d.push(vec![0.0; s.numel()]);
+        }
+        d
+    };
+    let dx = make(draws.next().ok_or_else(|| anyhow!("no draws"))?);
+    let mut dy = if two_d { Some(make(draws.next().ok_or_else(|| anyhow!("no draws"))?)) } else { None };
+    if let Some(dy) = dy.as_mut()
+        && spec.orthogonalize
+    {
+        orthogonalize(dy, &dx);
+    }
+    Ok((dx, dy))
+}
