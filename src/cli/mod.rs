@@ -1,8 +1,16 @@
 //! The command line: one file per command group. `main` parses arguments, sets up tracing and
 //! dispatches; each command returns `anyhow::Result` and errors are printed as one clear line.
 
+pub mod client;
+pub mod daemon;
 pub mod info;
+pub mod ingest;
+pub mod norms;
 pub mod output;
+pub mod plot;
+pub mod runs;
+pub mod sharpness;
+pub mod pca;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +31,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = output::Format::Table)]
     pub format: output::Format,
 
+    /// The daemon's API (e.g. http://127.0.0.1:9464): query commands ask it instead of opening the store.
+    /// Default: used automatically when the daemon holds the store, at the config's `listen` address.
+    #[arg(long, global = true, env = "LANDSCAPED_ENDPOINT")]
+    pub endpoint: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,6 +44,29 @@ pub struct Cli {
 pub enum Command {
     /// Version, libtorch location and the devices it can use.
     Info,
+    /// Read checkpoints (files, HF folders, or folders holding them) and record their weight statistics.
+    Ingest(ingest::IngestArgs),
+    /// The runs in the store.
+    Runs(runs::RunsArgs),
+    /// A run's checkpoints: global norm, distance from the first, update size and direction.
+    Checkpoints(runs::CheckpointsArgs),
+    /// Weight-norm history over steps: the whole model, or tensors matching --tensor GLOB.
+    Norms(norms::NormsArgs),
+    /// One tensor's histogram at one step.
+    Hist(norms::HistArgs),
+    /// Charts as .svg or .png.
+    #[command(subcommand)]
+    Plot(plot::PlotCmd),
+    /// Run the sidecar: watch checkpoint folders, record every checkpoint once, serve /metrics and the API.
+    Daemon(daemon::DaemonArgs),
+    /// PCA of a run's archived trajectory (the paper's optimizer-path directions); stores the result.
+    Pca(pca::PcaArgs),
+    /// Coordinates of each checkpoint on the latest PCA and its distance from the plane (or --archive).
+    Trajectory(pca::TrajectoryArgs),
+    /// Plot the optimizer path on the PC1/PC2 plane (.svg or .png).
+    PlotTrajectory(pca::PlotTrajectoryArgs),
+    /// Hessian extremes (Lanczos), trace, spectral density and sharpness measures of one checkpoint.
+    Sharpness(Box<sharpness::SharpnessArgs>),
 }
 
 impl Cli {
@@ -80,5 +116,16 @@ fn init_tracing() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info::run(&cli),
+        Command::Sharpness(ref args) => sharpness::run(&cli, args),
+        Command::Ingest(ref args) => ingest::run(&cli, args),
+        Command::Runs(ref args) => runs::runs(&cli, args),
+        Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),
+        Command::Norms(ref args) => norms::norms(&cli, args),
+        Command::Hist(ref args) => norms::hist(&cli, args),
+        Command::Plot(ref cmd) => plot::run(&cli, cmd),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Pca(ref args) => pca::run_pca(&cli, args),
+        Command::Trajectory(ref args) => pca::run_trajectory(&cli, args),
+        Command::PlotTrajectory(ref args) => pca::run_plot_trajectory(&cli, args),
     }
 }

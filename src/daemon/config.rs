@@ -34,6 +34,8 @@ struct RawConfig {
     workers: usize,
     #[serde(default = "default_quiet")]
     quiet_period_secs: f64,
+    #[serde(default = "default_incomplete_timeout")]
+    incomplete_timeout_secs: f64,
     #[serde(default = "default_watch_mode")]
     watch_mode: WatchMode,
     #[serde(default = "default_poll")]
@@ -93,6 +95,9 @@ fn default_workers() -> usize {
 }
 fn default_quiet() -> f64 {
     2.0
+}
+fn default_incomplete_timeout() -> f64 {
+    600.0
 }
 fn default_watch_mode() -> WatchMode {
     WatchMode::Auto
@@ -184,6 +189,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub workers: usize,
     pub quiet_period: std::time::Duration,
+    /// A checkpoint still incomplete this long after its last change is counted as an error (kind
+    /// `incomplete`) and left alone until it changes again.
+    pub incomplete_timeout: std::time::Duration,
     pub watch_mode: WatchMode,
     pub poll_interval: std::time::Duration,
     pub rescan_interval: std::time::Duration,
@@ -221,6 +229,7 @@ impl Config {
             Ok(std::time::Duration::from_secs_f64(v))
         };
         let quiet_period = secs("quiet_period_secs", raw.quiet_period_secs, 0.0)?;
+        let incomplete_timeout = secs("incomplete_timeout_secs", raw.incomplete_timeout_secs, 0.0)?;
         let poll_interval = secs("poll_interval_secs", raw.poll_interval_secs, 0.1)?;
         let rescan_interval = secs("rescan_interval_secs", raw.rescan_interval_secs, 1.0)?;
         if raw.queue_capacity < 16 || raw.queue_capacity > 1_000_000 {
@@ -283,6 +292,7 @@ impl Config {
             listen: raw.listen,
             workers: raw.workers,
             quiet_period,
+            incomplete_timeout,
             watch_mode: raw.watch_mode,
             poll_interval,
             rescan_interval,

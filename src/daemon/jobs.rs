@@ -87,7 +87,7 @@ pub struct JobSpec {
 /// Every kind of job the daemon knows. Add one line per job (see the module doc).
 pub fn registry() -> &'static [JobSpec] {
     &[
-        // JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
+        JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
         // JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
         // JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
     ]

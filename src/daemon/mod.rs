@@ -1,8 +1,31 @@
 //! The sidecar daemon: configuration, watching checkpoint folders, the work queue, HTTP (`/metrics`,
 //! `/healthz`, the JSON API), the Prometheus registry and systemd notification.
 //!
-//! One concept per file: [`config`] (the TOML file), [`jobs`] (periodic background jobs other modules
-//! plug in).
+//! One concept per file:
+//! - [`config`]: the TOML file; [`jobs`]: the periodic-job extension point others plug into;
+//! - [`watch`]: inotify/poll watching and scans → [`queue`] (bounded, by step) → [`worker`] (the
+//!   scheduler) → [`process`] (one checkpoint on a blocking thread) → [`seen`] (what was dealt with);
+//! - [`jobrunner`]: runs due jobs on one low-priority thread;
+//! - [`http`] + [`api`]: axum routes and the CLI's queries; [`metrics`]: the Prometheus registry;
+//! - [`systemd`] (sd_notify), [`shutdown`] (signals), [`priority`] (nice, idle I/O, no GPU),
+//!   [`fstype`] (statfs: network filesystems are polled); [`server`]: wires it all together.
 
+pub mod api;
 pub mod config;
+pub mod fstype;
+pub mod http;
+pub mod jobrunner;
 pub mod jobs;
+pub mod metrics;
+pub mod priority;
+pub mod process;
+pub mod queue;
+pub mod seen;
+pub mod server;
+pub mod shutdown;
+pub mod systemd;
+pub mod watch;
+pub mod worker;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,158 @@
+//! The CLI's client for the daemon's API (ureq), and [`query_or_open`]: query commands open the store
+//! directly when no daemon holds it, and ask the daemon when one does, printing the same table.
+//!
+//! Endpoint: `--endpoint URL` / `$LANDSCAPED_ENDPOINT`; else the `listen` address of the daemon config
+//! at `$LANDSCAPED_CONFIG` or `/etc/landscaped/landscaped.toml`; else `http://127.0.0.1:9464`.
+//!
+//! For a query command (engineer B's `runs`, `checkpoints`, `norms`, `hist`):
+//! ```ignore
+//! let table = crate::cli::client::query_or_open(cli, "norms", &args, |store| norms_table(store, &args))?;
+//! table.print(cli.format)?;
+//! ```
+//! where `args` is Serialize + Deserialize, and the daemon side registers
+//! `QuerySpec { name: "norms", run: |s, v| norms_table(s, &serde_json::from_value(v)?) }` in
+//! `crate::daemon::api::queries`.
+
+use crate::cli::Cli;
+use crate::cli::output::Table;
+use crate::store::{Store, StoreError};
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9464";
+
+/// The daemon endpoint the CLI talks to (see the module doc).
+pub fn endpoint(explicit: Option<&str>) -> String {
+    if let Some(e) = explicit.filter(|e| !e.is_empty()) {
+        return normalize(e);
+    }
+    if let Ok(e) = std::env::var("LANDSCAPED_ENDPOINT")
+        && !e.is_empty()
+    {
+        return normalize(&e);
+    }
+    let cfg = std::env::var_os("LANDSCAPED_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/landscaped/landscaped.toml".into());
+    if cfg.is_file()
+        && let Ok(c) = crate::daemon::Config::load(&cfg)
+    {
+        return c.endpoint();
+    }
+    DEFAULT_ENDPOINT.to_string()
+}
+
+fn normalize(e: &str) -> String {
+    let e = e.trim_end_matches('/');
+    if e.starts_with("http://") || e.starts_with("https://") { e.to_string() } else { format!("http://{e}") }
+}
+
+/// Runs a query against the local store, or, when the daemon holds it (or `--endpoint` is given),
+/// against the daemon's API.
+pub fn query_or_open<A: Serialize>(
+    cli: &Cli,
+    name: &str,
+    args: &A,
+    local: impl FnOnce(&Store) -> anyhow::Result<Table>,
+) -> anyhow::Result<Table> {
+    if let Some(e) = cli.endpoint.as_deref() {
+        return Client::new(&endpoint(Some(e))).query(name, args);
+    }
+    let dir = cli.data_dir();
+    match Store::open(&dir) {
+        Ok(store) => local(&store),
+        Err(StoreError::Locked(_)) => {
+            let url = endpoint(None);
+            Client::new(&url).query(name, args).with_context(|| {
+                format!("the store at {} is held by the daemon; asking it at {url}", dir.display())
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A small blocking client for the daemon's HTTP API.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Client { base: normalize(base), agent }
+    }
+
+    /// `POST /api/v1/query/{name}` with the arguments; the table the daemon computed.
+    pub fn query<A: Serialize>(&self, name: &str, args: &A) -> anyhow::Result<Table> {
+        let body = serde_json::to_string(args)?;
+        let url = format!("{}/api/v1/query/{name}", self.base);
+        let v = self.call(
+            self.agent.post(&url).header("content-type", "application/json").send(body.as_str()),
+            &url,
+        )?;
+        table_from_json(&v).with_context(|| format!("{url}: unexpected answer"))
+    }
+
+    /// `GET path` (e.g. `/api/v1/runs`) as JSON.
+    pub fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.agent.get(&url).call(), &url)
+    }
+
+    fn call(
+        &self,
+        res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        url: &str,
+    ) -> anyhow::Result<Value> {
+        let mut res = res.with_context(|| format!("cannot reach the daemon at {url}"))?;
+        let status = res.status();
+        let text = res.body_mut().read_to_string().with_context(|| format!("{url}: reading the answer"))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{url}: answer is not JSON"))?;
+        if !status.is_success() {
+            let msg = v.get("error").and_then(|e| e.as_str()).unwrap_or(&text).to_string();
+            anyhow::bail!("daemon at {url}: {status}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+/// `{"headers": [...], "rows": [[...], ...]}`.
+pub fn table_to_json(t: &Table) -> Value {
+    serde_json::json!({ "headers": t.headers, "rows": t.rows })
+}
+
+pub fn table_from_json(v: &Value) -> anyhow::Result<Table> {
+    let headers: Vec<String> = serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Null))?;
+    let rows: Vec<Vec<Value>> = serde_json::from_value(v.get("rows").cloned().unwrap_or(Value::Null))?;
+    let mut t = Table::new(headers);
+    for r in rows {
+        t.push(r);
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_round_trips_through_json() {
+        let mut t = Table::new(["step", "norm"]);
+        t.push(vec![10.into(), 1.5.into()]);
+        let back = table_from_json(&table_to_json(&t)).unwrap();
+        assert_eq!(back.headers, t.headers);
+        assert_eq!(back.rows, t.rows);
+    }
+
+    #[test]
+    fn endpoints_are_normalized() {
+        assert_eq!(endpoint(Some("127.0.0.1:1234/")), "http://127.0.0.1:1234");
+        assert_eq!(endpoint(Some("http://h:1")), "http://h:1");
+    }
+}

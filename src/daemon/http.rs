@@ -1,0 +1,137 @@
+//! HTTP on tokio + axum: `/metrics` (Prometheus text format), `/healthz`, and the JSON API.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /metrics` | every metric, text exposition format 0.0.4 |
+//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n}` (200; `ready` false until the initial scan is done) |
+//! | `GET /api/v1/runs` | the runs in the store (`RunRecord`s) |
+//! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
+//! | `GET /api/v1/runs/{run}/checkpoints/{step}/tensors` | the `TensorRecord`s (statistics, histograms) of one checkpoint |
+//! | `GET /api/v1/runs/{run}/tensors?name=T` | one tensor's records over every step (norm history) |
+//! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
+//!
+//! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500.
+
+use crate::daemon::api;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::queue::WorkQueue;
+use crate::store::Store;
+use crate::store::checkpoints as ck;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub queue: Arc<WorkQueue>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs/{run}/checkpoints", get(checkpoints))
+        .route("/api/v1/runs/{run}/checkpoints/{step}/tensors", get(tensors))
+        .route("/api/v1/runs/{run}/tensors", get(tensor_history))
+        .route("/api/v1/query/{name}", post(query))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let body = tokio::task::spawn_blocking(move || st.metrics.render()).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "ok",
+        "ready": st.ready.load(Ordering::SeqCst),
+        "queued": st.queue.len(),
+        "in_flight": st.queue.in_flight(),
+    }))
+}
+
+async fn runs(State(st): State<AppState>) -> Result<Json<Vec<ck::RunRecord>>, ApiError> {
+    Ok(Json(blocking(move || Ok(ck::runs(&st.store)?)).await?))
+}
+
+async fn checkpoints(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<Vec<ck::CheckpointRecord>>, ApiError> {
+    Ok(Json(blocking(move || Ok(ck::checkpoints(&st.store, &run)?)).await?))
+}
+
+async fn tensors(
+    State(st): State<AppState>,
+    Path((run, step)): Path<(String, u64)>,
+) -> Result<Json<Vec<ck::TensorRecord>>, ApiError> {
+    Ok(Json(blocking(move || Ok(ck::tensors(&st.store, &run, step)?)).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct TensorQuery {
+    name: String,
+}
+
+async fn tensor_history(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+    Query(q): Query<TensorQuery>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let rows = blocking(move || {
+        let mut out = Vec::new();
+        for c in ck::checkpoints(&st.store, &run)? {
+            if let Some(t) = ck::tensor(&st.store, &run, c.step, &q.name)? {
+                out.push(serde_json::json!({ "step": c.step, "tensor": t }));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+async fn query(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(args): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let spec = api::find(&name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no query named {name:?}")))?;
+    let table = blocking(move || {
+        (spec.run)(&st.store, args).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))
+    })
+    .await?;
+    Ok(Json(crate::cli::client::table_to_json(&table)))
+}

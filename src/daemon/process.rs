@@ -1,0 +1,188 @@
+//! Processing one queued checkpoint, on a blocking thread: skip it if already recorded unchanged,
+//! check completeness (layout rule + quiet period for single files), ingest it (ingest re-stats the
+//! files after reading and refuses to commit if they changed meanwhile; we then retry once quiet),
+//! then record the outcome and update the metrics.
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::queue::Item;
+use crate::daemon::seen::{self, SeenRecord};
+use crate::ingest::IngestStatus;
+use crate::store::Store;
+use crate::store::checkpoints::FileStamp;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What happened to an item.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ingested (step recorded).
+    /// Ingested (step recorded); `new` unless ingest found it already stored, unchanged.
+    Done { step: u64, new: bool },
+    /// Already recorded with the same files.
+    Unchanged,
+    /// The path no longer exists (rotated away before we got to it).
+    Gone,
+    /// Not ready: try again after `after`.
+    Retry { after: Duration, reason: &'static str },
+    /// Counted as an error of this kind and recorded, so it isn't retried until it changes.
+    Failed { kind: String },
+}
+
+pub struct Processor {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub quiet: Duration,
+    pub incomplete_timeout: Duration,
+}
+
+impl Processor {
+    pub fn process(&self, item: &Item) -> Outcome {
+        let started = Instant::now();
+        let out = self.process_inner(item);
+        let run = item.run.as_str();
+        match &out {
+            Outcome::Done { step, new } => {
+                if *new {
+                    self.metrics.processed.with_label_values(&[run]).inc();
+                }
+                self.metrics.duration.with_label_values(&[run]).observe(started.elapsed().as_secs_f64());
+                tracing::info!(run, step, path = %item.path.display(), "checkpoint recorded");
+            }
+            Outcome::Retry { reason, .. } => {
+                self.metrics.retries.with_label_values(&[run, reason]).inc();
+            }
+            Outcome::Failed { kind } => self.metrics.error(run, kind),
+            Outcome::Unchanged | Outcome::Gone => {}
+        }
+        out
+    }
+
+    fn process_inner(&self, item: &Item) -> Outcome {
+        let path = item.path.as_path();
+        let run = item.run.as_str();
+        let Some(before) = seen::stamp(path) else { return Outcome::Gone };
+        match seen::get(&self.store, run, path) {
+            Ok(Some(rec)) if rec.files == before => return Outcome::Unchanged,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("{}: reading what was seen: {e}", path.display());
+            }
+        }
+        let newest = seen::newest_unix(&before);
+        let age = Duration::from_secs_f64((unix_now_f64() - newest).max(0.0));
+        if let Err(e) = checkpoint::check_complete(path) {
+            if matches!(e, CheckpointError::Incomplete { .. }) && age < self.incomplete_timeout {
+                return Outcome::Retry { after: backoff(item.attempts, self.quiet), reason: "incomplete" };
+            }
+            if matches!(e, CheckpointError::Io { .. }) && seen::stamp(path).is_none() {
+                return Outcome::Gone;
+            }
+            tracing::warn!(run, "{e}");
+            return self.fail(item, before, e.kind());
+        }
+        if path.is_file() && age < self.quiet {
+            return Outcome::Retry { after: self.quiet - age + Duration::from_millis(20), reason: "quiet" };
+        }
+        match ingest_one(&self.store, run, path) {
+            Ok((step, status)) => {
+                let after = seen::stamp(path);
+                if after.as_ref() != Some(&before) {
+                    // Written again while we read it: the record may be of a half-state. Read it again once
+                    // quiet (ingest is idempotent per run and step, so the redo replaces it).
+                    return Outcome::Retry {
+                        after: self.quiet.max(Duration::from_millis(100)),
+                        reason: "changed",
+                    };
+                }
+                self.record(run, path, before.clone(), Some(step), "ok");
+                self.update_gauges(run, step, newest);
+                Outcome::Done { step, new: status != IngestStatus::Unchanged }
+            }
+            Err(e) => {
+                if e.kind == "incomplete" || seen::stamp(path).as_ref() != Some(&before) {
+                    return Outcome::Retry {
+                        after: self.quiet.max(Duration::from_millis(100)),
+                        reason: "changed",
+                    };
+                }
+                tracing::warn!(run, "{}: {e:#}", path.display());
+                self.fail(item, before, &e.kind)
+            }
+        }
+    }
+
+    fn fail(&self, item: &Item, files: Vec<FileStamp>, kind: &str) -> Outcome {
+        self.record(&item.run, &item.path, files, None, kind);
+        Outcome::Failed { kind: kind.to_string() }
+    }
+
+    fn record(&self, run: &str, path: &Path, files: Vec<FileStamp>, step: Option<u64>, outcome: &str) {
+        let rec = SeenRecord {
+            run: run.into(),
+            path: path.to_string_lossy().into_owned(),
+            files,
+            step,
+            outcome: outcome.into(),
+            unix: seen::now_unix(),
+        };
+        if let Err(e) = seen::put(&self.store, &rec) {
+            tracing::warn!("{}: recording it as seen: {e}", path.display());
+        }
+    }
+
+    /// Sets the run's gauges from what the store now holds for `step`.
+    pub fn update_gauges(&self, run: &str, step: u64, mtime_unix: f64) {
+        use crate::store::checkpoints as ck;
+        match (ck::checkpoint(&self.store, run, step), ck::tensors(&self.store, run, step)) {
+            (Ok(Some(rec)), Ok(tensors)) => self.metrics.record_checkpoint(&rec, &tensors, mtime_unix),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("reading back {run} step {step}: {e}"),
+            (Ok(None), _) => tracing::warn!("{run} step {step}: no record after ingest"),
+        }
+    }
+
+    /// After a restart: show the newest recorded checkpoint of each run on /metrics.
+    pub fn restore_gauges(&self, run: &str) {
+        use crate::store::checkpoints as ck;
+        if let Ok(list) = ck::checkpoints(&self.store, run)
+            && let Some(last) = list.last()
+        {
+            let t = seen::newest_unix(&last.files);
+            self.update_gauges(run, last.step, t);
+        }
+    }
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Retry delay for an incomplete checkpoint: from the quiet period (at least 200 ms) doubling up to 30 s.
+fn backoff(attempts: u32, quiet: Duration) -> Duration {
+    let base = quiet.max(Duration::from_millis(200)).min(Duration::from_secs(30));
+    (base * 2u32.saturating_pow(attempts.min(8))).min(Duration::from_secs(30))
+}
+
+/// A failed ingest with its metric label.
+pub struct IngestFail {
+    pub kind: String,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for IngestFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+/// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place).
+/// Ingest itself re-stats the checkpoint's files (`Checkpoint::files()`) after reading and refuses to
+/// commit if they changed (an `incomplete` error), and is idempotent per (run, step).
+fn ingest_one(store: &Store, run: &str, path: &Path) -> Result<(u64, IngestStatus), IngestFail> {
+    let opts = crate::ingest::IngestOptions::default();
+    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut []) {
+        Ok(outcome) => Ok((outcome.step, outcome.status)),
+        Err(e) => Err(IngestFail { kind: e.kind().to_string(), error: anyhow::Error::new(e) }),
+    }
+}

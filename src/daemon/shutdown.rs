@@ -1,0 +1,65 @@
+//! Graceful shutdown: SIGTERM or SIGINT sets a flag every part of the daemon checks. The watcher and
+//! scans stop taking work, workers finish the item they hold (ingest is atomic, so an abandoned item
+//! would simply be redone), jobs see `cancelled()`, then the store is flushed and the process exits 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        let (tx, _) = tokio::sync::watch::channel(false);
+        Shutdown { flag: Arc::new(AtomicBool::new(false)), tx: Arc::new(tx) }
+    }
+
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself (for blocking code and jobs).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Resolves once shutdown is triggered.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Spawns the task that turns SIGTERM/SIGINT into [`Shutdown::trigger`].
+    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: finishing the current item, then exiting"),
+                _ = int.recv() => tracing::info!("SIGINT: finishing the current item, then exiting"),
+            }
+            me.trigger();
+        });
+        Ok(())
+    }
+}

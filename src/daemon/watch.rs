@@ -1,0 +1,336 @@
+//! Watching the configured folders and turning what happens there into queue items.
+//!
+//! - Each distinct watch root gets an inotify watch (notify + the full debouncer, recursive, so new
+//!   subfolders and renames into place are seen), or is polled: on NFS, Lustre, GPFS, CIFS/SMB and
+//!   FUSE (statfs, see [`crate::daemon::fstype`]) with `watch_mode = "auto"`, always with `"poll"`.
+//! - An event is mapped to checkpoints cheaply: a new folder is scanned (files created in it before
+//!   its watch existed are found), a file inside an HF folder means the folder, a checkpoint-named
+//!   file means itself. Paths are canonicalized, so a symlink like `last.ckpt` and its target are one.
+//! - Rescans: at start, every `rescan_interval` (reconciliation), when inotify reports a queue
+//!   overflow or an error, when our event channel or the work queue overflowed, and when a root
+//!   appears, disappears or is replaced (deleted and recreated: its watch is re-established).
+//! - Deletions (rotation) are ignored: what was recorded stays recorded.
+//!
+//! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
+
+use crate::checkpoint::{find_checkpoints, is_checkpoint_file_name, is_hf_folder, step_from_name};
+use crate::daemon::config::{RunConfig, WatchMode};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::queue::{Item, Pushed, WorkQueue};
+use crate::daemon::seen;
+use crate::daemon::shutdown::Shutdown;
+use crate::daemon::{fstype, systemd};
+use crate::store::Store;
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Finds checkpoints for the runs and queues the ones not yet recorded.
+pub struct Scanner {
+    pub runs: Vec<RunConfig>,
+    pub queue: Arc<WorkQueue>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Scanner {
+    /// Scans `root` (or every root if None) for every run watching it.
+    pub fn scan(&self, root: Option<&Path>, reason: &str) -> usize {
+        self.metrics.scans.with_label_values(&[reason]).inc();
+        let mut queued = 0;
+        for run in &self.runs {
+            for spec in &run.watch {
+                if root.is_some_and(|r| r != spec.root) || !spec.root.is_dir() {
+                    continue;
+                }
+                match find_checkpoints(&spec.root) {
+                    Ok(found) => {
+                        for p in found.into_iter().filter(|p| spec.matches(p)) {
+                            queued += self.offer(&run.name, &p) as usize;
+                        }
+                    }
+                    Err(e) => tracing::warn!("scanning {}: {e}", spec.root.display()),
+                }
+            }
+        }
+        tracing::debug!(reason, queued, "scan");
+        queued
+    }
+
+    /// Maps changed paths to checkpoints and queues them.
+    pub fn on_paths(&self, paths: &[PathBuf]) {
+        let mut done = std::collections::HashSet::new();
+        for p in paths {
+            if !done.insert(p.clone()) {
+                continue;
+            }
+            let candidates = candidates_for(p);
+            if candidates.is_empty() {
+                continue;
+            }
+            for run in &self.runs {
+                for spec in &run.watch {
+                    for c in candidates.iter().filter(|c| spec.matches(c)) {
+                        self.offer(&run.name, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one checkpoint unless it is already recorded with the same files. True if queued.
+    pub fn offer(&self, run: &str, path: &Path) -> bool {
+        let Ok(canon) = path.canonicalize() else { return false };
+        if let Some(stamp) = seen::stamp(&canon)
+            && let Ok(Some(rec)) = seen::get(&self.store, run, &canon)
+            && rec.files == stamp
+        {
+            return false;
+        }
+        let step = canon.file_name().and_then(|n| n.to_str()).and_then(step_from_name);
+        let item = Item {
+            run: run.to_string(),
+            path: canon,
+            step,
+            not_before: Instant::now(),
+            attempts: 0,
+            incomplete_since: None,
+        };
+        let pushed = self.queue.push(item);
+        self.metrics.queue_len.set(self.queue.len() as i64);
+        pushed == Pushed::Added
+    }
+}
+
+/// The checkpoints a changed path may belong to.
+fn candidates_for(p: &Path) -> Vec<PathBuf> {
+    let Ok(meta) = std::fs::metadata(p) else { return Vec::new() }; // deleted: nothing to do
+    if meta.is_dir() {
+        return find_checkpoints(p).unwrap_or_default();
+    }
+    let Some(parent) = p.parent() else { return Vec::new() };
+    if is_hf_folder(parent) {
+        return vec![parent.to_path_buf()];
+    }
+    match p.file_name().and_then(|n| n.to_str()) {
+        Some(name) if is_checkpoint_file_name(name) => vec![p.to_path_buf()],
+        _ => Vec::new(),
+    }
+}
+
+/// How one root is being watched.
+struct Root {
+    path: PathBuf,
+    runs: Vec<String>,
+    /// (dev, inode) of the folder when last looked at; None when absent.
+    id: Option<(u64, u64)>,
+    poll: bool,
+    debouncer: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
+    last_poll: Instant,
+}
+
+enum Msg {
+    Paths(Vec<PathBuf>),
+    Rescan(PathBuf),
+}
+
+fn folder_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+}
+
+pub struct WatchSettings {
+    pub mode: WatchMode,
+    pub poll_interval: Duration,
+    pub rescan_interval: Duration,
+}
+
+/// Runs until shutdown: sets up watches, does the initial scan (then READY=1), handles events and
+/// periodic scans, pings the systemd watchdog.
+pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutdown, ready: Arc<AtomicBool>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1024);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let mut roots: Vec<Root> = Vec::new();
+    for run in &scanner.runs {
+        for spec in &run.watch {
+            match roots.iter_mut().find(|r| r.path == spec.root) {
+                Some(r) => r.runs.push(run.name.clone()),
+                None => roots.push(Root {
+                    path: spec.root.clone(),
+                    runs: vec![run.name.clone()],
+                    id: None,
+                    poll: false,
+                    debouncer: None,
+                    last_poll: Instant::now(),
+                }),
+            }
+        }
+    }
+    for root in &mut roots {
+        setup_root(root, &settings, &tx, &overflow);
+    }
+    update_watched(&roots, &scanner.metrics);
+    let s = scanner.clone();
+    let queued = tokio::task::spawn_blocking(move || s.scan(None, "start")).await.unwrap_or(0);
+    ready.store(true, Ordering::SeqCst);
+    let msg = format!("watching {} folder(s); {queued} checkpoint(s) queued at start", roots.len());
+    tracing::info!("{msg}");
+    systemd::ready(&msg);
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = systemd::watchdog_interval();
+    let mut last_ping = Instant::now();
+    let mut last_reconcile = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let s = scanner.clone();
+                match msg {
+                    Msg::Paths(paths) => {
+                        let _ = tokio::task::spawn_blocking(move || s.on_paths(&paths)).await;
+                    }
+                    Msg::Rescan(root) => {
+                        let _ = tokio::task::spawn_blocking(move || s.scan(Some(&root), "overflow")).await;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if watchdog.is_some_and(|w| now - last_ping >= w) {
+                    systemd::watchdog_ping();
+                    last_ping = now;
+                }
+                let mut to_scan: Vec<(PathBuf, &'static str)> = Vec::new();
+                let mut changed_roots = false;
+                for root in &mut roots {
+                    let id = folder_id(&root.path);
+                    if id != root.id {
+                        tracing::info!("{}: {}", root.path.display(), if id.is_some() { "appeared or was recreated: watching it again" } else { "is gone: waiting for it to come back" });
+                        setup_root(root, &settings, &tx, &overflow);
+                        if id.is_some() {
+                            to_scan.push((root.path.clone(), "root_changed"));
+                        }
+                        changed_roots = true;
+                    } else if root.poll && id.is_some() && now - root.last_poll >= settings.poll_interval {
+                        root.last_poll = now;
+                        to_scan.push((root.path.clone(), "poll"));
+                    }
+                }
+                if changed_roots {
+                    update_watched(&roots, &scanner.metrics);
+                }
+                let overflowed = overflow.swap(false, Ordering::SeqCst) | scanner.queue.take_overflow();
+                let reconcile = now - last_reconcile >= settings.rescan_interval;
+                if overflowed || reconcile {
+                    last_reconcile = now;
+                    let s = scanner.clone();
+                    let reason = if overflowed { "overflow" } else { "reconcile" };
+                    let _ = tokio::task::spawn_blocking(move || s.scan(None, reason)).await;
+                } else {
+                    for (root, reason) in to_scan {
+                        let s = scanner.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.scan(Some(&root), reason)).await;
+                    }
+                }
+                scanner.metrics.queue_len.set(scanner.queue.len() as i64);
+            }
+        }
+    }
+    for root in &mut roots {
+        root.debouncer = None;
+    }
+}
+
+/// (Re)establishes the watch of one root according to its filesystem and the configured mode.
+fn setup_root(
+    root: &mut Root,
+    settings: &WatchSettings,
+    tx: &tokio::sync::mpsc::Sender<Msg>,
+    overflow: &Arc<AtomicBool>,
+) {
+    root.debouncer = None;
+    root.id = folder_id(&root.path);
+    let remote = fstype::remote_fs(&root.path);
+    root.poll = match settings.mode {
+        WatchMode::Poll => true,
+        WatchMode::Inotify => false,
+        WatchMode::Auto => remote.is_some(),
+    };
+    if let (Some(fs), false) = (remote, root.poll) {
+        tracing::warn!(
+            "{} is on {fs}: inotify will miss writes from other nodes (watch_mode = \"auto\" would poll)",
+            root.path.display()
+        );
+    }
+    if root.id.is_none() {
+        return;
+    }
+    if !root.poll {
+        let tx = tx.clone();
+        let overflow = overflow.clone();
+        let root_path = root.path.clone();
+        let handler = move |res: DebounceEventResult| match res {
+            Ok(events) => {
+                let mut paths = Vec::new();
+                for ev in events {
+                    if ev.event.need_rescan() {
+                        let _ = tx
+                            .try_send(Msg::Rescan(root_path.clone()))
+                            .map_err(|_| overflow.store(true, Ordering::SeqCst));
+                    }
+                    if matches!(ev.event.kind, notify::EventKind::Remove(_) | notify::EventKind::Access(_)) {
+                        continue;
+                    }
+                    paths.extend(ev.event.paths.iter().cloned());
+                }
+                if !paths.is_empty() && tx.try_send(Msg::Paths(paths)).is_err() {
+                    overflow.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!("watching {}: {e}", root_path.display());
+                }
+                overflow.store(true, Ordering::SeqCst);
+            }
+        };
+        match new_debouncer(Duration::from_millis(100), None, handler) {
+            Ok(mut d) => match d.watch(&root.path, RecursiveMode::Recursive) {
+                Ok(()) => root.debouncer = Some(d),
+                Err(e) => {
+                    tracing::warn!("cannot watch {} ({e}); polling it instead", root.path.display());
+                    root.poll = true;
+                }
+            },
+            Err(e) => {
+                tracing::warn!("cannot create a watcher ({e}); polling {} instead", root.path.display());
+                root.poll = true;
+            }
+        }
+    }
+}
+
+/// Sets `landscaped_watched_folders{run,mode}` from the roots' current state.
+fn update_watched(roots: &[Root], metrics: &Metrics) {
+    let mut counts: HashMap<(String, &'static str), i64> = HashMap::new();
+    for root in roots {
+        for run in &root.runs {
+            for m in ["inotify", "poll"] {
+                counts.entry((run.clone(), m)).or_insert(0);
+            }
+            if root.id.is_some() {
+                *counts.entry((run.clone(), if root.poll { "poll" } else { "inotify" })).or_insert(0) += 1;
+            }
+        }
+    }
+    for ((run, mode), n) in counts {
+        metrics.watched.with_label_values(&[&run, mode]).set(n);
+    }
+}
