@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod slices;
+pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};

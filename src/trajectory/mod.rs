@@ -1,2 +1,9 @@
 //! The parameter trajectory: the archive of parameter vectors kept at ingest, the streaming Gram
 //! matrix, PCA of the path (the paper's optimizer-path directions) and projections onto it.
+
+pub mod archive;
+pub mod eigen;
+pub mod gram;
+pub mod pca;
+pub mod select;
+pub mod daemon_job;

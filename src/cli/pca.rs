@@ -1,0 +1,233 @@
+//! `landscaped pca`, `landscaped trajectory` and the trajectory plot: PCA of a run's archived
+//! trajectory (the paper's optimizer-path directions), its coordinates and residuals, and the path on
+//! the PC1/PC2 plane.
+
+use super::Cli;
+use super::output::Table;
+use crate::store::Store;
+use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
+use crate::trajectory::archive::{ArchiveFile, list_run};
+use crate::trajectory::pca::compute_pca;
+use crate::trajectory::select::Selection;
+use anyhow::Context;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PcaArgs {
+    /// The run whose archived trajectory to analyse.
+    #[arg(long)]
+    pub run: String,
+    /// Centre θ_c: rows are θ_i − θ_c (default: the last archived checkpoint).
+    #[arg(long)]
+    pub center: Option<u64>,
+    /// Number of principal components.
+    #[arg(long, default_value_t = 2)]
+    pub components: usize,
+    /// Leave out tensors with at most one dimension (biases, batch norm).
+    #[arg(long)]
+    pub exclude_1d: bool,
+    /// Only tensors whose name matches one of these globs (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out tensors whose name matches these globs (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Keep batch-norm running statistics (buffers, left out by default).
+    #[arg(long)]
+    pub include_buffers: bool,
+}
+
+impl PcaArgs {
+    pub fn config(&self) -> PcaConfig {
+        PcaConfig {
+            components: self.components,
+            center_step: self.center,
+            selection: Selection {
+                exclude_1d: self.exclude_1d,
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+                include_buffers: self.include_buffers,
+            },
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrajectoryArgs {
+    /// The run.
+    #[arg(long)]
+    pub run: String,
+    /// List the archived checkpoints (step, bytes, precision) instead of the PCA coordinates.
+    #[arg(long)]
+    pub archive: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlotTrajectoryArgs {
+    /// The run.
+    #[arg(long)]
+    pub run: String,
+    /// Output image, .svg or .png.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+}
+
+/// "1st", "2nd", "3rd", "4th", ...
+pub fn ordinal(k: usize) -> String {
+    let suffix = match (k % 10, k % 100) {
+        (1, x) if x != 11 => "st",
+        (2, x) if x != 12 => "nd",
+        (3, x) if x != 13 => "rd",
+        _ => "th",
+    };
+    format!("{k}{suffix}")
+}
+
+/// The paper's axis label for component `k` (0-based): "1st PC: 45.2 %".
+pub fn pc_label(k: usize, ratio: f64) -> String {
+    format!("{} PC: {:.1} %", ordinal(k + 1), ratio * 100.0)
+}
+
+fn latest(cli: &Cli, run: &str) -> anyhow::Result<PcaRecord> {
+    let store = Store::open(&cli.data_dir())?;
+    latest_pca(&store, run)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "run {run:?} has no PCA yet: run `landscaped pca --run {run}` (or enable [run.pca] in the daemon)"
+        )
+    })
+}
+
+/// `landscaped pca`: compute, store, print the components.
+pub fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
+    let dir = cli.data_dir();
+    let store = Store::open(&dir)?;
+    let rec = compute_pca(&dir, &args.run, &args.config())?;
+    put_pca(&store, &rec)?;
+    store.flush()?;
+    let mut t =
+        Table::new(["component", "explained_variance", "explained_variance_ratio", "singular_value", "file"]);
+    for k in 0..rec.explained_variance.len() {
+        t.push(vec![
+            json!(k + 1),
+            json!(rec.explained_variance[k]),
+            json!(rec.explained_variance_ratio[k]),
+            json!(rec.singular_values[k]),
+            json!(rec.direction_files[k]),
+        ]);
+    }
+    t.print(cli.format)?;
+    if cli.format == super::output::Format::Table {
+        let maxcos = (0..rec.cosines.len())
+            .flat_map(|a| (0..a).map(move |b| (a, b)))
+            .map(|(a, b)| rec.cosines[a][b].abs())
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{} checkpoints (steps {}..{}), centre step {}, {} parameters in {} tensors; max |cos| between components {:.1e}",
+            rec.steps.len(),
+            rec.steps.first().copied().unwrap_or(0),
+            rec.steps.last().copied().unwrap_or(0),
+            rec.center_step,
+            rec.n_params,
+            rec.n_tensors,
+            maxcos
+        );
+    }
+    Ok(())
+}
+
+/// The coordinates table of a PCA record: step, pc1..pck, residual, distance.
+pub fn coordinates_table(rec: &PcaRecord) -> Table {
+    let k = rec.explained_variance.len();
+    let mut headers = vec!["step".to_string()];
+    headers.extend((1..=k).map(|j| format!("pc{j}")));
+    headers.push("residual".into());
+    headers.push("distance".into());
+    let mut t = Table::new(headers);
+    for (i, step) in rec.steps.iter().enumerate() {
+        let mut row = vec![json!(step)];
+        row.extend(rec.coords[i].iter().map(|c| json!(c)));
+        row.push(json!(rec.residuals[i]));
+        row.push(json!(rec.distances.get(i).copied().unwrap_or(f64::NAN)));
+        t.push(row);
+    }
+    t
+}
+
+/// `landscaped trajectory`: the latest PCA's coordinates and residuals, or the archive's contents.
+pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
+    if args.archive {
+        let dir = cli.data_dir();
+        let entries = list_run(&dir, &args.run)?;
+        if entries.is_empty() {
+            anyhow::bail!("run {:?} has no archived checkpoints in {}", args.run, dir.display());
+        }
+        let mut t = Table::new(["step", "bytes", "precision", "tensors", "parameters"]);
+        for e in &entries {
+            let f = ArchiveFile::open(&e.path)?;
+            let params: usize = f.tensors.iter().map(|x| x.numel()).sum();
+            t.push(vec![
+                json!(e.step),
+                json!(e.bytes),
+                json!(format!("{:?}", f.precision).to_lowercase()),
+                json!(f.tensors.len()),
+                json!(params),
+            ]);
+        }
+        t.print(cli.format)?;
+        if cli.format == super::output::Format::Table {
+            let total: u64 = entries.iter().map(|e| e.bytes).sum();
+            eprintln!("{} checkpoints, {} bytes ({:.1} MiB)", entries.len(), total, total as f64 / 1048576.0);
+        }
+        return Ok(());
+    }
+    let rec = latest(cli, &args.run)?;
+    coordinates_table(&rec).print(cli.format)?;
+    Ok(())
+}
+
+/// The chart of a PCA record: the path on the PC1/PC2 plane, points labelled by step.
+pub fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::PathChart> {
+    if rec.explained_variance_ratio.len() < 2 {
+        anyhow::bail!(
+            "run {:?}: the PCA has only {} component(s); the plot needs 2",
+            rec.run,
+            rec.coords.len()
+        );
+    }
+    let points: Vec<(f64, f64)> = rec.coords.iter().map(|c| (c[0], c[1])).collect();
+    Ok(crate::plot::PathChart {
+        title: format!("{}: optimizer path (centre step {})", rec.run, rec.center_step),
+        x_label: pc_label(0, rec.explained_variance_ratio[0]),
+        y_label: pc_label(1, rec.explained_variance_ratio[1]),
+        paths: vec![crate::plot::LabeledPath {
+            label: String::new(),
+            points,
+            point_labels: rec.steps.iter().map(|s| s.to_string()).collect(),
+        }],
+        equal_aspect: false,
+        ..Default::default()
+    })
+}
+
+/// `landscaped plot trajectory` (also `plot-trajectory`): draw the latest PCA's path.
+pub fn run_plot_trajectory(cli: &Cli, args: &PlotTrajectoryArgs) -> anyhow::Result<()> {
+    let rec = latest(cli, &args.run)?;
+    let chart = trajectory_chart(&rec)?;
+    crate::plot::path_chart(&args.output, &chart).with_context(|| format!("{}", args.output.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_like_the_paper() {
+        assert_eq!(pc_label(0, 0.452), "1st PC: 45.2 %");
+        assert_eq!(pc_label(1, 0.0831), "2nd PC: 8.3 %");
+        assert_eq!(ordinal(3), "3rd");
+        assert_eq!(ordinal(11), "11th");
+        assert_eq!(ordinal(22), "22nd");
+    }
+}

@@ -1,0 +1,763 @@
+//! The trajectory archive: the parameter vectors a later PCA needs, kept by landscaped itself when a
+//! checkpoint is ingested (training frameworks delete old checkpoints).
+//!
+//! One file per checkpoint, `<data_dir>/trajectory/<run>/<step, 20 digits>.bin`:
+//! ```text
+//! magic "LSTRAJ01" | tensor data, in checkpoint order, f32 LE or bf16 LE | index (JSON) |
+//! index offset u64 LE | index length u64 LE | index crc32 u32 LE | magic "LSTRAJ01"
+//! ```
+//! The index lists run, step, ordinal (the n-th checkpoint of the run seen), precision and each tensor's
+//! name, shape and byte offset. A file is written to a hidden temp file and renamed into place by
+//! `finish`, so readers never see a partial file. Retention (all / every k-th / at most N, thinned
+//! evenly) and a disk budget are applied after each new file; the newest step is always kept.
+//! Reading is by `pread`, a chunk of one tensor at a time.
+
+use super::select::{Selection, TensorFilter};
+use crate::checkpoint::{Checkpoint, TensorInfo, Values};
+use crate::ingest::TensorSink;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"LSTRAJ01";
+const TRAILER: usize = 8 + 8 + 4 + 8;
+
+/// How archived values are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 4 bytes per parameter; exact for f32/f16/bf16 checkpoints.
+    #[default]
+    F32,
+    /// 2 bytes per parameter, rounded to nearest even (as `tensor.to(torch.bfloat16)`).
+    Bf16,
+}
+
+impl Precision {
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
+}
+
+/// Which checkpoints of a run are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// Every checkpoint.
+    #[default]
+    All,
+    /// Every k-th checkpoint seen (the 0th, k-th, 2k-th, ...), plus the newest.
+    EveryK(u64),
+    /// At most N, thinned evenly by step (the first and the newest are kept).
+    AtMost(usize),
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+    /// `all`, `every:K` or `max:N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad retention {s:?}: expected all, every:K or max:N (K, N ≥ 1)");
+        if s == "all" {
+            return Ok(Retention::All);
+        }
+        let (kind, num) = s.split_once(':').ok_or_else(bad)?;
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(bad());
+        }
+        match kind {
+            "every" => Ok(Retention::EveryK(n)),
+            "max" => Ok(Retention::AtMost(n as usize)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Configuration of the archive (what B's ingest and C's daemon pass in).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArchiveConfig {
+    pub precision: Precision,
+    pub retention: Retention,
+    /// Bytes the run's archive may use; the oldest-spaced files are thinned to stay under it.
+    pub budget_bytes: Option<u64>,
+    /// Which tensors are archived.
+    #[serde(flatten)]
+    pub selection: Selection,
+}
+
+/// What one `finish` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ArchiveReport {
+    pub run: String,
+    pub step: u64,
+    /// Whether this checkpoint was written (false when it alone exceeds the budget).
+    pub written: bool,
+    pub bytes_written: u64,
+    /// Steps removed by retention or by the budget.
+    pub removed_steps: Vec<u64>,
+    pub files_kept: usize,
+    pub bytes_used: u64,
+    pub budget_bytes: Option<u64>,
+}
+
+/// One tensor in an archive file's index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element in the file.
+    pub offset: u64,
+}
+
+impl ArchivedTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Index {
+    run: String,
+    step: u64,
+    ordinal: u64,
+    precision: Precision,
+    tensors: Vec<ArchivedTensor>,
+}
+
+/// The folder holding a run's archive. Run names are percent-encoded into one safe path component.
+pub fn run_dir(data_dir: &Path, run: &str) -> PathBuf {
+    let mut enc = String::new();
+    for (i, b) in run.bytes().enumerate() {
+        let safe = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if safe {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    data_dir.join("trajectory").join(enc)
+}
+
+fn file_name(step: u64) -> String {
+    format!("{step:020}.bin")
+}
+
+/// One archived checkpoint on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    pub step: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// The archived checkpoints of a run, in ascending step order (empty if none).
+pub fn list_run(data_dir: &Path, run: &str) -> anyhow::Result<Vec<ArchiveEntry>> {
+    let dir = run_dir(data_dir, run);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.with_context(|| format!("{}", dir.display()))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".bin") else { continue };
+        if stem.len() != 20 {
+            continue;
+        }
+        let Ok(step) = stem.parse::<u64>() else { continue };
+        let bytes = ent.metadata().map(|m| m.len()).unwrap_or(0);
+        out.push(ArchiveEntry { step, path: ent.path(), bytes });
+    }
+    out.sort_by_key(|e| e.step);
+    Ok(out)
+}
+
+/// Disk use of a run's archive: (files, bytes).
+pub fn usage(data_dir: &Path, run: &str) -> anyhow::Result<(usize, u64)> {
+    let l = list_run(data_dir, run)?;
+    Ok((l.len(), l.iter().map(|e| e.bytes).sum()))
+}
+
+/// An archived checkpoint opened for reading.
+#[derive(Debug)]
+pub struct ArchiveFile {
+    pub path: PathBuf,
+    pub step: u64,
+    pub ordinal: u64,
+    pub precision: Precision,
+    pub tensors: Vec<ArchivedTensor>,
+    file: File,
+}
+
+impl ArchiveFile {
+    /// Opens a file and validates its trailer and index against the file size.
+    pub fn open(path: &Path) -> anyhow::Result<ArchiveFile> {
+        let p = path.display();
+        let file = File::open(path).with_context(|| format!("{p}"))?;
+        let size = file.metadata().with_context(|| format!("{p}"))?.len();
+        if size < (MAGIC.len() + TRAILER) as u64 {
+            bail!("{p}: not a trajectory archive file (too short: {size} bytes)");
+        }
+        let mut head = [0u8; 8];
+        file.read_exact_at(&mut head, 0).with_context(|| format!("{p}"))?;
+        let mut tr = [0u8; TRAILER];
+        file.read_exact_at(&mut tr, size - TRAILER as u64).with_context(|| format!("{p}"))?;
+        if &head != MAGIC || &tr[20..28] != MAGIC {
+            bail!("{p}: not a trajectory archive file (bad magic)");
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(tr[i..i + 8].try_into().unwrap_or([0; 8]));
+        let (ioff, ilen) = (u64_at(0), u64_at(8));
+        let crc = u32::from_le_bytes(tr[16..20].try_into().unwrap_or([0; 4]));
+        let data_end = size - TRAILER as u64;
+        if ioff < 8 || ioff.checked_add(ilen) != Some(data_end) || ilen > 64 << 20 {
+            bail!("{p}: corrupt trajectory archive file (index at {ioff}+{ilen}, file {size} bytes)");
+        }
+        let mut ib = vec![0u8; ilen as usize];
+        file.read_exact_at(&mut ib, ioff).with_context(|| format!("{p}"))?;
+        if crc32fast::hash(&ib) != crc {
+            bail!("{p}: corrupt trajectory archive file (index checksum mismatch)");
+        }
+        let idx: Index = serde_json::from_slice(&ib)
+            .map_err(|e| anyhow::anyhow!("{p}: corrupt trajectory archive index: {e}"))?;
+        let eb = idx.precision.bytes() as u64;
+        for t in &idx.tensors {
+            let n = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let end = n.and_then(|n| n.checked_mul(eb)).and_then(|b| b.checked_add(t.offset));
+            match end {
+                Some(end) if t.offset >= 8 && end <= ioff => {}
+                _ => bail!("{p}: corrupt trajectory archive: tensor {} lies outside the data", t.name),
+            }
+        }
+        Ok(ArchiveFile {
+            path: path.to_path_buf(),
+            step: idx.step,
+            ordinal: idx.ordinal,
+            precision: idx.precision,
+            tensors: idx.tensors,
+            file,
+        })
+    }
+
+    /// Reads elements `start..start + out.len()` of tensor `t` (an index into `tensors`) as f64.
+    /// `scratch` is a reusable byte buffer.
+    pub fn read_f64(
+        &self,
+        t: usize,
+        start: usize,
+        out: &mut [f64],
+        scratch: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let Some(info) = self.tensors.get(t) else {
+            bail!("{}: no tensor #{t}", self.path.display());
+        };
+        if start + out.len() > info.numel() {
+            bail!("{}: read past the end of tensor {}", self.path.display(), info.name);
+        }
+        let eb = self.precision.bytes();
+        scratch.resize(out.len() * eb, 0);
+        let at = info.offset + (start * eb) as u64;
+        self.file
+            .read_exact_at(scratch, at)
+            .with_context(|| format!("{}: tensor {}", self.path.display(), info.name))?;
+        match self.precision {
+            Precision::F32 => {
+                for (o, b) in out.iter_mut().zip(scratch.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
+                }
+            }
+            Precision::Bf16 => {
+                for (o, b) in out.iter_mut().zip(scratch.chunks_exact(2)) {
+                    *o = half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f64();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Pending {
+    run: String,
+    step: u64,
+    ordinal: u64,
+    tmp: PathBuf,
+    dest: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    tensors: Vec<ArchivedTensor>,
+}
+
+/// The archive as an ingest [`TensorSink`]: writes one file per checkpoint.
+pub struct ArchiveSink {
+    data_dir: PathBuf,
+    cfg: ArchiveConfig,
+    filter: TensorFilter,
+    pending: Option<Pending>,
+    skipped: Option<(String, u64)>,
+    last: Option<ArchiveReport>,
+    buf: Vec<u8>,
+}
+
+impl ArchiveSink {
+    /// A sink writing under `<data_dir>/trajectory/`. Fails only on a bad glob or a bad config.
+    pub fn new(data_dir: &Path, cfg: &ArchiveConfig) -> anyhow::Result<ArchiveSink> {
+        if matches!(cfg.retention, Retention::EveryK(0) | Retention::AtMost(0)) {
+            bail!("trajectory retention: k and N must be at least 1");
+        }
+        Ok(ArchiveSink {
+            data_dir: data_dir.to_path_buf(),
+            cfg: cfg.clone(),
+            filter: TensorFilter::new(&cfg.selection)?,
+            pending: None,
+            skipped: None,
+            last: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// What the last `finish` did.
+    pub fn last_report(&self) -> Option<&ArchiveReport> {
+        self.last.as_ref()
+    }
+
+    fn write_values(&mut self, values: &Values) -> std::io::Result<()> {
+        const CH: usize = 1 << 14;
+        let prec = self.cfg.precision;
+        let Some(p) = self.pending.as_mut() else { return Ok(()) };
+        let n = values.len();
+        let mut i = 0;
+        while i < n {
+            let m = CH.min(n - i);
+            self.buf.clear();
+            for j in i..i + m {
+                let x = match values {
+                    Values::F32(v) => v[j],
+                    Values::F64(v) => v[j] as f32,
+                };
+                match prec {
+                    Precision::F32 => self.buf.extend_from_slice(&x.to_le_bytes()),
+                    Precision::Bf16 => self.buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
+                }
+            }
+            p.out.write_all(&self.buf)?;
+            i += m;
+        }
+        p.offset += (n * prec.bytes()) as u64;
+        Ok(())
+    }
+}
+
+/// Files of a run with their ordinals (opening each index).
+fn ordinals(entries: &[ArchiveEntry]) -> Vec<(u64, u64, u64)> {
+    entries
+        .iter()
+        .filter_map(|e| ArchiveFile::open(&e.path).ok().map(|f| (e.step, f.ordinal, e.bytes)))
+        .collect()
+}
+
+/// The interior file whose removal leaves the most even spacing: the one with the smallest gap between
+/// its neighbours. With fewer than three files, the first (oldest) one.
+pub fn thinning_victim(steps: &[u64]) -> Option<usize> {
+    match steps.len() {
+        0 | 1 => None,
+        2 => Some(0),
+        n => (1..n - 1).min_by_key(|&i| steps[i + 1] - steps[i - 1]),
+    }
+}
+
+/// Applies retention and the budget to a run's files; never removes `keep` (the newest step).
+/// Returns the removed steps.
+fn apply_retention(dir_entries: &[ArchiveEntry], cfg: &ArchiveConfig) -> anyhow::Result<Vec<u64>> {
+    let mut files: Vec<(u64, u64, u64)> = ordinals(dir_entries); // (step, ordinal, bytes), by step
+    let mut removed = Vec::new();
+    let newest = files.last().map(|f| f.0);
+    let mut remove = |files: &mut Vec<(u64, u64, u64)>, i: usize| -> anyhow::Result<()> {
+        let (step, _, _) = files.remove(i);
+        if let Some(e) = dir_entries.iter().find(|e| e.step == step) {
+            match std::fs::remove_file(&e.path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).with_context(|| format!("{}", e.path.display())),
+            }
+        }
+        removed.push(step);
+        Ok(())
+    };
+    match cfg.retention {
+        Retention::All => {}
+        Retention::EveryK(k) => {
+            let mut i = 0;
+            while i < files.len() {
+                if Some(files[i].0) != newest && files[i].1 % k != 0 {
+                    remove(&mut files, i)?;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        Retention::AtMost(n) => {
+            while files.len() > n.max(1) {
+                let steps: Vec<u64> = files.iter().map(|f| f.0).collect();
+                let i = if n <= 1 { 0 } else { thinning_victim(&steps).unwrap_or(0) };
+                remove(&mut files, i)?;
+            }
+        }
+    }
+    if let Some(budget) = cfg.budget_bytes {
+        while files.len() > 1 && files.iter().map(|f| f.2).sum::<u64>() > budget {
+            let steps: Vec<u64> = files.iter().map(|f| f.0).collect();
+            let i = thinning_victim(&steps).unwrap_or(0);
+            remove(&mut files, i)?;
+        }
+    }
+    removed.sort_unstable();
+    Ok(removed)
+}
+
+impl TensorSink for ArchiveSink {
+    fn begin(&mut self, run: &str, step: u64, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+        self.begin_tensors(run, step, &checkpoint.tensors)
+    }
+
+    fn tensor(&mut self, info: &TensorInfo, values: &Values) -> anyhow::Result<()> {
+        self.put_tensor(info, values)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.finish_file()
+    }
+
+    fn abort(&mut self) {
+        self.abort_file()
+    }
+}
+
+impl ArchiveSink {
+    /// `TensorSink::begin` given the checkpoint's tensor list (which sizes the budget check).
+    pub fn begin_tensors(&mut self, run: &str, step: u64, tensors: &[TensorInfo]) -> anyhow::Result<()> {
+        self.abort_file();
+        self.last = None;
+        crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!("trajectory archive: {e}"))?;
+        let dir = run_dir(&self.data_dir, run);
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        // A checkpoint that alone exceeds the budget is not archived (the rest of ingest goes on).
+        let need: u64 = tensors
+            .iter()
+            .filter(|t| t.dtype.is_float() && self.filter.selects(&t.name, &t.shape))
+            .map(|t| (t.numel() * self.cfg.precision.bytes()) as u64)
+            .sum();
+        if let Some(budget) = self.cfg.budget_bytes
+            && need > budget
+        {
+            tracing::warn!(
+                "trajectory archive: run {run} step {step} needs {need} bytes, more than the budget of {budget}; not archived"
+            );
+            self.skipped = Some((run.to_string(), step));
+            return Ok(());
+        }
+        let entries = list_run(&self.data_dir, run)?;
+        let ords = ordinals(&entries);
+        let ordinal = match ords.iter().find(|o| o.0 == step) {
+            Some(o) => o.1,
+            None => ords.iter().map(|o| o.1 + 1).max().unwrap_or(0),
+        };
+        let dest = dir.join(file_name(step));
+        let tmp = dir.join(format!(".{}.{}.tmp", file_name(step), std::process::id()));
+        let f = File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, f);
+        out.write_all(MAGIC).with_context(|| format!("{}", tmp.display()))?;
+        self.pending = Some(Pending {
+            run: run.to_string(),
+            step,
+            ordinal,
+            tmp,
+            dest,
+            out,
+            offset: MAGIC.len() as u64,
+            tensors: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// `TensorSink::tensor`.
+    pub fn put_tensor(&mut self, info: &TensorInfo, values: &Values) -> anyhow::Result<()> {
+        let Some(p) = self.pending.as_mut() else { return Ok(()) };
+        if !info.dtype.is_float() || !self.filter.selects(&info.name, &info.shape) {
+            return Ok(());
+        }
+        if values.len() != info.numel() {
+            bail!(
+                "trajectory archive: tensor {} has {} values but shape {:?}",
+                info.name,
+                values.len(),
+                info.shape
+            );
+        }
+        if p.tensors.iter().any(|t| t.name == info.name) {
+            bail!("trajectory archive: tensor {} given twice", info.name);
+        }
+        p.tensors.push(ArchivedTensor {
+            name: info.name.clone(),
+            shape: info.shape.clone(),
+            offset: p.offset,
+        });
+        let tmp = p.tmp.clone();
+        self.write_values(values).with_context(|| format!("{}", tmp.display()))?;
+        Ok(())
+    }
+
+    /// `TensorSink::finish`.
+    pub fn finish_file(&mut self) -> anyhow::Result<()> {
+        if let Some((run, step)) = self.skipped.take() {
+            let (files_kept, bytes_used) = usage(&self.data_dir, &run)?;
+            self.last = Some(ArchiveReport {
+                run,
+                step,
+                written: false,
+                files_kept,
+                bytes_used,
+                budget_bytes: self.cfg.budget_bytes,
+                ..Default::default()
+            });
+            return Ok(());
+        }
+        let Some(mut p) = self.pending.take() else { return Ok(()) };
+        let res = (|| -> anyhow::Result<u64> {
+            let idx = Index {
+                run: p.run.clone(),
+                step: p.step,
+                ordinal: p.ordinal,
+                precision: self.cfg.precision,
+                tensors: std::mem::take(&mut p.tensors),
+            };
+            let ib = serde_json::to_vec(&idx)?;
+            p.out.write_all(&ib)?;
+            p.out.write_all(&p.offset.to_le_bytes())?;
+            p.out.write_all(&(ib.len() as u64).to_le_bytes())?;
+            p.out.write_all(&crc32fast::hash(&ib).to_le_bytes())?;
+            p.out.write_all(MAGIC)?;
+            p.out.flush()?;
+            p.out.get_ref().sync_all()?;
+            std::fs::rename(&p.tmp, &p.dest)?;
+            if let Some(dir) = p.dest.parent()
+                && let Ok(d) = File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(p.offset + ib.len() as u64 + TRAILER as u64)
+        })();
+        let written = match res {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_file(&p.tmp);
+                return Err(e.context(format!("trajectory archive: writing {}", p.dest.display())));
+            }
+        };
+        let entries = list_run(&self.data_dir, &p.run)?;
+        let removed = apply_retention(&entries, &self.cfg)?;
+        let (files_kept, bytes_used) = usage(&self.data_dir, &p.run)?;
+        let rep = ArchiveReport {
+            run: p.run.clone(),
+            step: p.step,
+            written: true,
+            bytes_written: written,
+            removed_steps: removed,
+            files_kept,
+            bytes_used,
+            budget_bytes: self.cfg.budget_bytes,
+        };
+        tracing::info!(
+            run = %rep.run,
+            step = rep.step,
+            bytes = rep.bytes_written,
+            kept = rep.files_kept,
+            used = rep.bytes_used,
+            budget = ?rep.budget_bytes,
+            removed = ?rep.removed_steps,
+            "trajectory archived"
+        );
+        self.last = Some(rep);
+        Ok(())
+    }
+
+    /// `TensorSink::abort`.
+    pub fn abort_file(&mut self) {
+        self.skipped = None;
+        if let Some(p) = self.pending.take() {
+            drop(p.out);
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+    }
+}
+
+/// Writes one archive file directly from in-memory tensors (tests and tools): the same format and
+/// atomic rename as the sink.
+pub fn write_checkpoint(
+    data_dir: &Path,
+    run: &str,
+    step: u64,
+    cfg: &ArchiveConfig,
+    tensors: &[(TensorInfo, Values)],
+) -> anyhow::Result<ArchiveReport> {
+    let mut sink = ArchiveSink::new(data_dir, cfg)?;
+    let infos: Vec<TensorInfo> = tensors.iter().map(|t| t.0.clone()).collect();
+    sink.begin_tensors(run, step, &infos)?;
+    for (info, v) in tensors {
+        if let Err(e) = sink.put_tensor(info, v) {
+            sink.abort_file();
+            return Err(e);
+        }
+    }
+    sink.finish_file()?;
+    sink.last.take().ok_or_else(|| anyhow::anyhow!("trajectory archive: nothing written"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Dtype;
+
+    fn t(name: &str, shape: &[usize], vals: Vec<f32>) -> (TensorInfo, Values) {
+        (TensorInfo { name: name.into(), dtype: Dtype::F32, shape: shape.to_vec() }, Values::F32(vals))
+    }
+
+    fn ck(step: u64) -> Vec<(TensorInfo, Values)> {
+        let s = step as f32;
+        vec![t("w", &[2, 3], (0..6).map(|i| i as f32 + s * 0.5).collect()), t("b", &[2], vec![s, -s])]
+    }
+
+    #[test]
+    fn roundtrip_f32_and_bf16() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ArchiveConfig::default();
+        write_checkpoint(d.path(), "r/1", 7, &cfg, &ck(7)).unwrap();
+        let l = list_run(d.path(), "r/1").unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].step, 7);
+        let f = ArchiveFile::open(&l[0].path).unwrap();
+        assert_eq!(f.tensors.len(), 2);
+        let mut out = vec![0.0; 3];
+        let mut s = Vec::new();
+        f.read_f64(0, 2, &mut out, &mut s).unwrap();
+        assert_eq!(out, vec![5.5, 6.5, 7.5]);
+
+        let cfg = ArchiveConfig { precision: Precision::Bf16, ..Default::default() };
+        let vals = vec![1.0f32 + 1.0 / 256.0 + 1.0 / 512.0, 3.1415927];
+        write_checkpoint(d.path(), "b", 1, &cfg, &[t("x", &[2], vals.clone())]).unwrap();
+        let f = ArchiveFile::open(&list_run(d.path(), "b").unwrap()[0].path).unwrap();
+        let mut out = vec![0.0; 2];
+        f.read_f64(0, 0, &mut out, &mut s).unwrap();
+        for (o, v) in out.iter().zip(&vals) {
+            assert_eq!(*o, half::bf16::from_f32(*v).to_f64());
+        }
+        assert!(f.read_f64(0, 1, &mut out, &mut s).is_err());
+    }
+
+    #[test]
+    fn abort_leaves_nothing_and_corruption_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ArchiveConfig::default();
+        let bad = vec![t("w", &[2, 3], vec![0.0; 5])];
+        assert!(write_checkpoint(d.path(), "r", 1, &cfg, &bad).is_err());
+        let dir = run_dir(d.path(), "r");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+        write_checkpoint(d.path(), "r", 2, &cfg, &ck(2)).unwrap();
+        let p = list_run(d.path(), "r").unwrap()[0].path.clone();
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 0xff; // inside the index
+        std::fs::write(&p, &bytes).unwrap();
+        let e = ArchiveFile::open(&p).unwrap_err().to_string();
+        assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
+        std::fs::write(&p, &bytes[..10]).unwrap();
+        assert!(ArchiveFile::open(&p).unwrap_err().to_string().contains("too short"));
+    }
+
+    #[test]
+    fn selection_excludes_1d() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ArchiveConfig {
+            selection: Selection { exclude_1d: true, ..Default::default() },
+            ..Default::default()
+        };
+        write_checkpoint(d.path(), "r", 1, &cfg, &ck(1)).unwrap();
+        let f = ArchiveFile::open(&list_run(d.path(), "r").unwrap()[0].path).unwrap();
+        assert_eq!(f.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["w"]);
+    }
+
+    fn steps(d: &Path) -> Vec<u64> {
+        list_run(d, "r").unwrap().iter().map(|e| e.step).collect()
+    }
+
+    #[test]
+    fn retention_every_k_keeps_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ArchiveConfig { retention: Retention::EveryK(3), ..Default::default() };
+        for s in 0..8 {
+            write_checkpoint(d.path(), "r", s * 10, &cfg, &ck(s)).unwrap();
+        }
+        // ordinals 0..7: keep 0, 3, 6 and the newest (7).
+        assert_eq!(steps(d.path()), vec![0, 30, 60, 70]);
+    }
+
+    #[test]
+    fn retention_at_most_thins_evenly() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ArchiveConfig { retention: Retention::AtMost(5), ..Default::default() };
+        for s in 0..17 {
+            write_checkpoint(d.path(), "r", s, &cfg, &ck(s)).unwrap();
+        }
+        let st = steps(d.path());
+        assert_eq!(st.len(), 5);
+        assert_eq!((st[0], st[4]), (0, 16));
+        let gaps: Vec<u64> = st.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() <= 4, "{st:?}");
+    }
+
+    #[test]
+    fn budget_is_enforced_and_reported() {
+        let d = tempfile::tempdir().unwrap();
+        write_checkpoint(d.path(), "r", 0, &ArchiveConfig::default(), &ck(0)).unwrap();
+        let one = usage(d.path(), "r").unwrap().1;
+        let cfg = ArchiveConfig { budget_bytes: Some(3 * one + one / 2), ..Default::default() };
+        let mut last = None;
+        for s in 1..10 {
+            last = Some(write_checkpoint(d.path(), "r", s, &cfg, &ck(s)).unwrap());
+        }
+        let rep = last.unwrap();
+        assert_eq!(rep.files_kept, 3);
+        assert!(rep.bytes_used <= 3 * one + one / 2);
+        assert_eq!(steps(d.path()).last(), Some(&9));
+        assert_eq!(steps(d.path())[0], 0);
+        // a checkpoint larger than the whole budget is skipped, and said so
+        let tiny = ArchiveConfig { budget_bytes: Some(8), ..Default::default() };
+        let rep = write_checkpoint(d.path(), "r", 20, &tiny, &ck(20)).unwrap();
+        assert!(!rep.written);
+        assert!(!steps(d.path()).contains(&20));
+    }
+
+    #[test]
+    fn retention_parses() {
+        assert_eq!("all".parse::<Retention>().unwrap(), Retention::All);
+        assert_eq!("every:4".parse::<Retention>().unwrap(), Retention::EveryK(4));
+        assert_eq!("max:10".parse::<Retention>().unwrap(), Retention::AtMost(10));
+        assert!("max:0".parse::<Retention>().is_err());
+        assert!("often".parse::<Retention>().is_err());
+    }
+
+    #[test]
+    fn run_names_are_encoded() {
+        let p = run_dir(Path::new("/d"), "../a b/c");
+        assert_eq!(p, Path::new("/d/trajectory/%2E.%2Fa%20b%2Fc"));
+    }
+}

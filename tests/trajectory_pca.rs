@@ -1,0 +1,288 @@
+//! Trajectory PCA against scikit-learn on the same checkpoints (tests/python/pca_reference.py).
+//! Checkpoints are written by PyTorch, read by landscaped's checkpoint reader into the trajectory archive
+//! (the ingest path), PCA'd, and compared with sklearn PCA on the matrix Python builds from the same files:
+//! explained-variance ratios within 1e-6 absolute, |cos| between matching components ≥ 0.99999 (also
+//! after PyTorch loads our safetensors directions), coordinates within 1e-5 relative.
+
+use landscaped::checkpoint::{Checkpoint, Dtype, TensorInfo, Values};
+use landscaped::ingest::TensorSink;
+use landscaped::store::trajectory::PcaConfig;
+use landscaped::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, write_checkpoint};
+use landscaped::trajectory::pca::{compute_pca, load_directions_with_shapes};
+use landscaped::trajectory::select::Selection;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pca_reference.py")
+}
+
+fn py(args: &[&str]) {
+    let out = Command::new(python()).arg(script()).args(args).output().expect("run python");
+    assert!(out.status.success(), "python {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Ingests every checkpoint of `ckdir` into the archive of `run` through the TensorSink path.
+fn ingest(ckdir: &Path, data: &Path, run: &str, cfg: &ArchiveConfig) {
+    let mut sink = ArchiveSink::new(data, cfg).unwrap();
+    for e in std::fs::read_dir(ckdir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        let step: u64 = name.trim_start_matches("step_").trim_end_matches(".safetensors").parse().unwrap();
+        let ck = Checkpoint::open(&p).unwrap();
+        sink.begin(run, step, &ck).unwrap();
+        let floats: Vec<(usize, TensorInfo)> = ck.float_tensors().map(|(i, t)| (i, t.clone())).collect();
+        for (i, info) in floats {
+            let v = ck.read(i).unwrap();
+            sink.tensor(&info, &v).unwrap();
+        }
+        sink.finish().unwrap();
+    }
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+struct Case {
+    n: usize,
+    seed: u32,
+    dtype: &'static str,
+    k: usize,
+    center: Option<u64>,
+    exclude_1d: bool,
+    precision: Precision,
+}
+
+fn check(case: Case) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckdir = tmp.path().join("ck");
+    let data = tmp.path().join("data");
+    py(&["make", ckdir.to_str().unwrap(), &case.n.to_string(), &case.seed.to_string(), case.dtype]);
+    let acfg = ArchiveConfig { precision: case.precision, ..Default::default() };
+    ingest(&ckdir, &data, "run", &acfg);
+    let cfg = PcaConfig {
+        components: case.k,
+        center_step: case.center,
+        selection: Selection { exclude_1d: case.exclude_1d, ..Default::default() },
+    };
+    let rec = compute_pca(&data, "run", &cfg).unwrap();
+    let pcdir = Path::new(&rec.direction_files[0]).parent().unwrap().to_path_buf();
+    let out = tmp.path().join("ref.json");
+    let prec = match case.precision {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+    };
+    let center = case.center.map(|c| c as i64).unwrap_or(-1).to_string();
+    let ex = if case.exclude_1d { "1" } else { "0" };
+    py(&[
+        "reference",
+        ckdir.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &case.k.to_string(),
+        &center,
+        ex,
+        prec,
+        pcdir.to_str().unwrap(),
+    ]);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+
+    let steps: Vec<u64> = r["steps"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(rec.steps, steps);
+    assert_eq!(rec.center_step, r["center_step"].as_u64().unwrap());
+    let names: Vec<String> =
+        r["names"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().into()).collect();
+    assert_eq!(rec.n_tensors, names.len());
+    if case.exclude_1d {
+        assert!(r["shapes"].as_array().unwrap().iter().all(|s| s.as_array().unwrap().len() > 1));
+    }
+
+    // Explained variance and ratios.
+    let ratio = f64s(&r["explained_variance_ratio"]);
+    let var = f64s(&r["explained_variance"]);
+    let sv = f64s(&r["singular_values"]);
+    for j in 0..case.k {
+        assert!((rec.explained_variance_ratio[j] - ratio[j]).abs() < 1e-6, "ratio {j}");
+        assert!((rec.explained_variance[j] - var[j]).abs() <= 1e-9 * var[j], "variance {j}");
+        assert!((rec.singular_values[j] - sv[j]).abs() <= 1e-9 * sv[j], "singular value {j}");
+    }
+    assert!(ratio[0] > 0.3, "the trajectory should have a dominant direction: {ratio:?}");
+
+    // Directions: PyTorch loaded ours and compared (torch_cosines); compare here too, by tensor name.
+    let comps: Vec<Vec<f64>> = r["components"].as_array().unwrap().iter().map(f64s).collect();
+    let shapes: Vec<Vec<usize>> = r["shapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect())
+        .collect();
+    let mut offsets = std::collections::HashMap::new();
+    let mut off = 0;
+    for (n, s) in names.iter().zip(&shapes) {
+        offsets.insert(n.clone(), (off, s.clone()));
+        off += s.iter().product::<usize>();
+    }
+    let mut signs = Vec::new();
+    for j in 0..case.k {
+        let tc = r["torch_cosines"][j].as_f64().unwrap();
+        assert!(tc.abs() >= 0.99999, "torch cos of component {j}: {tc}");
+        let dirs = load_directions_with_shapes(Path::new(&rec.direction_files[j])).unwrap();
+        assert_eq!(dirs.len(), names.len());
+        let mut ours = vec![0.0f64; off];
+        for (n, s, v) in dirs {
+            let (o, shape) = offsets.get(&n).unwrap_or_else(|| panic!("unexpected tensor {n}"));
+            assert_eq!(&s, shape, "{n}");
+            for (i, x) in v.iter().enumerate() {
+                ours[o + i] = *x as f64;
+            }
+        }
+        let dotp: f64 = ours.iter().zip(&comps[j]).map(|(a, b)| a * b).sum();
+        let na: f64 = ours.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let nb: f64 = comps[j].iter().map(|a| a * a).sum::<f64>().sqrt();
+        let cos = dotp / (na * nb);
+        assert!(cos.abs() >= 0.99999, "cos of component {j}: {cos}");
+        assert!((na - 1.0).abs() < 1e-5, "direction {j} is not unit: {na}");
+        // Same sign convention as sklearn's svd_flip.
+        assert!(cos > 0.0, "component {j} has the opposite sign to sklearn's");
+        signs.push(cos.signum());
+    }
+    for a in 0..case.k {
+        for b in 0..case.k {
+            let want = if a == b { 1.0 } else { 0.0 };
+            assert!((rec.cosines[a][b] - want).abs() < 1e-6, "cosine {a},{b}: {}", rec.cosines[a][b]);
+        }
+    }
+
+    // Coordinates and residuals.
+    let coords: Vec<Vec<f64>> = r["coords"].as_array().unwrap().iter().map(f64s).collect();
+    let resid = f64s(&r["residuals"]);
+    for j in 0..case.k {
+        let scale = coords.iter().map(|c| c[j].abs()).fold(0.0, f64::max);
+        for (i, c) in coords.iter().enumerate() {
+            let (got, want) = (rec.coords[i][j] * signs[j], c[j]);
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1e-3 * scale),
+                "coord step {} pc{}: {got} vs {want}",
+                steps[i],
+                j + 1
+            );
+        }
+    }
+    let rscale = resid.iter().cloned().fold(0.0, f64::max);
+    for (i, w) in resid.iter().enumerate() {
+        assert!((rec.residuals[i] - w).abs() <= 1e-5 * w.max(1e-3 * rscale), "residual step {}", steps[i]);
+    }
+    let ci = steps.iter().position(|&s| s == rec.center_step).unwrap();
+    assert!(rec.coords[ci].iter().all(|c| c.abs() < 1e-12) && rec.residuals[ci] < 1e-12);
+}
+
+#[test]
+fn agrees_with_sklearn_f32_default() {
+    check(Case {
+        n: 12,
+        seed: 1,
+        dtype: "f32",
+        k: 2,
+        center: None,
+        exclude_1d: false,
+        precision: Precision::F32,
+    });
+}
+
+#[test]
+fn agrees_with_sklearn_bf16_checkpoints_excluding_1d_centre_step() {
+    check(Case {
+        n: 10,
+        seed: 2,
+        dtype: "bf16",
+        k: 3,
+        center: Some(500),
+        exclude_1d: true,
+        precision: Precision::F32,
+    });
+}
+
+#[test]
+fn agrees_with_sklearn_bf16_archive() {
+    check(Case {
+        n: 8,
+        seed: 3,
+        dtype: "f32",
+        k: 2,
+        center: None,
+        exclude_1d: false,
+        precision: Precision::Bf16,
+    });
+}
+
+fn tensor(name: &str, shape: &[usize], seed: u64) -> (TensorInfo, Values) {
+    let n: usize = shape.iter().product();
+    let vals = (0..n).map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 1000.0).collect();
+    (TensorInfo { name: name.into(), dtype: Dtype::F32, shape: shape.to_vec() }, Values::F32(vals))
+}
+
+#[test]
+fn too_few_checkpoints_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = ArchiveConfig::default();
+    for s in 0..2 {
+        write_checkpoint(d.path(), "r", s, &cfg, &[tensor("w", &[3, 4], s)]).unwrap();
+    }
+    let e = compute_pca(d.path(), "r", &PcaConfig { components: 2, ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 archived checkpoint") && e.contains("at least 3"), "{e}");
+    let e = compute_pca(d.path(), "nope", &PcaConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("no archived checkpoints"), "{e}");
+    write_checkpoint(d.path(), "r", 2, &cfg, &[tensor("w", &[3, 4], 2)]).unwrap();
+    let e = compute_pca(d.path(), "r", &PcaConfig { center_step: Some(7), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("centre step 7 is not archived"), "{e}");
+    assert!(compute_pca(d.path(), "r", &PcaConfig::default()).is_ok());
+}
+
+#[test]
+fn changed_architecture_names_step_and_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = ArchiveConfig::default();
+    for s in 0..3 {
+        write_checkpoint(d.path(), "r", s, &cfg, &[tensor("w", &[3, 4], s), tensor("b", &[3], s)]).unwrap();
+    }
+    write_checkpoint(d.path(), "r", 3, &cfg, &[tensor("w", &[4, 4], 3), tensor("b", &[3], 3)]).unwrap();
+    let e = compute_pca(d.path(), "r", &PcaConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("tensor w") && e.contains("step 3") && e.contains("[4, 4]"), "{e}");
+
+    write_checkpoint(d.path(), "r", 3, &cfg, &[tensor("w", &[3, 4], 3)]).unwrap();
+    let e = compute_pca(d.path(), "r", &PcaConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("step 3 has no tensor b"), "{e}");
+    // ... which excluding 1-D tensors makes fine.
+    let sel = Selection { exclude_1d: true, ..Default::default() };
+    assert!(compute_pca(d.path(), "r", &PcaConfig { selection: sel, ..Default::default() }).is_ok());
+
+    write_checkpoint(
+        d.path(),
+        "r",
+        3,
+        &cfg,
+        &[tensor("w", &[3, 4], 3), tensor("b", &[3], 3), tensor("x", &[2, 2], 3)],
+    )
+    .unwrap();
+    let e = compute_pca(d.path(), "r", &PcaConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("step 3 has tensor x"), "{e}");
+}
+
+#[test]
+fn flat_trajectory_is_an_error_not_nan() {
+    let d = tempfile::tempdir().unwrap();
+    for s in 0..4 {
+        write_checkpoint(d.path(), "r", s, &ArchiveConfig::default(), &[tensor("w", &[3, 4], 0)]).unwrap();
+    }
+    let e = compute_pca(d.path(), "r", &PcaConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("does not move"), "{e}");
+}
