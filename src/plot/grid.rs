@@ -14,7 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::colormap::viridis;
 use super::path::{draw_paths_on, overlaps};
-use super::render::{AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend};
+use super::render::{AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend, px_in};
 use super::scale::{Scale, format_number, nice_ticks};
 use super::{ContourChart, Grid, HeatmapChart, Levels};
 
@@ -130,30 +130,47 @@ impl<'g> Field<'g> {
         (Self::coord(&self.g.xs, Self::index(cx)), Self::coord(&self.g.ys, Self::index(cy)))
     }
 
-    /// True when a contour-crate point lies on the grid's outer edge or next to a NaN point, i.e. it
-    /// belongs to the artificial boundary of a ring rather than to a real isoline.
-    fn is_artificial(&self, cx: f64, cy: f64) -> bool {
+    /// Where a contour-crate point lies: `(outer, nan_edge)`. `outer`: half a cell outside the grid, on
+    /// the detour that closes rings (the real line already ends on the border row or column).
+    /// `nan_edge`: on a grid edge that ends at a NaN point, so its position comes from the sentinel.
+    fn classify(&self, cx: f64, cy: f64) -> (bool, bool) {
         let (fx, fy) = (Self::index(cx), Self::index(cy));
         let eps = 1e-9;
-        if fx < -eps || fy < -eps || fx > (self.nx - 1) as f64 + eps || fy > (self.ny - 1) as f64 + eps {
-            return true;
-        }
-        let near = |f: f64, n: usize| {
-            let lo = (f - 1.0 + eps).ceil().max(0.0) as usize;
-            let hi = ((f + 1.0 - eps).floor() as usize).min(n - 1);
-            lo..=hi
-        };
-        for iy in near(fy, self.ny) {
-            for ix in near(fx, self.nx) {
-                if !self.g.z[iy][ix].is_finite() {
-                    return true;
-                }
+        let (mx, my) = ((self.nx - 1) as f64, (self.ny - 1) as f64);
+        let outer = fx < -eps || fy < -eps || fx > mx + eps || fy > my + eps;
+        let (fx, fy) = (fx.clamp(0.0, mx), fy.clamp(0.0, my));
+        let tol = 1e-4;
+        let on_int = |f: f64| (f - f.round()).abs() < tol;
+        let nan = |ix: usize, iy: usize| !self.g.z[iy][ix].is_finite();
+        let (x0, x1) = (fx.floor() as usize, (fx.ceil() as usize).min(self.nx - 1));
+        let (y0, y1) = (fy.floor() as usize, (fy.ceil() as usize).min(self.ny - 1));
+        let nan_edge = match (on_int(fx), on_int(fy)) {
+            // On a horizontal edge (between two points of one row).
+            (false, true) => {
+                let iy = fy.round() as usize;
+                nan(x0, iy) || nan(x1, iy)
             }
-        }
-        false
+            // On a vertical edge.
+            (true, false) => {
+                let ix = fx.round() as usize;
+                nan(ix, y0) || nan(ix, y1)
+            }
+            // On (or squashed onto) a grid point: the edge it came from ends at a NaN neighbour.
+            (true, true) => {
+                let (ix, iy) = (fx.round() as usize, fy.round() as usize);
+                nan(ix, iy)
+                    || (ix > 0 && nan(ix - 1, iy))
+                    || (ix + 1 < self.nx && nan(ix + 1, iy))
+                    || (iy > 0 && nan(ix, iy - 1))
+                    || (iy + 1 < self.ny && nan(ix, iy + 1))
+            }
+            (false, false) => nan(x0, y0) || nan(x1, y0) || nan(x0, y1) || nan(x1, y1),
+        };
+        (outer, nan_edge)
     }
 
-    /// Isolines at `threshold` as polylines in data coordinates (artificial boundary pieces removed).
+    /// Isolines at `threshold` as polylines in data coordinates: segments touching a point outside the
+    /// grid or on an edge to a NaN point are dropped (they belong to ring closures, not to the field).
     fn isolines(&self, threshold: f64) -> Res<Vec<Vec<(f64, f64)>>> {
         let lines = self
             .builder()
@@ -162,12 +179,13 @@ impl<'g> Field<'g> {
         let mut out = Vec::new();
         for line in lines {
             for ls in line.geometry().0.iter() {
-                let pts: Vec<(f64, f64, bool)> =
-                    ls.0.iter().map(|c| (c.x, c.y, self.is_artificial(c.x, c.y))).collect();
+                let pts: Vec<(f64, f64, (bool, bool))> =
+                    ls.0.iter().map(|c| (c.x, c.y, self.classify(c.x, c.y))).collect();
                 let mut cur: Vec<(f64, f64)> = Vec::new();
                 for w in pts.windows(2) {
                     let (a, b) = (w[0], w[1]);
-                    if a.2 && b.2 {
+                    let drop = a.2.0 || b.2.0 || a.2.1 || b.2.1;
+                    if drop {
                         if cur.len() >= 2 {
                             out.push(std::mem::take(&mut cur));
                         }
@@ -308,8 +326,19 @@ pub fn draw_contour<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Conto
         }
         labelled.extend(lines.into_iter().map(|l| (l, lv)));
     }
+    let plot_px = chart.plotting_area().get_pixel_range().1;
     if c.label_lines {
-        label_isolines(&plot_area, &chart, &labelled, t)?;
+        // Keep isoline labels off the path's points and their labels (up and right of each point).
+        let avoid: Vec<(i32, i32, i32, i32)> = c
+            .paths
+            .iter()
+            .flat_map(|p| p.points.iter())
+            .map(|p| {
+                let (x, y) = px_in(&plot_area, &chart, p);
+                (x - 8, y - t.px(2.0) as i32, x + t.px(3.5) as i32, y + 8)
+            })
+            .collect();
+        label_isolines(&plot_area, &chart, &labelled, t, &avoid)?;
     }
     if !c.paths.is_empty() {
         draw_paths_on(&plot_area, &mut chart, &c.paths, t, c.filled)?;
@@ -330,7 +359,7 @@ pub fn draw_contour<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Conto
         } else {
             levels.iter().step_by(levels.len().div_ceil(10)).copied().collect()
         };
-        draw_colour_bar(&bar, t, &c.z_label, &bands, log, Some(ticks), (zmin, zmax))?;
+        draw_colour_bar(&bar, t, &c.z_label, &bands, log, Some(ticks), (zmin, zmax), plot_px)?;
     }
     Ok(())
 }
@@ -341,6 +370,7 @@ fn label_isolines<DB: DrawingBackend>(
     chart: &ChartContext<'_, DB, super::render::Axes2d>,
     lines: &[(Vec<(f64, f64)>, f64)],
     t: Theme,
+    avoid: &[(i32, i32, i32, i32)],
 ) -> Res<()> {
     let font = t.small_font().into_font().color(&BLACK);
     let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
@@ -348,7 +378,7 @@ fn label_isolines<DB: DrawingBackend>(
     let mut pieces: Vec<(f64, Vec<(i32, i32)>, f64)> = lines
         .iter()
         .map(|(l, v)| {
-            let px: Vec<(i32, i32)> = l.iter().map(|p| chart.backend_coord(p)).collect();
+            let px: Vec<(i32, i32)> = l.iter().map(|p| px_in(area, chart, p)).collect();
             let len: f64 = px
                 .windows(2)
                 .map(|w| (((w[1].0 - w[0].0) as f64).powi(2) + ((w[1].1 - w[0].1) as f64).powi(2)).sqrt())
@@ -382,12 +412,12 @@ fn label_isolines<DB: DrawingBackend>(
                 acc += d;
             }
             let bbox = (at.0 - tw / 2 - 2, at.1 - th / 2 - 1, at.0 + tw / 2 + 2, at.1 + th / 2 + 1);
-            if placed.iter().any(|b| overlaps(*b, (bbox.0 - 6, bbox.1 - 6, bbox.2 + 6, bbox.3 + 6))) {
+            let margin = (bbox.0 - 6, bbox.1 - 6, bbox.2 + 6, bbox.3 + 6);
+            if placed.iter().chain(avoid).any(|b| overlaps(*b, margin)) {
                 continue;
             }
             placed.push(bbox);
-            area.draw(&Rectangle::new([(bbox.0, bbox.1), (bbox.2, bbox.3)], WHITE.mix(0.85).filled()))
-                .map_err(de)?;
+            area.draw(&Rectangle::new([(bbox.0, bbox.1), (bbox.2, bbox.3)], WHITE.filled())).map_err(de)?;
             area.draw(&Text::new(text.clone(), at, font.pos(Pos::new(HPos::Center, VPos::Center))))
                 .map_err(de)?;
             break;
@@ -460,7 +490,8 @@ pub fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Heatm
             (inv(a), inv(b), viridis((k as f64 + 0.5) / steps as f64))
         })
         .collect();
-    draw_colour_bar(&bar_area, t, &c.z_label, &bands, c.log_scale, None, (lo, hi))
+    let plot_px = chart.plotting_area().get_pixel_range().1;
+    draw_colour_bar(&bar_area, t, &c.z_label, &bands, c.log_scale, None, (lo, hi), plot_px)
 }
 
 /// A vertical colour bar: `bands` (value from, value to, colour), ticks on the right, `label` beside.
@@ -472,16 +503,20 @@ fn draw_colour_bar<DB: DrawingBackend>(
     log: bool,
     ticks: Option<Vec<f64>>,
     (lo, hi): (f64, f64),
+    plot_px: std::ops::Range<i32>,
 ) -> Res<()> {
     let scale = Scale::fit([lo, hi], log, 0.0).ok_or_else(|| data_err("colour bar: empty range"))?;
     let ticks: Vec<f64> = match ticks {
         Some(v) => v.iter().filter_map(|x| scale.map(*x)).collect(),
         None => scale.ticks(7),
     };
-    let title_h = if t.base > 0.0 { t.px(1.3 * 1.24 + 1.6) } else { 0 };
+    // Align the bar with the plotting area next to it (absolute pixel rows).
+    let top = area.get_base_pixel().1;
+    let bottom = top + area.dim_in_pixel().1 as i32;
+    let (m_top, m_bottom) = ((plot_px.start - top).max(0) as u32, (bottom - plot_px.end).max(0) as u32);
     let mut chart = ChartBuilder::on(area)
-        .margin_top(t.px(0.8) + title_h)
-        .margin_bottom(t.px(0.6) + t.px(3.4))
+        .margin_top(m_top)
+        .margin_bottom(m_bottom)
         .margin_left(t.px(0.3))
         .margin_right(t.px(0.3))
         .y_label_area_size(0)
@@ -517,4 +552,124 @@ fn draw_colour_bar<DB: DrawingBackend>(
         )))
         .map_err(de)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane_grid(xs: Vec<f64>, ys: Vec<f64>, along_x: bool) -> Grid {
+        let z = ys.iter().map(|&y| xs.iter().map(|&x| if along_x { x } else { y }).collect()).collect();
+        Grid { xs, ys, z }
+    }
+
+    fn range_of(v: impl Iterator<Item = f64>) -> (f64, f64) {
+        v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
+    }
+
+    #[test]
+    fn isolines_of_planes_on_a_non_square_non_uniform_grid() {
+        // 9 columns, 4 rows, uneven spacing: z = x gives vertical lines, z = y horizontal ones.
+        let xs = vec![-1.0, -0.7, -0.5, -0.1, 0.0, 0.2, 0.55, 0.8, 1.0];
+        let ys = vec![-2.0, -0.5, 1.0, 3.0];
+        for (along_x, level) in [(true, 0.37), (true, -0.93), (false, 0.1), (false, -1.9)] {
+            let g = plane_grid(xs.clone(), ys.clone(), along_x);
+            let f = Field::new(&g, -2.0, 3.0);
+            let lines = f.isolines(level).unwrap();
+            assert_eq!(lines.len(), 1, "one straight isoline for level {level}");
+            let pts = &lines[0];
+            let (along, across): (Vec<f64>, Vec<f64>) =
+                pts.iter().map(|&(x, y)| if along_x { (x, y) } else { (y, x) }).unzip();
+            for v in &along {
+                assert!((v - level).abs() < 1e-9, "point off the isoline: {v} vs {level}");
+            }
+            // It spans the whole grid in the other direction.
+            let (lo, hi) = range_of(across.into_iter());
+            let other = if along_x { &ys } else { &xs };
+            assert!((lo - other[0]).abs() < 1e-9 && (hi - other[other.len() - 1]).abs() < 1e-9, "{lo}..{hi}");
+        }
+    }
+
+    #[test]
+    fn isolines_of_a_bowl_are_circles() {
+        let n = 81;
+        let xs: Vec<f64> = (0..n).map(|i| -1.0 + 2.0 * i as f64 / (n - 1) as f64).collect();
+        let ys: Vec<f64> = (0..61).map(|i| -0.75 + 1.5 * i as f64 / 60.0).collect();
+        let z = ys.iter().map(|&y| xs.iter().map(|&x| x * x + y * y).collect()).collect();
+        let g = Grid { xs, ys, z };
+        let f = Field::new(&g, 0.0, 2.0);
+        let lines = f.isolines(0.25).unwrap();
+        let pts: Vec<&(f64, f64)> = lines.iter().flatten().collect();
+        assert!(pts.len() > 50);
+        for (x, y) in pts {
+            let r = (x * x + y * y).sqrt();
+            // Linear interpolation of x²+y² between points 0.025 apart: error well under 1e-3.
+            assert!((r - 0.5).abs() < 1e-3, "r = {r}");
+        }
+        // The region at or above 0.25 has the disc as a hole: the centre is outside, a corner inside.
+        let regions = f.regions_at_or_above(0.25).unwrap();
+        let inside = |p: (f64, f64)| regions.iter().filter(|poly| point_in_polygon(p, poly)).count() % 2 == 1;
+        assert!(!inside((0.0, 0.0)));
+        assert!(inside((0.9, 0.7)));
+        assert!(inside((-0.9, -0.7)));
+    }
+
+    /// Even-odd point-in-polygon test.
+    fn point_in_polygon((px, py): (f64, f64), poly: &[(f64, f64)]) -> bool {
+        let mut inside = false;
+        let n = poly.len();
+        for i in 0..n {
+            let (x1, y1) = poly[i];
+            let (x2, y2) = poly[(i + 1) % n];
+            if (y1 > py) != (y2 > py) && px < x1 + (py - y1) * (x2 - x1) / (y2 - y1) {
+                inside = !inside;
+            }
+        }
+        inside
+    }
+
+    #[test]
+    fn isolines_stop_at_nan_holes_and_draw_no_hole_outline() {
+        let xs: Vec<f64> = (0..12).map(|i| i as f64).collect();
+        let ys: Vec<f64> = (0..7).map(|i| i as f64).collect();
+        let mut g = plane_grid(xs, ys, true);
+        // Not computed: columns 4..=7 of rows 2..=4.
+        for row in g.z.iter_mut().take(5).skip(2) {
+            for v in row.iter_mut().take(8).skip(4) {
+                *v = f64::NAN;
+            }
+        }
+        let f = Field::new(&g, 0.0, 11.0);
+        for level in [5.5, 2.5, 9.25] {
+            for l in f.isolines(level).unwrap() {
+                for (x, y) in l {
+                    assert!((x - level).abs() < 1e-9, "level {level}: stray point ({x}, {y})");
+                    // Nothing drawn inside the hole (rows 2..=4 between columns 4 and 7).
+                    assert!(
+                        !(x > 3.999 && x < 7.001 && y > 1.999 && y < 4.001),
+                        "level {level}: ({x}, {y}) in the hole"
+                    );
+                }
+            }
+        }
+        // Away from the hole the line is complete, top to bottom.
+        let lines = f.isolines(2.5).unwrap();
+        assert_eq!(lines.len(), 1);
+        let (lo, hi) = range_of(lines[0].iter().map(|p| p.1));
+        assert_eq!((lo, hi), (0.0, 6.0));
+        // Through the hole: two pieces, below and above it.
+        let lines = f.isolines(5.5).unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    #[test]
+    fn levels_are_inside_the_range_and_sorted() {
+        assert_eq!(level_values(&Levels::Linear(5), 0.0, 1.0), vec![0.2, 0.4, 0.6, 0.8]);
+        let log = level_values(&Levels::Log(4), 0.01, 100.0);
+        assert_eq!(log, vec![0.063, 0.4, 2.5, 16.0]);
+        assert_eq!(
+            level_values(&Levels::Values(vec![3.0, f64::NAN, 0.5, 9.0, 0.5]), 0.0, 5.0),
+            vec![0.5, 3.0]
+        );
+    }
 }

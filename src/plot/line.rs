@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::colormap::category;
-use super::render::{AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend};
+use super::render::{AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend, px_in};
 use super::scale::Scale;
 use super::{Axis, LineChart};
 
@@ -161,23 +161,23 @@ fn draw_right_axis<DB: DrawingBackend>(
     let mut max_w = 0;
     for v in r.ticks(7) {
         let yl = yr.start + (v - r.lo) / (r.hi - r.lo) * (yr.end - yr.start);
-        let (px, py) = chart.backend_coord(&(xr.end, yl));
+        let (px, py) = px_in(area, chart, &(xr.end, yl));
         area.draw(&PathElement::new(vec![(px, py), (px + tick_len, py)], BLACK.stroke_width(1)))
             .map_err(de)?;
         let text = r.label(v);
         max_w = max_w.max(area.estimate_text_size(&text, &font).map(|s| s.0 as i32).unwrap_or(0));
-        area.draw(&Text::new(text, (px + tick_len + 3, py), font.clone())).map_err(de)?;
+        area.draw(&Text::new(text, (px + tick_len + 5, py), font.clone())).map_err(de)?;
     }
     if !label.is_empty() {
-        let (px, top) = chart.backend_coord(&(xr.end, yr.end));
-        let (_, bottom) = chart.backend_coord(&(xr.end, yr.start));
+        let (px, top) = px_in(area, chart, &(xr.end, yr.end));
+        let (_, bottom) = px_in(area, chart, &(xr.end, yr.start));
         let style = t
             .label_font()
             .into_font()
             .transform(FontTransform::Rotate90)
             .color(&BLACK)
             .pos(Pos::new(HPos::Center, VPos::Top));
-        let x = px + tick_len + 3 + max_w + t.px(1.6) as i32;
+        let x = px + tick_len + 5 + max_w + t.px(1.6) as i32;
         area.draw(&Text::new(label.to_string(), (x, (top + bottom) / 2), style)).map_err(de)?;
     }
     Ok(())

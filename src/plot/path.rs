@@ -8,7 +8,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::colormap::category;
 use super::line::best_corner;
-use super::render::{Axes2d, AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend};
+use super::render::{Axes2d, AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, draw_legend, px_in};
 use super::scale::Scale;
 use super::{LabeledPath, PathChart};
 
@@ -110,7 +110,7 @@ pub fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
         order.extend(1..n.saturating_sub(1));
         for k in order {
             let Some(text) = p.point_labels.get(k).filter(|s| !s.is_empty()) else { continue };
-            let (px, py) = chart.backend_coord(&p.points[k]);
+            let (px, py) = px_in(area, &*chart, &p.points[k]);
             let (tw, th) = area.estimate_text_size(text, &font).map_err(de)?;
             let (tw, th) = (tw as i32, th as i32);
             let (bx, by) = (px + r + 3, py - r - 3 - th);
@@ -120,8 +120,7 @@ pub fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
                 continue;
             }
             placed.push(bbox);
-            area.draw(&Rectangle::new([(bbox.0, bbox.1), (bbox.2, bbox.3)], WHITE.mix(0.8).filled()))
-                .map_err(de)?;
+            area.draw(&Rectangle::new([(bbox.0, bbox.1), (bbox.2, bbox.3)], WHITE.filled())).map_err(de)?;
             area.draw(&Text::new(text.clone(), (bx, by), font.pos(Pos::new(HPos::Left, VPos::Top))))
                 .map_err(de)?;
         }

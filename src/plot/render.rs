@@ -363,6 +363,18 @@ pub fn build_axes<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
+/// Pixel position of a data point relative to `area`'s top-left corner (for drawing text and boxes in
+/// pixels on `area`; `backend_coord` is absolute, which differs inside panels).
+pub fn px_in<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<'_, DB, Axes2d>,
+    p: &(f64, f64),
+) -> (i32, i32) {
+    let (x, y) = chart.backend_coord(p);
+    let (bx, by) = area.get_base_pixel();
+    (x - bx, y - by)
+}
+
 /// Draws the plotting area's frame (top and right edges too, like matplotlib's default box).
 pub fn draw_frame<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, Axes2d>) -> Res<()> {
     let (xr, yr) = (chart.x_range(), chart.y_range());

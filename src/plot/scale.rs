@@ -96,11 +96,13 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let step = nice_step(hi - lo, target);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
+    // Round to the step's decimals so 3 × 0.2 is 0.6, not 0.6000000000000001.
+    let decimals = (-(step.log10().floor()) as i32 + 1).clamp(0, 15);
+    let p = 10f64.powi(decimals);
     (first..=last)
         .map(|k| {
-            let v = k as f64 * step;
-            // Snap tiny values to exact zero so the label reads "0".
-            if v.abs() < step * 1e-9 { 0.0 } else { v }
+            let v = ((k as f64 * step) * p).round() / p;
+            if v == 0.0 { 0.0 } else { v }
         })
         .collect()
 }
