@@ -5,6 +5,7 @@
 //! old records. Keys are built by [`keys`] with big-endian integers, so runs and steps iterate in order.
 //! Writes that belong together go through a [`Batch`], committed atomically across trees.
 
+pub mod checkpoints;
 pub mod keys;
 pub mod slices;
 pub mod trajectory;

@@ -1,0 +1,116 @@
+//! `landscaped ingest PATH... --run NAME`: read checkpoints (files, HF folders, or folders holding them),
+//! record their statistics, and print one row per checkpoint. A progress bar on a terminal, none when
+//! piped.
+
+use super::Cli;
+use super::output::Table;
+use crate::checkpoint;
+use crate::ingest::{IngestOptions, ingest_checkpoint_with_progress};
+use crate::store::Store;
+use anyhow::Context;
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct IngestArgs {
+    /// Checkpoint files, HF `checkpoint-N/` folders, or folders to search for checkpoints.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The run these checkpoints belong to.
+    #[arg(long)]
+    pub run: String,
+    /// The training step, for a single checkpoint whose name and metadata carry none.
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// Histogram buckets per tensor.
+    #[arg(long, default_value_t = crate::stats::DEFAULT_BINS, value_parser = parse_bins)]
+    pub bins: usize,
+    /// Skip distances to the first and previous checkpoints (don't re-read them).
+    #[arg(long)]
+    pub no_distances: bool,
+}
+
+fn parse_bins(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a bucket count between 1 and 4096")),
+    }
+}
+
+pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
+    // Expand folders into the checkpoints they hold, in step order.
+    let mut paths = Vec::new();
+    for p in &args.paths {
+        if p.is_dir() {
+            let found = checkpoint::find_checkpoints(p)?;
+            if found.is_empty() {
+                anyhow::bail!("{}: no checkpoints found in this folder", p.display());
+            }
+            paths.extend(found);
+        } else if p.exists() {
+            paths.push(p.clone());
+        } else {
+            anyhow::bail!("{}: no such file or folder", p.display());
+        }
+    }
+    if args.step.is_some() && paths.len() != 1 {
+        anyhow::bail!("--step applies to a single checkpoint, but {} were given", paths.len());
+    }
+    let store = Store::open(&cli.data_dir())?;
+    let opts = IngestOptions { bins: args.bins, step: args.step, distances: !args.no_distances };
+
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(1000 * paths.len() as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar:40} {msg}")
+        {
+            b.set_style(style);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let mut t = Table::new([
+        "step",
+        "status",
+        "tensors",
+        "numel",
+        "global_norm",
+        "dist_first",
+        "update_norm",
+        "update_cos",
+        "nan",
+        "inf",
+        "path",
+    ]);
+    for (i, p) in paths.iter().enumerate() {
+        bar.set_message(format!("{}/{} {}", i + 1, paths.len(), p.display()));
+        let base = 1000 * i as u64;
+        let mut progress = |done: u64, total: u64| {
+            let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+            bar.set_position(base + (frac * 1000.0) as u64);
+        };
+        let out = ingest_checkpoint_with_progress(&store, &args.run, p, &opts, &mut [], &mut progress)
+            .with_context(|| format!("ingesting {} into run {:?}", p.display(), args.run))?;
+        let r = &out.record;
+        t.push(vec![
+            json!(r.step),
+            json!(out.status.as_str()),
+            json!(r.tensors),
+            json!(r.numel),
+            json!(r.global_norm),
+            json!(r.dist_first),
+            json!(r.update_norm),
+            json!(r.update_cos),
+            json!(r.nan_count),
+            json!(r.inf_count),
+            json!(p.display().to_string()),
+        ]);
+    }
+    bar.finish_and_clear();
+    store.flush()?;
+    t.print(cli.format)?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The CLI end to end: ingest a folder twice (idempotent), runs / checkpoints / norms / hist as JSON,
+//! charts, and the one-line message when another process holds the store.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Writes a safetensors file of f32 tensors (the format is: u64 header length, JSON header, data).
+fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, vals) in tensors {
+        let start = data.len();
+        for v in vals {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn checkpoint(dir: &Path, step: u64, scale: f32) {
+    let w: Vec<f32> = (0..200).map(|i| ((i as f32) * 0.37).sin() * scale).collect();
+    let b: Vec<f32> = (0..10).map(|i| i as f32 * 0.1 * scale).collect();
+    write_safetensors(
+        &dir.join(format!("step-{step}.safetensors")),
+        &[("fc.weight", vec![20, 10], w), ("fc.bias", vec![10], b)],
+    );
+}
+
+fn landscaped(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run landscaped")
+}
+
+fn json_ok(data: &Path, args: &[&str]) -> Vec<Value> {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    let out = landscaped(data, &a);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    v.as_array().unwrap().clone()
+}
+
+fn statuses(rows: &[Value]) -> Vec<String> {
+    rows.iter().map(|r| r["status"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn ingest_is_idempotent_and_queries_answer_in_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ck, data) = (tmp.path().join("run"), tmp.path().join("data"));
+    std::fs::create_dir(&ck).unwrap();
+    for (step, scale) in [(10, 1.0), (20, 1.5), (30, 1.7)] {
+        checkpoint(&ck, step, scale);
+    }
+    let dir = ck.to_str().unwrap();
+    let first = json_ok(&data, &["ingest", dir, "--run", "demo"]);
+    assert_eq!(statuses(&first), ["added", "added", "added"]);
+    assert_eq!(first.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [10, 20, 30]);
+    // The same checkpoints again: nothing changes.
+    assert_eq!(statuses(&json_ok(&data, &["ingest", dir, "--run", "demo"])), ["unchanged"; 3]);
+    // New content at a step already seen: replaced.
+    checkpoint(&ck, 30, 2.0);
+    let p30 = ck.join("step-30.safetensors");
+    assert_eq!(statuses(&json_ok(&data, &["ingest", p30.to_str().unwrap(), "--run", "demo"])), ["replaced"]);
+    // Same bytes, new mtime: recognised by the fingerprint.
+    let p20 = ck.join("step-20.safetensors");
+    let bytes = std::fs::read(&p20).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&p20, &bytes).unwrap();
+    assert_eq!(statuses(&json_ok(&data, &["ingest", p20.to_str().unwrap(), "--run", "demo"])), ["unchanged"]);
+
+    let runs = json_ok(&data, &["runs"]);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run"], "demo");
+    assert_eq!(runs[0]["checkpoints"], 3);
+
+    let cks = json_ok(&data, &["checkpoints", "--run", "demo"]);
+    assert_eq!(cks.len(), 3);
+    // The global norm of step 10: sqrt(sum of squares), computed here independently.
+    let w: f64 = (0..200).map(|i| (((i as f32) * 0.37).sin() as f64).powi(2)).sum();
+    let b: f64 = (0..10).map(|i| ((i as f32 * 0.1) as f64).powi(2)).sum();
+    let norm = cks[0]["global_norm"].as_f64().unwrap();
+    assert!((norm - (w + b).sqrt()).abs() < 1e-9 * norm, "{norm}");
+    assert!(cks[0]["dist_first"].is_null());
+    assert!(cks[1]["update_norm"].as_f64().unwrap() > 0.0);
+    // Checkpoints that scale θ: consecutive updates point the same way.
+    assert!((cks[2]["update_cos"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+
+    let norms = json_ok(&data, &["norms", "--run", "demo"]);
+    assert_eq!(norms.len(), 3);
+    let per = json_ok(&data, &["norms", "--run", "demo", "--tensor", "fc.w*"]);
+    assert_eq!(per.len(), 3);
+    assert!(per.iter().all(|r| r["tensor"] == "fc.weight"));
+
+    let hist = json_ok(&data, &["hist", "--run", "demo", "--step", "20", "--tensor", "fc.weight"]);
+    assert_eq!(hist.len(), 30);
+    assert_eq!(hist.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 200);
+
+    // Errors are one clear line.
+    let out = landscaped(&data, &["hist", "--run", "demo", "--step", "25", "--tensor", "fc.weight"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no checkpoint at step 25"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn plots_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ck, data) = (tmp.path().join("run"), tmp.path().join("data"));
+    std::fs::create_dir(&ck).unwrap();
+    for (step, scale) in [(1, 1.0), (2, 1.2)] {
+        checkpoint(&ck, step, scale);
+    }
+    json_ok(&data, &["ingest", ck.to_str().unwrap(), "--run", "p"]);
+    for (kind, extra, file) in [
+        ("norms", vec![], "norms.svg"),
+        ("norms", vec!["--tensor", "fc.*"], "per.png"),
+        ("hist", vec!["--tensor", "fc.weight", "--step", "1", "--step", "2"], "hist.svg"),
+    ] {
+        let out_path = tmp.path().join(file);
+        let mut args = vec!["plot", kind, "--run", "p", "-o", out_path.to_str().unwrap()];
+        args.extend(extra);
+        let out = landscaped(&data, &args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&out_path).unwrap();
+        if file.ends_with(".svg") {
+            assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
+        } else {
+            assert_eq!(&bytes[1..4], b"PNG");
+        }
+    }
+}
+
+#[test]
+fn a_locked_store_gives_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ck = tmp.path().join("run");
+    std::fs::create_dir(&ck).unwrap();
+    checkpoint(&ck, 1, 1.0);
+    // This test process holds the store; the CLI is another process.
+    let _held = landscaped::store::Store::open(&data).unwrap();
+    let out = landscaped(&data, &["ingest", ck.to_str().unwrap(), "--run", "r"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("the store at {} is locked by another process", data.display())), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Queries then try the daemon's API (none here): still one line naming the store.
+    let out = landscaped(&data, &["--endpoint", "127.0.0.1:9", "runs"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
