@@ -10,6 +10,7 @@ pub mod output;
 pub mod plot;
 pub mod runs;
 pub mod sharpness;
+pub mod slice;
 pub mod pca;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,13 @@ pub struct Cli {
 pub enum Command {
     /// Version, libtorch location and the devices it can use.
     Info,
+    /// A loss-landscape slice through a checkpoint along random (filter-normalized) or PCA directions.
+    Slice(slice::SliceArgs),
+    /// The 1D loss between two checkpoints: L(θ + α(θ' − θ)), batch-norm statistics moving too.
+    Interpolate(slice::InterpolateArgs),
+    /// Stored slices: list, show, export (json, csv, npz, vtk).
+    #[command(subcommand)]
+    Slices(slice::SlicesCmd),
     /// Read checkpoints (files, HF folders, or folders holding them) and record their weight statistics.
     Ingest(ingest::IngestArgs),
     /// The runs in the store.
@@ -116,6 +124,9 @@ fn init_tracing() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info::run(&cli),
+        Command::Slice(ref a) => slice::run_slice(&cli, a),
+        Command::Interpolate(ref a) => slice::run_interpolate(&cli, a),
+        Command::Slices(ref c) => slice::run_slices(&cli, c),
         Command::Sharpness(ref args) => sharpness::run(&cli, args),
         Command::Ingest(ref args) => ingest::run(&cli, args),
         Command::Runs(ref args) => runs::runs(&cli, args),

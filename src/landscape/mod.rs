@@ -4,5 +4,7 @@
 pub mod build;
 pub mod compute;
 pub mod directions;
+pub mod export;
+pub mod pca_dirs;
 pub mod grid;
 pub mod slice;

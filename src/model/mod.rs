@@ -33,6 +33,6 @@ pub mod state;
 
 pub use binding::{BindOptions, Binding, Slot, SlotKind};
 pub use loss::Loss;
-pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread};
+pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread, set_threads};
 pub use plane::Plane;
 pub use state::{State, checkpoint_state, read_state};

@@ -347,3 +347,8 @@ fn load_eval_set(path: &Path, spec: &ModelSpec, device: Device) -> Result<(Vec<(
     }
     Ok((batches, n as usize))
 }
+
+/// Sets libtorch's intra-op CPU threads (process-wide).
+pub fn set_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}

@@ -1,0 +1,723 @@
+//! `landscaped slice`, `landscaped interpolate`, `landscaped slices list|show|export` and
+//! `landscaped plot slice`: loss-landscape slices through a checkpoint, stored, resumable, exported and
+//! plotted.
+
+use super::Cli;
+use super::output::{Format, Table};
+use crate::checkpoint::Checkpoint;
+use crate::landscape::build::{parameter_list, random_directions};
+use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
+use crate::landscape::directions::{Ignore, Normalization, RandomDirections, cosine, interpolation_direction};
+use crate::landscape::export::{write_csv, write_npz, write_vtk};
+use crate::landscape::grid::Axis;
+use crate::landscape::slice::{Outcome, SliceValues};
+use crate::model::{BindOptions, Loss, Model, ModelSpec, State, checkpoint_state, set_threads};
+use crate::store::Store;
+use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The model contract on the command line: `--model-dir` (what examples/landscaped_export.py writes) or
+/// `--model`, `--eval-data`, `--loss`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Folder written by examples/landscaped_export.py (model.pt, eval.safetensors, landscaped.toml).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// TorchScript model file (scripted or traced).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Evaluation set: safetensors with `inputs` and `targets`.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// cross_entropy (default), mse, nll, or method (the module's own loss(inputs, targets)).
+    #[arg(long)]
+    pub loss: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Evaluate on the first N samples only (bounds the cost per grid point).
+    #[arg(long)]
+    pub subsample: Option<usize>,
+    /// cpu (default: never takes GPU memory from the trainer), cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch CPU threads (default: libtorch's own choice).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rename a checkpoint key: CHECKPOINT_NAME=MODULE_NAME (repeatable).
+    #[arg(long = "map")]
+    pub mapping: Vec<String>,
+    /// Accept checkpoint tensors the module does not have (otherwise an error naming them).
+    #[arg(long)]
+    pub allow_unexpected: bool,
+}
+
+impl ModelArgs {
+    fn spec(&self) -> Result<ModelSpec> {
+        let mut loss: Option<Loss> = None;
+        let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
+        if let Some(dir) = &self.model_dir {
+            let meta_path = dir.join("landscaped.toml");
+            let mut model_file = "model.pt".to_string();
+            let mut eval_file = "eval.safetensors".to_string();
+            if meta_path.is_file() {
+                let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}", meta_path.display()))?;
+                let meta: toml::Table =
+                    toml::from_str(&text).map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
+                if let Some(l) = meta.get("loss").and_then(|v| v.as_str()) {
+                    loss = Some(l.parse().map_err(|e| anyhow!("{}: {e}", meta_path.display()))?);
+                }
+                if let Some(m) = meta.get("model").and_then(|v| v.as_str()) {
+                    model_file = m.to_string();
+                }
+                if let Some(m) = meta.get("eval_data").and_then(|v| v.as_str()) {
+                    eval_file = m.to_string();
+                }
+            }
+            model = model.or(Some(dir.join(model_file)));
+            eval = eval.or(Some(dir.join(eval_file)));
+        }
+        if let Some(l) = &self.loss {
+            loss = Some(l.parse().map_err(|e: String| anyhow!(e))?);
+        }
+        let model = model.ok_or_else(|| anyhow!("no model: pass --model-dir DIR, or --model FILE and --eval-data FILE"))?;
+        let eval = eval.ok_or_else(|| anyhow!("no evaluation set: pass --eval-data FILE (or --model-dir DIR)"))?;
+        let mut spec = ModelSpec::new(&model, &eval);
+        spec.loss = loss.unwrap_or_default();
+        spec.batch_size = self.batch_size;
+        spec.subsample = self.subsample;
+        spec.device = self.device.clone();
+        Ok(spec)
+    }
+
+    fn bind_options(&self) -> Result<BindOptions> {
+        let mut o = BindOptions::default().with_mapping(&self.mapping).map_err(|e| anyhow!(e))?;
+        o.allow_unexpected = self.allow_unexpected;
+        Ok(o)
+    }
+
+    fn load(&self) -> Result<Model> {
+        if let Some(n) = self.threads {
+            set_threads(n);
+        }
+        Model::load(&self.spec()?)
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirKind {
+    Random,
+    Pca,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SliceArgs {
+    /// Run of the centre checkpoint (with --step; default step: the run's last checkpoint).
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// The centre checkpoint by path (instead of --run/--step).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// random: filter-normalized Gaussian directions from --seed; pca: the run's trajectory PCA.
+    #[arg(long, value_enum, default_value_t = DirKind::Random)]
+    pub dirs: DirKind,
+    /// x grid, min:max:num (default -1:1:21; for PCA: the trajectory's extent).
+    #[arg(long, allow_hyphen_values = true)]
+    pub x: Option<Axis>,
+    /// y grid for a 2D slice, min:max:num.
+    #[arg(long, allow_hyphen_values = true)]
+    pub y: Option<Axis>,
+    #[arg(long, default_value = "filter")]
+    pub norm: Normalization,
+    /// biasbn: no direction for tensors of ≤ 1 dimension; none: the reference code's copy of the weights.
+    #[arg(long, default_value = "biasbn")]
+    pub ignore: Ignore,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Make the y direction orthogonal to x (Gram-Schmidt).
+    #[arg(long)]
+    pub orthogonalize: bool,
+    /// Save progress to the store every N points (an interrupted slice resumes from there).
+    #[arg(long, default_value_t = 5)]
+    pub persist_every: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InterpolateArgs {
+    /// Start checkpoint (α = 0): a path, or RUN:STEP from the store.
+    pub a: String,
+    /// End checkpoint (α = 1).
+    pub b: String,
+    #[arg(long, default_value = "-0.5:1.5:41", allow_hyphen_values = true)]
+    pub x: Axis,
+    #[arg(long, default_value_t = 5)]
+    pub persist_every: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SlicesCmd {
+    /// Stored slices, one line each.
+    List,
+    /// One slice: how it was made and its values (JSON with --format json).
+    Show { id: u64 },
+    /// Write a slice's values: -o FILE.json|.csv|.npz|.vtk (VTK legacy structured grid for ParaView), or
+    /// JSON/CSV on stdout by the global --format.
+    Export {
+        id: u64,
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlotKind {
+    /// 2D: labelled contour lines, filled contours and a heat map side by side; 1D: loss and accuracy.
+    All,
+    Contour,
+    Filled,
+    Heatmap,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotSliceArgs {
+    /// Slice id(s); several are drawn side by side (e.g. small and large batch).
+    #[arg(required = true)]
+    pub ids: Vec<u64>,
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = PlotKind::All)]
+    pub kind: PlotKind,
+    /// Number of contour levels.
+    #[arg(long, default_value_t = 14)]
+    pub levels: usize,
+    /// Chart title (default: from the slice).
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+// ---- Ctrl-C: the first sets a flag (the slice is saved and can be resumed), the second exits. ----
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if CANCEL.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn install_cancel_handler() {
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: installing a handler that only touches an atomic and calls _exit.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// A checkpoint named by path or `RUN:STEP` (looked up in the store's checkpoint records).
+fn resolve_checkpoint(store: &Store, name: &str) -> Result<(PathBuf, Option<String>, Option<u64>)> {
+    let p = Path::new(name);
+    if p.exists() {
+        return Ok((p.to_path_buf(), None, None));
+    }
+    if let Some((run, step)) = name.rsplit_once(':')
+        && let Ok(step) = step.parse::<u64>()
+    {
+        return by_run_step(store, run, Some(step));
+    }
+    bail!("{name}: no such checkpoint file, and not RUN:STEP")
+}
+
+fn by_run_step(store: &Store, run: &str, step: Option<u64>) -> Result<(PathBuf, Option<String>, Option<u64>)> {
+    let rec = match step {
+        Some(s) => crate::store::checkpoints::checkpoint(store, run, s)?
+            .ok_or_else(|| anyhow!("run {run:?} has no ingested checkpoint at step {s}"))?,
+        None => crate::store::checkpoints::checkpoints(store, run)?
+            .into_iter()
+            .last()
+            .ok_or_else(|| anyhow!("run {run:?} has no ingested checkpoints"))?,
+    };
+    Ok((PathBuf::from(&rec.path), Some(rec.run.clone()), Some(rec.step)))
+}
+
+fn open_state(model: &Model, path: &Path, opts: &BindOptions) -> Result<State> {
+    let ck = Checkpoint::open(path)?;
+    checkpoint_state(model, &ck, opts)
+}
+
+fn model_used(model: &Model) -> ModelUsed {
+    let s = model.spec();
+    ModelUsed {
+        model: s.model.display().to_string(),
+        eval_data: s.eval_data.display().to_string(),
+        loss: s.loss.to_string(),
+        batch_size: s.batch_size,
+        subsample: s.subsample,
+        samples: model.samples(),
+        device: s.device.clone(),
+    }
+}
+
+/// Finds the unfinished record with this signature, or makes a new one with `make`.
+fn resume_or_new(store: &Store, signature: &str, make: impl FnOnce(u64) -> SliceRecord) -> Result<(SliceRecord, bool)> {
+    if let Some(rec) = slices::find_unfinished(store, signature)? {
+        rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;
+        return Ok((rec, true));
+    }
+    let rec = make(slices::next_id(store)?);
+    slices::put(store, &rec)?;
+    Ok((rec, false))
+}
+
+/// Runs the grid with a progress bar and Ctrl-C, saving to the store; prints the outcome.
+fn compute(
+    store: &Store,
+    model: &mut Model,
+    rec: &mut SliceRecord,
+    centre: &State,
+    dx: &State,
+    dy: Option<&State>,
+    persist_every: usize,
+) -> Result<()> {
+    install_cancel_handler();
+    let total = rec.values.done.len() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(rec.id.to_string());
+    bar.set_position(rec.values.done_count() as u64);
+    let mut values = rec.values.clone();
+    let base = rec.clone();
+    let mut persist = |v: &SliceValues| -> Result<()> {
+        let mut r = base.clone();
+        r.values = v.clone();
+        r.updated = now();
+        slices::put(store, &r)?;
+        Ok(())
+    };
+    let mut progress = |n: usize| bar.set_position(n as u64);
+    let out = evaluate_slice(
+        model,
+        centre,
+        dx,
+        dy,
+        &mut values,
+        Control { cancel: &CANCEL, persist_every, persist: &mut persist, progress: &mut progress },
+    )?;
+    bar.finish_and_clear();
+    rec.values = values;
+    store.flush()?;
+    let finite: Vec<f64> = rec.values.loss.iter().copied().filter(|x| x.is_finite()).collect();
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match out {
+        Outcome::Complete => println!(
+            "slice {}: {} points, centre loss {:.6}{}, loss range {min:.6} .. {max:.6}{}",
+            rec.id,
+            total,
+            rec.centre_loss,
+            rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
+            rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
+        ),
+        Outcome::Cancelled => {
+            println!(
+                "slice {}: cancelled after {}/{} points; run the same command again to resume",
+                rec.id,
+                rec.values.done_count(),
+                total
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    let (path, run, step) = match (&a.checkpoint, &a.run) {
+        (Some(p), _) => (p.clone(), a.run.clone(), a.step),
+        (None, Some(run)) => {
+            let step = match (a.step, a.dirs) {
+                (None, DirKind::Pca) => crate::store::trajectory::latest_pca(&store, run)?.map(|p| p.center_step),
+                (s, _) => s,
+            };
+            by_run_step(&store, run, step)?
+        }
+        (None, None) => bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE"),
+    };
+    let mut model = a.model.load()?;
+    let opts = a.model.bind_options()?;
+    let centre = open_state(&model, &path, &opts)?;
+    let (directions, dx, dy, xs, ys, trajectory) = match a.dirs {
+        DirKind::Random => {
+            let spec = RandomDirections {
+                seed: a.seed,
+                norm: a.norm,
+                ignore: a.ignore,
+                params: parameter_list(&model),
+                orthogonalize: a.orthogonalize,
+            };
+            let (dx, dy) = random_directions(&model, &centre, &spec, a.y.is_some())?;
+            let xs = a.x.unwrap_or(Axis { min: -1.0, max: 1.0, num: 21 }).values();
+            let ys = a.y.map(|y| y.values()).unwrap_or_default();
+            (DirectionSource::Random(spec), dx, dy, xs, ys, Vec::new())
+        }
+        DirKind::Pca => {
+            let run = run.clone().ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
+            pca_setup(&store, &model, &opts, &run, a.x, a.y)?
+        }
+    };
+    let cos = dy.as_ref().map(|dy| cosine(&dx, dy));
+    let sig = format!(
+        "slice|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        path.display(),
+        directions,
+        xs,
+        ys,
+        model.spec().loss,
+        (model.spec().batch_size, model.spec().subsample, &model.spec().model, &model.spec().eval_data)
+    );
+    let centre_eval = evaluate_centre(&mut model, &centre)?;
+    let (mut rec, resumed) = resume_or_new(&store, &sig, |id| SliceRecord {
+        id,
+        run: run.clone(),
+        step: step.or_else(|| Checkpoint::open(&path).ok().and_then(|c| c.step)),
+        checkpoint: path.display().to_string(),
+        directions: directions.clone(),
+        cosine: cos,
+        model: model_used(&model),
+        centre_loss: centre_eval.loss,
+        centre_accuracy: centre_eval.accuracy,
+        values: SliceValues::new(xs.clone(), ys.clone()),
+        trajectory: trajectory.clone(),
+        created: now(),
+        updated: now(),
+        signature: sig.clone(),
+    })?;
+    if resumed {
+        eprintln!("resuming slice {} ({}/{} points done)", rec.id, rec.values.done_count(), rec.values.done.len());
+    }
+    compute(&store, &mut model, &mut rec, &centre, &dx, dy.as_ref(), a.persist_every)
+}
+
+type PcaSetup = (DirectionSource, State, Option<State>, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>);
+
+fn pca_setup(store: &Store, model: &Model, opts: &BindOptions, run: &str, x: Option<Axis>, y: Option<Axis>) -> Result<PcaSetup> {
+    let pca = crate::store::trajectory::latest_pca(store, run)?
+        .ok_or_else(|| anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)"))?;
+    if pca.direction_files.len() < 2 {
+        bail!("run {run:?}: the PCA has {} direction file(s); a 2D slice needs 2", pca.direction_files.len());
+    }
+    let dx = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[0]), opts)?;
+    let dy = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[1]), opts)?;
+    let pts: Vec<(f64, f64, u64)> = pca
+        .coords
+        .iter()
+        .zip(&pca.steps)
+        .filter_map(|(c, &s)| Some((*c.first()?, *c.get(1)?, s)))
+        .collect();
+    let extent = |k: usize| -> Axis {
+        let (lo, hi) = pts.iter().fold((0.0f64, 0.0f64), |(lo, hi), p| {
+            let v = if k == 0 { p.0 } else { p.1 };
+            (lo.min(v), hi.max(v))
+        });
+        let pad = 0.25 * (hi - lo).max(1e-3);
+        Axis { min: lo - pad, max: hi + pad, num: 21 }
+    };
+    let xs = x.unwrap_or_else(|| extent(0)).values();
+    let ys = y.unwrap_or_else(|| extent(1)).values();
+    let src = DirectionSource::Pca {
+        run: run.to_string(),
+        pca_step: pca.center_step,
+        components: vec![0, 1],
+        explained_variance_ratio: pca.explained_variance_ratio.clone(),
+        files: pca.direction_files[..2].to_vec(),
+    };
+    Ok((src, dx, Some(dy), xs, ys, pts))
+}
+
+pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;
+    let (pb, _, _) = resolve_checkpoint(&store, &a.b)?;
+    let mut model = a.model.load()?;
+    let opts = a.model.bind_options()?;
+    let sa = open_state(&model, &pa, &opts)?;
+    let sb = open_state(&model, &pb, &opts)?;
+    let d = interpolation_direction(&sa, &sb);
+    let xs = a.x.values();
+    let sig = format!(
+        "interpolate|{}|{}|{:?}|{:?}|{:?}",
+        pa.display(),
+        pb.display(),
+        xs,
+        model.spec().loss,
+        (model.spec().batch_size, model.spec().subsample, &model.spec().model, &model.spec().eval_data)
+    );
+    let centre_eval = evaluate_centre(&mut model, &sa)?;
+    let (mut rec, resumed) = resume_or_new(&store, &sig, |id| SliceRecord {
+        id,
+        run: run.clone(),
+        step,
+        checkpoint: pa.display().to_string(),
+        directions: DirectionSource::Interpolation { to: pb.display().to_string() },
+        cosine: None,
+        model: model_used(&model),
+        centre_loss: centre_eval.loss,
+        centre_accuracy: centre_eval.accuracy,
+        values: SliceValues::new(xs.clone(), Vec::new()),
+        trajectory: Vec::new(),
+        created: now(),
+        updated: now(),
+        signature: sig.clone(),
+    })?;
+    if resumed {
+        eprintln!("resuming slice {} ({}/{} points done)", rec.id, rec.values.done_count(), rec.values.done.len());
+    }
+    compute(&store, &mut model, &mut rec, &sa, &d, None, a.persist_every)
+}
+
+fn get(store: &Store, id: u64) -> Result<SliceRecord> {
+    let r = slices::get(store, id)?.ok_or_else(|| anyhow!("no slice with id {id} (see `landscaped slices list`)"))?;
+    r.values.check().map_err(|e| anyhow!("stored slice {id}: {e}"))?;
+    Ok(r)
+}
+
+fn describe(r: &SliceRecord) -> String {
+    match &r.directions {
+        DirectionSource::Random(d) => format!(
+            "{} {} seed {}{}",
+            d.norm,
+            match d.ignore {
+                Ignore::Biasbn => "biasbn",
+                Ignore::None => "no-ignore",
+            },
+            d.seed,
+            if d.orthogonalize { " orth" } else { "" }
+        ),
+        DirectionSource::Pca { run, explained_variance_ratio, .. } => format!(
+            "PCA of {run} ({})",
+            explained_variance_ratio.iter().take(2).map(|v| format!("{:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ")
+        ),
+        DirectionSource::Interpolation { to } => format!("to {to}"),
+    }
+}
+
+fn record_json(r: &SliceRecord) -> serde_json::Value {
+    let nan = |v: &[f64]| -> Vec<serde_json::Value> {
+        v.iter().map(|x| if x.is_finite() { json!(x) } else { serde_json::Value::Null }).collect()
+    };
+    let rows = |v: &[f64]| -> Vec<Vec<serde_json::Value>> { v.chunks(r.values.nx().max(1)).map(nan).collect() };
+    json!({
+        "id": r.id, "kind": r.kind(), "run": r.run, "step": r.step, "checkpoint": r.checkpoint,
+        "directions": r.directions, "description": describe(r), "cosine": r.cosine, "model": r.model,
+        "centre_loss": r.centre_loss, "centre_accuracy": r.centre_accuracy,
+        "xs": r.values.xs, "ys": r.values.ys, "shape": [r.values.ny(), r.values.nx()],
+        "loss": rows(&r.values.loss), "accuracy": rows(&r.values.accuracy),
+        "done": r.values.done.chunks(r.values.nx().max(1)).collect::<Vec<_>>(),
+        "trajectory": r.trajectory, "created": r.created, "updated": r.updated,
+    })
+}
+
+pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    match cmd {
+        SlicesCmd::List => {
+            let mut t = Table::new(["id", "kind", "run", "step", "grid", "done", "centre_loss", "min_loss", "directions"]);
+            for r in slices::list(&store)? {
+                let min = r.values.loss.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+                t.push(vec![
+                    json!(r.id),
+                    json!(r.kind()),
+                    json!(r.run),
+                    json!(r.step),
+                    json!(if r.values.is_2d() { format!("{}x{}", r.values.nx(), r.values.ny()) } else { r.values.nx().to_string() }),
+                    json!(format!("{}/{}", r.values.done_count(), r.values.done.len())),
+                    json!(r.centre_loss),
+                    if min.is_finite() { json!(min) } else { serde_json::Value::Null },
+                    json!(describe(&r)),
+                ]);
+            }
+            t.print(cli.format)?;
+        }
+        SlicesCmd::Show { id } => {
+            let r = get(&store, *id)?;
+            match cli.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
+                Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
+                Format::Table => {
+                    println!("slice {} ({}), centre {}", r.id, r.kind(), r.checkpoint);
+                    println!("directions: {}", describe(&r));
+                    if let Some(c) = r.cosine {
+                        println!("cos(δ, η): {c:.3e}");
+                    }
+                    println!("model: {} on {} ({} samples, loss {})", r.model.model, r.model.eval_data, r.model.samples, r.model.loss);
+                    println!("centre loss: {:.6}{}", r.centre_loss, r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default());
+                    println!("points done: {}/{}", r.values.done_count(), r.values.done.len());
+                    let mut t = Table::new(["x", "y", "loss", "accuracy"]);
+                    for i in 0..r.values.loss.len() {
+                        let (x, y) = r.values.coords(i);
+                        let f = |v: f64| if v.is_finite() { json!(v) } else { json!("") };
+                        t.push(vec![json!(x), json!(y), f(r.values.loss[i]), f(r.values.accuracy[i])]);
+                    }
+                    t.print(Format::Table)?;
+                }
+            }
+        }
+        SlicesCmd::Export { id, out } => {
+            let r = get(&store, *id)?;
+            match out {
+                None => match cli.format {
+                    Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
+                    _ => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
+                },
+                Some(p) => {
+                    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                    let file = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    let res = match ext.as_str() {
+                        "json" => serde_json::to_writer_pretty(&mut w, &record_json(&r)).map_err(std::io::Error::other),
+                        "csv" => write_csv(&r.values, &mut w),
+                        "vtk" => write_vtk(&r.values, &format!("landscaped slice {} {}", r.id, describe(&r)), &mut w),
+                        "npz" => write_npz(&r.values, &mut w),
+                        _ => bail!("{}: unknown export format (use .json, .csv, .npz or .vtk)", p.display()),
+                    };
+                    res.and_then(|_| std::io::Write::flush(&mut w)).with_context(|| format!("{}", p.display()))?;
+                    eprintln!("wrote {}", p.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn axis_labels(r: &SliceRecord) -> (String, String) {
+    match &r.directions {
+        DirectionSource::Random(d) => (format!("δ ({} normalized)", d.norm), format!("η ({} normalized)", d.norm)),
+        DirectionSource::Pca { explained_variance_ratio: v, .. } => (
+            format!("1st PC: {:.1} %", v.first().copied().unwrap_or(f64::NAN) * 100.0),
+            format!("2nd PC: {:.1} %", v.get(1).copied().unwrap_or(f64::NAN) * 100.0),
+        ),
+        DirectionSource::Interpolation { .. } => ("α (interpolation from θ to θ')".into(), String::new()),
+    }
+}
+
+fn title_of(r: &SliceRecord) -> String {
+    let who = match (&r.run, r.step) {
+        (Some(run), Some(s)) => format!("{run} step {s}"),
+        (Some(run), None) => run.clone(),
+        _ => Path::new(&r.checkpoint).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    format!("slice {}: {who}", r.id)
+}
+
+fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot::Panel> {
+    use crate::plot::{ContourChart, Grid, HeatmapChart, LabeledPath, Levels, LineChart, Panel, Series};
+    let (xl, yl) = axis_labels(r);
+    let v = &r.values;
+    if !v.is_2d() {
+        let pts = |vals: &[f64]| -> Vec<(f64, f64)> { v.xs.iter().copied().zip(vals.iter().copied()).collect() };
+        let mut series = vec![Series::new("loss", pts(&v.loss)).with_markers()];
+        let has_acc = v.accuracy.iter().any(|a| a.is_finite());
+        if has_acc {
+            series.push(Series::new("accuracy", pts(&v.accuracy)).on_right().dashed());
+        }
+        return vec![Panel::Line(LineChart {
+            title: title_of(r),
+            x_label: xl,
+            y_label: "loss".into(),
+            series,
+            y2_label: has_acc.then(|| "accuracy".to_string()),
+            ..Default::default()
+        })];
+    }
+    let grid = Grid { xs: v.xs.clone(), ys: v.ys.clone(), z: v.loss_rows() };
+    let positive = v.loss.iter().filter(|x| x.is_finite()).all(|&x| x > 0.0);
+    let lv = if positive { Levels::Log(levels) } else { Levels::Linear(levels) };
+    let paths = if r.trajectory.is_empty() {
+        Vec::new()
+    } else {
+        let n = r.trajectory.len();
+        vec![LabeledPath {
+            label: "optimizer path".into(),
+            points: r.trajectory.iter().map(|&(x, y, _)| (x, y)).collect(),
+            point_labels: r
+                .trajectory
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, _, s))| if i == 0 || i + 1 == n || i % (n / 4).max(1) == 0 { s.to_string() } else { String::new() })
+                .collect(),
+        }]
+    };
+    let contour = |filled: bool| {
+        Panel::Contour(ContourChart {
+            title: if filled { format!("{} (filled)", title_of(r)) } else { title_of(r) },
+            x_label: xl.clone(),
+            y_label: yl.clone(),
+            grid: grid.clone(),
+            levels: lv.clone(),
+            filled,
+            label_lines: !filled,
+            z_label: "loss".into(),
+            paths: paths.clone(),
+            size: None,
+        })
+    };
+    let heat = || {
+        Panel::Heatmap(HeatmapChart {
+            title: format!("{} (heat map)", title_of(r)),
+            x_label: xl.clone(),
+            y_label: yl.clone(),
+            grid: grid.clone(),
+            z_label: if positive { "log10 loss".into() } else { "loss".into() },
+            log_scale: positive,
+            range: None,
+            size: None,
+        })
+    };
+    match kind {
+        PlotKind::All => vec![contour(false), contour(true), heat()],
+        PlotKind::Contour => vec![contour(false)],
+        PlotKind::Filled => vec![contour(true)],
+        PlotKind::Heatmap => vec![heat()],
+    }
+}
+
+pub fn run_plot_slice(cli: &Cli, a: &PlotSliceArgs) -> Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    let recs = a.ids.iter().map(|&id| get(&store, id)).collect::<Result<Vec<_>>>()?;
+    let mut panels = Vec::new();
+    for r in &recs {
+        let kind = if recs.len() > 1 && a.kind == PlotKind::All { PlotKind::Contour } else { a.kind };
+        panels.extend(panels_for(r, kind, a.levels));
+    }
+    let title = a.title.clone().unwrap_or_default();
+    if panels.len() == 1 && title.is_empty() {
+        let p = panels.remove(0);
+        match p {
+            crate::plot::Panel::Line(c) => crate::plot::line_chart(&a.out, &c)?,
+            crate::plot::Panel::Contour(c) => crate::plot::contour_chart(&a.out, &c)?,
+            crate::plot::Panel::Heatmap(c) => crate::plot::heatmap_chart(&a.out, &c)?,
+            _ => {}
+        }
+    } else {
+        crate::plot::side_by_side(&a.out, &title, panels)?;
+    }
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
