@@ -190,6 +190,12 @@ impl Checkpoint {
                 why: format!("tensor '{}' has dtype {}, not a float", info.name, info.dtype.name()),
             });
         }
+        if let Some(&(pi, ti)) = self.locs.get(index)
+            && let Part::Safetensors(f) = &self.parts[pi]
+            && let Some(v) = f.read_values(ti)?
+        {
+            return Ok(v);
+        }
         let bytes = self.read_raw(index)?;
         super::values::decode(info.dtype, &bytes).ok_or_else(|| {
             malformed(

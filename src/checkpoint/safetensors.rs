@@ -287,6 +287,35 @@ impl SafetensorsFile {
         Ok(SafetensorsFile { path: path.to_path_buf(), file, entries: header.entries })
     }
 
+    /// The values of float entry `i`, read in chunks and decoded as they arrive, so the peak memory
+    /// is the values plus one chunk. `None` for a non-float dtype.
+    pub(crate) fn read_values(&self, i: usize) -> Result<Option<super::Values>, CheckpointError> {
+        const CHUNK: u64 = 4 << 20; // a multiple of every element size
+        let e = &self.entries[i];
+        let Some(mut out) = super::values::with_capacity(e.info.dtype, e.info.numel()) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; e.len.min(CHUNK) as usize];
+        let mut done = 0u64;
+        while done < e.len {
+            let n = (e.len - done).min(CHUNK) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], e.start + done)
+                .map_err(|err| self.read_error(&e.info.name, err))?;
+            super::values::append(e.info.dtype, &buf[..n], &mut out);
+            done += n as u64;
+        }
+        Ok(Some(out))
+    }
+
+    fn read_error(&self, name: &str, err: std::io::Error) -> CheckpointError {
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            malformed(&self.path, format!("tensor '{name}': file ended early (changed since it was opened?)"))
+        } else {
+            io_err(&self.path, err)
+        }
+    }
+
     /// The raw little-endian bytes of entry `i`.
     pub(crate) fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
         let e = &self.entries[i];

@@ -9,30 +9,40 @@ pub(crate) fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Values> {
     if !bytes.len().is_multiple_of(dtype.size()) {
         return None;
     }
-    Some(match dtype {
-        Dtype::F32 => {
-            Values::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let mut out = with_capacity(dtype, bytes.len() / dtype.size())?;
+    append(dtype, bytes, &mut out);
+    Some(out)
+}
+
+/// An empty [`Values`] of the kind `dtype` decodes to, with room for `n` elements.
+pub(crate) fn with_capacity(dtype: Dtype, n: usize) -> Option<Values> {
+    match dtype {
+        Dtype::F64 => Some(Values::F64(Vec::with_capacity(n))),
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => Some(Values::F32(Vec::with_capacity(n))),
+        _ => None,
+    }
+}
+
+/// Decode `bytes` (whole elements of `dtype`) and append them to `out` (from [`with_capacity`]).
+/// Lets a reader decode chunk by chunk, so a tensor's bytes and its values are never both held.
+pub(crate) fn append(dtype: Dtype, bytes: &[u8], out: &mut Values) {
+    match (dtype, out) {
+        (Dtype::F32, Values::F32(v)) => {
+            v.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
         }
-        Dtype::F64 => Values::F64(
+        (Dtype::F64, Values::F64(v)) => v.extend(
             bytes
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
         ),
-        Dtype::F16 => Values::F32(
-            bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
+        (Dtype::F16, Values::F32(v)) => v.extend(
+            bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
         ),
-        Dtype::BF16 => Values::F32(
-            bytes
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
+        (Dtype::BF16, Values::F32(v)) => v.extend(
+            bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
         ),
-        _ => return None,
-    })
+        _ => {}
+    }
 }
 
 #[cfg(test)]
