@@ -12,7 +12,7 @@ use super::rng::Rng;
 use super::tridiag::tridiag_eigen;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Quadrature {
     /// One entry per run: the Ritz values (ascending) and their weights.
     pub nodes: Vec<Vec<f64>>,

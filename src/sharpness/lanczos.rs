@@ -37,7 +37,7 @@ impl Default for LanczosOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Extremes {
     /// Largest algebraic eigenvalue.
     pub lambda_max: f64,

@@ -53,7 +53,7 @@ pub trait Objective {
     fn loss_grad(&mut self, theta: &[f64], grad: &mut [f64]) -> anyhow::Result<f64>;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Measure {
     /// e.g. `keskar`, `sam`, `sam_ascent`, `asam`, `fn_loss_rise`.
     pub name: String,

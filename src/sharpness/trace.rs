@@ -5,7 +5,7 @@ use super::operator::{LinearOperator, dot};
 use super::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct TraceEstimate {
     /// Mean of vᵀHv over the samples.
     pub trace: f64,

@@ -7,6 +7,7 @@
 
 pub mod checkpoints;
 pub mod keys;
+pub mod sharpness;
 pub mod slices;
 pub mod trajectory;
 

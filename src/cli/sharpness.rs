@@ -1,0 +1,407 @@
+//! `landscaped sharpness`: Hessian extremes, trace, spectral density and sharpness measures of one
+//! checkpoint, stored and printed; `--list` prints what is stored for a run. `landscaped plot spectrum`
+//! draws a stored spectral density.
+
+use super::Cli;
+use super::output::Table;
+use crate::checkpoint::Checkpoint;
+use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state};
+use crate::plot;
+use crate::sharpness::compute::{Quantity, SharpnessOptions, SharpnessReport, compute};
+use crate::sharpness::lanczos::LanczosOptions;
+use crate::sharpness::model_hvp::ParamSubset;
+use crate::store::sharpness::{self as records, SharpnessRecord};
+use crate::store::{Store, checkpoints};
+use anyhow::{Context, bail};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Where the model contract comes from: an export folder, or the files named one by one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Folder written by examples/landscaped_export.py (model.pt, eval.safetensors, landscaped.toml).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// TorchScript model file (overrides the folder's).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// safetensors evaluation set with `inputs` and `targets` (overrides the folder's).
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// cross_entropy, mse, nll or method (default: the folder's landscaped.toml, else cross_entropy).
+    #[arg(long)]
+    pub loss: Option<Loss>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Use only the first N evaluation samples.
+    #[arg(long)]
+    pub subsample: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        let dir_file = |name: &str| self.model_dir.as_ref().map(|d| d.join(name));
+        let model = self.model.clone().or_else(|| dir_file("model.pt"));
+        let eval = self.eval_data.clone().or_else(|| dir_file("eval.safetensors"));
+        let (Some(model), Some(eval)) = (model, eval) else {
+            bail!("say which model to use: --model-dir DIR, or --model FILE and --eval-data FILE");
+        };
+        let loss = match (self.loss, &self.model_dir) {
+            (Some(l), _) => l,
+            (None, Some(d)) => loss_from_toml(&d.join("landscaped.toml"))?,
+            (None, None) => Loss::CrossEntropy,
+        };
+        let mut spec = ModelSpec::new(&model, &eval);
+        spec.loss = loss;
+        spec.batch_size = self.batch_size;
+        spec.subsample = self.subsample;
+        spec.device = self.device.clone();
+        Ok(spec)
+    }
+}
+
+fn loss_from_toml(path: &Path) -> anyhow::Result<Loss> {
+    if !path.is_file() {
+        return Ok(Loss::CrossEntropy);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: toml::Value =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    match v.get("loss").and_then(|l| l.as_str()) {
+        Some(s) => s.parse().map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display())),
+        None => Ok(Loss::CrossEntropy),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SharpnessArgs {
+    /// Run name (as ingested).
+    #[arg(long)]
+    pub run: String,
+    /// Step (default: the run's last ingested checkpoint).
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// Checkpoint file or folder to use instead of the one recorded at ingest (then --step names it;
+    /// default 0).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Print the stored results of the run instead of computing.
+    #[arg(long)]
+    pub list: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// What to compute (comma-separated): eigs, trace, density, keskar, sam, sam-ascent, asam, fn-rise.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "eigs,trace,density,keskar,sam,sam-ascent,asam,fn-rise"
+    )]
+    pub measures: Vec<Quantity>,
+    /// Hessian over all parameters, or only tensors with ≥ 2 dims (as the reference code).
+    #[arg(long, value_enum, default_value_t = ParamSubset::All)]
+    pub params: ParamSubset,
+    /// Lanczos: relative residual tolerance, step budget, how many top eigenvalues.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
+    #[arg(long, default_value_t = 100)]
+    pub max_steps: usize,
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Hutchinson: most Rademacher samples; stop when the standard error < trace-rel-tol·|trace|.
+    #[arg(long, default_value_t = 100)]
+    pub trace_samples: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub trace_rel_tol: f64,
+    /// SLQ: Lanczos steps per run and number of runs (PyHessian: 100 and 1).
+    #[arg(long, default_value_t = 100)]
+    pub density_steps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub density_runs: usize,
+    /// Keskar box size ε.
+    #[arg(long, default_value_t = 1e-3)]
+    pub keskar_eps: f64,
+    /// SAM radius ρ.
+    #[arg(long, default_value_t = 0.05)]
+    pub sam_rho: f64,
+    /// ASAM radius ρ.
+    #[arg(long, default_value_t = 0.5)]
+    pub asam_rho: f64,
+    /// Ascent steps for sam-ascent and asam.
+    #[arg(long, default_value_t = 5)]
+    pub ascent_steps: usize,
+    /// Filter-normalized loss rise: radius and number of random directions.
+    #[arg(long, default_value_t = 0.1)]
+    pub fn_radius: f64,
+    #[arg(long, default_value_t = 10)]
+    pub fn_directions: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Don't store the result.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+impl SharpnessArgs {
+    pub fn options(&self) -> SharpnessOptions {
+        SharpnessOptions {
+            subset: self.params,
+            quantities: self.measures.clone(),
+            lanczos: LanczosOptions {
+                max_steps: self.max_steps,
+                tol: self.tol,
+                top_k: self.top_k,
+                seed: self.seed,
+            },
+            trace_samples: self.trace_samples,
+            trace_rel_tol: self.trace_rel_tol,
+            density_runs: self.density_runs,
+            density_steps: self.density_steps,
+            keskar_eps: self.keskar_eps,
+            sam_rho: self.sam_rho,
+            ascent_steps: self.ascent_steps,
+            asam_rho: self.asam_rho,
+            fn_radius: self.fn_radius,
+            fn_directions: self.fn_directions,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Loads the model and binds the checkpoint for (run, step) into it. Returns the model and the step.
+pub fn load_at_checkpoint(
+    store: Option<&Store>,
+    run: &str,
+    step: Option<u64>,
+    checkpoint: Option<&Path>,
+    spec: &ModelSpec,
+) -> anyhow::Result<(Model, u64, PathBuf)> {
+    let (path, step) = match checkpoint {
+        Some(p) => (p.to_path_buf(), step.unwrap_or(0)),
+        None => {
+            let Some(store) = store else { bail!("no store to find run {run:?} in; pass --checkpoint") };
+            let cks = checkpoints::checkpoints(store, run)?;
+            let rec = match step {
+                Some(s) => cks.into_iter().find(|c| c.step == s).ok_or_else(|| {
+                    anyhow::anyhow!("run {run:?} has no checkpoint at step {s} in the store (see `landscaped checkpoints`)")
+                })?,
+                None => cks
+                    .into_iter()
+                    .next_back()
+                    .ok_or_else(|| anyhow::anyhow!("no run named {run:?} in the store (ingest it first)"))?,
+            };
+            (PathBuf::from(&rec.path), rec.step)
+        }
+    };
+    let mut model = Model::load(spec)?;
+    let ck = Checkpoint::open(&path).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", path.display()))?;
+    let state = checkpoint_state(&model, &ck, &BindOptions::default())?;
+    model.set_state(&state)?;
+    Ok((model, step, path))
+}
+
+pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
+    crate::store::keys::validate_run_name(&a.run).map_err(|e| anyhow::anyhow!(e))?;
+    let store = Store::open(&cli.data_dir())?;
+    if a.list {
+        let recs = records::list(&store, &a.run)?;
+        if recs.is_empty() {
+            bail!(
+                "no sharpness results stored for run {:?} (compute them with `landscaped sharpness --run ...`)",
+                a.run
+            );
+        }
+        return print_records(cli, &recs);
+    }
+    let opts = a.options();
+    opts.validate()?;
+    let spec = a.model.spec()?;
+    let (mut model, step, _) =
+        load_at_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref(), &spec)?;
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let rep = compute(&mut model, &opts, |q| pb.set_message(format!("sharpness: {q}")))?;
+    pb.finish_and_clear();
+    let rec = record(&a.run, step, &spec, model.samples(), rep);
+    if !a.no_store {
+        records::put(&store, &rec)?;
+        store.flush()?;
+    }
+    print_records(cli, std::slice::from_ref(&rec))?;
+    if let Some(e) = &rec.extremes
+        && !e.converged
+    {
+        eprintln!(
+            "warning: Lanczos did not reach tol {} in {} HVPs (residuals {:.2e}, {:.2e}); raise --max-steps",
+            e.tol, e.hvps, e.residual_max, e.residual_min
+        );
+    }
+    Ok(())
+}
+
+pub fn record(
+    run: &str,
+    step: u64,
+    spec: &ModelSpec,
+    samples: usize,
+    rep: SharpnessReport,
+) -> SharpnessRecord {
+    SharpnessRecord {
+        run: run.to_string(),
+        step,
+        model: spec.model.display().to_string(),
+        eval_data: spec.eval_data.display().to_string(),
+        loss: spec.loss.to_string(),
+        samples,
+        subset: rep.subset,
+        dim: rep.dim,
+        base_loss: rep.base_loss,
+        extremes: rep.extremes,
+        trace: rep.trace,
+        density: rep.density,
+        measures: rep.measures,
+        hvps: rep.hvps,
+        seconds: rep.seconds,
+        computed_unix: unix_now(),
+    }
+}
+
+/// One row per quantity: run, step, quantity, value, ± (standard error or residual bound), cost, notes.
+pub fn table(recs: &[SharpnessRecord]) -> Table {
+    let mut t = Table::new(["run", "step", "quantity", "value", "pm", "cost", "note"]);
+    for r in recs {
+        let mut row = |q: &str, v: f64, pm: Option<f64>, cost: String, note: String| {
+            t.push(vec![
+                json!(r.run),
+                json!(r.step),
+                json!(q),
+                json!(v),
+                json!(pm),
+                json!(cost),
+                json!(note),
+            ]);
+        };
+        row(
+            "loss",
+            r.base_loss,
+            None,
+            String::new(),
+            format!("{} params ({}), {} samples", r.dim, r.subset, r.samples),
+        );
+        if let Some(e) = &r.extremes {
+            let conv =
+                if e.converged { format!("tol {}", e.tol) } else { format!("NOT CONVERGED (tol {})", e.tol) };
+            row("lambda_max", e.lambda_max, Some(e.residual_max), format!("{} HVPs", e.hvps), conv.clone());
+            row("lambda_min", e.lambda_min, Some(e.residual_min), format!("{} HVPs", e.hvps), conv.clone());
+            row("ratio", e.ratio, None, String::new(), "|λmin/λmax|".into());
+            let top: Vec<String> = e.top_k.iter().map(|v| format!("{v:.4}")).collect();
+            row("top_k", e.top_k.first().copied().unwrap_or(f64::NAN), None, String::new(), top.join(" "));
+        }
+        if let Some(tr) = &r.trace {
+            row(
+                "trace",
+                tr.trace,
+                Some(tr.std_error),
+                format!("{} HVPs", tr.hvps),
+                format!("Hutchinson, {} samples", tr.samples),
+            );
+        }
+        if let Some(d) = &r.density {
+            row(
+                "trace_slq",
+                d.trace(),
+                None,
+                format!("{} HVPs", d.hvps),
+                format!("SLQ, {} runs", d.nodes.len()),
+            );
+        }
+        for m in &r.measures {
+            row(
+                &m.name,
+                m.value,
+                m.std_error,
+                format!("{} evals", m.evaluations),
+                format!("radius {}: {}", m.radius, m.method),
+            );
+        }
+    }
+    t
+}
+
+fn print_records(cli: &Cli, recs: &[SharpnessRecord]) -> anyhow::Result<()> {
+    table(recs).print(cli.format)?;
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotSpectrumArgs {
+    /// Run(s); repeat to compare runs (one curve each).
+    #[arg(long, required = true)]
+    pub run: Vec<String>,
+    /// Step (default: each run's last with a stored density).
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// Grid points of the smoothed density.
+    #[arg(long, default_value_t = 2000)]
+    pub bins: usize,
+    /// Gaussian smoothing σ² (default PyHessian's 1e-5·max(1, λmax−λmin)).
+    #[arg(long)]
+    pub sigma_squared: Option<f64>,
+    /// Log-scale the density (as PyHessian's plots).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_y: bool,
+    /// Output file: .svg or .png.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+}
+
+/// `landscaped plot spectrum`: the SLQ spectral density of stored results.
+pub fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    let mut series = Vec::new();
+    for run in &a.run {
+        let recs = records::list(&store, run)?;
+        let rec = recs
+            .iter()
+            .rev()
+            .find(|r| r.density.is_some() && a.step.is_none_or(|s| r.step == s))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "run {run:?}: no stored spectral density{}",
+                    match a.step {
+                        Some(s) => format!(" at step {s}"),
+                        None => String::new(),
+                    }
+                )
+            })?;
+        let q = rec.density.as_ref().ok_or_else(|| anyhow::anyhow!("no density"))?;
+        let (grid, dens) = q.density(a.bins, a.sigma_squared);
+        let pts =
+            grid.into_iter().zip(dens).map(|(x, y)| (x, if a.log_y { y.max(1e-12) } else { y })).collect();
+        series.push(plot::Series::new(format!("{run} step {}", rec.step), pts));
+    }
+    let chart = plot::LineChart {
+        title: "Hessian eigenvalue density (SLQ)".into(),
+        x_label: "eigenvalue".into(),
+        y_label: "density".into(),
+        series,
+        log_y: a.log_y,
+        ..Default::default()
+    };
+    plot::line_chart(&a.out, &chart)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}

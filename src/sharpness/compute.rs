@@ -1,0 +1,222 @@
+//! One sharpness report for a model at its current parameters: Hessian extremes (Lanczos), trace
+//! (Hutchinson), spectral density (SLQ) and the sharpness measures, as chosen; and the paper's Fig. 7
+//! map of |λmin/λmax| over a 2D slice. Used by `landscaped sharpness` and the daemon's sharpness job.
+
+use super::density::{Quadrature, slq};
+use super::lanczos::{Extremes, LanczosOptions, extremes};
+use super::measures::{
+    Measure, Objective, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
+};
+use super::trace::{TraceEstimate, hutchinson};
+use crate::model::Model;
+use crate::model::Plane;
+use crate::sharpness::model_hvp::{ModelHessian, ParamSubset};
+use crate::sharpness::operator::LinearOperator;
+use serde::{Deserialize, Serialize};
+
+/// What to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// λmax, λmin, |λmin/λmax| and the top-k eigenvalues (Lanczos).
+    Eigs,
+    /// Hutchinson trace with its standard error.
+    Trace,
+    /// Spectral density by stochastic Lanczos quadrature.
+    Density,
+    /// Keskar ε-sharpness.
+    Keskar,
+    /// SAM sharpness, first order.
+    Sam,
+    /// SAM sharpness with ascent steps.
+    SamAscent,
+    /// Adaptive sharpness (ASAM).
+    Asam,
+    /// Filter-normalized average loss rise over random directions.
+    FnRise,
+}
+
+impl Quantity {
+    pub fn all() -> Vec<Quantity> {
+        use Quantity::*;
+        vec![Eigs, Trace, Density, Keskar, Sam, SamAscent, Asam, FnRise]
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharpnessOptions {
+    pub subset: ParamSubset,
+    pub quantities: Vec<Quantity>,
+    pub lanczos: LanczosOptions,
+    /// Hutchinson: at most this many Rademacher samples; stop earlier when the standard error is below
+    /// `trace_rel_tol` · |trace| (after 10 samples; 0 disables).
+    pub trace_samples: usize,
+    pub trace_rel_tol: f64,
+    /// SLQ runs and Lanczos steps per run (PyHessian: 1 and 100).
+    pub density_runs: usize,
+    pub density_steps: usize,
+    /// Keskar ε (box size) and ascent steps.
+    pub keskar_eps: f64,
+    pub keskar_steps: usize,
+    /// SAM radius ρ; ascent steps for `sam_ascent` (and ASAM).
+    pub sam_rho: f64,
+    pub ascent_steps: usize,
+    /// ASAM radius ρ and η.
+    pub asam_rho: f64,
+    pub asam_eta: f64,
+    /// Filter-normalized loss rise: radius r and number of random directions.
+    pub fn_radius: f64,
+    pub fn_directions: usize,
+    pub seed: u64,
+}
+
+impl Default for SharpnessOptions {
+    fn default() -> Self {
+        SharpnessOptions {
+            subset: ParamSubset::All,
+            quantities: Quantity::all(),
+            lanczos: LanczosOptions { max_steps: 100, tol: 1e-3, top_k: 5, seed: 0 },
+            trace_samples: 100,
+            trace_rel_tol: 0.01,
+            density_runs: 1,
+            density_steps: 100,
+            keskar_eps: 1e-3,
+            keskar_steps: 10,
+            sam_rho: 0.05,
+            ascent_steps: 5,
+            asam_rho: 0.5,
+            asam_eta: 0.01,
+            fn_radius: 0.1,
+            fn_directions: 10,
+            seed: 0,
+        }
+    }
+}
+
+impl SharpnessOptions {
+    /// Rejects values that cannot work, naming the option.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let pos = |v: f64, n: &str| -> anyhow::Result<()> {
+            anyhow::ensure!(v.is_finite() && v > 0.0, "{n} must be positive, not {v}");
+            Ok(())
+        };
+        pos(self.lanczos.tol, "tol")?;
+        pos(self.keskar_eps, "keskar_eps")?;
+        pos(self.sam_rho, "sam_rho")?;
+        pos(self.asam_rho, "asam_rho")?;
+        pos(self.fn_radius, "fn_radius")?;
+        anyhow::ensure!(self.asam_eta >= 0.0, "asam_eta must be ≥ 0");
+        anyhow::ensure!(self.lanczos.max_steps >= 2, "max_steps must be at least 2");
+        anyhow::ensure!(self.trace_samples >= 2, "trace_samples must be at least 2");
+        anyhow::ensure!(self.density_runs >= 1 && self.density_steps >= 1, "density_runs/steps must be ≥ 1");
+        anyhow::ensure!(self.fn_directions >= 1, "fn_directions must be ≥ 1");
+        anyhow::ensure!(!self.quantities.is_empty(), "nothing to compute (empty measure list)");
+        Ok(())
+    }
+}
+
+/// What [`compute`] found.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SharpnessReport {
+    pub subset: String,
+    pub dim: usize,
+    pub base_loss: f64,
+    pub extremes: Option<Extremes>,
+    pub trace: Option<TraceEstimate>,
+    pub density: Option<Quadrature>,
+    pub measures: Vec<Measure>,
+    pub hvps: usize,
+    pub seconds: f64,
+}
+
+/// Computes the chosen quantities for the model at its current parameters; the parameters are left as
+/// they were. `progress` is told the name of each quantity as it starts.
+pub fn compute(
+    model: &mut Model,
+    opts: &SharpnessOptions,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<SharpnessReport> {
+    opts.validate()?;
+    let t0 = std::time::Instant::now();
+    let mut h = ModelHessian::new(model, opts.subset)?;
+    let center = h.center().to_vec();
+    let base_loss = h.loss(&center)?;
+    let mut rep = SharpnessReport {
+        subset: format!("{:?}", opts.subset).to_lowercase(),
+        dim: LinearOperator::dim(&h),
+        base_loss,
+        ..Default::default()
+    };
+    for q in &opts.quantities {
+        let name =
+            serde_json::to_value(q).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        progress(&name);
+        match q {
+            Quantity::Eigs => rep.extremes = Some(extremes(&mut h, &opts.lanczos)?),
+            Quantity::Trace => {
+                rep.trace =
+                    Some(hutchinson(&mut h, opts.trace_samples, 10, opts.trace_rel_tol, opts.seed ^ 0x7472)?)
+            }
+            Quantity::Density => {
+                rep.density = Some(slq(&mut h, opts.density_runs, opts.density_steps, opts.seed ^ 0x736c71)?)
+            }
+            Quantity::Keskar => {
+                rep.measures.push(keskar_sharpness(&mut h, opts.keskar_eps, opts.keskar_steps)?)
+            }
+            Quantity::Sam => rep.measures.push(sam_sharpness(&mut h, opts.sam_rho, 0)?),
+            Quantity::SamAscent => {
+                rep.measures.push(sam_sharpness(&mut h, opts.sam_rho, opts.ascent_steps.max(1))?)
+            }
+            Quantity::Asam => {
+                rep.measures.push(asam_sharpness(&mut h, opts.asam_rho, opts.asam_eta, opts.ascent_steps)?)
+            }
+            Quantity::FnRise => rep.measures.push(filter_normalized_loss_rise(
+                &mut h,
+                opts.fn_radius,
+                opts.fn_directions,
+                opts.seed,
+            )?),
+        }
+    }
+    rep.hvps = h.applications();
+    h.restore()?;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// |λmin/λmax| (and both eigenvalues) at every point of a 2D slice: the model is moved to
+/// θ* + a·δ + b·η for each (a = xs[ix], b = ys[iy]), and Lanczos runs there. Returns
+/// (ratio, λmax, λmin, converged) grids `[iy][ix]` and the HVPs spent. The model is left at the last point:
+/// the caller moves it back.
+#[allow(clippy::type_complexity)]
+pub fn ratio_map(
+    model: &mut Model,
+    plane: &Plane,
+    xs: &[f64],
+    ys: &[f64],
+    subset: ParamSubset,
+    lanczos: &LanczosOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<(Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<bool>>, usize)> {
+    let (nx, ny) = (xs.len(), ys.len());
+    let mut ratio = vec![vec![f64::NAN; nx]; ny];
+    let mut lmax = ratio.clone();
+    let mut lmin = ratio.clone();
+    let mut conv = vec![vec![false; nx]; ny];
+    let mut hvps = 0;
+    for (iy, &b) in ys.iter().enumerate() {
+        for (ix, &a) in xs.iter().enumerate() {
+            model.set_point(plane, a, b)?;
+            let mut h = ModelHessian::new(model, subset)?;
+            let e = extremes(&mut h, lanczos)?;
+            hvps += e.hvps;
+            ratio[iy][ix] = e.ratio;
+            lmax[iy][ix] = e.lambda_max;
+            lmin[iy][ix] = e.lambda_min;
+            conv[iy][ix] = e.converged;
+            progress(iy * nx + ix + 1, nx * ny);
+        }
+    }
+    Ok((ratio, lmax, lmin, conv, hvps))
+}

@@ -1,0 +1,127 @@
+//! Records of curvature and sharpness (one sled tree each), written by `landscaped sharpness` and the
+//! daemon's sharpness job, read by the CLI, the API and the plots. Every struct is `#[serde(default)]`.
+//!
+//! | tree | key | record |
+//! |---|---|---|
+//! | `sharpness` | `run \0 step` | [`SharpnessRecord`] |
+//! | `sharpness_ratio_maps` | `run \0 step name` | [`RatioMapRecord`] (name = the slice's name) |
+
+use super::{Record, Result, Store, keys};
+use crate::sharpness::density::Quadrature;
+use crate::sharpness::lanczos::Extremes;
+use crate::sharpness::measures::Measure;
+use crate::sharpness::trace::TraceEstimate;
+use serde::{Deserialize, Serialize};
+
+/// Curvature and sharpness of one checkpoint, with everything needed to know how it was computed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharpnessRecord {
+    pub run: String,
+    pub step: u64,
+    /// The model contract used: TorchScript file, evaluation set, loss, samples.
+    pub model: String,
+    pub eval_data: String,
+    pub loss: String,
+    pub samples: usize,
+    /// `all` or `matrices` (tensors with ≥ 2 dims).
+    pub subset: String,
+    /// Number of parameters the Hessian is taken over.
+    pub dim: usize,
+    /// L(θ) on the evaluation set.
+    pub base_loss: f64,
+    pub extremes: Option<Extremes>,
+    pub trace: Option<TraceEstimate>,
+    pub density: Option<Quadrature>,
+    pub measures: Vec<Measure>,
+    /// HVPs spent in all, and wall-clock seconds.
+    pub hvps: usize,
+    pub seconds: f64,
+    pub computed_unix: u64,
+}
+
+impl Record for SharpnessRecord {
+    const TREE: &'static str = "sharpness";
+    const SCHEMA: u32 = 1;
+}
+
+/// The paper's Fig. 7: |λmin/λmax| at every point of a 2D slice. `z[iy][ix]` at `(xs[ix], ys[iy])`;
+/// NaN where not computed (see `done`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RatioMapRecord {
+    pub run: String,
+    pub step: u64,
+    /// The slice this map belongs to (same name as in the slices tree).
+    pub slice: String,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+    pub ratio: Vec<Vec<f64>>,
+    pub lambda_max: Vec<Vec<f64>>,
+    pub lambda_min: Vec<Vec<f64>>,
+    /// Whether Lanczos met its tolerance at each point (false also where not computed).
+    pub converged: Vec<Vec<bool>>,
+    pub done: Vec<Vec<bool>>,
+    pub tol: f64,
+    pub hvps: usize,
+    pub computed_unix: u64,
+}
+
+impl Record for RatioMapRecord {
+    const TREE: &'static str = "sharpness_ratio_maps";
+    const SCHEMA: u32 = 1;
+}
+
+pub fn put(store: &Store, rec: &SharpnessRecord) -> Result<()> {
+    store.put(&keys::run_step(&rec.run, rec.step), rec)
+}
+
+pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<SharpnessRecord>> {
+    store.get(&keys::run_step(run, step))
+}
+
+/// Every sharpness record of a run, by step.
+pub fn list(store: &Store, run: &str) -> Result<Vec<SharpnessRecord>> {
+    Ok(store.scan_prefix::<SharpnessRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
+}
+
+pub fn put_ratio_map(store: &Store, rec: &RatioMapRecord) -> Result<()> {
+    store.put(&keys::run_step_name(&rec.run, rec.step, &rec.slice), rec)
+}
+
+pub fn get_ratio_map(store: &Store, run: &str, step: u64, slice: &str) -> Result<Option<RatioMapRecord>> {
+    store.get(&keys::run_step_name(run, step, slice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = SharpnessRecord {
+            run: "a".into(),
+            step: 7,
+            dim: 3,
+            measures: vec![Measure { name: "sam".into(), value: 0.5, ..Default::default() }],
+            ..Default::default()
+        };
+        put(&store, &rec).unwrap();
+        put(&store, &SharpnessRecord { step: 2, ..rec.clone() }).unwrap();
+        assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
+        assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
+        assert!(get(&store, "ab", 7).unwrap().is_none());
+        let m = RatioMapRecord {
+            run: "a".into(),
+            step: 7,
+            slice: "s".into(),
+            ratio: vec![vec![f64::NAN]],
+            ..Default::default()
+        };
+        put_ratio_map(&store, &m).unwrap();
+        let back = get_ratio_map(&store, "a", 7, "s").unwrap().unwrap();
+        assert!(back.ratio[0][0].is_nan());
+    }
+}
