@@ -90,7 +90,8 @@ fn checkpoint_loss_matches_pytorch_including_running_stats() {
     assert!(close(e.loss, r["loss_b"].as_f64().unwrap(), 1e-5), "{} vs {}", e.loss, r["loss_b"]);
     // Checkpoint a differs in parameters AND running statistics: both must be written for PyTorch's loss.
     let (infos, values) = safetensors_ckpt(&fixture().join("ckpt_a.safetensors"));
-    let state = read_state(&model, &infos, &BindOptions::default(), "ckpt_a", |i| Ok(values[i].clone())).unwrap();
+    let state =
+        read_state(&model, &infos, &BindOptions::default(), "ckpt_a", |i| Ok(values[i].clone())).unwrap();
     let before_buffers = model.state().unwrap();
     model.set_state(&state).unwrap();
     let e = model.evaluate().unwrap();
@@ -121,8 +122,13 @@ fn mismatches_are_named_before_computing() {
     // Wrong shape, by name.
     let i = infos.iter().position(|t| t.name == "module.fc.weight").unwrap();
     infos[i].shape = vec![144, 4];
-    let e = read_state(&model, &infos, &BindOptions::default(), "ckpt_a", |i| Ok(values[i].clone())).unwrap_err();
-    assert!(e.to_string().contains("\"module.fc.weight\" has shape [144, 4] but the module's \"fc.weight\" has [4, 144]"), "{e}");
+    let e =
+        read_state(&model, &infos, &BindOptions::default(), "ckpt_a", |i| Ok(values[i].clone())).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"module.fc.weight\" has shape [144, 4] but the module's \"fc.weight\" has [4, 144]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@
 use landscaped::checkpoint::Checkpoint;
 use landscaped::landscape::build::{parameter_list, random_directions};
 use landscaped::landscape::compute::{Control, evaluate_centre, evaluate_slice};
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections, cosine, interpolation_direction};
+use landscaped::landscape::directions::{
+    Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
+};
 use landscaped::landscape::slice::{Outcome, SliceValues};
 use landscaped::model::{BindOptions, Model, ModelSpec, checkpoint_state};
 use std::path::{Path, PathBuf};
@@ -36,7 +38,13 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
 }
 
-fn run_grid(model: &mut Model, centre: &Vec<Vec<f32>>, dx: &Vec<Vec<f32>>, dy: Option<&Vec<Vec<f32>>>, v: &mut SliceValues) {
+fn run_grid(
+    model: &mut Model,
+    centre: &Vec<Vec<f32>>,
+    dx: &Vec<Vec<f32>>,
+    dy: Option<&Vec<Vec<f32>>>,
+    v: &mut SliceValues,
+) {
     let cancel = AtomicBool::new(false);
     let out = evaluate_slice(
         model,
@@ -57,7 +65,8 @@ fn check_directions_and_grid(norm: Normalization, ignore: Ignore, args: &[&str])
     let mut model = load(&dir);
     let ck = Checkpoint::open(&dir.join("ckpt_b.safetensors")).unwrap();
     let centre = checkpoint_state(&model, &ck, &BindOptions::default()).unwrap();
-    let spec = RandomDirections { seed: 7, norm, ignore, params: parameter_list(&model), orthogonalize: false };
+    let spec =
+        RandomDirections { seed: 7, norm, ignore, params: parameter_list(&model), orthogonalize: false };
     let (dx, dy) = random_directions(&model, &centre, &spec, true).unwrap();
     let dy = dy.unwrap();
 
@@ -118,15 +127,24 @@ fn interpolation_moves_running_stats_and_reproduces_both_checkpoints() {
     let dir = tmp.path();
     let r = fixture(dir, &[]);
     let mut model = load(dir);
-    let a = checkpoint_state(&model, &Checkpoint::open(&dir.join("ckpt_a.safetensors")).unwrap(), &BindOptions::default())
-        .unwrap();
-    let b = checkpoint_state(&model, &Checkpoint::open(&dir.join("ckpt_b.safetensors")).unwrap(), &BindOptions::default())
-        .unwrap();
+    let a = checkpoint_state(
+        &model,
+        &Checkpoint::open(&dir.join("ckpt_a.safetensors")).unwrap(),
+        &BindOptions::default(),
+    )
+    .unwrap();
+    let b = checkpoint_state(
+        &model,
+        &Checkpoint::open(&dir.join("ckpt_b.safetensors")).unwrap(),
+        &BindOptions::default(),
+    )
+    .unwrap();
     let d = interpolation_direction(&a, &b);
     // Running statistics are part of the direction.
     let nparams = parameter_list(&model).len();
     assert!(d[nparams..].iter().flatten().any(|&x| x != 0.0));
-    let alphas: Vec<f64> = r["interpolation"]["alphas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let alphas: Vec<f64> =
+        r["interpolation"]["alphas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let mut v = SliceValues::new(alphas.clone(), vec![]);
     run_grid(&mut model, &a, &d, None, &mut v);
     for (i, al) in alphas.iter().enumerate() {

@@ -7,7 +7,9 @@ use super::output::{Format, Table};
 use crate::checkpoint::Checkpoint;
 use crate::landscape::build::{parameter_list, random_directions};
 use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
-use crate::landscape::directions::{Ignore, Normalization, RandomDirections, cosine, interpolation_direction};
+use crate::landscape::directions::{
+    Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
+};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
@@ -64,9 +66,10 @@ impl ModelArgs {
             let mut model_file = "model.pt".to_string();
             let mut eval_file = "eval.safetensors".to_string();
             if meta_path.is_file() {
-                let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}", meta_path.display()))?;
-                let meta: toml::Table =
-                    toml::from_str(&text).map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
+                let text = std::fs::read_to_string(&meta_path)
+                    .with_context(|| format!("{}", meta_path.display()))?;
+                let meta: toml::Table = toml::from_str(&text)
+                    .map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
                 if let Some(l) = meta.get("loss").and_then(|v| v.as_str()) {
                     loss = Some(l.parse().map_err(|e| anyhow!("{}: {e}", meta_path.display()))?);
                 }
@@ -83,8 +86,10 @@ impl ModelArgs {
         if let Some(l) = &self.loss {
             loss = Some(l.parse().map_err(|e: String| anyhow!(e))?);
         }
-        let model = model.ok_or_else(|| anyhow!("no model: pass --model-dir DIR, or --model FILE and --eval-data FILE"))?;
-        let eval = eval.ok_or_else(|| anyhow!("no evaluation set: pass --eval-data FILE (or --model-dir DIR)"))?;
+        let model = model
+            .ok_or_else(|| anyhow!("no model: pass --model-dir DIR, or --model FILE and --eval-data FILE"))?;
+        let eval =
+            eval.ok_or_else(|| anyhow!("no evaluation set: pass --eval-data FILE (or --model-dir DIR)"))?;
         let mut spec = ModelSpec::new(&model, &eval);
         spec.loss = loss.unwrap_or_default();
         spec.batch_size = self.batch_size;
@@ -241,7 +246,11 @@ fn resolve_checkpoint(store: &Store, name: &str) -> Result<(PathBuf, Option<Stri
     bail!("{name}: no such checkpoint file, and not RUN:STEP")
 }
 
-fn by_run_step(store: &Store, run: &str, step: Option<u64>) -> Result<(PathBuf, Option<String>, Option<u64>)> {
+fn by_run_step(
+    store: &Store,
+    run: &str,
+    step: Option<u64>,
+) -> Result<(PathBuf, Option<String>, Option<u64>)> {
     let rec = match step {
         Some(s) => crate::store::checkpoints::checkpoint(store, run, s)?
             .ok_or_else(|| anyhow!("run {run:?} has no ingested checkpoint at step {s}"))?,
@@ -272,7 +281,11 @@ fn model_used(model: &Model) -> ModelUsed {
 }
 
 /// Finds the unfinished record with this signature, or makes a new one with `make`.
-fn resume_or_new(store: &Store, signature: &str, make: impl FnOnce(u64) -> SliceRecord) -> Result<(SliceRecord, bool)> {
+fn resume_or_new(
+    store: &Store,
+    signature: &str,
+    make: impl FnOnce(u64) -> SliceRecord,
+) -> Result<(SliceRecord, bool)> {
     if let Some(rec) = slices::find_unfinished(store, signature)? {
         rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;
         return Ok((rec, true));
@@ -296,9 +309,11 @@ fn compute(
     let total = rec.values.done.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(rec.id.to_string());
     bar.set_position(rec.values.done_count() as u64);
@@ -353,7 +368,9 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
         (Some(p), _) => (p.clone(), a.run.clone(), a.step),
         (None, Some(run)) => {
             let step = match (a.step, a.dirs) {
-                (None, DirKind::Pca) => crate::store::trajectory::latest_pca(&store, run)?.map(|p| p.center_step),
+                (None, DirKind::Pca) => {
+                    crate::store::trajectory::latest_pca(&store, run)?.map(|p| p.center_step)
+                }
                 (s, _) => s,
             };
             by_run_step(&store, run, step)?
@@ -378,7 +395,9 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
             (DirectionSource::Random(spec), dx, dy, xs, ys, Vec::new())
         }
         DirKind::Pca => {
-            let run = run.clone().ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
+            let run = run
+                .clone()
+                .ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
             pca_setup(&store, &model, &opts, &run, a.x, a.y)?
         }
     };
@@ -410,27 +429,36 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
         signature: sig.clone(),
     })?;
     if resumed {
-        eprintln!("resuming slice {} ({}/{} points done)", rec.id, rec.values.done_count(), rec.values.done.len());
+        eprintln!(
+            "resuming slice {} ({}/{} points done)",
+            rec.id,
+            rec.values.done_count(),
+            rec.values.done.len()
+        );
     }
     compute(&store, &mut model, &mut rec, &centre, &dx, dy.as_ref(), a.persist_every)
 }
 
 type PcaSetup = (DirectionSource, State, Option<State>, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>);
 
-fn pca_setup(store: &Store, model: &Model, opts: &BindOptions, run: &str, x: Option<Axis>, y: Option<Axis>) -> Result<PcaSetup> {
-    let pca = crate::store::trajectory::latest_pca(store, run)?
-        .ok_or_else(|| anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)"))?;
+fn pca_setup(
+    store: &Store,
+    model: &Model,
+    opts: &BindOptions,
+    run: &str,
+    x: Option<Axis>,
+    y: Option<Axis>,
+) -> Result<PcaSetup> {
+    let pca = crate::store::trajectory::latest_pca(store, run)?.ok_or_else(|| {
+        anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
+    })?;
     if pca.direction_files.len() < 2 {
         bail!("run {run:?}: the PCA has {} direction file(s); a 2D slice needs 2", pca.direction_files.len());
     }
     let dx = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[0]), opts)?;
     let dy = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[1]), opts)?;
-    let pts: Vec<(f64, f64, u64)> = pca
-        .coords
-        .iter()
-        .zip(&pca.steps)
-        .filter_map(|(c, &s)| Some((*c.first()?, *c.get(1)?, s)))
-        .collect();
+    let pts: Vec<(f64, f64, u64)> =
+        pca.coords.iter().zip(&pca.steps).filter_map(|(c, &s)| Some((*c.first()?, *c.get(1)?, s))).collect();
     let extent = |k: usize| -> Axis {
         let (lo, hi) = pts.iter().fold((0.0f64, 0.0f64), |(lo, hi), p| {
             let v = if k == 0 { p.0 } else { p.1 };
@@ -487,13 +515,19 @@ pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
         signature: sig.clone(),
     })?;
     if resumed {
-        eprintln!("resuming slice {} ({}/{} points done)", rec.id, rec.values.done_count(), rec.values.done.len());
+        eprintln!(
+            "resuming slice {} ({}/{} points done)",
+            rec.id,
+            rec.values.done_count(),
+            rec.values.done.len()
+        );
     }
     compute(&store, &mut model, &mut rec, &sa, &d, None, a.persist_every)
 }
 
 fn get(store: &Store, id: u64) -> Result<SliceRecord> {
-    let r = slices::get(store, id)?.ok_or_else(|| anyhow!("no slice with id {id} (see `landscaped slices list`)"))?;
+    let r = slices::get(store, id)?
+        .ok_or_else(|| anyhow!("no slice with id {id} (see `landscaped slices list`)"))?;
     r.values.check().map_err(|e| anyhow!("stored slice {id}: {e}"))?;
     Ok(r)
 }
@@ -512,7 +546,12 @@ fn describe(r: &SliceRecord) -> String {
         ),
         DirectionSource::Pca { run, explained_variance_ratio, .. } => format!(
             "PCA of {run} ({})",
-            explained_variance_ratio.iter().take(2).map(|v| format!("{:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ")
+            explained_variance_ratio
+                .iter()
+                .take(2)
+                .map(|v| format!("{:.1}%", v * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         DirectionSource::Interpolation { to } => format!("to {to}"),
     }
@@ -522,7 +561,8 @@ fn record_json(r: &SliceRecord) -> serde_json::Value {
     let nan = |v: &[f64]| -> Vec<serde_json::Value> {
         v.iter().map(|x| if x.is_finite() { json!(x) } else { serde_json::Value::Null }).collect()
     };
-    let rows = |v: &[f64]| -> Vec<Vec<serde_json::Value>> { v.chunks(r.values.nx().max(1)).map(nan).collect() };
+    let rows =
+        |v: &[f64]| -> Vec<Vec<serde_json::Value>> { v.chunks(r.values.nx().max(1)).map(nan).collect() };
     json!({
         "id": r.id, "kind": r.kind(), "run": r.run, "step": r.step, "checkpoint": r.checkpoint,
         "directions": r.directions, "description": describe(r), "cosine": r.cosine, "model": r.model,
@@ -538,15 +578,30 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
     let store = Store::open(&cli.data_dir())?;
     match cmd {
         SlicesCmd::List => {
-            let mut t = Table::new(["id", "kind", "run", "step", "grid", "done", "centre_loss", "min_loss", "directions"]);
+            let mut t = Table::new([
+                "id",
+                "kind",
+                "run",
+                "step",
+                "grid",
+                "done",
+                "centre_loss",
+                "min_loss",
+                "directions",
+            ]);
             for r in slices::list(&store)? {
-                let min = r.values.loss.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+                let min =
+                    r.values.loss.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
                 t.push(vec![
                     json!(r.id),
                     json!(r.kind()),
                     json!(r.run),
                     json!(r.step),
-                    json!(if r.values.is_2d() { format!("{}x{}", r.values.nx(), r.values.ny()) } else { r.values.nx().to_string() }),
+                    json!(if r.values.is_2d() {
+                        format!("{}x{}", r.values.nx(), r.values.ny())
+                    } else {
+                        r.values.nx().to_string()
+                    }),
                     json!(format!("{}/{}", r.values.done_count(), r.values.done.len())),
                     json!(r.centre_loss),
                     if min.is_finite() { json!(min) } else { serde_json::Value::Null },
@@ -566,8 +621,15 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
                     if let Some(c) = r.cosine {
                         println!("cos(δ, η): {c:.3e}");
                     }
-                    println!("model: {} on {} ({} samples, loss {})", r.model.model, r.model.eval_data, r.model.samples, r.model.loss);
-                    println!("centre loss: {:.6}{}", r.centre_loss, r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default());
+                    println!(
+                        "model: {} on {} ({} samples, loss {})",
+                        r.model.model, r.model.eval_data, r.model.samples, r.model.loss
+                    );
+                    println!(
+                        "centre loss: {:.6}{}",
+                        r.centre_loss,
+                        r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default()
+                    );
                     println!("points done: {}/{}", r.values.done_count(), r.values.done.len());
                     let mut t = Table::new(["x", "y", "loss", "accuracy"]);
                     for i in 0..r.values.loss.len() {
@@ -591,13 +653,19 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
                     let file = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
                     let mut w = std::io::BufWriter::new(file);
                     let res = match ext.as_str() {
-                        "json" => serde_json::to_writer_pretty(&mut w, &record_json(&r)).map_err(std::io::Error::other),
+                        "json" => serde_json::to_writer_pretty(&mut w, &record_json(&r))
+                            .map_err(std::io::Error::other),
                         "csv" => write_csv(&r.values, &mut w),
-                        "vtk" => write_vtk(&r.values, &format!("landscaped slice {} {}", r.id, describe(&r)), &mut w),
+                        "vtk" => write_vtk(
+                            &r.values,
+                            &format!("landscaped slice {} {}", r.id, describe(&r)),
+                            &mut w,
+                        ),
                         "npz" => write_npz(&r.values, &mut w),
                         _ => bail!("{}: unknown export format (use .json, .csv, .npz or .vtk)", p.display()),
                     };
-                    res.and_then(|_| std::io::Write::flush(&mut w)).with_context(|| format!("{}", p.display()))?;
+                    res.and_then(|_| std::io::Write::flush(&mut w))
+                        .with_context(|| format!("{}", p.display()))?;
                     eprintln!("wrote {}", p.display());
                 }
             }
@@ -608,7 +676,9 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
 
 fn axis_labels(r: &SliceRecord) -> (String, String) {
     match &r.directions {
-        DirectionSource::Random(d) => (format!("δ ({} normalized)", d.norm), format!("η ({} normalized)", d.norm)),
+        DirectionSource::Random(d) => {
+            (format!("δ ({} normalized)", d.norm), format!("η ({} normalized)", d.norm))
+        }
         DirectionSource::Pca { explained_variance_ratio: v, .. } => (
             format!("1st PC: {:.1} %", v.first().copied().unwrap_or(f64::NAN) * 100.0),
             format!("2nd PC: {:.1} %", v.get(1).copied().unwrap_or(f64::NAN) * 100.0),
@@ -621,7 +691,9 @@ fn title_of(r: &SliceRecord) -> String {
     let who = match (&r.run, r.step) {
         (Some(run), Some(s)) => format!("{run} step {s}"),
         (Some(run), None) => run.clone(),
-        _ => Path::new(&r.checkpoint).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        _ => {
+            Path::new(&r.checkpoint).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        }
     };
     format!("slice {}: {who}", r.id)
 }
@@ -631,7 +703,8 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
     let (xl, yl) = axis_labels(r);
     let v = &r.values;
     if !v.is_2d() {
-        let pts = |vals: &[f64]| -> Vec<(f64, f64)> { v.xs.iter().copied().zip(vals.iter().copied()).collect() };
+        let pts =
+            |vals: &[f64]| -> Vec<(f64, f64)> { v.xs.iter().copied().zip(vals.iter().copied()).collect() };
         let mut series = vec![Series::new("loss", pts(&v.loss)).with_markers()];
         let has_acc = v.accuracy.iter().any(|a| a.is_finite());
         if has_acc {
@@ -660,7 +733,13 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
                 .trajectory
                 .iter()
                 .enumerate()
-                .map(|(i, &(_, _, s))| if i == 0 || i + 1 == n || i % (n / 4).max(1) == 0 { s.to_string() } else { String::new() })
+                .map(|(i, &(_, _, s))| {
+                    if i == 0 || i + 1 == n || i % (n / 4).max(1) == 0 {
+                        s.to_string()
+                    } else {
+                        String::new()
+                    }
+                })
                 .collect(),
         }]
     };

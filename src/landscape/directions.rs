@@ -187,7 +187,13 @@ mod tests {
         let w1 = vec![5.0f32, 6.0];
         let shapes = vec![vec![2, 2], vec![2]];
         let draws = vec![vec![1.0f32, 1.0, 1.0, 1.0], vec![1.0, 1.0]];
-        let d = create_random_direction(draws.clone(), &[&w0, &w1], &shapes, Normalization::Layer, Ignore::Biasbn);
+        let d = create_random_direction(
+            draws.clone(),
+            &[&w0, &w1],
+            &shapes,
+            Normalization::Layer,
+            Ignore::Biasbn,
+        );
         assert_eq!(d[1], vec![0.0, 0.0]);
         assert!((norm(&d[0]) - norm(&w0)).abs() < 1e-5);
         let d = create_random_direction(draws, &[&w0, &w1], &shapes, Normalization::None, Ignore::None);

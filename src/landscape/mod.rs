@@ -5,6 +5,6 @@ pub mod build;
 pub mod compute;
 pub mod directions;
 pub mod export;
-pub mod pca_dirs;
 pub mod grid;
+pub mod pca_dirs;
 pub mod slice;

@@ -82,7 +82,11 @@ impl SliceValues {
     pub fn check(&self) -> Result<(), String> {
         let n = self.nx() * self.ny();
         if self.loss.len() != n || self.accuracy.len() != n || self.done.len() != n {
-            return Err(format!("slice values have inconsistent lengths for a {}×{} grid", self.ny(), self.nx()));
+            return Err(format!(
+                "slice values have inconsistent lengths for a {}×{} grid",
+                self.ny(),
+                self.nx()
+            ));
         }
         Ok(())
     }
@@ -137,7 +141,8 @@ mod tests {
         assert!(v.loss.iter().all(|x| x.is_nan()));
         assert_eq!(v.centre(), Some(1));
         let never = AtomicBool::new(false);
-        let out = evaluate_points(&mut v, |x, y| Ok((10.0 * y + x, None)), &never, 2, |_| Ok(()), |_| {}).unwrap();
+        let out =
+            evaluate_points(&mut v, |x, y| Ok((10.0 * y + x, None)), &never, 2, |_| Ok(()), |_| {}).unwrap();
         assert_eq!(out, Outcome::Complete);
         assert_eq!(v.loss_rows(), vec![vec![-1.0, 0.0, 1.0], vec![19.0, 20.0, 21.0]]);
         assert_eq!(v.loss_at(1, 0), 19.0);
@@ -173,10 +178,17 @@ mod tests {
         assert!(resumed.loss[3].is_nan());
         let mut xs_seen = Vec::new();
         let never = AtomicBool::new(false);
-        evaluate_points(&mut resumed, |x, _| {
-            xs_seen.push(x);
-            Ok((x * x, Some(0.5)))
-        }, &never, 1, |_| Ok(()), |_| {})
+        evaluate_points(
+            &mut resumed,
+            |x, _| {
+                xs_seen.push(x);
+                Ok((x * x, Some(0.5)))
+            },
+            &never,
+            1,
+            |_| Ok(()),
+            |_| {},
+        )
         .unwrap();
         assert_eq!(xs_seen, vec![3.0, 4.0]);
         assert_eq!(resumed.loss, vec![0.0, 1.0, 4.0, 9.0, 16.0]);

@@ -99,10 +99,7 @@ pub fn bind(
         let name = opts.module_name(&t.name);
         if slots.iter().any(|s| s.name == name) {
             if let Some(prev) = by_name.insert(name.clone(), i) {
-                problems.push(format!(
-                    "both {:?} and {:?} map to {name:?}",
-                    tensors[prev].name, t.name
-                ));
+                problems.push(format!("both {:?} and {:?} map to {name:?}", tensors[prev].name, t.name));
             }
         } else if !ignored_buffers.contains(&name) {
             unexpected.push(t.name.clone());
@@ -121,7 +118,12 @@ pub fn bind(
                         t.name, t.shape, s.name, s.shape
                     ));
                 } else if !t.dtype.is_float() {
-                    problems.push(format!("{:?} is {} but {:?} is a float tensor", t.name, t.dtype.name(), s.name));
+                    problems.push(format!(
+                        "{:?} is {} but {:?} is a float tensor",
+                        t.name,
+                        t.dtype.name(),
+                        s.name
+                    ));
                 }
                 sources.push(i);
             }

@@ -114,8 +114,9 @@ impl Model {
         if !path.is_file() {
             bail!("model {}: no such file", path.display());
         }
-        let mut module = CModule::load_on_device(path, device)
-            .map_err(|e| anyhow!("model {}: not a loadable TorchScript module: {}", path.display(), short_err(e)))?;
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            anyhow!("model {}: not a loadable TorchScript module: {}", path.display(), short_err(e))
+        })?;
         module.set_eval();
         if shim::is_training(&module) != Some(false) {
             bail!("model {}: could not switch the module to eval mode", path.display());
@@ -129,7 +130,11 @@ impl Model {
         let mut params = Vec::new();
         for (name, t) in named {
             if t.kind() != Kind::Float {
-                bail!("model {}: parameter {name} is {:?}; only float32 models are supported", path.display(), t.kind());
+                bail!(
+                    "model {}: parameter {name} is {:?}; only float32 models are supported",
+                    path.display(),
+                    t.kind()
+                );
             }
             slots.push(Slot { name, kind: SlotKind::Parameter, shape: shape_of(&t) });
             params.push(t);
@@ -258,7 +263,8 @@ impl Model {
     }
 
     fn loss_and_output(&self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let run = |r: Result<Tensor, tch::TchError>| r.map_err(|e| anyhow!("running the model: {}", short_err(e)));
+        let run =
+            |r: Result<Tensor, tch::TchError>| r.map_err(|e| anyhow!("running the model: {}", short_err(e)));
         Ok(match self.loss {
             Loss::Method => (run(self.module.method_ts("loss", &[x, y]))?, None),
             Loss::CrossEntropy => {
@@ -293,14 +299,13 @@ fn load_eval_set(path: &Path, spec: &ModelSpec, device: Device) -> Result<(Vec<(
     if !path.is_file() {
         bail!("eval data {}: no such file", path.display());
     }
-    let named = Tensor::read_safetensors(path)
-        .map_err(|e| anyhow!("eval data {}: not a readable safetensors file: {}", path.display(), short_err(e)))?;
+    let named = Tensor::read_safetensors(path).map_err(|e| {
+        anyhow!("eval data {}: not a readable safetensors file: {}", path.display(), short_err(e))
+    })?;
     let get = |key: &str| {
-        named
-            .iter()
-            .find(|(n, _)| n == key)
-            .map(|(_, t)| t.shallow_clone())
-            .ok_or_else(|| anyhow!("eval data {}: no tensor named {key:?} (expected inputs and targets)", path.display()))
+        named.iter().find(|(n, _)| n == key).map(|(_, t)| t.shallow_clone()).ok_or_else(|| {
+            anyhow!("eval data {}: no tensor named {key:?} (expected inputs and targets)", path.display())
+        })
     };
     let mut x = get("inputs")?;
     let mut y = get("targets")?;
@@ -328,7 +333,11 @@ fn load_eval_set(path: &Path, spec: &ModelSpec, device: Device) -> Result<(Vec<(
     y = match spec.loss {
         Loss::CrossEntropy | Loss::Nll => {
             if y.is_floating_point() {
-                bail!("eval data {}: targets are floats, but loss {} needs integer classes", path.display(), spec.loss);
+                bail!(
+                    "eval data {}: targets are floats, but loss {} needs integer classes",
+                    path.display(),
+                    spec.loss
+                );
             }
             y.to_kind(Kind::Int64)
         }

@@ -33,7 +33,9 @@ impl Model {
             check("y direction", dy)?;
         }
         let dev = self.device;
-        let to = |i: usize, v: &[f32]| Tensor::from_slice(v).view(shape_i64(&slots[i].shape).as_slice()).to_device(dev);
+        let to = |i: usize, v: &[f32]| {
+            Tensor::from_slice(v).view(shape_i64(&slots[i].shape).as_slice()).to_device(dev)
+        };
         let dir = |v: &[Vec<f32>]| -> Vec<Option<Tensor>> {
             v.iter().enumerate().map(|(i, t)| (t.iter().any(|&x| x != 0.0)).then(|| to(i, t))).collect()
         };
@@ -50,7 +52,8 @@ impl Model {
     /// Writes θ* + a·δ + b·η into the module (f32, in that order of operations).
     pub fn set_point(&mut self, plane: &Plane, a: f64, b: f64) -> Result<()> {
         let _g = tch::no_grad_guard();
-        let tensors: Vec<Tensor> = self.params.iter().chain(self.buffers.iter()).map(|t| t.shallow_clone()).collect();
+        let tensors: Vec<Tensor> =
+            self.params.iter().chain(self.buffers.iter()).map(|t| t.shallow_clone()).collect();
         for (i, mut t) in tensors.into_iter().enumerate() {
             t.f_copy_(&plane.center[i]).map_err(|e| anyhow!("moving the model: {}", short_err(e)))?;
             if let Some(d) = &plane.dx[i] {

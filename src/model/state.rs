@@ -26,7 +26,12 @@ pub fn read_state(
         .map(|(&i, slot)| {
             let v = read(i)?;
             if v.len() != slot.numel() {
-                return Err(anyhow!("{what}: {} has {} values, expected {}", tensors[i].name, v.len(), slot.numel()));
+                return Err(anyhow!(
+                    "{what}: {} has {} values, expected {}",
+                    tensors[i].name,
+                    v.len(),
+                    slot.numel()
+                ));
             }
             Ok(v)
         })

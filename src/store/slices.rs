@@ -13,7 +13,13 @@ pub enum DirectionSource {
     /// Filter/layer/none-normalized Gaussian pair drawn from a seed (x then y).
     Random(RandomDirections),
     /// Trajectory PCA components of a run (unit directions), from the PCA record computed at `pca_step`.
-    Pca { run: String, pca_step: u64, components: Vec<usize>, explained_variance_ratio: Vec<f64>, files: Vec<String> },
+    Pca {
+        run: String,
+        pca_step: u64,
+        components: Vec<usize>,
+        explained_variance_ratio: Vec<f64>,
+        files: Vec<String>,
+    },
     /// From the centre checkpoint to `to` (parameters and float buffers).
     Interpolation { to: String },
 }
