@@ -66,10 +66,11 @@ def main():
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     out = []
-    steps = [int(s) for s in a.steps.split(",") if s]
-    if a.steps and "-" in a.steps and "," not in a.steps:
+    if "-" in a.steps:
         lo, hi = a.steps.split("-")
         steps = list(range(int(lo), int(hi) + 1))
+    else:
+        steps = [int(s) for s in a.steps.split(",") if s]
     for s in steps:
         ws = weights(s)
         write(os.path.join(a.dir, f"step-{s}.safetensors"), save(ws), a.mode, a.pause)

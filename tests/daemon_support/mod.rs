@@ -1,0 +1,152 @@
+//! Shared helpers for the daemon tests: start the real binary on a free loopback port with a config in
+//! a temp dir, scrape /metrics, wait for conditions (bounded), run the Python checkpoint writer.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_landscaped");
+
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Writes a config for one run watching `watch` and starts the daemon; waits until /healthz says ready.
+pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
+    let port = free_port();
+    let config = dir.join("landscaped.toml");
+    let watch: Vec<String> = watch.iter().map(|w| format!("{:?}", w.to_str().unwrap())).collect();
+    let text = format!(
+        "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\nrescan_interval_secs = 30\n{extra}\n[[run]]\nname = \"r\"\nwatch = [{}]\n",
+        dir.join("data").to_str().unwrap(),
+        watch.join(", ")
+    );
+    std::fs::write(&config, text).unwrap();
+    restart(config, port, dir)
+}
+
+pub fn restart(config: PathBuf, port: u16, dir: &Path) -> Daemon {
+    let log = dir.join(format!("daemon-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let child = Command::new(BIN)
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .env("LANDSCAPED_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, port, config, log };
+    wait_until(Duration::from_secs(20), "daemon ready", || {
+        get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true"))
+    });
+    d
+}
+
+impl Daemon {
+    pub fn metrics(&self) -> String {
+        get(self.port, "/metrics").unwrap_or_default()
+    }
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        metric(&self.metrics(), key)
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                panic!("daemon did not stop within 20 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// Peak resident memory (VmHWM) in kB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET http://127.0.0.1:port/path as text (None on any failure).
+pub fn get(port: u16, path: &str) -> Option<String> {
+    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
+    let mut r = agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?;
+    r.body_mut().read_to_string().ok()
+}
+
+/// The value of the sample whose name and labels are exactly `key` (e.g. `landscaped_last_step{run="r"}`).
+pub fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        if t.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs tests/python/daemon_writer.py; returns (step, norm) for every checkpoint it wrote.
+pub fn writer(dir: &Path, args: &[&str]) -> Vec<(u64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/daemon_writer.py");
+    let out = Command::new(python()).arg(script).arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "writer failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["norm"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// The steps the daemon's API lists for run `r`, with their global norms.
+pub fn recorded(port: u16) -> Vec<(u64, f64)> {
+    let text = get(port, "/api/v1/runs/r/checkpoints").unwrap_or_else(|| "[]".into());
+    let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    v.iter().map(|c| (c["step"].as_u64().unwrap(), c["global_norm"].as_f64().unwrap())).collect()
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
