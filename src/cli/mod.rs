@@ -71,10 +71,10 @@ pub enum Command {
     Pca(pca::PcaArgs),
     /// Coordinates of each checkpoint on the latest PCA and its distance from the plane (or --archive).
     Trajectory(pca::TrajectoryArgs),
-    /// Plot the optimizer path on the PC1/PC2 plane (.svg or .png).
-    PlotTrajectory(pca::PlotTrajectoryArgs),
     /// Hessian extremes (Lanczos), trace, spectral density and sharpness measures of one checkpoint.
     Sharpness(Box<sharpness::SharpnessArgs>),
+    /// The paper's Fig. 7: |λmin/λmax| at every point of a stored 2D slice (Lanczos at each point).
+    SharpnessMap(sharpness::RatioMapArgs),
 }
 
 impl Cli {
@@ -128,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Interpolate(ref a) => slice::run_interpolate(&cli, a),
         Command::Slices(ref c) => slice::run_slices(&cli, c),
         Command::Sharpness(ref args) => sharpness::run(&cli, args),
+        Command::SharpnessMap(ref args) => sharpness::run_ratio_map(&cli, args),
         Command::Ingest(ref args) => ingest::run(&cli, args),
         Command::Runs(ref args) => runs::runs(&cli, args),
         Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),
@@ -137,6 +138,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(&args),
         Command::Pca(ref args) => pca::run_pca(&cli, args),
         Command::Trajectory(ref args) => pca::run_trajectory(&cli, args),
-        Command::PlotTrajectory(ref args) => pca::run_plot_trajectory(&cli, args),
     }
 }

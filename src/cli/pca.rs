@@ -4,9 +4,10 @@
 
 use super::Cli;
 use super::output::Table;
+use crate::ingest::TensorSink;
 use crate::store::Store;
 use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
-use crate::trajectory::archive::{ArchiveFile, list_run};
+use crate::trajectory::archive::{ArchiveConfig, ArchiveFile, ArchiveSink, Precision, Retention, list_run};
 use crate::trajectory::pca::compute_pca;
 use crate::trajectory::select::Selection;
 use anyhow::Context;
@@ -61,6 +62,68 @@ pub struct TrajectoryArgs {
     /// List the archived checkpoints (step, bytes, precision) instead of the PCA coordinates.
     #[arg(long)]
     pub archive: bool,
+    /// Archive these checkpoints (files, HF folders, or folders holding them) without recording their
+    /// statistics, e.g. to backfill the trajectory of an earlier run; then list the archive.
+    #[arg(long, num_args = 1..)]
+    pub import: Vec<PathBuf>,
+    /// Archive precision for --import.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// Retention for --import: all, every:K or max:N.
+    #[arg(long, default_value = "all")]
+    pub retention: Retention,
+    /// Disk budget in MiB for the run's archive, for --import.
+    #[arg(long)]
+    pub budget_mib: Option<u64>,
+    /// With --import: leave out tensors with at most one dimension.
+    #[arg(long)]
+    pub exclude_1d: bool,
+}
+
+/// Archives checkpoints into the run's trajectory (the same sink ingest uses), one tensor at a time.
+pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
+    let cfg = ArchiveConfig {
+        precision: args.precision,
+        retention: args.retention.clone(),
+        budget_bytes: args.budget_mib.map(|m| m << 20),
+        selection: Selection { exclude_1d: args.exclude_1d, ..Default::default() },
+    };
+    let mut paths = Vec::new();
+    for p in &args.import {
+        if p.is_dir() && !crate::checkpoint::is_hf_folder(p) {
+            paths.extend(crate::checkpoint::find_checkpoints(p)?);
+        } else {
+            paths.push(p.clone());
+        }
+    }
+    if paths.is_empty() {
+        anyhow::bail!("--import: no checkpoints found");
+    }
+    let mut sink = ArchiveSink::new(&cli.data_dir(), &cfg)?;
+    for p in &paths {
+        let ck = crate::checkpoint::Checkpoint::open(p)?;
+        let step = ck
+            .step
+            .ok_or_else(|| anyhow::anyhow!("{}: no training step in its name or metadata", p.display()))?;
+        sink.begin(&args.run, step, &ck)?;
+        let res = (|| -> anyhow::Result<()> {
+            for (i, info) in ck.float_tensors() {
+                let v = ck.read(i)?;
+                sink.tensor(info, &v)?;
+            }
+            sink.finish()
+        })();
+        if let Err(e) = res {
+            sink.abort();
+            return Err(e);
+        }
+        if let Some(r) = sink.last_report()
+            && !r.written
+        {
+            eprintln!("step {step}: not archived: it alone exceeds the budget");
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -156,7 +219,10 @@ pub fn coordinates_table(rec: &PcaRecord) -> Table {
 
 /// `landscaped trajectory`: the latest PCA's coordinates and residuals, or the archive's contents.
 pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
-    if args.archive {
+    if !args.import.is_empty() {
+        import(cli, args)?;
+    }
+    if args.archive || !args.import.is_empty() {
         let dir = cli.data_dir();
         let entries = list_run(&dir, &args.run)?;
         if entries.is_empty() {
@@ -177,7 +243,16 @@ pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
         t.print(cli.format)?;
         if cli.format == super::output::Format::Table {
             let total: u64 = entries.iter().map(|e| e.bytes).sum();
-            eprintln!("{} checkpoints, {} bytes ({:.1} MiB)", entries.len(), total, total as f64 / 1048576.0);
+            let budget = match args.budget_mib {
+                Some(b) => format!(" of a {b} MiB budget"),
+                None => String::new(),
+            };
+            eprintln!(
+                "{} checkpoints, {} bytes ({:.1} MiB{budget})",
+                entries.len(),
+                total,
+                total as f64 / 1048576.0
+            );
         }
         return Ok(());
     }

@@ -163,7 +163,10 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
     }
     // Coordinates ⟨θ_i − θ_c, v_k⟩ = Σ_l G_il w_lk, residuals and cosines.
     let coords: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..k).map(|j| signs[j] * (0..n).map(|l| g[i * n + l] * w[j][l]).sum::<f64>()).collect())
+        // (+ 0.0 turns the centre's −0 into 0)
+        .map(|i| {
+            (0..k).map(|j| signs[j] * (0..n).map(|l| g[i * n + l] * w[j][l]).sum::<f64>() + 0.0).collect()
+        })
         .collect();
     let distances: Vec<f64> = (0..n).map(|i| g[i * n + i].max(0.0).sqrt()).collect();
     let residuals: Vec<f64> = (0..n)
