@@ -1,5 +1,5 @@
 # landscaped: every target sets itself up first (scripts/setup.sh is idempotent and fast once cached).
-.PHONY: setup build test demo bench fuzz clean
+.PHONY: setup test-deps build test demo bench fuzz clean
 CARGO ?= cargo
 
 setup:
@@ -8,8 +8,12 @@ setup:
 build: setup
 	$(CARGO) build --release
 
+# System packages the daemon tests use (systemd-analyze, a real Prometheus + promtool), from Debian.
+test-deps:
+	@scripts/ci-deps.sh
+
 # The test command CI runs (.ci/run): formatting, lints as errors, then every test.
-test: setup
+test: setup test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
