@@ -16,9 +16,12 @@
 //! where first/prev/prev2 are the run's stored checkpoints with the smallest / largest / second largest
 //! step below this one. Whole checkpoints are never held in memory: while one tensor of the new checkpoint
 //! is in memory, the same tensor of each reference checkpoint is read from its file, one at a time, so at
-//! most two tensors are in memory at once. A reference is used only if its files still exist with the size
-//! and mtime recorded at its own ingest; a reference that was rotated away (HF `save_total_limit`) or
-//! rewritten gives `None` for the distances that need it (shown empty), never a wrong number. The update
+//! most two tensors are in memory at once. A reference is read from its own files only if they still exist
+//! with the size and mtime recorded at its own ingest. When they were rotated away (HF `save_total_limit`)
+//! or rewritten, its copy in the run's trajectory archive (`trajectory::archive`, kept at ingest by the
+//! archive sink, e.g. `landscaped ingest --archive` or the daemon) is used instead, a chunk at a time, if
+//! it is stored in f32 (exact for f32/f16/bf16 checkpoints). Otherwise the distances that need it are
+//! `None` (shown empty), never a wrong number. The update
 //! cosine needs ‖θ_prev − θ_prev2‖, taken from prev's own record when it was measured against prev2.
 //! Distances are relative to the checkpoints present at ingest time: ingesting an earlier step later does
 //! not revise records already written.
@@ -27,6 +30,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError, TensorInfo, Values};
 use crate::stats::{self, TensorStats};
 use crate::store::checkpoints::{self as records, CheckpointRecord, FileStamp, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys};
+use crate::trajectory::archive::{self, ArchiveFile, Precision};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -158,7 +162,7 @@ pub fn ingest_checkpoint_with_progress(
     if opts.distances {
         for r in [first, prev, prev2].into_iter().flatten() {
             if !refs.iter().any(|x| x.step == r.step) {
-                refs.push(Reference::open(r));
+                refs.push(Reference::open(r, store.dir(), run));
             }
         }
     }
@@ -391,43 +395,79 @@ fn hash_values(crc: &mut crc32fast::Hasher, values: &Values) {
     }
 }
 
+/// Where a reference checkpoint's tensors are read from.
+enum Source {
+    /// Its own files, unchanged since its ingest.
+    Files(Checkpoint),
+    /// Its f32 copy in the trajectory archive (exact for f32/f16/bf16 checkpoints), when its files are
+    /// gone or changed.
+    Archive(ArchiveFile),
+    /// Neither: distances that need it are None.
+    Missing,
+}
+
 /// A reference checkpoint (first/previous) whose tensors are read again, one at a time, for distances.
 struct Reference {
     step: u64,
-    ck: Option<Checkpoint>,
+    source: Source,
     index: HashMap<String, usize>,
     /// Σ over tensors of ‖t − t_ref‖²; None once any tensor could not be compared.
     sum: Option<f64>,
     unmatched: u64,
 }
 
+/// Elements per read from the trajectory archive.
+const ARCHIVE_CHUNK: usize = 1 << 20;
+
 impl Reference {
-    /// Opens a stored checkpoint if its files are still there unchanged; otherwise a reference that
-    /// yields no distances.
-    fn open(rec: &CheckpointRecord) -> Reference {
-        let ck = Checkpoint::open(Path::new(&rec.path))
+    /// Opens a stored checkpoint from its files if they are still there unchanged, else from the run's
+    /// trajectory archive (f32 precision only), else a reference that yields no distances.
+    fn open(rec: &CheckpointRecord, data_dir: &Path, run: &str) -> Reference {
+        let files = Checkpoint::open(Path::new(&rec.path))
             .ok()
             .filter(|ck| stamps(ck).map(|s| s == rec.files).unwrap_or(false));
-        let index = ck
-            .as_ref()
-            .map(|ck| ck.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect())
-            .unwrap_or_default();
-        let sum = if ck.is_some() { Some(0.0) } else { None };
-        Reference { step: rec.step, ck, index, sum, unmatched: 0 }
+        let source = match files {
+            Some(ck) => Source::Files(ck),
+            None => archive::list_run(data_dir, run)
+                .ok()
+                .and_then(|l| l.into_iter().find(|e| e.step == rec.step))
+                .and_then(|e| ArchiveFile::open(&e.path).ok())
+                .filter(|a| a.precision == Precision::F32)
+                .map(Source::Archive)
+                .unwrap_or(Source::Missing),
+        };
+        let index = match &source {
+            Source::Files(ck) => ck.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
+            Source::Archive(a) => a.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
+            Source::Missing => HashMap::new(),
+        };
+        let sum = if matches!(source, Source::Missing) { None } else { Some(0.0) };
+        Reference { step: rec.step, source, index, sum, unmatched: 0 }
     }
 
     /// ‖t − t_ref‖² for this tensor, accumulated into the checkpoint total.
     fn squared_distance(&mut self, info: &TensorInfo, values: &Values) -> Option<f64> {
-        let ck = self.ck.as_ref()?;
-        let d = self
-            .index
-            .get(&info.name)
-            .and_then(|&j| {
+        if matches!(self.source, Source::Missing) {
+            return None;
+        }
+        let d = match (self.index.get(&info.name).copied(), &self.source) {
+            (None, _) | (_, Source::Missing) => None,
+            (Some(j), Source::Files(ck)) => {
                 let t = &ck.tensors[j];
-                if t.dtype.is_float() && t.shape == info.shape { Some(j) } else { None }
-            })
-            .and_then(|j| ck.read(j).ok())
-            .and_then(|r| stats::squared_distance(values, &r));
+                if t.dtype.is_float() && t.shape == info.shape {
+                    ck.read(j).ok().and_then(|r| stats::squared_distance(values, &r))
+                } else {
+                    None
+                }
+            }
+            (Some(j), Source::Archive(a)) => {
+                if a.tensors[j].shape == info.shape {
+                    archive_distance(a, j, values)
+                } else {
+                    None
+                }
+            }
+        };
         match d {
             Some(d) => {
                 if let Some(s) = &mut self.sum {
@@ -445,6 +485,22 @@ impl Reference {
     fn total(&self) -> Option<f64> {
         self.sum
     }
+}
+
+/// ‖values − archived tensor j‖², reading the archive a chunk at a time.
+fn archive_distance(a: &ArchiveFile, j: usize, values: &Values) -> Option<f64> {
+    let n = values.len();
+    let mut buf = vec![0.0f64; ARCHIVE_CHUNK.min(n)];
+    let mut scratch = Vec::new();
+    let mut total = 0.0;
+    let mut start = 0;
+    while start < n {
+        let len = ARCHIVE_CHUNK.min(n - start);
+        a.read_f64(j, start, &mut buf[..len], &mut scratch).ok()?;
+        total += stats::squared_distance_chunk(values, start, &buf[..len])?;
+        start += len;
+    }
+    Some(total)
 }
 
 /// Size and mtime of every file of the checkpoint.

@@ -169,3 +169,34 @@ fn a_locked_store_gives_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn distances_survive_rotation_through_the_trajectory_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("run");
+    std::fs::create_dir(&ck).unwrap();
+    checkpoint(&ck, 10, 1.0);
+    checkpoint(&ck, 20, 1.5);
+    let (p10, p20) = (ck.join("step-10.safetensors"), ck.join("step-20.safetensors"));
+    let (p10, p20) = (p10.to_str().unwrap(), p20.to_str().unwrap());
+    let dist = |rows: &[Value]| rows[0]["dist_first"].as_f64();
+
+    // Reference: both files present.
+    let a = tmp.path().join("a");
+    json_ok(&a, &["ingest", p10, "--run", "r"]);
+    let want = dist(&json_ok(&a, &["ingest", p20, "--run", "r"])).unwrap();
+
+    // Step 10 archived at ingest, then deleted (rotated away): the distance comes from the archive.
+    let b = tmp.path().join("b");
+    json_ok(&b, &["ingest", p10, "--run", "r", "--archive"]);
+    std::fs::remove_file(ck.join("step-10.safetensors")).unwrap();
+    let got = dist(&json_ok(&b, &["ingest", p20, "--run", "r", "--archive"])).unwrap();
+    assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+
+    // Not archived and gone: no distance rather than a wrong one.
+    let c = tmp.path().join("c");
+    checkpoint(&ck, 10, 1.0);
+    json_ok(&c, &["ingest", p10, "--run", "r"]);
+    std::fs::remove_file(ck.join("step-10.safetensors")).unwrap();
+    assert_eq!(dist(&json_ok(&c, &["ingest", p20, "--run", "r"])), None);
+}

@@ -4,10 +4,10 @@
 
 use super::Cli;
 use super::output::Table;
-use crate::checkpoint;
-use crate::ingest::{IngestOptions, ingest_checkpoint_with_progress};
+use crate::checkpoint::{self, CheckpointError};
+use crate::ingest::{IngestError, IngestOptions, TensorSink, ingest_checkpoint_with_progress};
 use crate::store::Store;
-use anyhow::Context;
+use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -29,6 +29,10 @@ pub struct IngestArgs {
     /// Skip distances to the first and previous checkpoints (don't re-read them).
     #[arg(long)]
     pub no_distances: bool,
+    /// Also keep each checkpoint's parameters (f32) in the run's trajectory archive, for `landscaped pca`
+    /// and for distances once old checkpoints are deleted.
+    #[arg(long)]
+    pub archive: bool,
 }
 
 fn parse_bins(s: &str) -> Result<usize, String> {
@@ -47,9 +51,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
             if found.is_empty() {
                 anyhow::bail!("{}: no checkpoints found in this folder", p.display());
             }
-            paths.extend(found);
+            paths.extend(found.into_iter().map(|f| (f, true)));
         } else if p.exists() {
-            paths.push(p.clone());
+            paths.push((p.clone(), false));
         } else {
             anyhow::bail!("{}: no such file or folder", p.display());
         }
@@ -85,15 +89,37 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         "inf",
         "path",
     ]);
-    for (i, p) in paths.iter().enumerate() {
+    let mut archive = match args.archive {
+        true => Some(ArchiveSink::new(&cli.data_dir(), &ArchiveConfig::default())?),
+        false => None,
+    };
+    let mut skipped = 0;
+    for (i, (p, in_folder)) in paths.iter().enumerate() {
         bar.set_message(format!("{}/{} {}", i + 1, paths.len(), p.display()));
         let base = 1000 * i as u64;
         let mut progress = |done: u64, total: u64| {
             let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
             bar.set_position(base + (frac * 1000.0) as u64);
         };
-        let out = ingest_checkpoint_with_progress(&store, &args.run, p, &opts, &mut [], &mut progress)
-            .with_context(|| format!("ingesting {} into run {:?}", p.display(), args.run))?;
+        let mut sinks: Vec<&mut dyn TensorSink> = Vec::new();
+        if let Some(a) = archive.as_mut() {
+            sinks.push(a);
+        }
+        let out =
+            match ingest_checkpoint_with_progress(&store, &args.run, p, &opts, &mut sinks, &mut progress) {
+                Ok(out) => out,
+                // A file found in a folder that is not a training checkpoint (no step, a TorchScript
+                // export, ...): skip it and say so; named on the command line, it is an error.
+                Err(
+                    e @ (IngestError::NoStep(_)
+                    | IngestError::Checkpoint(CheckpointError::Unsupported { .. })),
+                ) if *in_folder => {
+                    bar.suspend(|| eprintln!("skipped: {e}"));
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
         let r = &out.record;
         t.push(vec![
             json!(r.step),
@@ -110,6 +136,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         ]);
     }
     bar.finish_and_clear();
+    if skipped > 0 && t.rows.is_empty() {
+        anyhow::bail!("none of the {skipped} files found was a checkpoint with a training step");
+    }
     store.flush()?;
     t.print(cli.format)?;
     Ok(())

@@ -18,4 +18,4 @@ pub mod moments;
 
 pub use checkpoint::{global_norm, update_cosine};
 pub use histogram::{DEFAULT_BINS, Histogram};
-pub use moments::{TensorStats, squared_distance, tensor_stats};
+pub use moments::{TensorStats, squared_distance, squared_distance_chunk, tensor_stats};

@@ -144,6 +144,16 @@ pub fn squared_distance(a: &Values, b: &Values) -> Option<f64> {
     })
 }
 
+/// ‖a[start..start + b.len()] − b‖²: a chunk of a tensor against the same chunk of another, given as f64
+/// (None when the chunk runs past the end of `a`).
+pub fn squared_distance_chunk(a: &Values, start: usize, b: &[f64]) -> Option<f64> {
+    let end = start.checked_add(b.len())?;
+    match a {
+        Values::F32(x) => x.get(start..end).map(|x| kernels::par_sq_diff(x, b)),
+        Values::F64(x) => x.get(start..end).map(|x| kernels::par_sq_diff(x, b)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +237,7 @@ mod tests {
         let b = Values::F64(vec![1.0, 0.0, 7.0]);
         assert_eq!(squared_distance(&a, &b), Some(20.0));
         assert_eq!(squared_distance(&a, &Values::F32(vec![1.0])), None);
+        assert_eq!(squared_distance_chunk(&a, 1, &[0.0, 7.0]), Some(20.0));
+        assert_eq!(squared_distance_chunk(&a, 2, &[0.0, 7.0]), None);
     }
 }

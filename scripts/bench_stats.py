@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench.sh.
+
+    bench_stats.py make OUT_FILE GIB      write a safetensors checkpoint of about GIB GiB (f32 tensors of
+                                          128 MiB each, plus a few small ones)
+    bench_stats.py stats FILE [f64|f32]   the Python way: load the checkpoint (safetensors.torch.load_file
+                                          for .safetensors, torch.load(weights_only=True) otherwise) and
+                                          compute landscaped's per-tensor statistics with torch ops
+                                          (float64 by default, like landscaped), printing the global norm
+"""
+import sys
+import time
+
+import torch
+
+
+def make(out, gib):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    n_big = max(1, round(gib * 8))  # 128 MiB = 32 Mi f32 each
+    sd = {}
+    for i in range(n_big):
+        sd[f"layers.{i}.weight"] = torch.randn(4096, 8192) * 0.02 + (0.001 * i)
+    sd["embed.bias"] = torch.zeros(8192)
+    sd["norm.weight"] = torch.ones(8192)
+    save_file(sd, out)
+
+
+def stats(path, precision="f64"):
+    t0 = time.time()
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        sd = load_file(path)
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    dt = torch.float64 if precision == "f64" else torch.float32
+    total = torch.zeros((), dtype=torch.float64)
+    for name, t in sd.items():
+        if not t.is_floating_point():
+            continue
+        x = t.to(dt).flatten()
+        fin = x[torch.isfinite(x)] if not bool(torch.isfinite(x).all()) else x
+        l2 = torch.linalg.vector_norm(fin)
+        mean, std = fin.mean(), fin.std()
+        lo, hi = fin.min(), fin.max()
+        amax = fin.abs().max()
+        zeros = (x == 0).sum() / x.numel()
+        nan, inf = torch.isnan(x).sum(), torch.isinf(x).sum()
+        hist = torch.histc(fin, bins=30, min=0, max=0)
+        total += l2.double() ** 2
+        del x, fin, hist, mean, std, lo, hi, amax, zeros, nan, inf
+    print(f"global_norm {total.sqrt().item():.9g} in {time.time() - t0:.3f} s")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        make(sys.argv[2], float(sys.argv[3]))
+    else:
+        stats(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "f64")
