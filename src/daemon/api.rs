@@ -17,7 +17,14 @@ pub struct QuerySpec {
 
 /// Every query the daemon answers at `POST /api/v1/query/{name}`.
 pub fn queries() -> &'static [QuerySpec] {
-    &[QuerySpec { name: "daemon-seen", run: seen_table }]
+    use crate::cli::{norms, runs};
+    &[
+        QuerySpec { name: "runs", run: runs::runs_query },
+        QuerySpec { name: "checkpoints", run: runs::checkpoints_query },
+        QuerySpec { name: "norms", run: norms::norms_query },
+        QuerySpec { name: "hist", run: norms::hist_query },
+        QuerySpec { name: "daemon-seen", run: seen_table },
+    ]
 }
 
 pub fn find(name: &str) -> Option<&'static QuerySpec> {

@@ -1,0 +1,64 @@
+//! The CLI's query commands while the daemon holds the store: they ask its API (automatically, on
+//! the lock, with the endpoint from $LANDSCAPED_CONFIG, or with --endpoint) and print exactly what
+//! they print from the store directly once the daemon is stopped.
+
+mod daemon_support;
+use daemon_support::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn cli(data: &std::path::Path, config: Option<&std::path::Path>, args: &[&str]) -> (bool, String, String) {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(data).args(args).env_remove("LANDSCAPED_ENDPOINT");
+    match config {
+        Some(p) => c.env("LANDSCAPED_CONFIG", p),
+        None => c.env("LANDSCAPED_CONFIG", "/nonexistent/landscaped.toml"),
+    };
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn queries_go_through_the_daemon_and_match_the_local_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let d = start(tmp.path(), &[&ck], "");
+    writer(&ck, &["--steps", "1,2,3"]);
+    wait_until(Duration::from_secs(30), "3 checkpoints", || recorded(d.port).len() == 3);
+    let data = tmp.path().join("data");
+    let endpoint = format!("http://127.0.0.1:{}", d.port);
+    let queries: Vec<Vec<&str>> = vec![
+        vec!["--format", "json", "runs"],
+        vec!["--format", "json", "checkpoints", "--run", "r"],
+        vec!["--format", "csv", "norms", "--run", "r"],
+        vec!["--format", "csv", "norms", "--run", "r", "--tensor", "fc*.weight"],
+        vec!["--format", "json", "hist", "--run", "r", "--tensor", "fc1.weight"],
+    ];
+    let mut remote = Vec::new();
+    for q in &queries {
+        // The store is locked; the endpoint comes from the daemon's config.
+        let (ok, out, err) = cli(&data, Some(&d.config), q);
+        assert!(ok, "{q:?} via the daemon: {err}");
+        assert!(out.len() > 10, "{q:?}: {out}");
+        // And with an explicit --endpoint.
+        let mut with = vec!["--endpoint", endpoint.as_str()];
+        with.extend(q.iter());
+        let (ok2, out2, err2) = cli(&data, None, &with);
+        assert!(ok2, "{with:?}: {err2}");
+        assert_eq!(out, out2);
+        remote.push(out);
+    }
+    // Without a config the default endpoint (another port) is unreachable: one clear line.
+    let (ok, _, err) = cli(&data, None, &["runs"]);
+    assert!(!ok && err.trim().lines().count() == 1 && err.contains("daemon"), "{err}");
+    // A bad query argument comes back as the daemon's error.
+    let (ok, _, err) = cli(&data, Some(&d.config), &["checkpoints", "--run", "nope"]);
+    assert!(!ok && err.contains("nope"), "{err}");
+    assert_eq!(d.stop(), Some(0));
+    for (q, r) in queries.iter().zip(&remote) {
+        let (ok, local, err) = cli(&data, None, q);
+        assert!(ok, "{q:?} locally: {err}");
+        assert_eq!(&local, r, "{q:?}: same output from the store and from the daemon");
+    }
+}
