@@ -26,9 +26,10 @@ pub(crate) struct Scan {
     pub globals: Vec<String>,
 }
 
+/// A stack value: a string (shared, so memo fetches and DUP never copy its bytes) or anything else.
 #[derive(Clone, Debug)]
 enum V {
-    Str(String),
+    Str(std::rc::Rc<str>),
     Other,
 }
 
@@ -194,8 +195,10 @@ pub(crate) fn scan(data: &[u8]) -> Result<Scan, ScanError> {
 
     let push_str = |stack: &mut Vec<V>, out: &mut Scan, s: String| {
         let n = out.string_order.len();
-        out.string_order.entry(s.clone()).or_insert(n);
-        stack.push(V::Str(s));
+        if !out.string_order.contains_key(&s) {
+            out.string_order.insert(s.clone(), n);
+        }
+        stack.push(V::Str(s.into()));
     };
     let mut check_global = |out: &mut Scan, module: &str, name: &str| -> Result<(), ScanError> {
         let full = format!("{module}.{name}");

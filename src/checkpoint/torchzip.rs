@@ -180,6 +180,7 @@ impl TorchFile {
         drop(root);
 
         let reader = PytorchReader::new(path).map_err(|e| reader_error(path, e))?;
+        let file_len = std::fs::metadata(path).map_err(|e| io_err(path, e))?.len();
         let mut entries = Vec::new();
         for (full, tensor) in reader.into_tensors() {
             let name = match &prefix {
@@ -191,6 +192,17 @@ impl TorchFile {
             };
             let dtype = map_dtype(path, &name, tensor.dtype())?;
             let shape = tensor.shape().to_vec();
+            // A strided view can declare far more elements than its storage holds (stride 0); a
+            // state dict never needs that, and reading it would allocate beyond the file's size.
+            if tensor.byte_len() as u64 > file_len {
+                return Err(malformed(
+                    path,
+                    format!(
+                        "tensor '{name}' of shape {shape:?} needs {} bytes, more than the whole file ({file_len})",
+                        tensor.byte_len()
+                    ),
+                ));
+            }
             entries.push((TensorInfo { name, dtype, shape }, tensor));
         }
         sort_in_file_order(&mut entries, &scan.string_order);

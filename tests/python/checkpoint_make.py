@@ -199,6 +199,9 @@ torch.jit.save(torch.jit.script(Net()), os.path.join(bad, "scripted.pt"))
 # Legacy (pre-1.6) format
 torch.save(sd, os.path.join(bad, "legacy.pt"), _use_new_zipfile_serialization=False)
 
+# A stride-0 view claiming 4 MB from a 4-byte storage (reading it would allocate far beyond the file)
+torch.save({"w": torch.zeros(1).expand(1_000_000)}, os.path.join(bad, "expanded.pt"))
+
 with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
 print("ok")
