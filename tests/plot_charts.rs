@@ -199,7 +199,9 @@ fn sample_panels() -> PanelsChart {
 }
 
 /// Every sample chart under a file stem.
-fn all_samples() -> Vec<(&'static str, Box<dyn Fn(&Path) -> Result<(), PlotError>>)> {
+type Writer = Box<dyn Fn(&Path) -> Result<(), PlotError>>;
+
+fn all_samples() -> Vec<(&'static str, Writer)> {
     vec![
         ("line", Box::new(|p: &Path| line_chart(p, &sample_line()))),
         ("slice1d", Box::new(|p: &Path| line_chart(p, &sample_slice_1d()))),
@@ -483,7 +485,7 @@ fn heatmap_on_a_non_square_grid_keeps_z_iy_ix() {
     // 5 columns, 3 rows; the value depends on the column only, so each colour forms one column.
     let xs = vec![0.0, 1.0, 2.0, 3.0, 4.0];
     let ys = vec![10.0, 20.0, 30.0];
-    let z = ys.iter().map(|_| xs.iter().map(|&x| x).collect()).collect();
+    let z = ys.iter().map(|_| xs.to_vec()).collect();
     let chart = HeatmapChart {
         grid: Grid { xs, ys, z },
         range: Some((0.0, 4.0)),

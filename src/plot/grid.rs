@@ -359,7 +359,9 @@ pub fn draw_contour<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Conto
         } else {
             levels.iter().step_by(levels.len().div_ceil(10)).copied().collect()
         };
-        draw_colour_bar(&bar, t, &c.z_label, &bands, log, Some(ticks), (zmin, zmax), plot_px)?;
+        let spec =
+            ColourBar { label: &c.z_label, bands, log, ticks: Some(ticks), range: (zmin, zmax), plot_px };
+        draw_colour_bar(&bar, t, spec)?;
     }
     Ok(())
 }
@@ -375,7 +377,9 @@ fn label_isolines<DB: DrawingBackend>(
     let font = t.small_font().into_font().color(&BLACK);
     let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
     // Longest pieces first, so the most visible lines get labels.
-    let mut pieces: Vec<(f64, Vec<(i32, i32)>, f64)> = lines
+    // (length in pixels, pixel points, level)
+    type Piece = (f64, Vec<(i32, i32)>, f64);
+    let mut pieces: Vec<Piece> = lines
         .iter()
         .map(|(l, v)| {
             let px: Vec<(i32, i32)> = l.iter().map(|p| px_in(area, chart, p)).collect();
@@ -491,20 +495,29 @@ pub fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Heatm
         })
         .collect();
     let plot_px = chart.plotting_area().get_pixel_range().1;
-    draw_colour_bar(&bar_area, t, &c.z_label, &bands, c.log_scale, None, (lo, hi), plot_px)
+    let spec =
+        ColourBar { label: &c.z_label, bands, log: c.log_scale, ticks: None, range: (lo, hi), plot_px };
+    draw_colour_bar(&bar_area, t, spec)
 }
 
-/// A vertical colour bar: `bands` (value from, value to, colour), ticks on the right, `label` beside.
+/// What a colour bar shows: `bands` (value from, value to, colour), ticks (default: nice ones).
+struct ColourBar<'s> {
+    label: &'s str,
+    bands: Vec<(f64, f64, RGBColor)>,
+    log: bool,
+    ticks: Option<Vec<f64>>,
+    range: (f64, f64),
+    /// Absolute pixel rows of the plotting area it stands beside.
+    plot_px: std::ops::Range<i32>,
+}
+
+/// A vertical colour bar, ticks on the right, its label beside them.
 fn draw_colour_bar<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     t: Theme,
-    label: &str,
-    bands: &[(f64, f64, RGBColor)],
-    log: bool,
-    ticks: Option<Vec<f64>>,
-    (lo, hi): (f64, f64),
-    plot_px: std::ops::Range<i32>,
+    bar: ColourBar<'_>,
 ) -> Res<()> {
+    let ColourBar { label, bands, log, ticks, range: (lo, hi), plot_px } = bar;
     let scale = Scale::fit([lo, hi], log, 0.0).ok_or_else(|| data_err("colour bar: empty range"))?;
     let ticks: Vec<f64> = match ticks {
         Some(v) => v.iter().filter_map(|x| scale.map(*x)).collect(),

@@ -72,7 +72,7 @@ fn to_plot(v: f64, log: bool) -> Option<f64> {
 /// The "nice" step (1, 2 or 5 × 10^k) giving about `target` intervals over `span`.
 pub fn nice_step(span: f64, target: usize) -> f64 {
     let raw = span / target.max(1) as f64;
-    if !(raw > 0.0) || !raw.is_finite() {
+    if raw.is_nan() || raw <= 0.0 || !raw.is_finite() {
         return 1.0;
     }
     let mag = 10f64.powf(raw.log10().floor());
