@@ -305,7 +305,6 @@ fn compute(
     dy: Option<&State>,
     persist_every: usize,
 ) -> Result<()> {
-    install_cancel_handler();
     let total = rec.values.done.len() as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -326,7 +325,16 @@ fn compute(
         slices::put(store, &r)?;
         Ok(())
     };
-    let mut progress = |n: usize| bar.set_position(n as u64);
+    // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
+    let stop_after: Option<usize> =
+        std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
+    let start = rec.values.done_count();
+    let mut progress = |n: usize| {
+        bar.set_position(n as u64);
+        if stop_after.is_some_and(|k| n >= start + k) {
+            CANCEL.store(true, Ordering::SeqCst);
+        }
+    };
     let out = evaluate_slice(
         model,
         centre,
@@ -363,6 +371,7 @@ fn compute(
 }
 
 pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
+    install_cancel_handler();
     let store = Store::open(&cli.data_dir())?;
     let (path, run, step) = match (&a.checkpoint, &a.run) {
         (Some(p), _) => (p.clone(), a.run.clone(), a.step),
@@ -480,6 +489,7 @@ fn pca_setup(
 }
 
 pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
+    install_cancel_handler();
     let store = Store::open(&cli.data_dir())?;
     let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;
     let (pb, _, _) = resolve_checkpoint(&store, &a.b)?;

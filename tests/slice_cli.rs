@@ -1,0 +1,189 @@
+//! The slice commands end to end through the binary: a slice interrupted by Ctrl-C resumes where it
+//! stopped (same record, same values as an uninterrupted run), exports (CSV, JSON, VTK, NPZ read back
+//! by NumPy), plots, and one-line errors for bad grids and missing files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+fn fixture() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("tests/python/slice_reference.py"))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        dir
+    })
+}
+
+fn bin(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+    c.env("LANDSCAPED_DATA_DIR", data).env("LANDSCAPED_LOG", "warn");
+    c
+}
+
+fn slice_cmd(data: &Path) -> Command {
+    let f = fixture();
+    let mut c = bin(data);
+    c.args(["slice", "--checkpoint"])
+        .arg(f.join("ckpt_b.safetensors"))
+        .arg("--model-dir")
+        .arg(f.join("model"))
+        .args([
+            "--x",
+            "-1:1:31",
+            "--y",
+            "-1:0.5:25",
+            "--seed",
+            "5",
+            "--persist-every",
+            "3",
+            "--threads",
+            "1",
+        ]);
+    c
+}
+
+fn show_json(data: &Path, id: &str) -> serde_json::Value {
+    let out = bin(data).args(["--format", "json", "slices", "show", id]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn interrupted_slice_resumes_to_the_same_values() {
+    let full = tempfile::tempdir().unwrap();
+    let out = slice_cmd(full.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = show_json(full.path(), "1");
+    assert_eq!(want["shape"], serde_json::json!([25, 31]));
+
+    // Interrupted after 40 points (as Ctrl-C does, via the deterministic test hook), then once more.
+    let part = tempfile::tempdir().unwrap();
+    let out = slice_cmd(part.path()).env("LANDSCAPED_STOP_AFTER_POINTS", "40").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("cancelled after 40/775 points"), "{stdout}");
+    let mid = show_json(part.path(), "1");
+    let done = mid["done"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap());
+    assert_eq!(done.filter(|d| d.as_bool().unwrap()).count(), 40);
+    // Points not computed are null (NaN) in JSON, never a fake loss.
+    assert!(mid["loss"][1][31 - 1].is_null());
+    let out = slice_cmd(part.path()).env("LANDSCAPED_STOP_AFTER_POINTS", "300").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming slice 1 (40/775 points done)"));
+    // A real SIGINT (sent once the run has said it is resuming) is handled the same way: saved, exit 0.
+    let mut child = slice_cmd(part.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("resuming slice 1 (340/775 points done)"), "{line}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled after"));
+    let out = slice_cmd(part.path()).output().unwrap();
+    assert!(out.status.success());
+    let got = show_json(part.path(), "1");
+    assert_eq!(got["loss"], want["loss"]);
+    assert_eq!(got["accuracy"], want["accuracy"]);
+    // One record, not two.
+    let list = bin(part.path()).args(["--format", "json", "slices", "list"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn exports_and_plots() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let f = fixture();
+    let out = bin(d)
+        .arg("interpolate")
+        .arg(f.join("ckpt_a.safetensors"))
+        .arg(f.join("ckpt_b.safetensors"))
+        .arg("--model-dir")
+        .arg(f.join("model"))
+        .args(["--x", "-0.5:1.5:9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin(d)
+        .args(["slice", "--checkpoint"])
+        .arg(f.join("ckpt_b.safetensors"))
+        .arg("--model-dir")
+        .arg(f.join("model"))
+        .args(["--x", "0:1:4", "--y", "-1:1:3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let csv = bin(d).args(["--format", "csv", "slices", "export", "1"]).output().unwrap();
+    let text = String::from_utf8(csv.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1 + 9);
+    assert!(text.starts_with("ix,iy,x,y,loss,accuracy,done"));
+
+    let vtk = d.join("s2.vtk");
+    assert!(bin(d).args(["slices", "export", "2", "-o"]).arg(&vtk).status().unwrap().success());
+    let v = std::fs::read_to_string(&vtk).unwrap();
+    assert!(v.contains("DATASET STRUCTURED_GRID\nDIMENSIONS 4 3 1\nPOINTS 12 double"), "{v}");
+    assert!(v.contains("SCALARS loss double 1"));
+
+    let npz = d.join("s2.npz");
+    assert!(bin(d).args(["slices", "export", "2", "-o"]).arg(&npz).status().unwrap().success());
+    let json = show_json(d, "2");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = Command::new(root.join(".venv/bin/python"))
+        .arg("-c")
+        .arg("import sys, json, numpy as np; z=np.load(sys.argv[1]); print(json.dumps({'shape': list(z['loss'].shape), 'xs': z['xs'].tolist(), 'loss': z['loss'].tolist(), 'done': bool(z['done'].all())}))")
+        .arg(&npz)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let back: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(back["shape"], serde_json::json!([3, 4]));
+    assert_eq!(back["xs"], json["xs"]);
+    assert_eq!(back["loss"], json["loss"]);
+    assert_eq!(back["done"], serde_json::json!(true));
+    // The centre (x = 0, y = 0) is the checkpoint's own loss.
+    assert_eq!(json["loss"][1][0], json["centre_loss"]);
+
+    for (id, name) in [("1", "interp.png"), ("2", "contours.svg")] {
+        let p = d.join(name);
+        let out = bin(d).args(["plot", "slice", id, "-o"]).arg(&p).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::metadata(&p).unwrap().len() > 1000);
+    }
+}
+
+#[test]
+fn bad_requests_are_one_line_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let f = fixture();
+    let out = bin(data.path())
+        .args(["slice", "--checkpoint"])
+        .arg(f.join("ckpt_b.safetensors"))
+        .arg("--model-dir")
+        .arg(f.join("model"))
+        .args(["--x", "1:0:3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max is below min"));
+    let out = bin(data.path())
+        .args(["slice", "--checkpoint", "/nonexistent/ckpt.safetensors", "--model-dir"])
+        .arg(f.join("model"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/ckpt.safetensors") && err.lines().count() == 1, "{err}");
+    let out = bin(data.path()).args(["slices", "show", "42"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no slice with id 42"));
+}
