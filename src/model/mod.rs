@@ -24,6 +24,7 @@
 
 pub mod binding;
 pub mod device;
+pub mod hvp;
 pub mod loss;
 pub mod net;
 pub mod plane;
