@@ -362,6 +362,10 @@ fn find_checkpoints_lists_files_and_folders_by_step() {
     std::fs::write(dir.path().join("ckpt_000130.pt.tmp"), b"x").unwrap();
     std::fs::write(dir.path().join(".ckpt_000140.pt"), b"x").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("training_args.bin"), b"x").unwrap();
+    // A checkpoint-N folder still being written (no weights yet): nothing in it is listed.
+    std::fs::create_dir(dir.path().join("checkpoint-50")).unwrap();
+    std::fs::copy(path("ckpt_000120.pt"), dir.path().join("checkpoint-50/optimizer_step_50.pt")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("ckpt_000120.pt"), dir.path().join("last.ckpt")).unwrap();
     let found = find_checkpoints(dir.path()).unwrap();
     assert_eq!(found, vec![dir.path().join("ckpt_000120.pt")]);

@@ -13,8 +13,10 @@
 //! 4. Otherwise the last run of digits in the file name without its extension
 //!    (`ckpt_000120.pt` → 120, `step-300.safetensors` → 300); none → no step.
 //!
-//! Temp files are never checkpoints: names starting with `.` or `tmp`, and names ending in `.tmp`,
-//! `.temp`, `.part`, `.partial`, `.swp`, `.lock` or `~`.
+//! Trainer side files (`training_args.bin`, `optimizer.pt`, `scheduler.pt`, `scaler.pt`,
+//! `rng_state*.pth`) and the contents of a `checkpoint-N/` folder that has no weights yet are never
+//! listed as checkpoints. Neither are temp files: names starting with `.` or `tmp`, and names ending
+//! in `.tmp`, `.temp`, `.part`, `.partial`, `.swp`, `.lock` or `~`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -65,9 +67,29 @@ pub fn is_temp_name(name: &str) -> bool {
         || [".tmp", ".temp", ".part", ".partial", ".swp", ".lock"].iter().any(|s| name.ends_with(s))
 }
 
-/// Whether a file name looks like a checkpoint file (extension and not temp).
+/// Files trainers write beside the weights that are not model checkpoints (HF Trainer's pickled
+/// arguments, optimizer / scheduler / RNG / AMP scaler state).
+pub(crate) fn is_trainer_side_file(name: &str) -> bool {
+    matches!(name, "training_args.bin" | "optimizer.pt" | "optimizer.bin" | "scheduler.pt" | "scaler.pt")
+        || (name.starts_with("rng_state") && name.ends_with(".pth"))
+}
+
+/// Whether a file name looks like a checkpoint file (extension, not temp, not a trainer's side file).
 pub fn is_checkpoint_file_name(name: &str) -> bool {
-    !is_temp_name(name) && name.rsplit_once('.').is_some_and(|(_, ext)| CHECKPOINT_EXTENSIONS.contains(&ext))
+    !is_temp_name(name)
+        && !is_trainer_side_file(name)
+        && name.rsplit_once('.').is_some_and(|(_, ext)| CHECKPOINT_EXTENSIONS.contains(&ext))
+}
+
+/// A folder that is, or is becoming, an HF checkpoint (`checkpoint-N`, or holding
+/// `trainer_state.json`): never searched for loose files, even before its weights exist.
+fn is_hf_like_folder(dir: &Path) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    layout_checkpoint_name(name) || dir.join("trainer_state.json").is_file()
+}
+
+fn layout_checkpoint_name(name: &str) -> bool {
+    name.strip_prefix("checkpoint-").is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Whether `dir` is an HF checkpoint folder: it holds one of [`HF_WEIGHTS`] and is named
@@ -160,6 +182,9 @@ pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     if is_hf_folder(dir) {
         return Ok(vec![dir.to_path_buf()]);
     }
+    if is_hf_like_folder(dir) {
+        return Ok(Vec::new()); // an HF folder whose weights are not written yet
+    }
     let mut found = Vec::new();
     let top =
         std::fs::read_dir(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
@@ -205,7 +230,8 @@ fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
         if ft.is_dir() {
             if is_hf_folder(&path) {
                 found.push(path);
-            } else if depth < MAX_DEPTH
+            } else if !is_hf_like_folder(&path)
+                && depth < MAX_DEPTH
                 && let Ok(sub) = std::fs::read_dir(&path)
             {
                 walk(sub, depth + 1, found);
@@ -240,5 +266,7 @@ mod tests {
         assert!(is_temp_name("tmp-checkpoint-5"));
         assert!(!is_checkpoint_file_name("notes.txt"));
         assert!(is_checkpoint_file_name("epoch=0-step=10.ckpt"));
+        assert!(!is_checkpoint_file_name("training_args.bin"));
+        assert!(!is_checkpoint_file_name("rng_state_3.pth"));
     }
 }
