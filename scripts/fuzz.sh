@@ -37,8 +37,11 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzz: $t for ${secs}s"
     start=$(date +%s)
-    nice -n 19 cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -jobs="$jobs" -workers="$jobs" \
-        -print_final_stats=1 2>&1 | tail -n 25
+    par=()
+    # With -jobs libFuzzer writes fuzz-N.log files in the current folder; keep them in fuzz/.
+    [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
+    (cd fuzz && nice -n 19 cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
+        -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 "${par[@]}" \
+        -print_final_stats=1 2>&1 | tail -n 8)
     echo "fuzz: $t ran $(( $(date +%s) - start ))s without a crash"
 done
