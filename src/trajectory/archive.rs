@@ -397,7 +397,7 @@ fn apply_retention(dir_entries: &[ArchiveEntry], cfg: &ArchiveConfig) -> anyhow:
         Retention::EveryK(k) => {
             let mut i = 0;
             while i < files.len() {
-                if Some(files[i].0) != newest && files[i].1 % k != 0 {
+                if Some(files[i].0) != newest && !files[i].1.is_multiple_of(k) {
                     remove(&mut files, i)?;
                 } else {
                     i += 1;
@@ -651,7 +651,7 @@ mod tests {
         assert_eq!(out, vec![5.5, 6.5, 7.5]);
 
         let cfg = ArchiveConfig { precision: Precision::Bf16, ..Default::default() };
-        let vals = vec![1.0f32 + 1.0 / 256.0 + 1.0 / 512.0, 3.1415927];
+        let vals = vec![1.0f32 + 1.0 / 256.0 + 1.0 / 512.0, 2.7182817];
         write_checkpoint(d.path(), "b", 1, &cfg, &[t("x", &[2], vals.clone())]).unwrap();
         let f = ArchiveFile::open(&list_run(d.path(), "b").unwrap()[0].path).unwrap();
         let mut out = vec![0.0; 2];

@@ -225,10 +225,10 @@ mod tests {
         let g: Vec<f64> = (0..9).map(|k| x[k / 3][0] * x[k % 3][0] + x[k / 3][1] * x[k % 3][1]).collect();
         let m = [(1.0 + 3.0 + 0.5) / 3.0, (2.0 - 1.0 + 4.0) / 3.0];
         let c = center_gram(&g, 3);
-        for k in 0..9 {
+        for (k, ck) in c.iter().enumerate() {
             let (i, j) = (k / 3, k % 3);
             let want = (x[i][0] - m[0]) * (x[j][0] - m[0]) + (x[i][1] - m[1]) * (x[j][1] - m[1]);
-            assert!((c[k] - want).abs() < 1e-14);
+            assert!((ck - want).abs() < 1e-14);
         }
     }
 }

@@ -74,13 +74,13 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
     let eig =
         symmetric_eigen(&gc, n).map_err(|e| anyhow::anyhow!("run {run:?}: eigen-decomposition: {e}"))?;
     let trace: f64 = (0..n).map(|i| gc[i * n + i]).sum();
-    if !(trace > 0.0) {
+    if trace.is_nan() || trace <= 0.0 {
         bail!(
             "run {run:?}: the trajectory does not move (all {n} checkpoints are identical in the selected tensors)"
         );
     }
     for (j, &lam) in eig.values.iter().take(k).enumerate() {
-        if !(lam > trace * 1e-13) {
+        if lam.is_nan() || lam <= trace * 1e-13 {
             bail!(
                 "run {run:?}: component {} has no variance (the {n} checkpoints span fewer than {k} dimensions)",
                 j + 1
@@ -312,8 +312,11 @@ pub fn load_directions(path: &Path) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
     Ok(load_directions_with_shapes(path)?.into_iter().map(|(n, _, v)| (n, v)).collect())
 }
 
+/// A tensor of a direction file: name, shape, values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Like [`load_directions`], with each tensor's shape.
-pub fn load_directions_with_shapes(path: &Path) -> anyhow::Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn load_directions_with_shapes(path: &Path) -> anyhow::Result<Vec<NamedTensor>> {
     use safetensors::{Dtype, SafeTensors};
     let p = path.display();
     let buf = std::fs::read(path).with_context(|| format!("{p}"))?;
