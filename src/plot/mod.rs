@@ -14,9 +14,10 @@
 //! | [`panels_chart`] / [`side_by_side`] | several of the above in one image | small vs large batch, 1D slices in two panels |
 //!
 //! The output format comes from the extension of `out`: `.svg` or `.png` (case-insensitive); anything else
-//! is [`PlotError::UnsupportedFormat`]. Text needs a TrueType font (DejaVu Sans, Liberation Sans, ... from
-//! the usual system folders, or the file named by `LANDSCAPED_FONT`); without one, charts fail with
-//! [`PlotError::NoFont`], which names the package to install (`fonts-dejavu-core`).
+//! is [`PlotError::UnsupportedFormat`]. PNG text needs a TrueType font (DejaVu Sans, Liberation Sans, ...
+//! from the usual system folders, or the file named by `LANDSCAPED_FONT`); without one, PNG output fails
+//! with [`PlotError::NoFont`], which names the package to install (`fonts-dejavu-core`), while SVG still
+//! works (the viewer draws the text). `LANDSCAPED_FONT=none` skips the system search.
 //!
 //! Grids: `z[iy][ix]` holds the value at `(xs[ix], ys[iy])`; `xs` and `ys` must be strictly increasing
 //! and may have different lengths and non-uniform spacing. `NaN` marks a point that was not computed; it
@@ -55,7 +56,7 @@ pub enum PlotError {
     /// The output path's extension is neither `.svg` nor `.png`.
     #[error("{path}: unsupported chart format (use a .svg or .png file name)")]
     UnsupportedFormat { path: PathBuf },
-    /// No TrueType font could be found to measure and draw text.
+    /// No TrueType font could be found to draw PNG text.
     #[error(
         "{path}: no TrueType font found for chart text (looked for {looked}); install one, e.g. \
          `apt-get install fonts-dejavu-core`, or set LANDSCAPED_FONT=/path/to/font.ttf"

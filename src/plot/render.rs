@@ -128,7 +128,13 @@ pub fn render(out: &Path, fig: Figure<'_>) -> Result<(), PlotError> {
         Fail::Draw(reason) => PlotError::Write { path: out.to_path_buf(), reason },
     };
     validate(fig).map_err(wrap)?;
-    font::ensure_font().map_err(|looked| PlotError::NoFont { path: out.to_path_buf(), looked })?;
+    // Without a system font SVG still works (text is measured with a metrics-only font and drawn by
+    // the viewer); PNG needs real glyphs.
+    if let Err(looked) = font::ensure_font()
+        && format == OutputFormat::Png
+    {
+        return Err(PlotError::NoFont { path: out.to_path_buf(), looked });
+    }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
