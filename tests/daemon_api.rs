@@ -15,7 +15,11 @@ fn cli(data: &std::path::Path, config: Option<&std::path::Path>, args: &[&str]) 
         None => c.env("LANDSCAPED_CONFIG", "/nonexistent/landscaped.toml"),
     };
     let out = c.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -12,14 +12,26 @@ fn root() -> &'static Path {
 
 #[test]
 fn systemd_units_verify_cleanly() {
-    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].into_iter().find(|p| Path::new(p).exists());
+    let analyze =
+        ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].into_iter().find(|p| Path::new(p).exists());
     let Some(analyze) = analyze else {
         panic!("systemd-analyze is missing: run scripts/ci-deps.sh (installs systemd)");
     };
     let tmp = tempfile::tempdir().unwrap();
-    for (unit, name) in [("landscaped.service", "landscaped.service"), ("landscaped@.service", "landscaped@job42.service")] {
+    for (unit, name) in
+        [("landscaped.service", "landscaped.service"), ("landscaped@.service", "landscaped@job42.service")]
+    {
         let text = std::fs::read_to_string(root().join("systemd").join(unit)).unwrap();
-        for needed in ["Type=notify", "WatchdogSec=", "ProtectSystem=strict", "NoNewPrivileges=yes", "Nice=", "CPUWeight=", "IOSchedulingClass=idle", "OOMScoreAdjust="] {
+        for needed in [
+            "Type=notify",
+            "WatchdogSec=",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "Nice=",
+            "CPUWeight=",
+            "IOSchedulingClass=idle",
+            "OOMScoreAdjust=",
+        ] {
             assert!(text.contains(needed), "{unit} lacks {needed}");
         }
         // verify checks that ExecStart's binary exists: point it at the one just built.
@@ -36,9 +48,9 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
-                if (k == "expr" || k == "definition") && x.is_string() {
-                    out.push(x.as_str().unwrap().to_string());
-                } else if k == "query" && x.is_string() && x.as_str().unwrap().contains("landscaped_") {
+                let promql = (k == "expr" || k == "definition")
+                    || (k == "query" && x.as_str().is_some_and(|q| q.contains("landscaped_")));
+                if promql && x.is_string() {
                     out.push(x.as_str().unwrap().to_string());
                 } else {
                     exprs(x, out);
@@ -67,7 +79,10 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         let mut i = 0;
         while let Some(at) = e[i..].find("landscaped_") {
             let start = i + at;
-            let end = start + e[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(e.len() - start);
+            let end = start
+                + e[start..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(e.len() - start);
             if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
                 names.push(&e[start..end]);
             }
@@ -75,12 +90,22 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         }
         assert!(!names.is_empty(), "expression names no landscaped metric: {e}");
         for n in names {
-            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s).filter(|b| METRIC_NAMES.contains(b))).unwrap_or(n);
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).filter(|b| METRIC_NAMES.contains(b)))
+                .unwrap_or(n);
             assert!(METRIC_NAMES.contains(&base), "{n} in `{e}` is not a metric the daemon exports");
             used.insert(base.to_string());
         }
     }
-    for must in ["landscaped_weight_norm", "landscaped_update_norm", "landscaped_update_cosine", "landscaped_distance_from_first", "landscaped_processing_duration_seconds", "landscaped_errors_total"] {
+    for must in [
+        "landscaped_weight_norm",
+        "landscaped_update_norm",
+        "landscaped_update_cosine",
+        "landscaped_distance_from_first",
+        "landscaped_processing_duration_seconds",
+        "landscaped_errors_total",
+    ] {
         assert!(used.contains(must), "dashboard lacks {must}");
     }
     for yaml in ["provisioning/datasources/landscaped.yaml", "provisioning/dashboards/landscaped.yaml"] {
@@ -99,8 +124,13 @@ fn example_config_passes_check_and_bad_key_is_named() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.toml");
-    std::fs::write(&bad, "data_dir = \"/tmp/x\"\nworkerz = 2\n[[run]]\nname = \"a\"\nwatch = [\"/tmp\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped")).args(["daemon", "--config"]).arg(&bad).output().unwrap();
+    std::fs::write(&bad, "data_dir = \"/tmp/x\"\nworkerz = 2\n[[run]]\nname = \"a\"\nwatch = [\"/tmp\"]\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .args(["daemon", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("workerz") && err.lines().count() == 1, "{err}");
 }

@@ -16,7 +16,10 @@ impl Drop for Killed {
 }
 
 fn promtool(port: u16, q: &str) -> String {
-    let out = Command::new("promtool").args(["query", "instant", &format!("http://127.0.0.1:{port}"), q]).output().unwrap();
+    let out = Command::new("promtool")
+        .args(["query", "instant", &format!("http://127.0.0.1:{port}"), q])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -28,7 +31,8 @@ fn value(out: &str) -> Option<f64> {
 #[test]
 fn prometheus_scrapes_the_daemon() {
     for tool in ["prometheus", "promtool"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success();
+        let found =
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success();
         assert!(found, "{tool} is not installed: run scripts/ci-deps.sh (Debian package `prometheus`)");
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -101,13 +101,21 @@ fn garbage_and_hostile_files_are_one_error_each() {
     writer(&ck, &["--steps", "104"]); // and one good one
     wait_until(WAIT, "four errors counted", || {
         let m = d.metrics();
-        let errs: f64 = m.lines().filter(|l| l.starts_with("landscaped_errors_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+        let errs: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("landscaped_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
         errs >= 4.0
     });
     wait_until(WAIT, "good checkpoint recorded", || recorded(d.port).len() == 1);
     std::thread::sleep(Duration::from_millis(1500)); // more scans/retries must not count them again
     let m = d.metrics();
-    let errs: f64 = m.lines().filter(|l| l.starts_with("landscaped_errors_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let errs: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("landscaped_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     assert_eq!(errs, 4.0, "one error per bad file:\n{m}\n{}", d.log());
     assert!(!tmp.path().join("pwned").exists(), "pickle must never be executed");
     assert!(get(d.port, "/healthz").unwrap().contains("ok"));
@@ -126,7 +134,9 @@ fn burst_of_200_then_kill_9_and_restart_loses_nothing_and_counts_nothing_twice()
     let expected = writer(&ck, &["--steps", "1-200"]);
     assert_eq!(expected.len(), 200);
     // Kill -9 while the burst is being ingested.
-    wait_until(WAIT, "some of the burst ingested", || d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap_or(0.0) >= 20.0);
+    wait_until(WAIT, "some of the burst ingested", || {
+        d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap_or(0.0) >= 20.0
+    });
     let rss_kb = d.peak_rss_kb();
     d.kill9();
     let before = {

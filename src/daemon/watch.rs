@@ -301,7 +301,7 @@ fn setup_root(
                 overflow.store(true, Ordering::SeqCst);
             }
         };
-        match new_debouncer(Duration::from_millis(100), None, handler) {
+        match new_debouncer(Duration::from_millis(50), None, handler) {
             Ok(mut d) => match d.watch(&root.path, RecursiveMode::Recursive) {
                 Ok(()) => root.debouncer = Some(d),
                 Err(e) => {

@@ -38,7 +38,10 @@ pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
 }
 
 pub fn restart(config: PathBuf, port: u16, dir: &Path) -> Daemon {
-    let log = dir.join(format!("daemon-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let log = dir.join(format!(
+        "daemon-{}.log",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     let child = Command::new(BIN)
         .args(["daemon", "--config", config.to_str().unwrap()])
         .env("LANDSCAPED_LOG", "info")
@@ -105,14 +108,17 @@ impl Drop for Daemon {
 
 /// GET http://127.0.0.1:port/path as text (None on any failure).
 pub fn get(port: u16, path: &str) -> Option<String> {
-    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
+    let agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
     let mut r = agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?;
     r.body_mut().read_to_string().ok()
 }
 
 /// The value of the sample whose name and labels are exactly `key` (e.g. `landscaped_last_step{run="r"}`).
 pub fn metric(text: &str, key: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
