@@ -21,6 +21,10 @@ pub enum PlotCmd {
     Trajectory(super::pca::PlotTrajectoryArgs),
     /// A stored loss-landscape slice: 1D loss and accuracy; 2D labelled contours, filled contours, heat map.
     Slice(super::slice::PlotSliceArgs),
+    /// Hessian eigenvalue density (SLQ) from stored sharpness results, one curve per run.
+    Spectrum(super::sharpness::PlotSpectrumArgs),
+    /// The |λmin/λmax| heat map (the paper's Fig. 7) stored for a slice by `landscaped sharpness-map`.
+    RatioMap(super::sharpness::PlotRatioMapArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +64,8 @@ pub struct PlotHistArgs {
 
 pub fn run(cli: &Cli, cmd: &PlotCmd) -> anyhow::Result<()> {
     match cmd {
+        PlotCmd::Spectrum(a) => super::sharpness::plot_spectrum(cli, a),
+        PlotCmd::RatioMap(a) => super::sharpness::plot_ratio_map_cmd(cli, a),
         PlotCmd::Norms(a) => norms(cli, a),
         PlotCmd::Hist(a) => hist(cli, a),
         PlotCmd::Trajectory(a) => super::pca::run_plot_trajectory(cli, a),

@@ -9,7 +9,7 @@ use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions, SharpnessReport, compute};
 use crate::sharpness::lanczos::LanczosOptions;
-use crate::sharpness::model_hvp::ParamSubset;
+use crate::model::hvp::ParamSubset;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::{Store, checkpoints};
 use anyhow::{Context, bail};
@@ -93,12 +93,12 @@ pub struct SharpnessArgs {
     pub list: bool,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// What to compute (comma-separated): eigs, trace, density, keskar, sam, sam-ascent, asam, fn-rise.
+    /// What to compute (comma-separated): eigs, trace, density, keskar, sam, sam-ascent, asam, fn-loss-rise.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "eigs,trace,density,keskar,sam,sam-ascent,asam,fn-rise"
+        default_value = "eigs,trace,density,keskar,sam,sam-ascent,asam,fn-loss-rise"
     )]
     pub measures: Vec<Quantity>,
     /// Hessian over all parameters, or only tensors with ≥ 2 dims (as the reference code).
@@ -402,6 +402,170 @@ pub fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     plot::line_chart(&a.out, &chart)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RatioMapArgs {
+    /// The 2D slice (its id, see `landscaped slices list`): its centre, directions and model contract.
+    #[arg(long)]
+    pub slice: u64,
+    /// Grid for the map, `min:max:num` (default: the slice's own; Lanczos at every point is costly, so
+    /// a coarser grid is often wise).
+    #[arg(long, allow_hyphen_values = true)]
+    pub x: Option<crate::landscape::grid::Axis>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub y: Option<crate::landscape::grid::Axis>,
+    /// Evaluate on the first N samples only (default: as the slice did).
+    #[arg(long)]
+    pub subsample: Option<usize>,
+    /// cpu, cuda or cuda:N (default: as the slice did).
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value_t = ParamSubset::All)]
+    pub params: ParamSubset,
+    /// Lanczos tolerance and step budget at each point.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
+    #[arg(long, default_value_t = 100)]
+    pub max_steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the heat map to this file (.svg or .png).
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `landscaped sharpness-map`: the paper's Fig. 7, |λmin/λmax| at every point of a stored 2D slice.
+pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
+    use crate::store::slices::DirectionSource;
+    let store = Store::open(&cli.data_dir())?;
+    let rec = crate::store::slices::get(&store, a.slice)?.ok_or_else(|| {
+        anyhow::anyhow!("no slice with id {} in the store (see `landscaped slices list`)", a.slice)
+    })?;
+    if !rec.values.is_2d() {
+        bail!("slice {} is 1D; the |λmin/λmax| map needs a 2D slice", a.slice);
+    }
+    let m = &rec.model;
+    let mut spec = ModelSpec::new(Path::new(&m.model), Path::new(&m.eval_data));
+    spec.loss = m.loss.parse().map_err(|e: String| anyhow::anyhow!("slice {}: {e}", a.slice))?;
+    spec.batch_size = m.batch_size.max(1);
+    spec.subsample = a.subsample.or(m.subsample);
+    spec.device = a.device.clone().unwrap_or_else(|| m.device.clone());
+    let mut model = Model::load(&spec)?;
+    let opts = BindOptions::default();
+    let ck_path = PathBuf::from(&rec.checkpoint);
+    let ck =
+        Checkpoint::open(&ck_path).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", ck_path.display()))?;
+    let centre = checkpoint_state(&model, &ck, &opts)?;
+    let (dx, dy) = match &rec.directions {
+        DirectionSource::Random(spec) => {
+            let (dx, dy) = crate::landscape::build::random_directions(&model, &centre, spec, true)?;
+            (dx, dy.ok_or_else(|| anyhow::anyhow!("slice {}: no y direction", a.slice))?)
+        }
+        DirectionSource::Pca { files, .. } if files.len() >= 2 => (
+            crate::landscape::pca_dirs::pca_direction(&model, Path::new(&files[0]), &opts)?,
+            crate::landscape::pca_dirs::pca_direction(&model, Path::new(&files[1]), &opts)?,
+        ),
+        other => bail!("slice {}: directions {other:?} don't span a plane", a.slice),
+    };
+    model.set_state(&centre)?;
+    let plane = model.plane(&centre, &dx, Some(&dy))?;
+    let xs = a.x.map(|x| x.values()).unwrap_or_else(|| rec.values.xs.clone());
+    let ys = a.y.map(|y| y.values()).unwrap_or_else(|| rec.values.ys.clone());
+    let lanczos = LanczosOptions { max_steps: a.max_steps, tol: a.tol, top_k: 1, seed: a.seed };
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new((xs.len() * ys.len()) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let (ratio, lmax, lmin, conv, hvps) =
+        crate::sharpness::compute::ratio_map(&mut model, &plane, &xs, &ys, a.params, &lanczos, |i, _| {
+            bar.set_position(i as u64)
+        })?;
+    bar.finish_and_clear();
+    model.set_state(&centre)?;
+    let not_conv = conv.iter().flatten().filter(|c| !**c).count();
+    let map = records::RatioMapRecord {
+        slice_id: a.slice,
+        run: rec.run.clone(),
+        step: rec.step,
+        subset: format!("{:?}", a.params).to_lowercase(),
+        done: vec![vec![true; xs.len()]; ys.len()],
+        xs,
+        ys,
+        ratio,
+        lambda_max: lmax,
+        lambda_min: lmin,
+        converged: conv,
+        tol: a.tol,
+        hvps,
+        computed_unix: unix_now(),
+    };
+    records::put_ratio_map(&store, &map)?;
+    store.flush()?;
+    let fin: Vec<f64> = map.ratio.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+    let (lo, hi) = fin.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    let centre_ratio = nearest(&map.xs, 0.0).zip(nearest(&map.ys, 0.0)).map(|(ix, iy)| map.ratio[iy][ix]);
+    println!(
+        "ratio map for slice {}: {}×{} points, |λmin/λmax| from {lo:.4} to {hi:.4}{}, {hvps} HVPs{}",
+        a.slice,
+        map.xs.len(),
+        map.ys.len(),
+        centre_ratio.map(|c| format!(" (centre {c:.4})")).unwrap_or_default(),
+        if not_conv > 0 { format!(", {not_conv} points NOT CONVERGED") } else { String::new() }
+    );
+    if let Some(out) = &a.out {
+        plot_ratio_map(&map, out)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn nearest(v: &[f64], x: f64) -> Option<usize> {
+    (0..v.len()).min_by(|&i, &j| (v[i] - x).abs().total_cmp(&(v[j] - x).abs()))
+}
+
+/// The Fig. 7 heat map of a stored ratio map.
+pub fn plot_ratio_map(map: &records::RatioMapRecord, out: &Path) -> anyhow::Result<()> {
+    let chart = plot::HeatmapChart {
+        title: format!(
+            "|λmin/λmax|, slice {}{}",
+            map.slice_id,
+            map.run.as_ref().map(|r| format!(" ({r} step {})", map.step.unwrap_or(0))).unwrap_or_default()
+        ),
+        x_label: "x".into(),
+        y_label: "y".into(),
+        grid: plot::Grid { xs: map.xs.clone(), ys: map.ys.clone(), z: map.ratio.clone() },
+        z_label: "|λmin/λmax|".into(),
+        ..Default::default()
+    };
+    plot::heatmap_chart(out, &chart)?;
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotRatioMapArgs {
+    /// The slice whose stored ratio map to draw.
+    #[arg(long)]
+    pub slice: u64,
+    /// Output file: .svg or .png.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+}
+
+/// `landscaped plot ratio-map`.
+pub fn plot_ratio_map_cmd(cli: &Cli, a: &PlotRatioMapArgs) -> anyhow::Result<()> {
+    let store = Store::open(&cli.data_dir())?;
+    let map = records::get_ratio_map(&store, a.slice)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no ratio map stored for slice {} (compute it with `landscaped sharpness-map --slice {}`)",
+            a.slice,
+            a.slice
+        )
+    })?;
+    plot_ratio_map(&map, &a.out)?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::measures::{
 use super::trace::{TraceEstimate, hutchinson};
 use crate::model::Model;
 use crate::model::Plane;
-use crate::sharpness::model_hvp::{ModelHessian, ParamSubset};
+use crate::model::hvp::{ModelHessian, ParamSubset};
 use crate::sharpness::operator::LinearOperator;
 use serde::{Deserialize, Serialize};
 
@@ -33,13 +33,13 @@ pub enum Quantity {
     /// Adaptive sharpness (ASAM).
     Asam,
     /// Filter-normalized average loss rise over random directions.
-    FnRise,
+    FnLossRise,
 }
 
 impl Quantity {
     pub fn all() -> Vec<Quantity> {
         use Quantity::*;
-        vec![Eigs, Trace, Density, Keskar, Sam, SamAscent, Asam, FnRise]
+        vec![Eigs, Trace, Density, Keskar, Sam, SamAscent, Asam, FnLossRise]
     }
 }
 
@@ -171,7 +171,7 @@ pub fn compute(
             Quantity::Asam => {
                 rep.measures.push(asam_sharpness(&mut h, opts.asam_rho, opts.asam_eta, opts.ascent_steps)?)
             }
-            Quantity::FnRise => rep.measures.push(filter_normalized_loss_rise(
+            Quantity::FnLossRise => rep.measures.push(filter_normalized_loss_rise(
                 &mut h,
                 opts.fn_radius,
                 opts.fn_directions,

@@ -4,7 +4,7 @@
 //! | tree | key | record |
 //! |---|---|---|
 //! | `sharpness` | `run \0 step` | [`SharpnessRecord`] |
-//! | `sharpness_ratio_maps` | `run \0 step name` | [`RatioMapRecord`] (name = the slice's name) |
+//! | `sharpness_ratio_maps` | slice id (u64 BE, as in the `slices` tree) | [`RatioMapRecord`] |
 
 use super::{Record, Result, Store, keys};
 use crate::sharpness::density::Quadrature;
@@ -50,10 +50,12 @@ impl Record for SharpnessRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RatioMapRecord {
-    pub run: String,
-    pub step: u64,
-    /// The slice this map belongs to (same name as in the slices tree).
-    pub slice: String,
+    /// The slice this map belongs to (its id in the `slices` tree), and that slice's run and step.
+    pub slice_id: u64,
+    pub run: Option<String>,
+    pub step: Option<u64>,
+    /// `all` or `matrices`.
+    pub subset: String,
     pub xs: Vec<f64>,
     pub ys: Vec<f64>,
     pub ratio: Vec<Vec<f64>>,
@@ -86,11 +88,11 @@ pub fn list(store: &Store, run: &str) -> Result<Vec<SharpnessRecord>> {
 }
 
 pub fn put_ratio_map(store: &Store, rec: &RatioMapRecord) -> Result<()> {
-    store.put(&keys::run_step_name(&rec.run, rec.step, &rec.slice), rec)
+    store.put(&rec.slice_id.to_be_bytes(), rec)
 }
 
-pub fn get_ratio_map(store: &Store, run: &str, step: u64, slice: &str) -> Result<Option<RatioMapRecord>> {
-    store.get(&keys::run_step_name(run, step, slice))
+pub fn get_ratio_map(store: &Store, slice_id: u64) -> Result<Option<RatioMapRecord>> {
+    store.get(&slice_id.to_be_bytes())
 }
 
 #[cfg(test)]
@@ -113,15 +115,10 @@ mod tests {
         assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
         assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
         assert!(get(&store, "ab", 7).unwrap().is_none());
-        let m = RatioMapRecord {
-            run: "a".into(),
-            step: 7,
-            slice: "s".into(),
-            ratio: vec![vec![f64::NAN]],
-            ..Default::default()
-        };
+        let m = RatioMapRecord { slice_id: 3, ratio: vec![vec![f64::NAN]], ..Default::default() };
         put_ratio_map(&store, &m).unwrap();
-        let back = get_ratio_map(&store, "a", 7, "s").unwrap().unwrap();
+        let back = get_ratio_map(&store, 3).unwrap().unwrap();
+        assert!(get_ratio_map(&store, 4).unwrap().is_none());
         assert!(back.ratio[0][0].is_nan());
     }
 }

@@ -1,6 +1,6 @@
 """Reference values for tests/sharpness_hessian.rs: writes a tiny TorchScript model (Linear → BatchNorm1d
 (eval mode, non-trivial running statistics) → Tanh → Linear, cross-entropy) with an evaluation set of 50
-samples, and computes in float64 with PyTorch: the full Hessian of the mean loss over all samples
+samples and its state dict as a checkpoint (ck.safetensors), and computes in float64 with PyTorch: the full Hessian of the mean loss over all samples
 (torch.autograd.functional.hessian) and its eigvalsh extremes and trace, for all parameters and for the
 ≥2-dimensional ones; a Hessian-vector product with torch.autograd.functional.hvp; and the loss and
 gradient. Also writes two broken models: one whose loss depends on no parameter, and an evaluation set
@@ -43,6 +43,8 @@ x = torch.randn(50, 4)
 y = torch.randint(0, 3, (50,))
 torch.jit.script(net).save(str(out / "model.pt"))
 save_file({"inputs": x.contiguous(), "targets": y.contiguous()}, str(out / "eval.safetensors"))
+
+save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "ck.safetensors"))
 
 xn = x.clone()
 xn[7, 2] = float("nan")
