@@ -52,7 +52,14 @@ fn sharpness_store_list_plot_and_ratio_map() {
     let model_args = ["--model", model.as_str(), "--eval-data", eval.as_str(), "--batch-size", "16"];
     let mut args = vec!["--format", "json", "sharpness", "--run", "tiny", "--step", "5", "--checkpoint", &ck];
     args.extend(model_args);
-    args.extend(["--measures", "eigs,trace,density,sam,fn-loss-rise", "--tol", "1e-6", "--density-steps", "30"]);
+    args.extend([
+        "--measures",
+        "eigs,trace,density,sam,fn-loss-rise",
+        "--tol",
+        "1e-6",
+        "--density-steps",
+        "30",
+    ]);
     let (ok, out, err) = landscaped(data.path(), &args);
     assert!(ok, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();

@@ -4,10 +4,10 @@
 //! is the exact one, Σ e_iᵀHe_i over the d basis vectors, i.e. d HVPs); single HVPs, the loss and the
 //! gradient within 1e-5 relative (the model runs in float32); repeated HVPs bit-identical.
 
+use landscaped::model::hvp::{ModelHessian, ParamSubset};
 use landscaped::model::{Model, ModelSpec};
 use landscaped::sharpness::lanczos::{LanczosOptions, extremes};
 use landscaped::sharpness::measures::Objective;
-use landscaped::model::hvp::{ModelHessian, ParamSubset};
 use landscaped::sharpness::operator::LinearOperator;
 use landscaped::sharpness::trace::{exact_trace, hutchinson};
 use std::path::Path;

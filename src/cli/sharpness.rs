@@ -5,11 +5,11 @@
 use super::Cli;
 use super::output::Table;
 use crate::checkpoint::Checkpoint;
+use crate::model::hvp::ParamSubset;
 use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions, SharpnessReport, compute};
 use crate::sharpness::lanczos::LanczosOptions;
-use crate::model::hvp::ParamSubset;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::{Store, checkpoints};
 use anyhow::{Context, bail};
