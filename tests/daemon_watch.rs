@@ -157,3 +157,17 @@ fn burst_of_200_then_kill_9_and_restart_loses_nothing_and_counts_nothing_twice()
     assert!(rss_kb < base_kb + 100_000, "peak RSS grew from {base_kb} kB to {rss_kb} kB during the burst");
     assert_eq!(d.stop(), Some(0));
 }
+
+#[test]
+fn poll_mode_finds_checkpoints_without_inotify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let d = start(tmp.path(), &[&ck], "watch_mode = \"poll\"\npoll_interval_secs = 0.3");
+    assert_eq!(d.metric("landscaped_watched_folders{mode=\"poll\",run=\"r\"}"), Some(1.0));
+    assert_eq!(d.metric("landscaped_watched_folders{mode=\"inotify\",run=\"r\"}"), Some(0.0));
+    writer(&ck, &["--steps", "5,6"]);
+    wait_until(WAIT, "2 checkpoints by polling", || recorded(d.port).len() == 2);
+    assert!(d.metric("landscaped_scans_total{reason=\"poll\"}").unwrap_or(0.0) >= 1.0);
+    assert_eq!(d.stop(), Some(0));
+}
