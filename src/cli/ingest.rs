@@ -87,6 +87,7 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         "update_cos",
         "nan",
         "inf",
+        "seconds",
         "path",
     ]);
     let mut archive = match args.archive {
@@ -101,6 +102,7 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
             let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
             bar.set_position(base + (frac * 1000.0) as u64);
         };
+        let started = std::time::Instant::now();
         let mut sinks: Vec<&mut dyn TensorSink> = Vec::new();
         if let Some(a) = archive.as_mut() {
             sinks.push(a);
@@ -132,6 +134,7 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
             json!(r.update_cos),
             json!(r.nan_count),
             json!(r.inf_count),
+            json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
             json!(p.display().to_string()),
         ]);
     }
@@ -140,6 +143,6 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         anyhow::bail!("none of the {skipped} files found was a checkpoint with a training step");
     }
     store.flush()?;
-    t.print(cli.format)?;
+    super::runs::print_table(&t, cli.format)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use super::Cli;
 use super::client::query_or_open;
 use super::output::Table;
-use super::runs::require_run;
+use super::runs::{print_table, require_run};
 use crate::store::{Store, checkpoints as records};
 use serde_json::json;
 
@@ -58,7 +58,7 @@ pub fn matching_tensors(
 }
 
 pub fn norms(cli: &Cli, args: &NormsArgs) -> anyhow::Result<()> {
-    query_or_open(cli, "norms", args, |s| norms_table(s, args))?.print(cli.format)?;
+    print_table(&query_or_open(cli, "norms", args, |s| norms_table(s, args))?, cli.format)?;
     Ok(())
 }
 
@@ -152,7 +152,7 @@ pub fn find_tensor(
 }
 
 pub fn hist(cli: &Cli, args: &HistArgs) -> anyhow::Result<()> {
-    query_or_open(cli, "hist", args, |s| hist_table(s, args))?.print(cli.format)?;
+    print_table(&query_or_open(cli, "hist", args, |s| hist_table(s, args))?, cli.format)?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub struct CheckpointsArgs {
 }
 
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
-    query_or_open(cli, "runs", args, |s| runs_table(s, args))?.print(cli.format)?;
+    print_table(&query_or_open(cli, "runs", args, |s| runs_table(s, args))?, cli.format)?;
     Ok(())
 }
 
@@ -44,6 +44,14 @@ pub fn runs_table(store: &Store, _args: &RunsArgs) -> anyhow::Result<Table> {
     Ok(t)
 }
 
+/// Prints a table; a closed pipe (`landscaped checkpoints --run r | head`) is not an error.
+pub fn print_table(t: &Table, format: super::output::Format) -> anyhow::Result<()> {
+    match t.print(format) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// The run's checkpoints, or an error naming the known runs when it has none.
 pub fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::CheckpointRecord>> {
     let cks = records::checkpoints(store, run)?;
@@ -58,7 +66,7 @@ pub fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::Chec
 }
 
 pub fn checkpoints(cli: &Cli, args: &CheckpointsArgs) -> anyhow::Result<()> {
-    query_or_open(cli, "checkpoints", args, |s| checkpoints_table(s, args))?.print(cli.format)?;
+    print_table(&query_or_open(cli, "checkpoints", args, |s| checkpoints_table(s, args))?, cli.format)?;
     Ok(())
 }
 

@@ -205,13 +205,61 @@ impl Pass2 {
 
 /// The histogram bucket of `v` for `bins` buckets over [lo, hi], exactly as torch.histc computes it
 /// (`(v - lo) * bins / (hi - lo)`, truncated; `hi` itself goes to the last bucket); None outside.
-#[inline(always)]
+#[cfg(test)]
 pub fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
     if !(v >= lo && v <= hi) {
         return None;
     }
     let pos = ((v - lo) * bins as f64 / (hi - lo)) as usize;
     Some(if pos >= bins { bins - 1 } else { pos })
+}
+
+/// Interleaved sub-histograms per bucket in [`pass2`].
+const SUB: usize = 4;
+
+/// Adds a block's values to the interleaved sub-histograms `sub` (bucket i, lane j at `i * SUB + j`).
+/// The bucket is torch.histc's `trunc((v − lo) · bins / (hi − lo))`; the division is replaced by a
+/// multiplication with the reciprocal, which can differ from it by a few ulps, so values whose quotient
+/// lies within 1e-9 of a bucket boundary take the exact division.
+#[inline]
+fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, sub: &mut [u64]) {
+    const W: usize = 256;
+    const SKIP: u32 = u32::MAX;
+    const EXACT: u32 = u32::MAX - 1;
+    let nb = bins as f64;
+    let range = hi - lo;
+    let inv = 1.0 / range;
+    let last = (bins - 1) as u32;
+    let mut pos = [0u32; W];
+    for chunk in block.chunks(W) {
+        // Branch-free bucket numbers (vectorizable), marking values outside [lo, hi] (or NaN) and values
+        // too close to a bucket edge for the reciprocal.
+        for (p, x) in pos.iter_mut().zip(chunk) {
+            let v = x.to_f64();
+            let q = (v - lo) * nb * inv;
+            let k = q as u32;
+            let f = q - k as f64;
+            let inside = v >= lo && v <= hi;
+            let clear = f > 1e-9 && f < 1.0 - 1e-9;
+            *p = if !inside {
+                SKIP
+            } else if clear {
+                k.min(last)
+            } else {
+                EXACT
+            };
+        }
+        for (i, (&p, x)) in pos.iter().zip(chunk).enumerate() {
+            let j = i % SUB;
+            if p <= last {
+                sub[p as usize * SUB + j] += 1;
+            } else if p == EXACT {
+                let v = x.to_f64();
+                let k = ((v - lo) * nb / range) as usize;
+                sub[k.min(bins - 1) * SUB + j] += 1;
+            }
+        }
+    }
 }
 
 pub fn pass2<T: Element>(xs: &[T], mean: f64, lo: f64, hi: f64, bins: usize) -> Pass2 {
@@ -222,6 +270,9 @@ pub fn pass2<T: Element>(xs: &[T], mean: f64, lo: f64, hi: f64, bins: usize) -> 
         counts: vec![0; bins],
     };
     let hist = bins > 0 && lo < hi;
+    // SUB interleaved sub-histograms: consecutive elements usually land in the same bucket, and one
+    // counter would make every increment wait for the previous one.
+    let mut sub = vec![0u64; if hist { bins * SUB } else { 0 }];
     for block in xs.chunks(BLOCK) {
         let mut ds = [0.0f64; LANES];
         let mut d1 = [0.0f64; LANES];
@@ -266,11 +317,12 @@ pub fn pass2<T: Element>(xs: &[T], mean: f64, lo: f64, hi: f64, bins: usize) -> 
             acc.sq.add(c);
         }
         if hist {
-            for x in block {
-                if let Some(i) = bucket(x.to_f64(), lo, hi, bins) {
-                    acc.counts[i] += 1;
-                }
-            }
+            histogram_block(block, lo, hi, bins, &mut sub);
+        }
+    }
+    if hist {
+        for (i, c) in acc.counts.iter_mut().enumerate() {
+            *c = sub[i * SUB..(i + 1) * SUB].iter().sum();
         }
     }
     acc
@@ -317,4 +369,39 @@ pub fn par_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
         total.add(p);
     }
     total.value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_histogram_equals_exact_histc_rule() {
+        let (lo, hi, bins) = (-0.37f64, 1.91f64, 30usize);
+        let mut xs: Vec<f64> = Vec::new();
+        let mut x = 99u64;
+        for _ in 0..200_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            xs.push(lo + (hi - lo) * ((x >> 11) as f64 / (1u64 << 53) as f64));
+        }
+        // Values on and next to the bucket edges, where rounding decides the bucket.
+        for i in 0..=bins {
+            let e = lo + (hi - lo) * i as f64 / bins as f64;
+            xs.extend([e, e.next_up(), e.next_down(), lo + i as f64 * ((hi - lo) / bins as f64)]);
+        }
+        xs.retain(|v| *v >= lo && *v <= hi);
+        let mut want = vec![0u64; bins];
+        for &v in &xs {
+            want[bucket(v, lo, hi, bins).unwrap()] += 1;
+        }
+        let got = pass2(&xs, 0.0, lo, hi, bins).counts;
+        assert_eq!(got, want);
+        let xs32: Vec<f32> =
+            xs.iter().map(|&v| v as f32).filter(|v| (*v as f64) >= lo && (*v as f64) <= hi).collect();
+        let mut want32 = vec![0u64; bins];
+        for &v in &xs32 {
+            want32[bucket(v as f64, lo, hi, bins).unwrap()] += 1;
+        }
+        assert_eq!(pass2(&xs32, 0.0, lo, hi, bins).counts, want32);
+    }
 }
