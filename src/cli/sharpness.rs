@@ -569,3 +569,77 @@ pub fn plot_ratio_map_cmd(cli: &Cli, a: &PlotRatioMapArgs) -> anyhow::Result<()>
     println!("wrote {}", a.out.display());
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Checkpoint to bind (default: the model's own weights).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Relative accuracy of λmax to reach.
+    #[arg(long, default_value_t = 1e-3)]
+    pub accuracy: f64,
+    /// HVPs to time.
+    #[arg(long, default_value_t = 20)]
+    pub timed: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `landscaped sharpness-bench`: HVPs Lanczos and PyHessian's power iteration need for λmax to a relative
+/// accuracy (against a tightly converged Lanczos reference), and seconds per HVP. Prints JSON.
+pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
+    use crate::sharpness::lanczos::Lanczos;
+    use crate::sharpness::operator::LinearOperator;
+    let spec = a.model.spec()?;
+    let mut model = Model::load(&spec)?;
+    if let Some(p) = &a.checkpoint {
+        let ck = Checkpoint::open(p).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", p.display()))?;
+        let st = checkpoint_state(&model, &ck, &BindOptions::default())?;
+        model.set_state(&st)?;
+    }
+    let mut h = crate::model::hvp::ModelHessian::new(&mut model, ParamSubset::All)?;
+    let d = LinearOperator::dim(&h);
+    let reference = crate::sharpness::lanczos::extremes(
+        &mut h,
+        &LanczosOptions { max_steps: 300.min(d), tol: 1e-9, top_k: 1, seed: a.seed + 1 },
+    )?;
+    let lref = reference.lambda_max;
+    // Lanczos: steps until the largest Ritz value is within `accuracy` of the reference.
+    let mut lz = Lanczos::new(d, a.seed)?;
+    let mut lanczos_hvps = None;
+    while lz.steps() < 300 && !lz.exhausted() {
+        lz.step(&mut h)?;
+        let (te, _) = lz.ritz()?;
+        if ((te.values[te.values.len() - 1] - lref) / lref).abs() < a.accuracy {
+            lanczos_hvps = Some(lz.steps());
+            break;
+        }
+    }
+    let pw = crate::sharpness::power::power_iteration(&mut h, 100, 1e-3, a.seed)?;
+    let mut v = vec![0.0; d];
+    let mut out = vec![0.0; d];
+    let mut rng = crate::sharpness::rng::Rng::new(a.seed);
+    v.iter_mut().for_each(|x| *x = rng.normal());
+    h.apply(&v, &mut out)?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..a.timed.max(1) {
+        h.apply(&v, &mut out)?;
+    }
+    let per_hvp = t0.elapsed().as_secs_f64() / a.timed.max(1) as f64;
+    let res = json!({
+        "dim": d,
+        "lambda_max_reference": lref,
+        "reference_converged": reference.converged,
+        "accuracy": a.accuracy,
+        "lanczos_hvps": lanczos_hvps,
+        "power_hvps": pw.hvps,
+        "power_converged": pw.converged,
+        "power_eigenvalue": pw.eigenvalue,
+        "power_rel_error": ((pw.eigenvalue - lref) / lref).abs(),
+        "seconds_per_hvp": per_hvp,
+    });
+    println!("{}", serde_json::to_string_pretty(&res)?);
+    Ok(())
+}
