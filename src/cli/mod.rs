@@ -75,6 +75,8 @@ pub enum Command {
     Sharpness(Box<sharpness::SharpnessArgs>),
     /// The paper's Fig. 7: |λmin/λmax| at every point of a stored 2D slice (Lanczos at each point).
     SharpnessMap(sharpness::RatioMapArgs),
+    /// Benchmark: HVPs for λmax (Lanczos vs PyHessian's power iteration) and seconds per HVP.
+    SharpnessBench(Box<sharpness::BenchArgs>),
 }
 
 impl Cli {
@@ -129,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Slices(ref c) => slice::run_slices(&cli, c),
         Command::Sharpness(ref args) => sharpness::run(&cli, args),
         Command::SharpnessMap(ref args) => sharpness::run_ratio_map(&cli, args),
+        Command::SharpnessBench(ref args) => sharpness::run_bench(args),
         Command::Ingest(ref args) => ingest::run(&cli, args),
         Command::Runs(ref args) => runs::runs(&cli, args),
         Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),
