@@ -8,6 +8,7 @@
 //! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
 //! | `GET /api/v1/runs/{run}/checkpoints/{step}/tensors` | the `TensorRecord`s (statistics, histograms) of one checkpoint |
 //! | `GET /api/v1/runs/{run}/tensors?name=T` | one tensor's records over every step (norm history) |
+//! | `GET /api/v1/runs/{run}/trajectory` | the run's latest trajectory PCA (`PcaRecord`: `steps`, `coords[i][k]`, `residuals`, `explained_variance_ratio`, ...); 404 until the `pca` job has run |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
 //!
 //! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500.
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/checkpoints", get(checkpoints))
         .route("/api/v1/runs/{run}/checkpoints/{step}/tensors", get(tensors))
         .route("/api/v1/runs/{run}/tensors", get(tensor_history))
+        .route("/api/v1/runs/{run}/trajectory", get(trajectory))
         .route("/api/v1/query/{name}", post(query))
         .with_state(state)
 }
@@ -120,6 +122,14 @@ async fn tensor_history(
     })
     .await?;
     Ok(Json(rows))
+}
+
+async fn trajectory(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<crate::store::trajectory::PcaRecord>, ApiError> {
+    let rec = blocking(move || Ok(crate::store::trajectory::latest_pca(&st.store, &run)?)).await?;
+    rec.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))
 }
 
 async fn query(

@@ -10,7 +10,8 @@ use crate::daemon::seen::{self, SeenRecord};
 use crate::ingest::IngestStatus;
 use crate::store::Store;
 use crate::store::checkpoints::FileStamp;
-use std::path::Path;
+use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +36,10 @@ pub struct Processor {
     pub metrics: Arc<Metrics>,
     pub quiet: Duration,
     pub incomplete_timeout: Duration,
+    /// Where the trajectory archive lives (`<data_dir>/trajectory/<run>/`): the store's data dir.
+    pub data_dir: PathBuf,
+    /// How every ingested checkpoint is archived for trajectory PCA (defaults: f32, keep all, no budget).
+    pub archive: ArchiveConfig,
 }
 
 impl Processor {
@@ -85,7 +90,7 @@ impl Processor {
         if path.is_file() && age < self.quiet {
             return Outcome::Retry { after: self.quiet - age + Duration::from_millis(20), reason: "quiet" };
         }
-        match ingest_one(&self.store, run, path) {
+        match ingest_one(&self.store, run, path, &self.data_dir, &self.archive) {
             Ok((step, status)) => {
                 let after = seen::stamp(path);
                 if after.as_ref() != Some(&before) {
@@ -179,10 +184,30 @@ impl std::fmt::Display for IngestFail {
 /// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place).
 /// Ingest itself re-stats the checkpoint's files (`Checkpoint::files()`) after reading and refuses to
 /// commit if they changed (an `incomplete` error), and is idempotent per (run, step).
-fn ingest_one(store: &Store, run: &str, path: &Path) -> Result<(u64, IngestStatus), IngestFail> {
+/// Every checkpoint is also written to the trajectory archive ([`ArchiveSink`]), which the `pca` job
+/// reads: training frameworks delete old checkpoints, so the archive keeps what a later PCA needs.
+fn ingest_one(
+    store: &Store,
+    run: &str,
+    path: &Path,
+    data_dir: &Path,
+    archive: &ArchiveConfig,
+) -> Result<(u64, IngestStatus), IngestFail> {
     let opts = crate::ingest::IngestOptions::default();
-    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut []) {
-        Ok(outcome) => Ok((outcome.step, outcome.status)),
+    let mut sink = ArchiveSink::new(data_dir, archive)
+        .map_err(|error| IngestFail { kind: "archive".to_string(), error })?;
+    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut [&mut sink]) {
+        Ok(outcome) => {
+            if let Some(rep) = sink.last_report() {
+                tracing::debug!(
+                    run,
+                    step = rep.step,
+                    bytes = rep.bytes_written,
+                    "archived for trajectory PCA"
+                );
+            }
+            Ok((outcome.step, outcome.status))
+        }
         Err(e) => Err(IngestFail { kind: e.kind().to_string(), error: anyhow::Error::new(e) }),
     }
 }

@@ -63,6 +63,8 @@ async fn serve(
         metrics: metrics.clone(),
         quiet: config.quiet_period,
         incomplete_timeout: config.incomplete_timeout,
+        data_dir: config.data_dir.clone(),
+        archive: crate::trajectory::archive::ArchiveConfig::default(),
     });
     for r in &config.runs {
         let p = processor.clone();

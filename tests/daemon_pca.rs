@@ -1,0 +1,70 @@
+//! The daemon archives every ingested checkpoint for trajectory PCA (engineer D's `ArchiveSink`), runs
+//! the `[run.pca]` job, serves the latest PCA at `GET /api/v1/runs/{run}/trajectory` and publishes the
+//! PC1 explained-variance ratio on /metrics. (PCA values themselves are checked against scikit-learn in
+//! tests/trajectory_pca.rs; here the wiring: archive files, one coordinate row per step, the gauge equals
+//! the served ratio.)
+
+mod daemon_support;
+use daemon_support::*;
+use std::time::Duration;
+
+#[test]
+fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let port = free_port();
+    let config = dir.path().join("landscaped.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.pca]\nevery = 5\ncomponents = 2\n",
+            dir.path().join("data").to_str().unwrap(),
+            ck.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let d = restart(config, port, dir.path());
+    let written = writer(&ck, &["--steps", "1-5"]);
+    assert_eq!(written.len(), 5);
+
+    wait_until(Duration::from_secs(60), "trajectory PCA served", || {
+        get(port, "/api/v1/runs/r/trajectory").is_some_and(|t| t.contains("\"coords\""))
+    });
+
+    // One archive file per ingested checkpoint, named by step.
+    let arch = dir.path().join("data/trajectory/r");
+    let mut files: Vec<String> = std::fs::read_dir(&arch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bin") && !n.starts_with('.'))
+        .collect();
+    files.sort();
+    let want: Vec<String> = (1..=5u64).map(|s| format!("{s:020}.bin")).collect();
+    assert_eq!(files, want, "archive files in {}", arch.display());
+
+    let rec: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/runs/r/trajectory").unwrap()).unwrap();
+    let steps: Vec<u64> = rec["steps"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5]);
+    let coords = rec["coords"].as_array().unwrap();
+    assert_eq!(coords.len(), 5, "a coordinate row for every step");
+    for row in coords {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), 2);
+        assert!(row.iter().all(|v| v.as_f64().unwrap().is_finite()));
+    }
+    // Steps differ (random weights per step), so the points are not all at the origin.
+    assert!(coords.iter().any(|r| r[0].as_f64().unwrap().abs() > 1e-6));
+    let ratio1 = rec["explained_variance_ratio"][0].as_f64().unwrap();
+    assert!(ratio1 > 0.0 && ratio1 <= 1.0, "PC1 ratio {ratio1}");
+
+    let gauge = metric(&d.metrics(), "landscaped_pca_explained_variance_ratio{component=\"1\",run=\"r\"}")
+        .expect("PC1 ratio gauge on /metrics");
+    assert!(close(gauge, ratio1), "gauge {gauge} vs served {ratio1}");
+
+    // An unknown run has no trajectory: 404 (get() answers None on an error status).
+    assert!(get(port, "/api/v1/runs/nope/trajectory").is_none());
+    assert_eq!(d.stop(), Some(0));
+}
