@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 mdir, ck, sub, bs, timed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-torch._C._jit_set_graph_executor_optimize(False)
+torch.jit._state.disable() if False else torch._C._set_graph_executor_optimize(False)
 m = torch.jit.load(f"{mdir}/model.pt")
 m.eval()
 sd = {k.removeprefix("module."): v for k, v in load_file(ck).items()}
