@@ -46,7 +46,7 @@ ID_L=$("$L" --format csv slices list | tail -n 1 | cut -d, -f1)
 "$L" slices export "$ID_S" -o "$OUT/landscape-small-batch.vtk"
 
 echo "-- trajectory PCA of the small-batch run and the path over its contours"
-if LANDSCAPED_LOG=warn "$L" ingest "$RUNS"/bs16/step-*.safetensors --run bs16 --archive > /dev/null && "$L" pca --run bs16 > "$OUT/landscape-pca.txt"; then
+if LANDSCAPED_LOG=warn "$L" ingest "$RUNS"/bs16/step-*.safetensors --run bs16 > /dev/null && "$L" pca --run bs16 > "$OUT/landscape-pca.txt"; then
     "$L" slice --run bs16 --dirs pca "${MODEL[@]}"
     ID_P=$("$L" --format csv slices list | tail -n 1 | cut -d, -f1)
     "$L" plot slice "$ID_P" --kind filled -o "$OUT/landscape-pca-trajectory.png"

@@ -19,7 +19,7 @@
 //! most two tensors are in memory at once. A reference is read from its own files only if they still exist
 //! with the size and mtime recorded at its own ingest. When they were rotated away (HF `save_total_limit`)
 //! or rewritten, its copy in the run's trajectory archive (`trajectory::archive`, kept at ingest by the
-//! archive sink, e.g. `landscaped ingest --archive` or the daemon) is used instead, a chunk at a time, if
+//! archive sink, kept by default by `landscaped ingest` and the daemon) is used instead, a chunk at a time, if
 //! it is stored in f32 (exact for f32/f16/bf16 checkpoints). Otherwise the distances that need it are
 //! `None` (shown empty), never a wrong number. The update
 //! cosine needs ‖θ_prev − θ_prev2‖, taken from prev's own record when it was measured against prev2.

@@ -186,17 +186,17 @@ fn distances_survive_rotation_through_the_trajectory_archive() {
     json_ok(&a, &["ingest", p10, "--run", "r"]);
     let want = dist(&json_ok(&a, &["ingest", p20, "--run", "r"])).unwrap();
 
-    // Step 10 archived at ingest, then deleted (rotated away): the distance comes from the archive.
+    // Step 10 archived at ingest (the default), then deleted (rotated away): the distance comes from the archive.
     let b = tmp.path().join("b");
-    json_ok(&b, &["ingest", p10, "--run", "r", "--archive"]);
+    json_ok(&b, &["ingest", p10, "--run", "r"]);
     std::fs::remove_file(ck.join("step-10.safetensors")).unwrap();
-    let got = dist(&json_ok(&b, &["ingest", p20, "--run", "r", "--archive"])).unwrap();
+    let got = dist(&json_ok(&b, &["ingest", p20, "--run", "r"])).unwrap();
     assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
 
     // Not archived and gone: no distance rather than a wrong one.
     let c = tmp.path().join("c");
     checkpoint(&ck, 10, 1.0);
-    json_ok(&c, &["ingest", p10, "--run", "r"]);
+    json_ok(&c, &["ingest", p10, "--run", "r", "--no-archive"]);
     std::fs::remove_file(ck.join("step-10.safetensors")).unwrap();
-    assert_eq!(dist(&json_ok(&c, &["ingest", p20, "--run", "r"])), None);
+    assert_eq!(dist(&json_ok(&c, &["ingest", p20, "--run", "r", "--no-archive"])), None);
 }

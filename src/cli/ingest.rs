@@ -29,10 +29,11 @@ pub struct IngestArgs {
     /// Skip distances to the first and previous checkpoints (don't re-read them).
     #[arg(long)]
     pub no_distances: bool,
-    /// Also keep each checkpoint's parameters (f32) in the run's trajectory archive, for `landscaped pca`
-    /// and for distances once old checkpoints are deleted.
+    /// Don't keep this checkpoint's parameters (f32) in the run's trajectory archive. By default they
+    /// are kept, because `landscaped pca` and the distances need them once training rotates old
+    /// checkpoints away.
     #[arg(long)]
-    pub archive: bool,
+    pub no_archive: bool,
 }
 
 fn parse_bins(s: &str) -> Result<usize, String> {
@@ -90,9 +91,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         "seconds",
         "path",
     ]);
-    let mut archive = match args.archive {
-        true => Some(ArchiveSink::new(&cli.data_dir(), &ArchiveConfig::default())?),
-        false => None,
+    let mut archive = match args.no_archive {
+        false => Some(ArchiveSink::new(&cli.data_dir(), &ArchiveConfig::default())?),
+        true => None,
     };
     let mut skipped = 0;
     for (i, (p, in_folder)) in paths.iter().enumerate() {

@@ -7,11 +7,11 @@ pub mod info;
 pub mod ingest;
 pub mod norms;
 pub mod output;
+pub mod pca;
 pub mod plot;
 pub mod runs;
 pub mod sharpness;
 pub mod slice;
-pub mod pca;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
