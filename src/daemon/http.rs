@@ -9,6 +9,10 @@
 //! | `GET /api/v1/runs/{run}/checkpoints/{step}/tensors` | the `TensorRecord`s (statistics, histograms) of one checkpoint |
 //! | `GET /api/v1/runs/{run}/tensors?name=T` | one tensor's records over every step (norm history) |
 //! | `GET /api/v1/runs/{run}/trajectory` | the run's latest trajectory PCA (`PcaRecord`: `steps`, `coords[i][k]`, `residuals`, `explained_variance_ratio`, ...); 404 until the `pca` job has run |
+//! | `GET /api/v1/runs/{run}/slices` | the run's stored loss-landscape slices, one summary each (`id`, `step`, `kind`, `centre_loss`, `complete`, `points`, `created`), by id |
+//! | `GET /api/v1/runs/{run}/slices/latest` (`.csv`) | the run's newest complete slice, as `/api/v1/slices/{id}` (`.csv`) answers |
+//! | `GET /api/v1/slices/{id}` | one `SliceRecord` (how it was made, `values`: `xs`, `ys`, `loss`, `accuracy`, `done`) |
+//! | `GET /api/v1/slices/{id}.csv` | its values as CSV, `ix,iy,x,y,loss,accuracy,done` (for Grafana's Infinity data source) |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
 //!
 //! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500.
@@ -43,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/checkpoints/{step}/tensors", get(tensors))
         .route("/api/v1/runs/{run}/tensors", get(tensor_history))
         .route("/api/v1/runs/{run}/trajectory", get(trajectory))
+        .route("/api/v1/runs/{run}/slices", get(run_slices))
+        .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
+        .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
         .with_state(state)
 }
@@ -130,6 +137,82 @@ async fn trajectory(
 ) -> Result<Json<crate::store::trajectory::PcaRecord>, ApiError> {
     let rec = blocking(move || Ok(crate::store::trajectory::latest_pca(&st.store, &run)?)).await?;
     rec.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))
+}
+
+async fn run_slices(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let rows = blocking(move || {
+        let list = crate::store::slices::list(&st.store)?;
+        Ok(list
+            .into_iter()
+            .filter(|r| r.run.as_deref() == Some(run.as_str()))
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "step": r.step,
+                    "kind": r.kind(),
+                    "centre_loss": r.centre_loss,
+                    "complete": r.values.is_complete(),
+                    "points": r.values.done.len(),
+                    "created": r.created,
+                })
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+/// `NAME` or `NAME.csv`: the name and whether CSV was asked for.
+fn csv_suffix(name: &str) -> (&str, bool) {
+    match name.strip_suffix(".csv") {
+        Some(n) => (n, true),
+        None => (name.strip_suffix(".json").unwrap_or(name), false),
+    }
+}
+
+/// `{id}` or `{id}.csv` (one route: the router takes a whole path segment).
+async fn slice(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (num, csv) = csv_suffix(&id);
+    let num: u64 = num
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("slice id {id:?} is not a number")))?;
+    let rec = blocking(move || Ok(crate::store::slices::get(&st.store, num)?))
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no slice {num}")))?;
+    slice_answer(rec, csv)
+}
+
+/// `latest` or `latest.csv`: the run's newest complete slice.
+async fn run_slice_latest(
+    State(st): State<AppState>,
+    Path((run, which)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (name, csv) = csv_suffix(&which);
+    if name != "latest" {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("expected latest or latest.csv, not {which:?}")));
+    }
+    let rec = blocking(move || {
+        Ok(crate::store::slices::list(&st.store)?
+            .into_iter()
+            .filter(|r| r.run.as_deref() == Some(run.as_str()) && r.values.is_complete())
+            .max_by_key(|r| r.id))
+    })
+    .await?
+    .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no complete slice for this run yet".into()))?;
+    slice_answer(rec, csv)
+}
+
+fn slice_answer(rec: crate::store::slices::SliceRecord, csv: bool) -> Result<Response, ApiError> {
+    if csv {
+        let mut out = Vec::new();
+        crate::landscape::export::write_csv(&rec.values, &mut out)?;
+        Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    } else {
+        Ok(Json(rec).into_response())
+    }
 }
 
 async fn query(

@@ -88,7 +88,7 @@ pub struct JobSpec {
 pub fn registry() -> &'static [JobSpec] {
     &[
         JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
-        // JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
+        JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
         // JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
     ]
 }

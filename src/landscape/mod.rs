@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod compute;
+pub mod daemon_job;
 pub mod directions;
 pub mod export;
 pub mod grid;

@@ -1,0 +1,379 @@
+//! The daemon's `slice` job: every N ingested checkpoints of a run, a filter-normalized random slice
+//! (1D along x, or 2D with `y`) about the checkpoint just ingested, computed with the same functions as
+//! `landscaped slice` ([`random_directions`], [`evaluate_centre`], [`evaluate_slice`]; no progress bar),
+//! on the daemon's low-priority job thread, stored as a [`SliceRecord`]; then gauges (label `run`):
+//!
+//! - `landscaped_slice_centre_loss`: the loss of the checkpoint itself;
+//! - `landscaped_slice_curvature`: second finite difference of the 1D loss along x at 0,
+//!   `(L(x₊) − 2·L(x₀) + L(x₋)) / h²`, from the three consecutive grid points centred on the grid point
+//!   x₀ nearest 0 (h the grid spacing; on a 2D grid, the row y nearest 0). NaN if the grid has < 3 x points;
+//! - `landscaped_slice_loss_rise{radius="0.5"|"1"}`: mean of L(−r) and L(+r), linearly interpolated on
+//!   the x grid (same row), minus the centre loss. NaN where ±r is outside the grid.
+//!
+//! ```toml
+//! [run.slice]
+//! every = 50                 # after every 50 new checkpoints
+//! model_dir = "/scratch/job42/landscaped-model"   # written by examples/landscaped_export.py
+//! x = "-1:1:11"              # grid, min:max:num
+//! y = "-1:1:11"              # optional: 2D slice
+//! norm = "filter"            # filter | layer | none
+//! seed = 0
+//! batch_size = 256
+//! subsample = 1000           # optional: first N evaluation samples
+//! threads = 1                # libtorch CPU threads (keep the trainer's CPUs free)
+//! abandon_on_newer = true    # stop (keeping the partial record) once a newer checkpoint is ingested
+//! ```
+
+use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::landscape::build::{parameter_list, random_directions};
+use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
+use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
+use crate::landscape::grid::Axis;
+use crate::landscape::slice::{Outcome, SliceValues};
+use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state, set_threads};
+use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use anyhow::{Context, Result, anyhow, bail};
+use prometheus::{GaugeVec, Opts};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The `[run.slice]` section.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceJobConfig {
+    pub every: u64,
+    pub model_dir: PathBuf,
+    pub x: String,
+    #[serde(default)]
+    pub y: Option<String>,
+    #[serde(default)]
+    pub norm: Normalization,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub subsample: Option<usize>,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default)]
+    pub abandon_on_newer: bool,
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+/// The job, with its parsed grid.
+pub struct SliceJob {
+    cfg: SliceJobConfig,
+    x: Axis,
+    y: Option<Axis>,
+}
+
+/// Builds the job from its `[run.slice]` section (errors name the key).
+pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
+    let cfg: SliceJobConfig = section.clone().try_into().map_err(|e| anyhow!("{e}"))?;
+    if cfg.every == 0 {
+        bail!("every: must be at least 1");
+    }
+    if cfg.batch_size == 0 {
+        bail!("batch_size: must be at least 1");
+    }
+    if cfg.subsample == Some(0) {
+        bail!("subsample: must be at least 1");
+    }
+    let x: Axis = cfg.x.parse().map_err(|e: String| anyhow!("x: {e}"))?;
+    let y = match &cfg.y {
+        Some(y) => Some(y.parse::<Axis>().map_err(|e: String| anyhow!("y: {e}"))?),
+        None => None,
+    };
+    Ok(Box::new(SliceJob { cfg, x, y }))
+}
+
+/// model.pt / eval.safetensors / loss from an export folder (its landscaped.toml may rename them).
+fn model_spec(cfg: &SliceJobConfig) -> Result<ModelSpec> {
+    let dir = &cfg.model_dir;
+    let (mut model, mut eval, mut loss) = ("model.pt".to_string(), "eval.safetensors".to_string(), None);
+    let meta_path = dir.join("landscaped.toml");
+    if meta_path.is_file() {
+        let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}", meta_path.display()))?;
+        let meta: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
+        if let Some(l) = meta.get("loss").and_then(|v| v.as_str()) {
+            loss = Some(l.parse::<Loss>().map_err(|e| anyhow!("{}: {e}", meta_path.display()))?);
+        }
+        if let Some(m) = meta.get("model").and_then(|v| v.as_str()) {
+            model = m.to_string();
+        }
+        if let Some(m) = meta.get("eval_data").and_then(|v| v.as_str()) {
+            eval = m.to_string();
+        }
+    }
+    let mut spec = ModelSpec::new(&dir.join(model), &dir.join(eval));
+    spec.loss = loss.unwrap_or_default();
+    spec.batch_size = cfg.batch_size;
+    spec.subsample = cfg.subsample;
+    Ok(spec)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+struct Gauges {
+    centre_loss: GaugeVec,
+    curvature: GaugeVec,
+    loss_rise: GaugeVec,
+}
+
+fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
+    static G: OnceLock<Option<Gauges>> = OnceLock::new();
+    G.get_or_init(|| {
+        let make = |name: &str, help: &str, labels: &[&str]| -> Option<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), labels).ok()?;
+            reg.register(Box::new(g.clone())).ok()?;
+            Some(g)
+        };
+        Some(Gauges {
+            centre_loss: make(
+                "landscaped_slice_centre_loss",
+                "Loss of the checkpoint at the centre of the latest slice",
+                &["run"],
+            )?,
+            curvature: make(
+                "landscaped_slice_curvature",
+                "Second finite difference of the latest slice's loss along x at 0 (L(h)-2L(0)+L(-h))/h^2",
+                &["run"],
+            )?,
+            loss_rise: make(
+                "landscaped_slice_loss_rise",
+                "Mean loss at x=-r and x=+r (interpolated on the latest slice) minus the centre loss",
+                &["run", "radius"],
+            )?,
+        })
+    })
+    .as_ref()
+}
+
+/// The loss row along x through y ≈ 0 (the only row of a 1D slice).
+pub fn x_row(v: &SliceValues) -> Vec<f64> {
+    let iy = if v.is_2d() { nearest(&v.ys, 0.0) } else { 0 };
+    (0..v.nx()).map(|ix| v.loss_at(iy, ix)).collect()
+}
+
+fn nearest(xs: &[f64], t: f64) -> usize {
+    let mut best = 0;
+    for (i, x) in xs.iter().enumerate() {
+        if (x - t).abs() < (xs[best] - t).abs() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Curvature at 0 along x: `(L[i+1] − 2 L[i] + L[i−1]) / h²` about the grid point nearest 0 (moved in
+/// by one at the ends of the grid); NaN with fewer than 3 points.
+pub fn curvature_at_zero(xs: &[f64], loss: &[f64]) -> f64 {
+    if xs.len() < 3 || loss.len() != xs.len() {
+        return f64::NAN;
+    }
+    let i = nearest(xs, 0.0).clamp(1, xs.len() - 2);
+    let h = (xs[i + 1] - xs[i - 1]) / 2.0;
+    (loss[i + 1] - 2.0 * loss[i] + loss[i - 1]) / (h * h)
+}
+
+/// Loss at `t` by linear interpolation on the grid (`xs` ascending); None outside it.
+pub fn interpolate(xs: &[f64], loss: &[f64], t: f64) -> Option<f64> {
+    let (first, last) = (*xs.first()?, *xs.last()?);
+    if t < first - 1e-12 || t > last + 1e-12 || loss.len() != xs.len() {
+        return None;
+    }
+    if xs.len() == 1 {
+        return Some(loss[0]);
+    }
+    let j = xs.iter().position(|&x| x >= t - 1e-12).unwrap_or(xs.len() - 1).max(1);
+    let (x0, x1) = (xs[j - 1], xs[j]);
+    let w = if x1 > x0 { ((t - x0) / (x1 - x0)).clamp(0.0, 1.0) } else { 0.0 };
+    Some(loss[j - 1] + w * (loss[j] - loss[j - 1]))
+}
+
+/// Mean of L(−r) and L(+r) minus `centre`; NaN where ±r is outside the grid.
+pub fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
+    match (interpolate(xs, loss, -r), interpolate(xs, loss, r)) {
+        (Some(a), Some(b)) => (a + b) / 2.0 - centre,
+        _ => f64::NAN,
+    }
+}
+
+/// Sets the run's gauges from a complete slice.
+pub fn publish(reg: &prometheus::Registry, run: &str, rec: &SliceRecord) {
+    let Some(g) = gauges(reg) else { return };
+    let row = x_row(&rec.values);
+    let xs = &rec.values.xs;
+    g.centre_loss.with_label_values(&[run]).set(rec.centre_loss);
+    g.curvature.with_label_values(&[run]).set(curvature_at_zero(xs, &row));
+    for (label, r) in [("0.5", 0.5), ("1", 1.0)] {
+        g.loss_rise.with_label_values(&[run, label]).set(loss_rise(xs, &row, rec.centre_loss, r));
+    }
+}
+
+/// The newest ingested step of `run`.
+fn newest_step(store: &crate::store::Store, run: &str) -> Option<u64> {
+    crate::store::checkpoints::checkpoints(store, run).ok()?.last().map(|c| c.step)
+}
+
+impl PeriodicJob for SliceJob {
+    fn name(&self) -> &'static str {
+        "slice"
+    }
+
+    fn every(&self) -> u64 {
+        self.cfg.every
+    }
+
+    fn run(&self, ctx: &JobContext, run: &str, step: u64) -> Result<()> {
+        let store = &ctx.store;
+        let ck_rec = crate::store::checkpoints::checkpoint(store, run, step)?
+            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {step}"))?;
+        let path = Path::new(&ck_rec.path);
+        set_threads(self.cfg.threads);
+        let spec = model_spec(&self.cfg)?;
+        let mut model = Model::load(&spec).with_context(|| format!("slice job: {}", spec.model.display()))?;
+        let ck = crate::checkpoint::Checkpoint::open(path)?;
+        let centre = checkpoint_state(&model, &ck, &BindOptions::default())?;
+        let dirs = RandomDirections {
+            seed: self.cfg.seed,
+            norm: self.cfg.norm,
+            ignore: Ignore::Biasbn,
+            params: parameter_list(&model),
+            orthogonalize: false,
+        };
+        let (dx, dy) = random_directions(&model, &centre, &dirs, self.y.is_some())?;
+        let cosine = dy.as_ref().map(|dy| crate::landscape::directions::cosine(&dx, dy));
+        let centre_eval = evaluate_centre(&mut model, &centre)?;
+        let xs = self.x.values();
+        let ys = self.y.map(|y| y.values()).unwrap_or_default();
+        let s = model.spec();
+        let signature = format!(
+            "daemon-slice|{run}|{step}|{}|{:?}|{xs:?}|{ys:?}|{:?}",
+            path.display(),
+            dirs,
+            (s.loss, s.batch_size, s.subsample, &s.model, &s.eval_data)
+        );
+        let mut rec = SliceRecord {
+            id: slices::next_id(store)?,
+            run: Some(run.to_string()),
+            step: Some(step),
+            checkpoint: path.display().to_string(),
+            directions: DirectionSource::Random(dirs),
+            cosine,
+            model: ModelUsed {
+                model: s.model.display().to_string(),
+                eval_data: s.eval_data.display().to_string(),
+                loss: s.loss.to_string(),
+                batch_size: s.batch_size,
+                subsample: s.subsample,
+                samples: model.samples(),
+                device: s.device.clone(),
+            },
+            centre_loss: centre_eval.loss,
+            centre_accuracy: centre_eval.accuracy,
+            values: SliceValues::new(xs, ys),
+            trajectory: Vec::new(),
+            created: now(),
+            updated: now(),
+            signature,
+        };
+        slices::put(store, &rec)?;
+
+        // Stop when the daemon shuts down, or (abandon_on_newer) once a newer checkpoint is ingested
+        // (checked at most every 0.5 s). The partial record stays, its done mask showing what was computed.
+        let stop = AtomicBool::new(false);
+        let mut last_check = Instant::now();
+        let mut progress = |_n: usize| {
+            if ctx.cancelled() {
+                stop.store(true, Ordering::Relaxed);
+            } else if self.cfg.abandon_on_newer && last_check.elapsed() >= Duration::from_millis(500) {
+                last_check = Instant::now();
+                if newest_step(store, run).is_some_and(|s| s > step) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        };
+        let base = rec.clone();
+        let mut persist = |v: &SliceValues| -> Result<()> {
+            let mut r = base.clone();
+            r.values = v.clone();
+            r.updated = now();
+            slices::put(store, &r)?;
+            Ok(())
+        };
+        let mut values = rec.values.clone();
+        let out = evaluate_slice(
+            &mut model,
+            &centre,
+            &dx,
+            dy.as_ref(),
+            &mut values,
+            Control { cancel: &stop, persist_every: 5, persist: &mut persist, progress: &mut progress },
+        )?;
+        rec.values = values;
+        rec.updated = now();
+        slices::put(store, &rec)?;
+        match out {
+            Outcome::Complete => {
+                publish(&ctx.registry, run, &rec);
+                tracing::info!(run, step, id = rec.id, centre_loss = rec.centre_loss, "slice stored");
+            }
+            Outcome::Cancelled => tracing::info!(
+                run,
+                step,
+                id = rec.id,
+                done = rec.values.done_count(),
+                "slice stopped early (shutdown or a newer checkpoint)"
+            ),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curvature_of_a_parabola_is_exact() {
+        let xs: Vec<f64> = (0..11).map(|i| -1.0 + 0.2 * i as f64).collect();
+        let l: Vec<f64> = xs.iter().map(|x| 3.0 * x * x + x + 2.0).collect();
+        assert!((curvature_at_zero(&xs, &l) - 6.0).abs() < 1e-9);
+        // Rise of 3r² at r: mean of L(±r) − L(0).
+        assert!((loss_rise(&xs, &l, 2.0, 0.6) - 3.0 * 0.36).abs() < 1e-9);
+        // Between grid points: L(±0.5) interpolated from ±0.4 and ±0.6; the linear term cancels.
+        assert!((loss_rise(&xs, &l, 2.0, 0.5) - 3.0 * (0.16 + 0.36) / 2.0).abs() < 1e-9);
+        assert!(loss_rise(&xs, &l, 2.0, 1.5).is_nan());
+        assert!(curvature_at_zero(&xs[..2], &l[..2]).is_nan());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let v: toml::Value = toml::from_str("every = 2\nmodel_dir = \"/m\"\nx = \"1:0:3\"").unwrap();
+        assert!(build(&v).err().unwrap().to_string().starts_with("x: "));
+        let v: toml::Value =
+            toml::from_str("every = 2\nmodel_dir = \"/m\"\nx = \"-1:1:3\"\nbogus = 1").unwrap();
+        assert!(build(&v).err().unwrap().to_string().contains("bogus"));
+        let v: toml::Value = toml::from_str("every = 0\nmodel_dir = \"/m\"\nx = \"-1:1:3\"").unwrap();
+        assert!(build(&v).err().unwrap().to_string().starts_with("every"));
+        let v: toml::Value =
+            toml::from_str("every = 3\nmodel_dir = \"/m\"\nx = \"-1:1:3\"\ny = \"-1:1:5\"\nnorm = \"layer\"")
+                .unwrap();
+        let j = build(&v).unwrap();
+        assert_eq!((j.name(), j.every()), ("slice", 3));
+    }
+}
