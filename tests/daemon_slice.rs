@@ -7,7 +7,7 @@
 
 mod daemon_support;
 use daemon_support::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,11 +15,38 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
 }
 
-#[test]
-fn daemon_slice_job_stores_serves_and_publishes() {
+/// Starts the daemon watching `<dir>/ck` with a `[run.slice]` section (`grid` = the x/y lines).
+fn start_daemon(dir: &Path, fx: &Path, grid: &str, seed: u64, batch: u64) -> (Daemon, PathBuf) {
+    let ck = dir.join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let port = free_port();
+    let config = dir.join("landscaped.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
+             model_dir = {:?}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
+             batch_size = {batch}\nthreads = 1\nabandon_on_newer = true\n",
+            dir.join("data").to_str().unwrap(),
+            ck.to_str().unwrap(),
+            fx.join("model").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    (restart(config, port, dir), ck)
+}
+
+/// Copies a checkpoint into the watched folder under `name` (copy, then rename: never seen partial).
+fn drop_checkpoint(from: &Path, ck: &Path, name: &str) {
+    std::fs::copy(from, ck.join("tmp.part")).unwrap();
+    std::fs::rename(ck.join("tmp.part"), ck.join(name)).unwrap();
+}
+
+/// The fixture folder made by tests/python/slice_reference.py (model export, checkpoints, reference).
+fn fixture(dir: &Path) -> (PathBuf, serde_json::Value) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let fx = dir.path().join("fixture");
+    let fx = dir.join("fixture");
     let ok = Command::new(python())
         .arg(root.join("tests/python/slice_reference.py"))
         .arg(&fx)
@@ -27,32 +54,20 @@ fn daemon_slice_job_stores_serves_and_publishes() {
         .unwrap()
         .success();
     assert!(ok, "slice_reference.py failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let r = serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    (fx, r)
+}
+
+#[test]
+fn daemon_slice_job_stores_serves_and_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, r) = fixture(dir.path());
     let seed = r["seed"].as_u64().unwrap();
     let batch = r["batch_size"].as_u64().unwrap();
 
-    let ck = dir.path().join("ck");
-    std::fs::create_dir_all(&ck).unwrap();
-    let port = free_port();
-    let config = dir.path().join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
-             model_dir = {:?}\nx = \"-0.5:0.5:3\"\ny = \"0:1:2\"\nnorm = \"filter\"\nseed = {seed}\n\
-             batch_size = {batch}\nthreads = 1\nabandon_on_newer = true\n",
-            dir.path().join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
-            fx.join("model").to_str().unwrap(),
-        ),
-    )
-    .unwrap();
-    let d = restart(config, port, dir.path());
-    // Copy then rename, so the daemon never sees a partial file.
-    std::fs::copy(fx.join("ckpt_b.safetensors"), ck.join("tmp.part")).unwrap();
-    std::fs::rename(ck.join("tmp.part"), ck.join("step-40.safetensors")).unwrap();
+    let (d, ck) = start_daemon(dir.path(), &fx, "x = \"-0.5:0.5:3\"\ny = \"0:1:2\"", seed, batch);
+    let port = d.port;
+    drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
 
     wait_until(Duration::from_secs(90), "slice gauges on /metrics", || {
         metric(&d.metrics(), "landscaped_slice_centre_loss{run=\"r\"}").is_some()
@@ -116,5 +131,42 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     assert!(get(port, "/api/v1/runs/other/slices/latest.csv").is_none());
     assert!(get(port, "/api/v1/slices/999").is_none());
     assert!(get(port, "/api/v1/slices/abc.csv").is_none());
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// `abandon_on_newer`: a long slice about step 40 stops once step 50 is ingested; its partial record
+/// stays (not complete, fewer points done), and a slice about step 50 is started.
+#[test]
+fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, r) = fixture(dir.path());
+    let (seed, batch) = (r["seed"].as_u64().unwrap(), r["batch_size"].as_u64().unwrap());
+    // 100000 points: far longer than the test takes to ingest the next checkpoint.
+    let (d, ck) = start_daemon(dir.path(), &fx, "x = \"-1:1:100000\"", seed, batch);
+    let port = d.port;
+    let slices = || -> Vec<serde_json::Value> {
+        get(port, "/api/v1/runs/r/slices")
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
+    wait_until(Duration::from_secs(60), "slice about step 40 started", || {
+        slices().iter().any(|s| s["step"] == 40)
+    });
+    drop_checkpoint(&fx.join("ckpt_a.safetensors"), &ck, "step-50.safetensors");
+    wait_until(Duration::from_secs(60), "slice about step 50 started", || {
+        slices().iter().any(|s| s["step"] == 50)
+    });
+    let first = slices().into_iter().find(|s| s["step"] == 40).unwrap();
+    assert_eq!(first["complete"], false, "{first}");
+    let id = first["id"].as_u64().unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&get(port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
+    let done = rec["values"]["done"].as_array().unwrap().iter().filter(|b| b.as_bool().unwrap()).count();
+    assert!(done < 100_000, "abandoned slice has {done} points done");
+    // No gauges from an abandoned slice.
+    assert!(metric(&d.metrics(), "landscaped_slice_centre_loss{run=\"r\"}").is_none());
+    // Shutdown cancels the running slice promptly.
     assert_eq!(d.stop(), Some(0));
 }

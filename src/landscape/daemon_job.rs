@@ -316,13 +316,15 @@ impl PeriodicJob for SliceJob {
             Ok(())
         };
         let mut values = rec.values.clone();
+        // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
+        let persist_every = (values.done.len() / 20).max(5);
         let out = evaluate_slice(
             &mut model,
             &centre,
             &dx,
             dy.as_ref(),
             &mut values,
-            Control { cancel: &stop, persist_every: 5, persist: &mut persist, progress: &mut progress },
+            Control { cancel: &stop, persist_every, persist: &mut persist, progress: &mut progress },
         )?;
         rec.values = values;
         rec.updated = now();
