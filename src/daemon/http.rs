@@ -11,6 +11,7 @@
 //! | `GET /api/v1/runs/{run}/trajectory` | the run's latest trajectory PCA (`PcaRecord`: `steps`, `coords[i][k]`, `residuals`, `explained_variance_ratio`, ...); 404 until the `pca` job has run |
 //! | `GET /api/v1/runs/{run}/slices` | the run's stored loss-landscape slices, one summary each (`id`, `step`, `kind`, `centre_loss`, `complete`, `points`, `created`), by id |
 //! | `GET /api/v1/runs/{run}/slices/latest` (`.csv`) | the run's newest complete slice, as `/api/v1/slices/{id}` (`.csv`) answers |
+//! | `GET /api/v1/runs/{run}/sharpness` | the run's latest `SharpnessRecord` (Hessian `extremes` with `converged`, `trace`, `measures`, ...; from the `sharpness` job or `landscaped sharpness`); `?all=true`: every record, by step; 404 until one is stored |
 //! | `GET /api/v1/slices/{id}` | one `SliceRecord` (how it was made, `values`: `xs`, `ys`, `loss`, `accuracy`, `done`) |
 //! | `GET /api/v1/slices/{id}.csv` | its values as CSV, `ix,iy,x,y,loss,accuracy,done` (for Grafana's Infinity data source) |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/tensors", get(tensor_history))
         .route("/api/v1/runs/{run}/trajectory", get(trajectory))
         .route("/api/v1/runs/{run}/slices", get(run_slices))
+        .route("/api/v1/runs/{run}/sharpness", get(run_sharpness))
         .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
         .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
@@ -163,6 +165,28 @@ async fn run_slices(
     })
     .await?;
     Ok(Json(rows))
+}
+
+#[derive(serde::Deserialize)]
+struct SharpnessQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// The run's latest sharpness record, or (`?all=true`) all of them by step.
+async fn run_sharpness(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+    Query(q): Query<SharpnessQuery>,
+) -> Result<Response, ApiError> {
+    let mut recs = blocking(move || Ok(crate::store::sharpness::list(&st.store, &run)?)).await?;
+    if q.all {
+        return Ok(Json(recs).into_response());
+    }
+    let last = recs
+        .pop()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no sharpness record for this run yet".into()))?;
+    Ok(Json(last).into_response())
 }
 
 /// `NAME` or `NAME.csv`: the name and whether CSV was asked for.

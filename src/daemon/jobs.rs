@@ -89,7 +89,7 @@ pub fn registry() -> &'static [JobSpec] {
     &[
         JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
         JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
-        // JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
+        JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
     ]
 }
 

@@ -7,6 +7,7 @@
 //! `crate::model::hvp`; [`compute`] drives a model through it. Nothing here touches tch.
 
 pub mod compute;
+pub mod daemon_job;
 pub mod density;
 pub mod lanczos;
 pub mod measures;

@@ -1,0 +1,289 @@
+//! The daemon's `sharpness` job: every N ingested checkpoints of a run, the Hessian extremes (Lanczos),
+//! trace (Hutchinson) and any chosen sharpness measures of the checkpoint just ingested, computed with
+//! the same functions as `landscaped sharpness` ([`load_at_checkpoint`], [`compute`], [`record`]; no
+//! progress bar) on the daemon's low-priority job thread, stored as a
+//! [`SharpnessRecord`](crate::store::sharpness::SharpnessRecord) (served at
+//! `GET /api/v1/runs/{run}/sharpness`); then gauges (label `run`):
+//!
+//! - `landscaped_hessian_lambda_max`, `landscaped_hessian_lambda_min`: the extreme eigenvalues;
+//! - `landscaped_hessian_eigen_ratio`: |λmin/λmax|;
+//! - `landscaped_hessian_converged`: 1 if Lanczos met `tol` within `max_hvps`, else 0 (so a
+//!   non-converged λ is never a silent number);
+//! - `landscaped_hessian_trace`: the Hutchinson estimate;
+//! - `landscaped_sharpness{measure="..."}`: each sharpness measure computed (keskar, sam, ...).
+//!
+//! Gauges of quantities not asked for are not set.
+//!
+//! ```toml
+//! [run.sharpness]
+//! every = 100                # after every 100 new checkpoints
+//! model_dir = "/scratch/job42/landscaped-model"   # written by examples/landscaped_export.py
+//! measures = ["eigs", "trace"]   # default; also density, keskar, sam, sam_ascent, asam, fn_loss_rise
+//! batch_size = 256
+//! subsample = 1000           # optional: first N evaluation samples
+//! tol = 1e-3                 # Lanczos relative residual tolerance
+//! max_hvps = 100             # Lanczos step budget (one HVP per step)
+//! threads = 1                # libtorch CPU threads (keep the trainer's CPUs free)
+//! ```
+//!
+//! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
+//! one finishes first (`max_hvps` bounds it).
+
+use crate::cli::sharpness::{ModelArgs, load_at_checkpoint, record};
+use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::model::set_threads;
+use crate::sharpness::compute::{Quantity, SharpnessOptions, compute};
+use crate::sharpness::lanczos::LanczosOptions;
+use crate::store::sharpness::{self as records, SharpnessRecord};
+use anyhow::{Result, anyhow, bail};
+use prometheus::{GaugeVec, Opts};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The `[run.sharpness]` section.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharpnessJobConfig {
+    pub every: u64,
+    pub model_dir: PathBuf,
+    #[serde(default = "default_measures")]
+    pub measures: Vec<String>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub subsample: Option<usize>,
+    #[serde(default = "default_tol")]
+    pub tol: f64,
+    #[serde(default = "default_max_hvps")]
+    pub max_hvps: usize,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_measures() -> Vec<String> {
+    vec!["eigs".into(), "trace".into()]
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+fn default_tol() -> f64 {
+    1e-3
+}
+
+fn default_max_hvps() -> usize {
+    100
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+/// The job, with its parsed options.
+pub struct SharpnessJob {
+    cfg: SharpnessJobConfig,
+    opts: SharpnessOptions,
+}
+
+/// A measure name as the config writes it (`eigs`, `sam_ascent`, ...).
+fn parse_quantity(name: &str) -> Result<Quantity> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        let known: Vec<String> = Quantity::all()
+            .iter()
+            .filter_map(|q| serde_json::to_value(q).ok().and_then(|v| v.as_str().map(String::from)))
+            .collect();
+        anyhow!("measures: unknown measure {name:?} (one of {})", known.join(", "))
+    })
+}
+
+/// Builds the job from its `[run.sharpness]` section (errors name the key).
+pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
+    let cfg: SharpnessJobConfig = section.clone().try_into().map_err(|e| anyhow!("{e}"))?;
+    if cfg.every == 0 {
+        bail!("every: must be at least 1");
+    }
+    if cfg.batch_size == 0 {
+        bail!("batch_size: must be at least 1");
+    }
+    if cfg.subsample == Some(0) {
+        bail!("subsample: must be at least 1");
+    }
+    if !(cfg.tol.is_finite() && cfg.tol > 0.0) {
+        bail!("tol: must be positive, not {}", cfg.tol);
+    }
+    if cfg.max_hvps < 2 {
+        bail!("max_hvps: must be at least 2");
+    }
+    if cfg.threads == 0 {
+        bail!("threads: must be at least 1");
+    }
+    if cfg.measures.is_empty() {
+        bail!("measures: empty list (nothing to compute)");
+    }
+    let mut quantities = Vec::new();
+    for m in &cfg.measures {
+        let q = parse_quantity(m)?;
+        if !quantities.contains(&q) {
+            quantities.push(q);
+        }
+    }
+    let opts = SharpnessOptions {
+        quantities,
+        lanczos: LanczosOptions { max_steps: cfg.max_hvps, tol: cfg.tol, top_k: 5, seed: 0 },
+        ..Default::default()
+    };
+    opts.validate()?;
+    Ok(Box::new(SharpnessJob { cfg, opts }))
+}
+
+struct Gauges {
+    lambda_max: GaugeVec,
+    lambda_min: GaugeVec,
+    ratio: GaugeVec,
+    converged: GaugeVec,
+    trace: GaugeVec,
+    sharpness: GaugeVec,
+}
+
+fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
+    static G: OnceLock<Option<Gauges>> = OnceLock::new();
+    G.get_or_init(|| {
+        let make = |name: &str, help: &str, labels: &[&str]| -> Option<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), labels).ok()?;
+            reg.register(Box::new(g.clone())).ok()?;
+            Some(g)
+        };
+        Some(Gauges {
+            lambda_max: make(
+                "landscaped_hessian_lambda_max",
+                "Largest Hessian eigenvalue at the latest checkpoint the sharpness job ran on (Lanczos)",
+                &["run"],
+            )?,
+            lambda_min: make(
+                "landscaped_hessian_lambda_min",
+                "Smallest (most negative) Hessian eigenvalue at the latest sharpness checkpoint (Lanczos)",
+                &["run"],
+            )?,
+            ratio: make(
+                "landscaped_hessian_eigen_ratio",
+                "|lambda_min / lambda_max| of the Hessian at the latest sharpness checkpoint",
+                &["run"],
+            )?,
+            converged: make(
+                "landscaped_hessian_converged",
+                "1 if Lanczos met its tolerance for the published eigenvalues, 0 if not",
+                &["run"],
+            )?,
+            trace: make(
+                "landscaped_hessian_trace",
+                "Hutchinson estimate of the Hessian trace at the latest sharpness checkpoint",
+                &["run"],
+            )?,
+            sharpness: make(
+                "landscaped_sharpness",
+                "Sharpness measure (keskar, sam, sam_ascent, asam, fn_loss_rise) at the latest sharpness checkpoint",
+                &["run", "measure"],
+            )?,
+        })
+    })
+    .as_ref()
+}
+
+/// Sets the run's gauges from a record (only the quantities it holds).
+pub fn publish(reg: &prometheus::Registry, run: &str, rec: &SharpnessRecord) {
+    let Some(g) = gauges(reg) else { return };
+    if let Some(e) = &rec.extremes {
+        g.lambda_max.with_label_values(&[run]).set(e.lambda_max);
+        g.lambda_min.with_label_values(&[run]).set(e.lambda_min);
+        g.ratio.with_label_values(&[run]).set(e.ratio);
+        g.converged.with_label_values(&[run]).set(if e.converged { 1.0 } else { 0.0 });
+    }
+    if let Some(t) = &rec.trace {
+        g.trace.with_label_values(&[run]).set(t.trace);
+    }
+    for m in &rec.measures {
+        g.sharpness.with_label_values(&[run, &m.name]).set(m.value);
+    }
+}
+
+impl PeriodicJob for SharpnessJob {
+    fn name(&self) -> &'static str {
+        "sharpness"
+    }
+
+    fn every(&self) -> u64 {
+        self.cfg.every
+    }
+
+    fn run(&self, ctx: &JobContext, run: &str, step: u64) -> Result<()> {
+        if ctx.cancelled() {
+            return Ok(());
+        }
+        let args = ModelArgs {
+            model_dir: Some(self.cfg.model_dir.clone()),
+            model: None,
+            eval_data: None,
+            loss: None,
+            batch_size: self.cfg.batch_size,
+            subsample: self.cfg.subsample,
+            device: "cpu".into(),
+        };
+        let spec = args.spec().map_err(|e| anyhow!("sharpness job: {e}"))?;
+        set_threads(self.cfg.threads);
+        let (mut model, step, _) = load_at_checkpoint(Some(&ctx.store), run, Some(step), None, &spec)?;
+        let rep = compute(&mut model, &self.opts, |_| {})?;
+        let rec = record(run, step, &spec, model.samples(), rep);
+        records::put(&ctx.store, &rec)?;
+        ctx.store.flush()?;
+        publish(&ctx.registry, run, &rec);
+        match &rec.extremes {
+            Some(e) if !e.converged => tracing::warn!(
+                run,
+                step,
+                lambda_max = e.lambda_max,
+                residual = e.residual_max,
+                hvps = e.hvps,
+                "sharpness stored, but Lanczos did not converge: raise max_hvps or tol"
+            ),
+            _ => tracing::info!(run, step, hvps = rec.hvps, seconds = rec.seconds, "sharpness stored"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        let v: toml::Value = toml::from_str(s).unwrap();
+        build(&v).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(err("every = 0\nmodel_dir = \"/m\"").starts_with("every"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nbogus = 1").contains("bogus"));
+        assert!(
+            err("every = 1\nmodel_dir = \"/m\"\nmeasures = [\"eigs\", \"nope\"]").starts_with("measures")
+        );
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nmeasures = []").starts_with("measures"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\ntol = -1.0").starts_with("tol"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nmax_hvps = 1").starts_with("max_hvps"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nsubsample = 0").starts_with("subsample"));
+        assert!(err("every = 1").contains("model_dir"));
+        let v: toml::Value =
+            toml::from_str("every = 3\nmodel_dir = \"/m\"\nmeasures = [\"sam_ascent\", \"eigs\"]").unwrap();
+        let j = build(&v).unwrap();
+        assert_eq!((j.name(), j.every()), ("sharpness", 3));
+    }
+
+    #[test]
+    fn defaults_are_the_cheap_quantities() {
+        let v: toml::Value = toml::from_str("every = 1\nmodel_dir = \"/m\"").unwrap();
+        let cfg: SharpnessJobConfig = v.try_into().unwrap();
+        let qs: Vec<Quantity> = cfg.measures.iter().map(|m| parse_quantity(m).unwrap()).collect();
+        assert_eq!(qs, vec![Quantity::Eigs, Quantity::Trace]);
+    }
+}
