@@ -280,6 +280,40 @@ mod tests {
     }
 
     #[test]
+    fn non_converged_extremes_and_measures_are_published_as_such() {
+        use crate::sharpness::lanczos::Extremes;
+        use crate::sharpness::measures::Measure;
+        let reg = prometheus::Registry::new();
+        let rec = SharpnessRecord {
+            run: "r".into(),
+            extremes: Some(Extremes {
+                lambda_max: 2.0,
+                lambda_min: -0.5,
+                ratio: 0.25,
+                converged: false,
+                ..Default::default()
+            }),
+            measures: vec![Measure { name: "sam".into(), value: 0.125, ..Default::default() }],
+            ..Default::default()
+        };
+        publish(&reg, "r", &rec);
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &reg.gather(), &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for line in [
+            "landscaped_hessian_converged{run=\"r\"} 0",
+            "landscaped_hessian_lambda_max{run=\"r\"} 2",
+            "landscaped_hessian_lambda_min{run=\"r\"} -0.5",
+            "landscaped_hessian_eigen_ratio{run=\"r\"} 0.25",
+            "landscaped_sharpness{measure=\"sam\",run=\"r\"} 0.125",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        // No trace was computed: no trace sample.
+        assert!(!text.contains("landscaped_hessian_trace{"), "{text}");
+    }
+
+    #[test]
     fn defaults_are_the_cheap_quantities() {
         let v: toml::Value = toml::from_str("every = 1\nmodel_dir = \"/m\"").unwrap();
         let cfg: SharpnessJobConfig = v.try_into().unwrap();
