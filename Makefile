@@ -22,8 +22,14 @@ test: setup test-deps
 demo: build
 	@scripts/demo.sh
 
+# Every benchmark, each printing ratios against its baseline run in the same invocation:
+# ingest (bench.sh), daemon, trajectory PCA, slices, sharpness. `make bench BENCH=pca` runs one.
+BENCH ?= all
 bench: build
-	@scripts/bench.sh
+	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
+	@for b in daemon pca slice sharpness; do \
+	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
+	done
 
 fuzz: setup
 	@scripts/fuzz.sh
