@@ -6,75 +6,18 @@ use super::Cli;
 use super::output::Table;
 use crate::checkpoint::Checkpoint;
 use crate::model::hvp::ParamSubset;
-use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state};
+use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions, SharpnessReport, compute};
 use crate::sharpness::lanczos::LanczosOptions;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::{Store, checkpoints};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// Where the model contract comes from: an export folder, or the files named one by one.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Folder written by examples/landscaped_export.py (model.pt, eval.safetensors, landscaped.toml).
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
-    /// TorchScript model file (overrides the folder's).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// safetensors evaluation set with `inputs` and `targets` (overrides the folder's).
-    #[arg(long)]
-    pub eval_data: Option<PathBuf>,
-    /// cross_entropy, mse, nll or method (default: the folder's landscaped.toml, else cross_entropy).
-    #[arg(long)]
-    pub loss: Option<Loss>,
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Use only the first N evaluation samples.
-    #[arg(long)]
-    pub subsample: Option<usize>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-}
-
-impl ModelArgs {
-    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
-        let dir_file = |name: &str| self.model_dir.as_ref().map(|d| d.join(name));
-        let model = self.model.clone().or_else(|| dir_file("model.pt"));
-        let eval = self.eval_data.clone().or_else(|| dir_file("eval.safetensors"));
-        let (Some(model), Some(eval)) = (model, eval) else {
-            bail!("say which model to use: --model-dir DIR, or --model FILE and --eval-data FILE");
-        };
-        let loss = match (self.loss, &self.model_dir) {
-            (Some(l), _) => l,
-            (None, Some(d)) => loss_from_toml(&d.join("landscaped.toml"))?,
-            (None, None) => Loss::CrossEntropy,
-        };
-        let mut spec = ModelSpec::new(&model, &eval);
-        spec.loss = loss;
-        spec.batch_size = self.batch_size;
-        spec.subsample = self.subsample;
-        spec.device = self.device.clone();
-        Ok(spec)
-    }
-}
-
-fn loss_from_toml(path: &Path) -> anyhow::Result<Loss> {
-    if !path.is_file() {
-        return Ok(Loss::CrossEntropy);
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: toml::Value =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
-    match v.get("loss").and_then(|l| l.as_str()) {
-        Some(s) => s.parse().map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display())),
-        None => Ok(Loss::CrossEntropy),
-    }
-}
+/// The model flags are the slice command's: one definition of the model contract on the command line.
+pub use super::slice::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct SharpnessArgs {
@@ -183,6 +126,7 @@ pub fn load_at_checkpoint(
     step: Option<u64>,
     checkpoint: Option<&Path>,
     spec: &ModelSpec,
+    bind: &BindOptions,
 ) -> anyhow::Result<(Model, u64, PathBuf)> {
     let (path, step) = match checkpoint {
         Some(p) => (p.to_path_buf(), step.unwrap_or(0)),
@@ -203,7 +147,7 @@ pub fn load_at_checkpoint(
     };
     let mut model = Model::load(spec)?;
     let ck = Checkpoint::open(&path).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", path.display()))?;
-    let state = checkpoint_state(&model, &ck, &BindOptions::default())?;
+    let state = checkpoint_state(&model, &ck, bind)?;
     model.set_state(&state)?;
     Ok((model, step, path))
 }
@@ -224,8 +168,12 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     let opts = a.options();
     opts.validate()?;
     let spec = a.model.spec()?;
+    if let Some(n) = a.model.threads {
+        crate::model::set_threads(n);
+    }
+    let bind = a.model.bind_options()?;
     let (mut model, step, _) =
-        load_at_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref(), &spec)?;
+        load_at_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref(), &spec, &bind)?;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -592,11 +540,10 @@ pub struct BenchArgs {
 pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     use crate::sharpness::lanczos::Lanczos;
     use crate::sharpness::operator::LinearOperator;
-    let spec = a.model.spec()?;
-    let mut model = Model::load(&spec)?;
+    let mut model = a.model.load()?;
     if let Some(p) = &a.checkpoint {
         let ck = Checkpoint::open(p).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", p.display()))?;
-        let st = checkpoint_state(&model, &ck, &BindOptions::default())?;
+        let st = checkpoint_state(&model, &ck, &a.model.bind_options()?)?;
         model.set_state(&st)?;
     }
     let mut h = crate::model::hvp::ModelHessian::new(&mut model, ParamSubset::All)?;

@@ -58,7 +58,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn spec(&self) -> Result<ModelSpec> {
+    /// The model contract these flags name (an export folder, or the files one by one).
+    pub fn spec(&self) -> Result<ModelSpec> {
         let mut loss: Option<Loss> = None;
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
@@ -98,13 +99,15 @@ impl ModelArgs {
         Ok(spec)
     }
 
-    fn bind_options(&self) -> Result<BindOptions> {
+    /// How checkpoint keys map to the module's names (`--map`, `--allow-unexpected`).
+    pub fn bind_options(&self) -> Result<BindOptions> {
         let mut o = BindOptions::default().with_mapping(&self.mapping).map_err(|e| anyhow!(e))?;
         o.allow_unexpected = self.allow_unexpected;
         Ok(o)
     }
 
-    fn load(&self) -> Result<Model> {
+    /// Loads the model (after setting `--threads`).
+    pub fn load(&self) -> Result<Model> {
         if let Some(n) = self.threads {
             set_threads(n);
         }

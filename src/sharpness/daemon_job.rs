@@ -228,10 +228,14 @@ impl PeriodicJob for SharpnessJob {
             batch_size: self.cfg.batch_size,
             subsample: self.cfg.subsample,
             device: "cpu".into(),
+            threads: None,
+            mapping: Vec::new(),
+            allow_unexpected: false,
         };
         let spec = args.spec().map_err(|e| anyhow!("sharpness job: {e}"))?;
         set_threads(self.cfg.threads);
-        let (mut model, step, _) = load_at_checkpoint(Some(&ctx.store), run, Some(step), None, &spec)?;
+        let bind = args.bind_options()?;
+        let (mut model, step, _) = load_at_checkpoint(Some(&ctx.store), run, Some(step), None, &spec, &bind)?;
         let rep = compute(&mut model, &self.opts, |_| {})?;
         let rec = record(run, step, &spec, model.samples(), rep);
         records::put(&ctx.store, &rec)?;
