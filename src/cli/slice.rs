@@ -63,26 +63,10 @@ impl ModelArgs {
         let mut loss: Option<Loss> = None;
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
-            let meta_path = dir.join("landscaped.toml");
-            let mut model_file = "model.pt".to_string();
-            let mut eval_file = "eval.safetensors".to_string();
-            if meta_path.is_file() {
-                let text = std::fs::read_to_string(&meta_path)
-                    .with_context(|| format!("{}", meta_path.display()))?;
-                let meta: toml::Table = toml::from_str(&text)
-                    .map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
-                if let Some(l) = meta.get("loss").and_then(|v| v.as_str()) {
-                    loss = Some(l.parse().map_err(|e| anyhow!("{}: {e}", meta_path.display()))?);
-                }
-                if let Some(m) = meta.get("model").and_then(|v| v.as_str()) {
-                    model_file = m.to_string();
-                }
-                if let Some(m) = meta.get("eval_data").and_then(|v| v.as_str()) {
-                    eval_file = m.to_string();
-                }
-            }
-            model = model.or(Some(dir.join(model_file)));
-            eval = eval.or(Some(dir.join(eval_file)));
+            let export = crate::model::read_export_dir(dir)?;
+            model = model.or(Some(export.model));
+            eval = eval.or(Some(export.eval_data));
+            loss = export.loss;
         }
         if let Some(l) = &self.loss {
             loss = Some(l.parse().map_err(|e: String| anyhow!(e))?);

@@ -30,7 +30,7 @@ use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{BindOptions, Loss, Model, ModelSpec, checkpoint_state, set_threads};
+use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state, set_threads};
 use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::{GaugeVec, Opts};
@@ -97,27 +97,11 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
     Ok(Box::new(SliceJob { cfg, x, y }))
 }
 
-/// model.pt / eval.safetensors / loss from an export folder (its landscaped.toml may rename them).
+/// The model contract from the job's export folder (see `model::export_dir`).
 fn model_spec(cfg: &SliceJobConfig) -> Result<ModelSpec> {
-    let dir = &cfg.model_dir;
-    let (mut model, mut eval, mut loss) = ("model.pt".to_string(), "eval.safetensors".to_string(), None);
-    let meta_path = dir.join("landscaped.toml");
-    if meta_path.is_file() {
-        let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}", meta_path.display()))?;
-        let meta: toml::Table =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: not valid TOML: {e}", meta_path.display()))?;
-        if let Some(l) = meta.get("loss").and_then(|v| v.as_str()) {
-            loss = Some(l.parse::<Loss>().map_err(|e| anyhow!("{}: {e}", meta_path.display()))?);
-        }
-        if let Some(m) = meta.get("model").and_then(|v| v.as_str()) {
-            model = m.to_string();
-        }
-        if let Some(m) = meta.get("eval_data").and_then(|v| v.as_str()) {
-            eval = m.to_string();
-        }
-    }
-    let mut spec = ModelSpec::new(&dir.join(model), &dir.join(eval));
-    spec.loss = loss.unwrap_or_default();
+    let export = crate::model::read_export_dir(&cfg.model_dir)?;
+    let mut spec = ModelSpec::new(&export.model, &export.eval_data);
+    spec.loss = export.loss.unwrap_or_default();
     spec.batch_size = cfg.batch_size;
     spec.subsample = cfg.subsample;
     Ok(spec)

@@ -24,6 +24,7 @@
 
 pub mod binding;
 pub mod device;
+pub mod export_dir;
 pub mod hvp;
 pub mod loss;
 pub mod net;
@@ -33,6 +34,7 @@ mod shim;
 pub mod state;
 
 pub use binding::{BindOptions, Binding, Slot, SlotKind};
+pub use export_dir::{ExportDir, read_export_dir};
 pub use loss::Loss;
 pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread, set_threads};
 pub use plane::Plane;
