@@ -15,7 +15,7 @@ use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::model::{BindOptions, Loss, Model, ModelSpec, State, checkpoint_state, set_threads};
 use crate::store::Store;
-use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -254,19 +254,6 @@ fn open_state(model: &Model, path: &Path, opts: &BindOptions) -> Result<State> {
     checkpoint_state(model, &ck, opts)
 }
 
-fn model_used(model: &Model) -> ModelUsed {
-    let s = model.spec();
-    ModelUsed {
-        model: s.model.display().to_string(),
-        eval_data: s.eval_data.display().to_string(),
-        loss: s.loss.to_string(),
-        batch_size: s.batch_size,
-        subsample: s.subsample,
-        samples: model.samples(),
-        device: s.device.clone(),
-    }
-}
-
 /// Finds the unfinished record with this signature, or makes a new one with `make`.
 fn resume_or_new(
     store: &Store,
@@ -415,7 +402,7 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
         checkpoint: path.display().to_string(),
         directions: directions.clone(),
         cosine: cos,
-        model: model_used(&model),
+        model: crate::landscape::model_used(&model),
         centre_loss: centre_eval.loss,
         centre_accuracy: centre_eval.accuracy,
         values: SliceValues::new(xs.clone(), ys.clone()),
@@ -502,7 +489,7 @@ pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
         checkpoint: pa.display().to_string(),
         directions: DirectionSource::Interpolation { to: pb.display().to_string() },
         cosine: None,
-        model: model_used(&model),
+        model: crate::landscape::model_used(&model),
         centre_loss: centre_eval.loss,
         centre_accuracy: centre_eval.accuracy,
         values: SliceValues::new(xs.clone(), Vec::new()),

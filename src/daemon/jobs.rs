@@ -109,3 +109,16 @@ pub fn build_all(
     }
     Ok(out)
 }
+
+/// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the
+/// name is already taken), so a job publishes nothing rather than failing its computation.
+pub fn register_gauge_vec(
+    reg: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Option<prometheus::GaugeVec> {
+    let g = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels).ok()?;
+    reg.register(Box::new(g.clone())).ok()?;
+    Some(g)
+}

@@ -31,9 +31,9 @@ use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state, set_threads};
-use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
-use prometheus::{GaugeVec, Opts};
+use prometheus::GaugeVec;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,10 +120,8 @@ struct Gauges {
 fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
     static G: OnceLock<Option<Gauges>> = OnceLock::new();
     G.get_or_init(|| {
-        let make = |name: &str, help: &str, labels: &[&str]| -> Option<GaugeVec> {
-            let g = GaugeVec::new(Opts::new(name, help), labels).ok()?;
-            reg.register(Box::new(g.clone())).ok()?;
-            Some(g)
+        let make = |name: &str, help: &str, labels: &[&str]| {
+            crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
         };
         Some(Gauges {
             centre_loss: make(
@@ -258,15 +256,7 @@ impl PeriodicJob for SliceJob {
             checkpoint: path.display().to_string(),
             directions: DirectionSource::Random(dirs),
             cosine,
-            model: ModelUsed {
-                model: s.model.display().to_string(),
-                eval_data: s.eval_data.display().to_string(),
-                loss: s.loss.to_string(),
-                batch_size: s.batch_size,
-                subsample: s.subsample,
-                samples: model.samples(),
-                device: s.device.clone(),
-            },
+            model: super::model_used(&model),
             centre_loss: centre_eval.loss,
             centre_accuracy: centre_eval.accuracy,
             values: SliceValues::new(xs, ys),

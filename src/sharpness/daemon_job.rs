@@ -36,7 +36,7 @@ use crate::sharpness::compute::{Quantity, SharpnessOptions, compute};
 use crate::sharpness::lanczos::LanczosOptions;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use anyhow::{Result, anyhow, bail};
-use prometheus::{GaugeVec, Opts};
+use prometheus::GaugeVec;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -149,10 +149,8 @@ struct Gauges {
 fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
     static G: OnceLock<Option<Gauges>> = OnceLock::new();
     G.get_or_init(|| {
-        let make = |name: &str, help: &str, labels: &[&str]| -> Option<GaugeVec> {
-            let g = GaugeVec::new(Opts::new(name, help), labels).ok()?;
-            reg.register(Box::new(g.clone())).ok()?;
-            Some(g)
+        let make = |name: &str, help: &str, labels: &[&str]| {
+            crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
         };
         Some(Gauges {
             lambda_max: make(

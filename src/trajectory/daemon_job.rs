@@ -17,7 +17,7 @@ use super::pca::compute_pca;
 use super::select::{Selection, TensorFilter};
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::store::trajectory::{PcaConfig, PcaRecord, put_pca};
-use prometheus::{GaugeVec, Opts};
+use prometheus::GaugeVec;
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -85,10 +85,8 @@ static GAUGES: OnceLock<Option<Gauges>> = OnceLock::new();
 fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
     GAUGES
         .get_or_init(|| {
-            let mk = |name: &str, help: &str, labels: &[&str]| -> Option<GaugeVec> {
-                let g = GaugeVec::new(Opts::new(name, help), labels).ok()?;
-                reg.register(Box::new(g.clone())).ok()?;
-                Some(g)
+            let mk = |name: &str, help: &str, labels: &[&str]| {
+                crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
             };
             Some(Gauges {
                 ratio: mk(
