@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark: loss-landscape grid points per second, landscaped (release) vs a Python/PyTorch loop doing the
-# same evaluation (same TorchScript model, eval set, checkpoint, directions, batch size, thread count), in
-# one run. Also the cost per grid point beyond the forward passes (moving the weights, bookkeeping, store).
+# same evaluation (same TorchScript model, eval set, checkpoint, directions, batch size, thread count).
+# The two are run in alternation, BENCH_ROUNDS times (default 3), and the medians compared, because the
+# machines here are noisy. Two ratios: the grid loop alone (points per second once loaded; landscaped
+# reports its own loop time), and the whole job (landscaped as a whole process: start-up, libtorch,
+# store, progress; the Python loop from after `import torch`, model load included — conservative).
+# Also the cost per grid point beyond the forward passes, measured on one thread and one model copy.
 # usage: scripts/bench_slice.sh [GRID_N] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-21}"
 T="${2:-2}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"
 PY="$PWD/.venv/bin/python"
 W="${BENCH_OUT:-$PWD/bench-out}/slice"
@@ -15,26 +20,31 @@ rm -rf "$W"; mkdir -p "$W"
 "$PY" examples/train_digits.py --out "$W/run" --epochs 1 --threads "$T" > /dev/null
 CK=$(ls "$W"/run/step-*.safetensors | sort -V | tail -n 1)
 MD="$W/run/landscaped"
-export LANDSCAPED_DATA_DIR="$W/data" LANDSCAPED_LOG=warn
+export LANDSCAPED_LOG=warn
 
-t0=$(date +%s.%N)
-"$L" slice --checkpoint "$CK" --model-dir "$MD" --x "-1:1:$N" --y "-1:1:$N" --seed 3 --threads "$T" \
-    --batch-size 256 --persist-every 5 > "$W/rust.txt"
-t1=$(date +%s.%N)
-"$L" slice --checkpoint "$CK" --model-dir "$MD" --x "0:0:1" --seed 4 --threads "$T" --batch-size 256 > /dev/null
-t2=$(date +%s.%N)
+# rust_slice DATA_DIR ARGS...: prints "whole_process_seconds grid_loop_seconds" of one landscaped slice.
+rust_slice() {
+    local d="$1"; shift
+    rm -rf "$d"
+    local t0 t1 loop
+    t0=$(date +%s.%N)
+    LANDSCAPED_DATA_DIR="$d" "$L" slice --checkpoint "$CK" --model-dir "$MD" --seed 3 --batch-size 256 \
+        --persist-every 5 "$@" > /dev/null 2> "$W/rust.err"
+    t1=$(date +%s.%N)
+    loop=$(sed -n 's/^computed [0-9]* points in \([0-9.]*\) s.*/\1/p' "$W/rust.err")
+    echo "$(echo "$t1 - $t0" | bc -l) ${loop:-nan}"
+}
 
-"$PY" - "$CK" "$MD" "$N" "$T" "$t0" "$t1" "$t2" <<'PYEOF'
+# The Python way: load the model and checkpoint, draw the reference code's directions, loop over the grid.
+# Prints "job_seconds loop_seconds forward_seconds_per_point samples" (job: from after import torch, model
+# load included; loop: the grid alone; forward passes alone: the weights left in place).
+py_slice() {
+    "$PY" - "$CK" "$MD" "$N" "$1" "$2" <<'PYEOF'
 import sys, time
 import torch, torch.nn.functional as F
 from safetensors.torch import load_file
-ck, md, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-t0, t1, t2 = map(float, sys.argv[5:8])
+ck, md, n, threads, fwd_reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
-for fn in ("_set_graph_executor_optimize", "_jit_set_graph_executor_optimize"):
-    if hasattr(torch._C, fn):  # landscaped runs with the graph optimizer off too
-        getattr(torch._C, fn)(False)
-        break
 start = time.perf_counter()
 m = torch.jit.load(f"{md}/model.pt").eval()
 ev = load_file(f"{md}/eval.safetensors")
@@ -70,6 +80,7 @@ def evaluate():
     return tot / x.shape[0], correct / x.shape[0]
 xs = torch.linspace(-1, 1, n).tolist(); ys = torch.linspace(-1, 1, n).tolist()
 Z = []
+loop_start = time.perf_counter()
 for b in ys:
     for a in xs:
         with torch.no_grad():
@@ -77,22 +88,44 @@ for b in ys:
                 p.copy_(c + d0 * a + d1 * b)
         Z.append(evaluate())
 end = time.perf_counter()
-# Forward passes alone (the same evaluation with the weights left in place), per point.
-reps = 20
-f0 = time.perf_counter()
-for _ in range(reps): evaluate()
-fwd = (time.perf_counter() - f0) / reps
+grid, loop = end - start, end - loop_start
+fwd = 0.0
+if fwd_reps > 0:
+    f0 = time.perf_counter()
+    for _ in range(fwd_reps): evaluate()
+    fwd = (time.perf_counter() - f0) / fwd_reps
+print(grid, loop, fwd, x.shape[0])
+PYEOF
+}
+
+RS=(); RL=(); PYS=(); PYL=()
+for r in $(seq 1 "$ROUNDS"); do
+    read -r job loop < <(rust_slice "$W/data" --x "-1:1:$N" --y "-1:1:$N" --threads "$T")
+    RS+=("$job"); RL+=("$loop")
+    read -r g l _ S < <(py_slice "$T" 0)
+    PYS+=("$g"); PYL+=("$l")
+    echo "round $r: landscaped job $job s (grid $loop s), python job $g s (grid $l s)"
+done
+grep -o "model cop.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /' || true
+# Cost beyond the forward passes: one thread, one model copy, against the forward passes alone there.
+read -r FIXED _ < <(rust_slice "$W/data1" --x "0:0:1" --threads 1 --replicas 1)
+read -r _ ONE < <(rust_slice "$W/data1" --x "-1:1:$N" --y "-1:1:$N" --threads 1 --replicas 1)
+read -r _ _ FWD1 _ < <(py_slice 1 20)
+
+"$PY" - "$N" "$T" "$S" "$FIXED" "$ONE" "$FWD1" "${RS[*]}" "${RL[*]}" "${PYS[*]}" "${PYL[*]}" <<'PYEOF'
+import sys, statistics as st
+n, t, samples = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+fixed, one, fwd1 = map(float, sys.argv[4:7])
+rs, rl, ps, pl = ([float(v) for v in a.split()] for a in sys.argv[7:11])
 pts = n * n
-py_rate = pts / (end - start)
-rust_total = t1 - t0
-one_point = t2 - t1  # load + centre + one grid point: the fixed cost
-rust_grid = max(rust_total - one_point, 1e-9)
-rust_per_point = rust_grid / max(pts - 1, 1)
-rs_rate = pts / rust_total
-print(f"grid {n}x{n} = {pts} points, {x.shape[0]} eval samples, batch 256, {threads} thread(s)")
-print(f"python/pytorch loop : {end - start:7.2f} s  {py_rate:8.1f} points/s (incl. load)")
-print(f"landscaped (release): {rust_total:7.2f} s  {rs_rate:8.1f} points/s (incl. load, store, progress)")
-print(f"ratio landscaped/python: {rs_rate / py_rate:.2f}x")
-print(f"per point: landscaped {rust_per_point*1e3:.3f} ms; forward passes alone {fwd*1e3:.3f} ms; "
-      f"beyond the forward passes {max(rust_per_point - fwd, 0)*1e3:.3f} ms ({max(rust_per_point - fwd, 0)/rust_per_point*100:.1f} %)")
+print(f"grid {n}x{n} = {pts} points, {samples} eval samples, batch 256, {t} thread(s), median of {len(rs)} rounds")
+for what, r, p in (("grid loop", rl, pl), ("whole job", rs, ps)):
+    a, b = st.median(r), st.median(p)
+    print(f"{what:9}: landscaped {a:6.2f} s {pts / a:7.1f} points/s; python/pytorch {b:6.2f} s {pts / b:7.1f} points/s; "
+          f"ratio {b / a:.2f}x (rounds: {', '.join(f'{y / x:.2f}x' for x, y in zip(r, p))})")
+print("  (job: landscaped as a whole process incl. start-up; python from after import torch, model load included)")
+per1 = one / pts
+print(f"one thread, one model copy: {per1 * 1e3:.3f} ms per point; forward passes alone {fwd1 * 1e3:.3f} ms; "
+      f"beyond the forward passes {(per1 - fwd1) * 1e3:+.3f} ms ({(per1 - fwd1) / per1 * 100:+.1f} %); "
+      f"fixed cost of a landscaped run (start, load, centre, one point) {fixed:.2f} s")
 PYEOF

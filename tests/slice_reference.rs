@@ -11,7 +11,7 @@ use landscaped::landscape::directions::{
     Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
 };
 use landscaped::landscape::slice::{Outcome, SliceValues};
-use landscaped::model::{BindOptions, Model, ModelSpec, checkpoint_state};
+use landscaped::model::{BindOptions, Model, ModelSpec, Replicas, ThreadPlan, checkpoint_state};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -38,16 +38,24 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
 }
 
+/// Fills `v`, on the calling thread (`workers` = 1) or on `workers` copies of the model in parallel.
 fn run_grid(
     model: &mut Model,
+    workers: usize,
     centre: &Vec<Vec<f32>>,
-    dx: &Vec<Vec<f32>>,
-    dy: Option<&Vec<Vec<f32>>>,
+    (dx, dy): (&Vec<Vec<f32>>, Option<&Vec<Vec<f32>>>),
     v: &mut SliceValues,
 ) {
     let cancel = AtomicBool::new(false);
+    let mut replicas = if workers > 1 {
+        Replicas::new(model, ThreadPlan { replicas: workers, intra_op: 1 }).unwrap()
+    } else {
+        Replicas::none()
+    };
+    assert_eq!(replicas.workers(), workers);
     let out = evaluate_slice(
         model,
+        &mut replicas,
         centre,
         dx,
         dy,
@@ -93,15 +101,20 @@ fn check_directions_and_grid(norm: Normalization, ignore: Ignore, args: &[&str])
     let xs: Vec<f64> = g["xs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let ys: Vec<f64> = g["ys"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(xs, "-0.5:0.5:3".parse::<landscaped::landscape::grid::Axis>().unwrap().values());
-    let mut v = SliceValues::new(xs, ys);
-    run_grid(&mut model, &centre, &dx, Some(&dy), &mut v);
-    for iy in 0..2 {
-        for ix in 0..3 {
-            let want = g["loss"][iy][ix].as_f64().unwrap();
-            let got = v.loss_at(iy, ix);
-            assert!(rel_close(got, want, 1e-5), "loss[{iy}][{ix}] {got} vs {want}");
-            let wa = g["acc"][iy][ix].as_f64().unwrap();
-            assert!((v.accuracy[iy * 3 + ix] - wa).abs() < 1e-9, "acc[{iy}][{ix}]");
+    // Point by point, and on three copies of the model in parallel: both give the reference grid.
+    let mut v = SliceValues::new(xs.clone(), ys.clone());
+    run_grid(&mut model, 1, &centre, (&dx, Some(&dy)), &mut v);
+    let mut vp = SliceValues::new(xs, ys);
+    run_grid(&mut model, 3, &centre, (&dx, Some(&dy)), &mut vp);
+    for (what, v) in [("sequential", &v), ("3 replicas", &vp)] {
+        for iy in 0..2 {
+            for ix in 0..3 {
+                let want = g["loss"][iy][ix].as_f64().unwrap();
+                let got = v.loss_at(iy, ix);
+                assert!(rel_close(got, want, 1e-5), "{what}: loss[{iy}][{ix}] {got} vs {want}");
+                let wa = g["acc"][iy][ix].as_f64().unwrap();
+                assert!((v.accuracy[iy * 3 + ix] - wa).abs() < 1e-9, "{what}: acc[{iy}][{ix}]");
+            }
         }
     }
     // The centre of the slice is the checkpoint's own loss.
@@ -145,12 +158,19 @@ fn interpolation_moves_running_stats_and_reproduces_both_checkpoints() {
     assert!(d[nparams..].iter().flatten().any(|&x| x != 0.0));
     let alphas: Vec<f64> =
         r["interpolation"]["alphas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let mut v = SliceValues::new(alphas.clone(), vec![]);
-    run_grid(&mut model, &a, &d, None, &mut v);
-    for (i, al) in alphas.iter().enumerate() {
-        let want = r["interpolation"]["loss"][i].as_f64().unwrap();
-        assert!(rel_close(v.loss[i], want, 1e-5), "alpha {al}: {} vs {want}", v.loss[i]);
+    // Replicas must move their own running statistics too: run it both ways.
+    for workers in [1, 2] {
+        let mut v = SliceValues::new(alphas.clone(), vec![]);
+        run_grid(&mut model, workers, &a, (&d, None), &mut v);
+        for (i, al) in alphas.iter().enumerate() {
+            let want = r["interpolation"]["loss"][i].as_f64().unwrap();
+            assert!(
+                rel_close(v.loss[i], want, 1e-5),
+                "{workers} worker(s), alpha {al}: {} vs {want}",
+                v.loss[i]
+            );
+        }
+        assert!(rel_close(v.loss[1], r["loss_a"].as_f64().unwrap(), 1e-5), "alpha 0 is checkpoint a");
+        assert!(rel_close(v.loss[3], r["loss_b"].as_f64().unwrap(), 1e-5), "alpha 1 is checkpoint b");
     }
-    assert!(rel_close(v.loss[1], r["loss_a"].as_f64().unwrap(), 1e-5), "alpha 0 is checkpoint a");
-    assert!(rel_close(v.loss[3], r["loss_b"].as_f64().unwrap(), 1e-5), "alpha 1 is checkpoint b");
 }

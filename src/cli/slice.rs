@@ -13,7 +13,9 @@ use crate::landscape::directions::{
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{BindOptions, Loss, Model, ModelSpec, State, checkpoint_state, set_threads};
+use crate::model::{
+    BindOptions, Loss, Model, ModelSpec, Replicas, State, ThreadPlan, checkpoint_state, set_threads,
+};
 use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
@@ -46,9 +48,14 @@ pub struct ModelArgs {
     /// cpu (default: never takes GPU memory from the trainer), cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// libtorch CPU threads (default: libtorch's own choice).
+    /// CPU threads in all (default: libtorch's choice, one per physical core). A slice splits them
+    /// between copies of the model (see --replicas); each copy uses the rest inside its forward passes.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Copies of the model evaluating grid points at once (slice, interpolate). Default: one per thread
+    /// on the CPU while the copies' weights stay under 256 MiB, one on a GPU.
+    #[arg(long)]
+    pub replicas: Option<usize>,
     /// Rename a checkpoint key: CHECKPOINT_NAME=MODULE_NAME (repeatable).
     #[arg(long = "map")]
     pub mapping: Vec<String>,
@@ -88,6 +95,16 @@ impl ModelArgs {
         let mut o = BindOptions::default().with_mapping(&self.mapping).map_err(|e| anyhow!(e))?;
         o.allow_unexpected = self.allow_unexpected;
         Ok(o)
+    }
+
+    /// Copies of `model` for `points` grid points, by `--threads` and `--replicas`.
+    pub fn replicas(&self, model: &Model, points: usize) -> Result<Replicas> {
+        let threads = self.threads.unwrap_or_else(crate::model::threads);
+        let plan = ThreadPlan::choose(threads, model.device(), model.slot_bytes(), points, self.replicas);
+        if plan.replicas <= 1 {
+            return Ok(Replicas::none());
+        }
+        Replicas::new(model, plan)
     }
 
     /// Loads the model (after setting `--threads`).
@@ -273,13 +290,14 @@ fn resume_or_new(
 fn compute(
     store: &Store,
     model: &mut Model,
+    args: &ModelArgs,
     rec: &mut SliceRecord,
     centre: &State,
-    dx: &State,
-    dy: Option<&State>,
+    (dx, dy): (&State, Option<&State>),
     persist_every: usize,
 ) -> Result<()> {
     let total = rec.values.done.len() as u64;
+    let mut replicas = args.replicas(model, rec.values.done.len() - rec.values.done_count())?;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -309,8 +327,11 @@ fn compute(
             CANCEL.store(true, Ordering::SeqCst);
         }
     };
+    let started = std::time::Instant::now();
+    let todo = rec.values.done.len() - rec.values.done_count();
     let out = evaluate_slice(
         model,
+        &mut replicas,
         centre,
         dx,
         dy,
@@ -318,20 +339,32 @@ fn compute(
         Control { cancel: &CANCEL, persist_every, persist: &mut persist, progress: &mut progress },
     )?;
     bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let computed = values.done_count().saturating_sub(rec.values.done_count()).min(todo);
     rec.values = values;
     store.flush()?;
     let finite: Vec<f64> = rec.values.loss.iter().copied().filter(|x| x.is_finite()).collect();
     let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
     let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match out {
-        Outcome::Complete => println!(
-            "slice {}: {} points, centre loss {:.6}{}, loss range {min:.6} .. {max:.6}{}",
-            rec.id,
-            total,
-            rec.centre_loss,
-            rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
-            rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
-        ),
+        Outcome::Complete => {
+            println!(
+                "slice {}: {} points, centre loss {:.6}{}, loss range {min:.6} .. {max:.6}{}",
+                rec.id,
+                total,
+                rec.centre_loss,
+                rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
+                rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
+            );
+            let threads = match replicas.workers() {
+                1 => format!("1 model copy, {} thread(s)", crate::model::threads()),
+                n => format!("{n} model copies × {} thread(s)", replicas.intra_op()),
+            };
+            eprintln!(
+                "computed {computed} points in {secs:.2} s ({:.1} points/s; {threads})",
+                computed as f64 / secs.max(1e-9)
+            );
+        }
         Outcome::Cancelled => {
             println!(
                 "slice {}: cancelled after {}/{} points; run the same command again to resume",
@@ -419,7 +452,7 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
             rec.values.done.len()
         );
     }
-    compute(&store, &mut model, &mut rec, &centre, &dx, dy.as_ref(), a.persist_every)
+    compute(&store, &mut model, &a.model, &mut rec, &centre, (&dx, dy.as_ref()), a.persist_every)
 }
 
 type PcaSetup = (DirectionSource, State, Option<State>, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>);
@@ -506,7 +539,7 @@ pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
             rec.values.done.len()
         );
     }
-    compute(&store, &mut model, &mut rec, &sa, &d, None, a.persist_every)
+    compute(&store, &mut model, &a.model, &mut rec, &sa, (&d, None), a.persist_every)
 }
 
 fn get(store: &Store, id: u64) -> Result<SliceRecord> {

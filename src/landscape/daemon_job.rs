@@ -20,7 +20,7 @@
 //! seed = 0
 //! batch_size = 256
 //! subsample = 1000           # optional: first N evaluation samples
-//! threads = 1                # libtorch CPU threads (keep the trainer's CPUs free)
+//! threads = 1                # CPU threads (keep the trainer's CPUs free); above 1, grid points run on copies of the model
 //! abandon_on_newer = true    # stop (keeping the partial record) once a newer checkpoint is ingested
 //! ```
 
@@ -30,7 +30,7 @@ use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state, set_threads};
+use crate::model::{BindOptions, Model, ModelSpec, Replicas, ThreadPlan, checkpoint_state, set_threads};
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::GaugeVec;
@@ -292,8 +292,12 @@ impl PeriodicJob for SliceJob {
         let mut values = rec.values.clone();
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
         let persist_every = (values.done.len() / 20).max(5);
+        let plan =
+            ThreadPlan::choose(self.cfg.threads, model.device(), model.slot_bytes(), values.done.len(), None);
+        let mut replicas = if plan.replicas > 1 { Replicas::new(&model, plan)? } else { Replicas::none() };
         let out = evaluate_slice(
             &mut model,
+            &mut replicas,
             &centre,
             &dx,
             dy.as_ref(),

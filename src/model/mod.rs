@@ -18,9 +18,12 @@
 //!   `model.batch_loss(i) -> Result<Tensor>`: the mean loss of batch `i` as a scalar with grad enabled
 //!   (weight it by `batches[i].0.size()[0]` when averaging). Call [`prepare_thread`] (disables the
 //!   TorchScript graph optimizer, which has produced wrong second derivatives) in every thread that
-//!   runs the model; `batch_loss` and `evaluate` call it themselves.
+//!   differentiates through the model; `batch_loss` calls it itself, and `evaluate` (no grad) switches
+//!   the optimizer back on ([`prepare_inference_thread`]).
 //! - Slices: [`Model::plane`] holds a centre and directions on the device; [`Model::set_point`] writes
-//!   θ* + a·δ + b·η. [`rng::normal_draws`] gives libtorch's Gaussian draws for a seed.
+//!   θ* + a·δ + b·η; [`Replicas`] are copies of the model ([`Model::replicate`]) that evaluate grid
+//!   points in parallel, sized by a [`ThreadPlan`]. [`rng::normal_draws`] gives libtorch's Gaussian
+//!   draws for a seed.
 
 pub mod binding;
 pub mod device;
@@ -29,6 +32,7 @@ pub mod hvp;
 pub mod loss;
 pub mod net;
 pub mod plane;
+pub mod replicas;
 pub mod rng;
 mod shim;
 pub mod state;
@@ -36,6 +40,10 @@ pub mod state;
 pub use binding::{BindOptions, Binding, Slot, SlotKind};
 pub use export_dir::{ExportDir, read_export_dir};
 pub use loss::Loss;
-pub use net::{Evaluation, Model, ModelSpec, parse_device, prepare_thread, set_threads};
+pub use net::{
+    Evaluation, Model, ModelSpec, parse_device, prepare_inference_thread, prepare_thread, set_threads,
+    threads,
+};
 pub use plane::Plane;
+pub use replicas::{Replicas, ThreadPlan};
 pub use state::{State, checkpoint_state, read_state};

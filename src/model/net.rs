@@ -80,10 +80,17 @@ pub(crate) fn short_err(e: impl std::fmt::Display) -> String {
 }
 
 /// Disables TorchScript's graph optimizer in the calling thread: it has produced wrong second
-/// derivatives, and profiling re-specialisation makes timings erratic. Thread-local: call in every
-/// thread that runs a model (every method of [`Model`] that runs the module does).
+/// derivatives. Thread-local, and read at every call of the module: call it before anything that
+/// differentiates through the model (`batch_loss` and the HVP code do).
 pub fn prepare_thread() {
     tch::jit::set_graph_executor_optimize(false);
+}
+
+/// Switches TorchScript's graph optimizer on in the calling thread, for forward passes without grad
+/// (PyTorch's default; about 10 % faster on small CNNs). Its known bugs are wrong second derivatives, so
+/// everything that differentiates goes through [`prepare_thread`] first (`batch_loss` does).
+pub fn prepare_inference_thread() {
+    tch::jit::set_graph_executor_optimize(true);
 }
 
 pub struct Model {
@@ -121,44 +128,17 @@ impl Model {
         if shim::is_training(&module) != Some(false) {
             bail!("model {}: could not switch the module to eval mode", path.display());
         }
-        let named = module
-            .named_parameters()
-            .map_err(|e| anyhow!("model {}: listing parameters: {}", path.display(), short_err(e)))?;
-        let bufs = shim::named_buffers(&module)
-            .map_err(|e| anyhow!("model {}: listing buffers: {}", path.display(), short_err(e)))?;
-        let mut slots = Vec::new();
-        let mut params = Vec::new();
-        for (name, t) in named {
-            if t.kind() != Kind::Float {
-                bail!(
-                    "model {}: parameter {name} is {:?}; only float32 models are supported",
-                    path.display(),
-                    t.kind()
-                );
-            }
-            slots.push(Slot { name, kind: SlotKind::Parameter, shape: shape_of(&t) });
-            params.push(t);
-        }
-        let mut buffers = Vec::new();
-        let mut ignored_buffers = Vec::new();
-        for (name, t) in bufs {
-            if t.kind() == Kind::Float {
-                slots.push(Slot { name, kind: SlotKind::Buffer, shape: shape_of(&t) });
-                buffers.push(t);
-            } else {
-                ignored_buffers.push(name);
-            }
-        }
+        let bound = bind_module(&module, path)?;
         let (batches, samples) = load_eval_set(&spec.eval_data, spec, device)?;
         let model = Model {
             module,
-            params,
-            buffers,
+            params: bound.params,
+            buffers: bound.buffers,
             batches,
             loss: spec.loss,
             device,
-            slots,
-            ignored_buffers,
+            slots: bound.slots,
+            ignored_buffers: bound.ignored_buffers,
             samples,
             spec: spec.clone(),
         };
@@ -167,6 +147,53 @@ impl Model {
             .evaluate()
             .with_context(|| format!("model {} on {}", path.display(), spec.eval_data.display()))?;
         Ok(model)
+    }
+
+    /// Another copy of this model, for evaluating grid points in parallel: the module loaded again from
+    /// the same file (its own parameters and buffers, set to this model's current values), sharing this
+    /// model's evaluation batches (read only). Errors if the file no longer has the same slots.
+    pub fn replicate(&self) -> Result<Model> {
+        let path = &self.spec.model;
+        let mut module = CModule::load_on_device(path, self.device)
+            .map_err(|e| anyhow!("model {}: loading a replica: {}", path.display(), short_err(e)))?;
+        module.set_eval();
+        if shim::is_training(&module) != Some(false) {
+            bail!("model {}: could not switch the replica to eval mode", path.display());
+        }
+        let bound = bind_module(&module, path)?;
+        if bound.slots != self.slots {
+            bail!("model {}: the file changed since it was loaded (its tensors differ)", path.display());
+        }
+        let replica = Model {
+            module,
+            params: bound.params,
+            buffers: bound.buffers,
+            batches: self.batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect(),
+            loss: self.loss,
+            device: self.device,
+            slots: bound.slots,
+            ignored_buffers: bound.ignored_buffers,
+            samples: self.samples,
+            spec: self.spec.clone(),
+        };
+        {
+            let _g = tch::no_grad_guard();
+            for (dst, src) in replica.slot_tensors().zip(self.slot_tensors()) {
+                dst.shallow_clone()
+                    .f_copy_(src)
+                    .map_err(|e| anyhow!("copying the model into a replica: {}", short_err(e)))?;
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Bytes of the bound tensors (parameters and float buffers): what each replica adds.
+    pub fn slot_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.numel() * 4).sum()
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -230,8 +257,9 @@ impl Model {
     }
 
     /// Loss and accuracy on the evaluation set: eval mode, no grad, batch means weighted by batch size.
+    /// Runs with the graph optimizer on, as PyTorch does by default (see [`prepare_inference_thread`]).
     pub fn evaluate(&self) -> Result<Evaluation> {
-        prepare_thread();
+        prepare_inference_thread();
         let _g = tch::no_grad_guard();
         let mut loss_sum = 0f64;
         let mut correct = 0i64;
@@ -284,6 +312,46 @@ impl Model {
             }
         })
     }
+}
+
+/// A module's slots (parameters then float buffers, module order) and the tensors aliasing them.
+struct Bound {
+    slots: Vec<Slot>,
+    params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+    ignored_buffers: Vec<String>,
+}
+
+fn bind_module(module: &CModule, path: &Path) -> Result<Bound> {
+    let named = module
+        .named_parameters()
+        .map_err(|e| anyhow!("model {}: listing parameters: {}", path.display(), short_err(e)))?;
+    let bufs = shim::named_buffers(module)
+        .map_err(|e| anyhow!("model {}: listing buffers: {}", path.display(), short_err(e)))?;
+    let mut slots = Vec::new();
+    let mut params = Vec::new();
+    for (name, t) in named {
+        if t.kind() != Kind::Float {
+            bail!(
+                "model {}: parameter {name} is {:?}; only float32 models are supported",
+                path.display(),
+                t.kind()
+            );
+        }
+        slots.push(Slot { name, kind: SlotKind::Parameter, shape: shape_of(&t) });
+        params.push(t);
+    }
+    let mut buffers = Vec::new();
+    let mut ignored_buffers = Vec::new();
+    for (name, t) in bufs {
+        if t.kind() == Kind::Float {
+            slots.push(Slot { name, kind: SlotKind::Buffer, shape: shape_of(&t) });
+            buffers.push(t);
+        } else {
+            ignored_buffers.push(name);
+        }
+    }
+    Ok(Bound { slots, params, buffers, ignored_buffers })
 }
 
 fn shape_of(t: &Tensor) -> Vec<usize> {
@@ -357,7 +425,13 @@ fn load_eval_set(path: &Path, spec: &ModelSpec, device: Device) -> Result<(Vec<(
     Ok((batches, n as usize))
 }
 
-/// Sets libtorch's intra-op CPU threads (process-wide).
+/// libtorch's intra-op CPU threads in the calling thread.
+pub fn threads() -> usize {
+    tch::get_num_threads().max(1) as usize
+}
+
+/// Sets libtorch's intra-op CPU threads for the calling thread (OpenMP's thread count is per thread: a
+/// thread that never calls this uses libtorch's default, one per physical core).
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
 }

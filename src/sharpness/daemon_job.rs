@@ -227,6 +227,7 @@ impl PeriodicJob for SharpnessJob {
             subsample: self.cfg.subsample,
             device: "cpu".into(),
             threads: None,
+            replicas: None,
             mapping: Vec::new(),
             allow_unexpected: false,
         };
