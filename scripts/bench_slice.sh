@@ -106,7 +106,7 @@ for r in $(seq 1 "$ROUNDS"); do
     PYS+=("$g"); PYL+=("$l")
     echo "round $r: landscaped job $job s (grid $loop s), python job $g s (grid $l s)"
 done
-grep -o "model cop.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /' || true
+grep -o "[0-9]* model cop.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /' || true
 # Cost beyond the forward passes: one thread, one model copy, against the forward passes alone there.
 read -r FIXED _ < <(rust_slice "$W/data1" --x "0:0:1" --threads 1 --replicas 1)
 read -r _ ONE < <(rust_slice "$W/data1" --x "-1:1:$N" --y "-1:1:$N" --threads 1 --replicas 1)

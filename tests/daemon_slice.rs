@@ -105,13 +105,16 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let curv = (row[2] - 2.0 * row[1] + row[0]) / 0.25;
     // Each loss agrees to 1e-5 relative, so the second difference to 4e-5·max|L| / h².
     let lmax = row.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-    let got = g("landscaped_slice_curvature{run=\"r\"}");
+    let got = g("landscaped_slice_curvature{direction=\"x\",run=\"r\"}");
     assert!((got - curv).abs() <= 4e-5 * lmax / 0.25, "curvature {got} vs {curv}");
     let rise = (row[0] + row[2]) / 2.0 - loss_b;
-    let got = g("landscaped_slice_loss_rise{radius=\"0.5\",run=\"r\"}");
+    let got = g("landscaped_slice_loss_rise{direction=\"x\",radius=\"0.5\",run=\"r\"}");
     assert!((got - rise).abs() <= 2e-5 * lmax, "rise {got} vs {rise}");
     // Radius 1 lies outside the x grid (±0.5): NaN by definition.
-    assert!(g("landscaped_slice_loss_rise{radius=\"1\",run=\"r\"}").is_nan());
+    assert!(g("landscaped_slice_loss_rise{direction=\"x\",radius=\"1\",run=\"r\"}").is_nan());
+    // Along y (0:1:2, two points, none below 0): no second difference, no symmetric rise.
+    assert!(g("landscaped_slice_curvature{direction=\"y\",run=\"r\"}").is_nan());
+    assert!(g("landscaped_slice_loss_rise{direction=\"y\",radius=\"0.5\",run=\"r\"}").is_nan());
 
     // CSV for Grafana's Infinity data source: header and one row per point, same values.
     let csv = get(port, &format!("/api/v1/slices/{id}.csv")).unwrap();

@@ -29,24 +29,19 @@ fn bin(data: &Path) -> Command {
 }
 
 fn slice_cmd(data: &Path) -> Command {
+    slice_cmd_on(data, &["--threads", "1"])
+}
+
+/// The test slice with these thread settings (`--threads`, `--replicas`).
+fn slice_cmd_on(data: &Path, threads: &[&str]) -> Command {
     let f = fixture();
     let mut c = bin(data);
     c.args(["slice", "--checkpoint"])
         .arg(f.join("ckpt_b.safetensors"))
         .arg("--model-dir")
         .arg(f.join("model"))
-        .args([
-            "--x",
-            "-1:1:31",
-            "--y",
-            "-1:0.5:25",
-            "--seed",
-            "5",
-            "--persist-every",
-            "3",
-            "--threads",
-            "1",
-        ]);
+        .args(["--x", "-1:1:31", "--y", "-1:0.5:25", "--seed", "5", "--persist-every", "3"])
+        .args(threads);
     c
 }
 
@@ -159,6 +154,74 @@ fn exports_and_plots() {
         let out = bin(d).args(["plot", "slice", id, "-o"]).arg(&p).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(std::fs::metadata(&p).unwrap().len() > 1000);
+    }
+}
+
+/// Three copies of the model on three threads give the values of one copy on one thread, bit for bit
+/// (each point is the same single-threaded evaluation), also when interrupted and resumed.
+#[test]
+fn slice_on_model_copies_in_parallel_equals_the_sequential_one() {
+    let seq = tempfile::tempdir().unwrap();
+    let out = slice_cmd(seq.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 model copy, 1 thread(s)"));
+    let want = show_json(seq.path(), "1");
+
+    let par = tempfile::tempdir().unwrap();
+    let on3 = ["--threads", "3", "--replicas", "3"];
+    let out = slice_cmd_on(par.path(), &on3).env("LANDSCAPED_STOP_AFTER_POINTS", "40").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mid = show_json(par.path(), "1");
+    let done = mid["done"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap());
+    // The points in flight when the stop came are kept too: at most one more per copy.
+    let done = done.filter(|d| d.as_bool().unwrap()).count();
+    assert!((40..=43).contains(&done), "{done} points done");
+    let out = slice_cmd_on(par.path(), &on3).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("computed {} points", 775 - done)), "{err}");
+    assert!(err.contains("3 model copies × 1 thread(s)"), "{err}");
+    let got = show_json(par.path(), "1");
+    assert_eq!(got["loss"], want["loss"]);
+    assert_eq!(got["accuracy"], want["accuracy"]);
+    assert_eq!(got["centre_loss"], want["centre_loss"]);
+}
+
+/// The build links torch_cuda (so a GPU is used where one exists). With a GPU, a slice on `cuda:0` gives
+/// the CPU's values (1e-5 relative); without one, `--device cuda:0` is a one-line error saying so.
+#[test]
+fn cuda_is_linked_and_a_gpu_slice_matches_the_cpu() {
+    let data = tempfile::tempdir().unwrap();
+    let out = bin(data.path()).args(["--format", "json", "info"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |k: &str| rows.as_array().unwrap().iter().find(|r| r["key"] == k).unwrap()["value"].clone();
+    assert_eq!(get("torch_cuda_linked"), true, "libtorch_cuda.so is not loaded: {rows}");
+    let small = |device: &str| {
+        let f = fixture();
+        bin(data.path())
+            .args(["slice", "--checkpoint"])
+            .arg(f.join("ckpt_b.safetensors"))
+            .arg("--model-dir")
+            .arg(f.join("model"))
+            .args(["--x", "-1:1:5", "--seed", "5", "--device", device])
+            .output()
+            .unwrap()
+    };
+    let cpu = small("cpu");
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    let gpu = small("cuda:0");
+    if get("cuda_available") == true {
+        assert!(gpu.status.success(), "{}", String::from_utf8_lossy(&gpu.stderr));
+        let (a, b) = (show_json(data.path(), "1"), show_json(data.path(), "2"));
+        assert_eq!(b["model"]["device"], "cuda:0");
+        for (x, y) in a["loss"][0].as_array().unwrap().iter().zip(b["loss"][0].as_array().unwrap()) {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5 * x.abs(), "cpu {x} vs cuda {y}");
+        }
+    } else {
+        assert!(!gpu.status.success());
+        let err = String::from_utf8_lossy(&gpu.stderr);
+        assert!(err.contains("no CUDA GPU is visible") && err.lines().count() == 1, "{err}");
     }
 }
 

@@ -4,11 +4,12 @@
 //! on the daemon's low-priority job thread, stored as a [`SliceRecord`]; then gauges (label `run`):
 //!
 //! - `landscaped_slice_centre_loss`: the loss of the checkpoint itself;
-//! - `landscaped_slice_curvature`: second finite difference of the 1D loss along x at 0,
-//!   `(L(x₊) − 2·L(x₀) + L(x₋)) / h²`, from the three consecutive grid points centred on the grid point
-//!   x₀ nearest 0 (h the grid spacing; on a 2D grid, the row y nearest 0). NaN if the grid has < 3 x points;
-//! - `landscaped_slice_loss_rise{radius="0.5"|"1"}`: mean of L(−r) and L(+r), linearly interpolated on
-//!   the x grid (same row), minus the centre loss. NaN where ±r is outside the grid.
+//! - `landscaped_slice_curvature{direction="x"|"y"}`: second finite difference of the loss along one
+//!   direction at 0, `(L(x₊) − 2·L(x₀) + L(x₋)) / h²`, from the three consecutive grid points centred on
+//!   the grid point x₀ nearest 0 (h the grid spacing). Along x: the row y nearest 0 (the only row of a 1D
+//!   slice); along y (2D slices): the column x nearest 0. NaN if that line has < 3 points;
+//! - `landscaped_slice_loss_rise{direction, radius="0.5"|"1"}`: mean of L(−r) and L(+r), linearly
+//!   interpolated on the same line, minus the centre loss. NaN where ±r is outside the grid.
 //!
 //! ```toml
 //! [run.slice]
@@ -131,13 +132,13 @@ fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
             )?,
             curvature: make(
                 "landscaped_slice_curvature",
-                "Second finite difference of the latest slice's loss along x at 0 (L(h)-2L(0)+L(-h))/h^2",
-                &["run"],
+                "Second finite difference of the latest slice's loss along a direction at 0 (L(h)-2L(0)+L(-h))/h^2",
+                &["run", "direction"],
             )?,
             loss_rise: make(
                 "landscaped_slice_loss_rise",
-                "Mean loss at x=-r and x=+r (interpolated on the latest slice) minus the centre loss",
-                &["run", "radius"],
+                "Mean loss at -r and +r along a direction (interpolated on the latest slice) minus the centre loss",
+                &["run", "direction", "radius"],
             )?,
         })
     })
@@ -148,6 +149,15 @@ fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
 pub fn x_row(v: &SliceValues) -> Vec<f64> {
     let iy = if v.is_2d() { nearest(&v.ys, 0.0) } else { 0 };
     (0..v.nx()).map(|ix| v.loss_at(iy, ix)).collect()
+}
+
+/// The loss column along y through x ≈ 0 (2D slices; empty for 1D).
+pub fn y_column(v: &SliceValues) -> Vec<f64> {
+    if !v.is_2d() {
+        return Vec::new();
+    }
+    let ix = nearest(&v.xs, 0.0);
+    (0..v.ny()).map(|iy| v.loss_at(iy, ix)).collect()
 }
 
 fn nearest(xs: &[f64], t: f64) -> usize {
@@ -197,12 +207,28 @@ pub fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
 /// Sets the run's gauges from a complete slice.
 pub fn publish(reg: &prometheus::Registry, run: &str, rec: &SliceRecord) {
     let Some(g) = gauges(reg) else { return };
-    let row = x_row(&rec.values);
-    let xs = &rec.values.xs;
+    let v = &rec.values;
     g.centre_loss.with_label_values(&[run]).set(rec.centre_loss);
-    g.curvature.with_label_values(&[run]).set(curvature_at_zero(xs, &row));
-    for (label, r) in [("0.5", 0.5), ("1", 1.0)] {
-        g.loss_rise.with_label_values(&[run, label]).set(loss_rise(xs, &row, rec.centre_loss, r));
+    let mut lines = vec![("x", v.xs.as_slice(), x_row(v))];
+    if v.is_2d() {
+        lines.push(("y", v.ys.as_slice(), y_column(v)));
+    } else {
+        // A 1D slice has no y direction: drop what an earlier 2D configuration may have left.
+        let _ = g.curvature.remove_label_values(&[run, "y"]);
+        for radius in ["0.5", "1"] {
+            let _ = g.loss_rise.remove_label_values(&[run, "y", radius]);
+        }
+    }
+    for (dir, coords, line) in lines {
+        g.curvature.with_label_values(&[run, dir]).set(curvature_at_zero(coords, &line));
+        for (label, r) in [("0.5", 0.5), ("1", 1.0)] {
+            g.loss_rise.with_label_values(&[run, dir, label]).set(loss_rise(
+                coords,
+                &line,
+                rec.centre_loss,
+                r,
+            ));
+        }
     }
 }
 
@@ -339,6 +365,25 @@ mod tests {
         assert!((loss_rise(&xs, &l, 2.0, 0.5) - 3.0 * (0.16 + 0.36) / 2.0).abs() < 1e-9);
         assert!(loss_rise(&xs, &l, 2.0, 1.5).is_nan());
         assert!(curvature_at_zero(&xs[..2], &l[..2]).is_nan());
+    }
+
+    #[test]
+    fn each_direction_of_a_2d_slice_has_its_own_line_through_zero() {
+        let axis: Vec<f64> = (0..5).map(|i| -1.0 + 0.5 * i as f64).collect();
+        let mut v = SliceValues::new(axis.clone(), axis.clone());
+        let f = |x: f64, y: f64| 3.0 * x * x + 5.0 * y * y + x * y + 1.0;
+        for i in 0..25 {
+            let (x, y) = v.coords(i);
+            v.loss[i] = f(x, y);
+            v.done[i] = true;
+        }
+        let (row, col) = (x_row(&v), y_column(&v));
+        assert_eq!(row, axis.iter().map(|&x| f(x, 0.0)).collect::<Vec<_>>());
+        assert_eq!(col, axis.iter().map(|&y| f(0.0, y)).collect::<Vec<_>>());
+        assert!((curvature_at_zero(&v.xs, &row) - 6.0).abs() < 1e-9);
+        assert!((curvature_at_zero(&v.ys, &col) - 10.0).abs() < 1e-9);
+        assert!((loss_rise(&v.ys, &col, 1.0, 0.5) - 5.0 * 0.25).abs() < 1e-9);
+        assert!(y_column(&SliceValues::new(axis, vec![])).is_empty(), "a 1D slice has no y line");
     }
 
     #[test]

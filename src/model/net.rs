@@ -62,8 +62,13 @@ pub fn parse_device(s: &str) -> Result<Device> {
         None => bail!("device {s:?}: expected cpu, cuda or cuda:N"),
     };
     if !tch::Cuda::is_available() {
+        if !super::device::torch_cuda_linked() {
+            bail!(
+                "device {s:?}: this build's libtorch has no CUDA (torch_cuda is not linked); use --device cpu"
+            );
+        }
         bail!(
-            "device {s:?}: CUDA is not available to this binary (no GPU, or libtorch without torch_cuda); use --device cpu"
+            "device {s:?}: no CUDA GPU is visible to this process (torch_cuda is linked); use --device cpu"
         );
     }
     let count = tch::Cuda::device_count();
