@@ -15,8 +15,14 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
 }
 
-/// Starts the daemon watching `<dir>/ck` with a `[run.slice]` section (`grid` = the x/y lines).
-fn start_daemon(dir: &Path, fx: &Path, grid: &str, seed: u64, batch: u64) -> (Daemon, PathBuf) {
+/// The `[run.slice]` model keys for the fixture: its export folder.
+fn model_dir_keys(fx: &Path) -> String {
+    format!("model_dir = {:?}\nthreads = 1", fx.join("model").to_str().unwrap())
+}
+
+/// Starts the daemon watching `<dir>/ck` with a `[run.slice]` section (`grid` = the x/y lines, `model` =
+/// the model-contract lines).
+fn start_daemon(dir: &Path, model: &str, grid: &str, seed: u64, batch: u64) -> (Daemon, PathBuf) {
     let ck = dir.join("ck");
     std::fs::create_dir_all(&ck).unwrap();
     let port = free_port();
@@ -26,11 +32,10 @@ fn start_daemon(dir: &Path, fx: &Path, grid: &str, seed: u64, batch: u64) -> (Da
         format!(
             "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
-             model_dir = {:?}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
-             batch_size = {batch}\nthreads = 1\nabandon_on_newer = true\n",
+             {model}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
+             batch_size = {batch}\nabandon_on_newer = true\n",
             dir.join("data").to_str().unwrap(),
             ck.to_str().unwrap(),
-            fx.join("model").to_str().unwrap(),
         ),
     )
     .unwrap();
@@ -65,7 +70,8 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let seed = r["seed"].as_u64().unwrap();
     let batch = r["batch_size"].as_u64().unwrap();
 
-    let (d, ck) = start_daemon(dir.path(), &fx, "x = \"-0.5:0.5:3\"\ny = \"0:1:2\"", seed, batch);
+    let (d, ck) =
+        start_daemon(dir.path(), &model_dir_keys(&fx), "x = \"-0.5:0.5:3\"\ny = \"0:1:2\"", seed, batch);
     let port = d.port;
     drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
 
@@ -138,14 +144,20 @@ fn daemon_slice_job_stores_serves_and_publishes() {
 }
 
 /// `abandon_on_newer`: a long slice about step 40 stops once step 50 is ingested; its partial record
-/// stays (not complete, fewer points done), and a slice about step 50 is started.
+/// stays (not complete, fewer points done), and a slice about step 50 is started. The model is given
+/// file by file (`model`, `eval_data`, `loss`) and the job runs on two copies of it (`threads = 2`).
 #[test]
 fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let (fx, r) = fixture(dir.path());
     let (seed, batch) = (r["seed"].as_u64().unwrap(), r["batch_size"].as_u64().unwrap());
+    let model = format!(
+        "model = {:?}\neval_data = {:?}\nloss = \"cross_entropy\"\nthreads = 2",
+        fx.join("model/model.pt").to_str().unwrap(),
+        fx.join("model/eval.safetensors").to_str().unwrap()
+    );
     // 100000 points: far longer than the test takes to ingest the next checkpoint.
-    let (d, ck) = start_daemon(dir.path(), &fx, "x = \"-1:1:100000\"", seed, batch);
+    let (d, ck) = start_daemon(dir.path(), &model, "x = \"-1:1:100000\"", seed, batch);
     let port = d.port;
     let slices = || -> Vec<serde_json::Value> {
         get(port, "/api/v1/runs/r/slices")

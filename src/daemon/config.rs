@@ -281,6 +281,17 @@ impl Config {
                     Some(spec) => {
                         (spec.build)(value)
                             .map_err(|e| bad(&format!("run.{key}"), format!("run {:?}: {e:#}", r.name)))?;
+                        let device = value.get("device").and_then(|d| d.as_str()).unwrap_or("cpu");
+                        if !raw.gpu && !device.trim().eq_ignore_ascii_case("cpu") {
+                            return Err(bad(
+                                &format!("run.{key}.device"),
+                                format!(
+                                    "run {:?}: {device:?} needs `gpu = true` at the top of the config \
+                                     (the daemon hides GPUs from itself otherwise)",
+                                    r.name
+                                ),
+                            ));
+                        }
                     }
                 }
             }
@@ -368,6 +379,18 @@ mod tests {
         assert!(e.contains("watch_mode"), "{e}");
         let e = parse(&MIN.replace("/scratch/job42/checkpoints", "relative/dir")).unwrap_err().to_string();
         assert!(e.contains("run.watch"), "{e}");
+    }
+
+    #[test]
+    fn a_job_on_a_gpu_needs_gpu_true() {
+        let job = "[run.slice]\nevery = 5\nx = \"-1:1:3\"\nmodel_dir = \"/m\"\ndevice = \"cuda:0\"\n";
+        let e = parse(&format!("{MIN}{job}")).unwrap_err().to_string();
+        assert!(e.contains("run.slice.device") && e.contains("gpu = true"), "{e}");
+        let c = parse(&format!("gpu = true\n{MIN}{job}")).unwrap();
+        assert!(c.gpu && c.runs[0].jobs.contains_key("slice"));
+        // Model keys are checked with the job's own: a bad one is named.
+        let e = parse(&format!("{MIN}{}", job.replace("cuda:0", "gpu0"))).unwrap_err().to_string();
+        assert!(e.contains("run.slice") && e.contains("device"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! One concept per file:
 //! - [`config`]: the TOML file; [`jobs`]: the periodic-job extension point others plug into;
+//!   [`job_model`]: the model-contract keys the slice and sharpness job sections share;
 //! - [`watch`]: inotify/poll watching and scans → [`queue`] (bounded, by step) → [`worker`] (the
 //!   scheduler) → [`process`] (one checkpoint on a blocking thread) → [`seen`] (what was dealt with);
 //! - [`jobrunner`]: runs due jobs on one low-priority thread;
@@ -14,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod fstype;
 pub mod http;
+pub mod job_model;
 pub mod jobrunner;
 pub mod jobs;
 pub mod metrics;

@@ -19,23 +19,25 @@
 //! y = "-1:1:11"              # optional: 2D slice
 //! norm = "filter"            # filter | layer | none
 //! seed = 0
-//! batch_size = 256
-//! subsample = 1000           # optional: first N evaluation samples
-//! threads = 1                # CPU threads (keep the trainer's CPUs free); above 1, grid points run on copies of the model
+//! threads = 1                # CPU threads; above 1, grid points run on copies of the model
 //! abandon_on_newer = true    # stop (keeping the partial record) once a newer checkpoint is ingested
 //! ```
+//! plus the model keys every model-running job takes (`model`/`eval_data`/`loss` instead of
+//! `model_dir`, `batch_size`, `subsample`, `device`, `map`, `allow_unexpected`): see
+//! [`crate::daemon::job_model`].
 
+use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::landscape::build::{parameter_list, random_directions};
 use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{BindOptions, Model, ModelSpec, Replicas, ThreadPlan, checkpoint_state, set_threads};
+use crate::model::{Model, Replicas, ThreadPlan, checkpoint_state, set_threads};
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::GaugeVec;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +47,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[serde(deny_unknown_fields)]
 pub struct SliceJobConfig {
     pub every: u64,
-    pub model_dir: PathBuf,
     pub x: String,
     #[serde(default)]
     pub y: Option<String>,
@@ -53,59 +54,31 @@ pub struct SliceJobConfig {
     pub norm: Normalization,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub subsample: Option<usize>,
-    #[serde(default = "default_threads")]
-    pub threads: usize,
     #[serde(default)]
     pub abandon_on_newer: bool,
 }
 
-fn default_batch() -> usize {
-    256
-}
-
-fn default_threads() -> usize {
-    1
-}
-
-/// The job, with its parsed grid.
+/// The job, with its parsed grid and model contract.
 pub struct SliceJob {
     cfg: SliceJobConfig,
+    model: JobModel,
     x: Axis,
     y: Option<Axis>,
 }
 
 /// Builds the job from its `[run.slice]` section (errors name the key).
 pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
-    let cfg: SliceJobConfig = section.clone().try_into().map_err(|e| anyhow!("{e}"))?;
+    let (model, section) = crate::daemon::job_model::split(section)?;
+    let cfg: SliceJobConfig = section.try_into().map_err(|e| anyhow!("{e}"))?;
     if cfg.every == 0 {
         bail!("every: must be at least 1");
-    }
-    if cfg.batch_size == 0 {
-        bail!("batch_size: must be at least 1");
-    }
-    if cfg.subsample == Some(0) {
-        bail!("subsample: must be at least 1");
     }
     let x: Axis = cfg.x.parse().map_err(|e: String| anyhow!("x: {e}"))?;
     let y = match &cfg.y {
         Some(y) => Some(y.parse::<Axis>().map_err(|e: String| anyhow!("y: {e}"))?),
         None => None,
     };
-    Ok(Box::new(SliceJob { cfg, x, y }))
-}
-
-/// The model contract from the job's export folder (see `model::export_dir`).
-fn model_spec(cfg: &SliceJobConfig) -> Result<ModelSpec> {
-    let export = crate::model::read_export_dir(&cfg.model_dir)?;
-    let mut spec = ModelSpec::new(&export.model, &export.eval_data);
-    spec.loss = export.loss.unwrap_or_default();
-    spec.batch_size = cfg.batch_size;
-    spec.subsample = cfg.subsample;
-    Ok(spec)
+    Ok(Box::new(SliceJob { cfg, model, x, y }))
 }
 
 fn now() -> u64 {
@@ -251,11 +224,12 @@ impl PeriodicJob for SliceJob {
         let ck_rec = crate::store::checkpoints::checkpoint(store, run, step)?
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {step}"))?;
         let path = Path::new(&ck_rec.path);
-        set_threads(self.cfg.threads);
-        let spec = model_spec(&self.cfg)?;
+        let args = self.model.args();
+        set_threads(self.model.threads);
+        let spec = args.spec()?;
         let mut model = Model::load(&spec).with_context(|| format!("slice job: {}", spec.model.display()))?;
         let ck = crate::checkpoint::Checkpoint::open(path)?;
-        let centre = checkpoint_state(&model, &ck, &BindOptions::default())?;
+        let centre = checkpoint_state(&model, &ck, &args.bind_options()?)?;
         let dirs = RandomDirections {
             seed: self.cfg.seed,
             norm: self.cfg.norm,
@@ -318,8 +292,13 @@ impl PeriodicJob for SliceJob {
         let mut values = rec.values.clone();
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
         let persist_every = (values.done.len() / 20).max(5);
-        let plan =
-            ThreadPlan::choose(self.cfg.threads, model.device(), model.slot_bytes(), values.done.len(), None);
+        let plan = ThreadPlan::choose(
+            self.model.threads,
+            model.device(),
+            model.slot_bytes(),
+            values.done.len(),
+            None,
+        );
         let mut replicas = if plan.replicas > 1 { Replicas::new(&model, plan)? } else { Replicas::none() };
         let out = evaluate_slice(
             &mut model,

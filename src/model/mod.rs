@@ -41,8 +41,8 @@ pub use binding::{BindOptions, Binding, Slot, SlotKind};
 pub use export_dir::{ExportDir, read_export_dir};
 pub use loss::Loss;
 pub use net::{
-    Evaluation, Model, ModelSpec, parse_device, prepare_inference_thread, prepare_thread, set_threads,
-    threads,
+    Evaluation, Model, ModelSpec, device_from_name, parse_device, prepare_inference_thread, prepare_thread,
+    set_threads, threads,
 };
 pub use plane::Plane;
 pub use replicas::{Replicas, ThreadPlan};

@@ -47,20 +47,27 @@ pub struct Evaluation {
     pub samples: usize,
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist in this build and on this machine.
-pub fn parse_device(s: &str) -> Result<Device> {
+/// Parses `cpu`, `cuda`, `cuda:N` without asking whether the device exists (config validation).
+pub fn device_from_name(s: &str) -> Result<Device> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("cpu") {
         return Ok(Device::Cpu);
     }
-    let index = match s.strip_prefix("cuda") {
-        Some("") => 0,
+    match s.strip_prefix("cuda") {
+        Some("") => Ok(Device::Cuda(0)),
         Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => n,
+            Some(n) => Ok(Device::Cuda(n)),
             None => bail!("device {s:?}: expected cpu, cuda or cuda:N"),
         },
         None => bail!("device {s:?}: expected cpu, cuda or cuda:N"),
-    };
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist in this build and on this machine.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let device = device_from_name(s)?;
+    let Device::Cuda(index) = device else { return Ok(device) };
+    let s = s.trim();
     if !tch::Cuda::is_available() {
         if !super::device::torch_cuda_linked() {
             bail!(
@@ -75,7 +82,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
     if index as i64 >= count {
         bail!("device {s:?}: only {count} CUDA device(s) present");
     }
-    Ok(Device::Cuda(index))
+    Ok(device)
 }
 
 /// Turns libtorch's multi-line error text into its first meaningful line.

@@ -19,17 +19,19 @@
 //! every = 100                # after every 100 new checkpoints
 //! model_dir = "/scratch/job42/landscaped-model"   # written by examples/landscaped_export.py
 //! measures = ["eigs", "trace"]   # default; also density, keskar, sam, sam_ascent, asam, fn_loss_rise
-//! batch_size = 256
-//! subsample = 1000           # optional: first N evaluation samples
 //! tol = 1e-3                 # Lanczos relative residual tolerance
 //! max_hvps = 100             # Lanczos step budget (one HVP per step)
 //! threads = 1                # libtorch CPU threads (keep the trainer's CPUs free)
 //! ```
+//! plus the model keys every model-running job takes (`model`/`eval_data`/`loss` instead of
+//! `model_dir`, `batch_size`, `subsample`, `device`, `map`, `allow_unexpected`): see
+//! [`crate::daemon::job_model`].
 //!
 //! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
 //! one finishes first (`max_hvps` bounds it).
 
-use crate::cli::sharpness::{ModelArgs, load_at_checkpoint, record};
+use crate::cli::sharpness::{load_at_checkpoint, record};
+use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::model::set_threads;
 use crate::sharpness::compute::{Quantity, SharpnessOptions, compute};
@@ -37,7 +39,6 @@ use crate::sharpness::lanczos::LanczosOptions;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use anyhow::{Result, anyhow, bail};
 use prometheus::GaugeVec;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// The `[run.sharpness]` section.
@@ -45,27 +46,16 @@ use std::sync::OnceLock;
 #[serde(deny_unknown_fields)]
 pub struct SharpnessJobConfig {
     pub every: u64,
-    pub model_dir: PathBuf,
     #[serde(default = "default_measures")]
     pub measures: Vec<String>,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub subsample: Option<usize>,
     #[serde(default = "default_tol")]
     pub tol: f64,
     #[serde(default = "default_max_hvps")]
     pub max_hvps: usize,
-    #[serde(default = "default_threads")]
-    pub threads: usize,
 }
 
 fn default_measures() -> Vec<String> {
     vec!["eigs".into(), "trace".into()]
-}
-
-fn default_batch() -> usize {
-    256
 }
 
 fn default_tol() -> f64 {
@@ -76,13 +66,10 @@ fn default_max_hvps() -> usize {
     100
 }
 
-fn default_threads() -> usize {
-    1
-}
-
 /// The job, with its parsed options.
 pub struct SharpnessJob {
     cfg: SharpnessJobConfig,
+    model: JobModel,
     opts: SharpnessOptions,
 }
 
@@ -99,24 +86,16 @@ fn parse_quantity(name: &str) -> Result<Quantity> {
 
 /// Builds the job from its `[run.sharpness]` section (errors name the key).
 pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
-    let cfg: SharpnessJobConfig = section.clone().try_into().map_err(|e| anyhow!("{e}"))?;
+    let (model, section) = crate::daemon::job_model::split(section)?;
+    let cfg: SharpnessJobConfig = section.try_into().map_err(|e| anyhow!("{e}"))?;
     if cfg.every == 0 {
         bail!("every: must be at least 1");
-    }
-    if cfg.batch_size == 0 {
-        bail!("batch_size: must be at least 1");
-    }
-    if cfg.subsample == Some(0) {
-        bail!("subsample: must be at least 1");
     }
     if !(cfg.tol.is_finite() && cfg.tol > 0.0) {
         bail!("tol: must be positive, not {}", cfg.tol);
     }
     if cfg.max_hvps < 2 {
         bail!("max_hvps: must be at least 2");
-    }
-    if cfg.threads == 0 {
-        bail!("threads: must be at least 1");
     }
     if cfg.measures.is_empty() {
         bail!("measures: empty list (nothing to compute)");
@@ -134,7 +113,7 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
         ..Default::default()
     };
     opts.validate()?;
-    Ok(Box::new(SharpnessJob { cfg, opts }))
+    Ok(Box::new(SharpnessJob { cfg, model, opts }))
 }
 
 struct Gauges {
@@ -218,21 +197,9 @@ impl PeriodicJob for SharpnessJob {
         if ctx.cancelled() {
             return Ok(());
         }
-        let args = ModelArgs {
-            model_dir: Some(self.cfg.model_dir.clone()),
-            model: None,
-            eval_data: None,
-            loss: None,
-            batch_size: self.cfg.batch_size,
-            subsample: self.cfg.subsample,
-            device: "cpu".into(),
-            threads: None,
-            replicas: None,
-            mapping: Vec::new(),
-            allow_unexpected: false,
-        };
+        let args = self.model.args();
         let spec = args.spec().map_err(|e| anyhow!("sharpness job: {e}"))?;
-        set_threads(self.cfg.threads);
+        set_threads(self.model.threads);
         let bind = args.bind_options()?;
         let (mut model, step, _) = load_at_checkpoint(Some(&ctx.store), run, Some(step), None, &spec, &bind)?;
         let rep = compute(&mut model, &self.opts, |_| {})?;
@@ -319,6 +286,8 @@ mod tests {
     #[test]
     fn defaults_are_the_cheap_quantities() {
         let v: toml::Value = toml::from_str("every = 1\nmodel_dir = \"/m\"").unwrap();
+        let (model, v) = crate::daemon::job_model::split(&v).unwrap();
+        assert_eq!((model.threads, model.device.as_str()), (1, "cpu"));
         let cfg: SharpnessJobConfig = v.try_into().unwrap();
         let qs: Vec<Quantity> = cfg.measures.iter().map(|m| parse_quantity(m).unwrap()).collect();
         assert_eq!(qs, vec![Quantity::Eigs, Quantity::Trace]);

@@ -1,0 +1,163 @@
+//! The model contract in a daemon job section: the keys `[run.slice]` and `[run.sharpness]` share, with
+//! the meaning of the command line's flags (`model_dir` = `--model-dir`, `map` = `--map`, ...).
+//!
+//! ```toml
+//! [run.slice]
+//! model_dir = "/scratch/job42/landscaped-model"  # written by examples/landscaped_export.py, or:
+//! # model = "model.pt"; eval_data = "eval.safetensors"; loss = "cross_entropy"  (override model_dir's)
+//! batch_size = 256
+//! subsample = 1000            # optional: the first N evaluation samples
+//! device = "cpu"              # default; "cuda:N" needs `gpu = true` at the top of the config
+//! threads = 1                 # CPU threads for this job (keep the trainer's CPUs free)
+//! map = ["backbone.fc.weight=fc.weight"]   # checkpoint name = module name
+//! allow_unexpected = false    # accept checkpoint tensors the module lacks
+//! ```
+//!
+//! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
+//! rejects keys it doesn't know).
+
+use crate::cli::slice::ModelArgs;
+use anyhow::{Result, anyhow, bail};
+use std::path::PathBuf;
+
+/// Every key of [`JobModel`].
+pub const KEYS: &[&str] = &[
+    "model_dir",
+    "model",
+    "eval_data",
+    "loss",
+    "batch_size",
+    "subsample",
+    "device",
+    "threads",
+    "map",
+    "allow_unexpected",
+];
+
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobModel {
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    #[serde(default)]
+    pub eval_data: Option<PathBuf>,
+    #[serde(default)]
+    pub loss: Option<String>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub subsample: Option<usize>,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default)]
+    pub map: Vec<String>,
+    #[serde(default)]
+    pub allow_unexpected: bool,
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+/// Splits a job section into its model keys (checked, errors naming the key) and the job's own keys.
+pub fn split(section: &toml::Value) -> Result<(JobModel, toml::Value)> {
+    let table = section.as_table().ok_or_else(|| anyhow!("expected a table"))?;
+    let (mine, rest): (toml::Table, toml::Table) =
+        table.clone().into_iter().partition(|(k, _)| KEYS.contains(&k.as_str()));
+    let m: JobModel = toml::Value::Table(mine).try_into().map_err(|e| anyhow!("{e}"))?;
+    m.validate()?;
+    Ok((m, toml::Value::Table(rest)))
+}
+
+impl JobModel {
+    fn validate(&self) -> Result<()> {
+        if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
+            bail!("model_dir: missing (or give both model and eval_data)");
+        }
+        if self.batch_size == 0 {
+            bail!("batch_size: must be at least 1");
+        }
+        if self.subsample == Some(0) {
+            bail!("subsample: must be at least 1");
+        }
+        if self.threads == 0 {
+            bail!("threads: must be at least 1");
+        }
+        if let Some(l) = &self.loss {
+            l.parse::<crate::model::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
+        }
+        crate::model::device_from_name(&self.device).map_err(|e| anyhow!("device: {e}"))?;
+        self.args().bind_options().map_err(|e| anyhow!("map: {e}"))?;
+        Ok(())
+    }
+
+    /// Whether the job asks for a GPU (the daemon hides GPUs unless `gpu = true`).
+    pub fn wants_gpu(&self) -> bool {
+        !self.device.trim().eq_ignore_ascii_case("cpu")
+    }
+
+    /// The same contract as command-line flags.
+    pub fn args(&self) -> ModelArgs {
+        ModelArgs {
+            model_dir: self.model_dir.clone(),
+            model: self.model.clone(),
+            eval_data: self.eval_data.clone(),
+            loss: self.loss.clone(),
+            batch_size: self.batch_size,
+            subsample: self.subsample,
+            device: self.device.clone(),
+            threads: Some(self.threads),
+            replicas: None,
+            mapping: self.map.clone(),
+            allow_unexpected: self.allow_unexpected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(s: &str) -> toml::Value {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn model_keys_are_split_from_the_job_keys() {
+        let (m, rest) = split(&section(
+            "every = 3\nx = \"-1:1:3\"\nmodel = \"/m/model.pt\"\neval_data = \"/m/eval.safetensors\"\n\
+             loss = \"mse\"\ndevice = \"cuda:1\"\nthreads = 2\nmap = [\"a.w=w\"]",
+        ))
+        .unwrap();
+        assert_eq!(rest, section("every = 3\nx = \"-1:1:3\""));
+        assert!(m.wants_gpu());
+        let a = m.args();
+        assert_eq!((a.threads, a.batch_size, a.device.as_str()), (Some(2), 256, "cuda:1"));
+        assert_eq!(a.spec().unwrap().loss, crate::model::Loss::Mse);
+        assert_eq!(a.bind_options().unwrap().mapping, vec![("a.w".to_string(), "w".to_string())]);
+    }
+
+    #[test]
+    fn bad_model_keys_are_named() {
+        let err = |s: &str| split(&section(s)).err().unwrap().to_string();
+        assert!(err("every = 1").starts_with("model_dir: missing"));
+        assert!(err("model = \"/m.pt\"").starts_with("model_dir: missing"));
+        assert!(err("model_dir = \"/m\"\nloss = \"hinge\"").starts_with("loss: "));
+        assert!(err("model_dir = \"/m\"\ndevice = \"tpu\"").starts_with("device: "));
+        assert!(err("model_dir = \"/m\"\nmap = [\"nonsense\"]").starts_with("map: "));
+        assert!(err("model_dir = \"/m\"\nthreads = 0").starts_with("threads: "));
+        assert!(!split(&section("model_dir = \"/m\"")).unwrap().0.wants_gpu());
+    }
+}
