@@ -23,6 +23,18 @@ fn model_dir_keys(fx: &Path) -> String {
 /// Starts the daemon watching `<dir>/ck` with a `[run.slice]` section (`grid` = the x/y lines, `model` =
 /// the model-contract lines).
 fn start_daemon(dir: &Path, model: &str, grid: &str, seed: u64, batch: u64) -> (Daemon, PathBuf) {
+    start_daemon_with(dir, model, grid, seed, batch, "")
+}
+
+/// [`start_daemon`] with `tail` appended to the config (e.g. another job section).
+fn start_daemon_with(
+    dir: &Path,
+    model: &str,
+    grid: &str,
+    seed: u64,
+    batch: u64,
+    tail: &str,
+) -> (Daemon, PathBuf) {
     let ck = dir.join("ck");
     std::fs::create_dir_all(&ck).unwrap();
     let port = free_port();
@@ -33,7 +45,7 @@ fn start_daemon(dir: &Path, model: &str, grid: &str, seed: u64, batch: u64) -> (
             "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
              {model}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
-             batch_size = {batch}\nabandon_on_newer = true\n",
+             batch_size = {batch}\nabandon_on_newer = true\n{tail}\n",
             dir.join("data").to_str().unwrap(),
             ck.to_str().unwrap(),
         ),
@@ -184,4 +196,101 @@ fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
     assert!(metric(&d.metrics(), "landscaped_slice_centre_loss{run=\"r\"}").is_none());
     // Shutdown cancels the running slice promptly.
     assert_eq!(d.stop(), Some(0));
+}
+
+/// `dirs = "pca"` beside `[run.pca]`: once the run's PCA has two components, the job slices its plane
+/// about the PCA's centre checkpoint, with the trajectory in it; the centre loss is PyTorch's loss of
+/// that checkpoint, and `landscaped slice --dirs pca` on the same store computes the same values.
+#[test]
+fn daemon_pca_slice_lies_in_the_trajectory_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, r) = fixture(dir.path());
+    let (seed, batch) = (r["seed"].as_u64().unwrap(), r["batch_size"].as_u64().unwrap());
+    // A third checkpoint off the line between a and b, so that the trajectory spans a plane.
+    let mid = fx.join("ckpt_mid.safetensors");
+    let ok = Command::new(python())
+        .args(["-c", "import sys, torch\nfrom safetensors.torch import load_file, save_file\n\
+             a, b = load_file(sys.argv[1]), load_file(sys.argv[2]); g = torch.Generator().manual_seed(1)\n\
+             save_file({k: (0.5 * (a[k] + b[k]) + 0.3 * a[k].abs().mean() * torch.randn(a[k].shape, generator=g))\n\
+                        if a[k].is_floating_point() else b[k] for k in a}, sys.argv[3])"])
+        .args([fx.join("ckpt_a.safetensors"), fx.join("ckpt_b.safetensors"), mid.clone()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let pca = "[run.pca]\nevery = 1\ncomponents = 2";
+    let (d, ck) = start_daemon_with(dir.path(), &model_dir_keys(&fx), "dirs = \"pca\"", seed, batch, pca);
+    let port = d.port;
+    for (src, step) in [(fx.join("ckpt_a.safetensors"), 10), (mid, 20), (fx.join("ckpt_b.safetensors"), 30)] {
+        drop_checkpoint(&src, &ck, &format!("step-{step}.safetensors"));
+        wait_until(Duration::from_secs(60), "checkpoint ingested", || {
+            get(port, "/api/v1/runs/r/checkpoints").is_some_and(|t| t.contains(&format!("\"step\":{step}")))
+        });
+    }
+    let slices = || -> Vec<serde_json::Value> {
+        get(port, "/api/v1/runs/r/slices")
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(120), "PCA slice about step 30", || {
+        slices().iter().any(|s| s["kind"] == "pca" && s["step"] == 30 && s["complete"] == true)
+    });
+    let id = slices().iter().find(|s| s["step"] == 30).unwrap()["id"].as_u64().unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&get(port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
+    assert!(rel_close(rec["centre_loss"].as_f64().unwrap(), r["loss_b"].as_f64().unwrap(), 1e-5));
+    // The trajectory: three checkpoints, the centre (step 30) at the origin, inside the default grid.
+    let traj = rec["trajectory"].as_array().unwrap();
+    let steps: Vec<u64> = traj.iter().map(|p| p[2].as_u64().unwrap()).collect();
+    assert_eq!(steps, [10, 20, 30]);
+    assert!(traj[2][0].as_f64().unwrap().abs() < 1e-6 && traj[2][1].as_f64().unwrap().abs() < 1e-6);
+    let axis = |k: &str| -> Vec<f64> {
+        rec["values"][k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    let (xs, ys) = (axis("xs"), axis("ys"));
+    assert_eq!((xs.len(), ys.len()), (21, 21));
+    for p in traj {
+        let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+        assert!(xs[0] < x && x < xs[20] && ys[0] < y && y < ys[20], "({x}, {y}) outside the grid");
+    }
+    let daemon_loss = rec["values"]["loss"].clone();
+    // The y direction's gauges exist for a 2D slice.
+    assert!(metric(&d.metrics(), "landscaped_slice_curvature{direction=\"y\",run=\"r\"}").is_some());
+    assert_eq!(d.stop(), Some(0));
+
+    // The command line, on the same store and PCA, slices the same plane to the same values.
+    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .env("LANDSCAPED_LOG", "warn")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--format", "json", "slice", "--run", "r", "--dirs", "pca", "--threads", "1", "--model-dir"])
+        .arg(fx.join("model"))
+        .args(["--batch-size", &batch.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--format", "json", "slices", "show", &(id + 1).to_string()])
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().clone())
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (
+        flat(&cli["loss"]),
+        daemon_loss.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+    );
+    assert_eq!(a.len(), 441);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(rel_close(*x, *y, 1e-9), "CLI {x} vs daemon {y}");
+    }
 }

@@ -173,9 +173,9 @@ fn slice_on_model_copies_in_parallel_equals_the_sequential_one() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mid = show_json(par.path(), "1");
     let done = mid["done"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap());
-    // The points in flight when the stop came are kept too: at most one more per copy.
+    // The points queued or in flight when the stop came are kept too: at most two more per copy.
     let done = done.filter(|d| d.as_bool().unwrap()).count();
-    assert!((40..=43).contains(&done), "{done} points done");
+    assert!((40..=46).contains(&done), "{done} points done");
     let out = slice_cmd_on(par.path(), &on3).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -414,7 +414,11 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
             let run = run
                 .clone()
                 .ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
-            pca_setup(&store, &model, &opts, &run, a.x, a.y)?
+            let pca = crate::store::trajectory::latest_pca(&store, &run)?.ok_or_else(|| {
+                anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
+            })?;
+            let p = crate::landscape::pca_dirs::pca_plane(&pca, &model, &opts, a.x, a.y)?;
+            (p.source, p.dx, Some(p.dy), p.xs, p.ys, p.trajectory)
         }
     };
     let cos = dy.as_ref().map(|dy| cosine(&dx, dy));
@@ -453,46 +457,6 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
         );
     }
     compute(&store, &mut model, &a.model, &mut rec, &centre, (&dx, dy.as_ref()), a.persist_every)
-}
-
-type PcaSetup = (DirectionSource, State, Option<State>, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>);
-
-fn pca_setup(
-    store: &Store,
-    model: &Model,
-    opts: &BindOptions,
-    run: &str,
-    x: Option<Axis>,
-    y: Option<Axis>,
-) -> Result<PcaSetup> {
-    let pca = crate::store::trajectory::latest_pca(store, run)?.ok_or_else(|| {
-        anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
-    })?;
-    if pca.direction_files.len() < 2 {
-        bail!("run {run:?}: the PCA has {} direction file(s); a 2D slice needs 2", pca.direction_files.len());
-    }
-    let dx = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[0]), opts)?;
-    let dy = crate::landscape::pca_dirs::pca_direction(model, Path::new(&pca.direction_files[1]), opts)?;
-    let pts: Vec<(f64, f64, u64)> =
-        pca.coords.iter().zip(&pca.steps).filter_map(|(c, &s)| Some((*c.first()?, *c.get(1)?, s))).collect();
-    let extent = |k: usize| -> Axis {
-        let (lo, hi) = pts.iter().fold((0.0f64, 0.0f64), |(lo, hi), p| {
-            let v = if k == 0 { p.0 } else { p.1 };
-            (lo.min(v), hi.max(v))
-        });
-        let pad = 0.25 * (hi - lo).max(1e-3);
-        Axis { min: lo - pad, max: hi + pad, num: 21 }
-    };
-    let xs = x.unwrap_or_else(|| extent(0)).values();
-    let ys = y.unwrap_or_else(|| extent(1)).values();
-    let src = DirectionSource::Pca {
-        run: run.to_string(),
-        pca_step: pca.center_step,
-        components: vec![0, 1],
-        explained_variance_ratio: pca.explained_variance_ratio.clone(),
-        files: pca.direction_files[..2].to_vec(),
-    };
-    Ok((src, dx, Some(dy), xs, ys, pts))
 }
 
 pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {

@@ -1,7 +1,9 @@
 //! The daemon's `slice` job: every N ingested checkpoints of a run, a filter-normalized random slice
-//! (1D along x, or 2D with `y`) about the checkpoint just ingested, computed with the same functions as
-//! `landscaped slice` ([`random_directions`], [`evaluate_centre`], [`evaluate_slice`]; no progress bar),
-//! on the daemon's low-priority job thread, stored as a [`SliceRecord`]; then gauges (label `run`):
+//! (1D along x, or 2D with `y`) about the checkpoint just ingested — or, with `dirs = "pca"`, a 2D slice
+//! in the plane of the run's latest trajectory PCA ([run.pca]) about its centre checkpoint, with the
+//! trajectory in it (skipped until a PCA with two components exists, and when that plane is sliced).
+//! Computed with the same functions as `landscaped slice` ([`random_directions`], [`pca_plane`],
+//! [`evaluate_centre`], [`evaluate_slice`]; no progress bar) on the daemon's low-priority job thread, stored as a [`SliceRecord`]; then gauges (label `run`):
 //!
 //! - `landscaped_slice_centre_loss`: the loss of the checkpoint itself;
 //! - `landscaped_slice_curvature{direction="x"|"y"}`: second finite difference of the loss along one
@@ -15,7 +17,8 @@
 //! [run.slice]
 //! every = 50                 # after every 50 new checkpoints
 //! model_dir = "/scratch/job42/landscaped-model"   # written by examples/landscaped_export.py
-//! x = "-1:1:11"              # grid, min:max:num
+//! dirs = "random"            # random (default) | pca
+//! x = "-1:1:11"              # grid, min:max:num (required for random; pca: the trajectory's extent)
 //! y = "-1:1:11"              # optional: 2D slice
 //! norm = "filter"            # filter | layer | none
 //! seed = 0
@@ -32,6 +35,7 @@ use crate::landscape::build::{parameter_list, random_directions};
 use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
+use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::model::{Model, Replicas, ThreadPlan, checkpoint_state, set_threads};
 use crate::store::slices::{self, DirectionSource, SliceRecord};
@@ -47,7 +51,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[serde(deny_unknown_fields)]
 pub struct SliceJobConfig {
     pub every: u64,
-    pub x: String,
+    /// `random` (default): seeded filter-normalized directions about the new checkpoint; `pca`: the
+    /// run's latest trajectory PCA (first two components) about its centre checkpoint.
+    #[serde(default)]
+    pub dirs: JobDirs,
+    /// Required for random directions; for PCA ones the default covers the trajectory.
+    #[serde(default)]
+    pub x: Option<String>,
     #[serde(default)]
     pub y: Option<String>,
     #[serde(default)]
@@ -58,11 +68,20 @@ pub struct SliceJobConfig {
     pub abandon_on_newer: bool,
 }
 
+/// Which directions the job's slices use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobDirs {
+    #[default]
+    Random,
+    Pca,
+}
+
 /// The job, with its parsed grid and model contract.
 pub struct SliceJob {
     cfg: SliceJobConfig,
     model: JobModel,
-    x: Axis,
+    x: Option<Axis>,
     y: Option<Axis>,
 }
 
@@ -73,11 +92,13 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
     if cfg.every == 0 {
         bail!("every: must be at least 1");
     }
-    let x: Axis = cfg.x.parse().map_err(|e: String| anyhow!("x: {e}"))?;
-    let y = match &cfg.y {
-        Some(y) => Some(y.parse::<Axis>().map_err(|e: String| anyhow!("y: {e}"))?),
-        None => None,
+    let axis = |key: &str, v: &Option<String>| -> Result<Option<Axis>> {
+        v.as_deref().map(|v| v.parse::<Axis>().map_err(|e: String| anyhow!("{key}: {e}"))).transpose()
     };
+    let (x, y) = (axis("x", &cfg.x)?, axis("y", &cfg.y)?);
+    if cfg.dirs == JobDirs::Random && x.is_none() {
+        bail!("x: missing (the grid along the first random direction, e.g. x = \"-1:1:11\")");
+    }
     Ok(Box::new(SliceJob { cfg, model, x, y }))
 }
 
@@ -221,46 +242,75 @@ impl PeriodicJob for SliceJob {
 
     fn run(&self, ctx: &JobContext, run: &str, step: u64) -> Result<()> {
         let store = &ctx.store;
-        let ck_rec = crate::store::checkpoints::checkpoint(store, run, step)?
-            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {step}"))?;
+        // A PCA slice is about the latest PCA's centre checkpoint, where the trajectory coordinates are.
+        let pca = match self.cfg.dirs {
+            JobDirs::Random => None,
+            JobDirs::Pca => match crate::store::trajectory::latest_pca(store, run)? {
+                Some(p) if p.direction_files.len() >= 2 => Some(p),
+                _ => {
+                    tracing::info!(run, step, "slice job: no trajectory PCA with 2 components yet; skipped");
+                    return Ok(());
+                }
+            },
+        };
+        let centre_step = pca.as_ref().map_or(step, |p| p.center_step);
+        let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
+            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
         let path = Path::new(&ck_rec.path);
         let args = self.model.args();
         set_threads(self.model.threads);
         let spec = args.spec()?;
         let mut model = Model::load(&spec).with_context(|| format!("slice job: {}", spec.model.display()))?;
         let ck = crate::checkpoint::Checkpoint::open(path)?;
-        let centre = checkpoint_state(&model, &ck, &args.bind_options()?)?;
-        let dirs = RandomDirections {
-            seed: self.cfg.seed,
-            norm: self.cfg.norm,
-            ignore: Ignore::Biasbn,
-            params: parameter_list(&model),
-            orthogonalize: false,
+        let bind = args.bind_options()?;
+        let centre = checkpoint_state(&model, &ck, &bind)?;
+        let (directions, dx, dy, xs, ys, trajectory) = match &pca {
+            Some(p) => {
+                let plane = pca_plane(p, &model, &bind, self.x, self.y)?;
+                (plane.source, plane.dx, Some(plane.dy), plane.xs, plane.ys, plane.trajectory)
+            }
+            None => {
+                let dirs = RandomDirections {
+                    seed: self.cfg.seed,
+                    norm: self.cfg.norm,
+                    ignore: Ignore::Biasbn,
+                    params: parameter_list(&model),
+                    orthogonalize: false,
+                };
+                let (dx, dy) = random_directions(&model, &centre, &dirs, self.y.is_some())?;
+                let xs = self.x.map(|x| x.values()).unwrap_or_default();
+                let ys = self.y.map(|y| y.values()).unwrap_or_default();
+                (DirectionSource::Random(dirs), dx, dy, xs, ys, Vec::new())
+            }
         };
-        let (dx, dy) = random_directions(&model, &centre, &dirs, self.y.is_some())?;
         let cosine = dy.as_ref().map(|dy| crate::landscape::directions::cosine(&dx, dy));
-        let centre_eval = evaluate_centre(&mut model, &centre)?;
-        let xs = self.x.values();
-        let ys = self.y.map(|y| y.values()).unwrap_or_default();
         let s = model.spec();
         let signature = format!(
-            "daemon-slice|{run}|{step}|{}|{:?}|{xs:?}|{ys:?}|{:?}",
+            "daemon-slice|{run}|{centre_step}|{}|{:?}|{xs:?}|{ys:?}|{:?}",
             path.display(),
-            dirs,
+            directions,
             (s.loss, s.batch_size, s.subsample, &s.model, &s.eval_data)
         );
+        // The same PCA about the same checkpoint, already sliced: nothing new to compute.
+        if pca.is_some()
+            && slices::list(store)?.iter().any(|r| r.signature == signature && r.values.is_complete())
+        {
+            tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
+            return Ok(());
+        }
+        let centre_eval = evaluate_centre(&mut model, &centre)?;
         let mut rec = SliceRecord {
             id: slices::next_id(store)?,
             run: Some(run.to_string()),
-            step: Some(step),
+            step: Some(centre_step),
             checkpoint: path.display().to_string(),
-            directions: DirectionSource::Random(dirs),
+            directions,
             cosine,
             model: super::model_used(&model),
             centre_loss: centre_eval.loss,
             centre_accuracy: centre_eval.accuracy,
             values: SliceValues::new(xs, ys),
-            trajectory: Vec::new(),
+            trajectory,
             created: now(),
             updated: now(),
             signature,

@@ -185,7 +185,9 @@ where
     let failed = AtomicBool::new(false);
     let mut first_err: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<(f64, Option<f64>)>)>();
+        // Bounded: a worker waits while the calling thread is behind, so a cancel set by `progress`
+        // stops the grid within a few points (at most one queued and one in flight per worker).
+        let (tx, rx) = mpsc::sync_channel::<(usize, Result<(f64, Option<f64>)>)>(evals.len());
         for mut eval in evals {
             let tx = tx.clone();
             let (next, failed, coords) = (&next, &failed, &coords);
