@@ -60,7 +60,12 @@ fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
     let ratio1 = rec["explained_variance_ratio"][0].as_f64().unwrap();
     assert!(ratio1 > 0.0 && ratio1 <= 1.0, "PC1 ratio {ratio1}");
 
-    let gauge = metric(&d.metrics(), "landscaped_pca_explained_variance_ratio{component=\"1\",run=\"r\"}")
+    let m = d.metrics();
+    for name in landscaped::daemon::jobs::JOB_METRIC_NAMES.iter().filter(|n| n.starts_with("landscaped_pca_"))
+    {
+        assert!(m.contains(&format!("# TYPE {name} gauge")), "{name} missing");
+    }
+    let gauge = metric(&m, "landscaped_pca_explained_variance_ratio{component=\"1\",run=\"r\"}")
         .expect("PC1 ratio gauge on /metrics");
     assert!(close(gauge, ratio1), "gauge {gauge} vs served {ratio1}");
 

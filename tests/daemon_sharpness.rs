@@ -56,6 +56,11 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
         metric(&d.metrics(), "landscaped_hessian_lambda_max{run=\"r\"}").is_some()
     });
     let m = d.metrics();
+    for name in
+        landscaped::daemon::jobs::JOB_METRIC_NAMES.iter().filter(|n| n.starts_with("landscaped_hessian_"))
+    {
+        assert!(m.contains(&format!("# TYPE {name} gauge")), "{name} missing");
+    }
     let g = |k: &str| metric(&m, k).unwrap_or_else(|| panic!("{k} missing:\n{m}"));
     let (lmax, lmin) = (want["lambda_max"].as_f64().unwrap(), want["lambda_min"].as_f64().unwrap());
     let got_max = g("landscaped_hessian_lambda_max{run=\"r\"}");

@@ -115,8 +115,13 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let loss_b = r["loss_b"].as_f64().unwrap();
     assert!(rel_close(rec["centre_loss"].as_f64().unwrap(), loss_b, 1e-5));
 
-    // Gauges: from the reference row y = 0 (h = 0.5).
+    // Gauges: from the reference row y = 0 (h = 0.5). Every slice gauge the dashboard may use is there.
     let m = d.metrics();
+    for name in
+        landscaped::daemon::jobs::JOB_METRIC_NAMES.iter().filter(|n| n.starts_with("landscaped_slice_"))
+    {
+        assert!(m.contains(&format!("# TYPE {name} gauge")), "{name} missing");
+    }
     let row: Vec<f64> = want[0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let g = |k: &str| metric(&m, k).unwrap_or_else(|| panic!("{k} missing:\n{m}"));
     assert!(rel_close(g("landscaped_slice_centre_loss{run=\"r\"}"), loss_b, 1e-5));

@@ -110,6 +110,23 @@ pub fn build_all(
     Ok(out)
 }
 
+/// Every gauge the periodic jobs publish, once they have run (the Grafana dashboard test accepts them
+/// beside [`crate::daemon::metrics::METRIC_NAMES`]; each job's daemon test checks its own are on /metrics).
+pub const JOB_METRIC_NAMES: &[&str] = &[
+    "landscaped_pca_explained_variance_ratio",
+    "landscaped_pca_latest_coordinate",
+    "landscaped_pca_latest_residual",
+    "landscaped_slice_centre_loss",
+    "landscaped_slice_curvature",
+    "landscaped_slice_loss_rise",
+    "landscaped_hessian_lambda_max",
+    "landscaped_hessian_lambda_min",
+    "landscaped_hessian_eigen_ratio",
+    "landscaped_hessian_converged",
+    "landscaped_hessian_trace",
+    "landscaped_sharpness",
+];
+
 /// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the
 /// name is already taken), so a job publishes nothing rather than failing its computation.
 pub fn register_gauge_vec(
