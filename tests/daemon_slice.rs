@@ -85,6 +85,13 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let (d, ck) =
         start_daemon(dir.path(), &model_dir_keys(&fx), "x = \"-0.5:0.5:3\"\ny = \"0:1:2\"", seed, batch);
     let port = d.port;
+    // The training script exports the model contract into its checkpoint folder, as people do: the
+    // daemon must not take model.pt or eval.safetensors for checkpoints (the marker comes last).
+    let export = ck.join("landscaped");
+    std::fs::create_dir(&export).unwrap();
+    for f in ["model.pt", "eval.safetensors", "landscaped.toml"] {
+        std::fs::copy(fx.join("model").join(f), export.join(f)).unwrap();
+    }
     drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
 
     wait_until(Duration::from_secs(90), "slice gauges on /metrics", || {
@@ -117,6 +124,12 @@ fn daemon_slice_job_stores_serves_and_publishes() {
 
     // Gauges: from the reference row y = 0 (h = 0.5). Every slice gauge the dashboard may use is there.
     let m = d.metrics();
+    let errors: Vec<&str> = m.lines().filter(|l| l.starts_with("landscaped_errors_total{")).collect();
+    assert!(
+        !errors.is_empty() && errors.iter().all(|l| l.ends_with(" 0")),
+        "the export was taken for a checkpoint: {errors:?}"
+    );
+    assert_eq!(metric(&m, "landscaped_checkpoints_processed_total{run=\"r\"}"), Some(1.0));
     for name in
         landscaped::daemon::jobs::JOB_METRIC_NAMES.iter().filter(|n| n.starts_with("landscaped_slice_"))
     {

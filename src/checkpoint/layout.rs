@@ -14,8 +14,9 @@
 //!    (`ckpt_000120.pt` → 120, `step-300.safetensors` → 300); none → no step.
 //!
 //! Trainer side files (`training_args.bin`, `optimizer.pt`, `scheduler.pt`, `scaler.pt`,
-//! `rng_state*.pth`) and the contents of a `checkpoint-N/` folder that has no weights yet are never
-//! listed as checkpoints. Neither are temp files: names starting with `.` or `tmp`, and names ending
+//! `rng_state*.pth`), the contents of a `checkpoint-N/` folder that has no weights yet, and a model
+//! export folder (`model.pt` + `eval.safetensors` + `landscaped.toml`, written by
+//! examples/landscaped_export.py, often into the checkpoint folder) are never listed as checkpoints. Neither are temp files: names starting with `.` or `tmp`, and names ending
 //! in `.tmp`, `.temp`, `.part`, `.partial`, `.swp`, `.lock` or `~`.
 
 use std::collections::HashSet;
@@ -57,6 +58,20 @@ pub fn step_from_name(name: &str) -> Option<u64> {
     let end = bytes.iter().rposition(|b| b.is_ascii_digit())? + 1;
     let start = bytes[..end].iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
     stem[start..end].parse().ok()
+}
+
+/// The file examples/landscaped_export.py writes last into a model export folder: a folder holding it
+/// is the model contract for slices, not a checkpoint.
+pub const MODEL_EXPORT_MARKER: &str = "landscaped.toml";
+
+/// Whether `dir` is a model export folder (it holds [`MODEL_EXPORT_MARKER`]).
+pub fn is_model_export_dir(dir: &Path) -> bool {
+    dir.join(MODEL_EXPORT_MARKER).is_file()
+}
+
+/// Whether `path` lies in a model export folder (its parent holds [`MODEL_EXPORT_MARKER`]).
+pub fn in_model_export(path: &Path) -> bool {
+    path.parent().is_some_and(is_model_export_dir)
 }
 
 /// Whether a name is a temp file or folder (never a checkpoint).
@@ -182,8 +197,8 @@ pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     if is_hf_folder(dir) {
         return Ok(vec![dir.to_path_buf()]);
     }
-    if is_hf_like_folder(dir) {
-        return Ok(Vec::new()); // an HF folder whose weights are not written yet
+    if is_hf_like_folder(dir) || is_model_export_dir(dir) {
+        return Ok(Vec::new()); // an HF folder whose weights are not written yet, or a model export
     }
     let mut found = Vec::new();
     let top =
@@ -231,6 +246,7 @@ fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
             if is_hf_folder(&path) {
                 found.push(path);
             } else if !is_hf_like_folder(&path)
+                && !is_model_export_dir(&path)
                 && depth < MAX_DEPTH
                 && let Ok(sub) = std::fs::read_dir(&path)
             {
@@ -245,6 +261,25 @@ fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_export_folders_are_not_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path();
+        std::fs::write(run.join("step-10.safetensors"), b"x").unwrap();
+        let export = run.join("landscaped");
+        std::fs::create_dir(&export).unwrap();
+        std::fs::write(export.join("model.pt"), b"x").unwrap();
+        std::fs::write(export.join("eval.safetensors"), b"x").unwrap();
+        // Before the marker is written the files look like checkpoints; after, the folder is skipped.
+        assert_eq!(find_checkpoints(run).unwrap().len(), 3);
+        std::fs::write(export.join(MODEL_EXPORT_MARKER), b"loss = \"cross_entropy\"\n").unwrap();
+        assert_eq!(find_checkpoints(run).unwrap(), vec![run.join("step-10.safetensors")]);
+        assert!(find_checkpoints(&export).unwrap().is_empty());
+        assert!(
+            in_model_export(&export.join("model.pt")) && !in_model_export(&run.join("step-10.safetensors"))
+        );
+    }
 
     #[test]
     fn step_rule_from_names() {

@@ -21,7 +21,9 @@ mod torchzip;
 mod values;
 
 pub use complete::check_complete;
-pub use layout::{find_checkpoints, is_checkpoint_file_name, is_hf_folder, is_temp_name, step_from_name};
+pub use layout::{
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_hf_folder, is_temp_name, step_from_name,
+};
 
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

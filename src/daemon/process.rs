@@ -90,6 +90,13 @@ impl Processor {
         if path.is_file() && age < self.quiet {
             return Outcome::Retry { after: self.quiet - age + Duration::from_millis(20), reason: "quiet" };
         }
+        // The export helper writes its marker last, so a model export may have been queued before the
+        // marker existed; once quiet it is there.
+        if checkpoint::in_model_export(path) {
+            tracing::debug!(run, path = %path.display(), "skipped: part of a model export, not a checkpoint");
+            self.record(run, path, before, None, "model-export");
+            return Outcome::Unchanged;
+        }
         match ingest_one(&self.store, run, path, &self.data_dir, &self.archive) {
             Ok((step, status)) => {
                 let after = seen::stamp(path);

@@ -13,7 +13,9 @@
 //!
 //! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
 
-use crate::checkpoint::{find_checkpoints, is_checkpoint_file_name, is_hf_folder, step_from_name};
+use crate::checkpoint::{
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_hf_folder, step_from_name,
+};
 use crate::daemon::config::{RunConfig, WatchMode};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::{Item, Pushed, WorkQueue};
@@ -113,6 +115,9 @@ fn candidates_for(p: &Path) -> Vec<PathBuf> {
         return find_checkpoints(p).unwrap_or_default();
     }
     let Some(parent) = p.parent() else { return Vec::new() };
+    if in_model_export(p) {
+        return Vec::new();
+    }
     if is_hf_folder(parent) {
         return vec![parent.to_path_buf()];
     }
