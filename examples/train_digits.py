@@ -10,7 +10,7 @@ Formats (--format):
   hf           <out>/checkpoint-<N>/         model.safetensors + trainer_state.json (Hugging Face Trainer)
   lightning    <out>/epoch=<E>-step=<N>.ckpt {"state_dict": {"model.<name>": ...}, "global_step": N, ...}
 
-At the end, if examples/landscaped_export.py is present, the model and a fixed evaluation set are
+Before training, if examples/landscaped_export.py is present, the model and a fixed evaluation set are
 exported to <out>/landscaped/ (TorchScript model.pt + eval.safetensors) for loss-landscape slices.
 """
 import argparse
@@ -97,6 +97,23 @@ def save_checkpoint(model, opt, fmt, out, step, epoch):
         raise ValueError(fmt)
 
 
+def export_for_landscaped(model, xte, yte, out_dir):
+    """Hands the model and a fixed evaluation set to landscaped (loss-landscape slices), once, before
+    training, if the helper exists: the daemon can slice from the first checkpoint on. The weights come
+    from each checkpoint, so exporting the untrained model is enough."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(os.path.join(here, "landscaped_export.py")):
+        return
+    sys.path.insert(0, here)
+    try:
+        from landscaped_export import export
+
+        export(model, xte, yte, out_dir, loss="cross_entropy")
+        print(f"exported model and eval set to {out_dir}", flush=True)
+    except Exception as e:  # the export is an extra: never lose the training run over it
+        print(f"warning: landscaped export failed: {e}", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=64)
@@ -118,6 +135,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(args.seed + 1)
     step = 0
+    export_for_landscaped(model, xte, yte, os.path.join(args.out, "landscaped"))
     t0 = time.time()
     save_checkpoint(model, opt, args.format, args.out, step, 0)
     for epoch in range(1, args.epochs + 1):
@@ -141,18 +159,6 @@ def main():
         print(f"epoch {epoch:3d} step {step:5d} loss {loss.item():.4f} test acc {acc:.3f} ‖θ‖ {norm:.3f}", flush=True)
     print(f"trained in {time.time() - t0:.1f} s; checkpoints in {args.out}")
 
-    # Hand the model and a fixed evaluation set to landscaped (loss-landscape slices), if the helper exists.
-    here = os.path.dirname(os.path.abspath(__file__))
-    if os.path.exists(os.path.join(here, "landscaped_export.py")):
-        sys.path.insert(0, here)
-        try:
-            from landscaped_export import export
-
-            model.eval()
-            export(model, xte, yte, os.path.join(args.out, "landscaped"), loss="cross_entropy")
-            print(f"exported model and eval set to {os.path.join(args.out, 'landscaped')}")
-        except Exception as e:  # the export is an extra: never lose the training run over it
-            print(f"warning: landscaped export failed: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

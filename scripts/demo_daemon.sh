@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Demo part (run by scripts/demo.sh, or alone): the daemon watches a folder while the training script
-# writes checkpoints into it; scraped /metrics lines show each checkpoint arriving; the CLI queries the
-# daemon while it holds the store; SIGTERM stops it cleanly (exit 0).
+# writes checkpoints into it; scraped /metrics lines show each checkpoint arriving; the [run.pca] and
+# [run.slice] jobs compute the trajectory PCA and a slice in its plane (-> daemon-pca-slice.png); the CLI
+# queries the daemon while it holds the store; SIGTERM stops it cleanly (exit 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"
@@ -20,6 +21,14 @@ top_k = 2
 [[run]]
 name = "digits"
 watch = ["$OUT/checkpoints"]
+[run.pca]            # trajectory PCA after every checkpoint
+every = 1
+components = 2
+[run.slice]          # then the loss surface in the PCA plane, the optimizer path in it
+every = 1
+dirs = "pca"
+model_dir = "$OUT/checkpoints/landscaped"   # written by train_digits.py before training
+threads = 1
 TOML
 
 echo
@@ -48,6 +57,16 @@ while :; do
     fi
     sleep 0.3
 done
+last_step=$(ls "$OUT/checkpoints" | sed -n 's/^step-\([0-9]*\)\.safetensors$/\1/p' | sort -n | tail -n 1)
+echo
+echo "== background jobs: trajectory PCA, then a slice in its plane about step $last_step"
+for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:$PORT/api/v1/runs/digits/slices" \
+        | "$PY" -c 'import json, sys; s = json.load(sys.stdin); sys.exit(0 if any(r["step"] == int(sys.argv[1]) and r["complete"] for r in s) else 1)' "$last_step" \
+        && break
+    sleep 0.5
+done
+curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^landscaped_(pca_explained_variance_ratio|slice_centre_loss|slice_curvature|job_runs_total)\{' | sed 's/^/   /'
 echo
 echo "== the CLI asks the daemon (it holds the store): landscaped norms --run digits"
 LANDSCAPED_CONFIG="$OUT/landscaped.toml" "$L" --data-dir "$OUT/data" norms --run digits | head -n 8
@@ -58,3 +77,6 @@ rc=0; wait $DAEMON || rc=$?
 trap - EXIT
 echo "daemon exited with status $rc after recording $n checkpoints"
 [ "$rc" -eq 0 ]
+ID=$("$L" --data-dir "$OUT/data" --format json slices list | "$PY" -c 'import json, sys; print(max(r["id"] for r in json.load(sys.stdin) if r["kind"] == "pca"))')
+"$L" --data-dir "$OUT/data" plot slice "$ID" --kind filled --title "daemon: loss in the trajectory-PCA plane, optimizer path (run digits)" \
+    -o "$OUT/../daemon-pca-slice.png"
