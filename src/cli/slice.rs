@@ -67,6 +67,12 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model contract these flags name (an export folder, or the files one by one).
     pub fn spec(&self) -> Result<ModelSpec> {
+        if self.threads == Some(0) {
+            bail!("--threads: must be at least 1");
+        }
+        if self.replicas == Some(0) {
+            bail!("--replicas: must be at least 1");
+        }
         let mut loss: Option<Loss> = None;
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
