@@ -137,9 +137,9 @@ pub fn evaluate_points(
     evaluate_points_parallel(values, vec![eval], cancel, persist_every, persist, progress)
 }
 
-/// [`evaluate_points`] with several evaluators, each on its own thread taking the next pending point
-/// (one evaluator runs on the calling thread). Results are recorded, persisted and reported on the
-/// calling thread as they come; after a cancel or an error every point already finished is kept.
+/// [`evaluate_points`] with several evaluators, each on its own thread taking the next pending point (a
+/// single evaluator runs on the calling thread instead). Results are recorded, persisted and reported on
+/// the calling thread as they come; after a cancel or an error every point already finished is kept.
 pub fn evaluate_points_parallel<E>(
     values: &mut SliceValues,
     mut evals: Vec<E>,
