@@ -54,6 +54,14 @@ fn start_daemon_with(
     (restart(config, port, dir), ck)
 }
 
+/// The run's slices as the API lists them (none while the daemon can't answer).
+fn run_slices(port: u16) -> Vec<serde_json::Value> {
+    get(port, "/api/v1/runs/r/slices")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
 /// Copies a checkpoint into the watched folder under `name` (copy, then rename: never seen partial).
 fn drop_checkpoint(from: &Path, ck: &Path, name: &str) {
     std::fs::copy(from, ck.join("tmp.part")).unwrap();
@@ -189,12 +197,7 @@ fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
     // 100000 points: far longer than the test takes to ingest the next checkpoint.
     let (d, ck) = start_daemon(dir.path(), &model, "x = \"-1:1:100000\"", seed, batch);
     let port = d.port;
-    let slices = || -> Vec<serde_json::Value> {
-        get(port, "/api/v1/runs/r/slices")
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    };
+    let slices = || run_slices(port);
     drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
     wait_until(Duration::from_secs(60), "slice about step 40 started", || {
         slices().iter().any(|s| s["step"] == 40)
@@ -245,12 +248,7 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
             get(port, "/api/v1/runs/r/checkpoints").is_some_and(|t| t.contains(&format!("\"step\":{step}")))
         });
     }
-    let slices = || -> Vec<serde_json::Value> {
-        get(port, "/api/v1/runs/r/slices")
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    };
+    let slices = || run_slices(port);
     wait_until(Duration::from_secs(120), "PCA slice about step 30", || {
         slices().iter().any(|s| s["kind"] == "pca" && s["step"] == 30 && s["complete"] == true)
     });

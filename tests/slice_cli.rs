@@ -247,14 +247,7 @@ fn bad_requests_are_one_line_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/ckpt.safetensors") && err.lines().count() == 1, "{err}");
-    let out = bin(data.path())
-        .args(["slice", "--checkpoint"])
-        .arg(f.join("ckpt_b.safetensors"))
-        .arg("--model-dir")
-        .arg(f.join("model"))
-        .args(["--replicas", "0"])
-        .output()
-        .unwrap();
+    let out = slice_cmd_on(data.path(), &["--replicas", "0"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--replicas: must be at least 1"));
     let out = bin(data.path()).args(["slices", "show", "42"]).output().unwrap();

@@ -13,9 +13,7 @@ use crate::landscape::directions::{
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::grid::Axis;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{
-    BindOptions, Loss, Model, ModelSpec, Replicas, State, ThreadPlan, checkpoint_state, set_threads,
-};
+use crate::model::{BindOptions, Loss, Model, ModelSpec, Replicas, State, checkpoint_state, set_threads};
 use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
@@ -106,11 +104,7 @@ impl ModelArgs {
     /// Copies of `model` for `points` grid points, by `--threads` and `--replicas`.
     pub fn replicas(&self, model: &Model, points: usize) -> Result<Replicas> {
         let threads = self.threads.unwrap_or_else(crate::model::threads);
-        let plan = ThreadPlan::choose(threads, model.device(), model.slot_bytes(), points, self.replicas);
-        if plan.replicas <= 1 {
-            return Ok(Replicas::none());
-        }
-        Replicas::new(model, plan)
+        Replicas::for_grid(model, threads, points, self.replicas)
     }
 
     /// Loads the model (after setting `--threads`).
@@ -303,7 +297,8 @@ fn compute(
     persist_every: usize,
 ) -> Result<()> {
     let total = rec.values.done.len() as u64;
-    let mut replicas = args.replicas(model, rec.values.done.len() - rec.values.done_count())?;
+    let todo = rec.values.done.len() - rec.values.done_count();
+    let mut replicas = args.replicas(model, todo)?;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -334,7 +329,6 @@ fn compute(
         }
     };
     let started = std::time::Instant::now();
-    let todo = rec.values.done.len() - rec.values.done_count();
     let out = evaluate_slice(
         model,
         &mut replicas,

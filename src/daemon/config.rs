@@ -281,8 +281,9 @@ impl Config {
                     Some(spec) => {
                         (spec.build)(value)
                             .map_err(|e| bad(&format!("run.{key}"), format!("run {:?}: {e:#}", r.name)))?;
-                        let device = value.get("device").and_then(|d| d.as_str()).unwrap_or("cpu");
-                        if !raw.gpu && !device.trim().eq_ignore_ascii_case("cpu") {
+                        if let Some(device) = crate::daemon::job_model::gpu_device(value)
+                            && !raw.gpu
+                        {
                             return Err(bad(
                                 &format!("run.{key}.device"),
                                 format!(

@@ -81,6 +81,12 @@ pub fn split(section: &toml::Value) -> Result<(JobModel, toml::Value)> {
     Ok((m, toml::Value::Table(rest)))
 }
 
+/// The device a job section asks for, if not the CPU (the daemon hides GPUs unless `gpu = true`).
+pub fn gpu_device(section: &toml::Value) -> Option<&str> {
+    let device = section.get("device").and_then(|d| d.as_str()).unwrap_or("cpu");
+    (!device.trim().eq_ignore_ascii_case("cpu")).then_some(device)
+}
+
 impl JobModel {
     fn validate(&self) -> Result<()> {
         if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
@@ -101,11 +107,6 @@ impl JobModel {
         crate::model::device_from_name(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.args().bind_options().map_err(|e| anyhow!("map: {e}"))?;
         Ok(())
-    }
-
-    /// Whether the job asks for a GPU (the daemon hides GPUs unless `gpu = true`).
-    pub fn wants_gpu(&self) -> bool {
-        !self.device.trim().eq_ignore_ascii_case("cpu")
     }
 
     /// The same contract as command-line flags.
@@ -136,13 +137,13 @@ mod tests {
 
     #[test]
     fn model_keys_are_split_from_the_job_keys() {
-        let (m, rest) = split(&section(
+        let job = section(
             "every = 3\nx = \"-1:1:3\"\nmodel = \"/m/model.pt\"\neval_data = \"/m/eval.safetensors\"\n\
              loss = \"mse\"\ndevice = \"cuda:1\"\nthreads = 2\nmap = [\"a.w=w\"]",
-        ))
-        .unwrap();
+        );
+        let (m, rest) = split(&job).unwrap();
         assert_eq!(rest, section("every = 3\nx = \"-1:1:3\""));
-        assert!(m.wants_gpu());
+        assert_eq!(gpu_device(&job), Some("cuda:1"));
         let a = m.args();
         assert_eq!((a.threads, a.batch_size, a.device.as_str()), (Some(2), 256, "cuda:1"));
         assert_eq!(a.spec().unwrap().loss, crate::model::Loss::Mse);
@@ -158,6 +159,7 @@ mod tests {
         assert!(err("model_dir = \"/m\"\ndevice = \"tpu\"").starts_with("device: "));
         assert!(err("model_dir = \"/m\"\nmap = [\"nonsense\"]").starts_with("map: "));
         assert!(err("model_dir = \"/m\"\nthreads = 0").starts_with("threads: "));
-        assert!(!split(&section("model_dir = \"/m\"")).unwrap().0.wants_gpu());
+        assert_eq!(gpu_device(&section("model_dir = \"/m\"")), None);
+        assert_eq!(gpu_device(&section("model_dir = \"/m\"\ndevice = \"CPU\"")), None);
     }
 }

@@ -2,7 +2,7 @@
 //! point written into the module in place and evaluated (eval mode, no grad), on copies of the model in
 //! parallel when there are [`Replicas`], the module put back at θ* afterwards.
 
-use super::slice::{Outcome, SliceValues, evaluate_points_parallel};
+use super::slice::{Outcome, SliceValues, evaluate_points};
 use crate::model::{Evaluation, Model, Replicas, State, set_threads};
 use anyhow::Result;
 use std::sync::atomic::AtomicBool;
@@ -58,7 +58,7 @@ pub fn evaluate_slice(
             }
         })
         .collect();
-    let out = evaluate_points_parallel(
+    let out = evaluate_points(
         values,
         evals,
         ctl.cancel,

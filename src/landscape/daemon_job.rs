@@ -37,7 +37,7 @@ use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{Model, Replicas, ThreadPlan, checkpoint_state, set_threads};
+use crate::model::{Replicas, checkpoint_state};
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::GaugeVec;
@@ -258,9 +258,7 @@ impl PeriodicJob for SliceJob {
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
         let path = Path::new(&ck_rec.path);
         let args = self.model.args();
-        set_threads(self.model.threads);
-        let spec = args.spec()?;
-        let mut model = Model::load(&spec).with_context(|| format!("slice job: {}", spec.model.display()))?;
+        let mut model = args.load().context("slice job")?;
         let ck = crate::checkpoint::Checkpoint::open(path)?;
         let bind = args.bind_options()?;
         let centre = checkpoint_state(&model, &ck, &bind)?;
@@ -292,9 +290,7 @@ impl PeriodicJob for SliceJob {
             (s.loss, s.batch_size, s.subsample, &s.model, &s.eval_data)
         );
         // The same PCA about the same checkpoint, already sliced: nothing new to compute.
-        if pca.is_some()
-            && slices::list(store)?.iter().any(|r| r.signature == signature && r.values.is_complete())
-        {
+        if pca.is_some() && slices::find_complete(store, &signature)?.is_some() {
             tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
             return Ok(());
         }
@@ -342,14 +338,7 @@ impl PeriodicJob for SliceJob {
         let mut values = rec.values.clone();
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
         let persist_every = (values.done.len() / 20).max(5);
-        let plan = ThreadPlan::choose(
-            self.model.threads,
-            model.device(),
-            model.slot_bytes(),
-            values.done.len(),
-            None,
-        );
-        let mut replicas = if plan.replicas > 1 { Replicas::new(&model, plan)? } else { Replicas::none() };
+        let mut replicas = Replicas::for_grid(&model, self.model.threads, values.done.len(), None)?;
         let out = evaluate_slice(
             &mut model,
             &mut replicas,

@@ -123,24 +123,13 @@ impl Tally {
     }
 }
 
-/// Fills every point not yet done, in row-major order. `eval(x, y)` gives (loss, accuracy);
-/// `persist` is called every `persist_every` points and at the end (complete, cancelled or failed);
-/// `progress` after every point with the number done. Stops early when `cancel` is set.
-pub fn evaluate_points(
-    values: &mut SliceValues,
-    eval: impl FnMut(f64, f64) -> Result<(f64, Option<f64>)> + Send,
-    cancel: &AtomicBool,
-    persist_every: usize,
-    persist: impl FnMut(&SliceValues) -> Result<()>,
-    progress: impl FnMut(usize),
-) -> Result<Outcome> {
-    evaluate_points_parallel(values, vec![eval], cancel, persist_every, persist, progress)
-}
-
-/// [`evaluate_points`] with several evaluators, each on its own thread taking the next pending point (a
-/// single evaluator runs on the calling thread instead). Results are recorded, persisted and reported on
-/// the calling thread as they come; after a cancel or an error every point already finished is kept.
-pub fn evaluate_points_parallel<E>(
+/// Fills every point not yet done, in row-major order. Each evaluator `eval(x, y)` gives (loss,
+/// accuracy); several run on threads of their own, each taking the next pending point (a single one
+/// runs on the calling thread instead). Results are recorded, persisted and reported on the calling
+/// thread as they come: `persist` every `persist_every` points and at the end (complete, cancelled or
+/// failed), `progress` after every point with the number done. Stops early when `cancel` is set; after a
+/// cancel or an error every point already finished is kept.
+pub fn evaluate_points<E>(
     values: &mut SliceValues,
     mut evals: Vec<E>,
     cancel: &AtomicBool,
@@ -233,7 +222,8 @@ mod tests {
         assert_eq!(v.centre(), Some(1));
         let never = AtomicBool::new(false);
         let out =
-            evaluate_points(&mut v, |x, y| Ok((10.0 * y + x, None)), &never, 2, |_| Ok(()), |_| {}).unwrap();
+            evaluate_points(&mut v, vec![|x, y| Ok((10.0 * y + x, None))], &never, 2, |_| Ok(()), |_| {})
+                .unwrap();
         assert_eq!(out, Outcome::Complete);
         assert_eq!(v.loss_rows(), vec![vec![-1.0, 0.0, 1.0], vec![19.0, 20.0, 21.0]]);
         assert_eq!(v.loss_at(1, 0), 19.0);
@@ -247,13 +237,13 @@ mod tests {
         let mut calls = 0;
         let out = evaluate_points(
             &mut v,
-            |x, _| {
+            vec![|x, _| {
                 calls += 1;
                 if calls == 3 {
                     cancel.store(true, Ordering::Relaxed);
                 }
                 Ok((x * x, Some(0.5)))
-            },
+            }],
             &cancel,
             100,
             |s| {
@@ -271,10 +261,10 @@ mod tests {
         let never = AtomicBool::new(false);
         evaluate_points(
             &mut resumed,
-            |x, _| {
+            vec![|x, _| {
                 xs_seen.push(x);
                 Ok((x * x, Some(0.5)))
-            },
+            }],
             &never,
             1,
             |_| Ok(()),
@@ -304,7 +294,7 @@ mod tests {
             .collect();
         let (mut saves, mut last) = (0, 0);
         let never = AtomicBool::new(false);
-        let out = evaluate_points_parallel(
+        let out = evaluate_points(
             &mut v,
             evals,
             &never,
@@ -351,7 +341,7 @@ mod tests {
                 }
             })
             .collect();
-        let out = evaluate_points_parallel(
+        let out = evaluate_points(
             &mut v,
             evals,
             &cancel,
@@ -386,7 +376,7 @@ mod tests {
             })
             .collect();
         let never = AtomicBool::new(false);
-        let out = evaluate_points_parallel(&mut v, evals, &never, 100, |_| Ok(()), |_| {}).unwrap();
+        let out = evaluate_points(&mut v, evals, &never, 100, |_| Ok(()), |_| {}).unwrap();
         assert_eq!(out, Outcome::Complete);
         assert_eq!(calls.load(Ordering::SeqCst), 21 - done, "only the missing points are computed");
         assert!((0..21).all(|i| v.loss[i] == v.coords(i).0 * v.coords(i).1));
@@ -408,7 +398,7 @@ mod tests {
                 .collect();
             let mut saved: Option<SliceValues> = None;
             let never = AtomicBool::new(false);
-            let err = evaluate_points_parallel(
+            let err = evaluate_points(
                 &mut v,
                 evals,
                 &never,

@@ -133,14 +133,7 @@ impl Model {
         if !path.is_file() {
             bail!("model {}: no such file", path.display());
         }
-        let mut module = CModule::load_on_device(path, device).map_err(|e| {
-            anyhow!("model {}: not a loadable TorchScript module: {}", path.display(), short_err(e))
-        })?;
-        module.set_eval();
-        if shim::is_training(&module) != Some(false) {
-            bail!("model {}: could not switch the module to eval mode", path.display());
-        }
-        let bound = bind_module(&module, path)?;
+        let (module, bound) = open_module(path, device)?;
         let (batches, samples) = load_eval_set(&spec.eval_data, spec, device)?;
         let model = Model {
             module,
@@ -166,13 +159,7 @@ impl Model {
     /// model's evaluation batches (read only). Errors if the file no longer has the same slots.
     pub fn replicate(&self) -> Result<Model> {
         let path = &self.spec.model;
-        let mut module = CModule::load_on_device(path, self.device)
-            .map_err(|e| anyhow!("model {}: loading a replica: {}", path.display(), short_err(e)))?;
-        module.set_eval();
-        if shim::is_training(&module) != Some(false) {
-            bail!("model {}: could not switch the replica to eval mode", path.display());
-        }
-        let bound = bind_module(&module, path)?;
+        let (module, bound) = open_module(path, self.device)?;
         if bound.slots != self.slots {
             bail!("model {}: the file changed since it was loaded (its tensors differ)", path.display());
         }
@@ -332,6 +319,19 @@ struct Bound {
     params: Vec<Tensor>,
     buffers: Vec<Tensor>,
     ignored_buffers: Vec<String>,
+}
+
+/// Loads the TorchScript file onto the device in eval mode and binds its slots. Errors name the file.
+fn open_module(path: &Path, device: Device) -> Result<(CModule, Bound)> {
+    let mut module = CModule::load_on_device(path, device).map_err(|e| {
+        anyhow!("model {}: not a loadable TorchScript module: {}", path.display(), short_err(e))
+    })?;
+    module.set_eval();
+    if shim::is_training(&module) != Some(false) {
+        bail!("model {}: could not switch the module to eval mode", path.display());
+    }
+    let bound = bind_module(&module, path)?;
+    Ok((module, bound))
 }
 
 fn bind_module(module: &CModule, path: &Path) -> Result<Bound> {

@@ -57,7 +57,19 @@ impl Replicas {
         Replicas { models: Vec::new(), intra_op: 0 }
     }
 
-    /// `plan.replicas - 1` copies of `model` (the caller's model is the first worker).
+    /// The copies [`ThreadPlan::choose`] picks for `model` to fill `points` grid points with `threads`.
+    pub fn for_grid(
+        model: &Model,
+        threads: usize,
+        points: usize,
+        requested: Option<usize>,
+    ) -> Result<Replicas> {
+        let plan = ThreadPlan::choose(threads, model.device(), model.slot_bytes(), points, requested);
+        Replicas::new(model, plan)
+    }
+
+    /// `plan.replicas - 1` copies of `model` (the caller's model is the first worker; with one, points
+    /// are evaluated on the calling thread).
     pub fn new(model: &Model, plan: ThreadPlan) -> Result<Replicas> {
         let models = (1..plan.replicas).map(|_| model.replicate()).collect::<Result<Vec<_>>>()?;
         Ok(Replicas { models, intra_op: plan.intra_op })

@@ -102,5 +102,14 @@ pub fn next_id(store: &Store) -> super::Result<u64> {
 
 /// An unfinished slice made by the same request, to resume.
 pub fn find_unfinished(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
-    Ok(list(store)?.into_iter().find(|r| r.signature == signature && !r.values.is_complete()))
+    find(store, signature, false)
+}
+
+/// A complete slice made by the same request (nothing left to compute).
+pub fn find_complete(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
+    find(store, signature, true)
+}
+
+fn find(store: &Store, signature: &str, complete: bool) -> super::Result<Option<SliceRecord>> {
+    Ok(list(store)?.into_iter().find(|r| r.signature == signature && r.values.is_complete() == complete))
 }
