@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# make bench: ingest throughput on a >= 1 GiB checkpoint, against (a) a plain sequential read of the same
-# bytes and (b) the same statistics computed in Python with torch ops, plus peak memory.
+# make bench (ingest): ingest throughput on a 1 GiB checkpoint (torch.save .pt, and the same weights as
+# .safetensors) against (a) `cat` of the page-cached file and (b) the Python way (torch.load /
+# safetensors load_file + the same statistics with torch ops in float64), with CPU seconds per GB and
+# peak RSS, whole processes, in one invocation.
 #
-# The page cache can't be dropped without root, so every contender reads the file warm: it is read once
-# first, then each way is timed warm (best of BENCH_REPEAT runs, default 3). Targets: ingest >= 0.7x the
-# plain read's throughput, >= 3x the Python way, peak RSS <= 2 x the largest tensor + 100 MB.
-# Env: BENCH_GIB (checkpoint size, default 1), BENCH_REPEAT, LANDSCAPED_BIN.
+# The page cache can't be dropped without root, so every contender reads the file warm: it is read
+# once first, then each way runs BENCH_REPEAT times (default 3) and the MEDIAN is reported. The machine
+# is shared: the load average is printed before and after.
+# Targets (issue 13): ingest >= 0.3x cat, >= 15x the Python way; peak RSS independent of checkpoint
+# size (BENCH_BIG_GIB=8 adds one ingest of an 8 GiB checkpoint to compare).
+# Env: BENCH_GIB (default 1), BENCH_REPEAT (3), BENCH_BIG_GIB (unset: skipped), BENCH_PY (1: run the
+# Python way; 0 skips it), LANDSCAPED_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"
@@ -13,80 +18,102 @@ PY="$PWD/.venv/bin/python"
 OUT="$PWD/bench-out"
 GIB="${BENCH_GIB:-1}"
 REPEAT="${BENCH_REPEAT:-3}"
-FILE="$OUT/step-1000.safetensors"
 [ -x "$L" ] || { echo "bench: $L is missing; run 'make bench' (it builds it first)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is needed for peak memory (apt-get install time)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 mkdir -p "$OUT"
 
-if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $(( ${GIB%.*} * 1000000000 )) ]; then
-    echo "generating a ${GIB} GiB checkpoint at $FILE ..."
-    "$PY" scripts/bench_stats.py make "$FILE" "$GIB"
-fi
-BYTES=$(stat -c %s "$FILE")
-LARGEST=$((4096 * 8192 * 4))
-echo "checkpoint: $FILE, $BYTES bytes, largest tensor $LARGEST bytes; $(nproc) CPUs"
-cat "$FILE" > /dev/null   # warm the page cache
-
-# best_of CMD...: runs CMD REPEAT times under /usr/bin/time; prints "best_seconds max_rss_kb".
-best_of() {
-    local best="" rss=0 t r
-    for _ in $(seq "$REPEAT"); do
-        /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" > "$OUT/last.out" 2> "$OUT/last.err" || {
-            echo "bench: failed: $*" >&2; cat "$OUT/last.err" >&2; exit 1; }
-        read -r t r < "$OUT/time.txt"
-        if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; fi
-        [ "$r" -gt "$rss" ] && rss=$r
-    done
-    echo "$best $rss"
+make_ckpt() { # make_ckpt GIB: bench-out/gGIB/step-1000.{pt,safetensors}
+    local d="$OUT/g$1"
+    if [ ! -f "$d/step-1000.pt" ] || [ ! -f "$d/step-1000.safetensors" ]; then
+        mkdir -p "$d"
+        echo "generating a $1 GiB checkpoint (.pt and .safetensors) in $d ..."
+        "$PY" scripts/bench_stats.py make "$d/step-1000" "$1"
+    fi
 }
+make_ckpt "$GIB"
 
-ingest_once() { rm -rf "$OUT/data"; "$L" --data-dir "$OUT/data" ingest "$FILE" --run bench --format csv; }
-export -f ingest_once; export L OUT FILE
+# run_n NAME CMD...: runs CMD REPEAT times under /usr/bin/time; appends "NAME wall user sys rss_kb" lines.
+run_n() {
+    local name=$1; shift
+    for _ in $(seq "$REPEAT"); do
+        /usr/bin/time -f "%e %U %S %M" -o "$OUT/time.txt" "$@" > "$OUT/last.out" 2> "$OUT/last.err" || {
+            echo "bench: failed: $*" >&2; cat "$OUT/last.err" >&2; exit 1; }
+        echo "$name $(cat "$OUT/time.txt")" >> "$OUT/runs.txt"
+    done
+}
+ingest() { # ingest FILE [flags]: a fresh store each time
+    local f=$1; shift
+    rm -rf "$OUT/data"
+    "$L" --data-dir "$OUT/data" ingest "$f" --run bench --format csv "$@"
+}
+export -f ingest; export L OUT
 
-read -r T_READ _ < <(best_of dd if="$FILE" of=/dev/null bs=8M status=none)
-read -r T_ING RSS_ING < <(best_of bash -c ingest_once)
-cp "$OUT/last.out" "$OUT/ingest.csv"
-# Peak anonymous memory (heap) of one ingest, sampled from /proc every 5 ms: the binary's total RSS also
-# counts ~0.5 GB of libtorch/CUDA library pages mapped at start-up, which ingest does not use.
-rm -rf "$OUT/data"
-"$L" --data-dir "$OUT/data" ingest "$FILE" --run bench --format csv > /dev/null &
-PID=$!
-ANON=0
-while kill -0 "$PID" 2> /dev/null; do
-    a=$(awk '/^RssAnon:/ { print $2 }' "/proc/$PID/status" 2> /dev/null || echo 0)
-    [ -n "$a" ] && [ "$a" -gt "$ANON" ] && ANON=$a
-    sleep 0.005
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+: > "$OUT/runs.txt"
+for fmt in pt safetensors; do
+    F="$OUT/g$GIB/step-1000.$fmt"
+    cat "$F" > /dev/null   # warm the page cache
+    run_n "cat.$fmt" cat "$F"
+    run_n "ingest.$fmt" bash -c "ingest $F --no-archive"
+    cp "$OUT/last.out" "$OUT/ingest.$fmt.csv"
+    run_n "archive.$fmt" bash -c "ingest $F"
+    if [ "${BENCH_PY:-1}" = 1 ]; then
+        run_n "python.$fmt" "$PY" scripts/bench_stats.py stats "$F" f64
+        cp "$OUT/last.out" "$OUT/python.$fmt.txt"
+    fi
 done
-wait "$PID"
-read -r _ RSS_IDLE < <(REPEAT=1 best_of "$L" --help)
+run_n "idle" "$L" --help
+if [ -n "${BENCH_BIG_GIB:-}" ]; then
+    make_ckpt "$BENCH_BIG_GIB"
+    F="$OUT/g$BENCH_BIG_GIB/step-1000.pt"
+    cat "$F" > /dev/null
+    REPEAT=1 run_n "big.pt" bash -c "ingest $F --no-archive"
+    rm -rf "$OUT/data"
+fi
+echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 
-read -r T_PY RSS_PY < <(best_of "$PY" scripts/bench_stats.py stats "$FILE" f64)
-cp "$OUT/last.out" "$OUT/python.txt"
-read -r T_PY32 _ < <(best_of "$PY" scripts/bench_stats.py stats "$FILE" f32)
+BYTES=$(stat -c %s "$OUT/g$GIB/step-1000.pt")
+BIG_BYTES=0
+[ -n "${BENCH_BIG_GIB:-}" ] && BIG_BYTES=$(stat -c %s "$OUT/g$BENCH_BIG_GIB/step-1000.pt")
+NORM_L=$(awk -F, 'NR == 2 { print $5 }' "$OUT/ingest.pt.csv")
+NORM_P=$( [ -f "$OUT/python.pt.txt" ] && awk '{ print $2 }' "$OUT/python.pt.txt" || echo -)
 
-# Both sides computed the same global norm?
-NORM_L=$(awk -F, 'NR == 2 { print $5 }' "$OUT/ingest.csv")
-NORM_P=$(awk '{ print $2 }' "$OUT/python.txt")
-# The ingest call itself (the "seconds" column), without the process start-up (loading libtorch).
-T_CALL=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "seconds") c = i } NR == 2 { print $c }' "$OUT/ingest.csv")
-
-awk -v bytes="$BYTES" -v tr="$T_READ" -v ti="$T_ING" -v tp="$T_PY" -v tp32="$T_PY32" \
-    -v rss="$RSS_ING" -v rsspy="$RSS_PY" -v anon="$ANON" -v idle="$RSS_IDLE" -v largest="$LARGEST" -v tc="$T_CALL" -v nl="$NORM_L" -v np="$NORM_P" -v rep="$REPEAT" 'BEGIN {
+# Medians per contender, then the table and the ratios.
+awk -v bytes="$BYTES" -v big="$BIG_BYTES" -v rep="$REPEAT" -v nl="$NORM_L" -v np="$NORM_P" '
+function median(name,   n, i, j, t, a) {
+    n = cnt[name]; for (i = 1; i <= n; i++) a[i] = w[name, i]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function cpu_median(name,   n, i, j, t, a) {
+    n = cnt[name]; for (i = 1; i <= n; i++) a[i] = c[name, i]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{ k = ++cnt[$1]; w[$1, k] = $2; c[$1, k] = $3 + $4; if ($5 > rss[$1]) rss[$1] = $5 }
+END {
     gb = bytes / 1e9
-    printf "\nwarm page cache, best of %d runs each\n", rep
-    printf "%-44s %8s %10s\n", "", "seconds", "GB/s"
-    printf "%-44s %8.2f %10.2f\n", "plain sequential read (dd bs=8M)", tr, gb / tr
-    printf "%-44s %8.2f %10.2f\n", "landscaped ingest, whole process", ti, gb / ti
-    printf "%-44s %8.2f %10.2f\n", "  of which the ingest call (stats + commit)", tc, gb / tc
-    printf "%-44s %8.2f %10.2f\n", "Python: load + torch ops in float64", tp, gb / tp
-    printf "%-44s %8.2f %10.2f\n", "Python: load + torch ops in float32", tp32, gb / tp32
-    printf "\ningest vs plain read:      %.2fx process, %.2fx ingest call  (target >= 0.7x)\n", tr / ti, tr / tc
-    printf "ingest vs Python (f64):    %.2fx  (target >= 3x)\n", tp / ti
-    printf "ingest vs Python (f32):    %.2fx\n", tp32 / ti
-    limit = (2 * largest + 100e6) / 1e6
-    printf "memory limit: 2 x largest tensor + 100 MB = %.0f MB\n", limit
-    printf "  ingest peak anonymous memory (heap, sampled): %.0f MB\n", anon * 1024 / 1e6
-    printf "  ingest peak RSS %.0f MB, of which the idle binary (`landscaped --help`: libtorch/CUDA libraries) %.0f MB\n", rss * 1024 / 1e6, idle * 1024 / 1e6
-    printf "  Python peak RSS %.0f MB\n", rsspy * 1024 / 1e6
+    printf "\n%.2f GB checkpoint, warm page cache, median of %d runs, whole processes\n", gb, rep
+    printf "%-42s %8s %8s %9s %10s\n", "", "wall s", "CPU s", "CPU s/GB", "peak RSS"
+    split("cat.pt ingest.pt archive.pt python.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors idle big.pt", order, " ")
+    label["cat.pt"] = "cat step-1000.pt"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
+    label["archive.pt"] = "landscaped ingest .pt (+ archive, fsync)"; label["python.pt"] = "Python: torch.load + torch ops (f64)"
+    label["cat.safetensors"] = "cat step-1000.safetensors"; label["ingest.safetensors"] = "landscaped ingest .safetensors --no-archive"
+    label["archive.safetensors"] = "landscaped ingest .safetensors (+ archive)"; label["python.safetensors"] = "Python: load_file + torch ops (f64)"
+    label["idle"] = "landscaped --help (start-up floor)"; label["big.pt"] = sprintf("ingest %.1f GB .pt --no-archive (1 run)", big / 1e9)
+    for (i = 1; i <= 10; i++) {
+        n = order[i]; if (!(n in cnt)) continue
+        m[n] = median(n); cm[n] = cpu_median(n)
+        g = (n == "big.pt") ? big / 1e9 : gb
+        printf "%-42s %8.2f %8.2f %9.2f %7.0f MB\n", label[n], m[n], cm[n], (n == "idle" ? 0 : cm[n] / g), rss[n] * 1024 / 1e6
+    }
+    for (f = 1; f <= 2; f++) {
+        x = (f == 1) ? "pt" : "safetensors"
+        printf "\n%s: ingest vs cat %.2fx (target >= 0.3x)", x, m["cat." x] / m["ingest." x]
+        if (("python." x) in m) printf "; vs the Python way %.1fx (target >= 15x)", m["python." x] / m["ingest." x]
+        printf "; with the archive vs cat %.2fx", m["cat." x] / m["archive." x]
+    }
+    printf "\n"
+    if ("big.pt" in m) printf "peak RSS: %.0f MB at %.1f GB vs %.0f MB at %.1f GB\n", rss["big.pt"] * 1024 / 1e6, big / 1e9, rss["ingest.pt"] * 1024 / 1e6, gb
     printf "global norm: landscaped %s, PyTorch %s\n", nl, np
-}' | tee "$OUT/bench.txt"
+}' "$OUT/runs.txt" | tee "$OUT/bench.txt"

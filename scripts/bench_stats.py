@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Helpers for scripts/bench.sh.
 
-    bench_stats.py make OUT_FILE GIB      write a safetensors checkpoint of about GIB GiB (f32 tensors of
-                                          128 MiB each, plus a few small ones)
+    bench_stats.py make OUT_STEM GIB      write a checkpoint of about GIB GiB (f32 tensors of 128 MiB
+                                          each, plus a few small ones) as OUT_STEM.pt (torch.save) and
+                                          OUT_STEM.safetensors (the same weights)
     bench_stats.py stats FILE [f64|f32]   the Python way: load the checkpoint (safetensors.torch.load_file
                                           for .safetensors, torch.load(weights_only=True) otherwise) and
                                           compute landscaped's per-tensor statistics with torch ops
@@ -24,7 +25,8 @@ def make(out, gib):
         sd[f"layers.{i}.weight"] = torch.randn(4096, 8192) * 0.02 + (0.001 * i)
     sd["embed.bias"] = torch.zeros(8192)
     sd["norm.weight"] = torch.ones(8192)
-    save_file(sd, out)
+    torch.save(sd, out + ".pt")
+    save_file(sd, out + ".safetensors")
 
 
 def stats(path, precision="f64"):

@@ -26,24 +26,29 @@
 //! Distances are relative to the checkpoints present at ingest time: ingesting an earlier step later does
 //! not revise records already written.
 
-use crate::checkpoint::{Checkpoint, CheckpointError, TensorInfo, Values};
-use crate::stats::{self, TensorStats};
+use crate::checkpoint::{Checkpoint, CheckpointError, ChunkValues};
+use crate::stats;
 use crate::store::checkpoints::{self as records, CheckpointRecord, FileStamp, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys};
 use crate::trajectory::archive::{self, ArchiveFile, Precision};
+use engine::RefSource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod engine;
 
 /// Something else that wants every float tensor of a checkpoint while it is being ingested (e.g. the
 /// trajectory archive), so each checkpoint is read from disk once.
 ///
-/// Call order: `begin`, then `tensor` for each float tensor in checkpoint order, then `finish` once the
+/// Call order: `begin`, then `chunk` for every chunk of every float tensor, then `finish` once the
 /// store batch is ready to commit (or `abort` if ingest failed: the sink must leave no partial state).
-/// A checkpoint found `unchanged` by its file stamps never reaches the sinks; one found `unchanged` by
-/// its fingerprint (after reading) gets `abort`.
-pub trait TensorSink {
+/// Chunks arrive **from several threads at once and in any order**, each element exactly once:
+/// `chunk(index, start, values)` holds elements `start .. start + values.len()` of tensor `index` of
+/// the checkpoint given to `begin`. A checkpoint found `unchanged` by its file stamps never reaches the
+/// sinks; one found `unchanged` by its fingerprint (after reading) gets `abort`.
+pub trait TensorSink: Sync {
     fn begin(&mut self, run: &str, step: u64, checkpoint: &Checkpoint) -> anyhow::Result<()>;
-    fn tensor(&mut self, info: &TensorInfo, values: &Values) -> anyhow::Result<()>;
+    fn chunk(&self, index: usize, start: usize, values: ChunkValues<'_>) -> anyhow::Result<()>;
     fn finish(&mut self) -> anyhow::Result<()>;
     fn abort(&mut self);
 }
@@ -57,11 +62,28 @@ pub struct IngestOptions {
     pub step: Option<u64>,
     /// Compute distances to the first/previous checkpoints (reads those checkpoints' tensors again).
     pub distances: bool,
+    /// Bytes of tensor data held at once, over all worker threads (default 64 MiB), whatever the
+    /// checkpoint's size.
+    pub memory_budget: usize,
+    /// Tensors larger than this (bytes) are refused (default 64 GiB).
+    pub max_tensor_bytes: u64,
+    /// Worker threads (0: one per available core).
+    pub threads: usize,
 }
+
+/// The default [`IngestOptions::memory_budget`].
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { bins: stats::DEFAULT_BINS, step: None, distances: true }
+        IngestOptions {
+            bins: stats::DEFAULT_BINS,
+            step: None,
+            distances: true,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            max_tensor_bytes: crate::checkpoint::DEFAULT_MAX_TENSOR_BYTES,
+            threads: 0,
+        }
     }
 }
 
@@ -83,13 +105,16 @@ impl IngestStatus {
     }
 }
 
-/// The result of ingesting one checkpoint: what happened, and its record (the stored one when unchanged).
+/// The result of ingesting one checkpoint: what happened, and its records (the stored ones when
+/// unchanged): everything /metrics shows for it, so nothing needs reading back from the store.
 #[derive(Clone, Debug)]
 pub struct IngestOutcome {
     /// The checkpoint's step (the same as `record.step`).
     pub step: u64,
     pub status: IngestStatus,
     pub record: CheckpointRecord,
+    /// Its tensors' records, in name order (as the store lists them).
+    pub tensors: Vec<TensorRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,15 +174,17 @@ pub fn ingest_checkpoint_with_progress(
         && e.files == files
         && e.path == path_str
     {
-        return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone() });
+        let tensors = records::tensors(store, run, step)?;
+        return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone(), tensors });
     }
+    ck.check_limits(opts.max_tensor_bytes)?;
 
-    // The reference checkpoints: first, previous and the one before it (steps below this one).
-    let earlier: Vec<CheckpointRecord> =
-        records::checkpoints(store, run)?.into_iter().filter(|c| c.step < step).collect();
-    let first = earlier.first();
-    let prev = earlier.last();
-    let prev2 = if earlier.len() >= 2 { earlier.get(earlier.len() - 2) } else { None };
+    // The reference checkpoints: first, previous and the one before it (steps below this one), found
+    // by range queries on the store.
+    let (first, last2) = records::references_before(store, run, step, 2)?;
+    let first = first.as_ref();
+    let prev = last2.first();
+    let prev2 = last2.get(1);
     let mut refs: Vec<Reference> = Vec::new();
     if opts.distances {
         for r in [first, prev, prev2].into_iter().flatten() {
@@ -196,7 +223,8 @@ pub fn ingest_checkpoint_with_progress(
     let status = match &existing {
         Some(e) if e.fingerprint == fingerprint => {
             sinks.iter_mut().for_each(|s| s.abort());
-            return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone() });
+            let tensors = records::tensors(store, run, step)?;
+            return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone(), tensors });
         }
         Some(_) => IngestStatus::Replaced,
         None => IngestStatus::Added,
@@ -226,7 +254,7 @@ pub fn ingest_checkpoint_with_progress(
         tensors: ck.tensors.len() as u64,
         float_tensors: read.float_tensors,
         numel: read.numel,
-        bytes: ck.tensors.iter().map(|t| (t.numel() * t.dtype.size()) as u64).sum(),
+        bytes: (0..ck.tensors.len()).map(|i| ck.tensor_bytes(i)).sum(),
         nan_count: read.nan,
         inf_count: read.inf,
         global_norm: stats::global_norm(
@@ -253,11 +281,13 @@ pub fn ingest_checkpoint_with_progress(
         }
     }
     batch.put(keys::run_step(run, step), &record)?;
+    let mut tensors = Vec::with_capacity(read.tensors.len());
     for (t, per) in read.tensors.iter().zip(&read.per_tensor) {
         let mut t = t.clone();
         t.dist_first = first.and_then(|f| per.get(&f.step).copied().flatten()).map(f64::sqrt);
         t.update_norm = prev.and_then(|p| per.get(&p.step).copied().flatten()).map(f64::sqrt);
         batch.put(keys::run_step_name(run, step, &t.name), &t)?;
+        tensors.push(t);
     }
     for i in 0..sinks.len() {
         if let Err(e) = sinks[i].finish() {
@@ -268,7 +298,9 @@ pub fn ingest_checkpoint_with_progress(
         }
     }
     store.commit(batch)?;
-    Ok(IngestOutcome { step, status, record })
+    // In name order, as the store lists them.
+    tensors.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(IngestOutcome { step, status, record, tensors })
 }
 
 /// What reading every tensor gave.
@@ -290,8 +322,38 @@ fn read_tensors(
     sinks: &mut [&mut dyn TensorSink],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReadResult, IngestError> {
-    let total: u64 = ck.tensors.iter().map(|t| (t.numel() * t.dtype.size()) as u64).sum();
-    let mut done = 0u64;
+    let total: u64 = (0..ck.tensors.len()).map(|i| ck.tensor_bytes(i)).sum();
+    // Which tensor of each reference each tensor is compared with.
+    let plans: Vec<engine::RefPlan<'_>> = refs
+        .iter()
+        .filter_map(|r| {
+            let source = r.source.as_ref()?;
+            let matches = ck
+                .tensors
+                .iter()
+                .map(|info| {
+                    let j = *r.index.get(&info.name)?;
+                    let (dtype, shape) = match source {
+                        RefSource::Files(rck) => {
+                            (Some(rck.tensors[j].dtype), rck.tensors[j].shape.as_slice())
+                        }
+                        RefSource::Archive(a) => (None, a.tensors[j].shape.as_slice()),
+                    };
+                    (info.dtype.is_float() && engine::comparable(dtype, shape, &info.shape)).then_some(j)
+                })
+                .collect();
+            Some(engine::RefPlan { source, matches })
+        })
+        .collect();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16),
+        n => n,
+    };
+    let eopts = engine::EngineOptions { bins: opts.bins, memory_budget: opts.memory_budget, threads };
+    let shared: Vec<&dyn TensorSink> = sinks.iter().map(|s| &**s as &dyn TensorSink).collect();
+    let mut results = engine::run(ck, &plans, &shared, &eopts, &mut |done| progress(done, total))?;
+    progress(total, total);
+
     let mut crc = crc32fast::Hasher::new();
     let mut out = ReadResult {
         tensors: Vec::with_capacity(ck.tensors.len()),
@@ -302,6 +364,8 @@ fn read_tensors(
         nan: 0,
         inf: 0,
     };
+    // References with a source, in the order of `plans`.
+    let live: Vec<usize> = (0..refs.len()).filter(|&i| refs[i].source.is_some()).collect();
     for (i, info) in ck.tensors.iter().enumerate() {
         crc.update(info.name.as_bytes());
         crc.update(info.dtype.name().as_bytes());
@@ -316,108 +380,42 @@ fn read_tensors(
         };
         let mut per = HashMap::new();
         if info.dtype.is_float() {
-            let values = ck.read(i)?;
-            hash_values(&mut crc, &values);
-            let st: TensorStats = stats::tensor_stats(&values, opts.bins);
+            let r = results[i]
+                .take()
+                .ok_or_else(|| ck.malformed(format!("tensor '{}' was not read", info.name)))?;
+            crc.combine(&r.crc);
             out.float_tensors += 1;
-            out.numel += st.numel;
-            out.nan += st.nan_count;
-            out.inf += st.inf_count;
-            for r in refs.iter_mut() {
-                per.insert(r.step, r.squared_distance(info, &values));
+            out.numel += r.stats.numel;
+            out.nan += r.stats.nan_count;
+            out.inf += r.stats.inf_count;
+            for (k, &ri) in live.iter().enumerate() {
+                let d = r.dists[k];
+                refs[ri].add(d);
+                per.insert(refs[ri].step, d);
             }
-            for s in sinks.iter_mut() {
-                s.tensor(info, &values)
-                    .map_err(|e| IngestError::Sink { path: ck.path.clone(), why: format!("{e:#}") })?;
+            for r in refs.iter().filter(|r| r.source.is_none()) {
+                per.insert(r.step, None);
             }
-            rec.stats = Some(st);
+            rec.stats = Some(r.stats);
         }
         out.tensors.push(rec);
         out.per_tensor.push(per);
-        done += (info.numel() * info.dtype.size()) as u64;
-        progress(done, total);
     }
     out.fingerprint = ((crc.finalize() as u64) << 32) | (out.numel & 0xffff_ffff);
     Ok(out)
 }
 
-/// Adds a tensor's values (as little-endian bytes of their widened f32/f64 form) to the checksum,
-/// in parallel parts for big tensors.
-fn hash_values(crc: &mut crc32fast::Hasher, values: &Values) {
-    let bytes: Vec<u8>;
-    let data: &[u8] = match values {
-        Values::F32(v) => {
-            if cfg!(target_endian = "little") {
-                // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers exactly
-                // the vector's initialised elements.
-                unsafe {
-                    std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v.as_slice()))
-                }
-            } else {
-                bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                &bytes
-            }
-        }
-        Values::F64(v) => {
-            if cfg!(target_endian = "little") {
-                // SAFETY: as above, for f64.
-                unsafe {
-                    std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v.as_slice()))
-                }
-            } else {
-                bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                &bytes
-            }
-        }
-    };
-    const PART: usize = 64 << 20;
-    if data.len() < 2 * PART {
-        crc.update(data);
-        return;
-    }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
-    let per = data.len().div_ceil(threads);
-    let parts: Vec<crc32fast::Hasher> = std::thread::scope(|s| {
-        let hs: Vec<_> = data
-            .chunks(per)
-            .map(|c| {
-                s.spawn(move || {
-                    let mut h = crc32fast::Hasher::new();
-                    h.update(c);
-                    h
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
-    for p in &parts {
-        crc.combine(p);
-    }
-}
-
-/// Where a reference checkpoint's tensors are read from.
-enum Source {
-    /// Its own files, unchanged since its ingest.
-    Files(Checkpoint),
-    /// Its f32 copy in the trajectory archive (exact for f32/f16/bf16 checkpoints), when its files are
-    /// gone or changed.
-    Archive(ArchiveFile),
-    /// Neither: distances that need it are None.
-    Missing,
-}
-
-/// A reference checkpoint (first/previous) whose tensors are read again, one at a time, for distances.
+/// A reference checkpoint (first/previous) whose tensors are read again, chunk by chunk, for distances.
 struct Reference {
     step: u64,
-    source: Source,
+    /// Its own files if unchanged, else its f32 copy in the trajectory archive, else None (distances
+    /// that need it are None).
+    source: Option<RefSource>,
     index: HashMap<String, usize>,
     /// Σ over tensors of ‖t − t_ref‖²; None once any tensor could not be compared.
     sum: Option<f64>,
     unmatched: u64,
 }
-
-/// Elements per read from the trajectory archive.
-const ARCHIVE_CHUNK: usize = 1 << 20;
 
 impl Reference {
     /// Opens a stored checkpoint from its files if they are still there unchanged, else from the run's
@@ -427,47 +425,29 @@ impl Reference {
             .ok()
             .filter(|ck| stamps(ck).map(|s| s == rec.files).unwrap_or(false));
         let source = match files {
-            Some(ck) => Source::Files(ck),
+            Some(ck) => Some(RefSource::Files(ck)),
             None => archive::list_run(data_dir, run)
                 .ok()
                 .and_then(|l| l.into_iter().find(|e| e.step == rec.step))
                 .and_then(|e| ArchiveFile::open(&e.path).ok())
                 .filter(|a| a.precision == Precision::F32)
-                .map(Source::Archive)
-                .unwrap_or(Source::Missing),
+                .map(RefSource::Archive),
         };
         let index = match &source {
-            Source::Files(ck) => ck.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
-            Source::Archive(a) => a.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
-            Source::Missing => HashMap::new(),
+            Some(RefSource::Files(ck)) => {
+                ck.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect()
+            }
+            Some(RefSource::Archive(a)) => {
+                a.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect()
+            }
+            None => HashMap::new(),
         };
-        let sum = if matches!(source, Source::Missing) { None } else { Some(0.0) };
+        let sum = if source.is_none() { None } else { Some(0.0) };
         Reference { step: rec.step, source, index, sum, unmatched: 0 }
     }
 
-    /// ‖t − t_ref‖² for this tensor, accumulated into the checkpoint total.
-    fn squared_distance(&mut self, info: &TensorInfo, values: &Values) -> Option<f64> {
-        if matches!(self.source, Source::Missing) {
-            return None;
-        }
-        let d = match (self.index.get(&info.name).copied(), &self.source) {
-            (None, _) | (_, Source::Missing) => None,
-            (Some(j), Source::Files(ck)) => {
-                let t = &ck.tensors[j];
-                if t.dtype.is_float() && t.shape == info.shape {
-                    ck.read(j).ok().and_then(|r| stats::squared_distance(values, &r))
-                } else {
-                    None
-                }
-            }
-            (Some(j), Source::Archive(a)) => {
-                if a.tensors[j].shape == info.shape {
-                    archive_distance(a, j, values)
-                } else {
-                    None
-                }
-            }
-        };
+    /// Adds one float tensor's ‖t − t_ref‖² (None: not comparable) to the checkpoint total.
+    fn add(&mut self, d: Option<f64>) {
         match d {
             Some(d) => {
                 if let Some(s) = &mut self.sum {
@@ -479,28 +459,11 @@ impl Reference {
                 self.sum = None;
             }
         }
-        d
     }
 
     fn total(&self) -> Option<f64> {
         self.sum
     }
-}
-
-/// ‖values − archived tensor j‖², reading the archive a chunk at a time.
-fn archive_distance(a: &ArchiveFile, j: usize, values: &Values) -> Option<f64> {
-    let n = values.len();
-    let mut buf = vec![0.0f64; ARCHIVE_CHUNK.min(n)];
-    let mut scratch = Vec::new();
-    let mut total = 0.0;
-    let mut start = 0;
-    while start < n {
-        let len = ARCHIVE_CHUNK.min(n - start);
-        a.read_f64(j, start, &mut buf[..len], &mut scratch).ok()?;
-        total += stats::squared_distance_chunk(values, start, &buf[..len])?;
-        start += len;
-    }
-    Some(total)
 }
 
 /// Size and mtime of every file of the checkpoint.

@@ -39,7 +39,7 @@ fn ingest(ckdir: &Path, data: &Path, run: &str, cfg: &ArchiveConfig) {
         let floats: Vec<(usize, TensorInfo)> = ck.float_tensors().map(|(i, t)| (i, t.clone())).collect();
         for (i, info) in floats {
             let v = ck.read(i).unwrap();
-            sink.tensor(&info, &v).unwrap();
+            sink.put_tensor(&info, &v).unwrap();
         }
         sink.finish().unwrap();
     }

@@ -6,9 +6,29 @@
 //! before it is trusted. Pickle data is parsed, never executed.
 //!
 //! The public API: [`Checkpoint::open`] (a file or an HF folder; lists tensors and the step, reads no
-//! values), [`Checkpoint::read`] (one tensor), [`find_checkpoints`], [`check_complete`],
-//! [`step_from_name`]. The step rule and the layouts are documented in [`layout`]; the completeness
-//! rules in [`complete`].
+//! values), [`Checkpoint::read_chunks`] (one tensor's values, streamed in bounded chunks),
+//! [`Checkpoint::read_at`] (raw bytes by range), [`Checkpoint::read`] (one tensor whole, for the few
+//! users that need it: model binding), [`find_checkpoints`], [`check_complete`], [`step_from_name`].
+//! The step rule and the layouts are documented in [`layout`]; the completeness rules in [`complete`].
+//!
+//! ## Streaming: memory bounded by a budget, never by what a header claims
+//!
+//! Every layout reader implements [`TensorSource`]: it lists its tensors and reads **byte ranges** of
+//! a tensor's row-major little-endian data (`read_at`). Everything above it streams:
+//! - [`Checkpoint::read_chunks`]`(index, max_chunk_bytes, |chunk: ValuesChunk| ...)` hands out the
+//!   tensor's values in order, widened to f32 (f32/f16/bf16) or f64, at most `max_chunk_bytes` of
+//!   file bytes per chunk (at least one element), reusing one buffer: memory is one chunk whatever the
+//!   tensor's size.
+//! - [`ChunkBuf`] is that buffer, for code that runs chunks on several threads (ingest: each worker
+//!   owns one and calls [`ChunkBuf::fill`] for the range it was handed; `read_at` takes `&self` and
+//!   every source is `Sync`, so ranges of one tensor are read in parallel).
+//! - A new layout (DCP, Megatron, DeepSpeed, ...) implements [`TensorSource`] (`tensors` +
+//!   `read_at`; `streamable` false only if a range read costs a whole-tensor read) and becomes a
+//!   [`Checkpoint`] through [`Checkpoint::from_sources`]; statistics, ingest and the archive then
+//!   stream it with no further code.
+//! - Limits: [`Checkpoint::check_limits`] refuses a tensor larger than a configured limit and a file
+//!   whose apparent size exceeds its whole filesystem (a sparse file with a lying header), each with
+//!   one line. [`Checkpoint::read`] allocates fallibly: an impossible size is an error, never an abort.
 
 use std::path::PathBuf;
 
@@ -17,8 +37,11 @@ pub mod layout;
 mod open;
 mod pickle_scan;
 mod safetensors;
+mod torch_locate;
 mod torchzip;
 mod values;
+
+pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
 
 pub use complete::check_complete;
 pub use layout::{
@@ -157,8 +180,31 @@ impl Values {
     }
 }
 
+/// The reading side of one layout's file(s): the tensors it holds and their bytes by range.
+/// Implemented by the safetensors and torch-zip readers; a new layout implements it and is wrapped
+/// by [`Checkpoint::from_sources`]. `read_at` is called from several threads at once.
+pub trait TensorSource: Send + Sync + std::fmt::Debug {
+    /// The tensors, in the order their bytes are best read (file order).
+    fn tensors(&self) -> Vec<TensorInfo>;
+    /// Bytes `[offset, offset + buf.len())` of tensor `i`'s data: little-endian, contiguous in
+    /// row-major order. A range past the tensor's end is an error; so is a file that ended early
+    /// (`Malformed`, "changed since it was opened?").
+    fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError>;
+    /// False when a range read costs reading the whole tensor (then readers take it whole, once).
+    fn streamable(&self, _i: usize) -> bool {
+        true
+    }
+    /// Tensor `i`'s bytes whole into `buf` (exactly its size; allocated by the caller).
+    fn read_all(&self, i: usize, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        self.read_at(i, 0, buf)
+    }
+}
+
+/// The largest tensor read by default (bytes); ingest's `max_tensor_bytes` overrides it.
+pub const DEFAULT_MAX_TENSOR_BYTES: u64 = 64 << 30;
+
 /// One checkpoint on disk (a file or an HF folder): its layout, its training step and its tensors.
-/// Opening lists the tensors without reading their values; [`Checkpoint::read`] reads one at a time.
+/// Opening lists the tensors without reading their values; [`Checkpoint::read_chunks`] streams one.
 #[derive(Debug)]
 pub struct Checkpoint {
     pub path: PathBuf,
@@ -168,7 +214,7 @@ pub struct Checkpoint {
     /// Every tensor of the state dict, float or not, in the file's order.
     pub tensors: Vec<TensorInfo>,
     /// The open files behind the tensors (one per shard).
-    parts: Vec<open::Part>,
+    parts: Vec<Box<dyn TensorSource>>,
     /// For each tensor: (part, index within that part).
     locs: Vec<(usize, usize)>,
     /// Every file the checkpoint consists of (weights, index, trainer_state.json).

@@ -6,9 +6,12 @@ use std::time::SystemTime;
 use super::layout::{self, HF_WEIGHTS};
 use super::safetensors::SafetensorsFile;
 use super::torchzip::{self, TorchFile};
-use super::{Checkpoint, CheckpointError, Layout, TensorInfo, Values};
+use super::values::ChunkBuf;
+use super::{
+    Checkpoint, CheckpointError, ChunkValues, Layout, TensorInfo, TensorSource, Values, ValuesChunk,
+};
 
-/// One open file behind a checkpoint.
+/// One open file behind a checkpoint, as opened (before it becomes a [`TensorSource`]).
 #[derive(Debug)]
 pub(crate) enum Part {
     Safetensors(SafetensorsFile),
@@ -17,17 +20,56 @@ pub(crate) enum Part {
 
 impl Part {
     fn infos(&self) -> Vec<TensorInfo> {
+        self.source().tensors()
+    }
+
+    fn source(&self) -> &dyn TensorSource {
         match self {
-            Part::Safetensors(f) => f.entries.iter().map(|e| e.info.clone()).collect(),
-            Part::Torch(f) => f.entries.iter().map(|e| e.0.clone()).collect(),
+            Part::Safetensors(f) => f,
+            Part::Torch(f) => f,
         }
     }
 
-    fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
+    fn boxed(self) -> Box<dyn TensorSource> {
         match self {
-            Part::Safetensors(f) => f.read_bytes(i),
-            Part::Torch(f) => f.read_bytes(i),
+            Part::Safetensors(f) => Box::new(f),
+            Part::Torch(f) => Box::new(f),
         }
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.entries.iter().map(|e| e.info.clone()).collect()
+    }
+    fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        SafetensorsFile::read_at(self, i, offset, buf)
+    }
+}
+
+impl TensorSource for TorchFile {
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.entries.iter().map(|e| e.0.clone()).collect()
+    }
+    fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        TorchFile::read_at(self, i, offset, buf)
+    }
+    fn streamable(&self, i: usize) -> bool {
+        TorchFile::streamable(self, i)
+    }
+    fn read_all(&self, i: usize, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        if self.streamable(i) {
+            return self.read_at(i, 0, buf);
+        }
+        let all = self.read_bytes(i)?;
+        if all.len() != buf.len() {
+            return Err(malformed(
+                &self.path,
+                format!("tensor #{i}: {} bytes read, {} expected", all.len(), buf.len()),
+            ));
+        }
+        buf.copy_from_slice(&all);
+        Ok(())
     }
 }
 
@@ -142,15 +184,34 @@ impl Checkpoint {
         parts: Vec<Part>,
         members: Vec<PathBuf>,
     ) -> Checkpoint {
+        Self::from_sources(
+            path.to_path_buf(),
+            layout,
+            step,
+            parts.into_iter().map(Part::boxed).collect(),
+            members,
+        )
+    }
+
+    /// A checkpoint made of `sources` (their tensors in order, one source after another): how a
+    /// layout reader outside this module (DCP, Megatron, DeepSpeed, ...) becomes a `Checkpoint`.
+    /// `members` are every file it consists of (stat'ed by [`Checkpoint::files`] for change detection).
+    pub fn from_sources(
+        path: PathBuf,
+        layout: Layout,
+        step: Option<u64>,
+        sources: Vec<Box<dyn TensorSource>>,
+        members: Vec<PathBuf>,
+    ) -> Checkpoint {
         let mut tensors = Vec::new();
         let mut locs = Vec::new();
-        for (pi, part) in parts.iter().enumerate() {
-            for (ti, info) in part.infos().into_iter().enumerate() {
+        for (pi, part) in sources.iter().enumerate() {
+            for (ti, info) in part.tensors().into_iter().enumerate() {
                 tensors.push(info);
                 locs.push((pi, ti));
             }
         }
-        Checkpoint { path: path.to_path_buf(), layout, step, tensors, parts, locs, members }
+        Checkpoint { path, layout, step, tensors, parts: sources, locs, members }
     }
 
     /// A checkpoint that is only a listing (no files behind it): for tools and tests that feed
@@ -170,19 +231,12 @@ impl Checkpoint {
         })
     }
 
-    /// The raw little-endian bytes of tensor `index` (any dtype), contiguous in row-major order.
-    pub fn read_raw(&self, index: usize) -> Result<Vec<u8>, CheckpointError> {
-        self.info(index)?;
-        let &(pi, ti) = self
-            .locs
-            .get(index)
-            .ok_or_else(|| malformed(&self.path, "a listing only: no file to read from"))?;
-        self.parts[pi].read_bytes(ti)
+    pub(crate) fn malformed(&self, why: impl Into<String>) -> CheckpointError {
+        malformed(&self.path, why)
     }
 
-    /// The values of float tensor `index`: f32/f16/bf16 widened exactly to f32, f64 as f64. An
-    /// integer or bool tensor is an error (they are listed, not read as floats).
-    pub fn read(&self, index: usize) -> Result<Values, CheckpointError> {
+    /// Tensor `index`, which must be a float tensor.
+    pub(crate) fn float_info(&self, index: usize) -> Result<&TensorInfo, CheckpointError> {
         let info = self.info(index)?;
         if !info.dtype.is_float() {
             return Err(CheckpointError::Unsupported {
@@ -190,19 +244,156 @@ impl Checkpoint {
                 why: format!("tensor '{}' has dtype {}, not a float", info.name, info.dtype.name()),
             });
         }
-        if let Some(&(pi, ti)) = self.locs.get(index)
-            && let Part::Safetensors(f) = &self.parts[pi]
-            && let Some(v) = f.read_values(ti)?
-        {
-            return Ok(v);
+        Ok(info)
+    }
+
+    fn source(&self, index: usize) -> Result<(&dyn TensorSource, usize), CheckpointError> {
+        self.info(index)?;
+        let &(pi, ti) = self
+            .locs
+            .get(index)
+            .ok_or_else(|| malformed(&self.path, "a listing only: no file to read from"))?;
+        Ok((self.parts[pi].as_ref(), ti))
+    }
+
+    /// Bytes of tensor `index` in bytes: numel × element size (saturating).
+    pub fn tensor_bytes(&self, index: usize) -> u64 {
+        self.tensors
+            .get(index)
+            .map_or(0, |t| t.shape.iter().fold(t.dtype.size() as u64, |a, &d| a.saturating_mul(d as u64)))
+    }
+
+    /// Bytes `[offset, offset + buf.len())` of tensor `index`'s little-endian row-major data. Takes
+    /// `&self`: ranges of one tensor may be read from several threads at once.
+    pub fn read_at(&self, index: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        let (src, ti) = self.source(index)?;
+        src.read_at(ti, offset, buf)
+    }
+
+    /// Whether [`Checkpoint::read_at`] reads only the range asked for (false: a torch.save tensor
+    /// stored as a strided view or in a compressed entry, read whole each time; read it whole once).
+    pub fn streamable(&self, index: usize) -> bool {
+        self.source(index).map(|(s, ti)| s.streamable(ti)).unwrap_or(false)
+    }
+
+    /// Refuses tensors larger than `max_tensor_bytes` and files whose apparent size exceeds the size
+    /// of their whole filesystem (a sparse file whose header claims what no disk holds), each with one
+    /// line naming the file and the cause.
+    pub fn check_limits(&self, max_tensor_bytes: u64) -> Result<(), CheckpointError> {
+        for (i, t) in self.tensors.iter().enumerate() {
+            let b = self.tensor_bytes(i);
+            if b > max_tensor_bytes {
+                return Err(CheckpointError::Refused {
+                    path: self.path.clone(),
+                    why: format!(
+                        "tensor '{}' of shape {:?} is {} ({b} bytes), larger than the limit of {} (max_tensor_bytes)",
+                        t.name,
+                        t.shape,
+                        human_bytes(b),
+                        human_bytes(max_tensor_bytes)
+                    ),
+                });
+            }
         }
-        let bytes = self.read_raw(index)?;
-        super::values::decode(info.dtype, &bytes).ok_or_else(|| {
-            malformed(
-                &self.path,
-                format!("tensor '{}': {} bytes is not a whole number of elements", info.name, bytes.len()),
-            )
-        })
+        for m in &self.members {
+            check_fits_filesystem(m)?;
+        }
+        Ok(())
+    }
+
+    /// The raw little-endian bytes of tensor `index` (any dtype), contiguous in row-major order.
+    /// The allocation is fallible: a size no memory holds is an error, not an abort.
+    pub fn read_raw(&self, index: usize) -> Result<Vec<u8>, CheckpointError> {
+        let (src, ti) = self.source(index)?;
+        let len = usize::try_from(self.tensor_bytes(index))
+            .map_err(|_| malformed(&self.path, "tensor too large for this machine"))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| CheckpointError::Refused {
+            path: self.path.clone(),
+            why: format!(
+                "tensor '{}' needs {} in memory, which could not be allocated",
+                self.tensors[index].name,
+                human_bytes(len as u64)
+            ),
+        })?;
+        buf.resize(len, 0);
+        src.read_all(ti, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Streams float tensor `index` in order: `f` gets consecutive chunks of at most
+    /// `max_chunk_bytes` file bytes (at least one element), widened (f32/f16/bf16 → f32, f64 → f64).
+    /// Memory is one chunk whatever the tensor's size (a tensor that is not [`streamable`] is read
+    /// whole once). `f`'s error stops the stream and is returned.
+    ///
+    /// [`streamable`]: Checkpoint::streamable
+    pub fn read_chunks<E: From<CheckpointError>>(
+        &self,
+        index: usize,
+        max_chunk_bytes: usize,
+        mut f: impl FnMut(ValuesChunk<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let info = self.float_info(index)?;
+        let es = info.dtype.size();
+        let numel = usize::try_from(self.tensor_bytes(index) / es as u64)
+            .map_err(|_| malformed(&self.path, "tensor too large for this machine"))?;
+        let per = (max_chunk_bytes / es).max(1);
+        let mut buf = ChunkBuf::new();
+        if !self.streamable(index) {
+            let all = self.read_raw(index)?;
+            for (k, bytes) in all.chunks(per * es).enumerate() {
+                let values = buf.decode(info.dtype, bytes);
+                f(ValuesChunk { index, start: k * per, values })?;
+            }
+            return Ok(());
+        }
+        let mut start = 0;
+        while start < numel {
+            let n = per.min(numel - start);
+            let values = buf.fill(self, index, start, n)?;
+            f(ValuesChunk { index, start, values })?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// The values of float tensor `index` whole: f32/f16/bf16 widened exactly to f32, f64 as f64.
+    /// An integer or bool tensor is an error (they are listed, not read as floats). Prefer
+    /// [`Checkpoint::read_chunks`]; this one holds the whole tensor (allocated fallibly).
+    pub fn read(&self, index: usize) -> Result<Values, CheckpointError> {
+        let info = self.float_info(index)?;
+        let numel = usize::try_from(self.tensor_bytes(index) / info.dtype.size() as u64)
+            .map_err(|_| malformed(&self.path, "tensor too large for this machine"))?;
+        let wide = if info.dtype == super::Dtype::F64 { 8 } else { 4 };
+        let too_big = || CheckpointError::Refused {
+            path: self.path.clone(),
+            why: format!(
+                "tensor '{}' needs {} in memory, which could not be allocated",
+                info.name,
+                human_bytes((numel as u64).saturating_mul(wide))
+            ),
+        };
+        let mut out = match info.dtype {
+            super::Dtype::F64 => {
+                let mut v = Vec::new();
+                v.try_reserve_exact(numel).map_err(|_| too_big())?;
+                Values::F64(v)
+            }
+            _ => {
+                let mut v = Vec::new();
+                v.try_reserve_exact(numel).map_err(|_| too_big())?;
+                Values::F32(v)
+            }
+        };
+        self.read_chunks(index, 4 << 20, |c: ValuesChunk<'_>| -> Result<(), CheckpointError> {
+            match (&mut out, c.values) {
+                (Values::F32(v), ChunkValues::F32(x)) => v.extend_from_slice(x),
+                (Values::F64(v), ChunkValues::F64(x)) => v.extend_from_slice(x),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// [`Checkpoint::read`] as f64 (exact for every float dtype).
@@ -243,6 +434,49 @@ impl Checkpoint {
             })
             .collect()
     }
+}
+
+/// `n` bytes for people: "4.0 TiB", "64 MiB", "17 bytes".
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A file whose apparent size exceeds the size of its whole filesystem cannot hold real data there:
+/// a sparse file whose header claims more than any disk holds. Refused.
+fn check_fits_filesystem(path: &Path) -> Result<(), CheckpointError> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return Ok(()) };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let fs_bytes = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
+    if fs_bytes > 0 && meta.len() > fs_bytes {
+        return Err(CheckpointError::Refused {
+            path: path.to_path_buf(),
+            why: format!(
+                "the file claims {} but its whole filesystem holds {} (a sparse file with a lying header?)",
+                human_bytes(meta.len()),
+                human_bytes(fs_bytes)
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

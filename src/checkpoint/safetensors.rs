@@ -3,8 +3,8 @@
 //! The header is validated by hand the way huggingface/safetensors does before anything is trusted:
 //! a bounded header length, JSON that parses to an object, known dtypes, `shape × dtype size` equal to
 //! each byte range, ranges in bounds, sorted, non-overlapping and contiguous from 0, and a data
-//! section exactly as long as the file holds. Values are read with `pread` into a buffer no bigger
-//! than the (validated) byte range, so every allocation is bounded by the file size.
+//! section exactly as long as the file holds. Values are read by range with `pread` (`read_at`);
+//! the caller's buffer bounds the memory.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -287,25 +287,21 @@ impl SafetensorsFile {
         Ok(SafetensorsFile { path: path.to_path_buf(), file, entries: header.entries })
     }
 
-    /// The values of float entry `i`, read in chunks and decoded as they arrive, so the peak memory
-    /// is the values plus one chunk. `None` for a non-float dtype.
-    pub(crate) fn read_values(&self, i: usize) -> Result<Option<super::Values>, CheckpointError> {
-        const CHUNK: u64 = 4 << 20; // a multiple of every element size
+    /// Bytes `[offset, offset + buf.len())` of entry `i`.
+    pub(crate) fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
         let e = &self.entries[i];
-        let Some(mut out) = super::values::with_capacity(e.info.dtype, e.info.numel()) else {
-            return Ok(None);
-        };
-        let mut buf = vec![0u8; e.len.min(CHUNK) as usize];
-        let mut done = 0u64;
-        while done < e.len {
-            let n = (e.len - done).min(CHUNK) as usize;
-            self.file
-                .read_exact_at(&mut buf[..n], e.start + done)
-                .map_err(|err| self.read_error(&e.info.name, err))?;
-            super::values::append(e.info.dtype, &buf[..n], &mut out);
-            done += n as u64;
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > e.len) {
+            return Err(malformed(
+                &self.path,
+                format!(
+                    "tensor '{}': read of {} bytes at {offset} is past its {} bytes",
+                    e.info.name,
+                    buf.len(),
+                    e.len
+                ),
+            ));
         }
-        Ok(Some(out))
+        self.file.read_exact_at(buf, e.start + offset).map_err(|err| self.read_error(&e.info.name, err))
     }
 
     fn read_error(&self, name: &str, err: std::io::Error) -> CheckpointError {
@@ -314,24 +310,5 @@ impl SafetensorsFile {
         } else {
             io_err(&self.path, err)
         }
-    }
-
-    /// The raw little-endian bytes of entry `i`.
-    pub(crate) fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
-        let e = &self.entries[i];
-        let len =
-            usize::try_from(e.len).map_err(|_| malformed(&self.path, "tensor too large for this machine"))?;
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, e.start).map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                malformed(
-                    &self.path,
-                    format!("tensor '{}': file ended early (changed since it was opened?)", e.info.name),
-                )
-            } else {
-                io_err(&self.path, err)
-            }
-        })?;
-        Ok(buf)
     }
 }

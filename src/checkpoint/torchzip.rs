@@ -29,6 +29,10 @@ pub(crate) struct TorchFile {
     pub path: PathBuf,
     /// Tensor descriptions (names relative to the state dict) with their lazy read handles.
     pub entries: Vec<(TensorInfo, pytorch_reader::Tensor)>,
+    /// Per entry: the absolute file offset of its row-major bytes when they lie contiguous in a
+    /// stored entry (read by range); None: read whole through `pytorch-reader`.
+    spans: Vec<Option<u64>>,
+    file: File,
     /// `global_step` from the top-level dict, if it holds a non-negative integer.
     pub global_step: Option<u64>,
     /// The dict looks like Lightning's (`state_dict` plus `pytorch-lightning_version`,
@@ -78,8 +82,21 @@ pub(crate) fn sniff_unsupported(head: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// A stored (uncompressed) storage entry: where its bytes start in the file, and how many there are.
+#[derive(Clone, Copy, Debug)]
+struct StoredEntry {
+    data_start: u64,
+    size: u64,
+}
+
+/// What the zip directory says: `data.pkl` and where each stored storage entry lies (by key).
+struct Archive {
+    pickle: Vec<u8>,
+    storages: HashMap<String, StoredEntry>,
+}
+
 /// Read `data.pkl` (and check the archive is not TorchScript) using the zip crate's directory.
-fn read_data_pkl(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+fn read_data_pkl(path: &Path) -> Result<Archive, CheckpointError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
@@ -117,7 +134,28 @@ fn read_data_pkl(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     if buf.len() as u64 > limit {
         return Err(malformed(path, format!("data.pkl is larger than {limit} bytes")));
     }
-    Ok(buf)
+    drop(entry);
+    // Stored storages, for reading byte ranges directly (torch.save writes every entry stored).
+    let data_prefix = format!("{root}data/");
+    let mut storages = HashMap::new();
+    for name in &names {
+        let Some(key) = name.strip_prefix(data_prefix.as_str()) else { continue };
+        if key.is_empty() || key.contains('/') {
+            continue;
+        }
+        let Some(i) = archive.index_for_name(name) else { continue };
+        let Ok(e) = archive.by_index_raw(i) else { continue };
+        if e.compression() != zip::CompressionMethod::Stored || e.compressed_size() != e.size() {
+            continue;
+        }
+        let (size, start) = (e.size(), e.data_start());
+        if let Some(data_start) = start
+            && data_start.checked_add(size).is_some_and(|end| end <= file_len)
+        {
+            storages.insert(key.to_string(), StoredEntry { data_start, size });
+        }
+    }
+    Ok(Archive { pickle: buf, storages })
 }
 
 fn map_dtype(path: &Path, name: &str, d: DType) -> Result<Dtype, CheckpointError> {
@@ -150,12 +188,14 @@ fn reader_error(path: &Path, e: pytorch_reader::PytorchError) -> CheckpointError
 
 impl TorchFile {
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let pickle = read_data_pkl(path)?;
-        let scan = pickle_scan::scan(&pickle).map_err(|e| match e {
+        let archive = read_data_pkl(path)?;
+        let scan = pickle_scan::scan(&archive.pickle).map_err(|e| match e {
             ScanError::Refused(why) => CheckpointError::Refused { path: path.to_path_buf(), why },
             ScanError::Malformed(why) => malformed(path, format!("data.pkl: {why}")),
         })?;
-        drop(pickle);
+        let located = super::torch_locate::locate(&archive.pickle);
+        let storages = archive.storages;
+        let file = File::open(path).map_err(|e| io_err(path, e))?;
 
         // The structure of the top-level object, with tensors as opaque leaves.
         let root = PytorchReader::read_pickle_data(path, None).map_err(|e| reader_error(path, e))?;
@@ -182,7 +222,17 @@ impl TorchFile {
         let reader = PytorchReader::new(path).map_err(|e| reader_error(path, e))?;
         let file_len = std::fs::metadata(path).map_err(|e| io_err(path, e))?.len();
         let mut entries = Vec::new();
+        let mut spans = HashMap::new();
         for (full, tensor) in reader.into_tensors() {
+            let span = located.get(&full).filter(|l| l.contiguous()).and_then(|l| {
+                let st = storages.get(&l.key)?;
+                let es = tensor.dtype().size() as u64;
+                let numel = l.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+                let begin = l.offset.checked_mul(es)?;
+                let end = begin.checked_add(numel.checked_mul(es)?)?;
+                let same_shape = l.shape.iter().map(|&d| d as usize).eq(tensor.shape().iter().copied());
+                (same_shape && end <= st.size).then(|| st.data_start + begin)
+            });
             let name = match &prefix {
                 Some(p) => match full.strip_prefix(p.as_str()) {
                     Some(rest) => rest.to_string(),
@@ -203,10 +253,51 @@ impl TorchFile {
                     ),
                 ));
             }
+            spans.insert(name.clone(), span);
             entries.push((TensorInfo { name, dtype, shape }, tensor));
         }
         sort_in_file_order(&mut entries, &scan.string_order);
-        Ok(TorchFile { path: path.to_path_buf(), entries, global_step, lightning })
+        let spans = entries.iter().map(|e| spans.get(&e.0.name).copied().flatten()).collect();
+        Ok(TorchFile { path: path.to_path_buf(), entries, spans, file, global_step, lightning })
+    }
+
+    /// Whether entry `i` is read by byte range (else each read goes through the whole tensor).
+    pub(crate) fn streamable(&self, i: usize) -> bool {
+        matches!(self.spans.get(i), Some(Some(_)))
+    }
+
+    /// Bytes `[offset, offset + buf.len())` of entry `i`'s row-major little-endian data.
+    pub(crate) fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        use std::os::unix::fs::FileExt;
+        let (info, _) = &self.entries[i];
+        let total = (info.numel() as u64).saturating_mul(info.dtype.size() as u64);
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > total) {
+            return Err(malformed(
+                &self.path,
+                format!(
+                    "tensor '{}': read of {} bytes at {offset} is past its {total} bytes",
+                    info.name,
+                    buf.len()
+                ),
+            ));
+        }
+        match self.spans[i] {
+            Some(start) => self.file.read_exact_at(buf, start + offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    malformed(
+                        &self.path,
+                        format!("tensor '{}': file ended early (changed since it was opened?)", info.name),
+                    )
+                } else {
+                    io_err(&self.path, e)
+                }
+            }),
+            None => {
+                let all = self.read_bytes(i)?;
+                buf.copy_from_slice(&all[offset as usize..offset as usize + buf.len()]);
+                Ok(())
+            }
+        }
     }
 
     /// The tensor's bytes, contiguous and little-endian.

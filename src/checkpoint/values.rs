@@ -1,48 +1,205 @@
 //! Decoding little-endian tensor bytes into [`Values`]: f16 and bf16 are widened exactly to f32,
-//! f32 stays f32, f64 stays f64.
+//! f32 stays f32, f64 stays f64; and the chunked reading that every value reader goes through
+//! ([`ChunkBuf`], [`ChunkValues`], [`ValuesChunk`]).
 
-use super::{Dtype, Values};
+use std::borrow::Cow;
 
-/// Decode `bytes` (little-endian, `dtype` elements) into values; `None` for non-float dtypes or a
-/// length that is not a whole number of elements.
-pub(crate) fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Values> {
-    if !bytes.len().is_multiple_of(dtype.size()) {
-        return None;
-    }
-    let mut out = with_capacity(dtype, bytes.len() / dtype.size())?;
-    append(dtype, bytes, &mut out);
-    Some(out)
+use super::{Checkpoint, CheckpointError, Dtype, Values};
+
+/// A run of consecutive values of one float tensor, widened like [`Values`] (f32 for f32/f16/bf16,
+/// f64 for f64), borrowed from a [`ChunkBuf`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ChunkValues<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
 }
 
-/// An empty [`Values`] of the kind `dtype` decodes to, with room for `n` elements.
-pub(crate) fn with_capacity(dtype: Dtype, n: usize) -> Option<Values> {
-    match dtype {
-        Dtype::F64 => Some(Values::F64(Vec::with_capacity(n))),
-        Dtype::F32 | Dtype::F16 | Dtype::BF16 => Some(Values::F32(Vec::with_capacity(n))),
-        _ => None,
-    }
-}
-
-/// Decode `bytes` (whole elements of `dtype`) and append them to `out` (from [`with_capacity`]).
-/// Lets a reader decode chunk by chunk, so a tensor's bytes and its values are never both held.
-pub(crate) fn append(dtype: Dtype, bytes: &[u8], out: &mut Values) {
-    match (dtype, out) {
-        (Dtype::F32, Values::F32(v)) => {
-            v.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+impl<'a> ChunkValues<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            ChunkValues::F32(v) => v.len(),
+            ChunkValues::F64(v) => v.len(),
         }
-        (Dtype::F64, Values::F64(v)) => v.extend(
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
-        ),
-        (Dtype::F16, Values::F32(v)) => v.extend(
-            bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
-        ),
-        (Dtype::BF16, Values::F32(v)) => v.extend(
-            bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
-        ),
-        _ => {}
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as f64 (exact).
+    pub fn get(&self, i: usize) -> Option<f64> {
+        match self {
+            ChunkValues::F32(v) => v.get(i).map(|&x| x as f64),
+            ChunkValues::F64(v) => v.get(i).copied(),
+        }
+    }
+
+    /// The values as little-endian bytes of their widened type (borrowed on little-endian targets).
+    pub fn le_bytes(&self) -> Cow<'a, [u8]> {
+        match *self {
+            ChunkValues::F32(v) => {
+                if cfg!(target_endian = "little") {
+                    // SAFETY: f32 has no padding, u8 has alignment 1, and the byte slice covers exactly
+                    // the memory of `v`, borrowed for the same lifetime.
+                    Cow::Borrowed(unsafe {
+                        std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
+                    })
+                } else {
+                    Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+            }
+            ChunkValues::F64(v) => {
+                if cfg!(target_endian = "little") {
+                    // SAFETY: as above, for f64.
+                    Cow::Borrowed(unsafe {
+                        std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
+                    })
+                } else {
+                    Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+            }
+        }
+    }
+
+    /// A sub-range of the chunk.
+    pub fn slice(&self, r: std::ops::Range<usize>) -> ChunkValues<'a> {
+        match *self {
+            ChunkValues::F32(v) => ChunkValues::F32(&v[r]),
+            ChunkValues::F64(v) => ChunkValues::F64(&v[r]),
+        }
+    }
+}
+
+impl<'a> From<&'a Values> for ChunkValues<'a> {
+    fn from(v: &'a Values) -> Self {
+        match v {
+            Values::F32(v) => ChunkValues::F32(v),
+            Values::F64(v) => ChunkValues::F64(v),
+        }
+    }
+}
+
+/// One chunk handed out by [`Checkpoint::read_chunks`]: tensor `index`, elements
+/// `start .. start + values.len()`.
+#[derive(Clone, Copy, Debug)]
+pub struct ValuesChunk<'a> {
+    pub index: usize,
+    pub start: usize,
+    pub values: ChunkValues<'a>,
+}
+
+/// A reusable buffer for reading chunks of tensors: the file's bytes (8-byte aligned, so f32 and
+/// f64 chunks are used in place on little-endian targets) and, for f16/bf16, the widened f32 values.
+/// One per thread; memory is what the largest chunk read through it needs.
+#[derive(Debug, Default)]
+pub struct ChunkBuf {
+    raw: Vec<u64>,
+    wide: Vec<f32>,
+}
+
+impl ChunkBuf {
+    pub fn new() -> ChunkBuf {
+        ChunkBuf::default()
+    }
+
+    /// Bytes held (for budgets).
+    pub fn capacity_bytes(&self) -> usize {
+        self.raw.capacity() * 8 + self.wide.capacity() * 4
+    }
+
+    /// Reads elements `start .. start + n` of float tensor `index` of `ck` and returns them widened.
+    pub fn fill<'a>(
+        &'a mut self,
+        ck: &Checkpoint,
+        index: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<ChunkValues<'a>, CheckpointError> {
+        let info = ck.float_info(index)?;
+        let es = info.dtype.size();
+        let nbytes = n.checked_mul(es).ok_or_else(|| ck.malformed("chunk size overflows"))?;
+        let words = nbytes.div_ceil(8);
+        if self.raw.len() < words {
+            self.raw.resize(words, 0);
+        }
+        let bytes = &mut as_bytes_mut(&mut self.raw)[..nbytes];
+        ck.read_at(index, (start as u64) * es as u64, bytes)?;
+        Ok(self.widen(info.dtype, nbytes))
+    }
+
+    /// Widens `bytes` (whole elements of float `dtype`) through this buffer.
+    pub fn decode<'a>(&'a mut self, dtype: Dtype, bytes: &[u8]) -> ChunkValues<'a> {
+        let words = bytes.len().div_ceil(8);
+        if self.raw.len() < words {
+            self.raw.resize(words, 0);
+        }
+        as_bytes_mut(&mut self.raw)[..bytes.len()].copy_from_slice(bytes);
+        self.widen(dtype, bytes.len())
+    }
+
+    fn widen(&mut self, dtype: Dtype, nbytes: usize) -> ChunkValues<'_> {
+        let n = nbytes / dtype.size();
+        match dtype {
+            Dtype::F32 => {
+                if cfg!(target_endian = "little") {
+                    // SAFETY: `raw` is 8-byte aligned and holds at least `nbytes` initialised bytes;
+                    // every bit pattern is a valid f32.
+                    ChunkValues::F32(unsafe {
+                        std::slice::from_raw_parts(self.raw.as_ptr() as *const f32, n)
+                    })
+                } else {
+                    let b = &as_bytes(&self.raw)[..nbytes];
+                    self.wide.clear();
+                    self.wide.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                    ChunkValues::F32(&self.wide)
+                }
+            }
+            Dtype::F64 => {
+                if cfg!(target_endian = "little") {
+                    // SAFETY: as above, for f64 (8-byte alignment).
+                    ChunkValues::F64(unsafe {
+                        std::slice::from_raw_parts(self.raw.as_ptr() as *const f64, n)
+                    })
+                } else {
+                    for w in self.raw[..n].iter_mut() {
+                        *w = u64::from_le(*w);
+                    }
+                    // SAFETY: as above; the words now hold native-endian f64 bits.
+                    ChunkValues::F64(unsafe {
+                        std::slice::from_raw_parts(self.raw.as_ptr() as *const f64, n)
+                    })
+                }
+            }
+            Dtype::F16 | Dtype::BF16 => {
+                let b = &as_bytes(&self.raw)[..nbytes];
+                self.wide.clear();
+                self.wide.reserve(n);
+                if dtype == Dtype::BF16 {
+                    self.wide.extend(
+                        b.chunks_exact(2)
+                            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
+                    );
+                } else {
+                    self.wide.extend(
+                        b.chunks_exact(2)
+                            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+                    );
+                }
+                ChunkValues::F32(&self.wide)
+            }
+            _ => ChunkValues::F32(&[]),
+        }
+    }
+}
+
+fn as_bytes(v: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding; the byte view covers exactly `v`'s memory.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn as_bytes_mut(v: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as above; any byte pattern written through it is a valid u64.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
 
 #[cfg(test)]
@@ -54,12 +211,15 @@ mod tests {
         // 1.0, -2.0, 65504 (f16 max), smallest f16 subnormal.
         let f16s: Vec<u8> =
             [0x3c00u16, 0xc000, 0x7bff, 0x0001].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let Some(Values::F32(v)) = decode(Dtype::F16, &f16s) else { panic!() };
-        assert_eq!(v, vec![1.0, -2.0, 65504.0, 2f32.powi(-24)]);
+        let mut b = ChunkBuf::new();
+        assert_eq!(b.decode(Dtype::F16, &f16s), ChunkValues::F32(&[1.0, -2.0, 65504.0, 2f32.powi(-24)]));
         let bf: Vec<u8> = [0x3f80u16, 0x7f80, 0xc040].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let Some(Values::F32(v)) = decode(Dtype::BF16, &bf) else { panic!() };
-        assert_eq!(v, vec![1.0, f32::INFINITY, -3.0]);
-        assert!(decode(Dtype::I64, &[0; 8]).is_none());
-        assert!(decode(Dtype::F32, &[0; 3]).is_none());
+        assert_eq!(b.decode(Dtype::BF16, &bf), ChunkValues::F32(&[1.0, f32::INFINITY, -3.0]));
+        let f64s: Vec<u8> = [1.5f64, -0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(b.decode(Dtype::F64, &f64s), ChunkValues::F64(&[1.5, -0.25]));
+        let f32s: Vec<u8> = [7.0f32, 0.5, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let v = b.decode(Dtype::F32, &f32s);
+        assert_eq!(v, ChunkValues::F32(&[7.0, 0.5, -1.0]));
+        assert_eq!(&*v.le_bytes(), &f32s[..]);
     }
 }

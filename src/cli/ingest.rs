@@ -34,6 +34,16 @@ pub struct IngestArgs {
     /// checkpoints away.
     #[arg(long)]
     pub no_archive: bool,
+    /// Tensor data held in memory at once, in MiB, whatever the checkpoint's size (values are streamed
+    /// in chunks within it).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub memory_budget_mib: u64,
+    /// Refuse tensors larger than this many GiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_tensor_gib: u64,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 fn parse_bins(s: &str) -> Result<usize, String> {
@@ -63,7 +73,14 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         anyhow::bail!("--step applies to a single checkpoint, but {} were given", paths.len());
     }
     let store = Store::open(&cli.data_dir())?;
-    let opts = IngestOptions { bins: args.bins, step: args.step, distances: !args.no_distances };
+    let opts = IngestOptions {
+        bins: args.bins,
+        step: args.step,
+        distances: !args.no_distances,
+        memory_budget: (args.memory_budget_mib as usize) << 20,
+        max_tensor_bytes: args.max_tensor_gib << 30,
+        threads: args.threads,
+    };
 
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(1000 * paths.len() as u64);

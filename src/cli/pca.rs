@@ -107,9 +107,10 @@ pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("{}: no training step in its name or metadata", p.display()))?;
         sink.begin(&args.run, step, &ck)?;
         let res = (|| -> anyhow::Result<()> {
-            for (i, info) in ck.float_tensors() {
-                let v = ck.read(i)?;
-                sink.tensor(info, &v)?;
+            for (i, _) in ck.float_tensors() {
+                ck.read_chunks(i, 4 << 20, |c: crate::checkpoint::ValuesChunk<'_>| {
+                    sink.chunk(i, c.start, c.values)
+                })?;
             }
             sink.finish()
         })();

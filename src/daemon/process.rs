@@ -98,7 +98,8 @@ impl Processor {
             return Outcome::Unchanged;
         }
         match ingest_one(&self.store, run, path, &self.data_dir, &self.archive) {
-            Ok((step, status)) => {
+            Ok(outcome) => {
+                let (step, status) = (outcome.step, outcome.status);
                 let after = seen::stamp(path);
                 if after.as_ref() != Some(&before) {
                     // Written again while we read it: the record may be of a half-state. Read it again once
@@ -109,7 +110,8 @@ impl Processor {
                     };
                 }
                 self.record(run, path, before.clone(), Some(step), "ok");
-                self.update_gauges(run, step, newest);
+                // Ingest returns what /metrics shows: no read-back from the store.
+                self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
                 Outcome::Done { step, new: status != IngestStatus::Unchanged }
             }
             Err(e) => {
@@ -199,7 +201,7 @@ fn ingest_one(
     path: &Path,
     data_dir: &Path,
     archive: &ArchiveConfig,
-) -> Result<(u64, IngestStatus), IngestFail> {
+) -> Result<crate::ingest::IngestOutcome, IngestFail> {
     let opts = crate::ingest::IngestOptions::default();
     let mut sink = ArchiveSink::new(data_dir, archive)
         .map_err(|error| IngestFail { kind: "archive".to_string(), error })?;
@@ -213,7 +215,7 @@ fn ingest_one(
                     "archived for trajectory PCA"
                 );
             }
-            Ok((outcome.step, outcome.status))
+            Ok(outcome)
         }
         Err(e) => Err(IngestFail { kind: e.kind().to_string(), error: anyhow::Error::new(e) }),
     }

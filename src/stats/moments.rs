@@ -1,9 +1,14 @@
 //! Per-tensor statistics: numel, L2 norm, mean, unbiased std, min, max, max |x|, fraction of exact
-//! zeros, NaN/Inf counts and a histogram, in two passes over the tensor in memory.
+//! zeros, NaN/Inf counts and a histogram, in two passes (the histogram needs the extremes first).
+//!
+//! Streaming: a tensor is processed in runs of whole blocks ([`part1`], [`part2`]), which may be
+//! computed on any thread in any order and are added in tensor order by [`TensorAcc`]; a stream
+//! of arbitrary chunks is re-cut into such runs by [`Blocker`] ([`stats_streamed`]). The result is
+//! bit-identical however the tensor was chunked or threaded.
 
 use super::histogram::Histogram;
-use super::kernels::{self, Element, Pass1, Pass2};
-use crate::checkpoint::Values;
+use super::kernels::{self, BLOCK, Block2, CompensatedSum, Element};
+use crate::checkpoint::{ChunkValues, Values};
 use serde::{Deserialize, Serialize};
 
 /// Statistics of one float tensor. Moments are over its finite elements (see the module docs); fields
@@ -42,116 +47,390 @@ pub fn tensor_stats(values: &Values, bins: usize) -> TensorStats {
     }
 }
 
-/// Statistics of a plain slice (f32 or f64).
-pub fn stats_of<T: Element>(xs: &[T], bins: usize) -> TensorStats {
-    let numel = xs.len() as u64;
-    let mut p1 = Pass1 {
-        finite: 0,
-        zeros: 0,
-        nan: 0,
-        inf: 0,
-        sum: Default::default(),
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-    };
-    for part in kernels::par_parts(xs, kernels::pass1) {
-        p1.merge(&part);
+/// Elements per part when a tensor in memory is split over threads (a multiple of [`BLOCK`], so the
+/// result is the same on any number of threads).
+const PART: usize = 1 << 20;
+
+/// Statistics of a plain slice (f32 or f64), in parts over the available cores.
+pub fn stats_of<T: Wide>(xs: &[T], bins: usize) -> TensorStats {
+    let mut acc = TensorAcc::new(xs.len() as u64, bins);
+    for p in par_map(xs, |c| part1(T::chunk(c))) {
+        acc.add1(&p);
     }
-    let n = p1.finite;
-    let nan = f64::NAN;
-    if n == 0 {
-        return TensorStats {
-            numel,
-            l2: 0.0,
-            mean: nan,
-            std: nan,
-            min: nan,
-            max: nan,
-            max_abs: nan,
-            zero_frac: 0.0,
-            nan_count: p1.nan,
-            inf_count: p1.inf,
-            histogram: Histogram { lo: nan, hi: nan, counts: vec![0; bins] },
-        };
-    }
-    let mean = p1.sum.value() / n as f64;
-    let (lo, hi) = Histogram::range_for(p1.min, p1.max).unwrap_or((p1.min, p1.max));
-    let mut p2: Option<Pass2> = None;
-    for part in kernels::par_parts(xs, |x| kernels::pass2(x, mean, lo, hi, bins)) {
-        match &mut p2 {
-            None => p2 = Some(part),
-            Some(acc) => acc.merge(&part),
+    if let Some(plan) = acc.plan() {
+        for p in par_map(xs, |c| part2(T::chunk(c), &plan)) {
+            acc.add2(&p);
         }
     }
-    let p2 = p2.unwrap_or(Pass2 {
-        dev_sq: Default::default(),
-        dev: Default::default(),
-        sq: Default::default(),
-        counts: vec![0; bins],
+    acc.finish()
+}
+
+/// f32 or f64: the element types values are widened to.
+pub trait Wide: Element {
+    fn chunk(xs: &[Self]) -> ChunkValues<'_>;
+}
+
+impl Wide for f32 {
+    fn chunk(xs: &[f32]) -> ChunkValues<'_> {
+        ChunkValues::F32(xs)
+    }
+}
+
+impl Wide for f64 {
+    fn chunk(xs: &[f64]) -> ChunkValues<'_> {
+        ChunkValues::F64(xs)
+    }
+}
+
+/// `f` over consecutive [`PART`]-element parts of `xs`, on up to the available cores; results in order.
+fn par_map<T: Sync, R: Send>(xs: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let parts: Vec<&[T]> = xs.chunks(PART).collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(parts.len()).min(16);
+    if threads <= 1 {
+        return parts.into_iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<R>> = (0..parts.len()).map(|_| None).collect();
+    let results: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = parts.get(i) else { break };
+                        mine.push((i, f(p)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
-    // Corrected two-pass variance: Σd² − (Σd)²/n removes the rounding error left in the mean.
-    let dev = p2.dev.value();
-    let m2 = (p2.dev_sq.value() - dev * dev / n as f64).max(0.0);
-    let std = if n >= 2 { (m2 / (n - 1) as f64).sqrt() } else { nan };
-    let max_abs = p1.min.abs().max(p1.max.abs());
-    let l2 = l2_norm(xs, p2.sq.value(), max_abs);
-    TensorStats {
-        numel,
-        l2,
-        mean,
-        std,
-        min: p1.min,
-        max: p1.max,
-        max_abs,
-        zero_frac: p1.zeros as f64 / numel as f64,
-        nan_count: p1.nan,
-        inf_count: p1.inf,
-        histogram: Histogram { lo, hi, counts: p2.counts },
+    for (i, r) in results.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// The first pass over a run of whole blocks of one tensor (a chunk starting at a multiple of
+/// [`BLOCK`] elements and ending at one, or at the tensor's end): per-block sums, to be added in
+/// block order by [`TensorAcc::add1`], and the order-free counts and extremes.
+#[derive(Clone, Debug)]
+pub struct Part1 {
+    sums: Vec<f64>,
+    finite: u64,
+    zeros: u64,
+    nan: u64,
+    inf: u64,
+    min: f64,
+    max: f64,
+}
+
+/// [`Part1`] of `xs`.
+pub fn part1(xs: ChunkValues<'_>) -> Part1 {
+    fn go<T: Element>(xs: &[T]) -> Part1 {
+        let mut p = Part1 {
+            sums: Vec::with_capacity(xs.len().div_ceil(BLOCK)),
+            finite: 0,
+            zeros: 0,
+            nan: 0,
+            inf: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        };
+        for b in xs.chunks(BLOCK) {
+            let r = kernels::block1(b);
+            p.sums.push(r.sum);
+            p.finite += r.finite;
+            p.zeros += r.zeros;
+            p.nan += r.nan;
+            p.inf += r.inf;
+            p.min = p.min.min(r.min);
+            p.max = p.max.max(r.max);
+        }
+        p
+    }
+    match xs {
+        ChunkValues::F32(v) => go(v),
+        ChunkValues::F64(v) => go(v),
     }
 }
 
-/// ‖x‖₂ from Σx²; when that over- or underflowed (f64 tensors with huge or tiny values), recomputed
-/// scaled by max |x| like LAPACK's dnrm2.
-fn l2_norm<T: Element>(xs: &[T], sum_sq: f64, max_abs: f64) -> f64 {
-    if max_abs == 0.0 {
-        return 0.0;
+/// What the second pass needs from the first: the mean, the histogram range, and a scale for the
+/// overflow-safe norm (f64 tensors with |x| above 1e140 or below 1e-140 only).
+#[derive(Clone, Copy, Debug)]
+pub struct Plan2 {
+    mean: f64,
+    scale: Option<f64>,
+    hist: Option<(f64, f64, usize)>,
+    bins: usize,
+}
+
+/// The second pass over a run of whole blocks (as for [`Part1`]).
+#[derive(Clone, Debug)]
+pub struct Part2 {
+    blocks: Vec<Block2>,
+    counts: Vec<u64>,
+}
+
+/// [`Part2`] of `xs`.
+pub fn part2(xs: ChunkValues<'_>, plan: &Plan2) -> Part2 {
+    fn go<T: Element>(xs: &[T], plan: &Plan2) -> Part2 {
+        let mut sub = vec![0u64; if plan.hist.is_some() { plan.bins * kernels::SUB } else { 0 }];
+        let blocks = xs
+            .chunks(BLOCK)
+            .map(|b| kernels::block2(b, plan.mean, plan.scale, plan.hist, &mut sub))
+            .collect();
+        let counts = if plan.hist.is_some() {
+            (0..plan.bins).map(|i| sub[i * kernels::SUB..(i + 1) * kernels::SUB].iter().sum()).collect()
+        } else {
+            Vec::new()
+        };
+        Part2 { blocks, counts }
     }
-    if sum_sq.is_finite() && sum_sq > 1e-290 {
-        return sum_sq.sqrt();
+    match xs {
+        ChunkValues::F32(v) => go(v, plan),
+        ChunkValues::F64(v) => go(v, plan),
     }
-    let inv = 1.0 / max_abs;
-    let mut s = kernels::CompensatedSum::default();
-    for x in xs {
-        let v = x.to_f64();
-        if v.is_finite() {
-            let y = v * inv;
-            s.add(y * y);
+}
+
+/// Accumulates one tensor's parts, in order: all [`Part1`]s, then (if [`TensorAcc::plan`] says a
+/// second pass is needed) all [`Part2`]s, then [`TensorAcc::finish`].
+#[derive(Clone, Debug)]
+pub struct TensorAcc {
+    numel: u64,
+    bins: usize,
+    finite: u64,
+    zeros: u64,
+    nan: u64,
+    inf: u64,
+    sum: CompensatedSum,
+    min: f64,
+    max: f64,
+    dev_sq: CompensatedSum,
+    dev: CompensatedSum,
+    sq: CompensatedSum,
+    scaled: CompensatedSum,
+    counts: Vec<u64>,
+    scale: Option<f64>,
+}
+
+impl TensorAcc {
+    pub fn new(numel: u64, bins: usize) -> TensorAcc {
+        TensorAcc {
+            numel,
+            bins,
+            finite: 0,
+            zeros: 0,
+            nan: 0,
+            inf: 0,
+            sum: CompensatedSum::default(),
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            dev_sq: CompensatedSum::default(),
+            dev: CompensatedSum::default(),
+            sq: CompensatedSum::default(),
+            scaled: CompensatedSum::default(),
+            counts: vec![0; bins],
+            scale: None,
         }
     }
-    s.value().sqrt() * max_abs
+
+    pub fn add1(&mut self, p: &Part1) {
+        for &s in &p.sums {
+            self.sum.add(s);
+        }
+        self.finite += p.finite;
+        self.zeros += p.zeros;
+        self.nan += p.nan;
+        self.inf += p.inf;
+        self.min = self.min.min(p.min);
+        self.max = self.max.max(p.max);
+    }
+
+    /// The second pass's inputs; None when the tensor has no finite element (no second pass).
+    pub fn plan(&mut self) -> Option<Plan2> {
+        if self.finite == 0 {
+            return None;
+        }
+        let mean = self.sum.value() / self.finite as f64;
+        let (lo, hi) = Histogram::range_for(self.min, self.max).unwrap_or((self.min, self.max));
+        let max_abs = self.min.abs().max(self.max.abs());
+        let scale = (max_abs > 0.0 && !(1e-140..=1e140).contains(&max_abs)).then(|| 1.0 / max_abs);
+        self.scale = scale;
+        let hist = (self.bins > 0 && lo < hi).then_some((lo, hi, self.bins));
+        Some(Plan2 { mean, scale, hist, bins: self.bins })
+    }
+
+    pub fn add2(&mut self, p: &Part2) {
+        for b in &p.blocks {
+            self.dev_sq.add(b.dev_sq);
+            self.dev.add(b.dev);
+            self.sq.add(b.sq);
+            if self.scale.is_some() {
+                self.scaled.add(b.scaled);
+            }
+        }
+        for (a, b) in self.counts.iter_mut().zip(&p.counts) {
+            *a += b;
+        }
+    }
+
+    pub fn finish(&self) -> TensorStats {
+        let nan = f64::NAN;
+        let n = self.finite;
+        if n == 0 {
+            return TensorStats {
+                numel: self.numel,
+                l2: 0.0,
+                mean: nan,
+                std: nan,
+                min: nan,
+                max: nan,
+                max_abs: nan,
+                zero_frac: 0.0,
+                nan_count: self.nan,
+                inf_count: self.inf,
+                histogram: Histogram { lo: nan, hi: nan, counts: vec![0; self.bins] },
+            };
+        }
+        let mean = self.sum.value() / n as f64;
+        let (lo, hi) = Histogram::range_for(self.min, self.max).unwrap_or((self.min, self.max));
+        // Corrected two-pass variance: Σd² − (Σd)²/n removes the rounding error left in the mean.
+        let dev = self.dev.value();
+        let m2 = (self.dev_sq.value() - dev * dev / n as f64).max(0.0);
+        let std = if n >= 2 { (m2 / (n - 1) as f64).sqrt() } else { nan };
+        let max_abs = self.min.abs().max(self.max.abs());
+        // ‖x‖₂ from Σx²; when that over- or underflowed (f64 tensors with huge or tiny values), from
+        // Σ(x / max|x|)² like LAPACK's dnrm2.
+        let sum_sq = self.sq.value();
+        let l2 = if max_abs == 0.0 {
+            0.0
+        } else if (sum_sq.is_finite() && sum_sq > 1e-290) || self.scale.is_none() {
+            sum_sq.sqrt()
+        } else {
+            self.scaled.value().sqrt() * max_abs
+        };
+        TensorStats {
+            numel: self.numel,
+            l2,
+            mean,
+            std,
+            min: self.min,
+            max: self.max,
+            max_abs,
+            zero_frac: if self.numel == 0 { 0.0 } else { self.zeros as f64 / self.numel as f64 },
+            nan_count: self.nan,
+            inf_count: self.inf,
+            histogram: Histogram { lo, hi, counts: self.counts.clone() },
+        }
+    }
 }
 
-/// ‖a − b‖² between two tensors of the same length (None when lengths differ).
-pub fn squared_distance(a: &Values, b: &Values) -> Option<f64> {
+/// Re-cuts a stream of chunks of any sizes into runs of whole blocks (the last one may end short at
+/// the tensor's end), so [`part1`]/[`part2`] see the same blocks however the tensor was read.
+#[derive(Debug, Default)]
+pub struct Blocker {
+    f32s: Vec<f32>,
+    f64s: Vec<f64>,
+}
+
+impl Blocker {
+    /// Feeds the next chunk; `f` gets each run of whole blocks as it completes.
+    pub fn push(&mut self, xs: ChunkValues<'_>, f: &mut dyn FnMut(ChunkValues<'_>)) {
+        fn go<T: Copy>(buf: &mut Vec<T>, mut xs: &[T], f: &mut dyn FnMut(&[T])) {
+            if !buf.is_empty() {
+                let take = (BLOCK - buf.len()).min(xs.len());
+                buf.extend_from_slice(&xs[..take]);
+                xs = &xs[take..];
+                if buf.len() == BLOCK {
+                    f(buf);
+                    buf.clear();
+                }
+            }
+            let whole = xs.len() / BLOCK * BLOCK;
+            if whole > 0 {
+                f(&xs[..whole]);
+            }
+            buf.extend_from_slice(&xs[whole..]);
+        }
+        match xs {
+            ChunkValues::F32(v) => go(&mut self.f32s, v, &mut |c| f(ChunkValues::F32(c))),
+            ChunkValues::F64(v) => go(&mut self.f64s, v, &mut |c| f(ChunkValues::F64(c))),
+        }
+    }
+
+    /// The tensor ended: `f` gets the last, partial block (if any).
+    pub fn finish(&mut self, f: &mut dyn FnMut(ChunkValues<'_>)) {
+        if !self.f32s.is_empty() {
+            f(ChunkValues::F32(&self.f32s));
+        }
+        if !self.f64s.is_empty() {
+            f(ChunkValues::F64(&self.f64s));
+        }
+        self.f32s.clear();
+        self.f64s.clear();
+    }
+}
+
+/// Statistics of a tensor of `numel` elements streamed in chunks of any size, by `read`, which
+/// feeds the whole tensor in order to the callback it is given and is called once per pass (twice:
+/// the histogram needs the extremes first). Memory: one block, whatever the tensor's size.
+pub fn stats_streamed<E>(
+    numel: u64,
+    bins: usize,
+    mut read: impl FnMut(&mut dyn FnMut(ChunkValues<'_>)) -> Result<(), E>,
+) -> Result<TensorStats, E> {
+    let mut acc = TensorAcc::new(numel, bins);
+    let mut blocker = Blocker::default();
+    read(&mut |c| blocker.push(c, &mut |b| acc.add1(&part1(b))))?;
+    blocker.finish(&mut |b| acc.add1(&part1(b)));
+    if let Some(plan) = acc.plan() {
+        read(&mut |c| blocker.push(c, &mut |b| acc.add2(&part2(b, &plan))))?;
+        blocker.finish(&mut |b| acc.add2(&part2(b, &plan)));
+    }
+    Ok(acc.finish())
+}
+
+/// Σ(a − b)² per block of two equally long, block-aligned runs of two tensors (None when the lengths
+/// differ); add them in order with [`DistanceAcc`].
+pub fn sq_diff_blocks(a: ChunkValues<'_>, b: ChunkValues<'_>) -> Option<Vec<f64>> {
+    fn go<A: Element, B: Element>(a: &[A], b: &[B]) -> Vec<f64> {
+        a.chunks(BLOCK).zip(b.chunks(BLOCK)).map(|(x, y)| kernels::block_sq_diff(x, y)).collect()
+    }
     if a.len() != b.len() {
         return None;
     }
     Some(match (a, b) {
-        (Values::F32(x), Values::F32(y)) => kernels::par_sq_diff(x, y),
-        (Values::F32(x), Values::F64(y)) => kernels::par_sq_diff(x, y),
-        (Values::F64(x), Values::F32(y)) => kernels::par_sq_diff(x, y),
-        (Values::F64(x), Values::F64(y)) => kernels::par_sq_diff(x, y),
+        (ChunkValues::F32(x), ChunkValues::F32(y)) => go(x, y),
+        (ChunkValues::F32(x), ChunkValues::F64(y)) => go(x, y),
+        (ChunkValues::F64(x), ChunkValues::F32(y)) => go(x, y),
+        (ChunkValues::F64(x), ChunkValues::F64(y)) => go(x, y),
     })
 }
 
-/// ‖a[start..start + b.len()] − b‖²: a chunk of a tensor against the same chunk of another, given as f64
-/// (None when the chunk runs past the end of `a`).
-pub fn squared_distance_chunk(a: &Values, start: usize, b: &[f64]) -> Option<f64> {
-    let end = start.checked_add(b.len())?;
-    match a {
-        Values::F32(x) => x.get(start..end).map(|x| kernels::par_sq_diff(x, b)),
-        Values::F64(x) => x.get(start..end).map(|x| kernels::par_sq_diff(x, b)),
+/// ‖a − b‖² accumulated from per-block sums in block order (compensated).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DistanceAcc(CompensatedSum);
+
+impl DistanceAcc {
+    pub fn add(&mut self, blocks: &[f64]) {
+        for &s in blocks {
+            self.0.add(s);
+        }
     }
+    pub fn value(&self) -> f64 {
+        self.0.value()
+    }
+}
+
+/// ‖a − b‖² between two tensors of the same length (None when lengths differ).
+pub fn squared_distance(a: &Values, b: &Values) -> Option<f64> {
+    let blocks = sq_diff_blocks(a.into(), b.into())?;
+    let mut d = DistanceAcc::default();
+    d.add(&blocks);
+    Some(d.value())
 }
 
 #[cfg(test)]
@@ -237,7 +516,5 @@ mod tests {
         let b = Values::F64(vec![1.0, 0.0, 7.0]);
         assert_eq!(squared_distance(&a, &b), Some(20.0));
         assert_eq!(squared_distance(&a, &Values::F32(vec![1.0])), None);
-        assert_eq!(squared_distance_chunk(&a, 1, &[0.0, 7.0]), Some(20.0));
-        assert_eq!(squared_distance_chunk(&a, 2, &[0.0, 7.0]), None);
     }
 }

@@ -113,6 +113,23 @@ pub fn checkpoints(store: &Store, run: &str) -> Result<Vec<CheckpointRecord>> {
     Ok(store.scan_prefix::<CheckpointRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
 }
 
+/// The run's first checkpoint below `step` (smallest step) and its last `n` below `step` (largest steps
+/// first): range queries on the key order, decoding only the records returned.
+pub fn references_before(
+    store: &Store,
+    run: &str,
+    step: u64,
+    n: usize,
+) -> Result<(Option<CheckpointRecord>, Vec<CheckpointRecord>)> {
+    let from = keys::run(run);
+    let to = keys::run_step(run, step);
+    let first =
+        store.scan_range::<CheckpointRecord>(&from, &to, false, 1)?.into_iter().next().map(|(_, r)| r);
+    let last =
+        store.scan_range::<CheckpointRecord>(&from, &to, true, n)?.into_iter().map(|(_, r)| r).collect();
+    Ok((first, last))
+}
+
 pub fn checkpoint(store: &Store, run: &str, step: u64) -> Result<Option<CheckpointRecord>> {
     store.get(&keys::run_step(run, step))
 }
@@ -158,6 +175,13 @@ mod tests {
         store.commit(b).unwrap();
         let steps: Vec<u64> = checkpoints(&store, "r").unwrap().iter().map(|c| c.step).collect();
         assert_eq!(steps, vec![2, 10, 300]);
+        let (first, last) = references_before(&store, "r", 300, 2).unwrap();
+        assert_eq!(first.map(|c| c.step), Some(2));
+        assert_eq!(last.iter().map(|c| c.step).collect::<Vec<_>>(), vec![10, 2]);
+        let (first, last) = references_before(&store, "r", 2, 2).unwrap();
+        assert!(first.is_none() && last.is_empty());
+        let (first, last) = references_before(&store, "r", u64::MAX, 1).unwrap();
+        assert_eq!((first.map(|c| c.step), last[0].step), (Some(2), 300));
         assert_eq!(run_tensors(&store, "r").unwrap().len(), 3);
         assert_eq!(tensor(&store, "r", 10, "w").unwrap().unwrap().dtype, "f32");
         assert_eq!(runs(&store).unwrap().len(), 1);

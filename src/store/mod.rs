@@ -129,6 +129,27 @@ impl Store {
         Ok(out)
     }
 
+    /// At most `limit` records of a kind with keys in `[from, to)`, in key order or (`rev`) in
+    /// reverse; only those records are decoded (a range query, not a scan of the whole prefix).
+    pub fn scan_range<R: Record>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, R)>> {
+        let tree = self.tree(R::TREE)?;
+        let mut out = Vec::new();
+        let range = tree.range(from.to_vec()..to.to_vec());
+        let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if rev { Box::new(range.rev()) } else { Box::new(range) };
+        for item in items.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.to_vec(), Self::decode(&v)?));
+        }
+        Ok(out)
+    }
+
     /// Writes one record on its own (use a [`Batch`] for records that belong together).
     pub fn put<R: Record>(&self, key: &[u8], value: &R) -> Result<()> {
         let mut b = Batch::default();

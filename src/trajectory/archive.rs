@@ -13,14 +13,26 @@
 //! Reading is by `pread`, a chunk of one tensor at a time.
 
 use super::select::{Selection, TensorFilter};
-use crate::checkpoint::{Checkpoint, TensorInfo, Values};
+use crate::checkpoint::{Checkpoint, ChunkValues, TensorInfo, Values};
 use crate::ingest::TensorSink;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes free for an unprivileged writer on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
 
 const MAGIC: &[u8; 8] = b"LSTRAJ01";
 const TRAILER: usize = 8 + 8 + 4 + 8;
@@ -291,12 +303,19 @@ struct Pending {
     ordinal: u64,
     tmp: PathBuf,
     dest: PathBuf,
-    out: BufWriter<File>,
-    offset: u64,
+    file: File,
+    /// End of the tensor data (where the index goes).
+    data_end: u64,
     tensors: Vec<ArchivedTensor>,
+    /// By checkpoint tensor index: the position in `tensors` of an archived tensor.
+    slot: Vec<Option<usize>>,
+    /// Bytes written per archived tensor (each must end up exactly its size).
+    written: Vec<AtomicU64>,
 }
 
-/// The archive as an ingest [`TensorSink`]: writes one file per checkpoint.
+/// The archive as an ingest [`TensorSink`]: writes one file per checkpoint. Every tensor's place in
+/// the file is fixed at `begin`, so chunks are written where they belong (`pwrite`) from any thread,
+/// in any order, and nothing is buffered beyond one converted chunk.
 pub struct ArchiveSink {
     data_dir: PathBuf,
     cfg: ArchiveConfig,
@@ -304,7 +323,6 @@ pub struct ArchiveSink {
     pending: Option<Pending>,
     skipped: Option<(String, u64)>,
     last: Option<ArchiveReport>,
-    buf: Vec<u8>,
 }
 
 impl ArchiveSink {
@@ -320,7 +338,6 @@ impl ArchiveSink {
             pending: None,
             skipped: None,
             last: None,
-            buf: Vec::new(),
         })
     }
 
@@ -329,29 +346,43 @@ impl ArchiveSink {
         self.last.as_ref()
     }
 
-    fn write_values(&mut self, values: &Values) -> std::io::Result<()> {
-        const CH: usize = 1 << 14;
+    /// `TensorSink::chunk`: elements `start ..` of checkpoint tensor `index`.
+    pub fn write_chunk(&self, index: usize, start: usize, values: ChunkValues<'_>) -> anyhow::Result<()> {
+        let Some(p) = self.pending.as_ref() else { return Ok(()) };
+        let Some(slot) = p.slot.get(index).copied().flatten() else { return Ok(()) };
+        let t = &p.tensors[slot];
         let prec = self.cfg.precision;
-        let Some(p) = self.pending.as_mut() else { return Ok(()) };
-        let n = values.len();
-        let mut i = 0;
-        while i < n {
-            let m = CH.min(n - i);
-            self.buf.clear();
-            for j in i..i + m {
-                let x = match values {
-                    Values::F32(v) => v[j],
-                    Values::F64(v) => v[j] as f32,
-                };
-                match prec {
-                    Precision::F32 => self.buf.extend_from_slice(&x.to_le_bytes()),
-                    Precision::Bf16 => self.buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
-                }
-            }
-            p.out.write_all(&self.buf)?;
-            i += m;
+        let eb = prec.bytes() as u64;
+        if start.checked_add(values.len()).is_none_or(|end| end > t.numel()) {
+            bail!(
+                "trajectory archive: tensor {} has {} values but shape {:?}",
+                t.name,
+                start.saturating_add(values.len()),
+                t.shape
+            );
         }
-        p.offset += (n * prec.bytes()) as u64;
+        let at = t.offset + start as u64 * eb;
+        let res = match (prec, values) {
+            (Precision::F32, ChunkValues::F32(_)) => p.file.write_all_at(&values.le_bytes(), at),
+            (Precision::F32, ChunkValues::F64(v)) => {
+                let b: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
+                p.file.write_all_at(&b, at)
+            }
+            (Precision::Bf16, v) => {
+                let mut b = Vec::with_capacity(v.len() * 2);
+                match v {
+                    ChunkValues::F32(v) => {
+                        b.extend(v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()))
+                    }
+                    ChunkValues::F64(v) => {
+                        b.extend(v.iter().flat_map(|&x| half::bf16::from_f32(x as f32).to_le_bytes()))
+                    }
+                }
+                p.file.write_all_at(&b, at)
+            }
+        };
+        res.with_context(|| format!("trajectory archive: writing {}", p.tmp.display()))?;
+        p.written[slot].fetch_add(values.len() as u64 * eb, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -428,8 +459,8 @@ impl TensorSink for ArchiveSink {
         self.begin_tensors(run, step, &checkpoint.tensors)
     }
 
-    fn tensor(&mut self, info: &TensorInfo, values: &Values) -> anyhow::Result<()> {
-        self.put_tensor(info, values)
+    fn chunk(&self, index: usize, start: usize, values: ChunkValues<'_>) -> anyhow::Result<()> {
+        self.write_chunk(index, start, values)
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
@@ -442,19 +473,34 @@ impl TensorSink for ArchiveSink {
 }
 
 impl ArchiveSink {
-    /// `TensorSink::begin` given the checkpoint's tensor list (which sizes the budget check).
+    /// `TensorSink::begin` given the checkpoint's tensor list (which sizes the budget check and fixes
+    /// every tensor's place in the file).
     pub fn begin_tensors(&mut self, run: &str, step: u64, tensors: &[TensorInfo]) -> anyhow::Result<()> {
         self.abort_file();
         self.last = None;
         crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!("trajectory archive: {e}"))?;
         let dir = run_dir(&self.data_dir, run);
         std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        let eb = self.cfg.precision.bytes() as u64;
+        // Layout: the selected float tensors in checkpoint order, after the magic.
+        let mut layout = Vec::new();
+        let mut slot = vec![None; tensors.len()];
+        let mut offset = MAGIC.len() as u64;
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in tensors.iter().enumerate() {
+            if !t.dtype.is_float() || !self.filter.selects(&t.name, &t.shape) {
+                continue;
+            }
+            if !seen.insert(t.name.as_str()) {
+                bail!("trajectory archive: tensor {} given twice", t.name);
+            }
+            let bytes = t.shape.iter().fold(eb, |a, &d| a.saturating_mul(d as u64));
+            slot[i] = Some(layout.len());
+            layout.push(ArchivedTensor { name: t.name.clone(), shape: t.shape.clone(), offset });
+            offset = offset.saturating_add(bytes);
+        }
+        let need = offset - MAGIC.len() as u64;
         // A checkpoint that alone exceeds the budget is not archived (the rest of ingest goes on).
-        let need: u64 = tensors
-            .iter()
-            .filter(|t| t.dtype.is_float() && self.filter.selects(&t.name, &t.shape))
-            .map(|t| (t.numel() * self.cfg.precision.bytes()) as u64)
-            .sum();
         if let Some(budget) = self.cfg.budget_bytes
             && need > budget
         {
@@ -464,6 +510,14 @@ impl ArchiveSink {
             self.skipped = Some((run.to_string(), step));
             return Ok(());
         }
+        if let Some(free) = free_bytes(&dir)
+            && need > free
+        {
+            bail!(
+                "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
+                dir.display()
+            );
+        }
         let entries = list_run(&self.data_dir, run)?;
         let ords = ordinals(&entries);
         let ordinal = match ords.iter().find(|o| o.0 == step) {
@@ -472,28 +526,35 @@ impl ArchiveSink {
         };
         let dest = dir.join(file_name(step));
         let tmp = dir.join(format!(".{}.{}.tmp", file_name(step), std::process::id()));
-        let f = File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
-        out.write_all(MAGIC).with_context(|| format!("{}", tmp.display()))?;
+        let file = File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+        file.write_all_at(MAGIC, 0).with_context(|| format!("{}", tmp.display()))?;
+        let written = layout.iter().map(|_| AtomicU64::new(0)).collect();
         self.pending = Some(Pending {
             run: run.to_string(),
             step,
             ordinal,
             tmp,
             dest,
-            out,
-            offset: MAGIC.len() as u64,
-            tensors: Vec::new(),
+            file,
+            data_end: offset,
+            tensors: layout,
+            slot,
+            written,
         });
         Ok(())
     }
 
-    /// `TensorSink::tensor`.
+    /// A whole tensor at once (tools and tests): `info` must be one of the tensors given to `begin`.
     pub fn put_tensor(&mut self, info: &TensorInfo, values: &Values) -> anyhow::Result<()> {
-        let Some(p) = self.pending.as_mut() else { return Ok(()) };
-        if !info.dtype.is_float() || !self.filter.selects(&info.name, &info.shape) {
+        let Some(p) = self.pending.as_ref() else { return Ok(()) };
+        let Some(index) = p
+            .slot
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.filter(|&s| p.tensors[s].name == info.name).map(|_| i))
+        else {
             return Ok(());
-        }
+        };
         if values.len() != info.numel() {
             bail!(
                 "trajectory archive: tensor {} has {} values but shape {:?}",
@@ -502,17 +563,7 @@ impl ArchiveSink {
                 info.shape
             );
         }
-        if p.tensors.iter().any(|t| t.name == info.name) {
-            bail!("trajectory archive: tensor {} given twice", info.name);
-        }
-        p.tensors.push(ArchivedTensor {
-            name: info.name.clone(),
-            shape: info.shape.clone(),
-            offset: p.offset,
-        });
-        let tmp = p.tmp.clone();
-        self.write_values(values).with_context(|| format!("{}", tmp.display()))?;
-        Ok(())
+        self.write_chunk(index, 0, values.into())
     }
 
     /// `TensorSink::finish`.
@@ -531,6 +582,15 @@ impl ArchiveSink {
             return Ok(());
         }
         let Some(mut p) = self.pending.take() else { return Ok(()) };
+        let eb = self.cfg.precision.bytes() as u64;
+        for (t, w) in p.tensors.iter().zip(&p.written) {
+            let want = (t.numel() as u64) * eb;
+            let got = w.load(Ordering::Relaxed);
+            if got != want {
+                let _ = std::fs::remove_file(&p.tmp);
+                bail!("trajectory archive: tensor {} got {got} of its {want} bytes", t.name);
+            }
+        }
         let res = (|| -> anyhow::Result<u64> {
             let idx = Index {
                 run: p.run.clone(),
@@ -540,20 +600,20 @@ impl ArchiveSink {
                 tensors: std::mem::take(&mut p.tensors),
             };
             let ib = serde_json::to_vec(&idx)?;
-            p.out.write_all(&ib)?;
-            p.out.write_all(&p.offset.to_le_bytes())?;
-            p.out.write_all(&(ib.len() as u64).to_le_bytes())?;
-            p.out.write_all(&crc32fast::hash(&ib).to_le_bytes())?;
-            p.out.write_all(MAGIC)?;
-            p.out.flush()?;
-            p.out.get_ref().sync_all()?;
+            let mut tail = ib.clone();
+            tail.extend_from_slice(&p.data_end.to_le_bytes());
+            tail.extend_from_slice(&(ib.len() as u64).to_le_bytes());
+            tail.extend_from_slice(&crc32fast::hash(&ib).to_le_bytes());
+            tail.extend_from_slice(MAGIC);
+            p.file.write_all_at(&tail, p.data_end)?;
+            p.file.sync_all()?;
             std::fs::rename(&p.tmp, &p.dest)?;
             if let Some(dir) = p.dest.parent()
                 && let Ok(d) = File::open(dir)
             {
                 let _ = d.sync_all();
             }
-            Ok(p.offset + ib.len() as u64 + TRAILER as u64)
+            Ok(p.data_end + ib.len() as u64 + TRAILER as u64)
         })();
         let written = match res {
             Ok(b) => b,
@@ -593,7 +653,7 @@ impl ArchiveSink {
     pub fn abort_file(&mut self) {
         self.skipped = None;
         if let Some(p) = self.pending.take() {
-            drop(p.out);
+            drop(p.file);
             let _ = std::fs::remove_file(&p.tmp);
         }
     }
