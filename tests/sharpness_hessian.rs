@@ -8,6 +8,7 @@ use landscaped::model::hvp::{ModelHessian, ParamSubset};
 use landscaped::model::{Model, ModelSpec};
 use landscaped::sharpness::lanczos::{LanczosOptions, extremes};
 use landscaped::sharpness::measures::Objective;
+use landscaped::sharpness::memory::MemorySpace;
 use landscaped::sharpness::operator::LinearOperator;
 use landscaped::sharpness::trace::{exact_trace, hutchinson};
 use std::path::Path;
@@ -87,6 +88,7 @@ fn hessian_matches_pytorch() {
         assert!(e < 1e-5, "{key}: gradient relative error {e}");
 
         // Extremes by Lanczos.
+        let mut h = MemorySpace::new(h);
         let opts = LanczosOptions { max_steps: 200, tol: 1e-7, top_k: 3, seed: 5 };
         let x = extremes(&mut h, &opts).unwrap();
         assert!(x.converged);
@@ -111,6 +113,7 @@ fn hessian_matches_pytorch() {
         );
 
         // Moving the parameters (loss at a perturbed point) and dropping restores them.
+        let mut h = h.into_inner();
         let moved: Vec<f64> = theta.iter().map(|x| x + 0.1).collect();
         let lm = h.loss(&moved).unwrap();
         assert!((lm - l).abs() > 1e-6);
@@ -129,7 +132,7 @@ fn unreachable_parameters_and_nan_loss_are_errors() {
     assert!(e.contains("reachable"), "{e}");
 
     let mut m = load(dir.path(), "model.pt", "eval_nan.safetensors").unwrap();
-    let mut h = ModelHessian::new(&mut m, ParamSubset::All).unwrap();
+    let mut h = MemorySpace::new(ModelHessian::new(&mut m, ParamSubset::All).unwrap());
     let e = extremes(&mut h, &LanczosOptions::default()).unwrap_err().to_string();
     assert!(e.contains("NaN") || e.contains("non-finite"), "{e}");
 }

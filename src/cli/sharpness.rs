@@ -539,22 +539,23 @@ pub struct BenchArgs {
 /// accuracy (against a tightly converged Lanczos reference), and seconds per HVP. Prints JSON.
 pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     use crate::sharpness::lanczos::Lanczos;
-    use crate::sharpness::operator::LinearOperator;
+    use crate::sharpness::memory::MemorySpace;
+    use crate::sharpness::space::{HessianSpace, Init};
     let mut model = a.model.load()?;
     if let Some(p) = &a.checkpoint {
         let ck = Checkpoint::open(p).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", p.display()))?;
         let st = checkpoint_state(&model, &ck, &a.model.bind_options()?)?;
         model.set_state(&st)?;
     }
-    let mut h = crate::model::hvp::ModelHessian::new(&mut model, ParamSubset::All)?;
-    let d = LinearOperator::dim(&h);
+    let mut h = MemorySpace::new(crate::model::hvp::ModelHessian::new(&mut model, ParamSubset::All)?);
+    let d = h.dim();
     let reference = crate::sharpness::lanczos::extremes(
         &mut h,
         &LanczosOptions { max_steps: 300.min(d), tol: 1e-9, top_k: 1, seed: a.seed + 1 },
     )?;
     let lref = reference.lambda_max;
     // Lanczos: steps until the largest Ritz value is within `accuracy` of the reference.
-    let mut lz = Lanczos::new(d, a.seed)?;
+    let mut lz = Lanczos::new(&mut h, a.seed)?;
     let mut lanczos_hvps = None;
     while lz.steps() < 300 && !lz.exhausted() {
         lz.step(&mut h)?;
@@ -564,15 +565,14 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
             break;
         }
     }
+    lz.free(&mut h)?;
     let pw = crate::sharpness::power::power_iteration(&mut h, 100, 1e-3, a.seed)?;
-    let mut v = vec![0.0; d];
-    let mut out = vec![0.0; d];
-    let mut rng = crate::sharpness::rng::Rng::new(a.seed);
-    v.iter_mut().for_each(|x| *x = rng.normal());
-    h.apply(&v, &mut out)?;
+    let v = h.new_vector(Init::Gaussian { seed: a.seed })?;
+    let out = h.new_vector(Init::Zeros)?;
+    h.hvp(v, out)?;
     let t0 = std::time::Instant::now();
     for _ in 0..a.timed.max(1) {
-        h.apply(&v, &mut out)?;
+        h.hvp(v, out)?;
     }
     let per_hvp = t0.elapsed().as_secs_f64() / a.timed.max(1) as f64;
     let res = json!({

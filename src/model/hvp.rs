@@ -20,18 +20,7 @@ use crate::sharpness::operator::LinearOperator;
 use anyhow::{Result, anyhow, bail};
 use tch::{Kind, Tensor};
 
-/// Which trainable parameters the Hessian is taken over.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamSubset {
-    /// Every trainable parameter.
-    #[default]
-    All,
-    /// Only tensors with ≥ 2 dimensions (no biases, no batch-norm γ/β), as the reference code does.
-    Matrices,
-}
+pub use crate::sharpness::space::ParamSubset;
 
 /// The Hessian of the evaluation loss (and the loss itself) over a subset of a model's parameters.
 pub struct ModelHessian<'a> {

@@ -5,13 +5,14 @@
 use super::density::{Quadrature, slq};
 use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::measures::{
-    Measure, Objective, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
+    Measure, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
 };
+use super::memory::MemorySpace;
+use super::space::{HessianSpace, SpaceObjective};
 use super::trace::{TraceEstimate, hutchinson};
 use crate::model::Model;
 use crate::model::Plane;
 use crate::model::hvp::{ModelHessian, ParamSubset};
-use crate::sharpness::operator::LinearOperator;
 use serde::{Deserialize, Serialize};
 
 /// What to compute.
@@ -135,16 +136,28 @@ pub struct SharpnessReport {
 pub fn compute(
     model: &mut Model,
     opts: &SharpnessOptions,
+    progress: impl FnMut(&str),
+) -> anyhow::Result<SharpnessReport> {
+    opts.validate()?;
+    let mut space = MemorySpace::new(ModelHessian::new(model, opts.subset)?);
+    let rep = compute_in(&mut space, opts, progress)?;
+    space.into_inner().restore()?;
+    Ok(rep)
+}
+
+/// Computes the chosen quantities in a space (at its centre).
+pub fn compute_in(
+    space: &mut dyn HessianSpace,
+    opts: &SharpnessOptions,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<SharpnessReport> {
     opts.validate()?;
     let t0 = std::time::Instant::now();
-    let mut h = ModelHessian::new(model, opts.subset)?;
-    let center = h.center().to_vec();
-    let base_loss = h.loss(&center)?;
+    let start = space.applications();
+    let base_loss = space.loss(None)?;
     let mut rep = SharpnessReport {
         subset: format!("{:?}", opts.subset).to_lowercase(),
-        dim: LinearOperator::dim(&h),
+        dim: space.dim(),
         base_loss,
         ..Default::default()
     };
@@ -153,34 +166,42 @@ pub fn compute(
             serde_json::to_value(q).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         progress(&name);
         match q {
-            Quantity::Eigs => rep.extremes = Some(extremes(&mut h, &opts.lanczos)?),
+            Quantity::Eigs => rep.extremes = Some(extremes(space, &opts.lanczos)?),
             Quantity::Trace => {
                 rep.trace =
-                    Some(hutchinson(&mut h, opts.trace_samples, 10, opts.trace_rel_tol, opts.seed ^ 0x7472)?)
+                    Some(hutchinson(space, opts.trace_samples, 10, opts.trace_rel_tol, opts.seed ^ 0x7472)?)
             }
             Quantity::Density => {
-                rep.density = Some(slq(&mut h, opts.density_runs, opts.density_steps, opts.seed ^ 0x736c71)?)
+                rep.density = Some(slq(space, opts.density_runs, opts.density_steps, opts.seed ^ 0x736c71)?)
             }
-            Quantity::Keskar => {
-                rep.measures.push(keskar_sharpness(&mut h, opts.keskar_eps, opts.keskar_steps)?)
+            Quantity::Keskar => rep.measures.push(keskar_sharpness(
+                &mut SpaceObjective::new(space)?,
+                opts.keskar_eps,
+                opts.keskar_steps,
+            )?),
+            Quantity::Sam => {
+                rep.measures.push(sam_sharpness(&mut SpaceObjective::new(space)?, opts.sam_rho, 0)?)
             }
-            Quantity::Sam => rep.measures.push(sam_sharpness(&mut h, opts.sam_rho, 0)?),
-            Quantity::SamAscent => {
-                rep.measures.push(sam_sharpness(&mut h, opts.sam_rho, opts.ascent_steps.max(1))?)
-            }
-            Quantity::Asam => {
-                rep.measures.push(asam_sharpness(&mut h, opts.asam_rho, opts.asam_eta, opts.ascent_steps)?)
-            }
+            Quantity::SamAscent => rep.measures.push(sam_sharpness(
+                &mut SpaceObjective::new(space)?,
+                opts.sam_rho,
+                opts.ascent_steps.max(1),
+            )?),
+            Quantity::Asam => rep.measures.push(asam_sharpness(
+                &mut SpaceObjective::new(space)?,
+                opts.asam_rho,
+                opts.asam_eta,
+                opts.ascent_steps,
+            )?),
             Quantity::FnLossRise => rep.measures.push(filter_normalized_loss_rise(
-                &mut h,
+                &mut SpaceObjective::new(space)?,
                 opts.fn_radius,
                 opts.fn_directions,
                 opts.seed,
             )?),
         }
     }
-    rep.hvps = h.applications();
-    h.restore()?;
+    rep.hvps = space.applications() - start;
     rep.seconds = t0.elapsed().as_secs_f64();
     Ok(rep)
 }
@@ -208,7 +229,7 @@ pub fn ratio_map(
     for (iy, &b) in ys.iter().enumerate() {
         for (ix, &a) in xs.iter().enumerate() {
             model.set_point(plane, a, b)?;
-            let mut h = ModelHessian::new(model, subset)?;
+            let mut h = MemorySpace::new(ModelHessian::new(model, subset)?);
             let e = extremes(&mut h, lanczos)?;
             hvps += e.hvps;
             ratio[iy][ix] = e.ratio;

@@ -5,10 +5,10 @@
 //! evaluated on a uniform grid and normalized to integrate to 1; PyHessian's smoothing is
 //! σ² = 1e-5 · max(1, λmax − λmin) over a grid padded by 0.01 on each side.
 //! The quadrature also estimates the trace: d · Σ_i w_i θ_i (mean over runs).
+//! Run r starts from the space's Rademacher vector drawn with seed `seed + r` (in a worker: by torch).
 
 use super::lanczos::Lanczos;
-use super::operator::LinearOperator;
-use super::rng::Rng;
+use super::space::{HessianSpace, Init};
 use super::tridiag::tridiag_eigen;
 use serde::{Deserialize, Serialize};
 
@@ -22,22 +22,23 @@ pub struct Quadrature {
 }
 
 /// Runs SLQ: `runs` start vectors, `steps` Lanczos steps each (PyHessian: 1 run, 100 steps).
-pub fn slq(op: &mut dyn LinearOperator, runs: usize, steps: usize, seed: u64) -> anyhow::Result<Quadrature> {
+pub fn slq(op: &mut dyn HessianSpace, runs: usize, steps: usize, seed: u64) -> anyhow::Result<Quadrature> {
     let d = op.dim();
     anyhow::ensure!(d > 0, "the operator has dimension 0 (no parameters)");
     anyhow::ensure!(runs >= 1 && steps >= 1, "SLQ needs at least one run and one step");
     let start = op.applications();
-    let mut rng = Rng::new(seed);
     let (mut nodes, mut weights) = (Vec::new(), Vec::new());
     for r in 0..runs {
-        let v: Vec<f64> = (0..d).map(|_| rng.rademacher()).collect();
-        let mut lz = Lanczos::from_vector(v, seed.wrapping_add(r as u64 + 1));
+        let v = op.new_vector(Init::Rademacher { seed: seed.wrapping_add(r as u64) })?;
+        let mut lz = Lanczos::from_vector(d, v, seed.wrapping_add(r as u64 + 1));
         while lz.steps() < steps && !lz.exhausted() {
             lz.step(op)?;
         }
-        let m = lz.alpha.len();
+        let (alpha, beta) = (lz.alpha.clone(), lz.beta.clone());
+        lz.free(op)?;
+        let m = alpha.len();
         anyhow::ensure!(m > 0, "SLQ: no Lanczos step could be taken");
-        let te = tridiag_eigen(&lz.alpha, &lz.beta[..m - 1])?;
+        let te = tridiag_eigen(&alpha, &beta[..m - 1])?;
         weights.push(te.first.iter().map(|f| f * f).collect());
         nodes.push(te.values);
     }
@@ -90,6 +91,7 @@ impl Quadrature {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sharpness::memory::MemorySpace;
     use crate::sharpness::operator::DenseSymmetric;
 
     #[test]
@@ -98,9 +100,10 @@ mod tests {
         let eigs: Vec<f64> = (0..200)
             .map(|i| if i < 150 { 0.01 * (i as f64 / 150.0) } else { 5.0 + 0.01 * (i as f64 / 200.0) })
             .collect();
-        let mut a = DenseSymmetric::with_spectrum(&eigs, 2);
+        let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 2));
         let q = slq(&mut a, 8, 30, 1).unwrap();
         assert_eq!(q.hvps, 8 * 30);
+        assert_eq!(a.live(), 1, "each run's basis is freed");
         for w in &q.weights {
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-10);
         }

@@ -12,10 +12,13 @@
 //! at most `tol · ‖T_j‖` (the largest |Ritz value|, an estimate of the spectral radius). The run stops
 //! when λmax, λmin and each of the top-k are converged, when the Krylov space is exhausted (then the Ritz
 //! values are exact), or after `max_steps` HVPs, in which case the result says `converged: false`.
-//! Memory: `max_steps` vectors of `dim` f64.
+//! Memory: `max_steps` vectors of `dim` f64, held by the [`HessianSpace`] (in a model worker: there, not
+//! here). Each step costs one HVP and eight operations on the space whatever the basis size (the inner
+//! products against the whole basis go in one `dots`, the subtraction in one `combine`); no vector
+//! crosses to the caller.
 
-use super::operator::{LinearOperator, axpy, dot, normalize};
 use super::rng::Rng;
+use super::space::{HessianSpace, Init, Vector, norm, orthogonalize};
 use super::tridiag::{TridiagEigen, tridiag_eigen};
 use serde::{Deserialize, Serialize};
 
@@ -59,42 +62,41 @@ pub struct Extremes {
     pub hvps: usize,
 }
 
-/// The Krylov basis and tridiagonal matrix built so far.
+/// The Krylov basis (vectors held by the space) and the tridiagonal matrix built so far. Call
+/// [`Lanczos::free`] when done, so the space can forget the basis.
 pub struct Lanczos {
     dim: usize,
-    basis: Vec<Vec<f64>>,
+    basis: Vec<Vector>,
     pub alpha: Vec<f64>,
     /// `beta[j]` couples basis vectors j and j+1 (`beta.len() == alpha.len()` after each step; the last one
     /// is the residual norm of the current step).
     pub beta: Vec<f64>,
     rng: Rng,
-    /// The un-normalized next vector.
-    next: Vec<f64>,
+    /// The un-normalized next vector, orthogonal to the basis, and its norm when known.
+    next: Option<Vector>,
+    next_norm: Option<f64>,
     exhausted: bool,
 }
 
 impl Lanczos {
-    /// Starts from a random Gaussian unit vector drawn with `seed`.
-    pub fn new(dim: usize, seed: u64) -> anyhow::Result<Lanczos> {
-        anyhow::ensure!(dim > 0, "the operator has dimension 0 (no parameters)");
-        let mut rng = Rng::new(seed);
-        let v: Vec<f64> = (0..dim).map(|_| rng.normal()).collect();
-        Ok(Self::with_start(v, rng))
+    /// Starts from a random Gaussian vector drawn by the space with `seed`.
+    pub fn new(space: &mut dyn HessianSpace, seed: u64) -> anyhow::Result<Lanczos> {
+        anyhow::ensure!(space.dim() > 0, "the operator has dimension 0 (no parameters)");
+        let v = space.new_vector(Init::Gaussian { seed })?;
+        Ok(Self::from_vector(space.dim(), v, seed))
     }
 
-    /// Starts from `v` (normalized here), e.g. a Rademacher vector for SLQ.
-    pub fn from_vector(v: Vec<f64>, seed: u64) -> Lanczos {
-        Self::with_start(v, Rng::new(seed))
-    }
-
-    fn with_start(v: Vec<f64>, rng: Rng) -> Lanczos {
+    /// Starts from the space's vector `v` (normalized here, then owned and freed by this Lanczos), e.g.
+    /// a Rademacher vector for SLQ; `seed` draws fresh directions after a breakdown.
+    pub fn from_vector(dim: usize, v: Vector, seed: u64) -> Lanczos {
         Lanczos {
-            dim: v.len(),
+            dim,
             basis: Vec::new(),
             alpha: Vec::new(),
             beta: Vec::new(),
-            rng,
-            next: v,
+            rng: Rng::new(seed),
+            next: Some(v),
+            next_norm: None,
             exhausted: false,
         }
     }
@@ -108,58 +110,61 @@ impl Lanczos {
         self.exhausted
     }
 
-    /// Orthogonalizes `w` against the basis twice; returns nothing.
-    fn reorthogonalize(&self, w: &mut [f64]) {
-        for _ in 0..2 {
-            for q in &self.basis {
-                let c = dot(q, w);
-                axpy(-c, q, w);
-            }
-        }
-    }
-
-    /// One Lanczos step: one operator application.
-    pub fn step(&mut self, op: &mut dyn LinearOperator) -> anyhow::Result<()> {
+    /// One Lanczos step: one operator application, and a constant number of round trips to the space
+    /// (whatever the basis size): the orthogonalization against the whole basis is batched.
+    pub fn step(&mut self, s: &mut dyn HessianSpace) -> anyhow::Result<()> {
         anyhow::ensure!(!self.exhausted, "Lanczos: Krylov space exhausted");
-        anyhow::ensure!(op.dim() == self.dim, "Lanczos: operator dimension {} != {}", op.dim(), self.dim);
-        let mut q = std::mem::take(&mut self.next);
-        self.reorthogonalize(&mut q);
-        let mut nq = normalize(&mut q);
+        anyhow::ensure!(s.dim() == self.dim, "Lanczos: operator dimension {} != {}", s.dim(), self.dim);
+        let Some(mut q) = self.next.take() else { anyhow::bail!("Lanczos: no next vector") };
+        let mut nq = match self.next_norm.take() {
+            Some(n) => n,
+            None => norm(s, q)?,
+        };
         // Breakdown (an invariant subspace was found): continue with a fresh random direction orthogonal
         // to the basis; T gets a zero coupling, which keeps the Ritz values exact.
         let mut tries = 0;
         while nq.is_nan() || nq <= 1e-10 {
             tries += 1;
+            s.free(&[q])?;
             if tries > 5 || self.basis.len() >= self.dim {
                 self.exhausted = true;
                 return Ok(());
             }
-            q = (0..self.dim).map(|_| self.rng.normal()).collect();
-            self.reorthogonalize(&mut q);
-            nq = normalize(&mut q);
+            q = s.new_vector(Init::Gaussian { seed: self.rng.next_u64() >> 1 })?;
+            orthogonalize(s, q, &self.basis)?;
+            nq = norm(s, q)?;
             if let Some(b) = self.beta.last_mut() {
                 *b = 0.0;
             }
         }
-        let mut w = vec![0.0; self.dim];
-        op.apply(&q, &mut w)?;
+        s.combine(q, 1.0 / nq, &[])?;
+        let w = s.new_vector(Init::Zeros)?;
+        s.hvp(q, w)?;
+        // Classical Gram–Schmidt against the basis and q (α = ⟨q, Hq⟩ is the last coefficient; the one of
+        // the previous vector is β), then once more against the whole basis: full reorthogonalization.
+        let mut ys = self.basis.clone();
+        ys.push(q);
+        let c = s.dots(w, &ys)?;
         anyhow::ensure!(
-            w.iter().all(|x| x.is_finite()),
+            c.iter().all(|x| x.is_finite()),
             "the operator returned a non-finite value (NaN or infinite Hessian-vector product)"
         );
-        let a = dot(&q, &w);
-        axpy(-a, &q, &mut w);
-        if let (Some(prev), Some(b)) = (self.basis.last(), self.beta.last()) {
-            axpy(-b, prev, &mut w);
-        }
+        let a = c[c.len() - 1];
+        let terms: Vec<(f64, Vector)> = c.iter().zip(&ys).map(|(c, y)| (-c, *y)).collect();
+        s.combine(w, 1.0, &terms)?;
         self.basis.push(q);
-        self.reorthogonalize(&mut w);
-        let b = crate::sharpness::operator::norm(&w);
+        let c = s.dots(w, &self.basis)?;
+        let terms: Vec<(f64, Vector)> = c.iter().zip(&self.basis).map(|(c, y)| (-c, *y)).collect();
+        s.combine(w, 1.0, &terms)?;
+        let b = norm(s, w)?;
         self.alpha.push(a);
         self.beta.push(b);
-        self.next = w;
         if self.basis.len() >= self.dim {
             self.exhausted = true;
+            s.free(&[w])?;
+        } else {
+            self.next = Some(w);
+            self.next_norm = Some(b);
         }
         Ok(())
     }
@@ -167,19 +172,26 @@ impl Lanczos {
     /// Ritz values of the current `T` with their residual bounds, ascending.
     pub fn ritz(&self) -> anyhow::Result<(TridiagEigen, Vec<f64>)> {
         let m = self.alpha.len();
+        anyhow::ensure!(m > 0, "Lanczos: no step taken");
         let te = tridiag_eigen(&self.alpha, &self.beta[..m - 1])?;
         let b = if self.exhausted { 0.0 } else { self.beta[m - 1] };
         let res = te.last.iter().map(|s| (b * s).abs()).collect();
         Ok((te, res))
     }
+
+    /// Lets the space forget the basis and the next vector.
+    pub fn free(mut self, s: &mut dyn HessianSpace) -> anyhow::Result<()> {
+        self.basis.extend(self.next.take());
+        s.free(&self.basis)
+    }
 }
 
 /// λmax, λmin, the top-k eigenvalues and their residual bounds by Lanczos (see the module docs).
-pub fn extremes(op: &mut dyn LinearOperator, opts: &LanczosOptions) -> anyhow::Result<Extremes> {
+pub fn extremes(op: &mut dyn HessianSpace, opts: &LanczosOptions) -> anyhow::Result<Extremes> {
     anyhow::ensure!(opts.tol > 0.0, "Lanczos tolerance must be positive");
     anyhow::ensure!(opts.max_steps >= 1, "Lanczos needs at least one step");
     let start = op.applications();
-    let mut lz = Lanczos::new(op.dim(), opts.seed)?;
+    let mut lz = Lanczos::new(op, opts.seed)?;
     let k = opts.top_k.max(1);
     loop {
         lz.step(op)?;
@@ -193,6 +205,8 @@ pub fn extremes(op: &mut dyn LinearOperator, opts: &LanczosOptions) -> anyhow::R
         if converged || lz.steps() >= opts.max_steps {
             let lambda_max = te.values[m - 1];
             let lambda_min = te.values[0];
+            let steps = lz.steps();
+            lz.free(op)?;
             return Ok(Extremes {
                 lambda_max,
                 lambda_min,
@@ -202,7 +216,7 @@ pub fn extremes(op: &mut dyn LinearOperator, opts: &LanczosOptions) -> anyhow::R
                 residual_min: res[0],
                 tol: opts.tol,
                 converged,
-                steps: lz.steps(),
+                steps,
                 hvps: op.applications() - start,
             });
         }
@@ -212,6 +226,7 @@ pub fn extremes(op: &mut dyn LinearOperator, opts: &LanczosOptions) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sharpness::memory::MemorySpace;
     use crate::sharpness::operator::DenseSymmetric;
 
     fn spectrum(n: usize) -> Vec<f64> {
@@ -230,7 +245,7 @@ mod tests {
     #[test]
     fn extremes_of_known_spectrum() {
         let eigs = spectrum(300);
-        let mut a = DenseSymmetric::with_spectrum(&eigs, 3);
+        let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 3));
         let opts = LanczosOptions { max_steps: 300, tol: 1e-8, top_k: 3, seed: 1 };
         let r = extremes(&mut a, &opts).unwrap();
         assert!(r.converged);
@@ -240,30 +255,49 @@ mod tests {
         assert!(r.hvps < 300, "full reorth Lanczos should converge before exhausting: {}", r.hvps);
         assert_eq!(r.hvps, r.steps);
         assert!((r.ratio - 3.0 / 50.0).abs() < 1e-6);
+        assert_eq!(a.live(), 1, "the basis is freed (only the centre is left)");
     }
 
     #[test]
     fn exhausts_small_space_exactly() {
         let eigs = [4.0, 4.0, 1.0, -2.0, 0.0];
-        let mut a = DenseSymmetric::with_spectrum(&eigs, 9);
+        let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 9));
         let r = extremes(&mut a, &LanczosOptions { max_steps: 50, tol: 1e-12, top_k: 2, seed: 2 }).unwrap();
         assert!(r.converged);
         assert!((r.lambda_max - 4.0).abs() < 1e-10 && (r.lambda_min + 2.0).abs() < 1e-10);
         assert!(r.hvps <= 5);
+        assert_eq!(a.live(), 1);
     }
 
     #[test]
     fn budget_exhausted_is_flagged() {
         let eigs: Vec<f64> = (0..500).map(|i| (i as f64).sqrt()).collect();
-        let mut a = DenseSymmetric::with_spectrum(&eigs, 4);
+        let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 4));
         let r = extremes(&mut a, &LanczosOptions { max_steps: 5, tol: 1e-10, top_k: 1, seed: 0 }).unwrap();
         assert!(!r.converged);
         assert_eq!(r.hvps, 5);
     }
 
+    /// Full reorthogonalization against the whole basis costs a constant number of operations on the
+    /// space per step (each one round trip to a worker), not one per basis vector.
+    #[test]
+    fn operations_per_step_do_not_grow_with_the_basis() {
+        let eigs: Vec<f64> = (0..400).map(|i| (i as f64).sqrt()).collect();
+        let ops = |steps: usize| {
+            let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 4));
+            let r = extremes(&mut a, &LanczosOptions { max_steps: steps, tol: 1e-14, top_k: 1, seed: 0 })
+                .unwrap();
+            assert_eq!(r.steps, steps);
+            a.operations()
+        };
+        let (few, many) = (ops(5), ops(60));
+        assert_eq!((many - few) % 55, 0, "{few} {many}");
+        assert_eq!((many - few) / 55, 8, "operations per Lanczos step: {few} for 5 steps, {many} for 60");
+    }
+
     #[test]
     fn non_finite_operator_is_an_error() {
-        let mut a = DenseSymmetric::new(2, vec![f64::NAN, 0.0, 0.0, 1.0]).unwrap();
+        let mut a = MemorySpace::new(DenseSymmetric::new(2, vec![f64::NAN, 0.0, 0.0, 1.0]).unwrap());
         let e = extremes(&mut a, &LanczosOptions::default()).unwrap_err();
         assert!(e.to_string().contains("non-finite"), "{e}");
     }

@@ -1,18 +1,22 @@
 //! Curvature and sharpness: Lanczos for Hessian extremes, Hutchinson's trace, stochastic Lanczos
 //! quadrature, and the sharpness measures (Keskar ε-sharpness, SAM, ASAM, filter-normalized loss rise).
 //!
-//! Everything here but [`compute`] is plain Rust over two traits: [`operator::LinearOperator`] (a
-//! symmetric operator: the Hessian through HVPs, or an explicit matrix in tests) and
-//! [`measures::Objective`] (loss and gradient at a parameter vector). The model implements both in
-//! `crate::model::hvp`; [`compute`] drives a model through it. Nothing here touches tch.
+//! Everything here but [`compute`] is plain Rust over [`space::HessianSpace`]: the parameter space at a
+//! point, with HVPs, loss and gradient there, whose vectors are handles held elsewhere (by a model worker,
+//! through the worker protocol; or in memory, [`memory::MemorySpace`], over an in-process
+//! [`operator::LinearOperator`] + [`measures::Objective`]: an explicit matrix in the tests, or
+//! `crate::model::hvp::ModelHessian`). Lanczos, Hutchinson and SLQ ship no vectors; the sharpness
+//! measures run over [`measures::Objective`], which [`space::SpaceObjective`] provides on any space.
 
 pub mod compute;
 pub mod daemon_job;
 pub mod density;
 pub mod lanczos;
 pub mod measures;
+pub mod memory;
 pub mod operator;
 pub mod power;
 pub mod rng;
+pub mod space;
 pub mod trace;
 pub mod tridiag;

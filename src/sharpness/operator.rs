@@ -1,8 +1,12 @@
-//! The symmetric linear operator that the eigenvalue and trace estimators work on (a Hessian applied to a
-//! vector, or an explicit matrix in tests), and the small vector helpers they share.
+//! An in-process symmetric linear operator on flat `f64` slices (the model's Hessian in one process, or an
+//! explicit matrix in tests), which [`MemorySpace`](super::memory::MemorySpace) turns into a
+//! [`HessianSpace`](super::space::HessianSpace) for the estimators; the explicit matrix
+//! [`DenseSymmetric`] (also a quadratic [`Objective`]); and small slice helpers.
 //!
 //! Vectors are flat `f64` slices of length [`LinearOperator::dim`]. Every application is counted, so each
 //! result can report how many Hessian-vector products (HVPs) it cost.
+
+use super::measures::{Objective, ParamSlot};
 
 /// A symmetric linear operator `A : R^d → R^d`.
 pub trait LinearOperator {
@@ -14,11 +18,16 @@ pub trait LinearOperator {
     fn applications(&self) -> usize;
 }
 
-/// An explicit dense symmetric matrix (row major), for tests and benchmarks.
+/// An explicit dense symmetric matrix A (row major), for tests and benchmarks; also the quadratic
+/// objective L(x) = ½ xᵀAx + bᵀx about a centre θ (b = 0, θ = 0 unless set by
+/// [`DenseSymmetric::with_objective`]), whose Hessian is A everywhere.
 pub struct DenseSymmetric {
     n: usize,
     a: Vec<f64>,
     count: usize,
+    b: Vec<f64>,
+    theta: Vec<f64>,
+    layout: Vec<ParamSlot>,
 }
 
 impl DenseSymmetric {
@@ -31,7 +40,22 @@ impl DenseSymmetric {
                 s[i * n + j] = 0.5 * (a[i * n + j] + a[j * n + i]);
             }
         }
-        Ok(DenseSymmetric { n, a: s, count: 0 })
+        Ok(DenseSymmetric {
+            n,
+            a: s,
+            count: 0,
+            b: vec![0.0; n],
+            theta: vec![0.0; n],
+            layout: vec![ParamSlot { name: "a.weight".into(), shape: vec![n], offset: 0 }],
+        })
+    }
+
+    /// Sets the linear term `b` and the centre θ of the quadratic objective.
+    pub fn with_objective(mut self, b: Vec<f64>, theta: Vec<f64>) -> anyhow::Result<Self> {
+        anyhow::ensure!(b.len() == self.n && theta.len() == self.n, "b and θ must have {} values", self.n);
+        self.b = b;
+        self.theta = theta;
+        Ok(self)
     }
 
     /// `Q diag(eigs) Qᵀ` with a random orthogonal `Q` (product of `n` Householder reflections): a matrix
@@ -57,7 +81,14 @@ impl DenseSymmetric {
                 }
             }
         }
-        DenseSymmetric::new(n, a).unwrap_or(DenseSymmetric { n: 0, a: Vec::new(), count: 0 })
+        DenseSymmetric::new(n, a).unwrap_or_else(|_| DenseSymmetric {
+            n: 0,
+            a: Vec::new(),
+            count: 0,
+            b: Vec::new(),
+            theta: Vec::new(),
+            layout: Vec::new(),
+        })
     }
 
     pub fn entry(&self, i: usize, j: usize) -> f64 {
@@ -78,6 +109,35 @@ impl LinearOperator for DenseSymmetric {
     }
     fn applications(&self) -> usize {
         self.count
+    }
+}
+
+impl Objective for DenseSymmetric {
+    fn layout(&self) -> &[ParamSlot] {
+        &self.layout
+    }
+    fn dim(&self) -> usize {
+        self.n
+    }
+    fn center(&self) -> &[f64] {
+        &self.theta
+    }
+    fn loss(&mut self, x: &[f64]) -> anyhow::Result<f64> {
+        anyhow::ensure!(x.len() == self.n, "point has {} values, expected {}", x.len(), self.n);
+        let ax: Vec<f64> = (0..self.n).map(|i| dot(&self.a[i * self.n..(i + 1) * self.n], x)).collect();
+        Ok(0.5 * dot(x, &ax) + dot(&self.b, x))
+    }
+    fn loss_grad(&mut self, x: &[f64], g: &mut [f64]) -> anyhow::Result<f64> {
+        anyhow::ensure!(
+            x.len() == self.n && g.len() == self.n,
+            "point has {} values, expected {}",
+            x.len(),
+            self.n
+        );
+        for (i, gi) in g.iter_mut().enumerate() {
+            *gi = dot(&self.a[i * self.n..(i + 1) * self.n], x) + self.b[i];
+        }
+        self.loss(x)
     }
 }
 

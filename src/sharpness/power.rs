@@ -5,8 +5,7 @@
 //! |λ − λ_prev| / (|λ_prev| + 1e-6) < tol. It finds the eigenvalue of largest *magnitude*, which is λmax
 //! only when λmax > |λmin|.
 
-use super::operator::{LinearOperator, dot, normalize};
-use super::rng::Rng;
+use super::space::{HessianSpace, Init, normalize};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,7 +17,7 @@ pub struct PowerResult {
 
 /// PyHessian's defaults: `max_iter = 100`, `tol = 1e-3`.
 pub fn power_iteration(
-    op: &mut dyn LinearOperator,
+    op: &mut dyn HessianSpace,
     max_iter: usize,
     tol: f64,
     seed: u64,
@@ -26,42 +25,60 @@ pub fn power_iteration(
     let d = op.dim();
     anyhow::ensure!(d > 0, "the operator has dimension 0 (no parameters)");
     let start = op.applications();
-    let mut rng = Rng::new(seed);
-    let mut v: Vec<f64> = (0..d).map(|_| rng.normal()).collect();
-    normalize(&mut v);
-    let mut hv = vec![0.0; d];
+    let v = op.new_vector(Init::Gaussian { seed })?;
+    let hv = op.new_vector(Init::Zeros)?;
+    let r = iterate(op, v, hv, max_iter, tol);
+    op.free(&[v, hv])?;
+    let (eigenvalue, converged) = r?;
+    Ok(PowerResult { eigenvalue, converged, hvps: op.applications() - start })
+}
+
+/// The iteration proper: (eigenvalue, converged).
+fn iterate(
+    op: &mut dyn HessianSpace,
+    v: u64,
+    hv: u64,
+    max_iter: usize,
+    tol: f64,
+) -> anyhow::Result<(f64, bool)> {
+    normalize(op, v)?;
     let mut prev: Option<f64> = None;
     let mut lambda = 0.0;
     for _ in 0..max_iter {
-        op.apply(&v, &mut hv)?;
-        anyhow::ensure!(hv.iter().all(|x| x.is_finite()), "the operator returned a non-finite value");
-        lambda = dot(&v, &hv);
-        v.copy_from_slice(&hv);
-        if normalize(&mut v) == 0.0 {
-            return Ok(PowerResult { eigenvalue: 0.0, converged: true, hvps: op.applications() - start });
+        op.hvp(v, hv)?;
+        // vᵀHv and ‖Hv‖² in one operation; a non-finite entry of Hv makes both non-finite.
+        let q = op.dots(hv, &[v, hv])?;
+        anyhow::ensure!(q.iter().all(|x| x.is_finite()), "the operator returned a non-finite value");
+        lambda = q[0];
+        let n = q[1].sqrt();
+        if n == 0.0 {
+            return Ok((0.0, true));
         }
+        op.combine(v, 0.0, &[(1.0 / n, hv)])?;
         if let Some(p) = prev
             && (lambda - p).abs() / (p.abs() + 1e-6) < tol
         {
-            return Ok(PowerResult { eigenvalue: lambda, converged: true, hvps: op.applications() - start });
+            return Ok((lambda, true));
         }
         prev = Some(lambda);
     }
-    Ok(PowerResult { eigenvalue: lambda, converged: false, hvps: op.applications() - start })
+    Ok((lambda, false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sharpness::memory::MemorySpace;
     use crate::sharpness::operator::DenseSymmetric;
 
     #[test]
     fn finds_dominant_eigenvalue() {
         let eigs: Vec<f64> = (0..100).map(|i| if i == 0 { 10.0 } else { (i as f64) / 100.0 }).collect();
-        let mut a = DenseSymmetric::with_spectrum(&eigs, 5);
+        let mut a = MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 5));
         let r = power_iteration(&mut a, 100, 1e-3, 0).unwrap();
         assert!(r.converged);
         assert!((r.eigenvalue - 10.0).abs() < 1e-2, "{}", r.eigenvalue);
         assert!(r.hvps < 20);
+        assert_eq!(a.live(), 1);
     }
 }
