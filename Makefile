@@ -1,5 +1,5 @@
 # landscaped: every target sets itself up first (scripts/setup.sh is idempotent and fast once cached).
-.PHONY: setup test-deps build test demo bench fuzz clean
+.PHONY: setup test-deps build test demo bench fuzz soak clean
 CARGO ?= cargo
 
 setup:
@@ -23,16 +23,21 @@ demo: build
 	@scripts/demo.sh
 
 # Every benchmark, each printing ratios against its baseline run in the same invocation:
-# ingest (bench.sh), daemon, trajectory PCA, slices, sharpness. `make bench BENCH=pca` runs one.
+# ingest (bench.sh), daemon, /healthz under idle connections, trajectory PCA, slices, sharpness. `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
-	@for b in daemon pca slice sharpness; do \
+	@for b in daemon healthz pca slice sharpness; do \
 	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
 	done
 
+# Fuzz every reader target and the pickle scanner (FUZZ_SECONDS each, default 300); prints executions.
 fuzz: setup
 	@scripts/fuzz.sh
+
+# The long crash-consistency run: 200 checkpoints written while the daemon is SIGKILLed 20 times.
+soak: setup
+	@scripts/soak.sh
 
 clean:
 	$(CARGO) clean

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
+pub mod faults;
 pub mod ingest;
 pub mod landscape;
 pub mod model;

@@ -1,5 +1,5 @@
 //! The CLI's query commands while the daemon holds the store: they ask its API (automatically, on
-//! the lock, with the endpoint from $LANDSCAPED_CONFIG, or with --endpoint) and print exactly what
+//! the lock, found through daemon.json or $LANDSCAPED_CONFIG, or with --endpoint) and print exactly what
 //! they print from the store directly once the daemon is stopped.
 
 mod daemon_support;
@@ -53,9 +53,15 @@ fn queries_go_through_the_daemon_and_match_the_local_answers() {
         assert_eq!(out, out2);
         remote.push(out);
     }
-    // Without a config the default endpoint (another port) is unreachable: one clear line.
+    // Without a config the daemon is found through <data_dir>/daemon.json.
+    let (ok, out, err) = cli(&data, None, &["--format", "json", "runs"]);
+    assert!(ok && out == remote[0], "{err}");
+    // Without daemon.json either, the default endpoint (another port) is unreachable: one clear line.
+    let json = std::fs::read(data.join("daemon.json")).unwrap();
+    std::fs::remove_file(data.join("daemon.json")).unwrap();
     let (ok, _, err) = cli(&data, None, &["runs"]);
     assert!(!ok && err.trim().lines().count() == 1 && err.contains("daemon"), "{err}");
+    std::fs::write(data.join("daemon.json"), json).unwrap();
     // A bad query argument comes back as the daemon's error.
     let (ok, _, err) = cli(&data, Some(&d.config), &["checkpoints", "--run", "nope"]);
     assert!(!ok && err.contains("nope"), "{err}");

@@ -1,8 +1,24 @@
 //! The checkpoint readers of landscaped, compiled on their own for fuzzing (no libtorch), and the
-//! one function both fuzz targets call.
+//! functions the fuzz targets call.
 
 #[path = "../../src/checkpoint/mod.rs"]
 pub mod checkpoint;
+
+/// The pickle scanner on its own (it is private to `checkpoint`; the file needs nothing else).
+#[path = "../../src/checkpoint/pickle_scan.rs"]
+#[allow(dead_code)]
+mod pickle_scan;
+
+/// Scan arbitrary bytes as a pickle (`data.pkl`): refused or malformed is fine; a panic, a hang or
+/// unbounded memory is a bug. What it accepts must name only allowed globals.
+pub fn scan_pickle(data: &[u8]) {
+    if let Ok(scan) = pickle_scan::scan(data) {
+        for g in &scan.globals {
+            let (module, name) = g.rsplit_once('.').unwrap_or(("", g));
+            assert!(pickle_scan::allowed(module, name), "accepted a pickle naming {g}");
+        }
+    }
+}
 
 use std::io::Write;
 use std::path::PathBuf;

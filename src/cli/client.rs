@@ -1,8 +1,12 @@
 //! The CLI's client for the daemon's API (ureq), and [`query_or_open`]: query commands open the store
 //! directly when no daemon holds it, and ask the daemon when one does, printing the same table.
 //!
-//! Endpoint: `--endpoint URL` / `$LANDSCAPED_ENDPOINT`; else the `listen` address of the daemon config
-//! at `$LANDSCAPED_CONFIG` or `/etc/landscaped/landscaped.toml`; else `http://127.0.0.1:9464`.
+//! Which daemon: `--endpoint URL` / `$LANDSCAPED_ENDPOINT` if given. Else, when the store is locked,
+//! the daemon that holds it tells where it listens in `<data_dir>/daemon.json`; failing that, the
+//! `listen` address of the daemon config at `$LANDSCAPED_CONFIG` or `/etc/landscaped/landscaped.toml`,
+//! else `http://127.0.0.1:9464`. A daemon is used only if its `/api/v1/identity` names the store that
+//! was asked for (same store id, from `<data_dir>/store_id`); otherwise the command says precisely why
+//! it cannot answer (no daemon.json, nothing listening, another store served there).
 //!
 //! For a query command (engineer B's `runs`, `checkpoints`, `norms`, `hist`):
 //! ```ignore
@@ -57,18 +61,55 @@ pub fn query_or_open<A: Serialize>(
     local: impl FnOnce(&Store) -> anyhow::Result<Table>,
 ) -> anyhow::Result<Table> {
     if let Some(e) = cli.endpoint.as_deref() {
-        return Client::new(&endpoint(Some(e))).query(name, args);
+        let client = Client::new(&endpoint(Some(e)));
+        // Both named: make sure the daemon serves that data dir.
+        if cli.data_dir.is_some() {
+            client.check_serves(&cli.data_dir())?;
+        }
+        return client.query(name, args);
     }
     let dir = cli.data_dir();
     match Store::open(&dir) {
         Ok(store) => local(&store),
         Err(StoreError::Locked(_)) => {
-            let url = endpoint(None);
-            Client::new(&url).query(name, args).with_context(|| {
-                format!("the store at {} is held by the daemon; asking it at {url}", dir.display())
-            })
+            let client = find_daemon(&dir)?;
+            client.query(name, args)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The daemon holding the (locked) store in `dir`, checked by its identity.
+pub fn find_daemon(dir: &std::path::Path) -> anyhow::Result<Client> {
+    use crate::daemon::http::Identity;
+    let file = dir.join(crate::daemon::server::DAEMON_JSON);
+    let held = format!("the store at {} is locked by another process", dir.display());
+    let recorded: Option<Identity> = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{held}, and {} cannot be read", file.display()))?,
+        ),
+        Err(_) => None,
+    };
+    let url = match &recorded {
+        Some(id) => normalize(&id.listen),
+        None => endpoint(None),
+    };
+    let client = Client::new(&url);
+    match client.check_serves(dir) {
+        Ok(()) => Ok(client),
+        Err(e) => match &recorded {
+            Some(id) => Err(e.context(format!(
+                "{held} (pid {}, which {} says listens on {})",
+                id.pid,
+                file.display(),
+                id.listen
+            ))),
+            None => Err(e.context(format!(
+                "{held} and has no {} (a running daemon writes it; is another command using the store?); tried {url}",
+                file.display()
+            ))),
+        },
     }
 }
 
@@ -86,6 +127,32 @@ impl Client {
             .build()
             .new_agent();
         Client { base: normalize(base), agent }
+    }
+
+    /// Ok if this daemon serves the store in `dir` (same store id; the store must have one).
+    pub fn check_serves(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let want = crate::store::read_store_id(dir);
+        let v = self.get_json("/api/v1/identity")?;
+        let id: crate::daemon::http::Identity =
+            serde_json::from_value(v).with_context(|| format!("{}: not a landscaped identity", self.base))?;
+        match want {
+            Some(w) if w == id.store_id => Ok(()),
+            Some(w) => anyhow::bail!(
+                "the daemon at {} (pid {}) serves another store: {} (id {}), not {} (id {w})",
+                self.base,
+                id.pid,
+                id.data_dir,
+                id.store_id,
+                dir.display()
+            ),
+            None => anyhow::bail!(
+                "{} has no store id ({}), so the daemon at {} cannot be matched to it (it serves {})",
+                dir.display(),
+                crate::store::STORE_ID_FILE,
+                self.base,
+                id.data_dir
+            ),
+        }
     }
 
     /// `POST /api/v1/query/{name}` with the arguments; the table the daemon computed.
@@ -110,7 +177,8 @@ impl Client {
         res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         url: &str,
     ) -> anyhow::Result<Value> {
-        let mut res = res.with_context(|| format!("cannot reach the daemon at {url}"))?;
+        let mut res =
+            res.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {url}: {}", describe_ureq(&e)))?;
         let status = res.status();
         let text = res.body_mut().read_to_string().with_context(|| format!("{url}: reading the answer"))?;
         let v: Value = serde_json::from_str(&text).with_context(|| format!("{url}: answer is not JSON"))?;
@@ -119,6 +187,17 @@ impl Client {
             anyhow::bail!("daemon at {url}: {status}: {msg}");
         }
         Ok(v)
+    }
+}
+
+/// A transport error in a few words ("connection refused", "timed out").
+fn describe_ureq(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens there)".into()
+        }
+        ureq::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
     }
 }
 

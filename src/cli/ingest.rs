@@ -57,6 +57,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
     // Expand folders into the checkpoints they hold, in step order.
     let mut paths = Vec::new();
     for p in &args.paths {
+        // Canonical, as the daemon records them: stamps and the distance/update references are
+        // looked up by the canonical path, so a relative one would lose those columns.
+        let p = &p.canonicalize().unwrap_or_else(|_| p.clone());
         if p.is_dir() {
             let found = checkpoint::find_checkpoints(p)?;
             if found.is_empty() {

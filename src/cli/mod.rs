@@ -103,24 +103,50 @@ pub fn default_data_dir() -> PathBuf {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        // A command whose output is cut short (`| head`) ends quietly, as Unix tools do. The daemon
+        // keeps SIGPIPE ignored (its sockets report EPIPE instead).
+        // SAFETY: setting a signal disposition to its default, before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let mut msg = format!("error: {e}");
-            for cause in e.chain().skip(1) {
-                msg.push_str(&format!(": {cause}"));
-            }
-            eprintln!("{msg}");
+            eprintln!("{}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// `error: ` and the error with its causes on one line; a cause whose text the message already
+/// holds (an error that prints its source) is not repeated.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(&format!(": {c}"));
+        }
+    }
+    msg
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANDSCAPED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

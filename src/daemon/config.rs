@@ -51,6 +51,14 @@ struct RawConfig {
     #[serde(default)]
     gpu: bool,
     #[serde(default)]
+    follow_symlinks: bool,
+    #[serde(default = "default_max_connections")]
+    http_max_connections: usize,
+    #[serde(default = "default_header_timeout")]
+    http_header_timeout_secs: f64,
+    #[serde(default = "default_request_timeout")]
+    http_request_timeout_secs: f64,
+    #[serde(default)]
     metrics: MetricsConfig,
     #[serde(default)]
     run: Vec<RawRun>,
@@ -113,6 +121,15 @@ fn default_queue() -> usize {
 }
 fn default_nice() -> i32 {
     10
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_header_timeout() -> f64 {
+    10.0
+}
+fn default_request_timeout() -> f64 {
+    60.0
 }
 fn default_true() -> bool {
     true
@@ -199,6 +216,14 @@ pub struct Config {
     pub nice: i32,
     pub io_idle: bool,
     pub gpu: bool,
+    /// Follow symlinks in watched folders that resolve outside every watched folder (default: no).
+    pub follow_symlinks: bool,
+    /// Connections served at once; past it only `/healthz` answers (see [`crate::daemon::listener`]).
+    pub http_max_connections: usize,
+    /// Time a connection has to send a request head (idle keep-alive connections too).
+    pub http_header_timeout: std::time::Duration,
+    /// Time a request has to be answered.
+    pub http_request_timeout: std::time::Duration,
     pub metrics: MetricsConfig,
     pub runs: Vec<RunConfig>,
 }
@@ -232,6 +257,14 @@ impl Config {
         let incomplete_timeout = secs("incomplete_timeout_secs", raw.incomplete_timeout_secs, 0.0)?;
         let poll_interval = secs("poll_interval_secs", raw.poll_interval_secs, 0.1)?;
         let rescan_interval = secs("rescan_interval_secs", raw.rescan_interval_secs, 1.0)?;
+        let http_header_timeout = secs("http_header_timeout_secs", raw.http_header_timeout_secs, 0.1)?;
+        let http_request_timeout = secs("http_request_timeout_secs", raw.http_request_timeout_secs, 0.1)?;
+        if raw.http_max_connections == 0 || raw.http_max_connections > 65_536 {
+            return Err(bad(
+                "http_max_connections",
+                format!("{} is not in 1..=65536", raw.http_max_connections),
+            ));
+        }
         if raw.queue_capacity < 16 || raw.queue_capacity > 1_000_000 {
             return Err(bad("queue_capacity", format!("{} is not in 16..=1000000", raw.queue_capacity)));
         }
@@ -312,6 +345,10 @@ impl Config {
             nice: raw.nice,
             io_idle: raw.io_idle,
             gpu: raw.gpu,
+            follow_symlinks: raw.follow_symlinks,
+            http_max_connections: raw.http_max_connections,
+            http_header_timeout,
+            http_request_timeout,
             metrics: raw.metrics,
             runs,
         })

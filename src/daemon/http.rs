@@ -3,7 +3,8 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /metrics` | every metric, text exposition format 0.0.4 |
-//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n}` (200; `ready` false until the initial scan is done) |
+//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n,"store":{...}}`: 200 while store writes succeed; 503 with `"status":"unhealthy"` and `store.error` (the cause) after a failed write, until writes succeed again (reads go on meanwhile); `ready` false until the initial scan is done |
+//! | `GET /api/v1/identity` | which store this daemon serves: `data_dir` (canonical), `store_id`, `pid`, `listen`, `version` (as in `daemon.json`) |
 //! | `GET /api/v1/runs` | the runs in the store (`RunRecord`s) |
 //! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
 //! | `GET /api/v1/runs/{run}/checkpoints/{step}/tensors` | the `TensorRecord`s (statistics, histograms) of one checkpoint |
@@ -16,7 +17,9 @@
 //! | `GET /api/v1/slices/{id}.csv` | its values as CSV, `ix,iy,x,y,loss,accuracy,done` (for Grafana's Infinity data source) |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
 //!
-//! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500.
+//! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500; a run name
+//! that no run can have (NUL, `/`, control characters) is a 400. Every request must finish within
+//! the request timeout (503 otherwise); connection limits are in [`crate::daemon::listener`].
 
 use crate::daemon::api;
 use crate::daemon::metrics::Metrics;
@@ -37,12 +40,28 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub queue: Arc<WorkQueue>,
     pub ready: Arc<AtomicBool>,
+    pub identity: Arc<Identity>,
+    pub request_timeout: std::time::Duration,
+}
+
+/// Which store a daemon serves, as `/api/v1/identity` and `daemon.json` say.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// The canonical data directory.
+    pub data_dir: String,
+    pub store_id: String,
+    pub pid: u32,
+    /// The address it listens on (`ip:port`).
+    pub listen: String,
+    pub version: String,
 }
 
 pub fn router(state: AppState) -> Router {
+    let limit = state.request_timeout;
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/api/v1/identity", get(identity))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{run}/checkpoints", get(checkpoints))
         .route("/api/v1/runs/{run}/checkpoints/{step}/tensors", get(tensors))
@@ -53,7 +72,38 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
         .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
+        .layer(axum::middleware::from_fn(move |req, next| request_timeout(limit, req, next)))
         .with_state(state)
+}
+
+/// What a connection past the cap gets: `/healthz`, and 503 for anything else.
+pub fn overflow_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(|| async {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many open connections; try again".into())
+        })
+        .with_state(state)
+}
+
+async fn request_timeout(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request took longer than {} s", limit.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
+
+/// A run name from the URL, refused (400) if no run can have it: `a%00` must not reach the keys.
+fn valid_run(run: &str) -> Result<(), ApiError> {
+    crate::store::keys::validate_run_name(run).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))
 }
 
 struct ApiError(StatusCode, String);
@@ -79,17 +129,31 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    st.metrics.store_healthy.set(i64::from(st.store.health().is_none()));
     let body = tokio::task::spawn_blocking(move || st.metrics.render()).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
-    Json(serde_json::json!({
-        "status": "ok",
+    let health = st.store.health();
+    let code = if health.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = serde_json::json!({
+        "status": if health.is_some() { "unhealthy" } else { "ok" },
         "ready": st.ready.load(Ordering::SeqCst),
         "queued": st.queue.len(),
         "in_flight": st.queue.in_flight(),
-    }))
+        "store": {
+            "data_dir": st.identity.data_dir,
+            "store_id": st.identity.store_id,
+            "writable": health.is_none(),
+            "error": health,
+        },
+    });
+    (code, Json(body))
+}
+
+async fn identity(State(st): State<AppState>) -> Json<Identity> {
+    Json((*st.identity).clone())
 }
 
 async fn runs(State(st): State<AppState>) -> Result<Json<Vec<ck::RunRecord>>, ApiError> {
@@ -100,6 +164,7 @@ async fn checkpoints(
     State(st): State<AppState>,
     Path(run): Path<String>,
 ) -> Result<Json<Vec<ck::CheckpointRecord>>, ApiError> {
+    valid_run(&run)?;
     Ok(Json(blocking(move || Ok(ck::checkpoints(&st.store, &run)?)).await?))
 }
 
@@ -107,6 +172,7 @@ async fn tensors(
     State(st): State<AppState>,
     Path((run, step)): Path<(String, u64)>,
 ) -> Result<Json<Vec<ck::TensorRecord>>, ApiError> {
+    valid_run(&run)?;
     Ok(Json(blocking(move || Ok(ck::tensors(&st.store, &run, step)?)).await?))
 }
 
@@ -120,6 +186,7 @@ async fn tensor_history(
     Path(run): Path<String>,
     Query(q): Query<TensorQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    valid_run(&run)?;
     let rows = blocking(move || {
         let mut out = Vec::new();
         for c in ck::checkpoints(&st.store, &run)? {
@@ -137,6 +204,7 @@ async fn trajectory(
     State(st): State<AppState>,
     Path(run): Path<String>,
 ) -> Result<Json<crate::store::trajectory::PcaRecord>, ApiError> {
+    valid_run(&run)?;
     let rec = blocking(move || Ok(crate::store::trajectory::latest_pca(&st.store, &run)?)).await?;
     rec.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))
 }
@@ -145,6 +213,7 @@ async fn run_slices(
     State(st): State<AppState>,
     Path(run): Path<String>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    valid_run(&run)?;
     let rows = blocking(move || {
         let list = crate::store::slices::list(&st.store)?;
         Ok(list
@@ -179,6 +248,7 @@ async fn run_sharpness(
     Path(run): Path<String>,
     Query(q): Query<SharpnessQuery>,
 ) -> Result<Response, ApiError> {
+    valid_run(&run)?;
     let mut recs = blocking(move || Ok(crate::store::sharpness::list(&st.store, &run)?)).await?;
     if q.all {
         return Ok(Json(recs).into_response());
@@ -214,6 +284,7 @@ async fn run_slice_latest(
     State(st): State<AppState>,
     Path((run, which)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    valid_run(&run)?;
     let (name, csv) = csv_suffix(&which);
     if name != "latest" {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("expected latest or latest.csv, not {which:?}")));
@@ -246,6 +317,9 @@ async fn query(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let spec = api::find(&name)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no query named {name:?}")))?;
+    if let Some(run) = args.get("run").and_then(|r| r.as_str()) {
+        valid_run(run)?;
+    }
     let table = blocking(move || {
         (spec.run)(&st.store, args).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))
     })

@@ -30,6 +30,11 @@ pub const METRIC_NAMES: &[&str] = &[
     "landscaped_processing_duration_seconds",
     "landscaped_errors_total",
     "landscaped_retries_total",
+    "landscaped_environment_errors_total",
+    "landscaped_not_a_file_total",
+    "landscaped_store_healthy",
+    "landscaped_http_connections",
+    "landscaped_http_rejected_total",
     "landscaped_queue_length",
     "landscaped_in_flight",
     "landscaped_scans_total",
@@ -51,6 +56,11 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub errors: IntCounterVec,
     pub retries: IntCounterVec,
+    pub env_errors: IntCounterVec,
+    pub not_a_file: IntCounterVec,
+    pub store_healthy: IntGauge,
+    pub http_connections: IntGauge,
+    pub http_rejected: IntCounterVec,
     pub queue_len: IntGauge,
     pub in_flight: IntGauge,
     pub scans: IntCounterVec,
@@ -159,6 +169,51 @@ impl Metrics {
                     &["run", "reason"],
                 )?,
             )?,
+            env_errors: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_environment_errors_total",
+                        "Failures of the environment, not of a file's content (permission_denied, \
+                         too_many_open_files, no_space, io_error, read_only, store, archive, ...): \
+                         the checkpoint is retried with backoff.",
+                    ),
+                    &["run", "kind"],
+                )?,
+            )?,
+            not_a_file: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_not_a_file_total",
+                        "Paths with checkpoint names that are skipped, by kind: not_a_file (FIFO, device, \
+                         socket, a folder that is no HF checkpoint) or outside_root (a symlink leaving the \
+                         watched folders). Each path counted once.",
+                    ),
+                    &["run", "kind"],
+                )?,
+            )?,
+            store_healthy: reg(
+                &r,
+                IntGauge::new(
+                    "landscaped_store_healthy",
+                    "1 while store writes succeed, 0 after a failed write until one succeeds again.",
+                )?,
+            )?,
+            http_connections: reg(
+                &r,
+                IntGauge::new("landscaped_http_connections", "Open HTTP connections.")?,
+            )?,
+            http_rejected: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_http_rejected_total",
+                        "HTTP connections refused past the connection cap, and requests that timed out.",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
             queue_len: reg(
                 &r,
                 IntGauge::new("landscaped_queue_length", "Checkpoints waiting in the queue.")?,
@@ -246,6 +301,7 @@ impl Metrics {
     /// Makes the per-run counters exist (at 0) from the start, so rate() and absent() behave.
     pub fn init_run(&self, run: &str) {
         self.processed.with_label_values(&[run]);
+        self.store_healthy.set(1);
         for kind in ["io", "unsupported", "malformed", "refused", "incomplete", "ingest"] {
             self.errors.with_label_values(&[run, kind]);
         }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod job_model;
 pub mod jobrunner;
 pub mod jobs;
+pub mod listener;
 pub mod metrics;
 pub mod priority;
 pub mod process;
@@ -26,6 +27,7 @@ pub mod seen;
 pub mod server;
 pub mod shutdown;
 pub mod systemd;
+pub mod taxonomy;
 pub mod watch;
 pub mod worker;
 

@@ -2,11 +2,17 @@
 //! check completeness (layout rule + quiet period for single files), ingest it (ingest re-stats the
 //! files after reading and refuses to commit if they changed meanwhile; we then retry once quiet),
 //! then record the outcome and update the metrics.
+//!
+//! Errors follow [`crate::daemon::taxonomy`]: a content error is recorded against the file's stamp
+//! (once per version of the file); an environment error (permission, descriptors, disk, I/O, store
+//! writes) is never recorded: the item is retried with backoff. A checkpoint counts as done only once
+//! ingest has committed its records.
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::Item;
 use crate::daemon::seen::{self, SeenRecord};
+use crate::daemon::taxonomy::{self, Class};
 use crate::ingest::IngestStatus;
 use crate::store::Store;
 use crate::store::checkpoints::FileStamp;
@@ -18,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 /// What happened to an item.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Ingested (step recorded).
     /// Ingested (step recorded); `new` unless ingest found it already stored, unchanged.
     Done { step: u64, new: bool },
     /// Already recorded with the same files.
@@ -29,6 +34,8 @@ pub enum Outcome {
     Retry { after: Duration, reason: &'static str },
     /// Counted as an error of this kind and recorded, so it isn't retried until it changes.
     Failed { kind: String },
+    /// The environment failed (label `kind`): not recorded; try again after `after`.
+    EnvRetry { after: Duration, kind: &'static str },
 }
 
 pub struct Processor {
@@ -59,6 +66,10 @@ impl Processor {
                 self.metrics.retries.with_label_values(&[run, reason]).inc();
             }
             Outcome::Failed { kind } => self.metrics.error(run, kind),
+            Outcome::EnvRetry { kind, .. } => {
+                self.metrics.env_errors.with_label_values(&[run, kind]).inc();
+                self.metrics.retries.with_label_values(&[run, "environment"]).inc();
+            }
             Outcome::Unchanged | Outcome::Gone => {}
         }
         out
@@ -77,7 +88,15 @@ impl Processor {
         }
         let newest = seen::newest_unix(&before);
         let age = Duration::from_secs_f64((unix_now_f64() - newest).max(0.0));
-        if let Err(e) = checkpoint::check_complete(path) {
+        let checked = match crate::faults::injected("checkpoint_read") {
+            Some(source) => Err(CheckpointError::Io { path: path.to_path_buf(), source }),
+            None => checkpoint::check_complete(path),
+        };
+        if let Err(e) = checked {
+            if let Class::Environment(kind) = taxonomy::classify_checkpoint(&e) {
+                tracing::warn!(run, "{e} (will retry)");
+                return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
+            }
             if matches!(e, CheckpointError::Incomplete { .. }) && age < self.incomplete_timeout {
                 return Outcome::Retry { after: backoff(item.attempts, self.quiet), reason: "incomplete" };
             }
@@ -121,7 +140,12 @@ impl Processor {
                         reason: "changed",
                     };
                 }
-                tracing::warn!(run, "{}: {e:#}", path.display());
+                let msg = taxonomy::with_path(path, &e.to_string());
+                if let Some(kind) = e.environment {
+                    tracing::warn!(run, "{msg} (will retry)");
+                    return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
+                }
+                tracing::warn!(run, "{msg}");
                 self.fail(item, before, &e.kind)
             }
         }
@@ -178,9 +202,10 @@ fn backoff(attempts: u32, quiet: Duration) -> Duration {
     (base * 2u32.saturating_pow(attempts.min(8))).min(Duration::from_secs(30))
 }
 
-/// A failed ingest with its metric label.
+/// A failed ingest with its metric label; `environment` is set for a failure to retry.
 pub struct IngestFail {
     pub kind: String,
+    pub environment: Option<&'static str>,
     pub error: anyhow::Error,
 }
 
@@ -203,8 +228,11 @@ fn ingest_one(
     archive: &ArchiveConfig,
 ) -> Result<crate::ingest::IngestOutcome, IngestFail> {
     let opts = crate::ingest::IngestOptions::default();
-    let mut sink = ArchiveSink::new(data_dir, archive)
-        .map_err(|error| IngestFail { kind: "archive".to_string(), error })?;
+    let mut sink = ArchiveSink::new(data_dir, archive).map_err(|error| IngestFail {
+        kind: "archive".to_string(),
+        environment: Some("archive"),
+        error,
+    })?;
     match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut [&mut sink]) {
         Ok(outcome) => {
             if let Some(rep) = sink.last_report() {
@@ -217,6 +245,12 @@ fn ingest_one(
             }
             Ok(outcome)
         }
-        Err(e) => Err(IngestFail { kind: e.kind().to_string(), error: anyhow::Error::new(e) }),
+        Err(e) => {
+            let (kind, environment) = match taxonomy::classify_ingest(&e) {
+                Class::Content(k) => (k.to_string(), None),
+                Class::Environment(k) => (k.to_string(), Some(k)),
+            };
+            Err(IngestFail { kind, environment, error: anyhow::Error::new(e) })
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! Starting and stopping the daemon: lower priority, open the store, build the runtime, start the
 //! HTTP server, the watcher, the workers and the job thread; on SIGTERM/SIGINT stop taking work, let
 //! workers finish their item, stop jobs, flush the store and return (exit 0).
+//!
+//! Once listening it writes `<data_dir>/daemon.json` ([`Identity`]: listen address, pid, store id,
+//! canonical data dir), which the CLI reads to find the daemon that holds the store; removed at exit.
+//! A store-health task reopens the store after a failed write until writes succeed again.
 
 use crate::daemon::config::Config;
-use crate::daemon::http::{AppState, router};
+use crate::daemon::http::{AppState, Identity, overflow_router, router};
 use crate::daemon::jobrunner::JobRunner;
 use crate::daemon::jobs::{self, JobContext};
 use crate::daemon::metrics::Metrics;
@@ -25,8 +29,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         priority::hide_gpus();
     }
     priority::lower_priority(config.nice, config.io_idle);
+    let fds = crate::daemon::listener::raise_fd_limit();
+    tracing::debug!("open-file limit {fds}");
 
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("config {}: key `data_dir`: {e}", config.path.display()))?;
     let metrics = Arc::new(Metrics::new(&config.metrics)?);
     let mut run_jobs = std::collections::HashMap::new();
     for r in &config.runs {
@@ -77,16 +84,38 @@ async fn serve(
         .with_context(|| format!("listening on {} (key `listen`)", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!("serving /metrics, /healthz and /api/v1 on http://{local}");
-    let app = router(AppState {
+    let identity = Arc::new(Identity {
+        data_dir: config.data_dir.canonicalize().unwrap_or(config.data_dir.clone()).display().to_string(),
+        store_id: store.id().to_string(),
+        pid: std::process::id(),
+        listen: local.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    let state = AppState {
         store: store.clone(),
         metrics: metrics.clone(),
         queue: queue.clone(),
         ready: ready.clone(),
-    });
-    let sd = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { sd.wait().await }).await
-    });
+        identity: identity.clone(),
+        request_timeout: config.http_request_timeout,
+    };
+    let limits = crate::daemon::listener::Limits {
+        max_connections: config.http_max_connections,
+        header_timeout: config.http_header_timeout,
+    };
+    let http = tokio::spawn(crate::daemon::listener::serve(
+        listener,
+        router(state.clone()),
+        overflow_router(state),
+        limits,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let daemon_json = config.data_dir.join(DAEMON_JSON);
+    if let Err(e) = write_daemon_json(&daemon_json, &identity) {
+        tracing::warn!("{}: {e} (the CLI will not find this daemon by its data dir)", daemon_json.display());
+    }
+    let health = tokio::spawn(store_health(store.clone(), metrics.clone(), shutdown.clone()));
 
     let job_runner = JobRunner::new(run_jobs);
     let ctx =
@@ -110,6 +139,8 @@ async fn serve(
         queue: queue.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
+        follow_symlinks: config.follow_symlinks,
+        reported: Default::default(),
     });
     let settings = WatchSettings {
         mode: config.watch_mode,
@@ -126,10 +157,56 @@ async fn serve(
     }
     job_runner.stop();
     let _ = tokio::task::spawn_blocking(move || job_thread.join()).await;
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("http server: {e}"),
-        Err(e) => tracing::warn!("http server task: {e}"),
+    if let Err(e) = http.await {
+        tracing::warn!("http server task: {e}");
+    }
+    let _ = health.await;
+    // Only ours: a second daemon may have started on this data dir since (after this one let go).
+    if std::fs::read_to_string(&daemon_json)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Identity>(&t).ok())
+        .is_some_and(|i| i.pid == identity.pid)
+    {
+        let _ = std::fs::remove_file(&daemon_json);
     }
     Ok(())
+}
+
+/// The file in the data dir that tells the CLI where the daemon holding the store listens.
+pub const DAEMON_JSON: &str = "daemon.json";
+
+fn write_daemon_json(path: &std::path::Path, id: &Identity) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(id).map_err(std::io::Error::other)? + "\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Watches the store's health: after a failed write, reopens it every 2 s until a probe write
+/// succeeds; keeps `landscaped_store_healthy` up to date.
+async fn store_health(store: Store, metrics: Arc<Metrics>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_try = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        match store.health() {
+            None => metrics.store_healthy.set(1),
+            Some(cause) => {
+                metrics.store_healthy.set(0);
+                if last_try.elapsed() >= Duration::from_secs(2) {
+                    last_try = std::time::Instant::now();
+                    tracing::warn!("store unhealthy ({cause}): reopening it");
+                    let s = store.clone();
+                    match tokio::task::spawn_blocking(move || s.try_recover()).await {
+                        Ok(Ok(())) => metrics.store_healthy.set(1),
+                        Ok(Err(e)) => tracing::warn!("store still unhealthy: {e}"),
+                        Err(e) => tracing::warn!("store recovery task: {e}"),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -10,6 +10,11 @@
 //!   overflow or an error, when our event channel or the work queue overflowed, and when a root
 //!   appears, disappears or is replaced (deleted and recreated: its watch is re-established).
 //! - Deletions (rotation) are ignored: what was recorded stays recorded.
+//! - Policy: a symlink is followed only when it resolves inside a watched folder (of any run), unless
+//!   `follow_symlinks = true`; a path with a checkpoint's name that is no regular file (FIFO, socket,
+//!   device, a folder that is not an HF checkpoint) is never opened. Both are reported once per path
+//!   (warning + `landscaped_not_a_file_total{kind="outside_root"|"not_a_file"}`). A watch folder
+//!   missing at start is warned about and picked up when it is created.
 //!
 //! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
 
@@ -37,6 +42,9 @@ pub struct Scanner {
     pub queue: Arc<WorkQueue>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub follow_symlinks: bool,
+    /// Paths already reported as skipped (per run), so each is reported once.
+    pub reported: std::sync::Mutex<std::collections::HashSet<(String, PathBuf)>>,
 }
 
 impl Scanner {
@@ -48,6 +56,11 @@ impl Scanner {
             for spec in &run.watch {
                 if root.is_some_and(|r| r != spec.root) || !spec.root.is_dir() {
                     continue;
+                }
+                for odd in odd_entries(&spec.root) {
+                    if spec.matches(&odd) {
+                        self.report(&run.name, &odd, "not_a_file");
+                    }
                 }
                 match find_checkpoints(&spec.root) {
                     Ok(found) => {
@@ -72,6 +85,13 @@ impl Scanner {
             }
             let candidates = candidates_for(p);
             if candidates.is_empty() {
+                if is_odd(p) {
+                    for run in &self.runs {
+                        if run.watch.iter().any(|spec| spec.matches(p)) {
+                            self.report(&run.name, p, "not_a_file");
+                        }
+                    }
+                }
                 continue;
             }
             for run in &self.runs {
@@ -87,6 +107,18 @@ impl Scanner {
     /// Queues one checkpoint unless it is already recorded with the same files. True if queued.
     pub fn offer(&self, run: &str, path: &Path) -> bool {
         let Ok(canon) = path.canonicalize() else { return false };
+        if !self.follow_symlinks && canon != path && !self.inside_watched(&canon) {
+            self.report(run, path, "outside_root");
+            return false;
+        }
+        match std::fs::metadata(&canon) {
+            Ok(m) if m.is_file() || (m.is_dir() && is_hf_folder(&canon)) => {}
+            Ok(_) => {
+                self.report(run, path, "not_a_file");
+                return false;
+            }
+            Err(_) => return false,
+        }
         if let Some(stamp) = seen::stamp(&canon)
             && let Ok(Some(rec)) = seen::get(&self.store, run, &canon)
             && rec.files == stamp
@@ -106,6 +138,85 @@ impl Scanner {
         self.metrics.queue_len.set(self.queue.len() as i64);
         pushed == Pushed::Added
     }
+}
+
+impl Scanner {
+    /// Whether a canonical path lies inside one of the watched folders (of any run).
+    fn inside_watched(&self, canon: &Path) -> bool {
+        self.runs
+            .iter()
+            .flat_map(|r| r.watch.iter())
+            .any(|spec| spec.root.canonicalize().is_ok_and(|root| canon.starts_with(root)))
+    }
+
+    /// Reports a skipped path once: a warning and `landscaped_not_a_file_total{run,kind}`.
+    fn report(&self, run: &str, path: &Path, kind: &'static str) {
+        let first = self
+            .reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((run.to_string(), path.to_path_buf()));
+        if !first {
+            return;
+        }
+        self.metrics.not_a_file.with_label_values(&[run, kind]).inc();
+        match kind {
+            "outside_root" => tracing::warn!(
+                run,
+                "{}: skipped: a symlink to {} outside the watched folders (set follow_symlinks = true to follow it)",
+                path.display(),
+                path.canonicalize().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            _ => tracing::warn!(run, "{}: skipped: {}", path.display(), describe_odd(path)),
+        }
+    }
+}
+
+/// What a path with a checkpoint's name is, when it is not a checkpoint.
+fn describe_odd(p: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(p).map(|m| m.file_type()) {
+        Ok(t) if t.is_fifo() => "a FIFO, not a regular file",
+        Ok(t) if t.is_socket() => "a socket, not a regular file",
+        Ok(t) if t.is_block_device() || t.is_char_device() => "a device, not a regular file",
+        Ok(t) if t.is_dir() => "a folder with a checkpoint's name that is not an HF checkpoint",
+        _ => "not a regular file",
+    }
+}
+
+/// A path with a checkpoint file's name that is not a regular file (or a symlink to one).
+fn is_odd(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    if !is_checkpoint_file_name(name) {
+        return false;
+    }
+    match std::fs::metadata(p) {
+        Ok(m) => !(m.is_file() || (m.is_dir() && is_hf_folder(p))),
+        Err(_) => false,
+    }
+}
+
+/// The odd entries ([`is_odd`]) under `root`, not following symlinked folders, at most 8 deep.
+fn odd_entries(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let p = e.path();
+            if ft.is_dir() {
+                if is_odd(&p) {
+                    out.push(p);
+                } else if depth < 8 && !is_hf_folder(&p) {
+                    walk(&p, depth + 1, out);
+                }
+            } else if !ft.is_file() && is_odd(&p) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, 0, &mut out);
+    out
 }
 
 /// The checkpoints a changed path may belong to.
@@ -177,6 +288,13 @@ pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutd
     }
     for root in &mut roots {
         setup_root(root, &settings, &tx, &overflow);
+        if root.id.is_none() {
+            tracing::warn!(
+                "watch folder {} (run {}) does not exist: it is watched once it is created",
+                root.path.display(),
+                root.runs.join(", ")
+            );
+        }
     }
     update_watched(&roots, &scanner.metrics);
     let s = scanner.clone();

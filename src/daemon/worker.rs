@@ -1,7 +1,7 @@
 //! The scheduler: `workers` tasks take the lowest-step due item from the queue and process it on a
 //! blocking thread (never on the HTTP runtime), then act on the outcome: done (tell the job runner),
-//! retry later (back into the queue), failed or unchanged (dropped). At shutdown each worker finishes
-//! the item it holds and stops taking new ones.
+//! retry later (back into the queue; after an environment error with backoff), failed or unchanged
+//! (dropped). At shutdown each worker finishes the item it holds and stops taking new ones.
 
 use crate::daemon::jobrunner::JobRunner;
 use crate::daemon::process::{Outcome, Processor};
@@ -34,7 +34,7 @@ pub async fn run(queue: Arc<WorkQueue>, processor: Arc<Processor>, jobs: Arc<Job
                             queue.push(item);
                         }
                     }
-                    Ok(Outcome::Retry { after, .. }) => {
+                    Ok(Outcome::Retry { after, .. } | Outcome::EnvRetry { after, .. }) => {
                         item.attempts += 1;
                         item.not_before = Instant::now() + after;
                         queue.push(item);

@@ -35,7 +35,8 @@ pub fn name_of<'a>(run_name: &str, key: &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(key.get(run_name.len() + 9..)?).ok()
 }
 
-/// A run name that keys can hold: non-empty, no NUL, no control characters, at most 200 bytes.
+/// A run name that keys can hold: non-empty, no NUL, no control characters, no `/` (it names the run's
+/// folder in the trajectory archive), not `.` or `..`, at most 200 bytes.
 pub fn validate_run_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("run name is empty".into());
@@ -45,6 +46,12 @@ pub fn validate_run_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(|c| c.is_control()) {
         return Err(format!("run name {name:?} contains a control character"));
+    }
+    if name.contains('/') {
+        return Err(format!("run name {name:?} contains `/`"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("run name {name:?} is not a name"));
     }
     Ok(())
 }

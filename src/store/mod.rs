@@ -4,6 +4,12 @@
 //! carries the record's schema version, so a field added later (with `#[serde(default)]`) doesn't break
 //! old records. Keys are built by [`keys`] with big-endian integers, so runs and steps iterate in order.
 //! Writes that belong together go through a [`Batch`], committed atomically across trees.
+//!
+//! Health: a failed write (disk full, I/O error) marks the store unhealthy with its cause
+//! ([`Store::health`]); reads go on. sled keeps a failed write's error and refuses every later one, so
+//! [`Store::try_recover`] reopens the database in place (every clone sees the new handle) and probes a
+//! write; the daemon calls it until it succeeds. Each store has an id (`<data_dir>/store_id`, written
+//! when the store is created) so a client can tell which store a daemon serves.
 
 pub mod checkpoints;
 pub mod keys;
@@ -13,6 +19,7 @@ pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A kind of record: which tree it lives in and its current schema version.
 pub trait Record: Serialize + DeserializeOwned {
@@ -38,6 +45,16 @@ pub enum StoreError {
     Decode { tree: &'static str, why: String },
     #[error("store: record for tree {tree} could not be encoded: {why}")]
     Encode { tree: &'static str, why: String },
+    #[error("store at {path}: closed after a failed write, and reopening it failed: {why}")]
+    Closed { path: PathBuf, why: String },
+}
+
+impl StoreError {
+    /// True for errors of the environment (disk full, I/O, a closed or locked store), which a retry
+    /// may cure; false for a record that cannot be encoded or decoded.
+    pub fn is_environment(&self) -> bool {
+        !matches!(self, StoreError::Decode { .. } | StoreError::Encode { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -53,12 +70,23 @@ struct SchemaOnly {
     schema: u32,
 }
 
-/// An open store. Cheap to clone (sled handles are reference counted).
+/// An open store. Cheap to clone: clones share one handle (and its health).
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    path: PathBuf,
+    shared: Arc<Shared>,
 }
+
+struct Shared {
+    path: PathBuf,
+    id: String,
+    /// None only while a reopen failed; every operation takes the read lock, a reopen the write lock.
+    db: RwLock<Option<sled::Db>>,
+    /// The cause of the last failed write, until a write (or a recovery probe) succeeds.
+    unhealthy: Mutex<Option<String>>,
+}
+
+/// The name of the file in the data dir that holds the store's id.
+pub const STORE_ID_FILE: &str = "store_id";
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Another process holding it gives
@@ -67,30 +95,105 @@ impl Store {
         if let Err(e) = std::fs::create_dir_all(dir) {
             return Err(StoreError::Sled { path: dir.to_path_buf(), source: sled::Error::Io(e) });
         }
-        let db_path = dir.join("db");
-        match sled::Config::new().path(&db_path).open() {
-            Ok(db) => Ok(Store { db, path: dir.to_path_buf() }),
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("could not acquire lock") =>
-            {
-                Err(StoreError::Locked(dir.to_path_buf()))
-            }
-            Err(source) => Err(StoreError::Sled { path: dir.to_path_buf(), source }),
+        let db = open_db(dir)?;
+        let id = ensure_store_id(dir)
+            .map_err(|e| StoreError::Sled { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                path: dir.to_path_buf(),
+                id,
+                db: RwLock::new(Some(db)),
+                unhealthy: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The store's id, written once when the store was created (`<data_dir>/store_id`).
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// None when the last write succeeded; else the cause of the failure.
+    pub fn health(&self) -> Option<String> {
+        self.shared.unhealthy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_health(&self, cause: Option<String>) {
+        *self.shared.unhealthy.lock().unwrap_or_else(|p| p.into_inner()) = cause;
+    }
+
+    /// After a failed write: reopens the database (sled refuses every write after one failed) and
+    /// probes a write. Ok once writes succeed again (the store is healthy then).
+    pub fn try_recover(&self) -> Result<()> {
+        let path = &self.shared.path;
+        let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
+        // Drop the old handle first: it holds the lock file.
+        if let Some(old) = guard.take() {
+            let _ = old.flush();
+            drop(old);
         }
+        let res = open_db(path).and_then(|db| {
+            let probe = match crate::faults::injected("store_write") {
+                Some(e) => Err(sled::Error::Io(e)),
+                None => db
+                    .open_tree("store_health")
+                    .and_then(|t| t.insert("probe", &unix_now().to_be_bytes()[..]))
+                    .and_then(|_| db.flush())
+                    .map(|_| ()),
+            };
+            *guard = Some(db);
+            probe.map_err(|source| StoreError::Sled { path: path.clone(), source })
+        });
+        drop(guard);
+        match &res {
+            Ok(()) => {
+                if self.health().is_some() {
+                    tracing::info!("store at {}: writes succeed again", path.display());
+                }
+                self.set_health(None);
+            }
+            Err(e) => self.set_health(Some(e.to_string())),
+        }
+        res
+    }
+
+    /// Runs `f` on the open database.
+    fn with_db<T>(&self, f: impl FnOnce(&sled::Db) -> Result<T>) -> Result<T> {
+        let guard = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Closed {
+                path: self.shared.path.clone(),
+                why: self.health().unwrap_or_else(|| "unknown".into()),
+            }),
+        }
+    }
+
+    /// Records the outcome of a write for [`Store::health`].
+    fn wrote<T>(&self, res: Result<T>) -> Result<T> {
+        match &res {
+            Ok(_) => {
+                if self.health().is_some() {
+                    self.set_health(None);
+                }
+            }
+            Err(e) if e.is_environment() => self.set_health(Some(e.to_string())),
+            Err(_) => {}
+        }
+        res
     }
 
     /// The data directory this store lives in (other on-disk state, e.g. the trajectory archive, sits beside it).
     pub fn dir(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree> {
-        self.db.open_tree(name).map_err(|source| self.err(source))
+        self.with_db(|db| db.open_tree(name).map_err(|source| self.err(source)))
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled { path: self.path.clone(), source }
+        StoreError::Sled { path: self.shared.path.clone(), source }
     }
 
     /// Encodes a record with its schema envelope.
@@ -162,10 +265,24 @@ impl Store {
         if batch.ops.is_empty() {
             return Ok(());
         }
+        let res = self.commit_inner(batch);
+        self.wrote(res)
+    }
+
+    fn commit_inner(&self, batch: Batch) -> Result<()> {
+        if let Some(e) = crate::faults::injected("store_write") {
+            return Err(self.err(sled::Error::Io(e)));
+        }
         let mut names: Vec<&'static str> = batch.ops.iter().map(|op| op.tree).collect();
         names.sort_unstable();
         names.dedup();
-        let trees = names.iter().map(|n| self.tree(n)).collect::<Result<Vec<_>>>()?;
+        // Under the read lock throughout, so a reopen never sees a write half-done on the old handle.
+        self.with_db(|db| self.commit_on(db, &names, &batch))
+    }
+
+    fn commit_on(&self, db: &sled::Db, names: &[&'static str], batch: &Batch) -> Result<()> {
+        let trees =
+            names.iter().map(|n| db.open_tree(n).map_err(|e| self.err(e))).collect::<Result<Vec<_>>>()?;
         use sled::Transactional;
         let res = trees.as_slice().transaction(|txs| {
             for op in &batch.ops {
@@ -192,9 +309,63 @@ impl Store {
 
     /// Flushes everything to disk (used at shutdown and after ingest).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        let res = self.with_db(|db| db.flush().map(|_| ()).map_err(|e| self.err(e)));
+        self.wrote(res)
     }
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    match sled::Config::new().path(dir.join("db")).open() {
+        Ok(db) => Ok(db),
+        Err(sled::Error::Io(e))
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock") =>
+        {
+            Err(StoreError::Locked(dir.to_path_buf()))
+        }
+        Err(source) => Err(StoreError::Sled { path: dir.to_path_buf(), source }),
+    }
+}
+
+/// Reads the store's id, writing a new one (atomically) if the store has none yet.
+fn ensure_store_id(dir: &Path) -> std::io::Result<String> {
+    if let Some(id) = read_store_id(dir) {
+        return Ok(id);
+    }
+    let id = new_store_id();
+    let tmp = dir.join(format!(".{STORE_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, dir.join(STORE_ID_FILE))?;
+    Ok(id)
+}
+
+/// 128 random bits as hex (from the kernel), or time and pid if that fails.
+fn new_store_id() -> String {
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes = (t ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the id of the store in `dir` without opening it (None if it has none).
+pub fn read_store_id(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(STORE_ID_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+impl Store {}
 
 struct Op {
     tree: &'static str,

@@ -25,6 +25,11 @@ pub struct Daemon {
 
 /// Writes a config for one run watching `watch` and starts the daemon; waits until /healthz says ready.
 pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
+    start_env(dir, watch, extra, &[])
+}
+
+/// [`start`] with extra environment variables for the daemon (e.g. `LANDSCAPED_TEST_FAULTS`).
+pub fn start_env(dir: &Path, watch: &[&Path], extra: &str, env: &[(&str, &str)]) -> Daemon {
     let port = free_port();
     let config = dir.join("landscaped.toml");
     let watch: Vec<String> = watch.iter().map(|w| format!("{:?}", w.to_str().unwrap())).collect();
@@ -34,10 +39,15 @@ pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
         watch.join(", ")
     );
     std::fs::write(&config, text).unwrap();
-    restart(config, port, dir)
+    restart_env(config, port, dir, env)
 }
 
 pub fn restart(config: PathBuf, port: u16, dir: &Path) -> Daemon {
+    restart_env(config, port, dir, &[])
+}
+
+/// Starts the daemon on an existing config without waiting for it to be ready.
+pub fn spawn_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, PathBuf) {
     let log = dir.join(format!(
         "daemon-{}.log",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
@@ -45,10 +55,16 @@ pub fn restart(config: PathBuf, port: u16, dir: &Path) -> Daemon {
     let child = Command::new(BIN)
         .args(["daemon", "--config", config.to_str().unwrap()])
         .env("LANDSCAPED_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    (child, log)
+}
+
+pub fn restart_env(config: PathBuf, port: u16, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+    let (child, log) = spawn_env(&config, dir, env);
     let d = Daemon { child, port, config, log };
     wait_until(Duration::from_secs(20), "daemon ready", || {
         get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true"))
@@ -104,6 +120,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET http://127.0.0.1:port/path: (status, body), None if no answer came.
+pub fn get_status(port: u16, path: &str) -> Option<(u16, String)> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut r = agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().ok()?))
 }
 
 /// GET http://127.0.0.1:port/path as text (None on any failure).
