@@ -2,7 +2,7 @@
 # Sharpness benchmark, in one run (release build): on the digits CNN of the demo,
 #   1. HVPs needed for λmax to 1e-3 relative accuracy: Lanczos (full reorthogonalization) against power
 #      iteration as PyHessian runs it (maxIter 100, tol 1e-3), both against a tightly converged λmax;
-#   2. seconds per HVP: landscaped (double backward through TorchScript via tch) against PyTorch autograd
+#   2. median seconds per HVP: landscaped (double backward through TorchScript via tch) against PyTorch autograd
 #      in Python on the same model, checkpoint and evaluation subset, and their ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ if ! ls "$OUT/run"/step-*.safetensors > /dev/null 2>&1; then
     "$PY" examples/train_digits.py --out "$OUT/run" --batch-size 64 --lr 0.05 --epochs 3 | tail -n 1
 fi
 CK=$(ls "$OUT/run"/step-*.safetensors | sort -V | tail -n 1)
+echo "load before timing: $(uptime)"
 "$L" sharpness-bench --checkpoint "$CK" --model-dir "$OUT/run/landscaped" --subsample "$SUB" --batch-size "$BS" \
     --timed "$TIMED" > "$OUT/bench.json"
 TORCH=$("$PY" tests/python/sharpness_bench_torch.py "$OUT/run/landscaped" "$CK" "$SUB" "$BS" "$TIMED")
@@ -31,5 +32,5 @@ print(f"HVPs for λmax to {r['accuracy']:g} relative: Lanczos {r['lanczos_hvps']
 if r["lanczos_hvps"]:
     print(f"ratio power/Lanczos HVPs: {r['power_hvps'] / r['lanczos_hvps']:.2f}")
 s = r["seconds_per_hvp"]
-print(f"seconds per HVP: landscaped {s:.4g}, PyTorch autograd {t:.4g}, ratio landscaped/PyTorch {s / t:.2f}")
+print(f"median seconds per HVP ({r['timed_hvps']} timed): landscaped {s:.4g}, PyTorch autograd {t:.4g}, ratio landscaped/PyTorch {s / t:.2f}")
 PYEOF

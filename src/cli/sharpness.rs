@@ -536,7 +536,7 @@ pub struct BenchArgs {
 }
 
 /// `landscaped sharpness-bench`: HVPs Lanczos and PyHessian's power iteration need for λmax to a relative
-/// accuracy (against a tightly converged Lanczos reference), and seconds per HVP. Prints JSON.
+/// accuracy (against a tightly converged Lanczos reference), and the median seconds per HVP. Prints JSON.
 pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     use crate::sharpness::lanczos::Lanczos;
     use crate::sharpness::memory::MemorySpace;
@@ -570,11 +570,14 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     let v = h.new_vector(Init::Gaussian { seed: a.seed })?;
     let out = h.new_vector(Init::Zeros)?;
     h.hvp(v, out)?;
-    let t0 = std::time::Instant::now();
+    let mut times = Vec::with_capacity(a.timed.max(1));
     for _ in 0..a.timed.max(1) {
+        let t0 = std::time::Instant::now();
         h.hvp(v, out)?;
+        times.push(t0.elapsed().as_secs_f64());
     }
-    let per_hvp = t0.elapsed().as_secs_f64() / a.timed.max(1) as f64;
+    times.sort_by(f64::total_cmp);
+    let per_hvp = times[times.len() / 2];
     let res = json!({
         "dim": d,
         "lambda_max_reference": lref,
@@ -586,6 +589,7 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
         "power_eigenvalue": pw.eigenvalue,
         "power_rel_error": ((pw.eigenvalue - lref) / lref).abs(),
         "seconds_per_hvp": per_hvp,
+        "timed_hvps": times.len(),
     });
     println!("{}", serde_json::to_string_pretty(&res)?);
     Ok(())

@@ -1,7 +1,9 @@
 """Seconds per Hessian-vector product with PyTorch autograd (double backward, torch.autograd.grad with
 create_graph) on the same TorchScript model, checkpoint and evaluation set as `landscaped
 sharpness-bench`: loss averaged over batches weighted by batch size. Usage:
-sharpness_bench_torch.py MODEL_DIR CHECKPOINT SUBSAMPLE BATCH_SIZE TIMED  (prints seconds per HVP)."""
+sharpness_bench_torch.py MODEL_DIR CHECKPOINT SUBSAMPLE BATCH_SIZE TIMED  (prints the median seconds per
+HVP over TIMED products)."""
+import statistics
 import sys
 import time
 
@@ -40,7 +42,9 @@ def hvp():
 
 
 hvp()
-t0 = time.perf_counter()
+times = []
 for _ in range(timed):
+    t0 = time.perf_counter()
     hvp()
-print((time.perf_counter() - t0) / timed)
+    times.append(time.perf_counter() - t0)
+print(statistics.median(times))
