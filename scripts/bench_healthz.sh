@@ -19,7 +19,7 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.clos
 os.makedirs(f"{tmp}/ck")
 open(f"{tmp}/c.toml", "w").write(
     f'data_dir = "{tmp}/data"\nlisten = "127.0.0.1:{port}"\n[[run]]\nname = "r"\nwatch = ["{tmp}/ck"]\n')
-d = subprocess.Popen([binary, "daemon", "--config", f"{tmp}/c.toml"], stderr=subprocess.DEVNULL)
+d = subprocess.Popen([binary, "daemon", "--config", f"{tmp}/c.toml"], stderr=open(f"{tmp}/log", "w"))
 
 def healthz():
     t = time.perf_counter()
@@ -32,12 +32,16 @@ def healthz():
     ok = data.startswith(b"HTTP/1.1 200")
     return time.perf_counter() - t, ok
 
-for _ in range(200):
+deadline = time.time() + 60
+while True:
     try:
         if healthz()[1]:
             break
     except OSError:
-        time.sleep(0.05)
+        pass
+    if time.time() > deadline or d.poll() is not None:
+        sys.exit("the daemon did not start:\n" + open(f"{tmp}/log").read())
+    time.sleep(0.05)
 
 def run(label):
     lat, fails = [], 0
