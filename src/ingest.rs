@@ -483,11 +483,7 @@ fn stamps(ck: &Checkpoint) -> Result<Vec<FileStamp>, CheckpointError> {
 }
 
 fn layout_name(ck: &Checkpoint) -> &'static str {
-    match ck.layout {
-        crate::checkpoint::Layout::File => "file",
-        crate::checkpoint::Layout::HfFolder => "hf_folder",
-        crate::checkpoint::Layout::Lightning => "lightning",
-    }
+    ck.layout.name()
 }
 
 fn unix_now() -> u64 {

@@ -7,6 +7,12 @@
 //!   8 + header length + the largest end offset.
 //! - HF folder: `trainer_state.json` is present and parses, and every shard its index lists (or the
 //!   single weights file) is present and passes the file checks above.
+//! - DCP folder (also Megatron, Lightning sharded): `.metadata` is present (DCP writes it last) and
+//!   valid, and every file and byte range it references is present ([`super::dcp`]).
+//! - DeepSpeed folder: every model/optimizer state file passes the zip check, at least one optimizer
+//!   file exists (written after the model states), and under ZeRO-3 there are as many optimizer
+//!   files as model-state files ([`super::deepspeed`]).
+//! - A file of a format landscaped does not read (`.gguf`, `.h5`, …): `Unsupported`.
 //!
 //! Everything that can still change as a writer finishes is reported as
 //! [`CheckpointError::Incomplete`]; garbage that no amount of waiting fixes as `Malformed`.
@@ -30,6 +36,12 @@ fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
 pub fn check_complete(path: &Path) -> Result<(), CheckpointError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.is_dir() {
+        if super::dcp::is_dcp_like(path) {
+            return super::dcp::check_complete(path);
+        }
+        if super::deepspeed::is_deepspeed_folder(path) {
+            return super::deepspeed::check_complete(path);
+        }
         return check_hf_folder(path);
     }
     check_file(path)
@@ -37,6 +49,9 @@ pub fn check_complete(path: &Path) -> Result<(), CheckpointError> {
 
 /// Completeness of one file, by its content (zip or safetensors).
 pub(crate) fn check_file(path: &Path) -> Result<(), CheckpointError> {
+    if let Some(what) = path.file_name().and_then(|n| n.to_str()).and_then(layout::foreign_format) {
+        return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what });
+    }
     let file = File::open(path).map_err(|e| io_err(path, e))?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut head = [0u8; 9];

@@ -4,11 +4,26 @@
 //! - a single file: `.safetensors`, or a torch zip (`.pt`, `.pth`, `.bin`); Lightning `.ckpt`;
 //! - a Hugging Face folder (`checkpoint-N/`, or any folder holding `trainer_state.json` or a weights
 //!   index) with `model.safetensors`, `model.safetensors.index.json` + shards, `pytorch_model.bin`, or
-//!   `pytorch_model.bin.index.json` + shards.
+//!   `pytorch_model.bin.index.json` + shards;
+//! - a torch.distributed.checkpoint folder (any folder holding `.metadata`; see [`super::dcp`]):
+//!   FSDP / torchtitan (`step-N/`), Lightning and Fabric `"sharded"` (`epoch=E-step=S.ckpt/` with
+//!   `meta.pt`), Megatron-LM `torch_dist` (`iter_NNNNNNN/`, beside `latest_checkpointed_iteration.txt`,
+//!   with `common.pt` / `metadata.json`). A folder with `.distcp` files but no `.metadata` yet is
+//!   being written: neither listed nor searched;
+//! - a DeepSpeed folder (any folder holding `*mp_rank_*_model_states.pt`, normally `global_stepN/`
+//!   beside the `latest` file; see [`super::deepspeed`]).
+//!
+//! The markers `latest`, `latest_checkpointed_iteration.txt` (and DeepSpeed's `zero_to_fp32.py`)
+//! are never checkpoints. Files of formats landscaped does not read (`.gguf`, `.h5`, `.keras`,
+//! `.msgpack`, `.npz`, `.onnx`, `.pdparams`, `.nemo`) are listed so that they are reported
+//! (`unsupported`), never ignored silently.
 //!
 //! The step rule (first that applies):
 //! 1. HF folder: `global_step` in `trainer_state.json`, else the `N` of `checkpoint-N`.
 //! 2. Torch file whose dict has an integer `global_step` at the top level (Lightning): that.
+//!    A DCP folder with `meta.pt` (Lightning / Fabric sharded): its integer `global_step`, else its
+//!    `step`. A DeepSpeed folder: `global_steps` in its model states. A Megatron folder:
+//!    the `N` of `iter_N`.
 //! 3. Any file (or folder) name containing `step=S` (Lightning's `epoch=E-step=S.ckpt`): `S`.
 //! 4. Otherwise the last run of digits in the file name without its extension
 //!    (`ckpt_000120.pt` → 120, `step-300.safetensors` → 300); none → no step.
@@ -34,6 +49,65 @@ pub(crate) const HF_WEIGHTS: [&str; 4] = [
     "pytorch_model.bin.index.json",
     "pytorch_model.bin",
 ];
+
+/// Files beside a DCP folder's data that belong to the checkpoint (Lightning's `meta.pt`, Megatron's
+/// `common.pt` and `metadata.json`).
+pub(crate) const DCP_SIDE_FILES: [&str; 3] = ["meta.pt", "common.pt", "metadata.json"];
+
+/// Extensions of checkpoint formats landscaped does not read, with what they are.
+const FOREIGN_FORMATS: [(&str, &str); 8] = [
+    ("gguf", "GGUF (llama.cpp) file"),
+    ("h5", "HDF5 (Keras / TensorFlow) file"),
+    ("keras", "Keras archive"),
+    ("msgpack", "Flax msgpack checkpoint"),
+    ("npz", "NumPy .npz archive"),
+    ("onnx", "ONNX model"),
+    ("pdparams", "PaddlePaddle checkpoint"),
+    ("nemo", "NeMo archive (a tar; unpack it and point landscaped at the weights inside)"),
+];
+
+/// If a file name has the extension of a checkpoint format landscaped does not read, say which.
+pub fn foreign_format(name: &str) -> Option<String> {
+    let ext = name.rsplit_once('.')?.1;
+    FOREIGN_FORMATS
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, what)| format!("{what}: a checkpoint format landscaped does not read"))
+}
+
+/// Whether `dir` is a checkpoint folder of any layout: HF, DCP (incl. Megatron, Lightning sharded)
+/// or DeepSpeed.
+pub fn is_checkpoint_folder(dir: &Path) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !is_temp_name(name)
+        && (is_hf_folder(dir) || super::dcp::is_dcp_folder(dir) || super::deepspeed::is_deepspeed_folder(dir))
+}
+
+/// Whether a DCP folder is a Megatron `iter_N` folder (by name, or by the marker beside it).
+fn is_megatron_dir(dir: &Path) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.strip_prefix("iter_").is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()))
+        || dir.parent().is_some_and(|p| p.join("latest_checkpointed_iteration.txt").is_file())
+}
+
+/// The layout and step of a DCP folder (see the step rule).
+pub(crate) fn dcp_layout_and_step(dir: &Path) -> (super::Layout, Option<u64>) {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if is_megatron_dir(dir) {
+        return (super::Layout::Megatron, step_from_name(name));
+    }
+    let meta = dir.join("meta.pt");
+    if let Ok(file) = std::fs::File::open(&meta)
+        && let Ok(m) = file.metadata()
+        && let Ok(a) = super::torch_item::Archive::open(&file, &meta, 0, m.len(), super::pickle_scan::allowed)
+    {
+        let int = |k: &str| a.root.get(k).and_then(|v| v.as_int()).and_then(|s| u64::try_from(s).ok());
+        if let Some(s) = int("global_step").or_else(|| int("step")) {
+            return (super::Layout::Dcp, Some(s));
+        }
+    }
+    (super::Layout::Dcp, step_from_name(name))
+}
 
 /// How deep [`find_checkpoints`] descends below the folder it is given.
 const MAX_DEPTH: usize = 6;
@@ -90,17 +164,19 @@ pub(crate) fn is_trainer_side_file(name: &str) -> bool {
 }
 
 /// Whether a file name looks like a checkpoint file (extension, not temp, not a trainer's side file).
+/// Files of a foreign format ([`foreign_format`]) count too, so that they are reported.
 pub fn is_checkpoint_file_name(name: &str) -> bool {
     !is_temp_name(name)
         && !is_trainer_side_file(name)
-        && name.rsplit_once('.').is_some_and(|(_, ext)| CHECKPOINT_EXTENSIONS.contains(&ext))
+        && (name.rsplit_once('.').is_some_and(|(_, ext)| CHECKPOINT_EXTENSIONS.contains(&ext))
+            || foreign_format(name).is_some())
 }
 
 /// A folder that is, or is becoming, an HF checkpoint (`checkpoint-N`, or holding
 /// `trainer_state.json`): never searched for loose files, even before its weights exist.
 fn is_hf_like_folder(dir: &Path) -> bool {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    layout_checkpoint_name(name) || dir.join("trainer_state.json").is_file()
+    layout_checkpoint_name(name) || dir.join("trainer_state.json").is_file() || super::dcp::is_dcp_like(dir)
 }
 
 fn layout_checkpoint_name(name: &str) -> bool {
@@ -188,13 +264,13 @@ fn sort_step(path: &Path) -> Option<u64> {
     }
 }
 
-/// Every checkpoint under `dir` (checkpoint files and HF folders, descending into other folders up
+/// Every checkpoint under `dir` (checkpoint files and checkpoint folders of every layout, descending into other folders up
 /// to a few levels, not following symlinked folders), sorted by step then name; checkpoints without a
 /// step come last. Temp files and non-checkpoint files are skipped; a symlink (e.g. `last.ckpt`) to a
 /// file that is listed anyway is dropped so nothing is processed twice. `dir` itself may be an HF
 /// folder.
 pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    if is_hf_folder(dir) {
+    if is_checkpoint_folder(dir) {
         return Ok(vec![dir.to_path_buf()]);
     }
     if is_hf_like_folder(dir) || is_model_export_dir(dir) {
@@ -243,7 +319,7 @@ fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
         }
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
-            if is_hf_folder(&path) {
+            if is_checkpoint_folder(&path) {
                 found.push(path);
             } else if !is_hf_like_folder(&path)
                 && !is_model_export_dir(&path)

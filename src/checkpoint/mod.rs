@@ -1,5 +1,7 @@
-//! Checkpoints on disk: layouts (single file, HF `checkpoint-N/` folders, Lightning `.ckpt`), the
-//! completeness rules, the step rule, and readers for safetensors and the PyTorch zip format.
+//! Checkpoints on disk: layouts (single file, HF `checkpoint-N/` folders, Lightning `.ckpt`,
+//! torch.distributed.checkpoint folders incl. Megatron `torch_dist` and Lightning sharded, DeepSpeed
+//! `global_stepN/` folders), the completeness rules, the step rule, and readers for safetensors, the
+//! PyTorch zip format (whole files or archives inside a larger file), DCP and DeepSpeed ZeRO.
 //!
 //! Plain Rust, no libtorch. Files are read with read/pread (never mmap, so a training job rewriting a
 //! file in place can't SIGBUS us), one tensor at a time, and every byte of untrusted input is validated
@@ -33,10 +35,14 @@
 use std::path::PathBuf;
 
 pub mod complete;
+pub mod dcp;
+pub mod deepspeed;
 pub mod layout;
 mod open;
 mod pickle_scan;
+mod pickle_value;
 mod safetensors;
+mod torch_item;
 mod torch_locate;
 mod torchzip;
 mod values;
@@ -45,7 +51,8 @@ pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
 
 pub use complete::check_complete;
 pub use layout::{
-    find_checkpoints, in_model_export, is_checkpoint_file_name, is_hf_folder, is_temp_name, step_from_name,
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, is_hf_folder,
+    is_temp_name, step_from_name,
 };
 
 /// Element type of a stored tensor.
@@ -118,6 +125,27 @@ pub enum Layout {
     HfFolder,
     /// A Lightning `.ckpt` file.
     Lightning,
+    /// A torch.distributed.checkpoint folder (`.metadata` + `.distcp` files): FSDP, torchtitan,
+    /// Lightning / Fabric `"sharded"` (with `meta.pt`).
+    Dcp,
+    /// A Megatron-LM `torch_dist` folder (`iter_NNNNNNN/`, DCP inside).
+    Megatron,
+    /// A DeepSpeed `global_stepN/` folder (ZeRO-1/2 model states or ZeRO-3 fp32 partitions).
+    DeepSpeed,
+}
+
+impl Layout {
+    /// A short stable name (`file`, `hf_folder`, `lightning`, `dcp`, `megatron`, `deepspeed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::File => "file",
+            Layout::HfFolder => "hf_folder",
+            Layout::Lightning => "lightning",
+            Layout::Dcp => "dcp",
+            Layout::Megatron => "megatron",
+            Layout::DeepSpeed => "deepspeed",
+        }
+    }
 }
 
 /// An error reading a checkpoint. Its Display always names the file and the cause.

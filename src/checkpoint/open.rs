@@ -1,8 +1,11 @@
-//! Opening a checkpoint (file or HF folder) and reading its tensors one at a time.
+//! Opening a checkpoint (file or folder: HF, DCP / Megatron / Lightning sharded, DeepSpeed) and
+//! reading its tensors one at a time.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::dcp::{self, DcpFolder};
+use super::deepspeed::{self, DeepSpeedFolder};
 use super::layout::{self, HF_WEIGHTS};
 use super::safetensors::SafetensorsFile;
 use super::torchzip::{self, TorchFile};
@@ -16,6 +19,8 @@ use super::{
 pub(crate) enum Part {
     Safetensors(SafetensorsFile),
     Torch(TorchFile),
+    Dcp(DcpFolder),
+    DeepSpeed(DeepSpeedFolder),
 }
 
 impl Part {
@@ -27,6 +32,8 @@ impl Part {
         match self {
             Part::Safetensors(f) => f,
             Part::Torch(f) => f,
+            Part::Dcp(f) => f,
+            Part::DeepSpeed(f) => f,
         }
     }
 
@@ -34,7 +41,49 @@ impl Part {
         match self {
             Part::Safetensors(f) => Box::new(f),
             Part::Torch(f) => Box::new(f),
+            Part::Dcp(f) => Box::new(f),
+            Part::DeepSpeed(f) => Box::new(f),
         }
+    }
+}
+
+/// Read tensor `i` whole through `read_bytes`, then copy the range asked for (DCP tensors are
+/// assembled from chunks and DeepSpeed ZeRO-3 ones from partitions: not streamable).
+fn copy_range(path: &Path, all: Vec<u8>, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+    let start =
+        usize::try_from(offset).ok().filter(|&o| o.checked_add(buf.len()).is_some_and(|e| e <= all.len()));
+    let Some(start) = start else {
+        return Err(malformed(
+            path,
+            format!("range {offset}+{} past the tensor's {} bytes", buf.len(), all.len()),
+        ));
+    };
+    buf.copy_from_slice(&all[start..start + buf.len()]);
+    Ok(())
+}
+
+impl TensorSource for DcpFolder {
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.infos()
+    }
+    fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        copy_range(&self.dir, self.read_bytes(i)?, offset, buf)
+    }
+    fn streamable(&self, _i: usize) -> bool {
+        false
+    }
+}
+
+impl TensorSource for DeepSpeedFolder {
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.infos()
+    }
+    fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        let dir = self.members().first().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+        copy_range(&dir, self.read_bytes(i)?, offset, buf)
+    }
+    fn streamable(&self, _i: usize) -> bool {
+        false
     }
 }
 
@@ -85,6 +134,9 @@ fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
 /// file; anything else is refused with the reason.
 fn open_file(path: &Path) -> Result<Part, CheckpointError> {
     use std::os::unix::fs::FileExt;
+    if let Some(what) = layout::foreign_format(file_name(path)) {
+        return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what.to_string() });
+    }
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let mut head = vec![0u8; 262];
     let mut n = 0;
@@ -116,12 +168,19 @@ fn file_name(path: &Path) -> &str {
 }
 
 impl Checkpoint {
-    /// Open a checkpoint: a file (safetensors, torch zip `.pt`/`.pth`/`.bin`, Lightning `.ckpt`) or an
-    /// HF `checkpoint-N/` folder. Lists the tensors (name, dtype, shape) and the step (see the step
-    /// rule in [`super::layout`]); reads no tensor values.
+    /// Open a checkpoint: a file (safetensors, torch zip `.pt`/`.pth`/`.bin`, Lightning `.ckpt`) or a
+    /// folder (HF `checkpoint-N/`, DCP / Megatron `iter_N/` / Lightning sharded, DeepSpeed
+    /// `global_stepN/`). Lists the tensors (name, dtype, shape) and the step (see the step rule in
+    /// [`super::layout`]); reads no tensor values.
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
         if meta.is_dir() {
+            if dcp::is_dcp_like(path) {
+                return Self::open_dcp(path);
+            }
+            if deepspeed::is_deepspeed_folder(path) {
+                return Self::open_deepspeed(path);
+            }
             return Self::open_hf(path);
         }
         let part = open_file(path)?;
@@ -132,9 +191,29 @@ impl Checkpoint {
                 let layout = if lightning { Layout::Lightning } else { Layout::File };
                 (layout, t.global_step.or_else(|| layout::step_from_name(name)))
             }
-            Part::Safetensors(_) => (Layout::File, layout::step_from_name(name)),
+            _ => (Layout::File, layout::step_from_name(name)),
         };
         Ok(Self::assemble(path, layout, step, vec![part], vec![path.to_path_buf()]))
+    }
+
+    fn open_dcp(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let folder = DcpFolder::open(dir)?;
+        let mut members = folder.members.clone();
+        for side in layout::DCP_SIDE_FILES {
+            let p = dir.join(side);
+            if p.is_file() {
+                members.push(p);
+            }
+        }
+        let (layout, step) = layout::dcp_layout_and_step(dir);
+        Ok(Self::assemble(dir, layout, step, vec![Part::Dcp(folder)], members))
+    }
+
+    fn open_deepspeed(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let folder = DeepSpeedFolder::open(dir)?;
+        let members = folder.members();
+        let step = folder.step.or_else(|| layout::step_from_name(file_name(dir)));
+        Ok(Self::assemble(dir, Layout::DeepSpeed, step, vec![Part::DeepSpeed(folder)], members))
     }
 
     fn open_hf(dir: &Path) -> Result<Checkpoint, CheckpointError> {

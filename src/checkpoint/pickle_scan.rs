@@ -164,8 +164,46 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Scan a whole pickle (up to its STOP opcode).
+/// Scan a whole pickle (up to its STOP opcode) against the state-dict allow-list ([`allowed`]).
 pub(crate) fn scan(data: &[u8]) -> Result<Scan, ScanError> {
+    scan_with(data, allowed)
+}
+
+/// The classes a DCP `.metadata` pickle names (PyTorch 2.x), on top of [`allowed`]: the metadata
+/// dataclasses, the storage record of the file-system writer, and the checkpoint id's path class
+/// (`pathlib._local` is its module from Python 3.13 on).
+pub(crate) fn allowed_dcp(module: &str, name: &str) -> bool {
+    match module {
+        "torch.distributed.checkpoint.metadata" => matches!(
+            name,
+            "Metadata"
+                | "MetadataIndex"
+                | "StorageMeta"
+                | "TensorProperties"
+                | "TensorStorageMetadata"
+                | "ChunkStorageMetadata"
+                | "BytesStorageMetadata"
+                | "_MEM_FORMAT_ENCODING"
+        ),
+        "torch.distributed.checkpoint.filesystem" => name == "_StorageInfo",
+        "pathlib" | "pathlib._local" => matches!(name, "PosixPath" | "WindowsPath" | "PurePosixPath"),
+        _ => allowed(module, name),
+    }
+}
+
+/// The DeepSpeed classes its ZeRO optimizer-state files name, on top of [`allowed`] (the loss
+/// scaler, the ZeRO stage enum, and ZeRO-1/2's fragment addresses).
+pub(crate) fn allowed_deepspeed(module: &str, name: &str) -> bool {
+    match module {
+        "deepspeed.runtime.fp16.loss_scaler" => matches!(name, "LossScaler" | "DynamicLossScaler"),
+        "deepspeed.runtime.zero.config" => name == "ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment" => name == "fragment_address",
+        _ => allowed(module, name),
+    }
+}
+
+/// Scan a whole pickle (up to its STOP opcode), refusing every global `allow` rejects.
+pub(crate) fn scan_with(data: &[u8], allow: fn(&str, &str) -> bool) -> Result<Scan, ScanError> {
     let mut c = Cursor { data, pos: 0 };
     let mut stack: Vec<V> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
@@ -202,7 +240,7 @@ pub(crate) fn scan(data: &[u8]) -> Result<Scan, ScanError> {
     };
     let mut check_global = |out: &mut Scan, module: &str, name: &str| -> Result<(), ScanError> {
         let full = format!("{module}.{name}");
-        if !allowed(module, name) {
+        if !allow(module, name) {
             return Err(ScanError::Refused(format!("pickle references {full}")));
         }
         if seen_globals.insert(full.clone()) {

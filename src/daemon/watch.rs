@@ -4,8 +4,8 @@
 //!   subfolders and renames into place are seen), or is polled: on NFS, Lustre, GPFS, CIFS/SMB and
 //!   FUSE (statfs, see [`crate::daemon::fstype`]) with `watch_mode = "auto"`, always with `"poll"`.
 //! - An event is mapped to checkpoints cheaply: a new folder is scanned (files created in it before
-//!   its watch existed are found), a file inside an HF folder means the folder, a checkpoint-named
-//!   file means itself. Paths are canonicalized, so a symlink like `last.ckpt` and its target are one.
+//!   its watch existed are found), a file inside a checkpoint folder (HF, DCP / Megatron / Lightning
+//!   sharded, DeepSpeed) means the folder, a checkpoint-named file means itself. Paths are canonicalized, so a symlink like `last.ckpt` and its target are one.
 //! - Rescans: at start, every `rescan_interval` (reconciliation), when inotify reports a queue
 //!   overflow or an error, when our event channel or the work queue overflowed, and when a root
 //!   appears, disappears or is replaced (deleted and recreated: its watch is re-established).
@@ -19,7 +19,7 @@
 //! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
 
 use crate::checkpoint::{
-    find_checkpoints, in_model_export, is_checkpoint_file_name, is_hf_folder, step_from_name,
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, step_from_name,
 };
 use crate::daemon::config::{RunConfig, WatchMode};
 use crate::daemon::metrics::Metrics;
@@ -112,7 +112,7 @@ impl Scanner {
             return false;
         }
         match std::fs::metadata(&canon) {
-            Ok(m) if m.is_file() || (m.is_dir() && is_hf_folder(&canon)) => {}
+            Ok(m) if m.is_file() || (m.is_dir() && is_checkpoint_folder(&canon)) => {}
             Ok(_) => {
                 self.report(run, path, "not_a_file");
                 return false;
@@ -191,7 +191,11 @@ fn is_odd(p: &Path) -> bool {
         return false;
     }
     match std::fs::metadata(p) {
-        Ok(m) => !(m.is_file() || (m.is_dir() && is_hf_folder(p))),
+        // A DCP folder being written (`.distcp` files, `.metadata` not yet) is not odd either.
+        Ok(m) => {
+            !(m.is_file()
+                || (m.is_dir() && (is_checkpoint_folder(p) || crate::checkpoint::dcp::is_dcp_like(p))))
+        }
         Err(_) => false,
     }
 }
@@ -206,7 +210,7 @@ fn odd_entries(root: &Path) -> Vec<PathBuf> {
             if ft.is_dir() {
                 if is_odd(&p) {
                     out.push(p);
-                } else if depth < 8 && !is_hf_folder(&p) {
+                } else if depth < 8 && !is_checkpoint_folder(&p) {
                     walk(&p, depth + 1, out);
                 }
             } else if !ft.is_file() && is_odd(&p) {
@@ -229,8 +233,8 @@ fn candidates_for(p: &Path) -> Vec<PathBuf> {
     if in_model_export(p) {
         return Vec::new();
     }
-    if is_hf_folder(parent) {
-        return vec![parent.to_path_buf()];
+    if is_checkpoint_folder(parent) {
+        return vec![parent.to_path_buf()]; // a file of an HF, DCP or DeepSpeed folder means the folder
     }
     match p.file_name().and_then(|n| n.to_str()) {
         Some(name) if is_checkpoint_file_name(name) => vec![p.to_path_buf()],

@@ -1,0 +1,535 @@
+//! torch.distributed.checkpoint (DCP) folders: FSDP/FSDP2, torchtitan, Lightning's `"sharded"`
+//! checkpoints and Megatron-LM's `torch_dist` format.
+//!
+//! A DCP folder holds `.metadata` (a plain pickle of the `Metadata` dataclass, written last) and
+//! data files (`__{rank}_{i}.distcp`). `.metadata` is scanned against [`pickle_scan::allowed_dcp`]
+//! (the state-dict allow-list plus exactly the classes DCP writes) and built into a value tree; it
+//! lists each tensor's dtype, full size and chunks (offsets, sizes), and where each chunk's bytes are
+//! (`_StorageInfo`: file, offset, length). A data file is either a sequence of `torch.save` archives,
+//! one per chunk at its offset ([`super::torch_item`]), or, with `SerializationFormat.SAFETENSORS`,
+//! one safetensors file keyed by tensor name. A tensor is assembled from its chunks into one tensor
+//! of its full shape.
+//!
+//! Checked before anything is read: every chunk lies inside its tensor, no two overlap and together
+//! they cover it; every referenced file is a plain name inside the folder, exists, and holds the byte
+//! range; `transform_descriptors` (compression or other stream transforms) are refused by name.
+//!
+//! Keys are presented as written (`model.layer.weight`). When any key starts with `model.`, only
+//! those tensors are weights (the `optim.` / `optimizer_0.` parts and other entries are skipped);
+//! otherwise every tensor is listed except the ones under `optim.`/`optimizer.`. Non-tensor items
+//! (`BytesStorageMetadata`) are never read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::pickle_scan::{self, ScanError};
+use super::pickle_value::{self, Val};
+use super::safetensors::SafetensorsFile;
+use super::torch_item::{Archive, TensorRef};
+use super::{CheckpointError, Dtype, TensorInfo};
+
+/// The metadata file of a DCP folder.
+pub const METADATA: &str = ".metadata";
+
+/// The largest `.metadata` read.
+const MAX_METADATA: u64 = 512 * 1024 * 1024;
+
+fn malformed(path: &Path, why: impl Into<String>) -> CheckpointError {
+    CheckpointError::Malformed { path: path.to_path_buf(), why: why.into() }
+}
+
+fn incomplete(path: &Path, why: impl Into<String>) -> CheckpointError {
+    CheckpointError::Incomplete { path: path.to_path_buf(), why: why.into() }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// Whether `dir` holds a DCP `.metadata` file.
+pub fn is_dcp_folder(dir: &Path) -> bool {
+    dir.join(METADATA).is_file()
+}
+
+/// Whether `dir` is a DCP folder or one being written (`.distcp` files, no `.metadata` yet).
+pub(crate) fn is_dcp_like(dir: &Path) -> bool {
+    is_dcp_folder(dir)
+        || std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".distcp")))
+        })
+}
+
+/// One chunk of a tensor and where its bytes are.
+#[derive(Clone, Debug)]
+struct Chunk {
+    offsets: Vec<usize>,
+    sizes: Vec<usize>,
+    file: String,
+    offset: u64,
+    length: u64,
+}
+
+#[derive(Debug)]
+struct Item {
+    info: TensorInfo,
+    chunks: Vec<Chunk>,
+}
+
+/// How a data file stores its chunks.
+#[derive(Debug)]
+enum DataFile {
+    /// `torch.save` archives at offsets.
+    TorchSave,
+    /// One safetensors file keyed by tensor name.
+    Safetensors(SafetensorsFile),
+}
+
+/// An opened DCP folder.
+#[derive(Debug)]
+pub(crate) struct DcpFolder {
+    pub dir: PathBuf,
+    items: Vec<Item>,
+    files: HashMap<String, DataFile>,
+    /// `.metadata` and every data file, for change detection.
+    pub members: Vec<PathBuf>,
+}
+
+fn dtype_of(module: &str, name: &str) -> Option<Dtype> {
+    if module != "torch" {
+        return None;
+    }
+    Some(match name {
+        "float32" | "float" => Dtype::F32,
+        "float64" | "double" => Dtype::F64,
+        "float16" | "half" => Dtype::F16,
+        "bfloat16" => Dtype::BF16,
+        "int64" | "long" => Dtype::I64,
+        "int32" | "int" => Dtype::I32,
+        "int16" | "short" => Dtype::I16,
+        "int8" => Dtype::I8,
+        "uint8" => Dtype::U8,
+        "bool" => Dtype::Bool,
+        _ => return None,
+    })
+}
+
+/// The dtype in a `TensorProperties` (its state is a dict, or the tuple its `__getstate__` returns).
+fn properties_dtype(props: &Val) -> Option<(String, String)> {
+    if let Some(d) = props.get("dtype") {
+        return d.class();
+    }
+    let Val::Obj(o) = props else { return None };
+    let o = o.borrow();
+    match o.state.as_ref()? {
+        Val::Tuple(t) => t.first()?.class(),
+        _ => None,
+    }
+}
+
+/// Whether a tensor key is listed (see the module doc).
+fn is_weight_key(key: &str, has_model: bool) -> bool {
+    if has_model {
+        key.starts_with("model.")
+    } else {
+        !(key.starts_with("optim.") || key.starts_with("optimizer.") || key.starts_with("optimizer_"))
+    }
+}
+
+/// Read and parse `.metadata`: the tensors (filtered by [`is_weight_key`]) with their chunks.
+fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
+    let path = dir.join(METADATA);
+    let file = File::open(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            incomplete(dir, ".metadata not written yet (DCP writes it last)")
+        } else {
+            io_err(&path, e)
+        }
+    })?;
+    let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+    if len > MAX_METADATA {
+        return Err(malformed(&path, format!("larger than {MAX_METADATA} bytes")));
+    }
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, 0).map_err(|e| io_err(&path, e))?;
+    pickle_scan::scan_with(&data, pickle_scan::allowed_dcp).map_err(|e| match e {
+        ScanError::Refused(why) => CheckpointError::Refused { path: path.clone(), why },
+        ScanError::Malformed(why) => malformed(&path, format!("not a DCP metadata pickle: {why}")),
+    })?;
+    let root = pickle_value::build(&data).map_err(|e| malformed(&path, e))?;
+    drop(data);
+    if root.class().map(|c| c.1) != Some("Metadata".into()) {
+        return Err(malformed(&path, "the pickle is not a DCP Metadata object"));
+    }
+    let sd = root
+        .get("state_dict_metadata")
+        .and_then(|v| v.entries())
+        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
+    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
+        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
+    })?;
+
+    // (fqn, chunk offsets) -> storage record.
+    let mut where_: HashMap<(String, Vec<usize>), Val> = HashMap::new();
+    for (k, v) in &storage {
+        let fqn = k.get("fqn").and_then(|f| f.as_str().map(str::to_string));
+        let Some(fqn) = fqn else { return Err(malformed(&path, "a storage_data key has no fqn")) };
+        let offs = match k.get("offset") {
+            Some(Val::None) | None => continue, // a bytes item
+            Some(o) => o.as_usizes().ok_or_else(|| malformed(&path, format!("'{fqn}': bad chunk offset")))?,
+        };
+        where_.insert((fqn, offs), v.clone());
+    }
+
+    let has_model = sd.iter().any(|(k, _)| k.as_str().is_some_and(|k| k.starts_with("model.")));
+    let mut items = Vec::new();
+    for (k, md) in &sd {
+        let Some(key) = k.as_str() else {
+            return Err(malformed(&path, "a state_dict_metadata key is not a string"));
+        };
+        match md.class() {
+            Some((_, n)) if n == "BytesStorageMetadata" => continue,
+            Some((_, n)) if n == "TensorStorageMetadata" => {}
+            _ => return Err(malformed(&path, format!("'{key}': unknown storage metadata"))),
+        }
+        if !is_weight_key(key, has_model) {
+            continue;
+        }
+        let props =
+            md.get("properties").ok_or_else(|| malformed(&path, format!("'{key}': no properties")))?;
+        let (dm, dn) = properties_dtype(&props)
+            .ok_or_else(|| malformed(&path, format!("'{key}': no dtype in its properties")))?;
+        let dtype = dtype_of(&dm, &dn).ok_or_else(|| CheckpointError::Unsupported {
+            path: path.clone(),
+            why: format!("tensor '{key}' has dtype {dm}.{dn}, which landscaped does not read"),
+        })?;
+        let shape = md
+            .get("size")
+            .and_then(|s| s.as_usizes())
+            .ok_or_else(|| malformed(&path, format!("'{key}': size is not a torch.Size")))?;
+        let chunk_vals = md
+            .get("chunks")
+            .and_then(|c| c.items())
+            .ok_or_else(|| malformed(&path, format!("'{key}': no chunks list")))?;
+        let mut chunks = Vec::new();
+        for c in &chunk_vals {
+            let offsets = c.get("offsets").and_then(|o| o.as_usizes());
+            let sizes = c.get("sizes").and_then(|o| o.as_usizes());
+            let (Some(offsets), Some(sizes)) = (offsets, sizes) else {
+                return Err(malformed(&path, format!("'{key}': a chunk without offsets and sizes")));
+            };
+            let info = where_.get(&(key.to_string(), offsets.clone())).ok_or_else(|| {
+                malformed(&path, format!("'{key}': chunk at {offsets:?} has no entry in storage_data"))
+            })?;
+            if let Some(t) = info.get("transform_descriptors")
+                && !matches!(t, Val::None)
+                && t.items().is_none_or(|i| !i.is_empty())
+            {
+                let names: Vec<String> = t
+                    .items()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect();
+                return Err(CheckpointError::Unsupported {
+                    path: path.clone(),
+                    why: format!(
+                        "tensor '{key}' is stored through transforms {names:?} (compressed DCP), which landscaped does not read"
+                    ),
+                });
+            }
+            let file = info.get("relative_path").and_then(|p| p.as_str().map(str::to_string));
+            let offset = info.get("offset").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
+            let length = info.get("length").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
+            let (Some(file), Some(offset), Some(length)) = (file, offset, length) else {
+                return Err(malformed(&path, format!("'{key}': bad storage record for chunk {offsets:?}")));
+            };
+            if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
+                return Err(malformed(
+                    &path,
+                    format!("'{key}': data file {file:?} is not a file in the folder"),
+                ));
+            }
+            chunks.push(Chunk { offsets, sizes, file, offset, length });
+        }
+        check_cover(&path, key, &shape, &chunks)?;
+        items.push(Item { info: TensorInfo { name: key.to_string(), dtype, shape }, chunks });
+    }
+    Ok(items)
+}
+
+/// The chunks lie inside the tensor, do not overlap, and cover it.
+fn check_cover(path: &Path, key: &str, shape: &[usize], chunks: &[Chunk]) -> Result<(), CheckpointError> {
+    let numel: u128 = shape.iter().map(|&d| d as u128).product();
+    let mut total: u128 = 0;
+    for c in chunks {
+        if c.offsets.len() != shape.len() || c.sizes.len() != shape.len() {
+            return Err(malformed(
+                path,
+                format!("'{key}': chunk {:?} has the wrong rank for shape {shape:?}", c.offsets),
+            ));
+        }
+        if c.offsets
+            .iter()
+            .zip(&c.sizes)
+            .zip(shape)
+            .any(|((o, s), d)| o.checked_add(*s).is_none_or(|e| e > *d))
+        {
+            return Err(malformed(
+                path,
+                format!(
+                    "'{key}': chunk at {:?} of size {:?} lies outside the tensor's shape {shape:?}",
+                    c.offsets, c.sizes
+                ),
+            ));
+        }
+        total += c.sizes.iter().map(|&d| d as u128).product::<u128>();
+    }
+    for (i, a) in chunks.iter().enumerate() {
+        for b in &chunks[i + 1..] {
+            let empty = a.sizes.contains(&0) || b.sizes.contains(&0);
+            let overlap = (0..shape.len()).all(|d| {
+                a.offsets[d] < b.offsets[d] + b.sizes[d] && b.offsets[d] < a.offsets[d] + a.sizes[d]
+            });
+            if overlap && !empty {
+                return Err(malformed(
+                    path,
+                    format!("'{key}': chunks at {:?} and {:?} overlap", a.offsets, b.offsets),
+                ));
+            }
+        }
+    }
+    if total != numel {
+        return Err(malformed(
+            path,
+            format!("'{key}': chunks cover {total} of the tensor's {numel} elements (missing chunks)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check every referenced data file: present, holding every byte range. Returns the files' lengths.
+fn check_files(dir: &Path, items: &[Item]) -> Result<HashMap<String, u64>, CheckpointError> {
+    let mut lens: HashMap<String, u64> = HashMap::new();
+    for it in items {
+        for c in &it.chunks {
+            let len = match lens.get(&c.file) {
+                Some(&l) => l,
+                None => {
+                    let p = dir.join(&c.file);
+                    let l = match std::fs::metadata(&p) {
+                        Ok(m) if m.is_file() => m.len(),
+                        Ok(_) => return Err(malformed(&p, "referenced by .metadata but not a file")),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(incomplete(
+                                &p,
+                                format!("missing: .metadata lists it for tensor '{}'", it.info.name),
+                            ));
+                        }
+                        Err(e) => return Err(io_err(&p, e)),
+                    };
+                    lens.insert(c.file.clone(), l);
+                    l
+                }
+            };
+            if c.offset.checked_add(c.length).is_none_or(|e| e > len) {
+                return Err(incomplete(
+                    &dir.join(&c.file),
+                    format!(
+                        "byte range {}+{} of tensor '{}' reaches past the end of the file ({len} bytes)",
+                        c.offset, c.length, it.info.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(lens)
+}
+
+/// Completeness of a DCP folder: `.metadata` present and valid, every file and byte range present.
+pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
+    let items = read_metadata(dir)?;
+    check_files(dir, &items)?;
+    Ok(())
+}
+
+impl DcpFolder {
+    pub(crate) fn open(dir: &Path) -> Result<DcpFolder, CheckpointError> {
+        let items = read_metadata(dir)?;
+        let lens = check_files(dir, &items)?;
+        let mut files = HashMap::new();
+        let mut names: Vec<&String> = lens.keys().collect();
+        names.sort();
+        let mut members = vec![dir.join(METADATA)];
+        for name in names {
+            let p = dir.join(name);
+            let f = File::open(&p).map_err(|e| io_err(&p, e))?;
+            let mut head = [0u8; 9];
+            let n = f.read_at(&mut head, 0).map_err(|e| io_err(&p, e))?;
+            let kind = if n == 9 && head[8] == b'{' {
+                DataFile::Safetensors(SafetensorsFile::open(&p)?)
+            } else {
+                DataFile::TorchSave
+            };
+            files.insert(name.clone(), kind);
+            members.push(p);
+        }
+        // The safetensors variant: each chunk must be a tensor of the file under the chunk's key.
+        for it in &items {
+            for c in &it.chunks {
+                if let Some(DataFile::Safetensors(f)) = files.get(&c.file)
+                    && !f.entries.iter().any(|e| e.info.name == it.info.name && e.info.shape == c.sizes)
+                {
+                    return Err(malformed(
+                        &dir.join(&c.file),
+                        format!(
+                            "holds no tensor '{}' of shape {:?} (listed in .metadata)",
+                            it.info.name, c.sizes
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(DcpFolder { dir: dir.to_path_buf(), items, files, members })
+    }
+
+    pub(crate) fn infos(&self) -> Vec<TensorInfo> {
+        self.items.iter().map(|i| i.info.clone()).collect()
+    }
+
+    /// The bytes of one chunk, contiguous (row-major over the chunk's sizes).
+    fn read_chunk(&self, it: &Item, c: &Chunk) -> Result<Vec<u8>, CheckpointError> {
+        let path = self.dir.join(&c.file);
+        let es = it.info.dtype.size();
+        let want = c.sizes.iter().product::<usize>() * es;
+        let bytes = match self.files.get(&c.file) {
+            Some(DataFile::Safetensors(f)) => {
+                let i = f
+                    .entries
+                    .iter()
+                    .position(|e| e.info.name == it.info.name)
+                    .ok_or_else(|| malformed(&path, format!("no tensor '{}'", it.info.name)))?;
+                if f.entries[i].info.dtype != it.info.dtype {
+                    return Err(malformed(
+                        &path,
+                        format!("tensor '{}' has another dtype than in .metadata", it.info.name),
+                    ));
+                }
+                f.read_bytes(i)?
+            }
+            _ => {
+                let file = File::open(&path).map_err(|e| io_err(&path, e))?;
+                let archive = Archive::open(&file, &path, c.offset, c.length, pickle_scan::allowed)?;
+                let t = match TensorRef::from_val(&archive.root) {
+                    Some(Ok(t)) => t,
+                    Some(Err(why)) => {
+                        return Err(malformed(&path, format!("item of '{}': {why}", it.info.name)));
+                    }
+                    None => {
+                        return Err(malformed(
+                            &path,
+                            format!("item at byte {} of '{}' is not a tensor", c.offset, it.info.name),
+                        ));
+                    }
+                };
+                if t.dtype != it.info.dtype || t.shape != c.sizes {
+                    return Err(malformed(
+                        &path,
+                        format!(
+                            "item at byte {} of '{}' is {} {:?}, .metadata says {} {:?}",
+                            c.offset,
+                            it.info.name,
+                            t.dtype.name(),
+                            t.shape,
+                            it.info.dtype.name(),
+                            c.sizes
+                        ),
+                    ));
+                }
+                archive.read(&file, &path, &t)?
+            }
+        };
+        if bytes.len() != want {
+            return Err(malformed(
+                &path,
+                format!("chunk of '{}': {} bytes, expected {want}", it.info.name, bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Tensor `i` assembled from its chunks: contiguous little-endian bytes of its full shape.
+    pub(crate) fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
+        let it = &self.items[i];
+        let es = it.info.dtype.size();
+        let shape = &it.info.shape;
+        if let [c] = it.chunks.as_slice() {
+            return self.read_chunk(it, c); // one chunk covering the tensor
+        }
+        let mut out = vec![0u8; it.info.numel() * es];
+        let rank = shape.len();
+        // Row-major strides of the full tensor, in elements.
+        let mut strides = vec![1usize; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * shape[d + 1];
+        }
+        for c in &it.chunks {
+            if c.sizes.contains(&0) {
+                continue;
+            }
+            let bytes = self.read_chunk(it, c)?;
+            if rank == 0 {
+                out.copy_from_slice(&bytes);
+                continue;
+            }
+            let row = c.sizes[rank - 1] * es;
+            let rows = c.sizes[..rank - 1].iter().product::<usize>();
+            let mut idx = vec![0usize; rank - 1];
+            for r in 0..rows {
+                let dst: usize = (0..rank)
+                    .map(|d| (c.offsets[d] + if d < rank - 1 { idx[d] } else { 0 }) * strides[d])
+                    .sum();
+                out[dst * es..dst * es + row].copy_from_slice(&bytes[r * row..(r + 1) * row]);
+                for d in (0..rank - 1).rev() {
+                    idx[d] += 1;
+                    if idx[d] < c.sizes[d] {
+                        break;
+                    }
+                    idx[d] = 0;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(offsets: &[usize], sizes: &[usize]) -> Chunk {
+        Chunk { offsets: offsets.to_vec(), sizes: sizes.to_vec(), file: "f".into(), offset: 0, length: 0 }
+    }
+
+    #[test]
+    fn cover_rules() {
+        let p = Path::new(".metadata");
+        assert!(check_cover(p, "w", &[4, 2], &[chunk(&[0, 0], &[2, 2]), chunk(&[2, 0], &[2, 2])]).is_ok());
+        let e =
+            check_cover(p, "w", &[4, 2], &[chunk(&[0, 0], &[3, 2]), chunk(&[2, 0], &[2, 2])]).unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let e = check_cover(p, "w", &[4, 2], &[chunk(&[0, 0], &[2, 2])]).unwrap_err();
+        assert!(e.to_string().contains("missing chunks"), "{e}");
+        let e = check_cover(p, "w", &[4, 2], &[chunk(&[3, 0], &[2, 2])]).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        assert!(check_cover(p, "s", &[], &[chunk(&[], &[])]).is_ok());
+    }
+
+    #[test]
+    fn weight_keys() {
+        assert!(is_weight_key("model.a", true) && !is_weight_key("optim.state.a", true));
+        assert!(!is_weight_key("step", true));
+        assert!(is_weight_key("decoder.w", false) && !is_weight_key("optimizer.state.w", false));
+    }
+}

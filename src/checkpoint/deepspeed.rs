@@ -1,0 +1,420 @@
+//! DeepSpeed checkpoint folders (`<save_dir>/global_stepN/`, named by the `latest` file beside them).
+//!
+//! - ZeRO-0/1/2: `mp_rank_00_model_states.pt` holds the module's weights under `module`; those are
+//!   the checkpoint's tensors (the optimizer files are not read).
+//! - ZeRO-3: every rank writes `zero_pp_rank_{r}_mp_rank_00_model_states.pt` (its `module` holds
+//!   empty placeholders) and `[bf16_]zero_pp_rank_{r}_mp_rank_00_optim_states.pt` whose
+//!   `optimizer_state_dict.fp32_flat_groups` are that rank's fp32 flat partitions. The weights are
+//!   rebuilt as DeepSpeed's `zero_to_fp32.py` does: buffers from rank 0's `module` (kept in their own
+//!   dtype; zero_to_fp32 casts them to float), frozen parameters from every rank's
+//!   `frozen_param_fragments`, then each trainable parameter in `param_shapes` order takes
+//!   `ceil(numel / world)` elements at a running offset from every rank's concatenated flat groups,
+//!   the first `numel` of which (in rank order) are the parameter; `shared_params` pairs alias.
+//!   The partitions must be consumed exactly (offset × world = available elements), as zero_to_fp32
+//!   checks.
+//!
+//! Model-parallel checkpoints (`mp_rank_01…`) are refused as unsupported. The pickles are read with
+//! [`super::torch_item`]: the model states against the state-dict allow-list, the optimizer files
+//! against [`pickle_scan::allowed_deepspeed`] (plus DeepSpeed's loss scaler, ZeRO stage enum and
+//! fragment address classes). Step: the model states' `global_steps`, else the folder name.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::pickle_scan;
+use super::pickle_value::Val;
+use super::torch_item::{Archive, TensorRef, read_tensor};
+use super::{CheckpointError, Dtype, TensorInfo};
+
+fn malformed(path: &Path, why: impl Into<String>) -> CheckpointError {
+    CheckpointError::Malformed { path: path.to_path_buf(), why: why.into() }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// The `(dp_rank, mp_rank)` of a `[prefix_]zero_pp_rank_D_mp_rank_MM_<suffix>` file name, or
+/// `(None, mp)` for `mp_rank_MM_<suffix>`.
+fn ranks(name: &str, suffix: &str) -> Option<(Option<usize>, usize)> {
+    let stem = name.strip_suffix(suffix)?;
+    let (head, mp) = stem.rsplit_once("mp_rank_")?;
+    let mp = mp.parse().ok()?;
+    if head.is_empty() {
+        return Some((None, mp));
+    }
+    let dp = head.strip_suffix('_')?.rsplit_once("zero_pp_rank_")?.1.parse().ok()?;
+    Some((Some(dp), mp))
+}
+
+/// Whether `dir` holds DeepSpeed model states (`*mp_rank_*_model_states.pt`).
+pub fn is_deepspeed_folder(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| ranks(n, "_model_states.pt").is_some()))
+    })
+}
+
+/// Model-state files (dp rank if per rank) and optimizer-state files (dp rank), each sorted by rank.
+type StateFiles = (Vec<(Option<usize>, PathBuf)>, Vec<(usize, PathBuf)>);
+
+/// The folder's state files: (model states, optimizer states), each sorted by dp rank.
+fn state_files(dir: &Path) -> Result<StateFiles, CheckpointError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
+    let (mut models, mut optims) = (Vec::new(), Vec::new());
+    for e in rd.flatten() {
+        let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+        for (suffix, is_model) in [("_model_states.pt", true), ("_optim_states.pt", false)] {
+            let Some((dp, mp)) = ranks(&name, suffix) else { continue };
+            if mp != 0 {
+                return Err(CheckpointError::Unsupported {
+                    path: e.path(),
+                    why: "model-parallel DeepSpeed checkpoint (mp_rank other than 00), which landscaped does not read".into(),
+                });
+            }
+            match (is_model, dp) {
+                (true, dp) => models.push((dp, e.path())),
+                (false, Some(dp)) => optims.push((dp, e.path())),
+                (false, None) => {}
+            }
+        }
+    }
+    models.sort();
+    optims.sort();
+    Ok((models, optims))
+}
+
+/// Completeness: every state file a complete zip, at least one optimizer file, and under ZeRO-3 as
+/// many optimizer files as model-state files.
+pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
+    let (models, optims) = state_files(dir)?;
+    if models.is_empty() {
+        return Err(CheckpointError::Incomplete {
+            path: dir.to_path_buf(),
+            why: "no model states written yet".into(),
+        });
+    }
+    if optims.is_empty() {
+        return Err(CheckpointError::Incomplete {
+            path: dir.to_path_buf(),
+            why: "no optimizer states written yet (DeepSpeed writes them after the model states)".into(),
+        });
+    }
+    let zero3 = models.iter().any(|(dp, _)| dp.is_some());
+    if zero3 && optims.len() != models.len() {
+        return Err(CheckpointError::Incomplete {
+            path: dir.to_path_buf(),
+            why: format!(
+                "{} ZeRO-3 model-state files but {} optimizer-state files",
+                models.len(),
+                optims.len()
+            ),
+        });
+    }
+    for (_, p) in models.iter().map(|(d, p)| (d, p)).chain(optims.iter().map(|(_, p)| (&None, p))) {
+        super::complete::check_file(p)?;
+    }
+    Ok(())
+}
+
+/// Where a tensor's bytes come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A whole tensor in one file: (file, storage start, tensor).
+    Whole(usize, u64, TensorRef),
+    /// Pieces concatenated in order, the first `numel` elements kept: (file, absolute byte offset,
+    /// elements) each.
+    Pieces(Vec<(usize, u64, usize)>),
+}
+
+/// An opened DeepSpeed folder.
+#[derive(Debug)]
+pub(crate) struct DeepSpeedFolder {
+    files: Vec<PathBuf>,
+    /// Every model- and optimizer-state file of the folder (for change detection).
+    all: Vec<PathBuf>,
+    tensors: Vec<(TensorInfo, Source)>,
+    pub step: Option<u64>,
+}
+
+fn open_archive(path: &Path, allow: fn(&str, &str) -> bool) -> Result<(File, Archive), CheckpointError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let a = Archive::open(&file, path, 0, len, allow)?;
+    Ok((file, a))
+}
+
+fn tensor_at(path: &Path, a: &Archive, v: &Val, what: &str) -> Result<(u64, TensorRef), CheckpointError> {
+    let t = match TensorRef::from_val(v) {
+        Some(Ok(t)) => t,
+        Some(Err(why)) => return Err(malformed(path, format!("{what}: {why}"))),
+        None => return Err(malformed(path, format!("{what} is not a tensor"))),
+    };
+    let (start, _) = a.range(path, &t)?;
+    Ok((start, t))
+}
+
+/// The string keys of a dict.
+fn str_entries(v: &Val) -> Vec<(String, Val)> {
+    v.entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v)))
+        .collect()
+}
+
+impl DeepSpeedFolder {
+    pub(crate) fn open(dir: &Path) -> Result<DeepSpeedFolder, CheckpointError> {
+        let (models, optims) = state_files(dir)?;
+        let zero3 = models.iter().any(|(dp, _)| dp.is_some());
+        let all: Vec<PathBuf> =
+            models.iter().map(|m| m.1.clone()).chain(optims.iter().map(|o| o.1.clone())).collect();
+        let main = models.first().map(|(_, p)| p.clone()).ok_or_else(|| {
+            malformed(dir, "no *_model_states.pt in the folder (not a DeepSpeed checkpoint)")
+        })?;
+        let (_, a) = open_archive(&main, pickle_scan::allowed)?;
+        let step = a.root.get("global_steps").and_then(|s| s.as_int()).and_then(|s| u64::try_from(s).ok());
+        let module = a.root.get("module").ok_or_else(|| malformed(&main, "no 'module' state dict"))?;
+        let mut files = vec![main.clone()];
+        let mut tensors = Vec::new();
+        if !zero3 {
+            for (name, v) in str_entries(&module) {
+                let (start, t) = tensor_at(&main, &a, &v, &format!("module['{name}']"))?;
+                let info = TensorInfo { name, dtype: t.dtype, shape: t.shape.clone() };
+                tensors.push((info, Source::Whole(0, start, t)));
+            }
+            return Ok(DeepSpeedFolder { files, all, tensors, step });
+        }
+
+        // ZeRO-3: buffers, frozen parameters, trainable parameters, shared parameters.
+        let world = models.len();
+        if optims.len() != world || models.iter().enumerate().any(|(i, (dp, _))| *dp != Some(i)) {
+            return Err(malformed(
+                dir,
+                format!(
+                    "ZeRO-3 needs model and optimizer states of ranks 0..{world}; found {} optimizer files",
+                    optims.len()
+                ),
+            ));
+        }
+        let buffer_names: Vec<String> = a
+            .root
+            .get("buffer_names")
+            .and_then(|b| b.items())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        for (name, v) in str_entries(&module) {
+            if buffer_names.contains(&name) {
+                let (start, t) = tensor_at(&main, &a, &v, &format!("buffer '{name}'"))?;
+                let info = TensorInfo { name, dtype: t.dtype, shape: t.shape.clone() };
+                tensors.push((info, Source::Whole(0, start, t)));
+            }
+        }
+        // Frozen parameters: each rank's fragment, concatenated, first numel kept.
+        let frozen = a.root.get("frozen_param_shapes").map(|f| str_entries(&f)).unwrap_or_default();
+        let mut rank_archives = vec![(main.clone(), a)];
+        let mut rank_file = vec![0usize];
+        if !frozen.is_empty() {
+            for (_, p) in &models[1..] {
+                let (_, ra) = open_archive(p, pickle_scan::allowed)?;
+                rank_archives.push((p.clone(), ra));
+                rank_file.push(files.len());
+                files.push(p.clone());
+            }
+        }
+        for (name, shape) in &frozen {
+            let shape =
+                shape.as_usizes().ok_or_else(|| malformed(&main, format!("frozen '{name}': bad shape")))?;
+            let mut pieces = Vec::new();
+            let mut dtype = None;
+            for (r, (p, ra)) in rank_archives.iter().enumerate() {
+                let frag = ra
+                    .root
+                    .get("frozen_param_fragments")
+                    .and_then(|f| f.get(name))
+                    .ok_or_else(|| malformed(p, format!("no frozen fragment of '{name}'")))?;
+                let (start, t) = tensor_at(p, ra, &frag, &format!("frozen fragment '{name}'"))?;
+                let fi = rank_file[r];
+                dtype = Some(t.dtype);
+                pieces.push((fi, start + (t.offset * t.dtype.size()) as u64, t.numel().unwrap_or(0)));
+            }
+            let dtype = dtype.unwrap_or(Dtype::F32);
+            tensors.push((TensorInfo { name: name.clone(), dtype, shape }, Source::Pieces(pieces)));
+        }
+        let rank0 = &rank_archives[0].1;
+        let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+        for group in rank0.root.get("param_shapes").and_then(|g| g.items()).unwrap_or_default() {
+            for (name, s) in str_entries(&group) {
+                let s = s
+                    .as_usizes()
+                    .ok_or_else(|| malformed(&main, format!("param_shapes['{name}'] is not a size")))?;
+                shapes.push((name, s));
+            }
+        }
+        let shared: Vec<(String, String)> = match rank0.root.get("shared_params") {
+            Some(Val::Dict(_)) | None => Vec::new(),
+            Some(v) => v
+                .items()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|pair| {
+                    let p = pair.items()?;
+                    Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string()))
+                })
+                .collect(),
+        };
+        drop(rank_archives);
+
+        // Each rank's flat groups: (file index, absolute byte offset, elements), concatenated.
+        let mut flats: Vec<Vec<(usize, u64, usize)>> = Vec::new();
+        for (r, p) in &optims {
+            let (_, oa) = open_archive(p, pickle_scan::allowed_deepspeed)?;
+            let osd =
+                oa.root.get("optimizer_state_dict").ok_or_else(|| malformed(p, "no optimizer_state_dict"))?;
+            let count = osd.get("partition_count").and_then(|c| c.as_int());
+            if count.is_some_and(|c| c != world as i64) {
+                return Err(malformed(
+                    p,
+                    format!("partition_count {count:?} but {world} ranks' files in the folder"),
+                ));
+            }
+            let groups = osd
+                .get("fp32_flat_groups")
+                .and_then(|g| g.items())
+                .ok_or_else(|| malformed(p, "no fp32_flat_groups (not a ZeRO-3 optimizer state)"))?;
+            let fi = files.len();
+            files.push(p.clone());
+            let mut mine = Vec::new();
+            for (g, v) in groups.iter().enumerate() {
+                let (start, t) = tensor_at(p, &oa, v, &format!("rank {r} fp32_flat_groups[{g}]"))?;
+                if t.dtype != Dtype::F32 || t.shape.len() != 1 || (t.shape[0] > 1 && t.stride != [1]) {
+                    return Err(malformed(p, format!("fp32_flat_groups[{g}] is not a flat f32 tensor")));
+                }
+                mine.push((fi, start + (t.offset * 4) as u64, t.shape[0]));
+            }
+            flats.push(mine);
+        }
+        let avail: usize = flats[0].iter().map(|f| f.2).sum();
+        if flats.iter().any(|f| f.iter().map(|x| x.2).sum::<usize>() != avail) {
+            return Err(malformed(dir, "ranks' fp32 partitions differ in size"));
+        }
+        let mut offset = 0usize;
+        for (name, shape) in shapes {
+            let numel: usize = shape.iter().product();
+            let part = numel.div_ceil(world);
+            let mut pieces = Vec::new();
+            for rank in &flats {
+                pieces.extend(slice_groups(rank, offset, part).ok_or_else(|| {
+                    malformed(
+                        dir,
+                        format!("'{name}' reaches past the fp32 partitions ({avail} elements per rank)"),
+                    )
+                })?);
+            }
+            offset += part;
+            tensors.push((TensorInfo { name, dtype: Dtype::F32, shape }, Source::Pieces(pieces)));
+        }
+        if offset != avail {
+            return Err(malformed(
+                dir,
+                format!("consumed {} of {} elements of the fp32 partitions", offset * world, avail * world),
+            ));
+        }
+        for (alias, target) in shared {
+            if let Some((info, src)) = tensors.iter().find(|(i, _)| i.name == target).cloned() {
+                tensors.push((TensorInfo { name: alias, ..info }, src));
+            }
+        }
+        Ok(DeepSpeedFolder { files, all, tensors, step })
+    }
+
+    pub(crate) fn infos(&self) -> Vec<TensorInfo> {
+        self.tensors.iter().map(|t| t.0.clone()).collect()
+    }
+
+    pub(crate) fn members(&self) -> Vec<PathBuf> {
+        self.all.clone()
+    }
+
+    pub(crate) fn read_bytes(&self, i: usize) -> Result<Vec<u8>, CheckpointError> {
+        let (info, src) = &self.tensors[i];
+        let es = info.dtype.size();
+        match src {
+            Source::Whole(fi, start, t) => {
+                let p = &self.files[*fi];
+                let f = File::open(p).map_err(|e| io_err(p, e))?;
+                read_tensor(&f, p, *start, t)
+            }
+            Source::Pieces(pieces) => {
+                let want = info.numel() * es;
+                let mut out = Vec::with_capacity(want);
+                for &(fi, at, n) in pieces {
+                    if out.len() >= want {
+                        break;
+                    }
+                    let take = n.min((want - out.len()) / es);
+                    let p = &self.files[fi];
+                    let f = File::open(p).map_err(|e| io_err(p, e))?;
+                    let from = out.len();
+                    out.resize(from + take * es, 0);
+                    f.read_exact_at(&mut out[from..], at).map_err(|e| io_err(p, e))?;
+                }
+                if out.len() != want {
+                    return Err(malformed(
+                        &self.files[0],
+                        format!("'{}': partitions hold too few elements", info.name),
+                    ));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Elements `[offset, offset + n)` of a rank's concatenated flat groups, as pieces.
+fn slice_groups(groups: &[(usize, u64, usize)], offset: usize, n: usize) -> Option<Vec<(usize, u64, usize)>> {
+    let mut out = Vec::new();
+    let (mut at, mut left, mut base) = (offset, n, 0usize);
+    for &(fi, start, len) in groups {
+        if left == 0 {
+            break;
+        }
+        if at < base + len {
+            let from = at - base;
+            let take = left.min(len - from);
+            out.push((fi, start + (from * 4) as u64, take));
+            at += take;
+            left -= take;
+        }
+        base += len;
+    }
+    (left == 0).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_ranks() {
+        assert_eq!(ranks("mp_rank_00_model_states.pt", "_model_states.pt"), Some((None, 0)));
+        assert_eq!(
+            ranks("zero_pp_rank_3_mp_rank_00_model_states.pt", "_model_states.pt"),
+            Some((Some(3), 0))
+        );
+        assert_eq!(
+            ranks("bf16_zero_pp_rank_1_mp_rank_02_optim_states.pt", "_optim_states.pt"),
+            Some((Some(1), 2))
+        );
+        assert_eq!(ranks("model.pt", "_model_states.pt"), None);
+    }
+
+    #[test]
+    fn slicing_across_groups() {
+        let g = [(0, 0, 3), (0, 100, 5)];
+        assert_eq!(slice_groups(&g, 2, 3), Some(vec![(0, 8, 1), (0, 100, 2)]));
+        assert_eq!(slice_groups(&g, 7, 2), None);
+    }
+}

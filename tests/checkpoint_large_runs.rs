@@ -1,0 +1,299 @@
+//! Checkpoints of large runs, written by the real libraries: torch.distributed.checkpoint with world
+//! size 1 and 2 (torchrun, gloo, DTensor shards), its safetensors variant, a Megatron `torch_dist`
+//! layout and Lightning's sharded layout built with DCP (tests/python/large_runs_make.py), and
+//! DeepSpeed ZeRO-2 / ZeRO-3 folders written by DeepSpeed itself (tests/fixtures/deepspeed, from
+//! tests/python/deepspeed_make.py, with zero_to_fp32's result beside them).
+//!
+//! Every tensor must read back bit-exactly as PyTorch (or zero_to_fp32) has it; ingest statistics
+//! must match PyTorch's on the reassembled state dict (1e-6, identical torch.histc counts); the bad
+//! inputs must be one error naming the file and the cause; the daemon watching the layouts records
+//! each checkpoint once with its step.
+
+mod daemon_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use landscaped::checkpoint::{Checkpoint, CheckpointError, Layout, check_complete, find_checkpoints};
+use landscaped::ingest::{IngestOptions, IngestStatus, ingest_checkpoint};
+use landscaped::store::{Store, checkpoints as records};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    reference: serde_json::Value,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = std::process::Command::new(format!("{root}/.venv/bin/python"))
+            .arg(format!("{root}/tests/python/large_runs_make.py"))
+            .arg(dir.path())
+            .output()
+            .expect("run .venv/bin/python (make setup)");
+        assert!(out.status.success(), "large_runs_make.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        let reference =
+            serde_json::from_slice(&std::fs::read(dir.path().join("reference.json")).unwrap()).unwrap();
+        Fixture { dir, reference }
+    })
+}
+
+fn deepspeed(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepspeed").join(rel)
+}
+
+const LAYOUTS: [&str; 5] = ["dcp1", "dcp_st", "dcp2", "megatron", "lightning"];
+
+/// Every tensor of `ck` equals the reference file's tensor of the same name (after `rename`), bit
+/// for bit, and the names are the same set.
+fn assert_same_tensors(ck: &Checkpoint, reference: &Path, rename: impl Fn(&str) -> String) {
+    let want = Checkpoint::open(reference).unwrap();
+    let mut got: Vec<String> = ck.tensors.iter().map(|t| rename(&t.name)).collect();
+    let mut names: Vec<String> = want.tensors.iter().map(|t| t.name.clone()).collect();
+    got.sort();
+    names.sort();
+    assert_eq!(got, names, "{}: tensor names", ck.path.display());
+    for (i, t) in ck.tensors.iter().enumerate() {
+        let j = want.index_of(&rename(&t.name)).unwrap();
+        assert_eq!((t.dtype, &t.shape), (want.tensors[j].dtype, &want.tensors[j].shape), "{}", t.name);
+        assert_eq!(ck.read_raw(i).unwrap(), want.read_raw(j).unwrap(), "{}: values", t.name);
+    }
+}
+
+#[test]
+fn dcp_layouts_read_back_exactly() {
+    let f = fixture();
+    for name in LAYOUTS {
+        let r = &f.reference[name];
+        let path = Path::new(r["path"].as_str().unwrap());
+        check_complete(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ck = Checkpoint::open(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let layout = if name == "megatron" { Layout::Megatron } else { Layout::Dcp };
+        assert_eq!(ck.layout, layout, "{name}");
+        assert_eq!(ck.step, r["step"].as_u64(), "{name}: step rule");
+        // Keys as written; only the model part (optim. / optimizer_0. / optimizer. skipped).
+        assert_same_tensors(&ck, &f.dir.path().join(format!("{name}.safetensors")), |n| n.to_string());
+        assert!(ck.files().iter().any(|(p, _, _)| p.ends_with(".metadata")), "{name}: members");
+    }
+}
+
+#[test]
+fn ingest_statistics_match_pytorch_on_the_reassembled_state_dict() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let close = |what: &str, got: f64, want: f64| {
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-12), "{what}: got {got:e}, PyTorch {want:e}");
+    };
+    for name in LAYOUTS {
+        let r = &f.reference[name];
+        let path = Path::new(r["path"].as_str().unwrap());
+        let out = ingest_checkpoint(&store, name, path, &IngestOptions::default(), &mut [])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.status, IngestStatus::Added, "{name}");
+        let step = r["step"].as_u64().unwrap();
+        assert_eq!(out.record.step, step, "{name}");
+        close(&format!("{name} global_norm"), out.record.global_norm, r["global_norm"].as_f64().unwrap());
+        let tensors = records::tensors(&store, name, step).unwrap();
+        let want = r["tensors"].as_object().unwrap();
+        assert_eq!(tensors.len(), r["tensors_listed"].as_u64().unwrap() as usize, "{name}: tensor count");
+        for t in &tensors {
+            let Some(w) = want.get(&t.name) else {
+                assert!(t.stats.is_none(), "{name}: {} is an integer tensor", t.name);
+                continue;
+            };
+            let s = t.stats.as_ref().unwrap();
+            let ctx = format!("{name} {}", t.name);
+            close(&format!("{ctx} l2"), s.l2, w["l2"].as_f64().unwrap());
+            for (field, v) in [("mean", s.mean), ("min", s.min), ("max", s.max)] {
+                let wv = w[field].as_f64().unwrap();
+                if wv == 0.0 {
+                    assert!(v.abs() < 1e-300, "{ctx} {field}");
+                } else {
+                    close(&format!("{ctx} {field}"), v, wv);
+                }
+            }
+            if let Some(sd) = w["std"].as_f64().filter(|s| *s > 0.0) {
+                close(&format!("{ctx} std"), s.std, sd);
+            }
+            let hist: Vec<u64> = w["hist"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+            assert_eq!(s.histogram.counts, hist, "{ctx}: torch.histc counts");
+        }
+    }
+}
+
+#[test]
+fn folders_are_found_once_and_markers_never() {
+    let f = fixture();
+    let found = find_checkpoints(f.dir.path()).unwrap();
+    for name in LAYOUTS {
+        let p = PathBuf::from(f.reference[name]["path"].as_str().unwrap());
+        assert_eq!(found.iter().filter(|x| **x == p).count(), 1, "{name} listed once: {found:?}");
+    }
+    assert!(found.iter().all(|p| !p.ends_with("latest_checkpointed_iteration.txt")));
+    // Nothing inside a checkpoint folder is listed on its own (meta.pt, common.pt, .distcp).
+    assert!(found.iter().all(|p| p.parent().is_none_or(|d| !d.join(".metadata").exists())), "{found:?}");
+    let megatron = f.dir.path().join("megatron");
+    assert_eq!(find_checkpoints(&megatron).unwrap(), vec![megatron.join("iter_0000100")]);
+    let ds = deepspeed("zero3");
+    assert_eq!(find_checkpoints(&ds).unwrap(), vec![ds.join("global_step3")], "`latest` is a marker");
+    // A DCP folder still being written (data files, no .metadata yet) is neither listed nor searched.
+    let tmp = tempfile::tempdir().unwrap();
+    let writing = tmp.path().join("step-9");
+    std::fs::create_dir(&writing).unwrap();
+    std::fs::copy(f.dir.path().join("dcp1/step-5/__0_0.distcp"), writing.join("__0_0.distcp")).unwrap();
+    assert!(find_checkpoints(tmp.path()).unwrap().is_empty());
+    assert!(matches!(check_complete(&writing), Err(CheckpointError::Incomplete { .. })));
+}
+
+#[test]
+fn deepspeed_zero2_is_the_module_weights() {
+    let dir = deepspeed("zero2/global_step3");
+    check_complete(&dir).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    assert_eq!((ck.layout, ck.step), (Layout::DeepSpeed, Some(3)));
+    assert_same_tensors(&ck, &deepspeed("zero2_module.safetensors"), |n| format!("module.{n}"));
+    // fp32 training: the module weights are zero_to_fp32's master weights too.
+    let fp32 = Checkpoint::open(&deepspeed("zero2_fp32.safetensors")).unwrap();
+    for (i, t) in fp32.tensors.iter().enumerate() {
+        let j = ck.index_of(&t.name).unwrap();
+        assert_eq!(ck.read_raw(j).unwrap(), fp32.read_raw(i).unwrap(), "{}", t.name);
+    }
+}
+
+#[test]
+fn deepspeed_zero3_is_rebuilt_as_zero_to_fp32_does() {
+    let dir = deepspeed("zero3/global_step3");
+    check_complete(&dir).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    assert_eq!((ck.layout, ck.step), (Layout::DeepSpeed, Some(3)));
+    assert_same_tensors(&ck, &deepspeed("zero3_fp32.safetensors"), |n| n.to_string());
+    assert_eq!(ck.files().len(), 4, "every rank's model and optimizer states");
+
+    // One optimizer file missing: incomplete, naming the folder and the count.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("global_step3");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    std::fs::remove_file(copy.join("zero_pp_rank_1_mp_rank_00_optim_states.pt")).unwrap();
+    let e = check_complete(&copy).unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::Incomplete { .. })
+            && e.to_string().contains("2 ZeRO-3 model-state files but 1"),
+        "{e}"
+    );
+}
+
+/// A copy of a fixture folder to damage.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
+    let f = fixture();
+    let bad = f.dir.path().join("bad");
+    let cases: [(&str, &str, &str); 5] = [
+        ("overlap", ".metadata", "chunks at [0, 0] and [5, 0] overlap"),
+        ("missing_chunk", ".metadata", "missing chunks"),
+        ("unknown_class", ".metadata", "refused: pickle references collections.Counter"),
+        ("transform", ".metadata", "transforms [\"zstd\"] (compressed DCP)"),
+        ("past_eof", "__0_0.distcp", "reaches past the end of the file"),
+    ];
+    for (case, file, cause) in cases {
+        let dir = bad.join(case);
+        let e = check_complete(&dir).unwrap_err();
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "{case}: one line: {line}");
+        assert!(line.starts_with(&format!("{}", dir.join(file).display())), "{case}: names the file: {line}");
+        assert!(line.contains(cause), "{case}: cause: {line}");
+        let e2 = Checkpoint::open(&dir).unwrap_err();
+        assert_eq!(e2.to_string(), line, "{case}: open says the same");
+    }
+    // A missing data file of the world-size-2 checkpoint.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("step-7");
+    copy_dir(&f.dir.path().join("dcp2/step-7"), &d);
+    std::fs::remove_file(d.join("__1_0.distcp")).unwrap();
+    let e = check_complete(&d).unwrap_err();
+    assert!(matches!(e, CheckpointError::Incomplete { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with(&d.join("__1_0.distcp").display().to_string())
+            && e.to_string().contains("missing"),
+        "{e}"
+    );
+    // A byte range cut short (a truncated data file).
+    copy_dir(&f.dir.path().join("dcp2/step-7"), &d);
+    let p = d.join("__1_0.distcp");
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 10).unwrap();
+    let e = check_complete(&d).unwrap_err();
+    assert!(e.to_string().contains("__1_0.distcp") && e.to_string().contains("past the end"), "{e}");
+}
+
+#[test]
+fn daemon_records_each_layout_once_with_its_step() {
+    use daemon_support::*;
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let ds = tmp.path().join("ds");
+    std::fs::create_dir(&ck).unwrap();
+    std::fs::create_dir(&ds).unwrap();
+    let extra = format!("[[run]]\nname = \"ds\"\nwatch = [{:?}]\n", ds.to_str().unwrap());
+    let d = start(tmp.path(), &[&ck], &extra);
+    // Written the way the libraries write: data files first, DCP's .metadata last.
+    let put = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(from).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort_by_key(|n| n == ".metadata");
+        for n in names {
+            std::fs::copy(from.join(&n), to.join(&n)).unwrap();
+        }
+    };
+    let mut want = Vec::new();
+    for name in LAYOUTS {
+        let r = &f.reference[name];
+        let src = Path::new(r["path"].as_str().unwrap());
+        let rel = src.strip_prefix(f.dir.path()).unwrap();
+        put(src, &ck.join(rel));
+        want.push(r["step"].as_u64().unwrap());
+    }
+    std::fs::write(ck.join("megatron/latest_checkpointed_iteration.txt"), "100").unwrap();
+    std::fs::write(ck.join("model.gguf"), b"GGUF....").unwrap(); // an unknown layout: reported once
+    put(&deepspeed("zero3/global_step3"), &ds.join("global_step3"));
+    std::fs::write(ds.join("latest"), "global_step3").unwrap();
+    want.sort();
+    let steps = |run: &str| -> Vec<u64> {
+        let text = get(d.port, &format!("/api/v1/runs/{run}/checkpoints")).unwrap_or_else(|| "[]".into());
+        let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        v.iter().map(|c| c["step"].as_u64().unwrap()).collect()
+    };
+    wait_until(Duration::from_secs(60), "every layout recorded", || {
+        steps("r").len() >= want.len() && steps("ds").len() == 1
+    });
+    let unsupported = "landscaped_errors_total{kind=\"unsupported\",run=\"r\"}";
+    wait_until(Duration::from_secs(30), "the .gguf reported", || d.metric(unsupported) == Some(1.0));
+    std::thread::sleep(Duration::from_millis(1000)); // rescans and events must not record anything twice
+    assert_eq!(steps("r"), want, "{}", d.log());
+    assert_eq!(steps("ds"), vec![3]);
+    assert_eq!(
+        d.metric("landscaped_checkpoints_processed_total{run=\"r\"}"),
+        Some(want.len() as f64),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.metric(unsupported), Some(1.0), "{}", d.log());
+    assert!(d.log().contains("model.gguf") && d.log().contains("GGUF"), "{}", d.log());
+    assert_eq!(d.stop(), Some(0));
+}
