@@ -279,9 +279,17 @@ fn daemon_records_each_layout_once_with_its_step() {
         let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
         v.iter().map(|c| c["step"].as_u64().unwrap()).collect()
     };
-    wait_until(Duration::from_secs(60), "every layout recorded", || {
-        steps("r").len() >= want.len() && steps("ds").len() == 1
-    });
+    let t = std::time::Instant::now();
+    while !(steps("r").len() >= want.len() && steps("ds").len() == 1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "every layout recorded: got {:?} and {:?}\n{}",
+            steps("r"),
+            steps("ds"),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let unsupported = "landscaped_errors_total{kind=\"unsupported\",run=\"r\"}";
     wait_until(Duration::from_secs(30), "the .gguf reported", || d.metric(unsupported) == Some(1.0));
     std::thread::sleep(Duration::from_millis(1000)); // rescans and events must not record anything twice
