@@ -416,7 +416,9 @@ impl DcpFolder {
                         format!("tensor '{}' has another dtype than in .metadata", it.info.name),
                     ));
                 }
-                f.read_bytes(i)?
+                let mut buf = vec![0u8; usize::try_from(f.entries[i].len).unwrap_or(usize::MAX).min(want)];
+                f.read_at(i, 0, &mut buf)?;
+                buf
             }
             _ => {
                 let file = File::open(&path).map_err(|e| io_err(&path, e))?;
