@@ -47,11 +47,13 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --versio
     cargo +nightly fuzz build -O
 else
     mode=stable
+    host="$(rustc -vV | sed -n 's/^host: //p')"
     echo "fuzz: no nightly toolchain + cargo-fuzz: building with stable rustc and SanitizerCoverage (no ASan)"
     RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
-        nice -n 19 cargo build --release --manifest-path fuzz/Cargo.toml --target-dir fuzz/target/stable --bins
+        nice -n 19 cargo build --release --manifest-path fuzz/Cargo.toml --target-dir fuzz/target/stable --bins \
+            --target "$host"  # with --target, RUSTFLAGS skip build scripts and proc macros (as cargo-fuzz does)
 fi
 
 for t in "${targets[@]}"; do
@@ -67,7 +69,7 @@ for t in "${targets[@]}"; do
             -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 "${par[@]}" \
             -print_final_stats=1) >"$log" 2>&1 || { tail -n 30 "$log"; echo "fuzz: $t FAILED (see $log)"; exit 1; }
     else
-        (cd fuzz && nice -n 19 "target/stable/release/$t" "corpus/$t" \
+        (cd fuzz && nice -n 19 "target/stable/$host/release/$t" "corpus/$t" \
             -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 "${par[@]}" \
             -print_final_stats=1) >"$log" 2>&1 || { tail -n 30 "$log"; echo "fuzz: $t FAILED (see $log)"; exit 1; }
     fi
