@@ -5,8 +5,9 @@ CARGO ?= cargo
 setup:
 	@scripts/setup.sh
 
+# Both binaries: landscaped (no libtorch) and landscaped-worker (the TorchScript model worker).
 build: setup
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 # System packages the daemon tests use (systemd-analyze, a real Prometheus + promtool), from Debian.
 test-deps:
@@ -14,9 +15,10 @@ test-deps:
 
 # The test command CI runs (.ci/run): formatting, lints as errors, then every test.
 test: setup test-deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace --all-targets
 
 # The main job on the built-in demo: trains small runs, ingests them, prints tables, writes plots.
 demo: build

@@ -13,3 +13,4 @@ pub mod sharpness;
 pub mod stats;
 pub mod store;
 pub mod trajectory;
+pub mod worker;

@@ -1,17 +1,18 @@
 //! Slices against a PyTorch re-implementation of the paper's reference code
-//! (tests/python/slice_reference.py, same seed): the same directions element for element (1e-6
-//! relative, f32 rounding of the norms), the same non-square grid of losses within 1e-5 relative, the
-//! same accuracies, interpolation reproducing each checkpoint's own loss at 0 and 1, and the centre of
-//! the slice equal to the checkpoint's loss.
+//! (tests/python/slice_reference.py, same seed), computed by real model workers
+//! (`landscaped-worker` processes): the same directions element for element (1e-6 relative, f32
+//! rounding of the norms), the same non-square grid of losses within 1e-5 relative, the same
+//! accuracies, interpolation reproducing each checkpoint's own loss at 0 and 1, and the centre of the
+//! slice equal to the checkpoint's loss — on one worker and on several, bit for bit the same.
 
 use landscaped::checkpoint::Checkpoint;
-use landscaped::landscape::build::{parameter_list, random_directions};
-use landscaped::landscape::compute::{Control, evaluate_centre, evaluate_slice};
-use landscaped::landscape::directions::{
-    Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
-};
-use landscaped::landscape::slice::{Outcome, SliceValues};
-use landscaped::model::{BindOptions, Model, ModelSpec, Replicas, ThreadPlan, checkpoint_state};
+use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
+use landscaped::landscape::runner::{PlaneSpec, SliceRequest, parameter_list, run_slice};
+use landscaped::landscape::slice::Outcome;
+use landscaped::store::Store;
+use landscaped::store::slices::{DirectionSource, SliceRecord};
+use landscaped::worker::protocol::{BindRules, StateSource};
+use landscaped::worker::{ModelContract, Worker, WorkerOptions, locate_worker};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -28,85 +29,111 @@ fn fixture(dir: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap()
 }
 
-fn load(dir: &Path) -> Model {
-    let mut s = ModelSpec::new(&dir.join("model/model.pt"), &dir.join("model/eval.safetensors"));
-    s.batch_size = 64;
-    Model::load(&s).unwrap()
+fn contract(dir: &Path, workers: usize) -> ModelContract {
+    ModelContract {
+        model: Some(dir.join("model/model.pt")),
+        eval_data: Some(dir.join("model/eval.safetensors")),
+        batch_size: 64,
+        threads: Some(workers),
+        workers: Some(workers),
+        ..Default::default()
+    }
 }
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
 }
 
-/// Fills `v`, on the calling thread (`workers` = 1) or on `workers` copies of the model in parallel.
-fn run_grid(
-    model: &mut Model,
-    workers: usize,
-    centre: &Vec<Vec<f32>>,
-    (dx, dy): (&Vec<Vec<f32>>, Option<&Vec<Vec<f32>>>),
-    v: &mut SliceValues,
-) {
-    let cancel = AtomicBool::new(false);
-    let mut replicas = if workers > 1 {
-        Replicas::new(model, ThreadPlan { replicas: workers, intra_op: 1 }).unwrap()
-    } else {
-        Replicas::none()
+/// Computes a slice through the runner on `workers` worker processes, in a fresh store.
+fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64>) -> SliceRecord {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let directions = match &plane {
+        PlaneSpec::Random { dirs, .. } => DirectionSource::Random(dirs.clone()),
+        PlaneSpec::Interpolation { to, .. } => {
+            DirectionSource::Interpolation { to: to.display().to_string() }
+        }
+        PlaneSpec::Files { .. } => unreachable!(),
     };
-    assert_eq!(replicas.workers(), workers);
-    let out = evaluate_slice(
-        model,
-        &mut replicas,
-        centre,
-        dx,
-        dy,
-        v,
-        Control { cancel: &cancel, persist_every: 4, persist: &mut |_| Ok(()), progress: &mut |_| {} },
-    )
-    .unwrap();
-    assert_eq!(out, Outcome::Complete);
+    let c = contract(dir, workers);
+    let req = SliceRequest {
+        contract: &c,
+        plane,
+        xs,
+        ys,
+        run: None,
+        step: None,
+        directions,
+        trajectory: vec![],
+        signature_prefix: "test".into(),
+        skip_if_complete: false,
+        persist_every: 4,
+        label: "test".into(),
+    };
+    let r = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert_eq!(r.plan.workers, workers);
+    r.record
+}
+
+fn worker(dir: &Path) -> Worker {
+    let mut w = Worker::start(&WorkerOptions::new(locate_worker(None).unwrap())).unwrap();
+    w.load_model(&contract(dir, 1).protocol_contract(Some(1)).unwrap()).unwrap();
+    w
 }
 
 fn check_directions_and_grid(norm: Normalization, ignore: Ignore, args: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let dir: PathBuf = tmp.path().to_path_buf();
     let r = fixture(&dir, args);
-    let mut model = load(&dir);
-    let ck = Checkpoint::open(&dir.join("ckpt_b.safetensors")).unwrap();
-    let centre = checkpoint_state(&model, &ck, &BindOptions::default()).unwrap();
-    let spec =
-        RandomDirections { seed: 7, norm, ignore, params: parameter_list(&model), orthogonalize: false };
-    let (dx, dy) = random_directions(&model, &centre, &spec, true).unwrap();
-    let dy = dy.unwrap();
+    let centre = dir.join("ckpt_b.safetensors");
+    let mut w = worker(&dir);
+    let info = w.model.clone().unwrap();
+    let params = parameter_list(&info);
+    let c = w.load_state(StateSource::Checkpoint { path: centre.clone() }, &BindRules::default()).unwrap();
+    let (h, cos) = w.random_directions(c, 7, &norm.to_string(), &ignore.to_string(), 2, false).unwrap();
+    let (dx, dy) = (w.read_state(h[0]).unwrap(), w.read_state(h[1]).unwrap());
 
-    // Directions, element for element.
+    // Directions, element for element (slots in order, flattened: parameters, then buffers).
     let refdirs = Checkpoint::open(&dir.join("dirs.safetensors")).unwrap();
     let mut compared = 0;
-    for (i, (name, _)) in spec.params.iter().enumerate() {
-        for (axis, d) in [("x", &dx), ("y", &dy)] {
+    for (axis, d) in [("x", &dx), ("y", &dy)] {
+        let mut off = 0;
+        for (name, shape) in &params {
+            let n: usize = shape.iter().product();
             let want = refdirs.read_f32(refdirs.index_of(&format!("{axis}.{name}")).unwrap()).unwrap();
-            assert_eq!(want.len(), d[i].len());
-            for (k, (&a, &b)) in d[i].iter().zip(&want).enumerate() {
+            assert_eq!(want.len(), n);
+            for (k, (&a, &b)) in d[off..off + n].iter().zip(&want).enumerate() {
+                let b = b as f64;
                 assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-6), "{axis}.{name}[{k}]: {a} vs {b}");
                 compared += 1;
             }
+            off += n;
         }
+        // Buffers never get a random direction.
+        assert!(d[off..].iter().all(|&v| v == 0.0));
     }
     assert!(compared > 1000);
-    // Buffers never get a random direction.
-    assert!(dx[spec.params.len()..].iter().flatten().all(|&v| v == 0.0));
-    assert!((cosine(&dx, &dy) - r["cosine"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((cos.unwrap() - r["cosine"].as_f64().unwrap()).abs() < 1e-6);
+    let _ = w.shutdown();
 
     // The non-square grid x = -0.5:0.5:3, y = 0:1:2, Z[iy][ix].
     let g = &r["grid"];
     let xs: Vec<f64> = g["xs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let ys: Vec<f64> = g["ys"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(xs, "-0.5:0.5:3".parse::<landscaped::landscape::grid::Axis>().unwrap().values());
-    // Point by point, and on three copies of the model in parallel: both give the reference grid.
-    let mut v = SliceValues::new(xs.clone(), ys.clone());
-    run_grid(&mut model, 1, &centre, (&dx, Some(&dy)), &mut v);
-    let mut vp = SliceValues::new(xs, ys);
-    run_grid(&mut model, 3, &centre, (&dx, Some(&dy)), &mut vp);
-    for (what, v) in [("sequential", &v), ("3 replicas", &vp)] {
+    let dirs = RandomDirections { seed: 7, norm, ignore, params: vec![], orthogonalize: false };
+    let plane = PlaneSpec::Random { centre: centre.clone(), dirs, two_d: true };
+    // On one worker and on three in parallel: both give the reference grid, bit for bit the same.
+    let one = slice(&dir, 1, plane.clone(), xs.clone(), ys.clone());
+    let three = slice(&dir, 3, plane, xs, ys);
+    assert_eq!(
+        one.values.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        three.values.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(one.cosine, cos);
+    for (what, rec) in [("1 worker", &one), ("3 workers", &three)] {
+        let v = &rec.values;
         for iy in 0..2 {
             for ix in 0..3 {
                 let want = g["loss"][iy][ix].as_f64().unwrap();
@@ -116,12 +143,11 @@ fn check_directions_and_grid(norm: Normalization, ignore: Ignore, args: &[&str])
                 assert!((v.accuracy[iy * 3 + ix] - wa).abs() < 1e-9, "{what}: acc[{iy}][{ix}]");
             }
         }
+        // The centre of the slice is the checkpoint's own loss.
+        let c = v.centre().unwrap();
+        assert!(rel_close(v.loss[c], r["loss_b"].as_f64().unwrap(), 1e-5));
+        assert!(rel_close(rec.centre_loss, v.loss[c], 1e-9));
     }
-    // The centre of the slice is the checkpoint's own loss.
-    let c = v.centre().unwrap();
-    assert!(rel_close(v.loss[c], r["loss_b"].as_f64().unwrap(), 1e-5));
-    let e = evaluate_centre(&mut model, &centre).unwrap();
-    assert!(rel_close(e.loss, v.loss[c], 1e-9));
 }
 
 #[test]
@@ -139,29 +165,23 @@ fn interpolation_moves_running_stats_and_reproduces_both_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let r = fixture(dir, &[]);
-    let mut model = load(dir);
-    let a = checkpoint_state(
-        &model,
-        &Checkpoint::open(&dir.join("ckpt_a.safetensors")).unwrap(),
-        &BindOptions::default(),
-    )
-    .unwrap();
-    let b = checkpoint_state(
-        &model,
-        &Checkpoint::open(&dir.join("ckpt_b.safetensors")).unwrap(),
-        &BindOptions::default(),
-    )
-    .unwrap();
-    let d = interpolation_direction(&a, &b);
+    let (a, b) = (dir.join("ckpt_a.safetensors"), dir.join("ckpt_b.safetensors"));
     // Running statistics are part of the direction.
-    let nparams = parameter_list(&model).len();
-    assert!(d[nparams..].iter().flatten().any(|&x| x != 0.0));
+    let mut w = worker(dir);
+    let info = w.model.clone().unwrap();
+    let ha = w.load_state(StateSource::Checkpoint { path: a.clone() }, &BindRules::default()).unwrap();
+    let hb = w.load_state(StateSource::Checkpoint { path: b.clone() }, &BindRules::default()).unwrap();
+    let hd = w.difference(ha, hb).unwrap();
+    let d = w.read_state(hd).unwrap();
+    let nparam: usize = parameter_list(&info).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    assert!(d[nparam..].iter().any(|&x| x != 0.0));
+    let _ = w.shutdown();
     let alphas: Vec<f64> =
         r["interpolation"]["alphas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    // Replicas must move their own running statistics too: run it both ways.
+    // Each worker must move its own running statistics too: run it on one and on two.
     for workers in [1, 2] {
-        let mut v = SliceValues::new(alphas.clone(), vec![]);
-        run_grid(&mut model, workers, &a, (&d, None), &mut v);
+        let plane = PlaneSpec::Interpolation { centre: a.clone(), to: b.clone() };
+        let v = slice(dir, workers, plane, alphas.clone(), vec![]).values;
         for (i, al) in alphas.iter().enumerate() {
             let want = r["interpolation"]["loss"][i].as_f64().unwrap();
             assert!(

@@ -152,7 +152,7 @@ fn init_tracing() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info::run(&cli),
-        Command::Slice(ref a) => slice::run_slice(&cli, a),
+        Command::Slice(ref a) => slice::run_slice_cmd(&cli, a),
         Command::Interpolate(ref a) => slice::run_interpolate(&cli, a),
         Command::Slices(ref c) => slice::run_slices(&cli, c),
         Command::Sharpness(ref args) => sharpness::run(&cli, args),

@@ -5,116 +5,21 @@
 use super::Cli;
 use super::output::{Format, Table};
 use crate::checkpoint::Checkpoint;
-use crate::landscape::build::{parameter_list, random_directions};
-use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
-use crate::landscape::directions::{
-    Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
-};
+use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::grid::Axis;
-use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{BindOptions, Loss, Model, ModelSpec, Replicas, State, checkpoint_state, set_threads};
+use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use crate::landscape::slice::Outcome;
 use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The model contract on the command line: `--model-dir` (what examples/landscaped_export.py writes) or
-/// `--model`, `--eval-data`, `--loss`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Folder written by examples/landscaped_export.py (model.pt, eval.safetensors, landscaped.toml).
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
-    /// TorchScript model file (scripted or traced).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Evaluation set: safetensors with `inputs` and `targets`.
-    #[arg(long)]
-    pub eval_data: Option<PathBuf>,
-    /// cross_entropy (default), mse, nll, or method (the module's own loss(inputs, targets)).
-    #[arg(long)]
-    pub loss: Option<String>,
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Evaluate on the first N samples only (bounds the cost per grid point).
-    #[arg(long)]
-    pub subsample: Option<usize>,
-    /// cpu (default: never takes GPU memory from the trainer), cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// CPU threads in all (default: libtorch's choice, one per physical core). A slice splits them
-    /// between copies of the model (see --replicas); each copy uses the rest inside its forward passes.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Copies of the model evaluating grid points at once (slice, interpolate). Default: one per thread
-    /// on the CPU while the copies' weights stay under 256 MiB, one on a GPU.
-    #[arg(long)]
-    pub replicas: Option<usize>,
-    /// Rename a checkpoint key: CHECKPOINT_NAME=MODULE_NAME (repeatable).
-    #[arg(long = "map")]
-    pub mapping: Vec<String>,
-    /// Accept checkpoint tensors the module does not have (otherwise an error naming them).
-    #[arg(long)]
-    pub allow_unexpected: bool,
-}
-
-impl ModelArgs {
-    /// The model contract these flags name (an export folder, or the files one by one).
-    pub fn spec(&self) -> Result<ModelSpec> {
-        if self.threads == Some(0) {
-            bail!("--threads: must be at least 1");
-        }
-        if self.replicas == Some(0) {
-            bail!("--replicas: must be at least 1");
-        }
-        let mut loss: Option<Loss> = None;
-        let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
-        if let Some(dir) = &self.model_dir {
-            let export = crate::model::read_export_dir(dir)?;
-            model = model.or(Some(export.model));
-            eval = eval.or(Some(export.eval_data));
-            loss = export.loss;
-        }
-        if let Some(l) = &self.loss {
-            loss = Some(l.parse().map_err(|e: String| anyhow!(e))?);
-        }
-        let model = model
-            .ok_or_else(|| anyhow!("no model: pass --model-dir DIR, or --model FILE and --eval-data FILE"))?;
-        let eval =
-            eval.ok_or_else(|| anyhow!("no evaluation set: pass --eval-data FILE (or --model-dir DIR)"))?;
-        let mut spec = ModelSpec::new(&model, &eval);
-        spec.loss = loss.unwrap_or_default();
-        spec.batch_size = self.batch_size;
-        spec.subsample = self.subsample;
-        spec.device = self.device.clone();
-        Ok(spec)
-    }
-
-    /// How checkpoint keys map to the module's names (`--map`, `--allow-unexpected`).
-    pub fn bind_options(&self) -> Result<BindOptions> {
-        let mut o = BindOptions::default().with_mapping(&self.mapping).map_err(|e| anyhow!(e))?;
-        o.allow_unexpected = self.allow_unexpected;
-        Ok(o)
-    }
-
-    /// Copies of `model` for `points` grid points, by `--threads` and `--replicas`.
-    pub fn replicas(&self, model: &Model, points: usize) -> Result<Replicas> {
-        let threads = self.threads.unwrap_or_else(crate::model::threads);
-        Replicas::for_grid(model, threads, points, self.replicas)
-    }
-
-    /// Loads the model (after setting `--threads`).
-    pub fn load(&self) -> Result<Model> {
-        if let Some(n) = self.threads {
-            set_threads(n);
-        }
-        Model::load(&self.spec()?)
-    }
-}
+/// `--model`, `--eval-data`, `--loss`; the same type the daemon's `[run.model]` section reads.
+pub use crate::worker::contract::ModelContract as ModelArgs;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirKind {
@@ -213,10 +118,6 @@ pub struct PlotSliceArgs {
     pub title: Option<String>,
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 // ---- Ctrl-C: the first sets a flag (the slice is saved and can be resumed), the second exits. ----
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
@@ -266,40 +167,12 @@ fn by_run_step(
     Ok((PathBuf::from(&rec.path), Some(rec.run.clone()), Some(rec.step)))
 }
 
-fn open_state(model: &Model, path: &Path, opts: &BindOptions) -> Result<State> {
-    let ck = Checkpoint::open(path)?;
-    checkpoint_state(model, &ck, opts)
-}
-
-/// Finds the unfinished record with this signature, or makes a new one with `make`.
-fn resume_or_new(
-    store: &Store,
-    signature: &str,
-    make: impl FnOnce(u64) -> SliceRecord,
-) -> Result<(SliceRecord, bool)> {
-    if let Some(rec) = slices::find_unfinished(store, signature)? {
-        rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;
-        return Ok((rec, true));
-    }
-    let rec = make(slices::next_id(store)?);
-    slices::put(store, &rec)?;
-    Ok((rec, false))
-}
-
-/// Runs the grid with a progress bar and Ctrl-C, saving to the store; prints the outcome.
-fn compute(
-    store: &Store,
-    model: &mut Model,
-    args: &ModelArgs,
-    rec: &mut SliceRecord,
-    centre: &State,
-    (dx, dy): (&State, Option<&State>),
-    persist_every: usize,
-) -> Result<()> {
-    let total = rec.values.done.len() as u64;
-    let todo = rec.values.done.len() - rec.values.done_count();
-    let mut replicas = args.replicas(model, todo)?;
-    let bar = indicatif::ProgressBar::new(total);
+/// Runs a slice request with a progress bar and Ctrl-C, saving to the store; prints the outcome.
+fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
+    // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
+    let stop_after: Option<usize> =
+        std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
@@ -307,46 +180,36 @@ fn compute(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message(rec.id.to_string());
-    bar.set_position(rec.values.done_count() as u64);
-    let mut values = rec.values.clone();
-    let base = rec.clone();
-    let mut persist = |v: &SliceValues| -> Result<()> {
-        let mut r = base.clone();
-        r.values = v.clone();
-        r.updated = now();
-        slices::put(store, &r)?;
-        Ok(())
+    let start = std::cell::Cell::new(0);
+    let mut on_start = |rec: &SliceRecord, resumed: bool| {
+        start.set(rec.values.done_count());
+        if resumed {
+            eprintln!(
+                "resuming slice {} ({}/{} points done)",
+                rec.id,
+                rec.values.done_count(),
+                rec.values.done.len()
+            );
+        }
+        bar.set_length(rec.values.done.len() as u64);
+        bar.set_message(rec.id.to_string());
+        bar.set_position(start.get() as u64);
     };
-    // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
-    let stop_after: Option<usize> =
-        std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
-    let start = rec.values.done_count();
-    let mut progress = |n: usize| {
+    let mut progress = |n: usize, _total: usize| {
         bar.set_position(n as u64);
-        if stop_after.is_some_and(|k| n >= start + k) {
+        if stop_after.is_some_and(|k| n >= start.get() + k) {
             CANCEL.store(true, Ordering::SeqCst);
         }
     };
-    let started = std::time::Instant::now();
-    let out = evaluate_slice(
-        model,
-        &mut replicas,
-        centre,
-        dx,
-        dy,
-        &mut values,
-        Control { cancel: &CANCEL, persist_every, persist: &mut persist, progress: &mut progress },
-    )?;
+    let r = run_slice(store, req, &CANCEL, &mut on_start, &mut progress);
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let computed = values.done_count().saturating_sub(rec.values.done_count()).min(todo);
-    rec.values = values;
-    store.flush()?;
+    let r = r?;
+    let rec = &r.record;
+    let total = rec.values.done.len();
     let finite: Vec<f64> = rec.values.loss.iter().copied().filter(|x| x.is_finite()).collect();
     let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
     let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    match out {
+    match r.outcome {
         Outcome::Complete => {
             println!(
                 "slice {}: {} points, centre loss {:.6}{}, loss range {min:.6} .. {max:.6}{}",
@@ -356,13 +219,16 @@ fn compute(
                 rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
                 rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
             );
-            let threads = match replicas.workers() {
-                1 => format!("1 model copy, {} thread(s)", crate::model::threads()),
-                n => format!("{n} model copies × {} thread(s)", replicas.intra_op()),
+            let w = match r.plan.workers {
+                1 => "1 worker".to_string(),
+                n => format!("{n} workers"),
             };
             eprintln!(
-                "computed {computed} points in {secs:.2} s ({:.1} points/s; {threads})",
-                computed as f64 / secs.max(1e-9)
+                "computed {} points in {:.2} s ({:.1} points/s; {w} × {} thread(s))",
+                r.computed,
+                r.seconds,
+                r.computed as f64 / r.seconds.max(1e-9),
+                r.plan.intra_op
             );
         }
         Outcome::Cancelled => {
@@ -377,7 +243,7 @@ fn compute(
     Ok(())
 }
 
-pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
+pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
     install_cancel_handler();
     let store = Store::open(&cli.data_dir())?;
     let (path, run, step) = match (&a.checkpoint, &a.run) {
@@ -393,22 +259,20 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
         }
         (None, None) => bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE"),
     };
-    let mut model = a.model.load()?;
-    let opts = a.model.bind_options()?;
-    let centre = open_state(&model, &path, &opts)?;
-    let (directions, dx, dy, xs, ys, trajectory) = match a.dirs {
+    let step = step.or_else(|| Checkpoint::open(&path).ok().and_then(|c| c.step));
+    let (plane, directions, xs, ys, trajectory) = match a.dirs {
         DirKind::Random => {
-            let spec = RandomDirections {
+            let dirs = RandomDirections {
                 seed: a.seed,
                 norm: a.norm,
                 ignore: a.ignore,
-                params: parameter_list(&model),
+                params: Vec::new(),
                 orthogonalize: a.orthogonalize,
             };
-            let (dx, dy) = random_directions(&model, &centre, &spec, a.y.is_some())?;
             let xs = a.x.unwrap_or(Axis { min: -1.0, max: 1.0, num: 21 }).values();
             let ys = a.y.map(|y| y.values()).unwrap_or_default();
-            (DirectionSource::Random(spec), dx, dy, xs, ys, Vec::new())
+            let plane = PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: a.y.is_some() };
+            (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
         }
         DirKind::Pca => {
             let run = run
@@ -417,46 +281,27 @@ pub fn run_slice(cli: &Cli, a: &SliceArgs) -> Result<()> {
             let pca = crate::store::trajectory::latest_pca(&store, &run)?.ok_or_else(|| {
                 anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
             })?;
-            let p = crate::landscape::pca_dirs::pca_plane(&pca, &model, &opts, a.x, a.y)?;
-            (p.source, p.dx, Some(p.dy), p.xs, p.ys, p.trajectory)
+            let p = crate::landscape::pca_dirs::pca_plane(&pca, a.x, a.y)?;
+            let plane =
+                PlaneSpec::Files { centre: path.clone(), x: p.files[0].clone(), y: p.files[1].clone() };
+            (plane, p.source, p.xs, p.ys, p.trajectory)
         }
     };
-    let cos = dy.as_ref().map(|dy| cosine(&dx, dy));
-    let sig = format!(
-        "slice|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        path.display(),
-        directions,
+    let req = SliceRequest {
+        contract: &a.model,
+        plane,
         xs,
         ys,
-        model.spec().loss,
-        (model.spec().batch_size, model.spec().subsample, &model.spec().model, &model.spec().eval_data)
-    );
-    let centre_eval = evaluate_centre(&mut model, &centre)?;
-    let (mut rec, resumed) = resume_or_new(&store, &sig, |id| SliceRecord {
-        id,
-        run: run.clone(),
-        step: step.or_else(|| Checkpoint::open(&path).ok().and_then(|c| c.step)),
-        checkpoint: path.display().to_string(),
-        directions: directions.clone(),
-        cosine: cos,
-        model: crate::landscape::model_used(&model),
-        centre_loss: centre_eval.loss,
-        centre_accuracy: centre_eval.accuracy,
-        values: SliceValues::new(xs.clone(), ys.clone()),
-        trajectory: trajectory.clone(),
-        created: now(),
-        updated: now(),
-        signature: sig.clone(),
-    })?;
-    if resumed {
-        eprintln!(
-            "resuming slice {} ({}/{} points done)",
-            rec.id,
-            rec.values.done_count(),
-            rec.values.done.len()
-        );
-    }
-    compute(&store, &mut model, &a.model, &mut rec, &centre, (&dx, dy.as_ref()), a.persist_every)
+        run,
+        step,
+        directions,
+        trajectory,
+        signature_prefix: "slice".into(),
+        skip_if_complete: false,
+        persist_every: a.persist_every,
+        label: "slice".into(),
+    };
+    compute(&store, req)
 }
 
 pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
@@ -464,46 +309,21 @@ pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
     let store = Store::open(&cli.data_dir())?;
     let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;
     let (pb, _, _) = resolve_checkpoint(&store, &a.b)?;
-    let mut model = a.model.load()?;
-    let opts = a.model.bind_options()?;
-    let sa = open_state(&model, &pa, &opts)?;
-    let sb = open_state(&model, &pb, &opts)?;
-    let d = interpolation_direction(&sa, &sb);
-    let xs = a.x.values();
-    let sig = format!(
-        "interpolate|{}|{}|{:?}|{:?}|{:?}",
-        pa.display(),
-        pb.display(),
-        xs,
-        model.spec().loss,
-        (model.spec().batch_size, model.spec().subsample, &model.spec().model, &model.spec().eval_data)
-    );
-    let centre_eval = evaluate_centre(&mut model, &sa)?;
-    let (mut rec, resumed) = resume_or_new(&store, &sig, |id| SliceRecord {
-        id,
-        run: run.clone(),
+    let req = SliceRequest {
+        contract: &a.model,
+        plane: PlaneSpec::Interpolation { centre: pa.clone(), to: pb.clone() },
+        xs: a.x.values(),
+        ys: Vec::new(),
+        run,
         step,
-        checkpoint: pa.display().to_string(),
         directions: DirectionSource::Interpolation { to: pb.display().to_string() },
-        cosine: None,
-        model: crate::landscape::model_used(&model),
-        centre_loss: centre_eval.loss,
-        centre_accuracy: centre_eval.accuracy,
-        values: SliceValues::new(xs.clone(), Vec::new()),
         trajectory: Vec::new(),
-        created: now(),
-        updated: now(),
-        signature: sig.clone(),
-    })?;
-    if resumed {
-        eprintln!(
-            "resuming slice {} ({}/{} points done)",
-            rec.id,
-            rec.values.done_count(),
-            rec.values.done.len()
-        );
-    }
-    compute(&store, &mut model, &a.model, &mut rec, &sa, (&d, None), a.persist_every)
+        signature_prefix: "interpolate".into(),
+        skip_if_complete: false,
+        persist_every: a.persist_every,
+        label: "interpolate".into(),
+    };
+    compute(&store, req)
 }
 
 fn get(store: &Store, id: u64) -> Result<SliceRecord> {

@@ -16,7 +16,7 @@
 //! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
 //! rejects keys it doesn't know).
 
-use crate::cli::slice::ModelArgs;
+use crate::worker::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use std::path::PathBuf;
 
@@ -104,14 +104,14 @@ impl JobModel {
         if let Some(l) = &self.loss {
             l.parse::<crate::model::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
         }
-        crate::model::device_from_name(&self.device).map_err(|e| anyhow!("device: {e}"))?;
-        self.args().bind_options().map_err(|e| anyhow!("map: {e}"))?;
+        crate::worker::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
+        self.args().bind_rules().map_err(|e| anyhow!("map: {e}"))?;
         Ok(())
     }
 
     /// The same contract as command-line flags.
-    pub fn args(&self) -> ModelArgs {
-        ModelArgs {
+    pub fn args(&self) -> ModelContract {
+        ModelContract {
             model_dir: self.model_dir.clone(),
             model: self.model.clone(),
             eval_data: self.eval_data.clone(),
@@ -120,9 +120,11 @@ impl JobModel {
             subsample: self.subsample,
             device: self.device.clone(),
             threads: Some(self.threads),
-            replicas: None,
-            mapping: self.map.clone(),
+            workers: None,
+            map: self.map.clone(),
             allow_unexpected: self.allow_unexpected,
+            worker: None,
+            worker_memory_limit: None,
         }
     }
 }
@@ -146,8 +148,8 @@ mod tests {
         assert_eq!(gpu_device(&job), Some("cuda:1"));
         let a = m.args();
         assert_eq!((a.threads, a.batch_size, a.device.as_str()), (Some(2), 256, "cuda:1"));
-        assert_eq!(a.spec().unwrap().loss, crate::model::Loss::Mse);
-        assert_eq!(a.bind_options().unwrap().mapping, vec![("a.w".to_string(), "w".to_string())]);
+        assert_eq!(a.protocol_contract(None).unwrap().loss.as_deref(), Some("mse"));
+        assert_eq!(a.bind_rules().unwrap().mapping, vec![("a.w".to_string(), "w".to_string())]);
     }
 
     #[test]

@@ -94,6 +94,10 @@ impl JobRunner {
             let outcome =
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&ctx, &run, step))) {
                     Ok(Ok(())) => "ok",
+                    Ok(Err(e)) if is_worker_failure(&e) => {
+                        tracing::warn!(run, job = name, step, "job failed, its model worker failed: {e:#}");
+                        "worker_failed"
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(run, job = name, step, "job failed: {e:#}");
                         "error"
@@ -107,6 +111,12 @@ impl JobRunner {
             metrics.job_duration.with_label_values(&[&run, name]).observe(t.elapsed().as_secs_f64());
         }
     }
+}
+
+/// Whether a job's error is its model worker failing (died, hung, spoke another protocol, couldn't
+/// start), counted as `outcome="worker_failed"`; the job runs again at its next trigger.
+fn is_worker_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<crate::worker::WorkerError>().is_some_and(|w| w.is_worker_failure()))
 }
 
 #[cfg(test)]

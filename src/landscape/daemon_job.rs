@@ -31,20 +31,18 @@
 
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
-use crate::landscape::build::{parameter_list, random_directions};
-use crate::landscape::compute::{Control, evaluate_centre, evaluate_slice};
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::grid::Axis;
 use crate::landscape::pca_dirs::pca_plane;
+use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::{Outcome, SliceValues};
-use crate::model::{Replicas, checkpoint_state};
-use crate::store::slices::{self, DirectionSource, SliceRecord};
+use crate::store::slices::{DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::GaugeVec;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The `[run.slice]` section.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -100,10 +98,6 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
         bail!("x: missing (the grid along the first random direction, e.g. x = \"-1:1:11\")");
     }
     Ok(Box::new(SliceJob { cfg, model, x, y }))
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 struct Gauges {
@@ -256,68 +250,39 @@ impl PeriodicJob for SliceJob {
         let centre_step = pca.as_ref().map_or(step, |p| p.center_step);
         let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
-        let path = Path::new(&ck_rec.path);
-        let args = self.model.args();
-        let mut model = args.load().context("slice job")?;
-        let ck = crate::checkpoint::Checkpoint::open(path)?;
-        let bind = args.bind_options()?;
-        let centre = checkpoint_state(&model, &ck, &bind)?;
-        let (directions, dx, dy, xs, ys, trajectory) = match &pca {
+        let path = Path::new(&ck_rec.path).to_path_buf();
+        let (plane, directions, xs, ys, trajectory) = match &pca {
             Some(p) => {
-                let plane = pca_plane(p, &model, &bind, self.x, self.y)?;
-                (plane.source, plane.dx, Some(plane.dy), plane.xs, plane.ys, plane.trajectory)
+                let pp = pca_plane(p, self.x, self.y)?;
+                let [fx, fy] = pp.files;
+                (
+                    PlaneSpec::Files { centre: path.clone(), x: fx, y: fy },
+                    pp.source,
+                    pp.xs,
+                    pp.ys,
+                    pp.trajectory,
+                )
             }
             None => {
                 let dirs = RandomDirections {
                     seed: self.cfg.seed,
                     norm: self.cfg.norm,
                     ignore: Ignore::Biasbn,
-                    params: parameter_list(&model),
+                    params: Vec::new(),
                     orthogonalize: false,
                 };
-                let (dx, dy) = random_directions(&model, &centre, &dirs, self.y.is_some())?;
                 let xs = self.x.map(|x| x.values()).unwrap_or_default();
                 let ys = self.y.map(|y| y.values()).unwrap_or_default();
-                (DirectionSource::Random(dirs), dx, dy, xs, ys, Vec::new())
+                let plane =
+                    PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: self.y.is_some() };
+                (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
             }
         };
-        let cosine = dy.as_ref().map(|dy| crate::landscape::directions::cosine(&dx, dy));
-        let s = model.spec();
-        let signature = format!(
-            "daemon-slice|{run}|{centre_step}|{}|{:?}|{xs:?}|{ys:?}|{:?}",
-            path.display(),
-            directions,
-            (s.loss, s.batch_size, s.subsample, &s.model, &s.eval_data)
-        );
-        // The same PCA about the same checkpoint, already sliced: nothing new to compute.
-        if pca.is_some() && slices::find_complete(store, &signature)?.is_some() {
-            tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
-            return Ok(());
-        }
-        let centre_eval = evaluate_centre(&mut model, &centre)?;
-        let mut rec = SliceRecord {
-            id: slices::next_id(store)?,
-            run: Some(run.to_string()),
-            step: Some(centre_step),
-            checkpoint: path.display().to_string(),
-            directions,
-            cosine,
-            model: super::model_used(&model),
-            centre_loss: centre_eval.loss,
-            centre_accuracy: centre_eval.accuracy,
-            values: SliceValues::new(xs, ys),
-            trajectory,
-            created: now(),
-            updated: now(),
-            signature,
-        };
-        slices::put(store, &rec)?;
-
         // Stop when the daemon shuts down, or (abandon_on_newer) once a newer checkpoint is ingested
         // (checked at most every 0.5 s). The partial record stays, its done mask showing what was computed.
         let stop = AtomicBool::new(false);
         let mut last_check = Instant::now();
-        let mut progress = |_n: usize| {
+        let mut progress = |_n: usize, _total: usize| {
             if ctx.cancelled() {
                 stop.store(true, Ordering::Relaxed);
             } else if self.cfg.abandon_on_newer && last_check.elapsed() >= Duration::from_millis(500) {
@@ -327,33 +292,33 @@ impl PeriodicJob for SliceJob {
                 }
             }
         };
-        let base = rec.clone();
-        let mut persist = |v: &SliceValues| -> Result<()> {
-            let mut r = base.clone();
-            r.values = v.clone();
-            r.updated = now();
-            slices::put(store, &r)?;
-            Ok(())
-        };
-        let mut values = rec.values.clone();
+        let contract = self.model.args();
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
-        let persist_every = (values.done.len() / 20).max(5);
-        let mut replicas = Replicas::for_grid(&model, self.model.threads, values.done.len(), None)?;
-        let out = evaluate_slice(
-            &mut model,
-            &mut replicas,
-            &centre,
-            &dx,
-            dy.as_ref(),
-            &mut values,
-            Control { cancel: &stop, persist_every, persist: &mut persist, progress: &mut progress },
-        )?;
-        rec.values = values;
-        rec.updated = now();
-        slices::put(store, &rec)?;
-        match out {
+        let points = xs.len() * ys.len().max(1);
+        let req = SliceRequest {
+            contract: &contract,
+            plane,
+            xs,
+            ys,
+            run: Some(run.to_string()),
+            step: Some(centre_step),
+            directions,
+            trajectory,
+            signature_prefix: format!("daemon-slice|{run}|{centre_step}"),
+            // The same PCA about the same checkpoint, already sliced: nothing new to compute.
+            skip_if_complete: pca.is_some(),
+            persist_every: (points / 20).max(5),
+            label: format!("slice job, run {run}"),
+        };
+        let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress).context("slice job")?;
+        let rec = &r.record;
+        if r.already_complete {
+            tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
+            return Ok(());
+        }
+        match r.outcome {
             Outcome::Complete => {
-                publish(&ctx.registry, run, &rec);
+                publish(&ctx.registry, run, rec);
                 tracing::info!(run, step, id = rec.id, centre_loss = rec.centre_loss, "slice stored");
             }
             Outcome::Cancelled => tracing::info!(

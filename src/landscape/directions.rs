@@ -67,6 +67,15 @@ impl fmt::Display for Normalization {
     }
 }
 
+impl fmt::Display for Ignore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ignore::Biasbn => "biasbn",
+            Ignore::None => "none",
+        })
+    }
+}
+
 /// Everything needed to rebuild a pair of random directions exactly.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RandomDirections {

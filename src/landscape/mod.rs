@@ -8,6 +8,7 @@ pub mod directions;
 pub mod export;
 pub mod grid;
 pub mod pca_dirs;
+pub mod runner;
 pub mod slice;
 
 use crate::model::Model;

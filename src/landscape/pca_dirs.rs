@@ -7,34 +7,27 @@ use crate::model::{BindOptions, Model, State};
 use crate::store::slices::DirectionSource;
 use crate::store::trajectory::PcaRecord;
 use anyhow::{Result, bail};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The plane of a PCA's first two components: directions, grid and the trajectory in it.
+/// The plane of a PCA's first two components: direction files, grid and the trajectory in it.
 pub struct PcaPlane {
     pub source: DirectionSource,
-    pub dx: State,
-    pub dy: State,
+    /// The first two components' direction files (safetensors), which workers read.
+    pub files: [PathBuf; 2],
     pub xs: Vec<f64>,
     pub ys: Vec<f64>,
     /// (x, y, step) of every checkpoint that took part, the centre at the origin.
     pub trajectory: Vec<(f64, f64, u64)>,
 }
 
-/// The first two components of `pca` as directions for `model`; grid axes `x`/`y`, or by default 21
-/// points over the trajectory's extent (and the origin) padded by a quarter on each side.
-pub fn pca_plane(
-    pca: &PcaRecord,
-    model: &Model,
-    opts: &BindOptions,
-    x: Option<Axis>,
-    y: Option<Axis>,
-) -> Result<PcaPlane> {
+/// The plane of the first two components of `pca`; grid axes `x`/`y`, or by default 21 points over the
+/// trajectory's extent (and the origin) padded by a quarter on each side.
+pub fn pca_plane(pca: &PcaRecord, x: Option<Axis>, y: Option<Axis>) -> Result<PcaPlane> {
     let run = &pca.run;
     if pca.direction_files.len() < 2 {
         bail!("run {run:?}: the PCA has {} direction file(s); a 2D slice needs 2", pca.direction_files.len());
     }
-    let dx = pca_direction(model, Path::new(&pca.direction_files[0]), opts)?;
-    let dy = pca_direction(model, Path::new(&pca.direction_files[1]), opts)?;
+    let files = [PathBuf::from(&pca.direction_files[0]), PathBuf::from(&pca.direction_files[1])];
     let trajectory: Vec<(f64, f64, u64)> =
         pca.coords.iter().zip(&pca.steps).filter_map(|(c, &s)| Some((*c.first()?, *c.get(1)?, s))).collect();
     let extent = |k: usize| -> Axis {
@@ -54,7 +47,7 @@ pub fn pca_plane(
         explained_variance_ratio: pca.explained_variance_ratio.clone(),
         files: pca.direction_files[..2].to_vec(),
     };
-    Ok(PcaPlane { source, dx, dy, xs, ys, trajectory })
+    Ok(PcaPlane { source, files, xs, ys, trajectory })
 }
 
 /// A PCA direction file (safetensors written by the trajectory PCA) as a direction over the model's

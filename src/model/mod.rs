@@ -47,3 +47,40 @@ pub use net::{
 pub use plane::Plane;
 pub use replicas::{Replicas, ThreadPlan};
 pub use state::{State, checkpoint_state, read_state};
+
+/// In-process loading for the sharpness commands until they run through workers (transitional).
+impl crate::worker::contract::ModelContract {
+    /// The model spec these settings name (an export folder, or the files one by one).
+    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        let c = self.protocol_contract(None)?;
+        let mut spec = ModelSpec::new(
+            c.model.as_deref().unwrap_or(std::path::Path::new("")),
+            c.eval_data.as_deref().unwrap_or(std::path::Path::new("")),
+        );
+        if let Some(l) = &c.loss {
+            spec.loss = l.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        }
+        spec.batch_size = c.batch_size;
+        spec.subsample = c.subsample;
+        spec.device = c.device;
+        Ok(spec)
+    }
+
+    /// How checkpoint keys map to the module's names.
+    pub fn bind_options(&self) -> anyhow::Result<BindOptions> {
+        let b = self.bind_rules().map_err(|e| anyhow::anyhow!(e))?;
+        Ok(BindOptions {
+            strip_prefixes: b.strip_prefixes,
+            mapping: b.mapping,
+            allow_unexpected: b.allow_unexpected,
+        })
+    }
+
+    /// Loads the model in this process (after setting `--threads`).
+    pub fn load(&self) -> anyhow::Result<Model> {
+        if let Some(n) = self.threads {
+            set_threads(n);
+        }
+        Model::load(&self.spec()?)
+    }
+}

@@ -262,6 +262,7 @@ impl Model {
         let _g = tch::no_grad_guard();
         let mut loss_sum = 0f64;
         let mut correct = 0i64;
+        let mut predicted = 0i64;
         for (x, y) in &self.batches {
             let n = x.size()[0] as f64;
             let (l, out) = self.loss_and_output(x, y)?;
@@ -269,13 +270,15 @@ impl Model {
             if let Some(out) = out
                 && self.loss.has_accuracy()
             {
-                correct += out.argmax(-1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
+                let (c, k) = correct_predictions(&out, y)?;
+                correct += c;
+                predicted += k;
             }
         }
         let n = self.samples as f64;
         Ok(Evaluation {
             loss: loss_sum / n,
-            accuracy: self.loss.has_accuracy().then(|| correct as f64 / n),
+            accuracy: self.loss.has_accuracy().then(|| correct as f64 / predicted.max(1) as f64),
             samples: self.samples,
         })
     }
@@ -296,21 +299,72 @@ impl Model {
             Loss::Method => (run(self.module.method_ts("loss", &[x, y]))?, None),
             Loss::CrossEntropy => {
                 let out = run(self.module.forward_ts(&[x]))?;
+                check_shapes(self.loss, &out, y)?;
                 let l = out.f_cross_entropy_loss::<&Tensor>(y, None, tch::Reduction::Mean, -100, 0.0);
                 (run(l)?, Some(out))
             }
             Loss::Nll => {
                 let out = run(self.module.forward_ts(&[x]))?;
+                check_shapes(self.loss, &out, y)?;
                 let l = out.f_nll_loss::<&Tensor>(y, None, tch::Reduction::Mean, -100);
                 (run(l)?, Some(out))
             }
             Loss::Mse => {
                 let out = run(self.module.forward_ts(&[x]))?;
+                check_shapes(self.loss, &out, y)?;
                 let l = out.f_mse_loss(y, tch::Reduction::Mean);
                 (run(l)?, None)
             }
         })
     }
+}
+
+/// The model's output must fit the targets before the loss sees them: classification losses take
+/// [N, C] (or [N, C, d1, …]) against [N] (or [N, d1, …]); mse takes equal shapes (no silent
+/// broadcasting). Otherwise an error naming both shapes.
+fn check_shapes(loss: Loss, out: &Tensor, y: &Tensor) -> Result<()> {
+    let (o, t) = (out.size(), y.size());
+    let fits = match loss {
+        Loss::CrossEntropy | Loss::Nll => {
+            o.len() >= 2 && o.len() == t.len() + 1 && o[0] == t[0] && o[2..] == t[1..]
+        }
+        Loss::Mse => o == t,
+        Loss::Method => true,
+    };
+    if fits {
+        return Ok(());
+    }
+    let want = match loss {
+        Loss::Mse => "the same shape as the targets".to_string(),
+        _ => "[N, C] logits for [N] targets, or [N, C, d...] for [N, d...]".to_string(),
+    };
+    bail!(
+        "shape mismatch: the model's output has shape {o:?} but the targets {t:?}; loss {loss} expects {want}"
+    )
+}
+
+/// How many predictions are right: argmax over the class dimension (dim 1, as cross_entropy and nll
+/// read their input: [N, C] or [N, C, d1, …]) equal to the targets ([N] or [N, d1, …]). An output that
+/// doesn't fit the targets is an error naming both shapes, never a panic.
+fn correct_predictions(out: &Tensor, y: &Tensor) -> Result<(i64, i64)> {
+    let mismatch = || {
+        anyhow!(
+            "the model's output has shape {:?} but the targets {:?}: expected [N, C] logits for [N] \
+             targets (or [N, C, d...] for [N, d...])",
+            out.size(),
+            y.size()
+        )
+    };
+    if out.dim() < 2 {
+        return Err(mismatch());
+    }
+    let pred = out.f_argmax(1, false).map_err(|_| mismatch())?;
+    if pred.size() != y.size() {
+        return Err(mismatch());
+    }
+    let eq = pred.f_eq_tensor(y).map_err(|_| mismatch())?;
+    let n = eq.f_sum(Kind::Int64).map_err(|e| anyhow!("counting correct predictions: {}", short_err(e)))?;
+    Ok((n.int64_value(&[]), y.numel() as i64))
 }
 
 /// A module's slots (parameters then float buffers, module order) and the tensors aliasing them.

@@ -26,3 +26,11 @@ pub fn normal_draws(seed: u64, groups: &[&[Vec<usize>]]) -> Vec<Vec<Vec<f32>>> {
         })
         .collect()
 }
+
+/// Runs `f` right after `manual_seed(seed)` on libtorch's CPU generator, holding it so that no other
+/// draw interleaves (e.g. Gaussian or Rademacher start vectors drawn by a worker).
+pub fn with_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    let _lock = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    tch::manual_seed(seed as i64);
+    f()
+}

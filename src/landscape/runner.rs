@@ -1,0 +1,272 @@
+//! Computing a slice with model workers, for the CLI and the daemon alike: start the workers, have each
+//! rebuild the plane (centre read from the checkpoint, directions drawn from their seed or read from
+//! their files — never shipped), evaluate the centre, find the stored record to resume or make a new
+//! one, then hand grid points out to the workers one at a time and record the results on the calling
+//! thread (persisting every few points, progress, cancel): one resume loop for every caller.
+
+use super::directions::RandomDirections;
+use super::slice::{Outcome, SliceValues, evaluate_points};
+use crate::checkpoint::Checkpoint;
+use crate::store::Store;
+use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use crate::worker::contract::ModelContract;
+use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
+use crate::worker::protocol::{BindRules, Handle, ModelInfo, StateSource};
+use crate::worker::{Worker, WorkerError};
+use anyhow::{Context, Result, anyhow};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The plane a slice lies in, as every worker rebuilds it.
+#[derive(Clone, Debug)]
+pub enum PlaneSpec {
+    /// Random directions about `centre`, drawn from their seed (the parameter list is filled in from
+    /// the model). One direction for a 1D slice, two for 2D.
+    Random { centre: PathBuf, dirs: RandomDirections, two_d: bool },
+    /// Directions read from safetensors files (trajectory PCA), about `centre`.
+    Files { centre: PathBuf, x: PathBuf, y: PathBuf },
+    /// From `centre` (α = 0) towards `to` (α = 1): parameters and float buffers.
+    Interpolation { centre: PathBuf, to: PathBuf },
+}
+
+impl PlaneSpec {
+    pub fn centre(&self) -> &Path {
+        match self {
+            PlaneSpec::Random { centre, .. }
+            | PlaneSpec::Files { centre, .. }
+            | PlaneSpec::Interpolation { centre, .. } => centre,
+        }
+    }
+}
+
+/// What the caller wants computed, and how the record describes it.
+pub struct SliceRequest<'a> {
+    pub contract: &'a ModelContract,
+    pub plane: PlaneSpec,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+    pub run: Option<String>,
+    pub step: Option<u64>,
+    /// The direction description stored in the record (for random directions, the parameter list is
+    /// filled in from the model).
+    pub directions: DirectionSource,
+    pub trajectory: Vec<(f64, f64, u64)>,
+    /// Distinguishes requests: the same request resumes its unfinished record.
+    pub signature_prefix: String,
+    /// When a complete record with the same signature exists, return it instead of computing.
+    pub skip_if_complete: bool,
+    /// Save to the store after this many points.
+    pub persist_every: usize,
+    /// Shown in worker error messages, e.g. `slice` or `daemon slice job`.
+    pub label: String,
+}
+
+/// How the computation went.
+pub struct SliceRun {
+    pub record: SliceRecord,
+    pub outcome: Outcome,
+    /// Points computed by this call, and the seconds the grid took.
+    pub computed: usize,
+    pub seconds: f64,
+    pub plan: ThreadPlan,
+    /// Whether an unfinished record was resumed, or a complete one found (nothing computed).
+    pub resumed: bool,
+    pub already_complete: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Bytes the checkpoint's float tensors take as f32: what each extra worker adds in weights.
+fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
+    let ck = Checkpoint::open(path)?;
+    Ok(ck.float_tensors().map(|(_, t)| t.numel() * 4).sum())
+}
+
+/// The record's description of the model contract in use.
+pub fn model_used(info: &ModelInfo, contract: &crate::worker::protocol::Contract) -> ModelUsed {
+    ModelUsed {
+        model: contract
+            .model
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| contract.factory.clone())
+            .unwrap_or_default(),
+        eval_data: contract.eval_data.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        loss: info.loss.clone(),
+        batch_size: contract.batch_size,
+        subsample: contract.subsample,
+        samples: info.samples,
+        device: contract.device.clone(),
+    }
+}
+
+/// The parameters (name, shape) random directions cover, in module order.
+pub fn parameter_list(info: &ModelInfo) -> Vec<(String, Vec<usize>)> {
+    info.slots.iter().filter(|s| s.parameter).map(|s| (s.name.clone(), s.shape.clone())).collect()
+}
+
+/// Rebuilds the plane in one worker: returns the centre's handle and cos(δ, η) for two directions.
+pub fn prepare_plane(
+    w: &mut Worker,
+    plane: &PlaneSpec,
+    bind: &BindRules,
+) -> Result<(Handle, Option<f64>), WorkerError> {
+    let source = |p: &Path| StateSource::Checkpoint { path: p.to_path_buf() };
+    let centre = w.load_state(source(plane.centre()), bind)?;
+    let (dx, dy, cosine) = match plane {
+        PlaneSpec::Random { dirs, two_d, .. } => {
+            let (h, cos) = w.random_directions(
+                centre,
+                dirs.seed,
+                &dirs.norm.to_string(),
+                &dirs.ignore.to_string(),
+                if *two_d { 2 } else { 1 },
+                dirs.orthogonalize,
+            )?;
+            (h[0], h.get(1).copied(), cos)
+        }
+        PlaneSpec::Files { x, y, .. } => {
+            let files = BindRules { missing_zero: true, allow_unexpected: false, ..bind.clone() };
+            let dx = w.load_state(StateSource::Safetensors { path: x.clone() }, &files)?;
+            let dy = w.load_state(StateSource::Safetensors { path: y.clone() }, &files)?;
+            (dx, Some(dy), None)
+        }
+        PlaneSpec::Interpolation { to, .. } => {
+            let end = w.load_state(source(to), bind)?;
+            let d = w.difference(centre, end)?;
+            w.free(&[end])?;
+            (d, None, None)
+        }
+    };
+    w.set_plane(centre, dx, dy)?;
+    Ok((centre, cosine))
+}
+
+/// Computes (or resumes) a slice: see the module docs. `cancel` stops it between points (what is done
+/// is kept); `progress(done, total)` is called after every point; `on_start(record, resumed)` once the
+/// record is known, before the grid.
+pub fn run_slice(
+    store: &Store,
+    req: SliceRequest<'_>,
+    cancel: &AtomicBool,
+    on_start: &mut dyn FnMut(&SliceRecord, bool),
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<SliceRun> {
+    let contract = req.contract;
+    let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
+    let total = req.xs.len() * req.ys.len().max(1);
+    let threads = contract.threads.unwrap_or_else(default_threads);
+    let weights = checkpoint_weight_bytes(req.plane.centre())?;
+    let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
+    let pc = contract.protocol_contract(Some(plan.intra_op))?;
+    let opts = contract.worker_options()?;
+    let mut workers = start_workers(&opts, &pc, plan.workers, &req.label)?;
+    let info = workers[0].model.clone().unwrap_or_default();
+
+    // Every worker rebuilds the same plane (same files, same seed): nothing of size d crosses a pipe.
+    let prepared: Vec<Result<(Handle, Option<f64>), WorkerError>> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            workers.iter_mut().map(|w| s.spawn(|| prepare_plane(w, &req.plane, &bind))).collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(WorkerError::Start("a worker thread panicked".into()))))
+            .collect()
+    });
+    let mut centre = 0;
+    let mut cosine = None;
+    for (i, p) in prepared.into_iter().enumerate() {
+        let (c, cos) = p?;
+        if i == 0 {
+            (centre, cosine) = (c, cos);
+        }
+    }
+
+    let mut directions = req.directions.clone();
+    if let DirectionSource::Random(d) = &mut directions {
+        d.params = parameter_list(&info);
+    }
+    let signature = format!(
+        "{}|{}|{:?}|{:?}|{:?}|{:?}",
+        req.signature_prefix,
+        req.plane.centre().display(),
+        directions,
+        req.xs,
+        req.ys,
+        (&pc.model, &pc.eval_data, &pc.loss, pc.batch_size, pc.subsample, &pc.device)
+    );
+    if req.skip_if_complete
+        && let Some(rec) = slices::find_complete(store, &signature)?
+    {
+        return Ok(SliceRun {
+            record: rec,
+            outcome: Outcome::Complete,
+            computed: 0,
+            seconds: 0.0,
+            plan,
+            resumed: false,
+            already_complete: true,
+        });
+    }
+    let (mut rec, resumed) = match slices::find_unfinished(store, &signature)? {
+        Some(rec) => {
+            rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;
+            (rec, true)
+        }
+        None => {
+            let w = &mut workers[0];
+            w.set_state(centre)?;
+            let (loss, accuracy, _) = w.evaluate().context("evaluating the centre checkpoint")?;
+            let rec = SliceRecord {
+                id: slices::next_id(store)?,
+                run: req.run.clone(),
+                step: req.step,
+                checkpoint: req.plane.centre().display().to_string(),
+                directions,
+                cosine,
+                model: model_used(&info, &pc),
+                centre_loss: loss,
+                centre_accuracy: accuracy,
+                values: SliceValues::new(req.xs.clone(), req.ys.clone()),
+                trajectory: req.trajectory.clone(),
+                created: now(),
+                updated: now(),
+                signature,
+            };
+            slices::put(store, &rec)?;
+            (rec, false)
+        }
+    };
+    on_start(&rec, resumed);
+
+    let before = rec.values.done_count();
+    let base = rec.clone();
+    let mut persist = |v: &SliceValues| -> Result<()> {
+        let mut r = base.clone();
+        r.values = v.clone();
+        r.updated = now();
+        slices::put(store, &r)?;
+        Ok(())
+    };
+    let mut values = rec.values.clone();
+    let evals: Vec<_> = workers
+        .iter_mut()
+        .map(|w| move |a: f64, b: f64| -> Result<(f64, Option<f64>)> { Ok(w.evaluate_point(a, b)?) })
+        .collect();
+    let started = std::time::Instant::now();
+    let out = evaluate_points(&mut values, evals, cancel, req.persist_every.max(1), &mut persist, |n| {
+        progress(n, total)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    rec.values = values;
+    rec.updated = now();
+    slices::put(store, &rec)?;
+    store.flush()?;
+    let outcome = out?;
+    for w in workers {
+        let _ = w.shutdown();
+    }
+    let computed = rec.values.done_count().saturating_sub(before);
+    Ok(SliceRun { record: rec, outcome, computed, seconds, plan, resumed, already_complete: false })
+}

@@ -1,0 +1,651 @@
+//! One model worker process, from the caller's side: finding the executable, starting it at low
+//! priority with a memory limit, the handshake, typed calls, and turning every way a worker can fail
+//! (an error reply, a crash, a hang at start-up, a protocol mismatch) into one clear line.
+//!
+//! The worker's stdin/stdout carry frames ([`super::transport`]); its stderr passes through to ours,
+//! and its last lines are kept to explain a crash. A reader thread turns stdout into a channel so the
+//! handshake can time out. The process dies with its [`Worker`] (killed on drop) and with the caller
+//! (`PR_SET_PDEATHSIG`), so a stopped daemon leaves no worker behind.
+
+use super::protocol::{
+    self, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply, Request, Response,
+};
+use super::transport::{read_frame, write_frame};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The TorchScript worker's executable name.
+pub const WORKER_BIN: &str = "landscaped-worker";
+
+/// Everything that can go wrong with a worker. Display is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker answered with an error (the model's fault, or the request's).
+    #[error("{message}")]
+    Remote { kind: ErrorKind, message: String },
+    /// The worker process ended or its stream broke (panic, abort, SIGKILL, OOM kill).
+    #[error("model worker {what} {status}{last}")]
+    Died { what: String, status: String, last: String },
+    /// The worker did not answer the handshake in time (it was killed).
+    #[error("model worker {what} did not answer the handshake within {secs} s; it was stopped{last}")]
+    Timeout { what: String, secs: u64, last: String },
+    /// The worker speaks another protocol version, or answered nonsense.
+    #[error("model worker {what}: {why}")]
+    Protocol { what: String, why: String },
+    /// The worker could not be started.
+    #[error("{0}")]
+    Start(String),
+}
+
+impl WorkerError {
+    /// A stable label for metrics: the error reply's kind, or `worker_failed` when the worker itself
+    /// failed (died, hung, spoke another protocol, could not start).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerError::Remote { kind, .. } => kind.as_str(),
+            _ => "worker_failed",
+        }
+    }
+
+    /// True when the worker process itself failed (as opposed to the model or the request).
+    pub fn is_worker_failure(&self) -> bool {
+        !matches!(self, WorkerError::Remote { .. })
+    }
+}
+
+/// Finds the worker executable: `explicit` (config `worker = PATH` / `--worker`), else
+/// `$LANDSCAPED_WORKER`, else beside the running executable (the installed layout and cargo's target
+/// folder both put it there). The error says where it looked and how to point at it.
+pub fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, WorkerError> {
+    let mut looked = Vec::new();
+    let candidates: Vec<(PathBuf, &str)> = {
+        let mut c = Vec::new();
+        if let Some(p) = explicit {
+            c.push((p.to_path_buf(), "given"));
+        } else if let Some(p) = std::env::var_os("LANDSCAPED_WORKER").filter(|p| !p.is_empty()) {
+            c.push((PathBuf::from(p), "$LANDSCAPED_WORKER"));
+        } else if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            c.push((dir.join(WORKER_BIN), "beside landscaped"));
+            // cargo's test binaries live one level down, in target/<profile>/deps.
+            if dir.file_name().is_some_and(|n| n == "deps")
+                && let Some(up) = dir.parent()
+            {
+                c.push((up.join(WORKER_BIN), "beside landscaped"));
+            }
+        }
+        c
+    };
+    for (p, how) in candidates {
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(format!("{} ({how})", p.display()));
+    }
+    Err(WorkerError::Start(format!(
+        "model worker {WORKER_BIN} not found (looked at {}); build it (`make build`) or point at it with \
+         `worker = \"/path/to/{WORKER_BIN}\"` in the config, `--worker PATH`, or LANDSCAPED_WORKER",
+        if looked.is_empty() { "nothing".to_string() } else { looked.join(", ") }
+    )))
+}
+
+/// How to start a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The program and its arguments (e.g. `landscaped-worker`, or `python3 -m landscaped_worker`).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Extra environment (e.g. `CUDA_VISIBLE_DEVICES`).
+    pub env: Vec<(String, String)>,
+    /// Niceness added to the worker (0: as the caller).
+    pub nice: i32,
+    /// Put the worker in the idle I/O scheduling class.
+    pub idle_io: bool,
+    /// Address-space limit of the worker in bytes (`RLIMIT_AS`), if any.
+    pub memory_limit: Option<u64>,
+    /// How long the handshake may take (start-up, importing torch).
+    pub handshake_timeout: Duration,
+    /// Shown in messages: what this worker is for, e.g. `slice 3, worker 1/2`.
+    pub label: String,
+}
+
+impl WorkerOptions {
+    /// The TorchScript worker at `program`, at low priority.
+    pub fn new(program: PathBuf) -> WorkerOptions {
+        WorkerOptions {
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            nice: 10,
+            idle_io: true,
+            memory_limit: None,
+            handshake_timeout: Duration::from_secs(120),
+            label: String::new(),
+        }
+    }
+}
+
+/// What the worker said about itself in the handshake.
+#[derive(Clone, Debug, Default)]
+pub struct Hello {
+    pub protocol: u32,
+    pub backend: String,
+    pub backend_version: String,
+    pub devices: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub pid: u32,
+}
+
+/// Keeps the last lines the worker wrote to stderr (and passes every line through to ours).
+#[derive(Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+}
+
+const TAIL_LINES: usize = 8;
+
+/// A running worker: the process, its frames, and the handshake's answer.
+pub struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    frames: Receiver<std::io::Result<Option<Vec<u8>>>>,
+    tail: Arc<Mutex<StderrTail>>,
+    next_id: u64,
+    what: String,
+    pub hello: Hello,
+    /// The model's description after [`Worker::load_model`].
+    pub model: Option<ModelInfo>,
+}
+
+/// Applies priority, memory limit and parent-death signal in the child, between fork and exec.
+fn pre_exec_settings(cmd: &mut Command, nice: i32, idle_io: bool, memory_limit: Option<u64>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (prctl, setpriority, syscall, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if nice != 0 {
+                let cur = libc::getpriority(libc::PRIO_PROCESS, 0);
+                libc::setpriority(libc::PRIO_PROCESS, 0, (cur + nice).min(19));
+            }
+            if idle_io {
+                // ioprio_set(IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << 13); failure is harmless.
+                libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13);
+            }
+            if let Some(bytes) = memory_limit {
+                let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+                libc::setrlimit(libc::RLIMIT_AS, &lim);
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Worker {
+    /// Starts the worker and does the handshake. Errors: the program can't start, it doesn't answer
+    /// in time (it is killed), or it speaks another protocol version.
+    pub fn start(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
+        let mut w = Worker::spawn(opts)?;
+        w.handshake(opts.handshake_timeout)?;
+        Ok(w)
+    }
+
+    /// Starts the worker process without the handshake ([`Worker::handshake`] next, from any thread).
+    ///
+    /// Call this on a thread that outlives the worker: the worker is killed when the thread that
+    /// started it ends (`PR_SET_PDEATHSIG` follows the creating thread, not the process).
+    pub fn spawn(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
+        let mut cmd = Command::new(&opts.program);
+        cmd.args(&opts.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        pre_exec_settings(&mut cmd, opts.nice, opts.idle_io, opts.memory_limit);
+        let mut child = cmd.spawn().map_err(|e| {
+            WorkerError::Start(format!("cannot start model worker {}: {e}", opts.program.display()))
+        })?;
+        let what = if opts.label.is_empty() {
+            format!("{} (pid {})", opts.program.display(), child.id())
+        } else {
+            format!("{} (pid {}, {})", opts.program.display(), child.id(), opts.label)
+        };
+        let stdin = child.stdin.take();
+        let Some(mut stdout) = child.stdout.take() else {
+            return Err(WorkerError::Start(format!("model worker {what}: no stdout pipe")));
+        };
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    t.lines.push_back(line);
+                    while t.lines.len() > TAIL_LINES {
+                        t.lines.pop_front();
+                    }
+                }
+            });
+        }
+        let (tx, frames) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let r = read_frame(&mut stdout);
+                let end = !matches!(r, Ok(Some(_)));
+                if tx.send(r).is_err() || end {
+                    break;
+                }
+            }
+        });
+        Ok(Worker { child, stdin, frames, tail, next_id: 1, what, hello: Hello::default(), model: None })
+    }
+
+    /// Describes this worker in messages (program, pid, label).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub fn has_capability(&self, c: &str) -> bool {
+        self.hello.capabilities.iter().any(|x| x == c)
+    }
+
+    fn last_words(&self) -> String {
+        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        match t.lines.iter().rev().find(|l| !l.trim().is_empty()) {
+            Some(l) => format!("; its last words: {}", l.trim()),
+            None => String::new(),
+        }
+    }
+
+    /// The worker's exit status in words, waiting briefly for it to end.
+    fn exit_status(&mut self) -> String {
+        for _ in 0..50 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return describe_status(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        "stopped answering (its output stream closed)".to_string()
+    }
+
+    fn died(&mut self, during: &str) -> WorkerError {
+        let status = format!("{} during {during}", self.exit_status());
+        // The stderr thread may still be draining the last lines.
+        std::thread::sleep(Duration::from_millis(20));
+        WorkerError::Died { what: self.what.clone(), status, last: self.last_words() }
+    }
+
+    fn send(&mut self, op: Op) -> Result<u64, WorkerError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = op_name(&op);
+        let frame = protocol::encode(&Request { id, body: op }).map_err(|e| WorkerError::Protocol {
+            what: self.what.clone(),
+            why: format!("encoding {name}: {e}"),
+        })?;
+        let Some(stdin) = self.stdin.as_mut() else { return Err(self.died(name)) };
+        if write_frame(stdin, &frame).is_err() {
+            return Err(self.died(name));
+        }
+        Ok(id)
+    }
+
+    fn recv(&mut self, id: u64, during: &str, timeout: Option<Duration>) -> Result<Reply, WorkerError> {
+        let got = match timeout {
+            Some(t) => match self.frames.recv_timeout(t) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(WorkerError::Timeout {
+                        what: self.what.clone(),
+                        secs: t.as_secs(),
+                        last: self.last_words(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
+            None => self.frames.recv().ok(),
+        };
+        let frame = match got {
+            Some(Ok(Some(f))) => f,
+            Some(Ok(None)) | None => return Err(self.died(during)),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(self.died(during)),
+            Some(Err(e)) => {
+                return Err(WorkerError::Protocol {
+                    what: self.what.clone(),
+                    why: format!("reading {during}: {e}"),
+                });
+            }
+        };
+        let resp: Response = protocol::decode(&frame).map_err(|e| WorkerError::Protocol {
+            what: self.what.clone(),
+            why: format!("undecodable answer to {during}: {e}"),
+        })?;
+        if resp.id != id {
+            return Err(WorkerError::Protocol {
+                what: self.what.clone(),
+                why: format!("answer to request {} while waiting for {id} ({during})", resp.id),
+            });
+        }
+        match resp.body {
+            Reply::Error { kind, message } => Err(WorkerError::Remote { kind, message }),
+            r => Ok(r),
+        }
+    }
+
+    /// The `hello` exchange: the worker must answer within `timeout` (else it is killed) and speak
+    /// this protocol version.
+    pub fn handshake(&mut self, timeout: Duration) -> Result<(), WorkerError> {
+        let id = self.send(Op::Hello { protocol: PROTOCOL_VERSION, client: client_name() })?;
+        match self.recv(id, "the handshake", Some(timeout))? {
+            Reply::Hello { protocol, backend, backend_version, devices, capabilities, pid } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(WorkerError::Protocol {
+                        what: self.what.clone(),
+                        why: format!(
+                            "speaks worker protocol version {protocol}, this landscaped speaks version \
+                             {PROTOCOL_VERSION}; install matching versions"
+                        ),
+                    });
+                }
+                self.hello = Hello { protocol, backend, backend_version, devices, capabilities, pid };
+                Ok(())
+            }
+            other => Err(self.unexpected("hello", &other)),
+        }
+    }
+
+    fn unexpected(&self, wanted: &str, got: &Reply) -> WorkerError {
+        WorkerError::Protocol {
+            what: self.what.clone(),
+            why: format!("expected a {wanted} reply, got {got:?}"),
+        }
+    }
+
+    /// Sends one request and returns its (single) answer.
+    pub fn call(&mut self, op: Op) -> Result<Reply, WorkerError> {
+        let during = op_name(&op);
+        let id = self.send(op)?;
+        self.recv(id, during, None)
+    }
+
+    fn call_ok(&mut self, op: Op) -> Result<(), WorkerError> {
+        match self.call(op)? {
+            Reply::Ok => Ok(()),
+            other => Err(self.unexpected("ok", &other)),
+        }
+    }
+
+    fn call_handle(&mut self, op: Op) -> Result<Handle, WorkerError> {
+        match self.call(op)? {
+            Reply::Handle { handle } => Ok(handle),
+            other => Err(self.unexpected("handle", &other)),
+        }
+    }
+
+    fn call_number(&mut self, op: Op) -> Result<f64, WorkerError> {
+        match self.call(op)? {
+            Reply::Number { value } => Ok(value),
+            other => Err(self.unexpected("number", &other)),
+        }
+    }
+
+    /// Loads the model contract.
+    pub fn load_model(&mut self, contract: &Contract) -> Result<ModelInfo, WorkerError> {
+        match self.call(Op::LoadModel { contract: contract.clone() })? {
+            Reply::Model { info } => {
+                self.model = Some(info.clone());
+                Ok(info)
+            }
+            other => Err(self.unexpected("model", &other)),
+        }
+    }
+
+    /// Reads a state from a checkpoint or safetensors file, bound to the model by name.
+    pub fn load_state(
+        &mut self,
+        source: protocol::StateSource,
+        bind: &protocol::BindRules,
+    ) -> Result<Handle, WorkerError> {
+        self.call_handle(Op::LoadState { source, bind: bind.clone() })
+    }
+
+    /// A state's values, every slot in order, flattened (for checks and exports).
+    pub fn read_state(&mut self, state: Handle) -> Result<Vec<f64>, WorkerError> {
+        match self.call(Op::ReadState { state })? {
+            Reply::Values { data } => protocol::bytes_f64(&data).ok_or_else(|| WorkerError::Protocol {
+                what: self.what.clone(),
+                why: format!("read_state answered {} bytes, not whole f64 values", data.len()),
+            }),
+            other => Err(self.unexpected("values", &other)),
+        }
+    }
+
+    pub fn set_state(&mut self, state: Handle) -> Result<(), WorkerError> {
+        self.call_ok(Op::SetState { state })
+    }
+
+    /// Loss, accuracy and samples of the module as it is.
+    pub fn evaluate(&mut self) -> Result<(f64, Option<f64>, usize), WorkerError> {
+        match self.call(Op::Evaluate)? {
+            Reply::Evaluation { loss, accuracy, samples } => Ok((loss, accuracy, samples)),
+            other => Err(self.unexpected("evaluation", &other)),
+        }
+    }
+
+    /// Random directions about `about` (see the protocol's `random_directions`): handles and cos(dx, dy).
+    pub fn random_directions(
+        &mut self,
+        about: Handle,
+        seed: u64,
+        norm: &str,
+        ignore: &str,
+        count: u8,
+        orthogonalize: bool,
+    ) -> Result<(Vec<Handle>, Option<f64>), WorkerError> {
+        let op = Op::RandomDirections {
+            about,
+            seed,
+            norm: norm.to_string(),
+            ignore: ignore.to_string(),
+            count,
+            orthogonalize,
+        };
+        match self.call(op)? {
+            Reply::Directions { handles, cosine } => Ok((handles, cosine)),
+            other => Err(self.unexpected("directions", &other)),
+        }
+    }
+
+    /// `to − from` over every slot.
+    pub fn difference(&mut self, from: Handle, to: Handle) -> Result<Handle, WorkerError> {
+        self.call_handle(Op::Difference { from, to })
+    }
+
+    pub fn set_plane(&mut self, centre: Handle, dx: Handle, dy: Option<Handle>) -> Result<(), WorkerError> {
+        self.call_ok(Op::SetPlane { centre, dx, dy })
+    }
+
+    /// Moves the module to the plane's point (a, b).
+    pub fn set_point(&mut self, a: f64, b: f64) -> Result<(), WorkerError> {
+        self.call_ok(Op::SetPoint { a, b })
+    }
+
+    /// Evaluates the plane at `points`, calling `each(index, loss, accuracy)` as answers stream in.
+    pub fn evaluate_points(
+        &mut self,
+        points: &[GridPoint],
+        mut each: impl FnMut(u64, f64, Option<f64>),
+    ) -> Result<(), WorkerError> {
+        let id = self.send(Op::EvaluatePoints { points: points.to_vec() })?;
+        loop {
+            match self.recv(id, "evaluate_points", None)? {
+                Reply::Point { index, loss, accuracy } => each(index, loss, accuracy),
+                Reply::Done => return Ok(()),
+                other => return Err(self.unexpected("point", &other)),
+            }
+        }
+    }
+
+    /// Loss and accuracy at one grid point of the plane.
+    pub fn evaluate_point(&mut self, a: f64, b: f64) -> Result<(f64, Option<f64>), WorkerError> {
+        let mut out = None;
+        self.evaluate_points(&[GridPoint { index: 0, a, b }], |_, l, acc| out = Some((l, acc)))?;
+        out.ok_or_else(|| WorkerError::Protocol {
+            what: self.what.clone(),
+            why: "no point in the answer".into(),
+        })
+    }
+
+    /// Starts Hessian work at the current parameters: (dimension, layout, the centre vector).
+    pub fn hessian_open(
+        &mut self,
+        subset: &str,
+    ) -> Result<(usize, Vec<protocol::LayoutSlot>, Handle), WorkerError> {
+        match self.call(Op::HessianOpen { subset: subset.to_string() })? {
+            Reply::Hessian { dim, layout, centre } => Ok((dim, layout, centre)),
+            other => Err(self.unexpected("hessian", &other)),
+        }
+    }
+
+    pub fn hessian_close(&mut self) -> Result<(), WorkerError> {
+        self.call_ok(Op::HessianClose)
+    }
+
+    pub fn new_vector(&mut self, init: protocol::VectorInit) -> Result<Handle, WorkerError> {
+        self.call_handle(Op::NewVector { init })
+    }
+
+    pub fn read_vector(&mut self, v: Handle) -> Result<Vec<f64>, WorkerError> {
+        match self.call(Op::ReadVector { v })? {
+            Reply::Values { data } => protocol::bytes_f64(&data).ok_or_else(|| WorkerError::Protocol {
+                what: self.what.clone(),
+                why: format!("read_vector answered {} bytes, not whole f64 values", data.len()),
+            }),
+            other => Err(self.unexpected("values", &other)),
+        }
+    }
+
+    pub fn dots(&mut self, x: Handle, ys: &[Handle]) -> Result<Vec<f64>, WorkerError> {
+        match self.call(Op::Dots { x, ys: ys.to_vec() })? {
+            Reply::Numbers { values } if values.len() == ys.len() => Ok(values),
+            other => Err(self.unexpected("numbers", &other)),
+        }
+    }
+
+    /// y ← scale·y + Σ cᵢ·xᵢ.
+    pub fn combine(&mut self, y: Handle, scale: f64, terms: &[(f64, Handle)]) -> Result<(), WorkerError> {
+        self.call_ok(Op::Combine { y, scale, terms: terms.to_vec() })
+    }
+
+    pub fn free(&mut self, handles: &[Handle]) -> Result<(), WorkerError> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        self.call_ok(Op::Free { handles: handles.to_vec() })
+    }
+
+    pub fn hvp(&mut self, v: Handle, out: Handle) -> Result<(), WorkerError> {
+        self.call_ok(Op::Hvp { v, out })
+    }
+
+    pub fn loss_at(&mut self, at: Option<Handle>) -> Result<f64, WorkerError> {
+        self.call_number(Op::Loss { at })
+    }
+
+    pub fn gradient(&mut self, at: Option<Handle>, out: Handle) -> Result<f64, WorkerError> {
+        self.call_number(Op::Gradient { at, out })
+    }
+
+    /// Asks the worker to stop and waits for it (killed if it doesn't stop within a second).
+    pub fn shutdown(mut self) -> Result<(), WorkerError> {
+        let r = self.call_ok(Op::Shutdown);
+        self.stdin.take();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        r
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn client_name() -> String {
+    format!("landscaped {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `exit code 3`, `killed by signal 9 (SIGKILL)`, …
+pub fn describe_status(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = st.code() {
+        return format!("exited with code {code}");
+    }
+    match st.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGKILL => " (SIGKILL: killed, e.g. by the OOM killer)",
+                libc::SIGABRT => " (SIGABRT: aborted)",
+                libc::SIGSEGV => " (SIGSEGV: segmentation fault)",
+                libc::SIGBUS => " (SIGBUS)",
+                libc::SIGTERM => " (SIGTERM)",
+                _ => "",
+            };
+            format!("was killed by signal {sig}{name}")
+        }
+        None => "ended".to_string(),
+    }
+}
+
+/// The protocol name of an operation, for messages.
+pub fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Hello { .. } => "hello",
+        Op::LoadModel { .. } => "load_model",
+        Op::LoadState { .. } => "load_state",
+        Op::ReadState { .. } => "read_state",
+        Op::SetState { .. } => "set_state",
+        Op::Evaluate => "evaluate",
+        Op::RandomDirections { .. } => "random_directions",
+        Op::Difference { .. } => "difference",
+        Op::SetPlane { .. } => "set_plane",
+        Op::SetPoint { .. } => "set_point",
+        Op::EvaluatePoints { .. } => "evaluate_points",
+        Op::HessianOpen { .. } => "hessian_open",
+        Op::HessianClose => "hessian_close",
+        Op::NewVector { .. } => "new_vector",
+        Op::ReadVector { .. } => "read_vector",
+        Op::Dots { .. } => "dots",
+        Op::Combine { .. } => "combine",
+        Op::Free { .. } => "free",
+        Op::Hvp { .. } => "hvp",
+        Op::Loss { .. } => "loss",
+        Op::Gradient { .. } => "gradient",
+        Op::Shutdown => "shutdown",
+    }
+}

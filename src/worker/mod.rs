@@ -1,0 +1,18 @@
+//! Model workers, seen from the caller: the versioned protocol (`protocol`), frames and what carries
+//! them (`transport`), starting and talking to one worker process (`client`), the model contract as
+//! users state it (`contract`), and how many workers a job gets (`pool`).
+//!
+//! Model work (loading the user's model, binding checkpoints, evaluating, Hessian-vector products) never
+//! runs in the `landscaped` process: it runs in a worker — `landscaped-worker` (Rust + libtorch, the
+//! TorchScript contract) — that may crash without taking the daemon along. docs/worker-protocol.md
+//! describes the protocol.
+
+pub mod client;
+pub mod contract;
+pub mod pool;
+pub mod protocol;
+pub mod transport;
+
+pub use client::{Worker, WorkerError, WorkerOptions, locate_worker};
+pub use contract::ModelContract;
+pub use pool::{ThreadPlan, start_workers};

@@ -1,0 +1,131 @@
+//! `landscaped-worker`: the TorchScript model worker. It speaks the worker protocol
+//! (docs/worker-protocol.md) on stdin/stdout — one request at a time, answered in order — and does the
+//! model work the `landscaped` binary never does itself: loading the contract, binding checkpoints,
+//! evaluating grid points, Hessian-vector products and gradients on vectors it keeps.
+//!
+//! Frames go to a private copy of the stdout descriptor; fd 1 itself is pointed at stderr first, so
+//! nothing libtorch or a model prints can corrupt the frame stream. A panic inside an operation becomes
+//! an `internal` error reply; the worker keeps serving.
+
+mod session;
+
+use landscaped::worker::protocol::{self, ErrorKind, Op, Reply, Request, Response};
+use landscaped::worker::transport::{StreamTransport, Transport};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::os::fd::FromRawFd;
+use std::process::ExitCode;
+
+/// Takes fd 1 for frames and points fd 1 at stderr.
+fn private_stdout() -> std::io::Result<File> {
+    // SAFETY: plain descriptor calls; the duplicate is owned by the returned File.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!(
+            "landscaped-worker {} (worker protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            protocol::PROTOCOL_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(a) = args.first() {
+        eprintln!(
+            "landscaped-worker: unexpected argument {a:?}; this program is started by landscaped and speaks \
+             the worker protocol on stdin/stdout (see docs/worker-protocol.md)"
+        );
+        return ExitCode::from(2);
+    }
+    let out = match private_stdout() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("landscaped-worker: cannot set up stdout: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut t = StreamTransport::new(BufReader::new(std::io::stdin()), BufWriter::new(out));
+    match serve(&mut t) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("landscaped-worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn send(t: &mut impl Transport, id: u64, body: Reply) -> std::io::Result<()> {
+    let frame = protocol::encode(&Response { id, body })
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    t.send(&frame)
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
+/// The request loop: until stdin closes or `shutdown`.
+fn serve(t: &mut impl Transport) -> std::io::Result<()> {
+    let mut s = session::Session::default();
+    while let Some(frame) = t.recv()? {
+        let req: Request = match protocol::decode(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                // The id is unknown: answer 0, which the caller treats as a protocol error.
+                send(
+                    t,
+                    0,
+                    Reply::Error {
+                        kind: ErrorKind::BadRequest,
+                        message: format!("undecodable request: {e}"),
+                    },
+                )?;
+                continue;
+            }
+        };
+        let id = req.id;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::io::Result<Reply> {
+            match req.body {
+                Op::EvaluatePoints { points } => match s.evaluate_points(&points, |r| send(t, id, r)) {
+                    Ok(Ok(())) => Ok(Reply::Done),
+                    Ok(Err(io)) => Err(io),
+                    Err(f) => Ok(Reply::Error { kind: f.kind, message: f.message }),
+                },
+                op => Ok(match s.handle_op(op) {
+                    Ok(r) => r,
+                    Err(f) => Reply::Error { kind: f.kind, message: f.message },
+                }),
+            }
+        }));
+        let reply = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(io)) => return Err(io),
+            Err(p) => Reply::Error {
+                kind: ErrorKind::Internal,
+                message: format!("the worker panicked: {}", panic_message(&*p)),
+            },
+        };
+        send(t, id, reply)?;
+        if s.done {
+            break;
+        }
+    }
+    Ok(())
+}
