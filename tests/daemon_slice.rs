@@ -272,7 +272,10 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
     }
     let daemon_loss = rec["values"]["loss"].clone();
     // The y direction's gauges exist for a 2D slice.
-    assert!(metric(&d.metrics(), "landscaped_slice_curvature{direction=\"y\",run=\"r\"}").is_some());
+    // (Published once the job has stopped its workers, right after the record is complete.)
+    wait_until(Duration::from_secs(30), "the y curvature gauge", || {
+        metric(&d.metrics(), "landscaped_slice_curvature{direction=\"y\",run=\"r\"}").is_some()
+    });
     assert_eq!(d.stop(), Some(0));
 
     // The command line, on the same store and PCA, slices the same plane to the same values.
