@@ -5,7 +5,7 @@
 # machines here are noisy. Two ratios: the grid loop alone (points per second once loaded; landscaped
 # reports its own loop time), and the whole job (landscaped as a whole process: start-up, libtorch,
 # store, progress; the Python loop from after `import torch`, model load included — conservative).
-# Also the cost per grid point beyond the forward passes, measured on one thread and one model copy.
+# Also the cost per grid point beyond the forward passes, measured on one thread and one worker.
 # usage: scripts/bench_slice.sh [GRID_N] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,13 +106,13 @@ for r in $(seq 1 "$ROUNDS"); do
     PYS+=("$g"); PYL+=("$l")
     echo "round $r: landscaped job $job s (grid $loop s), python job $g s (grid $l s)"
 done
-grep -o "[0-9]* model cop.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /' || true
-# Cost beyond the forward passes: one thread, one model copy, against the forward passes alone there.
+grep -o "[0-9]* worker.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /' || true
+# Cost beyond the forward passes: one thread, one worker, against the forward passes alone there.
 # Alternated like the rounds above; medians.
-read -r FIXED _ < <(rust_slice "$W/data1" --x "0:0:1" --threads 1 --replicas 1)
+read -r FIXED _ < <(rust_slice "$W/data1" --x "0:0:1" --threads 1 --workers 1)
 ONES=(); FWDS=()
 for r in $(seq 1 "$ROUNDS"); do
-    read -r _ one < <(rust_slice "$W/data1" --x "-1:1:$N" --y "-1:1:$N" --threads 1 --replicas 1)
+    read -r _ one < <(rust_slice "$W/data1" --x "-1:1:$N" --y "-1:1:$N" --threads 1 --workers 1)
     read -r _ _ fwd _ < <(py_slice 1 20)
     ONES+=("$one"); FWDS+=("$fwd")
 done
@@ -132,7 +132,7 @@ for what, r, p in (("grid loop", rl, pl), ("whole job", rs, ps)):
           f"ratio {b / a:.2f}x (rounds: {', '.join(f'{y / x:.2f}x' for x, y in zip(r, p))})")
 print("  (job: landscaped as a whole process incl. start-up; python from after import torch, model load included)")
 per1 = one / pts
-print(f"one thread, one model copy (medians): {per1 * 1e3:.3f} ms per point; forward passes alone {fwd1 * 1e3:.3f} ms; "
+print(f"one thread, one worker (medians): {per1 * 1e3:.3f} ms per point; forward passes alone {fwd1 * 1e3:.3f} ms; "
       f"beyond the forward passes {(per1 - fwd1) * 1e3:+.3f} ms ({(per1 - fwd1) / per1 * 100:+.1f} %); "
       f"fixed cost of a landscaped run (start, load, centre, one point) {fixed:.2f} s")
 PYEOF

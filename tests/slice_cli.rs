@@ -32,7 +32,7 @@ fn slice_cmd(data: &Path) -> Command {
     slice_cmd_on(data, &["--threads", "1"])
 }
 
-/// The test slice with these thread settings (`--threads`, `--replicas`).
+/// The test slice with these thread settings (`--threads`, `--workers`).
 fn slice_cmd_on(data: &Path, threads: &[&str]) -> Command {
     let f = fixture();
     let mut c = bin(data);
@@ -157,30 +157,30 @@ fn exports_and_plots() {
     }
 }
 
-/// Three copies of the model on three threads give the values of one copy on one thread, bit for bit
+/// Three worker processes on three threads give the values of one worker on one thread, bit for bit
 /// (each point is the same single-threaded evaluation), also when interrupted and resumed.
 #[test]
-fn slice_on_model_copies_in_parallel_equals_the_sequential_one() {
+fn slice_on_workers_in_parallel_equals_the_sequential_one() {
     let seq = tempfile::tempdir().unwrap();
     let out = slice_cmd(seq.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 model copy, 1 thread(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 worker × 1 thread(s)"));
     let want = show_json(seq.path(), "1");
 
     let par = tempfile::tempdir().unwrap();
-    let on3 = ["--threads", "3", "--replicas", "3"];
+    let on3 = ["--threads", "3", "--workers", "3"];
     let out = slice_cmd_on(par.path(), &on3).env("LANDSCAPED_STOP_AFTER_POINTS", "40").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mid = show_json(par.path(), "1");
     let done = mid["done"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap());
-    // The points queued or in flight when the stop came are kept too: at most two more per copy.
+    // The points queued or in flight when the stop came are kept too: at most two more per worker.
     let done = done.filter(|d| d.as_bool().unwrap()).count();
     assert!((40..=46).contains(&done), "{done} points done");
     let out = slice_cmd_on(par.path(), &on3).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("computed {} points", 775 - done)), "{err}");
-    assert!(err.contains("3 model copies × 1 thread(s)"), "{err}");
+    assert!(err.contains("3 workers × 1 thread(s)"), "{err}");
     let got = show_json(par.path(), "1");
     assert_eq!(got["loss"], want["loss"]);
     assert_eq!(got["accuracy"], want["accuracy"]);
@@ -247,9 +247,12 @@ fn bad_requests_are_one_line_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/ckpt.safetensors") && err.lines().count() == 1, "{err}");
-    let out = slice_cmd_on(data.path(), &["--replicas", "0"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--replicas: must be at least 1"));
+    for flag in ["--workers", "--threads"] {
+        let out = slice_cmd_on(data.path(), &[flag, "0"]).output().unwrap();
+        assert!(!out.status.success());
+        let want = format!("{flag}: must be at least 1");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&want), "{flag}");
+    }
     let out = bin(data.path()).args(["slices", "show", "42"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no slice with id 42"));
 }

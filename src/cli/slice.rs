@@ -244,6 +244,7 @@ fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
 }
 
 pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
+    a.model.validate_flags()?;
     install_cancel_handler();
     let store = Store::open(&cli.data_dir())?;
     let (path, run, step) = match (&a.checkpoint, &a.run) {
@@ -305,6 +306,7 @@ pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
 }
 
 pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
+    a.model.validate_flags()?;
     install_cancel_handler();
     let store = Store::open(&cli.data_dir())?;
     let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;

@@ -52,6 +52,7 @@ pub use state::{State, checkpoint_state, read_state};
 impl crate::worker::contract::ModelContract {
     /// The model spec these settings name (an export folder, or the files one by one).
     pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        self.validate_flags()?;
         let c = self.protocol_contract(None)?;
         let mut spec = ModelSpec::new(
             c.model.as_deref().unwrap_or(std::path::Path::new("")),

@@ -157,6 +157,21 @@ impl ModelContract {
         Ok(())
     }
 
+    /// The checks of [`ModelContract::validate`] that the command line can get wrong without a model
+    /// folder, named by flag.
+    pub fn validate_flags(&self) -> Result<()> {
+        if self.threads == Some(0) {
+            bail!("--threads: must be at least 1");
+        }
+        if self.workers == Some(0) {
+            bail!("--workers: must be at least 1");
+        }
+        if let Some(m) = &self.worker_memory_limit {
+            parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Whether this asks for a GPU.
     pub fn wants_gpu(&self) -> bool {
         !self.device.trim().eq_ignore_ascii_case("cpu")
