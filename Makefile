@@ -9,6 +9,22 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace
 
+# Installs landscaped and its model worker side by side into $(PREFIX)/bin (landscaped finds the worker
+# beside itself), and the systemd units into $(PREFIX)/lib/systemd/system. The worker's RUNPATH is the
+# canonical libtorch folder it was built against (the venv cache, outside the checkout), so the checkout
+# may move or go; with LIBTORCH_COPY=1 torch's lib folder is copied to $(PREFIX)/lib/landscaped too,
+# which the worker also searches ($ORIGIN/../lib/landscaped), for a machine without that cache (or a
+# service user who can't read it).
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 target/release/landscaped target/release/landscaped-worker $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 systemd/landscaped.service systemd/landscaped@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	@if [ "$(LIBTORCH_COPY)" = 1 ]; then \
+	  install -d $(DESTDIR)$(PREFIX)/lib/landscaped && cp -a "$$(readlink -f .libtorch)/lib/." $(DESTDIR)$(PREFIX)/lib/landscaped/; \
+	fi
+	@echo "installed landscaped and landscaped-worker into $(DESTDIR)$(PREFIX)/bin"
+
 # System packages the daemon tests use (systemd-analyze, a real Prometheus + promtool), from Debian.
 test-deps:
 	@scripts/ci-deps.sh

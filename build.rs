@@ -7,6 +7,9 @@
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        // The canonical folder (the venv cache), not the checkout's `.libtorch` link: the binary keeps
+        // working when the checkout moves.
+        let lib = std::fs::canonicalize(&lib).map(|p| p.display().to_string()).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{lib}");

@@ -10,6 +10,8 @@ fn main() {
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         let lib = std::fs::canonicalize(&lib).map(|p| p.display().to_string()).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib}");
+        // `make install LIBTORCH_COPY=1` puts torch's libraries here.
+        println!("cargo:rustc-link-arg=-Wl,-rpath=$ORIGIN/../lib/landscaped");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{lib}");
         println!("cargo:rustc-link-arg=-ltorch");
