@@ -2,7 +2,6 @@
 //! PCA, interpolation between checkpoints) and slice evaluation with resume.
 
 pub mod build;
-pub mod compute;
 pub mod daemon_job;
 pub mod directions;
 pub mod export;

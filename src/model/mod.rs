@@ -21,8 +21,8 @@
 //!   differentiates through the model; `batch_loss` calls it itself, and `evaluate` (no grad) switches
 //!   the optimizer back on ([`prepare_inference_thread`]).
 //! - Slices: [`Model::plane`] holds a centre and directions on the device; [`Model::set_point`] writes
-//!   θ* + a·δ + b·η; [`Replicas`] are copies of the model ([`Model::replicate`]) that evaluate grid
-//!   points in parallel, sized by a [`ThreadPlan`]. [`rng::normal_draws`] gives libtorch's Gaussian
+//!   θ* + a·δ + b·η (the worker evaluates grid points this way; several workers run in parallel, see
+//!   `worker::pool`). [`rng::normal_draws`] gives libtorch's Gaussian
 //!   draws for a seed.
 
 pub mod binding;
@@ -32,7 +32,6 @@ pub mod hvp;
 pub mod loss;
 pub mod net;
 pub mod plane;
-pub mod replicas;
 pub mod rng;
 mod shim;
 pub mod state;
@@ -45,7 +44,6 @@ pub use net::{
     set_threads, threads,
 };
 pub use plane::Plane;
-pub use replicas::{Replicas, ThreadPlan};
 pub use state::{State, checkpoint_state, read_state};
 
 /// In-process loading for the sharpness commands until they run through workers (transitional).

@@ -154,43 +154,6 @@ impl Model {
         Ok(model)
     }
 
-    /// Another copy of this model, for evaluating grid points in parallel: the module loaded again from
-    /// the same file (its own parameters and buffers, set to this model's current values), sharing this
-    /// model's evaluation batches (read only). Errors if the file no longer has the same slots.
-    pub fn replicate(&self) -> Result<Model> {
-        let path = &self.spec.model;
-        let (module, bound) = open_module(path, self.device)?;
-        if bound.slots != self.slots {
-            bail!("model {}: the file changed since it was loaded (its tensors differ)", path.display());
-        }
-        let replica = Model {
-            module,
-            params: bound.params,
-            buffers: bound.buffers,
-            batches: self.batches.iter().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())).collect(),
-            loss: self.loss,
-            device: self.device,
-            slots: bound.slots,
-            ignored_buffers: bound.ignored_buffers,
-            samples: self.samples,
-            spec: self.spec.clone(),
-        };
-        {
-            let _g = tch::no_grad_guard();
-            for (dst, src) in replica.slot_tensors().zip(self.slot_tensors()) {
-                dst.shallow_clone()
-                    .f_copy_(src)
-                    .map_err(|e| anyhow!("copying the model into a replica: {}", short_err(e)))?;
-            }
-        }
-        Ok(replica)
-    }
-
-    /// Bytes of the bound tensors (parameters and float buffers): what each replica adds.
-    pub fn slot_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.numel() * 4).sum()
-    }
-
     pub fn device(&self) -> Device {
         self.device
     }

@@ -12,18 +12,6 @@ pub struct Plane {
     dy: Vec<Option<Tensor>>,
 }
 
-impl Plane {
-    /// The same plane for another thread: the tensors are shared (shallow), only ever read.
-    pub fn share(&self) -> Plane {
-        let opt = |v: &[Option<Tensor>]| v.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-        Plane {
-            center: self.center.iter().map(Tensor::shallow_clone).collect(),
-            dx: opt(&self.dx),
-            dy: opt(&self.dy),
-        }
-    }
-}
-
 impl Model {
     /// Holds `center` and the directions (one f32 vector per slot) on the model's device.
     pub fn plane(&self, center: &[Vec<f32>], dx: &[Vec<f32>], dy: Option<&[Vec<f32>]>) -> Result<Plane> {
