@@ -408,6 +408,9 @@ mod tests {
         m.watched.with_label_values(&["r", "inotify"]).set(1);
         m.job_runs.with_label_values(&["r", "pca", "ok"]).inc();
         m.job_duration.with_label_values(&["r", "pca"]).observe(1.0);
+        m.env_errors.with_label_values(&["r", "no_space"]).inc();
+        m.not_a_file.with_label_values(&["r", "not_a_file"]).inc();
+        m.http_rejected.with_label_values(&["cap"]).inc();
         let text = m.render();
         for name in METRIC_NAMES {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");

@@ -699,8 +699,8 @@ mod tests {
     fn roundtrip_f32_and_bf16() {
         let d = tempfile::tempdir().unwrap();
         let cfg = ArchiveConfig::default();
-        write_checkpoint(d.path(), "r/1", 7, &cfg, &ck(7)).unwrap();
-        let l = list_run(d.path(), "r/1").unwrap();
+        write_checkpoint(d.path(), "r-1", 7, &cfg, &ck(7)).unwrap();
+        let l = list_run(d.path(), "r-1").unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].step, 7);
         let f = ArchiveFile::open(&l[0].path).unwrap();
