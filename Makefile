@@ -10,7 +10,8 @@ build: setup
 	$(CARGO) build --release --workspace
 
 # Installs landscaped and its model worker side by side into $(PREFIX)/bin (landscaped finds the worker
-# beside itself), and the systemd units into $(PREFIX)/lib/systemd/system. The worker's RUNPATH is the
+# beside itself), the Python worker package into $(PREFIX)/share/landscaped/python (put on the Python
+# worker's PYTHONPATH by landscaped), and the systemd units into $(PREFIX)/lib/systemd/system. The worker's RUNPATH is the
 # canonical libtorch folder it was built against (the venv cache, outside the checkout), so the checkout
 # may move or go; with LIBTORCH_COPY=1 torch's lib folder is copied to $(PREFIX)/lib/landscaped too,
 # which the worker also searches ($ORIGIN/../lib/landscaped), for a machine without that cache (or a
@@ -20,6 +21,8 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 target/release/landscaped target/release/landscaped-worker $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 systemd/landscaped.service systemd/landscaped@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -d $(DESTDIR)$(PREFIX)/share/landscaped/python/landscaped_worker
+	install -m 644 python/landscaped_worker/*.py $(DESTDIR)$(PREFIX)/share/landscaped/python/landscaped_worker/
 	@if [ "$(LIBTORCH_COPY)" = 1 ]; then \
 	  install -d $(DESTDIR)$(PREFIX)/lib/landscaped && cp -a "$$(readlink -f .libtorch)/lib/." $(DESTDIR)$(PREFIX)/lib/landscaped/; \
 	fi

@@ -11,6 +11,8 @@
 //! threads = 1                 # CPU threads for this job (keep the trainer's CPUs free)
 //! map = ["backbone.fc.weight=fc.weight"]   # checkpoint name = module name
 //! allow_unexpected = false    # accept checkpoint tensors the module lacks
+//! # or the model in your own Python (docs/python-worker.md):
+//! # backend = "python"; python = "/home/me/venv/bin/python"; factory = "mytrain.landscape:build"
 //! ```
 //!
 //! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
@@ -22,6 +24,9 @@ use std::path::PathBuf;
 
 /// Every key of [`JobModel`].
 pub const KEYS: &[&str] = &[
+    "backend",
+    "python",
+    "factory",
     "model_dir",
     "model",
     "eval_data",
@@ -37,6 +42,12 @@ pub const KEYS: &[&str] = &[
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobModel {
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub python: Option<PathBuf>,
+    #[serde(default)]
+    pub factory: Option<String>,
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
     #[serde(default)]
@@ -89,6 +100,12 @@ pub fn gpu_device(section: &toml::Value) -> Option<&str> {
 
 impl JobModel {
     fn validate(&self) -> Result<()> {
+        let args = self.args();
+        if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::worker::contract::Backend::Python
+            || self.factory.is_some()
+        {
+            return args.validate();
+        }
         if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
             bail!("model_dir: missing (or give both model and eval_data)");
         }
@@ -112,6 +129,9 @@ impl JobModel {
     /// The same contract as command-line flags.
     pub fn args(&self) -> ModelContract {
         ModelContract {
+            backend: self.backend.clone(),
+            python: self.python.clone(),
+            factory: self.factory.clone(),
             model_dir: self.model_dir.clone(),
             model: self.model.clone(),
             eval_data: self.eval_data.clone(),
@@ -161,6 +181,14 @@ mod tests {
         assert!(err("model_dir = \"/m\"\ndevice = \"tpu\"").starts_with("device: "));
         assert!(err("model_dir = \"/m\"\nmap = [\"nonsense\"]").starts_with("map: "));
         assert!(err("model_dir = \"/m\"\nthreads = 0").starts_with("threads: "));
+        // The python backend: a factory instead of the TorchScript files, the same keys as the flags.
+        let (m, _) = split(&section("factory = \"mytrain.landscape:build\"\nloss = \"causal_lm\"")).unwrap();
+        assert_eq!(m.args().backend().unwrap(), crate::worker::contract::Backend::Python);
+        assert!(err("backend = \"python\"").starts_with("factory: missing"));
+        assert!(err("factory = \"nocolon\"").starts_with("factory: "));
+        assert!(err("factory = \"m:f\"\nloss = \"hinge\"").starts_with("loss: "));
+        assert!(err("factory = \"m:f\"\nmodel_dir = \"/m\"").starts_with("model: "));
+        assert!(err("backend = \"onnx\"\nmodel_dir = \"/m\"").starts_with("backend: "));
         assert_eq!(gpu_device(&section("model_dir = \"/m\"")), None);
         assert_eq!(gpu_device(&section("model_dir = \"/m\"\ndevice = \"CPU\"")), None);
     }

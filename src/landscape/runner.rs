@@ -161,7 +161,9 @@ pub fn run_slice(
     let threads = contract.threads.unwrap_or_else(default_threads);
     let weights = checkpoint_weight_bytes(req.plane.centre())?;
     let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
-    let pc = contract.protocol_contract(Some(plan.intra_op))?;
+    let mut pc = contract.protocol_contract(Some(plan.intra_op))?;
+    // A factory that takes the checkpoint path gets the centre's (to read a config beside the weights).
+    pc.checkpoint = Some(req.plane.centre().to_path_buf());
     let opts = contract.worker_options()?;
     let mut workers = start_workers(&opts, &pc, plan.workers, &req.label)?;
     let info = workers[0].model.clone().unwrap_or_default();
@@ -194,7 +196,7 @@ pub fn run_slice(
         directions,
         req.xs,
         req.ys,
-        (&pc.model, &pc.eval_data, &pc.loss, pc.batch_size, pc.subsample, &pc.device)
+        (&pc.model, &pc.eval_data, &pc.factory, &pc.loss, pc.batch_size, pc.subsample, &pc.device)
     );
     if req.skip_if_complete
         && let Some(rec) = slices::find_complete(store, &signature)?

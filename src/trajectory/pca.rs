@@ -210,8 +210,9 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
     })
 }
 
-/// Streams one safetensors file of f32 tensors whose names and shapes are known up front.
-struct DirectionWriter {
+/// Streams one safetensors file of tensors whose names, dtypes and shapes are known up front (f32
+/// direction files here; the worker handoff of `worker::handoff` writes checkpoints with it too).
+pub(crate) struct DirectionWriter {
     tmp: PathBuf,
     out: BufWriter<File>,
     data_start: u64,
@@ -226,14 +227,26 @@ impl DirectionWriter {
         tensors: &[(String, Vec<usize>)],
         meta: &BTreeMap<String, String>,
     ) -> anyhow::Result<Self> {
+        let typed: Vec<(String, &str, usize, Vec<usize>)> =
+            tensors.iter().map(|(n, s)| (n.clone(), "F32", 4, s.clone())).collect();
+        Self::create_typed(dest, &typed, meta)
+    }
+
+    /// As `create`, each tensor with its safetensors dtype name and element size in bytes; the values
+    /// follow in this order, by [`DirectionWriter::write`] (as f32) or [`DirectionWriter::write_raw`].
+    pub(crate) fn create_typed(
+        dest: &Path,
+        tensors: &[(String, &str, usize, Vec<usize>)],
+        meta: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
         let mut header = serde_json::Map::new();
         header.insert("__metadata__".into(), serde_json::to_value(meta)?);
         let mut off = 0u64;
-        for (name, shape) in tensors {
-            let len = shape.iter().product::<usize>() as u64 * 4;
+        for (name, dtype, size, shape) in tensors {
+            let len = shape.iter().product::<usize>() as u64 * *size as u64;
             header.insert(
                 name.clone(),
-                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, off + len]}),
+                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + len]}),
             );
             off += len;
         }
@@ -263,7 +276,8 @@ impl DirectionWriter {
         })
     }
 
-    fn write(&mut self, v: &[f64]) -> anyhow::Result<()> {
+    /// Appends values as f32.
+    pub(crate) fn write(&mut self, v: &[f64]) -> anyhow::Result<()> {
         self.bytes.clear();
         for &x in v {
             self.bytes.extend_from_slice(&(x as f32).to_le_bytes());
@@ -273,8 +287,15 @@ impl DirectionWriter {
         Ok(())
     }
 
+    /// Appends bytes as they are (a tensor of another dtype, little-endian).
+    pub(crate) fn write_raw(&mut self, b: &[u8]) -> anyhow::Result<()> {
+        self.out.write_all(b).with_context(|| format!("{}", self.tmp.display()))?;
+        self.written += b.len() as u64;
+        Ok(())
+    }
+
     /// Flushes, negates every value in place when `negate`, and renames onto `dest`.
-    fn finish(self, dest: &Path, negate: bool) -> anyhow::Result<()> {
+    pub(crate) fn finish(self, dest: &Path, negate: bool) -> anyhow::Result<()> {
         let tmp = self.tmp.clone();
         let res = (|| -> anyhow::Result<()> {
             if self.written != self.expect {

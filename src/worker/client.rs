@@ -410,11 +410,33 @@ impl Worker {
     }
 
     /// Reads a state from a checkpoint or safetensors file, bound to the model by name.
+    ///
+    /// A worker without the `read_checkpoints` capability gets a checkpoint converted to safetensors by
+    /// the caller's readers first ([`super::handoff`]); the temporary file is removed after the call.
     pub fn load_state(
         &mut self,
         source: protocol::StateSource,
         bind: &protocol::BindRules,
     ) -> Result<Handle, WorkerError> {
+        if let protocol::StateSource::Checkpoint { path } = &source
+            && !self.has_capability(protocol::capability::READ_CHECKPOINTS)
+        {
+            let h = super::handoff::checkpoint_to_safetensors(path).map_err(|e| WorkerError::Remote {
+                kind: ErrorKind::BadCheckpoint,
+                message: format!("{e:#}"),
+            })?;
+            let source = protocol::StateSource::Safetensors { path: h.path.clone() };
+            let r = self.call_handle(Op::LoadState { source, bind: bind.clone() });
+            // Messages name the user's checkpoint, not the temporary file.
+            let tmp = h.path.display().to_string();
+            drop(h);
+            return r.map_err(|e| match e {
+                WorkerError::Remote { kind, message } => {
+                    WorkerError::Remote { kind, message: message.replace(&tmp, &path.display().to_string()) }
+                }
+                other => other,
+            });
+        }
         self.call_handle(Op::LoadState { source, bind: bind.clone() })
     }
 

@@ -2,16 +2,36 @@
 //! daemon's `[run.model]` section (the same names, `map` for `--map`) — and what it becomes: the
 //! protocol's [`Contract`] for each worker, the [`BindRules`] for checkpoints, and how to start workers.
 //! One type for both front ends, so the flags and the config keys can't drift apart.
+//!
+//! Two backends: `torchscript` (`landscaped-worker`, a TorchScript file and an evaluation set) and
+//! `python` (`python -m landscaped_worker` in the user's own Python, a factory `module:function`; see
+//! docs/python-worker.md). The Python package is found without installing it: `PYTHONPATH` gets the
+//! folder holding `landscaped_worker/` — `<prefix>/share/landscaped/python` beside an installed
+//! `landscaped`, else the checkout's `python/` (see [`python_package_dir`]).
 
 use super::client::{WorkerOptions, locate_worker};
 use super::protocol::{BindRules, Contract};
 use anyhow::{Result, anyhow, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The model contract and how to run it. `clap` reads it from flags, `serde` from `[run.model]`.
 #[derive(clap::Args, serde::Deserialize, serde::Serialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelContract {
+    /// Model backend: torchscript (landscaped-worker: --model-dir, or --model and --eval-data) or python
+    /// (your own Python runs --factory). Default: python when --factory is given, else torchscript.
+    #[arg(long)]
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The Python that runs the model for --backend python: the one you train with (default: python3).
+    #[arg(long)]
+    #[serde(default)]
+    pub python: Option<PathBuf>,
+    /// --backend python: module:function returning (model, data, loss), e.g. mytrain.landscape:build
+    /// (see docs/python-worker.md); imported from the working directory or the Python's path.
+    #[arg(long)]
+    #[serde(default)]
+    pub factory: Option<String>,
     /// Folder written by examples/landscaped_export.py (model.pt, eval.safetensors, landscaped.toml).
     #[arg(long)]
     #[serde(default)]
@@ -24,7 +44,8 @@ pub struct ModelContract {
     #[arg(long)]
     #[serde(default)]
     pub eval_data: Option<PathBuf>,
-    /// cross_entropy (default), mse, nll, or method (the module's own loss(inputs, targets)).
+    /// cross_entropy (default), mse, nll, or method (the module's own loss(inputs, targets)); with
+    /// --backend python also causal_lm and hf (or a callable returned by the factory).
     #[arg(long)]
     #[serde(default)]
     pub loss: Option<String>,
@@ -79,6 +100,9 @@ fn default_device() -> String {
 impl Default for ModelContract {
     fn default() -> Self {
         ModelContract {
+            backend: None,
+            python: None,
+            factory: None,
             model_dir: None,
             model: None,
             eval_data: None,
@@ -128,9 +152,116 @@ pub fn check_device(s: &str) -> Result<(), String> {
     }
 }
 
+/// Which worker runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `landscaped-worker`: a TorchScript file and an evaluation set.
+    TorchScript,
+    /// `python -m landscaped_worker`: a factory in the user's own Python.
+    Python,
+}
+
+/// Loss names the Python worker knows (besides a callable the factory returns).
+pub const PYTHON_LOSSES: &[&str] = &["cross_entropy", "mse", "nll", "causal_lm", "hf"];
+
+/// Checks a loss name for the Python backend (the worker accepts the same spellings).
+pub fn check_python_loss(l: &str) -> Result<(), String> {
+    let n = l.trim().to_ascii_lowercase().replace('-', "_");
+    let n = match n.as_str() {
+        "ce" | "crossentropy" => "cross_entropy",
+        "lm" => "causal_lm",
+        "huggingface" => "hf",
+        other => other,
+    };
+    if PYTHON_LOSSES.contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown loss {l:?} for the python backend (expected {}, or return a callable (model, batch) -> \
+             loss from the factory)",
+            PYTHON_LOSSES.join(", ")
+        ))
+    }
+}
+
+/// Checks the form `module:function` (module a dotted name).
+pub fn check_factory(f: &str) -> Result<(), String> {
+    let ok = f.split_once(':').is_some_and(|(m, func)| {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|p| {
+                    p.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                })
+        };
+        ident(m) && ident(func)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{f:?} is not of the form module:function (e.g. mytrain.landscape:build)"))
+    }
+}
+
+/// The folder to put on `PYTHONPATH` so that `python -m landscaped_worker` finds the package without
+/// installing it: `$LANDSCAPED_PYTHONPATH`, else `<prefix>/share/landscaped/python` for a `landscaped`
+/// installed in `<prefix>/bin` (`make install`), else the checkout's `python/` this binary was built
+/// from. `None` when none holds the package (then it must be pip-installed into that Python).
+pub fn python_package_dir() -> Option<PathBuf> {
+    let has = |d: &Path| d.join("landscaped_worker").join("__main__.py").is_file();
+    if let Some(p) = std::env::var_os("LANDSCAPED_PYTHONPATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(bin) = exe.parent()
+        && let Some(prefix) = bin.parent()
+    {
+        candidates.push(prefix.join("share/landscaped/python"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"));
+    candidates.into_iter().find(|d| has(d))
+}
+
+/// Finds `program` on `PATH` when it has no `/`; errors say what was looked for and how to point at it.
+fn find_python(program: &Path) -> Result<PathBuf> {
+    let how = "point --python (or python = \"...\" in the config) at the Python you train with";
+    if program.components().count() > 1 || program.is_absolute() {
+        if program.is_file() {
+            return Ok(program.to_path_buf());
+        }
+        bail!("python {}: no such file; {how}", program.display());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(program);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("python {}: not found on PATH; {how}", program.display())
+}
+
 impl ModelContract {
+    /// The backend in use: `backend` if given, else python when a factory is given.
+    pub fn backend(&self) -> Result<Backend> {
+        match self.backend.as_deref().map(|b| b.trim().to_ascii_lowercase()) {
+            None => Ok(if self.factory.is_some() { Backend::Python } else { Backend::TorchScript }),
+            Some(b) if b == "torchscript" => Ok(Backend::TorchScript),
+            Some(b) if b == "python" => Ok(Backend::Python),
+            Some(b) => bail!("unknown backend {b:?} (expected torchscript or python)"),
+        }
+    }
+
     /// Checks every value, naming the key (`--flag` on the command line, the key in `[run.model]`).
     pub fn validate(&self) -> Result<()> {
+        let backend = self.backend().map_err(|e| anyhow!("backend: {e}"))?;
+        if backend == Backend::Python {
+            return self.validate_python();
+        }
+        if self.factory.is_some() {
+            bail!("factory: needs backend = \"python\" (the TorchScript backend takes model_dir or model)");
+        }
         if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
             bail!("model_dir: missing (give model_dir, or both model and eval_data)");
         }
@@ -157,9 +288,58 @@ impl ModelContract {
         Ok(())
     }
 
+    /// The checks of [`ModelContract::validate`] for the python backend.
+    fn validate_python(&self) -> Result<()> {
+        let Some(f) = &self.factory else {
+            bail!(
+                "factory: missing (backend python needs factory = \"module:function\", see docs/python-worker.md)"
+            );
+        };
+        check_factory(f).map_err(|e| anyhow!("factory: {e}"))?;
+        if self.model_dir.is_some() || self.model.is_some() || self.eval_data.is_some() {
+            bail!(
+                "model: the python backend builds the model with factory; model_dir, model and eval_data \
+                 are for backend torchscript"
+            );
+        }
+        if self.batch_size == 0 {
+            bail!("batch_size: must be at least 1");
+        }
+        if self.subsample == Some(0) {
+            bail!("subsample: must be at least 1");
+        }
+        if self.threads == Some(0) {
+            bail!("threads: must be at least 1");
+        }
+        if self.workers == Some(0) {
+            bail!("workers: must be at least 1");
+        }
+        if let Some(l) = &self.loss {
+            check_python_loss(l).map_err(|e| anyhow!("loss: {e}"))?;
+        }
+        check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
+        self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
+        if let Some(m) = &self.worker_memory_limit {
+            parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// The checks of [`ModelContract::validate`] that the command line can get wrong without a model
     /// folder, named by flag.
     pub fn validate_flags(&self) -> Result<()> {
+        let backend = self.backend().map_err(|e| anyhow!("--backend: {e}"))?;
+        if backend == Backend::Python {
+            match &self.factory {
+                None => bail!("--factory: missing (--backend python needs --factory module:function)"),
+                Some(f) => check_factory(f).map_err(|e| anyhow!("--factory: {e}"))?,
+            }
+            if let Some(l) = &self.loss {
+                check_python_loss(l).map_err(|e| anyhow!("--loss: {e}"))?;
+            }
+        } else if self.factory.is_some() {
+            bail!("--factory: needs --backend python");
+        }
         if self.threads == Some(0) {
             bail!("--threads: must be at least 1");
         }
@@ -179,6 +359,26 @@ impl ModelContract {
 
     /// The contract each worker loads (files resolved from `model_dir`), with `threads` intra-op threads.
     pub fn protocol_contract(&self, threads: Option<usize>) -> Result<Contract> {
+        if self.backend()? == Backend::Python {
+            let factory = self
+                .factory
+                .clone()
+                .ok_or_else(|| anyhow!("no factory: --backend python needs --factory module:function"))?;
+            check_factory(&factory).map_err(|e| anyhow!("--factory: {e}"))?;
+            if self.batch_size == 0 {
+                bail!("--batch-size: must be at least 1");
+            }
+            check_device(&self.device).map_err(|e| anyhow!(e))?;
+            return Ok(Contract {
+                factory: Some(factory),
+                loss: self.loss.clone(),
+                batch_size: self.batch_size,
+                subsample: self.subsample,
+                device: self.device.trim().to_string(),
+                threads,
+                ..Default::default()
+            });
+        }
         let mut loss = self.loss.clone();
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
@@ -204,6 +404,7 @@ impl ModelContract {
             subsample: self.subsample,
             device: self.device.trim().to_string(),
             threads,
+            checkpoint: None,
         })
     }
 
@@ -219,10 +420,25 @@ impl ModelContract {
         Ok(b)
     }
 
-    /// How to start this contract's workers: the executable found, low priority, the memory limit.
+    /// How to start this contract's workers: the executable found (`landscaped-worker`, or the Python
+    /// with `-m landscaped_worker` and the package on `PYTHONPATH`), low priority, the memory limit.
     pub fn worker_options(&self) -> Result<WorkerOptions> {
-        let program = locate_worker(self.worker.as_deref())?;
-        let mut o = WorkerOptions::new(program);
+        let mut o = if self.backend()? == Backend::Python {
+            let python = find_python(self.python.as_deref().unwrap_or(Path::new("python3")))?;
+            let mut o = WorkerOptions::new(python);
+            o.args = vec!["-m".into(), "landscaped_worker".into()];
+            if let Some(dir) = python_package_dir() {
+                let mut paths = vec![dir];
+                if let Some(old) = std::env::var_os("PYTHONPATH") {
+                    paths.extend(std::env::split_paths(&old));
+                }
+                let joined = std::env::join_paths(paths).map_err(|e| anyhow!("PYTHONPATH: {e}"))?;
+                o.env.push(("PYTHONPATH".into(), joined.to_string_lossy().into_owned()));
+            }
+            o
+        } else {
+            WorkerOptions::new(locate_worker(self.worker.as_deref())?)
+        };
         if let Some(m) = &self.worker_memory_limit {
             o.memory_limit = Some(parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?);
         }
@@ -260,6 +476,46 @@ mod tests {
         assert_eq!(p.threads, Some(2));
         let e = toml::from_str::<ModelContract>("modle = \"x\"").unwrap_err().to_string();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn the_python_backend_takes_a_factory_and_starts_the_users_python() {
+        let c: ModelContract =
+            toml::from_str("factory = \"mytrain.landscape:build\"\nloss = \"causal_lm\"\nbatch_size = 8")
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.backend().unwrap(), Backend::Python);
+        let p = c.protocol_contract(Some(1)).unwrap();
+        assert_eq!(p.factory.as_deref(), Some("mytrain.landscape:build"));
+        assert!(p.model.is_none() && p.eval_data.is_none());
+        // The user's Python with -m landscaped_worker, the in-repo package on PYTHONPATH.
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        let c = ModelContract { python: Some(venv.clone()), ..c };
+        let o = c.worker_options().unwrap();
+        assert_eq!(o.program, venv);
+        assert_eq!(o.args, vec!["-m".to_string(), "landscaped_worker".to_string()]);
+        let pp = &o.env.iter().find(|(k, _)| k == "PYTHONPATH").unwrap().1;
+        assert!(pp.split(':').next().unwrap().ends_with("python"), "{pp}");
+        // A Python that isn't there: one line naming it and how to point at another.
+        let c = ModelContract { python: Some("/nonexistent/bin/python".into()), ..c };
+        let e = c.worker_options().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/bin/python") && e.contains("--python") && !e.contains('\n'), "{e}");
+        let c = ModelContract { python: Some("no-such-python-here".into()), ..c };
+        assert!(c.worker_options().unwrap_err().to_string().contains("not found on PATH"));
+    }
+
+    #[test]
+    fn python_backend_mistakes_name_their_key() {
+        let bad = |s: &str| toml::from_str::<ModelContract>(s).unwrap().validate().unwrap_err().to_string();
+        assert!(bad("backend = \"python\"").starts_with("factory: missing"));
+        assert!(bad("factory = \"a.b\"").starts_with("factory: "));
+        assert!(bad("factory = \"m:f\"\nloss = \"method\"").starts_with("loss: "));
+        assert!(bad("backend = \"torchscript\"\nfactory = \"m:f\"").starts_with("factory: needs"));
+        assert!(bad("backend = \"jax\"").starts_with("backend: "));
+        check_factory("pkg.mod:build").unwrap();
+        assert!(check_factory("pkg mod:build").is_err() && check_factory(":f").is_err());
+        check_python_loss("hf").unwrap();
+        check_python_loss("CE").unwrap();
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!
 //! Model work (loading the user's model, binding checkpoints, evaluating, Hessian-vector products) never
 //! runs in the `landscaped` process: it runs in a worker — `landscaped-worker` (Rust + libtorch, the
-//! TorchScript contract) — that may crash without taking the daemon along. docs/worker-protocol.md
-//! describes the protocol.
+//! TorchScript contract) or `python -m landscaped_worker` (eager PyTorch in the user's Python, the
+//! factory contract; checkpoints reach it through `handoff`) — that may crash without taking the daemon
+//! along. docs/worker-protocol.md describes the protocol.
 
 pub mod client;
 pub mod contract;
+pub mod handoff;
 pub mod pool;
 pub mod protocol;
 pub mod transport;

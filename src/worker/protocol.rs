@@ -73,6 +73,10 @@ pub struct Contract {
     /// Intra-op threads of this worker (`None`: the backend's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// The checkpoint the job is about (e.g. a slice's centre), for a factory that takes the checkpoint
+    /// path (to read a config beside the weights). The weights themselves still come by `load_state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// How checkpoint keys become module names (see `model::binding` in the TorchScript worker).
