@@ -1,9 +1,10 @@
-//! The worker protocol's conformance suite (docs/worker-protocol.md), run against a real worker process:
-//! by default `landscaped-worker` (TorchScript) on the digits CNN of tests/python/slice_reference.py;
-//! another implementation runs the same checks with
-//! `LANDSCAPED_TEST_WORKER="python -m landscaped_worker"` and `LANDSCAPED_TEST_CONTRACT='{json}'` (a
-//! protocol `Contract`; `{dir}` in it is replaced by the fixture folder, which holds the checkpoints
-//! `ckpt_a.safetensors` / `ckpt_b.safetensors` and `reference.json`).
+//! The worker protocol's conformance suite (docs/worker-protocol.md), run against real worker processes
+//! on the digits CNN of tests/python/slice_reference.py: every check runs twice, on `landscaped-worker`
+//! (TorchScript; module `torchscript`) and on `python -m landscaped_worker` (eager PyTorch in the venv's
+//! Python, the factory tests/python/digits_factory.py; module `python`). Another implementation runs
+//! the `torchscript` checks with `LANDSCAPED_TEST_WORKER="cmd args…"` and
+//! `LANDSCAPED_TEST_CONTRACT='{json}'` (a protocol `Contract`; `{dir}` in it is replaced by the fixture
+//! folder, which holds the checkpoints `ckpt_a.safetensors` / `ckpt_b.safetensors` and `reference.json`).
 //!
 //! Then what the caller does when a worker misbehaves: not found, another protocol version, no
 //! handshake, killed mid-request, a memory limit it can't start under, output that doesn't fit the
@@ -37,6 +38,36 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
     })
 }
 
+/// A worker implementation under test: how to start it, and the contract it loads.
+struct Impl {
+    options: WorkerOptions,
+    contract: Contract,
+}
+
+/// `landscaped-worker`, or whatever `LANDSCAPED_TEST_WORKER` / `LANDSCAPED_TEST_CONTRACT` name.
+fn torchscript() -> Impl {
+    Impl { options: options(), contract: contract() }
+}
+
+/// `python -m landscaped_worker` in the venv's Python with the digits-CNN factory, which finds the
+/// fixture folder from the checkpoint path the contract passes it.
+fn python() -> Impl {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut o = WorkerOptions::new(root.join(".venv/bin/python"));
+    o.args = vec!["-m".into(), "landscaped_worker".into()];
+    let path = std::env::join_paths([root.join("python"), root.join("tests/python")]).unwrap();
+    o.env.push(("PYTHONPATH".into(), path.to_string_lossy().into_owned()));
+    let contract = Contract {
+        factory: Some("digits_factory:build".into()),
+        checkpoint: Some(fixture().0.join("ckpt_b.safetensors")),
+        batch_size: 64,
+        device: "cpu".into(),
+        threads: Some(1),
+        ..Default::default()
+    };
+    Impl { options: o, contract }
+}
+
 fn options() -> WorkerOptions {
     match std::env::var("LANDSCAPED_TEST_WORKER") {
         Ok(cmd) if !cmd.trim().is_empty() => {
@@ -68,11 +99,34 @@ fn contract() -> Contract {
     }
 }
 
-fn loaded() -> Worker {
-    let mut w = Worker::start(&options()).unwrap();
-    w.load_model(&contract()).unwrap();
+fn loaded(t: &Impl) -> Worker {
+    let mut w = Worker::start(&t.options).unwrap();
+    w.load_model(&t.contract).unwrap();
     w
 }
+
+/// Each conformance check as a test on both implementations.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod torchscript {
+            $( #[test] fn $name() { super::$name(&super::torchscript()) } )*
+        }
+        mod python {
+            $( #[test] fn $name() { super::$name(&super::python()) } )*
+        }
+    };
+}
+
+conformance!(
+    handshake_states_version_backend_devices_and_capabilities,
+    model_info_lists_parameters_then_buffers,
+    evaluation_matches_pytorch_and_points_stream_in_order,
+    bad_requests_and_checkpoints_are_typed_errors_and_the_worker_goes_on,
+    vector_operations_do_what_the_protocol_says,
+    hessian_products_are_symmetric_and_gradients_match_finite_differences,
+    a_worker_killed_mid_session_is_one_clear_error,
+    a_memory_limit_too_small_to_start_under_is_reported,
+);
 
 fn ckpt(name: &str) -> StateSource {
     let path = fixture().0.join(name);
@@ -90,9 +144,8 @@ fn remote_kind(e: WorkerError) -> (ErrorKind, String) {
     }
 }
 
-#[test]
-fn handshake_states_version_backend_devices_and_capabilities() {
-    let w = Worker::start(&options()).unwrap();
+fn handshake_states_version_backend_devices_and_capabilities(t: &Impl) {
+    let w = Worker::start(&t.options).unwrap();
     assert_eq!(w.hello.protocol, PROTOCOL_VERSION);
     assert!(!w.hello.backend.is_empty() && !w.hello.backend_version.is_empty());
     assert!(w.hello.devices.iter().any(|d| d == "cpu"), "{:?}", w.hello.devices);
@@ -101,9 +154,8 @@ fn handshake_states_version_backend_devices_and_capabilities() {
     w.shutdown().unwrap();
 }
 
-#[test]
-fn model_info_lists_parameters_then_buffers() {
-    let mut w = loaded();
+fn model_info_lists_parameters_then_buffers(t: &Impl) {
+    let mut w = loaded(t);
     let info = w.model.clone().unwrap();
     let first_buffer = info.slots.iter().position(|s| !s.parameter).unwrap();
     assert!(first_buffer > 0 && info.slots[first_buffer..].iter().all(|s| !s.parameter));
@@ -111,14 +163,13 @@ fn model_info_lists_parameters_then_buffers() {
     assert!(info.ignored_buffers.iter().any(|b| b.ends_with("num_batches_tracked")));
     assert_eq!(info.loss, "cross_entropy");
     assert!(info.has_accuracy && info.samples > 0 && info.batches > 0);
-    let (kind, msg) = remote_kind(w.load_model(&contract()).unwrap_err());
+    let (kind, msg) = remote_kind(w.load_model(&t.contract).unwrap_err());
     assert_eq!(kind, ErrorKind::BadRequest, "{msg}");
 }
 
-#[test]
-fn evaluation_matches_pytorch_and_points_stream_in_order() {
+fn evaluation_matches_pytorch_and_points_stream_in_order(t: &Impl) {
     let r = &fixture().1;
-    let mut w = loaded();
+    let mut w = loaded(t);
     let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
     w.set_state(b).unwrap();
     let (loss, acc, samples) = w.evaluate().unwrap();
@@ -144,9 +195,8 @@ fn evaluation_matches_pytorch_and_points_stream_in_order() {
     assert_ne!(w.read_state(other[0]).unwrap(), w.read_state(dirs[0]).unwrap());
 }
 
-#[test]
-fn bad_requests_and_checkpoints_are_typed_errors_and_the_worker_goes_on() {
-    let mut w = loaded();
+fn bad_requests_and_checkpoints_are_typed_errors_and_the_worker_goes_on(t: &Impl) {
+    let mut w = loaded(t);
     let (kind, msg) = remote_kind(w.set_state(12345).unwrap_err());
     assert_eq!(kind, ErrorKind::BadRequest);
     assert!(msg.contains("12345"), "{msg}");
@@ -176,9 +226,8 @@ fn bad_requests_and_checkpoints_are_typed_errors_and_the_worker_goes_on() {
     w.evaluate().unwrap();
 }
 
-#[test]
-fn vector_operations_do_what_the_protocol_says() {
-    let mut w = loaded();
+fn vector_operations_do_what_the_protocol_says(t: &Impl) {
+    let mut w = loaded(t);
     let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
     w.set_state(b).unwrap();
     let (dim, layout, centre) = w.hessian_open("all").unwrap();
@@ -210,9 +259,8 @@ fn vector_operations_do_what_the_protocol_says() {
     w.hessian_close().unwrap();
 }
 
-#[test]
-fn hessian_products_are_symmetric_and_gradients_match_finite_differences() {
-    let mut w = loaded();
+fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Impl) {
+    let mut w = loaded(t);
     let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
     w.set_state(b).unwrap();
     let (base, _, _) = w.evaluate().unwrap();
@@ -299,12 +347,11 @@ fn a_worker_that_never_answers_the_handshake_is_stopped_and_reported() {
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
-#[test]
-fn a_worker_killed_mid_session_is_one_clear_error() {
+fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
     // (A SIGSEGV sent with kill(2) is not a test of a crash: Rust's stack-overflow handler returns from
     // a signal that is not a guard-page fault, so the process goes on.)
     for (sig, name) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGABRT, "SIGABRT")] {
-        let mut w = loaded();
+        let mut w = loaded(t);
         let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(w.pid() as i32, sig) };
@@ -318,11 +365,10 @@ fn a_worker_killed_mid_session_is_one_clear_error() {
     }
 }
 
-#[test]
-fn a_memory_limit_too_small_to_start_under_is_reported() {
-    let mut o = options();
+fn a_memory_limit_too_small_to_start_under_is_reported(t: &Impl) {
+    let mut o = t.options.clone();
     o.memory_limit = Some(32 << 20);
-    let e = match Worker::start(&o).and_then(|mut w| w.load_model(&contract()).map(|_| w)) {
+    let e = match Worker::start(&o).and_then(|mut w| w.load_model(&t.contract).map(|_| w)) {
         Err(e) => e,
         Ok(_) => panic!("a worker ran the model in 32 MiB of address space"),
     };

@@ -1,0 +1,365 @@
+//! The Python backend (`python -m landscaped_worker`, the factory contract) against the TorchScript
+//! backend and the PyTorch reference, on the digits CNN of tests/python/slice_reference.py: the same
+//! directions for a seed (bit for bit), the same slice grid (1e-6 relative) and the reference code's grid;
+//! checkpoints in other formats handed over as temporary safetensors (removed after); the bad-input
+//! lines (factory not importable, wrong return, a Python without torch, a misfit output, a NaN loss);
+//! and `landscaped slice --backend python` end to end. The conformance suite runs on this worker too
+//! (tests/worker_protocol.rs, module `python`).
+
+use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
+use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::slice::Outcome;
+use landscaped::store::Store;
+use landscaped::store::slices::{DirectionSource, SliceRecord};
+use landscaped::worker::protocol::{BindRules, Contract, ErrorKind, StateSource, VectorInit};
+use landscaped::worker::{ModelContract, Worker, WorkerError};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+/// The fixture folder (made once per test binary), its reference values, and a torch.save copy of
+/// checkpoint b (a zip pickle, which only the caller's readers read).
+fn fixture() -> &'static (PathBuf, serde_json::Value) {
+    static F: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    F.get_or_init(|| {
+        // The factories' module folder for every worker this binary starts (the caller puts the
+        // package folder in front). Set before any process is spawned: every test comes here first.
+        // SAFETY: no other thread reads the environment yet (they all wait on this initialisation).
+        unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = std::process::Command::new(venv_python())
+            .arg(root().join("tests/python/slice_reference.py"))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "slice_reference.py failed");
+        let code = "import sys, torch; from safetensors.torch import load_file; \
+                    torch.save(load_file(sys.argv[1]), sys.argv[2])";
+        let ok = std::process::Command::new(venv_python())
+            .args(["-c", code])
+            .arg(dir.join("ckpt_b.safetensors"))
+            .arg(dir.join("ckpt_b.pt"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        (dir, r)
+    })
+}
+
+/// The contract for either backend on the fixture (the factory's module comes from tests/python, which
+/// the worker finds on PYTHONPATH: the caller adds the package folder in front of ours).
+fn model_contract(python: bool, factory: &str, workers: usize) -> ModelContract {
+    let dir = &fixture().0;
+    if python {
+        ModelContract {
+            factory: Some(factory.into()),
+            python: Some(venv_python()),
+            batch_size: 64,
+            threads: Some(workers),
+            workers: Some(workers),
+            ..Default::default()
+        }
+    } else {
+        ModelContract {
+            model: Some(dir.join("model/model.pt")),
+            eval_data: Some(dir.join("model/eval.safetensors")),
+            batch_size: 64,
+            threads: Some(workers),
+            workers: Some(workers),
+            ..Default::default()
+        }
+    }
+}
+
+/// A started worker of either backend with the model loaded.
+fn worker(python: bool, factory: &str) -> Result<Worker, WorkerError> {
+    let c = model_contract(python, factory, 1);
+    let mut pc: Contract = c.protocol_contract(Some(1)).unwrap();
+    pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
+    let mut w = Worker::start(&c.worker_options().unwrap())?;
+    w.load_model(&pc)?;
+    Ok(w)
+}
+
+fn ckpt(name: &str) -> StateSource {
+    StateSource::Checkpoint { path: fixture().0.join(name) }
+}
+
+fn slice(python: bool, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64>) -> SliceRecord {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let directions = match &plane {
+        PlaneSpec::Random { dirs, .. } => DirectionSource::Random(dirs.clone()),
+        PlaneSpec::Interpolation { to, .. } => {
+            DirectionSource::Interpolation { to: to.display().to_string() }
+        }
+        PlaneSpec::Files { .. } => unreachable!(),
+    };
+    let c = model_contract(python, "digits_factory:build", workers);
+    let req = SliceRequest {
+        contract: &c,
+        plane,
+        xs,
+        ys,
+        run: None,
+        step: None,
+        directions,
+        trajectory: vec![],
+        signature_prefix: "test".into(),
+        skip_if_complete: false,
+        persist_every: 4,
+        label: "test".into(),
+    };
+    let r = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    assert_eq!(r.outcome, Outcome::Complete);
+    r.record
+}
+
+fn rel_close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
+}
+
+fn remote(e: WorkerError) -> (ErrorKind, String) {
+    match e {
+        WorkerError::Remote { kind, message } => (kind, message),
+        other => panic!("expected an error reply, got {other}"),
+    }
+}
+
+#[test]
+fn both_backends_draw_the_same_directions_and_compute_the_same_grid() {
+    let (_, r) = fixture();
+    let mut dirs = Vec::new();
+    for python in [false, true] {
+        let mut w = worker(python, "digits_factory:build").unwrap();
+        assert_eq!(w.hello.backend, if python { "python" } else { "torchscript" });
+        let c = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
+        let (h, cos) = w.random_directions(c, 7, "filter", "biasbn", 2, true).unwrap();
+        let (h1, _) = w.random_directions(c, 7, "layer", "none", 1, false).unwrap();
+        dirs.push((
+            w.read_state(h[0]).unwrap(),
+            w.read_state(h[1]).unwrap(),
+            w.read_state(h1[0]).unwrap(),
+            cos,
+        ));
+        // Start vectors from the same generator too.
+        w.set_state(c).unwrap();
+        let (dim, _, _) = w.hessian_open("all").unwrap();
+        let g = w.new_vector(VectorInit::Gaussian { seed: 3 }).unwrap();
+        let rd = w.new_vector(VectorInit::Rademacher { seed: 3 }).unwrap();
+        dirs.push((w.read_vector(g).unwrap(), w.read_vector(rd).unwrap(), vec![dim as f64], None));
+        let _ = w.shutdown();
+    }
+    for (k, (a, b)) in [(0, 2), (1, 3)].iter().map(|&(i, j)| (i, (&dirs[i], &dirs[j]))) {
+        assert_eq!(a.0, b.0, "x direction / gaussian start vector ({k})");
+        assert_eq!(a.1, b.1, "y direction / rademacher start vector ({k})");
+        assert_eq!(a.2, b.2, "layer-normalized direction / dimension ({k})");
+    }
+    assert!((dirs[0].3.unwrap() - dirs[2].3.unwrap()).abs() < 1e-12, "cosines");
+    // The same 2D grid through the runner on either backend (one worker each), and the reference's.
+    let g = &r["grid"];
+    let xs: Vec<f64> = g["xs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let ys: Vec<f64> = g["ys"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let centre = fixture().0.join("ckpt_b.safetensors");
+    let spec = RandomDirections {
+        seed: 7,
+        norm: Normalization::Filter,
+        ignore: Ignore::Biasbn,
+        params: vec![],
+        orthogonalize: false,
+    };
+    let plane = PlaneSpec::Random { centre, dirs: spec, two_d: true };
+    let ts = slice(false, 1, plane.clone(), xs.clone(), ys.clone());
+    let py = slice(true, 1, plane, xs, ys);
+    assert_eq!(ts.directions, py.directions, "the record's direction description (parameter list)");
+    for (i, (a, b)) in ts.values.loss.iter().zip(&py.values.loss).enumerate() {
+        assert!(rel_close(*a, *b, 1e-6), "loss[{i}]: torchscript {a} vs python {b}");
+    }
+    assert_eq!(ts.values.accuracy, py.values.accuracy);
+    assert!(rel_close(ts.centre_loss, py.centre_loss, 1e-9));
+    for iy in 0..2 {
+        for ix in 0..3 {
+            let want = g["loss"][iy][ix].as_f64().unwrap();
+            let got = py.values.loss_at(iy, ix);
+            assert!(rel_close(got, want, 1e-5), "python: loss[{iy}][{ix}] {got} vs reference {want}");
+            assert!((py.values.accuracy[iy * 3 + ix] - g["acc"][iy][ix].as_f64().unwrap()).abs() < 1e-9);
+        }
+    }
+    assert!(py.model.model.contains("digits_factory:build"), "{:?}", py.model);
+}
+
+#[test]
+fn interpolation_on_two_python_workers_matches_the_reference() {
+    let (dir, r) = fixture();
+    let alphas: Vec<f64> =
+        r["interpolation"]["alphas"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    // Checkpoint a as safetensors, b as a torch.save zip: the worker gets b through the handoff.
+    let plane =
+        PlaneSpec::Interpolation { centre: dir.join("ckpt_a.safetensors"), to: dir.join("ckpt_b.pt") };
+    let v = slice(true, 2, plane, alphas.clone(), vec![]).values;
+    for (i, al) in alphas.iter().enumerate() {
+        let want = r["interpolation"]["loss"][i].as_f64().unwrap();
+        assert!(rel_close(v.loss[i], want, 1e-5), "alpha {al}: {} vs {want}", v.loss[i]);
+    }
+}
+
+#[test]
+fn checkpoints_reach_the_worker_as_temporary_safetensors_removed_after() {
+    let mut w = worker(true, "digits_factory:build").unwrap();
+    assert!(!w.has_capability("read_checkpoints"));
+    let handoffs = || -> Vec<String> {
+        let tag = format!("landscaped-handoff-{}-", std::process::id());
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&tag))
+            .collect()
+    };
+    let before = handoffs();
+    let st = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
+    let pt = w.load_state(ckpt("ckpt_b.pt"), &BindRules::default()).unwrap();
+    assert_eq!(w.read_state(st).unwrap(), w.read_state(pt).unwrap(), "the same state from either format");
+    // A checkpoint that doesn't fit: the error names the user's file, not the temporary one.
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.pt");
+    let code = "import sys, torch; from safetensors.torch import load_file; d = load_file(sys.argv[1]); \
+                d.pop('module.fc.bias'); d['module.extra'] = torch.zeros(2); torch.save(d, sys.argv[2])";
+    let ok = std::process::Command::new(venv_python())
+        .args(["-c", code])
+        .arg(fixture().0.join("ckpt_b.safetensors"))
+        .arg(&partial)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (kind, msg) = remote(
+        w.load_state(StateSource::Checkpoint { path: partial.clone() }, &BindRules::default()).unwrap_err(),
+    );
+    assert_eq!(kind, ErrorKind::BadCheckpoint);
+    assert!(msg.contains(&partial.display().to_string()) && !msg.contains("landscaped-handoff"), "{msg}");
+    assert!(msg.contains("fc.bias") && msg.contains("module.extra"), "{msg}");
+    // A file that isn't a checkpoint at all: the caller's reader says so.
+    let junk = dir.path().join("junk.pt");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let (kind, msg) = remote(
+        w.load_state(StateSource::Checkpoint { path: junk.clone() }, &BindRules::default()).unwrap_err(),
+    );
+    assert_eq!(kind, ErrorKind::BadCheckpoint);
+    assert!(msg.contains("junk.pt") && !msg.contains('\n'), "{msg}");
+    assert_eq!(handoffs(), before, "every temporary folder is gone");
+    w.set_state(pt).unwrap();
+    w.evaluate().unwrap();
+}
+
+#[test]
+fn bad_factories_and_pythons_are_one_line_each() {
+    let one_line = |e: &WorkerError| {
+        let m = e.to_string();
+        assert!(!m.contains('\n'), "{m}");
+        m
+    };
+    // Not importable: the import error, the module, the Python used.
+    let e = worker(true, "no_such_module_here:build").err().unwrap();
+    let m = one_line(&e);
+    assert_eq!(e.kind(), "bad_contract");
+    assert!(m.contains("no_such_module_here") && m.contains(&venv_python().display().to_string()), "{m}");
+    assert!(m.contains("ModuleNotFoundError"), "{m}");
+    let e = worker(true, "bad_factories:missing").err().unwrap();
+    assert!(one_line(&e).contains("no attribute 'missing'"));
+    // Returns the wrong things: what it returned, and what is expected.
+    for (f, what) in [
+        ("bad_factories:wrong_return", "returned a str"),
+        ("bad_factories:not_a_module", "list as the model"),
+    ] {
+        let e = worker(true, f).err().unwrap();
+        let m = one_line(&e);
+        assert_eq!(e.kind(), "bad_contract", "{m}");
+        assert!(m.contains(what) && m.contains("expected (model, data, loss)"), "{m}");
+    }
+    let e = worker(true, "bad_factories:raises").err().unwrap();
+    assert!(one_line(&e).contains("not mounted"));
+    // An output that doesn't fit the targets names both shapes.
+    let (kind, m) = remote(worker(true, "bad_factories:lm_shapes").err().unwrap());
+    assert_eq!(kind, ErrorKind::ShapeMismatch, "{m}");
+    assert!(m.contains("[64, 10, 3]") && m.contains("[64]"), "{m}");
+    // A NaN loss during Hessian work names the batch.
+    let mut w = worker(true, "bad_factories:nan_loss").unwrap();
+    w.hessian_open("all").unwrap();
+    let v = w.new_vector(VectorInit::Gaussian { seed: 1 }).unwrap();
+    let out = w.new_vector(VectorInit::Zeros).unwrap();
+    let (kind, m) = remote(w.hvp(v, out).unwrap_err());
+    assert_eq!(kind, ErrorKind::NonFinite);
+    assert!(m.contains("batch 0"), "{m}");
+    w.dots(v, &[v]).unwrap();
+    // A Python without torch (the venv's without its site-packages): says so, with the path.
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("python-without-torch");
+    std::fs::write(&fake, format!("#!/bin/sh\nexec {} -S \"$@\"\n", venv_python().display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = ModelContract { python: Some(fake), ..model_contract(true, "digits_factory:build", 1) };
+    let e = Worker::start(&c.worker_options().unwrap()).err().unwrap();
+    let m = one_line(&e);
+    assert!(e.is_worker_failure() && m.contains("has no torch") && m.contains("python"), "{m}");
+}
+
+#[test]
+fn the_slice_command_runs_the_python_backend() {
+    let dir = &fixture().0;
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .env("LANDSCAPED_DATA_DIR", data.path())
+        .env("LANDSCAPED_LOG", "warn")
+        .env("PYTHONPATH", root().join("tests/python"))
+        .args(["--format", "json", "slice", "--checkpoint"])
+        .arg(dir.join("ckpt_b.pt"))
+        .args(["--backend", "python", "--python"])
+        .arg(venv_python())
+        .args(["--factory", "digits_factory:build", "--batch-size", "64", "--x=-0.5:0.5:3", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .env("LANDSCAPED_DATA_DIR", data.path())
+        .args(["--format", "json", "slices", "show", "1"])
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let loss = v["loss"][0].as_array().unwrap();
+    assert_eq!(loss.len(), 3, "{v}");
+    let want = fixture().1["loss_b"].as_f64().unwrap();
+    assert!(rel_close(loss[1].as_f64().unwrap(), want, 1e-5), "{v}");
+    // A factory without the python backend is refused with the flag named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .env("LANDSCAPED_DATA_DIR", data.path())
+        .args(["slice", "--checkpoint"])
+        .arg(dir.join("ckpt_b.pt"))
+        .args(["--backend", "torchscript", "--factory", "m:f"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--factory"));
+}
+
+#[test]
+fn the_workers_own_codecs_refuse_malformed_input() {
+    // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals.
+    let out = std::process::Command::new(venv_python())
+        .args(["-m", "unittest", "-q"])
+        .arg(root().join("tests/python/worker_codecs_test.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
