@@ -1,0 +1,14 @@
+"""The factory for the tiny GPT-2 of gpt2_make.py, as a user writes one for a Hugging Face causal LM:
+the model built from the checkpoint folder's config.json, the fixed evaluation token ids beside it."""
+
+import os
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from landscaped_worker import safetensors as st
+
+
+def build(checkpoint):
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint))
+    ids = st.load(os.path.join(os.path.dirname(os.path.normpath(checkpoint)), "eval_ids.safetensors"))["input_ids"]
+    return model, ids, "causal_lm"

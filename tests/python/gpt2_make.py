@@ -1,0 +1,94 @@
+"""A tiny GPT-2 (GPT2Config(n_layer=2, n_head=2, n_embd=64), a 96-token vocabulary, built from the config:
+no downloads) trained for a few steps on a synthetic next-token task, saved as the Hugging Face Trainer
+lays out checkpoints (checkpoint-N/ with model.safetensors — lm_head.weight tied to wte and not stored —
+config.json and trainer_state.json), plus the fixed evaluation token ids and plain-PyTorch reference values.
+
+usage: gpt2_make.py OUT_DIR [--steps N] [--power-iterations K]
+
+Writes OUT_DIR/checkpoint-N/, OUT_DIR/eval_ids.safetensors (input_ids [8, 16]) and OUT_DIR/reference.json:
+`own_loss` (the mean of model(input_ids, labels=input_ids).loss over the evaluation batches of 4) and
+`lambda_power` (a power iteration on the Hessian of that loss, double backward in plain PyTorch, from
+torch.manual_seed(0); torch.randn(d)), with the math attention kernel (the fused ones have no double
+backward).
+"""
+
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import GPT2Config, GPT2LMHeadModel
+
+VOCAB, T = 96, 16
+
+
+def data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, VOCAB, (n, 1), generator=g)
+    step = torch.randint(1, 4, (n, 1), generator=g)
+    return (start + step * torch.arange(T)) % VOCAB  # arithmetic sequences: learnable next tokens
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--power-iterations", type=int, default=20)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    train = data(256, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for s in range(a.steps):
+        b = train[(s * 16) % 256 :][:16]
+        opt.zero_grad()
+        model(input_ids=b, labels=b).loss.backward()
+        opt.step()
+    ck = os.path.join(a.out, "checkpoint-%d" % a.steps)
+    model.save_pretrained(ck)
+    with open(os.path.join(ck, "trainer_state.json"), "w") as f:
+        json.dump({"global_step": a.steps}, f)
+    ev = data(8, 2)
+    save_file({"input_ids": ev.contiguous()}, os.path.join(a.out, "eval_ids.safetensors"))
+
+    model.eval()
+    batches = [ev[0:4], ev[4:8]]
+    with torch.no_grad():
+        own = sum(model(input_ids=b, labels=b).loss.item() for b in batches) / len(batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dim = sum(p.numel() for p in params)
+
+    def hvp(v):
+        vs, off = [], 0
+        for p in params:
+            vs.append(v[off : off + p.numel()].float().view_as(p))
+            off += p.numel()
+        acc = torch.zeros(dim, dtype=torch.float64)
+        with sdpa_kernel([SDPBackend.MATH]):
+            for b in batches:
+                loss = model(input_ids=b, labels=b).loss
+                g = torch.autograd.grad(loss, params, create_graph=True)
+                dot = sum((gi * vi).sum() for gi, vi in zip(g, vs))
+                hv = torch.autograd.grad(dot, params)
+                acc += torch.cat([h.reshape(-1) for h in hv]).double() / len(batches)
+        return acc
+
+    torch.manual_seed(0)
+    v = torch.randn(dim).double()
+    v /= v.norm()
+    lam = 0.0
+    for _ in range(a.power_iterations):
+        hv = hvp(v)
+        lam = float(v @ hv)
+        v = hv / hv.norm()
+    with open(os.path.join(a.out, "reference.json"), "w") as f:
+        json.dump({"own_loss": own, "lambda_power": lam, "dim": dim, "checkpoint": ck}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+//! A Hugging Face model through the Python worker, as it comes: a tiny GPT-2 built from its config (no
+//! downloads; tests/python/gpt2_make.py) saved as the Trainer saves checkpoints (`checkpoint-N/`, the tied
+//! `lm_head.weight` not stored), and a factory as a user writes one (tests/python/gpt2_factory.py:
+//! `from_config`, the default `sdpa` attention, loss `causal_lm`). The checkpoint folder reaches the
+//! worker through the caller's readers; the evaluation loss equals the model's own loss on the same
+//! batches; a power iteration driven through the protocol (HVPs by double backward in the worker) agrees
+//! with the same power iteration in plain PyTorch; a slice about the checkpoint has it at its centre.
+
+use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
+use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::slice::Outcome;
+use landscaped::store::Store;
+use landscaped::store::slices::DirectionSource;
+use landscaped::worker::protocol::{BindRules, StateSource, VectorInit};
+use landscaped::worker::{ModelContract, Worker};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rel_close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
+}
+
+#[test]
+fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/python/gpt2_make.py"))
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "gpt2_make.py failed");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap()).unwrap();
+    let ck = PathBuf::from(r["checkpoint"].as_str().unwrap());
+    let contract = ModelContract {
+        factory: Some("gpt2_factory:build".into()),
+        python: Some(root().join(".venv/bin/python")),
+        batch_size: 4,
+        threads: Some(1),
+        workers: Some(1),
+        ..Default::default()
+    };
+    // The factory module's folder for the worker (the caller puts the package folder in front).
+    // SAFETY: this binary's only test; no other thread reads the environment.
+    unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
+
+    let mut pc = contract.protocol_contract(Some(1)).unwrap();
+    pc.checkpoint = Some(ck.clone());
+    let mut w = Worker::start(&contract.worker_options().unwrap()).unwrap();
+    let info = w.load_model(&pc).unwrap();
+    assert_eq!(info.loss, "causal_lm");
+    assert!(info.slots.iter().any(|s| s.name.ends_with("wte.weight")));
+    assert!(!info.slots.iter().any(|s| s.name == "lm_head.weight"), "tied weights are one slot");
+    let s = w.load_state(StateSource::Checkpoint { path: ck.clone() }, &BindRules::default()).unwrap();
+    w.set_state(s).unwrap();
+    let (loss, acc, samples) = w.evaluate().unwrap();
+    let own = r["own_loss"].as_f64().unwrap();
+    assert!(rel_close(loss, own, 1e-6), "causal_lm loss {loss} vs the model's own {own}");
+    assert!(acc.is_some_and(|a| (0.0..=1.0).contains(&a)) && samples == 8);
+
+    // λmax by power iteration through the protocol, as the reference does it in plain PyTorch.
+    let (dim, _, _) = w.hessian_open("all").unwrap();
+    assert_eq!(dim as u64, r["dim"].as_u64().unwrap());
+    let v = w.new_vector(VectorInit::Gaussian { seed: 0 }).unwrap();
+    let hv = w.new_vector(VectorInit::Zeros).unwrap();
+    let n = w.dots(v, &[v]).unwrap()[0].sqrt();
+    w.combine(v, 1.0 / n, &[]).unwrap();
+    let mut lam = 0.0;
+    for _ in 0..20 {
+        w.hvp(v, hv).unwrap();
+        lam = w.dots(v, &[hv]).unwrap()[0];
+        let n = w.dots(hv, &[hv]).unwrap()[0].sqrt();
+        w.combine(v, 0.0, &[(1.0 / n, hv)]).unwrap();
+    }
+    let want = r["lambda_power"].as_f64().unwrap();
+    eprintln!("λ by power iteration: worker {lam}, plain PyTorch {want}; loss {loss} vs own {own}");
+    assert!(rel_close(lam, want, 1e-3), "power iteration through the worker {lam} vs plain PyTorch {want}");
+    w.hessian_close().unwrap();
+    let _ = w.shutdown();
+
+    // A 1D slice about the checkpoint folder: the centre is the checkpoint's own loss.
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let dirs = RandomDirections {
+        seed: 1,
+        norm: Normalization::Filter,
+        ignore: Ignore::Biasbn,
+        params: vec![],
+        orthogonalize: false,
+    };
+    let req = SliceRequest {
+        contract: &contract,
+        plane: PlaneSpec::Random { centre: ck.clone(), dirs: dirs.clone(), two_d: false },
+        xs: vec![-0.5, 0.0, 0.5],
+        ys: vec![],
+        run: None,
+        step: None,
+        directions: DirectionSource::Random(dirs),
+        trajectory: vec![],
+        signature_prefix: "gpt2".into(),
+        skip_if_complete: false,
+        persist_every: 4,
+        label: "test".into(),
+    };
+    let run = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    assert_eq!(run.outcome, Outcome::Complete);
+    let l = &run.record.values.loss;
+    assert!(rel_close(l[1], own, 1e-6) && rel_close(run.record.centre_loss, own, 1e-6), "{l:?}");
+    assert!(l[0] > l[1] && l[2] > l[1], "a trained model sits in a valley along a random direction: {l:?}");
+}
