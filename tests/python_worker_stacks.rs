@@ -1,0 +1,152 @@
+//! Real training stacks through the Python worker: a LightningModule trained by `lightning.Trainer`
+//! (its `.ckpt` read by the caller's readers, keys `model.*` bound to the module's `model.*`, the data a
+//! DataLoader) sliced about its checkpoint, the centre equal to the module's own loss; and a
+//! `torch.compile`d module (names `_orig_mod.*`): evaluated compiled, differentiated through the original
+//! module, with the plain module's values.
+
+use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
+use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::slice::Outcome;
+use landscaped::store::Store;
+use landscaped::store::slices::DirectionSource;
+use landscaped::worker::protocol::{BindRules, StateSource, VectorInit};
+use landscaped::worker::{ModelContract, Worker};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+fn rel_close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
+}
+
+/// The digits fixture (slice_reference.py) and its reference values.
+fn fixture() -> &'static (PathBuf, serde_json::Value) {
+    static F: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    F.get_or_init(|| {
+        // SAFETY: set before any process is spawned; every test comes here first.
+        unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = std::process::Command::new(python())
+            .arg(root().join("tests/python/slice_reference.py"))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "slice_reference.py failed");
+        let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        (dir, r)
+    })
+}
+
+fn contract(factory: &str) -> ModelContract {
+    ModelContract {
+        factory: Some(factory.into()),
+        python: Some(python()),
+        batch_size: 64,
+        threads: Some(1),
+        workers: Some(1),
+        ..Default::default()
+    }
+}
+
+fn started(factory: &str) -> Worker {
+    let c = contract(factory);
+    let mut pc = c.protocol_contract(Some(1)).unwrap();
+    pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
+    let mut w = Worker::start(&c.worker_options().unwrap()).unwrap();
+    w.load_model(&pc).unwrap();
+    w
+}
+
+#[test]
+fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
+    let (dir, _) = fixture();
+    let ckpt = dir.join("lit.ckpt");
+    let mut cmd = std::process::Command::new(python());
+    let path = std::env::join_paths([root().join("python"), root().join("tests/python")]).unwrap();
+    let out = cmd
+        .env("PYTHONPATH", path)
+        .arg(root().join("tests/python/lightning_make.py"))
+        .arg(dir)
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = String::from_utf8(out.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    let own = r["own_loss"].as_f64().unwrap();
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let c = contract("lightning_factory:build");
+    let dirs = RandomDirections {
+        seed: 2,
+        norm: Normalization::Filter,
+        ignore: Ignore::Biasbn,
+        params: vec![],
+        orthogonalize: false,
+    };
+    let req = SliceRequest {
+        contract: &c,
+        plane: PlaneSpec::Random { centre: ckpt, dirs: dirs.clone(), two_d: false },
+        xs: vec![-0.25, 0.0, 0.25],
+        ys: vec![],
+        run: None,
+        step: None,
+        directions: DirectionSource::Random(dirs),
+        trajectory: vec![],
+        signature_prefix: "lightning".into(),
+        skip_if_complete: false,
+        persist_every: 4,
+        label: "test".into(),
+    };
+    let run = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    assert_eq!(run.outcome, Outcome::Complete);
+    let l = &run.record.values.loss;
+    assert!(rel_close(l[1], own, 1e-6), "centre {} vs the module's own loss {own}", l[1]);
+    assert!(l.iter().all(|x| x.is_finite()) && l[0] != l[1]);
+    assert_eq!(run.record.model.samples, 200);
+}
+
+#[test]
+fn a_compiled_module_gives_the_plain_modules_values() {
+    let (_, r) = fixture();
+    let mut values = Vec::new();
+    for factory in ["lightning_factory:build_compiled", "digits_factory:build"] {
+        let mut w = started(factory);
+        let info = w.model.clone().unwrap();
+        assert!(info.slots.iter().all(|s| !s.name.contains("_orig_mod")), "{:?}", info.slots);
+        let b = w
+            .load_state(
+                StateSource::Checkpoint { path: fixture().0.join("ckpt_b.safetensors") },
+                &BindRules::default(),
+            )
+            .unwrap();
+        w.set_state(b).unwrap();
+        let (loss, _, _) = w.evaluate().unwrap();
+        assert!(rel_close(loss, r["loss_b"].as_f64().unwrap(), 1e-6), "{factory}: {loss}");
+        let (dirs, _) = w.random_directions(b, 3, "filter", "biasbn", 2, false).unwrap();
+        w.set_plane(b, dirs[0], Some(dirs[1])).unwrap();
+        let (p, _) = w.evaluate_point(0.3, -0.2).unwrap();
+        w.set_state(b).unwrap();
+        w.hessian_open("all").unwrap();
+        let v = w.new_vector(VectorInit::Gaussian { seed: 4 }).unwrap();
+        let hv = w.new_vector(VectorInit::Zeros).unwrap();
+        w.hvp(v, hv).unwrap();
+        values.push((loss, p, w.read_vector(hv).unwrap()));
+        let _ = w.shutdown();
+    }
+    assert!(rel_close(values[0].0, values[1].0, 1e-6) && rel_close(values[0].1, values[1].1, 1e-6));
+    let (a, b) = (&values[0].2, &values[1].2);
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|x| x.abs()).fold(0.0, f64::max);
+    assert!(err <= 1e-6 * scale, "HVP through the compiled module's original: {err} vs {scale}");
+}
