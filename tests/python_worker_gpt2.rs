@@ -83,6 +83,19 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     w.hessian_close().unwrap();
     let _ = w.shutdown();
 
+    // The same text as dict batches with labels and loss `hf`: the model's own .loss, batch by batch.
+    let hf = ModelContract { factory: Some("gpt2_factory:build_hf".into()), ..contract.clone() };
+    let mut pc = hf.protocol_contract(Some(1)).unwrap();
+    pc.checkpoint = Some(ck.clone());
+    let mut w = Worker::start(&hf.worker_options().unwrap()).unwrap();
+    let info = w.load_model(&pc).unwrap();
+    assert_eq!((info.loss.as_str(), info.has_accuracy, info.batches), ("hf", false, 2));
+    let s = w.load_state(StateSource::Checkpoint { path: ck.clone() }, &BindRules::default()).unwrap();
+    w.set_state(s).unwrap();
+    let (hf_loss, _, _) = w.evaluate().unwrap();
+    assert!(rel_close(hf_loss, own, 1e-6), "hf loss {hf_loss} vs the model's own {own}");
+    let _ = w.shutdown();
+
     // A 1D slice about the checkpoint folder: the centre is the checkpoint's own loss.
     let store_dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_dir.path()).unwrap();

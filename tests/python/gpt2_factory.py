@@ -12,3 +12,9 @@ def build(checkpoint):
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint))
     ids = st.load(os.path.join(os.path.dirname(os.path.normpath(checkpoint)), "eval_ids.safetensors"))["input_ids"]
     return model, ids, "causal_lm"
+
+
+def build_hf(checkpoint):
+    """The same model and text as a list of dict batches with labels, loss `hf` (the model's own .loss)."""
+    model, ids, _ = build(checkpoint)
+    return model, [{"input_ids": b, "labels": b} for b in ids.split(4)], "hf"
