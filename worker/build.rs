@@ -17,4 +17,30 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch");
         println!("cargo:rustc-env=LANDSCAPED_LIBTORCH_LIB={lib}");
     }
+    model_shim();
+}
+
+/// Compiles src/model/shim.cpp (TorchScript buffers, which tch's CModule does not expose)
+/// against the libtorch headers torch-sys uses: `$LIBTORCH/include` and its `torch/csrc/api/include`.
+fn model_shim() {
+    println!("cargo:rerun-if-changed=src/model/shim.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let root = match std::env::var("LIBTORCH") {
+        Ok(r) => std::path::PathBuf::from(r),
+        Err(_) => match std::env::var("DEP_TCH_LIBTORCH_LIB") {
+            Ok(lib) => std::path::PathBuf::from(lib).join(".."),
+            Err(_) => panic!("build.rs: neither LIBTORCH nor DEP_TCH_LIBTORCH_LIB is set; run `make setup`"),
+        },
+    };
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("src/model/shim.cpp")
+        .compile("landscaped_model_shim");
 }

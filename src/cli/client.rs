@@ -18,8 +18,9 @@
 //! `crate::daemon::api::queries`.
 
 use crate::cli::Cli;
-use crate::cli::output::Table;
 use crate::store::{Store, StoreError};
+use crate::table::Table;
+use crate::table::table_from_json;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
@@ -201,24 +202,10 @@ fn describe_ureq(e: &ureq::Error) -> String {
     }
 }
 
-/// `{"headers": [...], "rows": [[...], ...]}`.
-pub fn table_to_json(t: &Table) -> Value {
-    serde_json::json!({ "headers": t.headers, "rows": t.rows })
-}
-
-pub fn table_from_json(v: &Value) -> anyhow::Result<Table> {
-    let headers: Vec<String> = serde_json::from_value(v.get("headers").cloned().unwrap_or(Value::Null))?;
-    let rows: Vec<Vec<Value>> = serde_json::from_value(v.get("rows").cloned().unwrap_or(Value::Null))?;
-    let mut t = Table::new(headers);
-    for r in rows {
-        t.push(r);
-    }
-    Ok(t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::table_to_json;
 
     #[test]
     fn table_round_trips_through_json() {

@@ -1,20 +1,42 @@
-//! `landscaped info`: version, where libtorch was linked from, and the devices it can use.
+//! `landscaped info`: version, data folder, and what the model worker reports about itself (backend,
+//! libtorch or PyTorch version, devices, capabilities). `landscaped` itself doesn't link libtorch: the
+//! worker is started, asked `hello`, and stopped; when it can't start, the reason is printed instead.
 
 use super::Cli;
-use super::output::Table;
+use crate::table::Table;
+use crate::worker::contract::ModelContract;
 use serde_json::json;
 
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    let rt = crate::model::device::runtime_info();
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// The worker executable to ask (default: landscaped-worker beside landscaped, or $LANDSCAPED_WORKER).
+    #[arg(long)]
+    pub worker: Option<std::path::PathBuf>,
+}
+
+pub fn run(cli: &Cli, a: &InfoArgs) -> anyhow::Result<()> {
     let mut t = Table::new(["key", "value"]);
     t.push(vec![json!("version"), json!(env!("CARGO_PKG_VERSION"))]);
-    t.push(vec![json!("libtorch"), json!(option_env!("LANDSCAPED_LIBTORCH_LIB").unwrap_or("unknown"))]);
     t.push(vec![json!("data_dir"), json!(cli.data_dir().display().to_string())]);
-    t.push(vec![json!("torch_cuda_linked"), json!(rt.torch_cuda_linked)]);
-    t.push(vec![json!("cuda_available"), json!(rt.cuda_available)]);
-    t.push(vec![json!("cuda_devices"), json!(rt.cuda_devices)]);
-    t.push(vec![json!("cudnn_available"), json!(rt.cudnn_available)]);
-    t.push(vec![json!("cpu_threads"), json!(rt.cpu_threads)]);
+    let contract = ModelContract { worker: a.worker.clone(), ..Default::default() };
+    let started = contract.worker_options().and_then(|o| {
+        let program = o.program.display().to_string();
+        let w = crate::worker::Worker::start(&o)?;
+        let hello = w.hello.clone();
+        let _ = w.shutdown();
+        Ok((program, hello))
+    });
+    match started {
+        Ok((program, h)) => {
+            t.push(vec![json!("worker"), json!(program)]);
+            t.push(vec![json!("worker_protocol"), json!(h.protocol)]);
+            t.push(vec![json!("backend"), json!(h.backend)]);
+            t.push(vec![json!("backend_version"), json!(h.backend_version)]);
+            t.push(vec![json!("devices"), json!(h.devices)]);
+            t.push(vec![json!("capabilities"), json!(h.capabilities)]);
+        }
+        Err(e) => t.push(vec![json!("worker"), json!(format!("unavailable: {e:#}"))]),
+    }
     t.print(cli.format)?;
     Ok(())
 }

@@ -3,10 +3,10 @@
 //! piped.
 
 use super::Cli;
-use super::output::Table;
 use crate::checkpoint::{self, CheckpointError};
 use crate::ingest::{IngestError, IngestOptions, TensorSink, ingest_checkpoint_with_progress};
 use crate::store::Store;
+use crate::table::Table;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use serde_json::json;
 use std::io::IsTerminal;

@@ -6,7 +6,6 @@ pub mod daemon;
 pub mod info;
 pub mod ingest;
 pub mod norms;
-pub mod output;
 pub mod pca;
 pub mod plot;
 pub mod runs;
@@ -29,8 +28,8 @@ pub struct Cli {
     pub data_dir: Option<PathBuf>,
 
     /// Output format for query commands: a table on a terminal, or json/csv for machines.
-    #[arg(long, global = true, value_enum, default_value_t = output::Format::Table)]
-    pub format: output::Format,
+    #[arg(long, global = true, value_enum, default_value_t = crate::table::Format::Table)]
+    pub format: crate::table::Format,
 
     /// The daemon's API (e.g. http://127.0.0.1:9464): query commands ask it instead of opening the store.
     /// Default: used automatically when the daemon holds the store, at the config's `listen` address.
@@ -43,8 +42,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Version, libtorch location and the devices it can use.
-    Info,
+    /// Version, data folder, and what the model worker reports: backend, versions, devices.
+    Info(info::InfoArgs),
     /// A loss-landscape slice through a checkpoint along random (filter-normalized) or PCA directions.
     Slice(slice::SliceArgs),
     /// The 1D loss between two checkpoints: L(θ + α(θ' − θ)), batch-norm statistics moving too.
@@ -151,7 +150,7 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Info => info::run(&cli),
+        Command::Info(ref args) => info::run(&cli, args),
         Command::Slice(ref a) => slice::run_slice_cmd(&cli, a),
         Command::Interpolate(ref a) => slice::run_interpolate(&cli, a),
         Command::Slices(ref c) => slice::run_slices(&cli, c),

@@ -3,10 +3,10 @@
 //! the PC1/PC2 plane.
 
 use super::Cli;
-use super::output::Table;
 use crate::ingest::TensorSink;
 use crate::store::Store;
 use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
+use crate::table::Table;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveFile, ArchiveSink, Precision, Retention, list_run};
 use crate::trajectory::pca::compute_pca;
 use crate::trajectory::select::Selection;
@@ -181,7 +181,7 @@ pub fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
         ]);
     }
     t.print(cli.format)?;
-    if cli.format == super::output::Format::Table {
+    if cli.format == crate::table::Format::Table {
         let maxcos = (0..rec.cosines.len())
             .flat_map(|a| (0..a).map(move |b| (a, b)))
             .map(|(a, b)| rec.cosines[a][b].abs())
@@ -242,7 +242,7 @@ pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
             ]);
         }
         t.print(cli.format)?;
-        if cli.format == super::output::Format::Table {
+        if cli.format == crate::table::Format::Table {
             let total: u64 = entries.iter().map(|e| e.bytes).sum();
             let budget = match args.budget_mib {
                 Some(b) => format!(" of a {b} MiB budget"),

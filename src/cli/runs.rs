@@ -1,68 +1,14 @@
-//! `landscaped runs` and `landscaped checkpoints --run R`: what the store holds.
+//! `landscaped runs` and `landscaped checkpoints --run R`: what the store holds (the queries are in
+//! [`crate::query::runs`]; the daemon answers them when it holds the store).
 
 use super::Cli;
 use super::client::query_or_open;
-use super::output::Table;
-use crate::store::{Store, checkpoints as records};
-use serde_json::json;
-
-/// `runs` takes no arguments.
-#[derive(clap::Args, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunsArgs {}
-
-#[derive(clap::Args, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct CheckpointsArgs {
-    /// The run to list.
-    #[arg(long)]
-    pub run: String,
-}
+pub use crate::query::runs::{CheckpointsArgs, RunsArgs, checkpoints_table, require_run, runs_table};
+use crate::table::{Format, Table};
 
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
     print_table(&query_or_open(cli, "runs", args, |s| runs_table(s, args))?, cli.format)?;
     Ok(())
-}
-
-/// The daemon's entry for the `runs` query.
-pub fn runs_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
-    runs_table(store, &serde_json::from_value(args)?)
-}
-
-pub fn runs_table(store: &Store, _args: &RunsArgs) -> anyhow::Result<Table> {
-    let mut t =
-        Table::new(["run", "checkpoints", "first_step", "last_step", "last_global_norm", "created_unix"]);
-    for r in records::runs(store)? {
-        let cks = records::checkpoints(store, &r.name)?;
-        t.push(vec![
-            json!(r.name),
-            json!(cks.len()),
-            json!(cks.first().map(|c| c.step)),
-            json!(cks.last().map(|c| c.step)),
-            json!(cks.last().map(|c| c.global_norm)),
-            json!(r.created_unix),
-        ]);
-    }
-    Ok(t)
-}
-
-/// Prints a table; a closed pipe (`landscaped checkpoints --run r | head`) is not an error.
-pub fn print_table(t: &Table, format: super::output::Format) -> anyhow::Result<()> {
-    match t.print(format) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
-}
-
-/// The run's checkpoints, or an error naming the known runs when it has none.
-pub fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::CheckpointRecord>> {
-    let cks = records::checkpoints(store, run)?;
-    if cks.is_empty() {
-        let known: Vec<String> = records::runs(store)?.into_iter().map(|r| r.name).collect();
-        anyhow::bail!(
-            "no run named {run:?} in the store (known runs: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        );
-    }
-    Ok(cks)
 }
 
 pub fn checkpoints(cli: &Cli, args: &CheckpointsArgs) -> anyhow::Result<()> {
@@ -70,39 +16,10 @@ pub fn checkpoints(cli: &Cli, args: &CheckpointsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The daemon's entry for the `checkpoints` query.
-pub fn checkpoints_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
-    checkpoints_table(store, &serde_json::from_value(args)?)
-}
-
-pub fn checkpoints_table(store: &Store, args: &CheckpointsArgs) -> anyhow::Result<Table> {
-    let mut t = Table::new([
-        "step",
-        "layout",
-        "tensors",
-        "numel",
-        "global_norm",
-        "dist_first",
-        "update_norm",
-        "update_cos",
-        "nan",
-        "inf",
-        "path",
-    ]);
-    for c in require_run(store, &args.run)? {
-        t.push(vec![
-            json!(c.step),
-            json!(c.layout),
-            json!(c.tensors),
-            json!(c.numel),
-            json!(c.global_norm),
-            json!(c.dist_first),
-            json!(c.update_norm),
-            json!(c.update_cos),
-            json!(c.nan_count),
-            json!(c.inf_count),
-            json!(c.path),
-        ]);
+/// Prints a table; a closed pipe (`landscaped checkpoints --run r | head`) is not an error.
+pub fn print_table(t: &Table, format: Format) -> anyhow::Result<()> {
+    match t.print(format) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
-    Ok(t)
 }

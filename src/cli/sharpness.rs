@@ -3,15 +3,14 @@
 //! draws a stored spectral density.
 
 use super::Cli;
-use super::output::Table;
-use crate::checkpoint::Checkpoint;
-use crate::model::hvp::ParamSubset;
-use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state};
 use crate::plot;
-use crate::sharpness::compute::{Quantity, SharpnessOptions, SharpnessReport, compute};
+use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::lanczos::LanczosOptions;
+use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at, unix_now};
+use crate::sharpness::space::ParamSubset;
+use crate::store::Store;
 use crate::store::sharpness::{self as records, SharpnessRecord};
-use crate::store::{Store, checkpoints};
+use crate::table::Table;
 use anyhow::bail;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -115,43 +114,6 @@ impl SharpnessArgs {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Loads the model and binds the checkpoint for (run, step) into it. Returns the model and the step.
-pub fn load_at_checkpoint(
-    store: Option<&Store>,
-    run: &str,
-    step: Option<u64>,
-    checkpoint: Option<&Path>,
-    spec: &ModelSpec,
-    bind: &BindOptions,
-) -> anyhow::Result<(Model, u64, PathBuf)> {
-    let (path, step) = match checkpoint {
-        Some(p) => (p.to_path_buf(), step.unwrap_or(0)),
-        None => {
-            let Some(store) = store else { bail!("no store to find run {run:?} in; pass --checkpoint") };
-            let cks = checkpoints::checkpoints(store, run)?;
-            let rec = match step {
-                Some(s) => cks.into_iter().find(|c| c.step == s).ok_or_else(|| {
-                    anyhow::anyhow!("run {run:?} has no checkpoint at step {s} in the store (see `landscaped checkpoints`)")
-                })?,
-                None => cks
-                    .into_iter()
-                    .next_back()
-                    .ok_or_else(|| anyhow::anyhow!("no run named {run:?} in the store (ingest it first)"))?,
-            };
-            (PathBuf::from(&rec.path), rec.step)
-        }
-    };
-    let mut model = Model::load(spec)?;
-    let ck = Checkpoint::open(&path).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", path.display()))?;
-    let state = checkpoint_state(&model, &ck, bind)?;
-    model.set_state(&state)?;
-    Ok((model, step, path))
-}
-
 pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     crate::store::keys::validate_run_name(&a.run).map_err(|e| anyhow::anyhow!(e))?;
     let store = Store::open(&cli.data_dir())?;
@@ -167,13 +129,8 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     }
     let opts = a.options();
     opts.validate()?;
-    let spec = a.model.spec()?;
-    if let Some(n) = a.model.threads {
-        crate::model::set_threads(n);
-    }
-    let bind = a.model.bind_options()?;
-    let (mut model, step, _) =
-        load_at_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref(), &spec, &bind)?;
+    a.model.validate_flags()?;
+    let (path, step) = resolve_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref())?;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -181,9 +138,10 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let rep = compute(&mut model, &opts, |q| pb.set_message(format!("sharpness: {q}")))?;
+    let (rep, used) =
+        sharpness_at(&a.model, &path, &opts, "sharpness", |q| pb.set_message(format!("sharpness: {q}")))?;
     pb.finish_and_clear();
-    let rec = record(&a.run, step, &spec, model.samples(), rep);
+    let rec = record(&a.run, step, &used, rep);
     if !a.no_store {
         records::put(&store, &rec)?;
         store.flush()?;
@@ -198,33 +156,6 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-pub fn record(
-    run: &str,
-    step: u64,
-    spec: &ModelSpec,
-    samples: usize,
-    rep: SharpnessReport,
-) -> SharpnessRecord {
-    SharpnessRecord {
-        run: run.to_string(),
-        step,
-        model: spec.model.display().to_string(),
-        eval_data: spec.eval_data.display().to_string(),
-        loss: spec.loss.to_string(),
-        samples,
-        subset: rep.subset,
-        dim: rep.dim,
-        base_loss: rep.base_loss,
-        extremes: rep.extremes,
-        trace: rep.trace,
-        density: rep.density,
-        measures: rep.measures,
-        hvps: rep.hvps,
-        seconds: rep.seconds,
-        computed_unix: unix_now(),
-    }
 }
 
 /// One row per quantity: run, step, quantity, value, ± (standard error or residual bound), cost, notes.
@@ -380,6 +311,15 @@ pub struct RatioMapArgs {
     pub max_steps: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// CPU threads in all (default: one per core), split between worker processes as for slices.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Worker processes computing grid points at once (default: one per thread while the weights fit).
+    #[arg(long, alias = "replicas")]
+    pub workers: Option<usize>,
+    /// The worker executable (default: landscaped-worker beside landscaped, or $LANDSCAPED_WORKER).
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
     /// Also write the heat map to this file (.svg or .png).
     #[arg(short = 'o', long)]
     pub out: Option<PathBuf>,
@@ -387,6 +327,7 @@ pub struct RatioMapArgs {
 
 /// `landscaped sharpness-map`: the paper's Fig. 7, |λmin/λmax| at every point of a stored 2D slice.
 pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
+    use crate::landscape::runner::PlaneSpec;
     use crate::store::slices::DirectionSource;
     let store = Store::open(&cli.data_dir())?;
     let rec = crate::store::slices::get(&store, a.slice)?.ok_or_else(|| {
@@ -396,30 +337,27 @@ pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
         bail!("slice {} is 1D; the |λmin/λmax| map needs a 2D slice", a.slice);
     }
     let m = &rec.model;
-    let mut spec = ModelSpec::new(Path::new(&m.model), Path::new(&m.eval_data));
-    spec.loss = m.loss.parse().map_err(|e: String| anyhow::anyhow!("slice {}: {e}", a.slice))?;
-    spec.batch_size = m.batch_size.max(1);
-    spec.subsample = a.subsample.or(m.subsample);
-    spec.device = a.device.clone().unwrap_or_else(|| m.device.clone());
-    let mut model = Model::load(&spec)?;
-    let opts = BindOptions::default();
-    let ck_path = PathBuf::from(&rec.checkpoint);
-    let ck =
-        Checkpoint::open(&ck_path).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", ck_path.display()))?;
-    let centre = checkpoint_state(&model, &ck, &opts)?;
-    let (dx, dy) = match &rec.directions {
-        DirectionSource::Random(spec) => {
-            let (dx, dy) = crate::landscape::build::random_directions(&model, &centre, spec, true)?;
-            (dx, dy.ok_or_else(|| anyhow::anyhow!("slice {}: no y direction", a.slice))?)
+    let contract = crate::worker::contract::ModelContract {
+        model: Some(PathBuf::from(&m.model)),
+        eval_data: Some(PathBuf::from(&m.eval_data)),
+        loss: Some(m.loss.clone()),
+        batch_size: m.batch_size.max(1),
+        subsample: a.subsample.or(m.subsample),
+        device: a.device.clone().unwrap_or_else(|| m.device.clone()),
+        threads: a.threads,
+        workers: a.workers,
+        worker: a.worker.clone(),
+        ..Default::default()
+    };
+    contract.validate_flags()?;
+    let centre = PathBuf::from(&rec.checkpoint);
+    let plane = match &rec.directions {
+        DirectionSource::Random(dirs) => PlaneSpec::Random { centre, dirs: dirs.clone(), two_d: true },
+        DirectionSource::Pca { files, .. } if files.len() >= 2 => {
+            PlaneSpec::Files { centre, x: PathBuf::from(&files[0]), y: PathBuf::from(&files[1]) }
         }
-        DirectionSource::Pca { files, .. } if files.len() >= 2 => (
-            crate::landscape::pca_dirs::pca_direction(&model, Path::new(&files[0]), &opts)?,
-            crate::landscape::pca_dirs::pca_direction(&model, Path::new(&files[1]), &opts)?,
-        ),
         other => bail!("slice {}: directions {other:?} don't span a plane", a.slice),
     };
-    model.set_state(&centre)?;
-    let plane = model.plane(&centre, &dx, Some(&dy))?;
     let xs = a.x.map(|x| x.values()).unwrap_or_else(|| rec.values.xs.clone());
     let ys = a.y.map(|y| y.values()).unwrap_or_else(|| rec.values.ys.clone());
     let lanczos = LanczosOptions { max_steps: a.max_steps, tol: a.tol, top_k: 1, seed: a.seed };
@@ -428,12 +366,19 @@ pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (ratio, lmax, lmin, conv, hvps) =
-        crate::sharpness::compute::ratio_map(&mut model, &plane, &xs, &ys, a.params, &lanczos, |i, _| {
-            bar.set_position(i as u64)
-        })?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let req = crate::sharpness::runner::RatioMapRequest {
+        contract: &contract,
+        plane: &plane,
+        xs: &xs,
+        ys: &ys,
+        subset: a.params,
+        lanczos: &lanczos,
+    };
+    let map = crate::sharpness::runner::ratio_map(&req, &cancel, &mut |i, _| bar.set_position(i as u64))?;
     bar.finish_and_clear();
-    model.set_state(&centre)?;
+    let (ratio, lmax, lmin, conv, hvps) =
+        (map.ratio, map.lambda_max, map.lambda_min, map.converged, map.hvps);
     let not_conv = conv.iter().flatten().filter(|c| !**c).count();
     let map = records::RatioMapRecord {
         slice_id: a.slice,
@@ -539,15 +484,12 @@ pub struct BenchArgs {
 /// accuracy (against a tightly converged Lanczos reference), and the median seconds per HVP. Prints JSON.
 pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     use crate::sharpness::lanczos::Lanczos;
-    use crate::sharpness::memory::MemorySpace;
+    use crate::sharpness::remote::WorkerSpace;
     use crate::sharpness::space::{HessianSpace, Init};
-    let mut model = a.model.load()?;
-    if let Some(p) = &a.checkpoint {
-        let ck = Checkpoint::open(p).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", p.display()))?;
-        let st = checkpoint_state(&model, &ck, &a.model.bind_options()?)?;
-        model.set_state(&st)?;
-    }
-    let mut h = MemorySpace::new(crate::model::hvp::ModelHessian::new(&mut model, ParamSubset::All)?);
+    a.model.validate_flags()?;
+    let (mut w, _) =
+        crate::sharpness::runner::worker_at_checkpoint(&a.model, a.checkpoint.as_deref(), "sharpness-bench")?;
+    let mut h = WorkerSpace::open(&mut w, ParamSubset::All)?;
     let d = h.dim();
     let reference = crate::sharpness::lanczos::extremes(
         &mut h,
@@ -578,6 +520,8 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let per_hvp = times[times.len() / 2];
+    h.close()?;
+    let _ = w.shutdown();
     let res = json!({
         "dim": d,
         "lambda_max_reference": lref,

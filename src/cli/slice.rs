@@ -3,7 +3,6 @@
 //! plotted.
 
 use super::Cli;
-use super::output::{Format, Table};
 use crate::checkpoint::Checkpoint;
 use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
@@ -12,6 +11,7 @@ use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::Outcome;
 use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, SliceRecord};
+use crate::table::{Format, Table};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};

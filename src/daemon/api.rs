@@ -2,11 +2,11 @@
 //!
 //! Each query is a function of the open store and the command's arguments (JSON) returning the
 //! [`Table`] the command prints, so the output is the same either way. The CLI side is
-//! [`crate::cli::client::query_or_open`]; this registry maps the query name it sends to the function.
+//! `cli::client::query_or_open`; this registry maps the query name it sends to the function.
 //! To add a query: one line in [`queries`].
 
-use crate::cli::output::Table;
 use crate::store::Store;
+use crate::table::Table;
 
 pub type QueryFn = fn(&Store, serde_json::Value) -> anyhow::Result<Table>;
 
@@ -17,7 +17,7 @@ pub struct QuerySpec {
 
 /// Every query the daemon answers at `POST /api/v1/query/{name}`.
 pub fn queries() -> &'static [QuerySpec] {
-    use crate::cli::{norms, runs};
+    use crate::query::{norms, runs};
     &[
         QuerySpec { name: "runs", run: runs::runs_query },
         QuerySpec { name: "checkpoints", run: runs::checkpoints_query },

@@ -324,5 +324,5 @@ async fn query(
         (spec.run)(&st.store, args).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))
     })
     .await?;
-    Ok(Json(crate::cli::client::table_to_json(&table)))
+    Ok(Json(crate::table::table_to_json(&table)))
 }

@@ -80,7 +80,7 @@ fn now() -> u64 {
 }
 
 /// Bytes the checkpoint's float tensors take as f32: what each extra worker adds in weights.
-fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
+pub fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
     let ck = Checkpoint::open(path)?;
     Ok(ck.float_tensors().map(|(_, t)| t.numel() * 4).sum())
 }

@@ -1,18 +1,14 @@
 //! One sharpness report for a model at its current parameters: Hessian extremes (Lanczos), trace
 //! (Hutchinson), spectral density (SLQ) and the sharpness measures, as chosen; and the paper's Fig. 7
-//! map of |λmin/λmax| over a 2D slice. Used by `landscaped sharpness` and the daemon's sharpness job.
+//! map's per-point Lanczos. Runs in any [`HessianSpace`]: a model worker's ([`super::runner`]) or memory.
 
 use super::density::{Quadrature, slq};
 use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::measures::{
     Measure, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
 };
-use super::memory::MemorySpace;
-use super::space::{HessianSpace, SpaceObjective};
+use super::space::{HessianSpace, ParamSubset, SpaceObjective};
 use super::trace::{TraceEstimate, hutchinson};
-use crate::model::Model;
-use crate::model::Plane;
-use crate::model::hvp::{ModelHessian, ParamSubset};
 use serde::{Deserialize, Serialize};
 
 /// What to compute.
@@ -131,22 +127,8 @@ pub struct SharpnessReport {
     pub seconds: f64,
 }
 
-/// Computes the chosen quantities for the model at its current parameters; the parameters are left as
-/// they were. `progress` is told the name of each quantity as it starts.
-pub fn compute(
-    model: &mut Model,
-    opts: &SharpnessOptions,
-    progress: impl FnMut(&str),
-) -> anyhow::Result<SharpnessReport> {
-    opts.validate()?;
-    let mut space = MemorySpace::new(ModelHessian::new(model, opts.subset)?);
-    let rep = compute_in(&mut space, opts, progress)?;
-    space.into_inner().restore()?;
-    Ok(rep)
-}
-
 /// Computes the chosen quantities in a space (at its centre).
-pub fn compute_in(
+pub fn compute(
     space: &mut dyn HessianSpace,
     opts: &SharpnessOptions,
     mut progress: impl FnMut(&str),
@@ -204,40 +186,4 @@ pub fn compute_in(
     rep.hvps = space.applications() - start;
     rep.seconds = t0.elapsed().as_secs_f64();
     Ok(rep)
-}
-
-/// |λmin/λmax| (and both eigenvalues) at every point of a 2D slice: the model is moved to
-/// θ* + a·δ + b·η for each (a = xs[ix], b = ys[iy]), and Lanczos runs there. Returns
-/// (ratio, λmax, λmin, converged) grids `[iy][ix]` and the HVPs spent. The model is left at the last point:
-/// the caller moves it back.
-#[allow(clippy::type_complexity)]
-pub fn ratio_map(
-    model: &mut Model,
-    plane: &Plane,
-    xs: &[f64],
-    ys: &[f64],
-    subset: ParamSubset,
-    lanczos: &LanczosOptions,
-    mut progress: impl FnMut(usize, usize),
-) -> anyhow::Result<(Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<bool>>, usize)> {
-    let (nx, ny) = (xs.len(), ys.len());
-    let mut ratio = vec![vec![f64::NAN; nx]; ny];
-    let mut lmax = ratio.clone();
-    let mut lmin = ratio.clone();
-    let mut conv = vec![vec![false; nx]; ny];
-    let mut hvps = 0;
-    for (iy, &b) in ys.iter().enumerate() {
-        for (ix, &a) in xs.iter().enumerate() {
-            model.set_point(plane, a, b)?;
-            let mut h = MemorySpace::new(ModelHessian::new(model, subset)?);
-            let e = extremes(&mut h, lanczos)?;
-            hvps += e.hvps;
-            ratio[iy][ix] = e.ratio;
-            lmax[iy][ix] = e.lambda_max;
-            lmin[iy][ix] = e.lambda_min;
-            conv[iy][ix] = e.converged;
-            progress(iy * nx + ix + 1, nx * ny);
-        }
-    }
-    Ok((ratio, lmax, lmin, conv, hvps))
 }

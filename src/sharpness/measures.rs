@@ -40,7 +40,7 @@ impl ParamSlot {
     }
 }
 
-/// A loss over a flat parameter vector: the model implements it in `crate::model::hvp`.
+/// A loss over a flat parameter vector: the TorchScript worker implements it in `landscaped_worker::model::hvp`.
 pub trait Objective {
     /// The parameter tensors, in order, covering `0..dim()`.
     fn layout(&self) -> &[ParamSlot];

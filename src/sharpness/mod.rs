@@ -1,22 +1,23 @@
 //! Curvature and sharpness: Lanczos for Hessian extremes, Hutchinson's trace, stochastic Lanczos
 //! quadrature, and the sharpness measures (Keskar ε-sharpness, SAM, ASAM, filter-normalized loss rise).
 //!
-//! Everything here but [`compute`] is plain Rust over [`space::HessianSpace`]: the parameter space at a
-//! point, with HVPs, loss and gradient there, whose vectors are handles held elsewhere (by a model worker,
-//! through the worker protocol; or in memory, [`memory::MemorySpace`], over an in-process
-//! [`operator::LinearOperator`] + [`measures::Objective`]: an explicit matrix in the tests, or
-//! `crate::model::hvp::ModelHessian`). Lanczos, Hutchinson and SLQ ship no vectors; the sharpness
-//! measures run over [`measures::Objective`], which [`space::SpaceObjective`] provides on any space.
+//! Everything here is plain Rust over [`space::HessianSpace`]: the parameter space at a point, with HVPs,
+//! loss and gradient there, whose vectors are handles held elsewhere — by a model worker through the
+//! worker protocol ([`remote::WorkerSpace`], started by [`runner`]), or in memory
+//! ([`memory::MemorySpace`] over an explicit [`operator::LinearOperator`] + [`measures::Objective`], in
+//! the tests). Lanczos, Hutchinson and SLQ ship no vectors; the sharpness measures run over
+//! [`measures::Objective`], which [`space::SpaceObjective`] provides on any space.
 
 pub mod compute;
-pub mod daemon_job;
 pub mod density;
 pub mod lanczos;
 pub mod measures;
 pub mod memory;
 pub mod operator;
 pub mod power;
+pub mod remote;
 pub mod rng;
+pub mod runner;
 pub mod space;
 pub mod trace;
 pub mod tridiag;

@@ -278,7 +278,7 @@ impl ModelContract {
             bail!("workers: must be at least 1");
         }
         if let Some(l) = &self.loss {
-            l.parse::<crate::model::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
+            l.parse::<super::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
         }
         check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
@@ -382,7 +382,7 @@ impl ModelContract {
         let mut loss = self.loss.clone();
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
-            let export = crate::model::read_export_dir(dir)?;
+            let export = super::export_dir::read_export_dir(dir)?;
             model = model.or(Some(export.model));
             eval = eval.or(Some(export.eval_data));
             loss = loss.or(export.loss.map(|l| l.name().to_string()));

@@ -1,16 +1,20 @@
 //! Model workers, seen from the caller: the versioned protocol (`protocol`), frames and what carries
 //! them (`transport`), starting and talking to one worker process (`client`), the model contract as
-//! users state it (`contract`), and how many workers a job gets (`pool`).
+//! users state it (`contract`, with the loss names in `loss` and the export folder in `export_dir`), and
+//! how many workers a job gets (`pool`).
 //!
 //! Model work (loading the user's model, binding checkpoints, evaluating, Hessian-vector products) never
-//! runs in the `landscaped` process: it runs in a worker — `landscaped-worker` (Rust + libtorch, the
-//! TorchScript contract) or `python -m landscaped_worker` (eager PyTorch in the user's Python, the
-//! factory contract; checkpoints reach it through `handoff`) — that may crash without taking the daemon
-//! along. docs/worker-protocol.md describes the protocol.
+//! runs in the `landscaped` process, which doesn't link libtorch: it runs in a worker —
+//! `landscaped-worker` (Rust + libtorch, the TorchScript contract; the `worker/` crate) or
+//! `python -m landscaped_worker` (eager PyTorch in the user's Python, the factory contract; checkpoints
+//! reach it through `handoff`) — that may crash without taking the daemon along. docs/worker-protocol.md
+//! describes the protocol.
 
 pub mod client;
 pub mod contract;
+pub mod export_dir;
 pub mod handoff;
+pub mod loss;
 pub mod pool;
 pub mod protocol;
 pub mod transport;

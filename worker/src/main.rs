@@ -7,7 +7,7 @@
 //! nothing libtorch or a model prints can corrupt the frame stream. A panic inside an operation becomes
 //! an `internal` error reply; the worker keeps serving.
 
-mod session;
+use landscaped_worker::session;
 
 use landscaped::worker::protocol::{self, ErrorKind, Op, Reply, Request, Response};
 use landscaped::worker::transport::{StreamTransport, Transport};

@@ -5,14 +5,14 @@
 //! that doesn't load, a checkpoint that doesn't fit, a non-finite loss, out of memory); the message is
 //! the model code's own one-line description.
 
+use crate::model::directions::{parameter_list, pca_direction, random_directions};
+use crate::model::hvp::{ModelHessian, ParamSubset};
+use crate::model::{
+    BindOptions, Loss, Model, ModelSpec, Plane, SlotKind, State, checkpoint_state, set_threads,
+};
 use landscaped::checkpoint::Checkpoint;
-use landscaped::landscape::build::{parameter_list, random_directions};
 use landscaped::landscape::directions::{
     Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
-};
-use landscaped::model::hvp::{ModelHessian, ParamSubset};
-use landscaped::model::{
-    BindOptions, Loss, Model, ModelSpec, Plane, SlotKind, State, checkpoint_state, set_threads,
 };
 use landscaped::sharpness::measures::Objective;
 use landscaped::sharpness::operator::LinearOperator;
@@ -347,8 +347,7 @@ impl Session {
         };
         let model = self.model.as_ref().ok_or_else(|| bad("no model loaded: send load_model first"))?;
         let state = if bind.missing_zero {
-            landscaped::landscape::pca_dirs::pca_direction(model, &path, &opts)
-                .map_err(|e| classify(ErrorKind::BadCheckpoint, e))?
+            pca_direction(model, &path, &opts).map_err(|e| classify(ErrorKind::BadCheckpoint, e))?
         } else {
             let ck = Checkpoint::open(&path).map_err(|e| fail(ErrorKind::BadCheckpoint, e))?;
             checkpoint_state(model, &ck, &opts).map_err(|e| classify(ErrorKind::BadCheckpoint, e))?
@@ -426,7 +425,7 @@ impl Session {
 /// (`randint(0, 2)` mapped 0 → −1), as f64.
 fn torch_draws(seed: u64, dim: usize, rademacher: bool) -> Vec<f64> {
     use tch::{Device, Kind, Tensor};
-    landscaped::model::rng::with_seed(seed, || {
+    crate::model::rng::with_seed(seed, || {
         let t = if rademacher {
             Tensor::randint(2, [dim as i64], (Kind::Int64, Device::Cpu)).to_kind(Kind::Double) * 2.0 - 1.0
         } else {
@@ -473,7 +472,7 @@ pub fn hello() -> Reply {
         backend: "torchscript".into(),
         backend_version: format!(
             "libtorch 2.13 via tch 0.26 (torch_cuda linked: {})",
-            landscaped::model::device::torch_cuda_linked()
+            crate::model::device::torch_cuda_linked()
         ),
         devices: devices(),
         capabilities,

@@ -2,7 +2,7 @@
 //! `landscaped.toml` (the loss, and optionally other file names under `model` / `eval_data`). Read in
 //! one place so the CLI and the daemon's jobs agree on what a `--model-dir` / `model_dir` means.
 
-use super::Loss;
+use super::loss::Loss;
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 

@@ -4,13 +4,13 @@
 //! is the exact one, Σ e_iᵀHe_i over the d basis vectors, i.e. d HVPs); single HVPs, the loss and the
 //! gradient within 1e-5 relative (the model runs in float32); repeated HVPs bit-identical.
 
-use landscaped::model::hvp::{ModelHessian, ParamSubset};
-use landscaped::model::{Model, ModelSpec};
 use landscaped::sharpness::lanczos::{LanczosOptions, extremes};
 use landscaped::sharpness::measures::Objective;
 use landscaped::sharpness::memory::MemorySpace;
 use landscaped::sharpness::operator::LinearOperator;
 use landscaped::sharpness::trace::{exact_trace, hutchinson};
+use landscaped_worker::model::hvp::{ModelHessian, ParamSubset};
+use landscaped_worker::model::{Model, ModelSpec};
 use std::path::Path;
 
 /// Runs the Python reference once per test binary (the tests share it).
@@ -18,7 +18,7 @@ fn reference() -> &'static (tempfile::TempDir, serde_json::Value) {
     static REF: std::sync::OnceLock<(tempfile::TempDir, serde_json::Value)> = std::sync::OnceLock::new();
     REF.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let st = std::process::Command::new(root.join(".venv/bin/python"))
             .arg(root.join("tests/python/sharpness_reference.py"))
             .arg(dir.path())

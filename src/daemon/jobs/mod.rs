@@ -1,15 +1,18 @@
 //! Periodic background jobs: the extension point for capabilities that run every N checkpoints of a
 //! run (trajectory PCA, loss-landscape slices, sharpness), at low priority, beside ingest.
 //!
-//! # Adding a job (engineers D, E, F)
-//! 1. Implement [`PeriodicJob`] in your own module, e.g. `crate::trajectory::daemon_job::PcaJob`.
+//! The jobs live here, one file each: [`pca`] (trajectory PCA), [`slice`] (loss-landscape slices),
+//! [`sharpness`] (Hessian extremes, trace, sharpness measures); they call the same runners as the CLI.
+//!
+//! # Adding a job
+//! 1. Implement [`PeriodicJob`] in a file of this folder, e.g. `pca.rs`'s `PcaJob`.
 //! 2. Write a constructor `fn build(section: &toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>>` that
 //!    deserializes your config section (use a struct with `#[serde(deny_unknown_fields)]` and
 //!    `section.clone().try_into::<YourConfig>()`), and rejects bad values with an error naming the key
 //!    (the daemon prefixes it with `config FILE: key run.<job>:`). It is called once at config load (to
 //!    validate) and once when the daemon starts (to build the job for each run).
-//! 3. Add ONE line to [`registry`] below: `JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },`
-//!    (that one line is the only edit to this file others may make).
+//! 3. Add ONE line to [`registry`] below: `JobSpec { name: "pca", build: pca::build },`, and, if it
+//!    publishes gauges, a field to [`JobGauges`].
 //!
 //! A run then enables the job with a table named after it:
 //! ```toml
@@ -31,9 +34,13 @@
 //!
 //! # What a job may use
 //! [`JobContext`]: the open [`Store`] (the daemon holds the only handle: never `Store::open` yourself),
-//! the data dir (for on-disk state beside the store), and the daemon's Prometheus [`Registry`]: register
-//! your own gauges once in `build`-time-independent code, e.g. lazily in `run` with a `OnceLock`, named
-//! `landscaped_<job>_*` with a `run` label.
+//! the data dir (for on-disk state beside the store), the daemon's Prometheus registry, and the jobs'
+//! gauges ([`JobGauges`]: registered once per daemon in its own registry when the context is made, so two
+//! daemons in one process — or tests — never share them), named `landscaped_<job>_*` with a `run` label.
+
+pub mod pca;
+pub mod sharpness;
+pub mod slice;
 
 use crate::store::Store;
 use std::path::PathBuf;
@@ -56,7 +63,26 @@ pub struct JobContext {
     pub store: Store,
     pub data_dir: PathBuf,
     pub registry: prometheus::Registry,
+    pub gauges: Arc<JobGauges>,
     cancel: Arc<AtomicBool>,
+}
+
+/// Every job's gauge families, registered in one daemon's registry (a family that can't be registered,
+/// e.g. because the name is taken, is `None`: that job publishes nothing rather than failing).
+pub struct JobGauges {
+    pub pca: Option<pca::Gauges>,
+    pub slice: Option<slice::Gauges>,
+    pub sharpness: Option<sharpness::Gauges>,
+}
+
+impl JobGauges {
+    pub fn register(reg: &prometheus::Registry) -> JobGauges {
+        JobGauges {
+            pca: pca::Gauges::register(reg),
+            slice: slice::Gauges::register(reg),
+            sharpness: sharpness::Gauges::register(reg),
+        }
+    }
 }
 
 impl JobContext {
@@ -66,7 +92,8 @@ impl JobContext {
         registry: prometheus::Registry,
         cancel: Arc<AtomicBool>,
     ) -> Self {
-        JobContext { store, data_dir, registry, cancel }
+        let gauges = Arc::new(JobGauges::register(&registry));
+        JobContext { store, data_dir, registry, gauges, cancel }
     }
 
     /// True once the daemon is shutting down: stop at the next safe point.
@@ -87,9 +114,9 @@ pub struct JobSpec {
 /// Every kind of job the daemon knows. Add one line per job (see the module doc).
 pub fn registry() -> &'static [JobSpec] {
     &[
-        JobSpec { name: "pca", build: crate::trajectory::daemon_job::build },
-        JobSpec { name: "slice", build: crate::landscape::daemon_job::build },
-        JobSpec { name: "sharpness", build: crate::sharpness::daemon_job::build },
+        JobSpec { name: "pca", build: pca::build },
+        JobSpec { name: "slice", build: slice::build },
+        JobSpec { name: "sharpness", build: sharpness::build },
     ]
 }
 

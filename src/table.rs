@@ -1,4 +1,5 @@
-//! Output formats for query commands: an aligned table for people, JSON or CSV for machines.
+//! Tables: what queries return, printed in the CLI's output formats — an aligned table for people, JSON
+//! or CSV for machines — and carried as JSON between the daemon and the CLI.
 
 use std::io::Write;
 
@@ -109,4 +110,22 @@ pub fn format_float(f: f64) -> String {
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// The table as JSON (`{headers, rows}`): how the daemon answers a query.
+pub fn table_to_json(t: &Table) -> serde_json::Value {
+    serde_json::json!({ "headers": t.headers, "rows": t.rows })
+}
+
+/// The inverse of [`table_to_json`].
+pub fn table_from_json(v: &serde_json::Value) -> anyhow::Result<Table> {
+    let headers: Vec<String> =
+        serde_json::from_value(v.get("headers").cloned().unwrap_or(serde_json::Value::Null))?;
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_value(v.get("rows").cloned().unwrap_or(serde_json::Value::Null))?;
+    let mut t = Table::new(headers);
+    for r in rows {
+        t.push(r);
+    }
+    Ok(t)
 }

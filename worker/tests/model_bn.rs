@@ -3,14 +3,14 @@
 //! `module.` prefixes, mismatches reported by name, and evaluation equal to PyTorch's within 1e-5 relative.
 
 use landscaped::checkpoint::{Dtype, TensorInfo};
-use landscaped::model::{BindOptions, Model, ModelSpec, SlotKind, read_state};
+use landscaped_worker::model::{BindOptions, Model, ModelSpec, SlotKind, read_state};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let dir = tempfile::tempdir().unwrap().keep();
         let ok = std::process::Command::new(root.join(".venv/bin/python"))
             .arg(root.join("tests/python/slice_reference.py"))
@@ -154,6 +154,6 @@ fn bad_inputs_give_one_line_errors_naming_the_file() {
     let e = Model::load(&s).err().unwrap().to_string();
     assert!(e.contains("cuda:7"), "{e}");
     let mut s = spec();
-    s.loss = landscaped::model::Loss::Mse; // 4 logits against integer targets
+    s.loss = landscaped_worker::model::Loss::Mse; // 4 logits against integer targets
     assert!(Model::load(&s).is_err());
 }

@@ -1,7 +1,7 @@
 //! The daemon's `sharpness` job: every N ingested checkpoints of a run, the Hessian extremes (Lanczos),
 //! trace (Hutchinson) and any chosen sharpness measures of the checkpoint just ingested, computed with
-//! the same functions as `landscaped sharpness` ([`load_at_checkpoint`], [`compute`], [`record`]; no
-//! progress bar) on the daemon's low-priority job thread, stored as a
+//! the same functions as `landscaped sharpness` ([`sharpness_at`] on a model worker, [`record`]; no
+//! progress bar) from the daemon's low-priority job thread, stored as a
 //! [`SharpnessRecord`](crate::store::sharpness::SharpnessRecord) (served at
 //! `GET /api/v1/runs/{run}/sharpness`); then gauges (label `run`):
 //!
@@ -30,16 +30,14 @@
 //! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
 //! one finishes first (`max_hvps` bounds it).
 
-use crate::cli::sharpness::{load_at_checkpoint, record};
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
-use crate::model::set_threads;
-use crate::sharpness::compute::{Quantity, SharpnessOptions, compute};
+use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::lanczos::LanczosOptions;
+use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use anyhow::{Result, anyhow, bail};
 use prometheus::GaugeVec;
-use std::sync::OnceLock;
 
 /// The `[run.sharpness]` section.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -116,7 +114,8 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
     Ok(Box::new(SharpnessJob { cfg, model, opts }))
 }
 
-struct Gauges {
+/// The sharpness job's gauge families (see [`super::JobGauges`]).
+pub struct Gauges {
     lambda_max: GaugeVec,
     lambda_min: GaugeVec,
     ratio: GaugeVec,
@@ -125,12 +124,11 @@ struct Gauges {
     sharpness: GaugeVec,
 }
 
-fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
-    static G: OnceLock<Option<Gauges>> = OnceLock::new();
-    G.get_or_init(|| {
-        let make = |name: &str, help: &str, labels: &[&str]| {
-            crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
-        };
+impl Gauges {
+    /// Registers the families in `reg`; None if any can't be.
+    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+        let make =
+            |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
         Some(Gauges {
             lambda_max: make(
                 "landscaped_hessian_lambda_max",
@@ -163,13 +161,11 @@ fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
                 &["run", "measure"],
             )?,
         })
-    })
-    .as_ref()
+    }
 }
 
 /// Sets the run's gauges from a record (only the quantities it holds).
-pub fn publish(reg: &prometheus::Registry, run: &str, rec: &SharpnessRecord) {
-    let Some(g) = gauges(reg) else { return };
+pub fn publish(g: &Gauges, run: &str, rec: &SharpnessRecord) {
     if let Some(e) = &rec.extremes {
         g.lambda_max.with_label_values(&[run]).set(e.lambda_max);
         g.lambda_min.with_label_values(&[run]).set(e.lambda_min);
@@ -197,16 +193,15 @@ impl PeriodicJob for SharpnessJob {
         if ctx.cancelled() {
             return Ok(());
         }
-        let args = self.model.args();
-        let spec = args.spec().map_err(|e| anyhow!("sharpness job: {e}"))?;
-        set_threads(self.model.threads);
-        let bind = args.bind_options()?;
-        let (mut model, step, _) = load_at_checkpoint(Some(&ctx.store), run, Some(step), None, &spec, &bind)?;
-        let rep = compute(&mut model, &self.opts, |_| {})?;
-        let rec = record(run, step, &spec, model.samples(), rep);
+        let contract = self.model.args();
+        let (path, step) = resolve_checkpoint(Some(&ctx.store), run, Some(step), None)?;
+        let (rep, used) = sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", |_| {})?;
+        let rec = record(run, step, &used, rep);
         records::put(&ctx.store, &rec)?;
         ctx.store.flush()?;
-        publish(&ctx.registry, run, &rec);
+        if let Some(g) = &ctx.gauges.sharpness {
+            publish(g, run, &rec);
+        }
         match &rec.extremes {
             Some(e) if !e.converged => tracing::warn!(
                 run,
@@ -266,7 +261,7 @@ mod tests {
             measures: vec![Measure { name: "sam".into(), value: 0.125, ..Default::default() }],
             ..Default::default()
         };
-        publish(&reg, "r", &rec);
+        publish(&Gauges::register(&reg).unwrap(), "r", &rec);
         let mut buf = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &reg.gather(), &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();

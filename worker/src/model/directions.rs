@@ -2,9 +2,10 @@
 //! libtorch's generator, normalized), PCA (the trajectory's direction files, matched to the model's
 //! slots by name), interpolation (towards a second checkpoint's state).
 
-use super::directions::{RandomDirections, create_random_direction, orthogonalize};
-use crate::model::{Model, SlotKind, State, rng};
+use super::{BindOptions, Model, SlotKind, State, rng};
 use anyhow::{Result, anyhow, bail};
+use landscaped::landscape::directions::{RandomDirections, create_random_direction, orthogonalize};
+use std::path::Path;
 
 /// The parameters (not buffers) of a model, in module order, with shapes: what random directions cover.
 pub fn parameter_list(model: &Model) -> Vec<(String, Vec<usize>)> {
@@ -47,4 +48,31 @@ pub fn random_directions(
         orthogonalize(dy, &dx);
     }
     Ok((dx, dy))
+}
+
+/// A PCA direction file (safetensors written by the trajectory PCA) as a direction over the model's
+/// slots: tensors matched by name (prefixes stripped as for checkpoints); slots it lacks get zero.
+pub fn pca_direction(model: &Model, file: &Path, opts: &BindOptions) -> Result<State> {
+    let tensors = landscaped::trajectory::pca::load_directions_with_shapes(file)?;
+    let mut out: State = model.slots().iter().map(|s| vec![0.0; s.numel()]).collect();
+    let mut matched = 0;
+    for (name, shape, values) in tensors {
+        let target = opts.module_name(&name);
+        let Some(i) = model.slots().iter().position(|s| s.name == target) else {
+            bail!("PCA direction {}: tensor {name:?} is not in the model", file.display());
+        };
+        if model.slots()[i].shape != shape {
+            bail!(
+                "PCA direction {}: {name:?} has shape {shape:?}, the model's {target:?} {:?}",
+                file.display(),
+                model.slots()[i].shape
+            );
+        }
+        out[i] = values;
+        matched += 1;
+    }
+    if matched == 0 {
+        bail!("PCA direction {}: no tensors", file.display());
+    }
+    Ok(out)
 }

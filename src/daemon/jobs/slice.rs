@@ -40,7 +40,6 @@ use crate::store::slices::{DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
 use prometheus::GaugeVec;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -100,18 +99,18 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
     Ok(Box::new(SliceJob { cfg, model, x, y }))
 }
 
-struct Gauges {
+/// The slice job's gauge families (see [`super::JobGauges`]).
+pub struct Gauges {
     centre_loss: GaugeVec,
     curvature: GaugeVec,
     loss_rise: GaugeVec,
 }
 
-fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
-    static G: OnceLock<Option<Gauges>> = OnceLock::new();
-    G.get_or_init(|| {
-        let make = |name: &str, help: &str, labels: &[&str]| {
-            crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
-        };
+impl Gauges {
+    /// Registers the families in `reg`; None if any can't be.
+    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+        let make =
+            |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
         Some(Gauges {
             centre_loss: make(
                 "landscaped_slice_centre_loss",
@@ -129,8 +128,7 @@ fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
                 &["run", "direction", "radius"],
             )?,
         })
-    })
-    .as_ref()
+    }
 }
 
 /// The loss row along x through y ≈ 0 (the only row of a 1D slice).
@@ -193,8 +191,7 @@ pub fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
 }
 
 /// Sets the run's gauges from a complete slice.
-pub fn publish(reg: &prometheus::Registry, run: &str, rec: &SliceRecord) {
-    let Some(g) = gauges(reg) else { return };
+pub fn publish(g: &Gauges, run: &str, rec: &SliceRecord) {
     let v = &rec.values;
     g.centre_loss.with_label_values(&[run]).set(rec.centre_loss);
     let mut lines = vec![("x", v.xs.as_slice(), x_row(v))];
@@ -318,7 +315,9 @@ impl PeriodicJob for SliceJob {
         }
         match r.outcome {
             Outcome::Complete => {
-                publish(&ctx.registry, run, rec);
+                if let Some(g) = &ctx.gauges.slice {
+                    publish(g, run, rec);
+                }
                 tracing::info!(run, step, id = rec.id, centre_loss = rec.centre_loss, "slice stored");
             }
             Outcome::Cancelled => tracing::info!(

@@ -12,14 +12,13 @@
 //! exclude = []
 //! ```
 
-use super::archive::list_run;
-use super::pca::compute_pca;
-use super::select::{Selection, TensorFilter};
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::store::trajectory::{PcaConfig, PcaRecord, put_pca};
+use crate::trajectory::archive::list_run;
+use crate::trajectory::pca::compute_pca;
+use crate::trajectory::select::{Selection, TensorFilter};
 use prometheus::GaugeVec;
 use serde::Deserialize;
-use std::sync::OnceLock;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,44 +73,39 @@ impl PcaJob {
     }
 }
 
-struct Gauges {
+/// The PCA job's gauge families (see [`super::JobGauges`]).
+pub struct Gauges {
     ratio: GaugeVec,
     coord: GaugeVec,
     residual: GaugeVec,
 }
 
-static GAUGES: OnceLock<Option<Gauges>> = OnceLock::new();
-
-fn gauges(reg: &prometheus::Registry) -> Option<&'static Gauges> {
-    GAUGES
-        .get_or_init(|| {
-            let mk = |name: &str, help: &str, labels: &[&str]| {
-                crate::daemon::jobs::register_gauge_vec(reg, name, help, labels)
-            };
-            Some(Gauges {
-                ratio: mk(
-                    "landscaped_pca_explained_variance_ratio",
-                    "Explained variance ratio of each principal component of the run's trajectory",
-                    &["run", "component"],
-                )?,
-                coord: mk(
-                    "landscaped_pca_latest_coordinate",
-                    "Coordinate of the run's latest archived checkpoint on each principal component",
-                    &["run", "component"],
-                )?,
-                residual: mk(
-                    "landscaped_pca_latest_residual",
-                    "Distance of the run's latest archived checkpoint from the PCA plane",
-                    &["run"],
-                )?,
-            })
+impl Gauges {
+    /// Registers the families in `reg`; None if any can't be.
+    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+        let mk = |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
+        Some(Gauges {
+            ratio: mk(
+                "landscaped_pca_explained_variance_ratio",
+                "Explained variance ratio of each principal component of the run's trajectory",
+                &["run", "component"],
+            )?,
+            coord: mk(
+                "landscaped_pca_latest_coordinate",
+                "Coordinate of the run's latest archived checkpoint on each principal component",
+                &["run", "component"],
+            )?,
+            residual: mk(
+                "landscaped_pca_latest_residual",
+                "Distance of the run's latest archived checkpoint from the PCA plane",
+                &["run"],
+            )?,
         })
-        .as_ref()
+    }
 }
 
 /// Sets the gauges from a PCA record (PC1 and PC2 only, to keep the series few).
-pub fn publish(reg: &prometheus::Registry, rec: &PcaRecord) {
-    let Some(g) = gauges(reg) else { return };
+pub fn publish(g: &Gauges, rec: &PcaRecord) {
     let last = rec.steps.len().saturating_sub(1);
     for k in 0..rec.explained_variance_ratio.len().min(2) {
         let c = (k + 1).to_string();
@@ -147,7 +141,9 @@ impl PeriodicJob for PcaJob {
             PcaConfig { components: self.cfg.components, center_step: None, selection: self.selection() };
         let rec = compute_pca(&ctx.data_dir, run, &cfg)?;
         put_pca(&ctx.store, &rec)?;
-        publish(&ctx.registry, &rec);
+        if let Some(g) = &ctx.gauges.pca {
+            publish(g, &rec);
+        }
         tracing::info!(
             run,
             step,

@@ -3,8 +3,8 @@
 
 use super::binding::{BindOptions, bind};
 use super::net::Model;
-use crate::checkpoint::{Checkpoint, TensorInfo};
 use anyhow::{Result, anyhow};
+use landscaped::checkpoint::{Checkpoint, TensorInfo};
 
 /// One f32 vector per slot of a model, in slot order.
 pub type State = Vec<Vec<f32>>;

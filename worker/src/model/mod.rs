@@ -1,7 +1,7 @@
-//! The only module that touches tch/libtorch: loading the user's TorchScript model, binding parameters
+//! The only code that touches tch/libtorch (in the worker crate; the `landscaped` binary never links it): loading the user's TorchScript model, binding parameters
 //! and buffers from a checkpoint, loss and accuracy on the evaluation set, Hessian-vector products.
 //!
-//! # The model API (for landscape/ and for hvp.rs / sharpness/)
+//! # The model API (for the worker's session, [`directions`] and [`hvp`])
 //! - [`ModelSpec`] says what to load (TorchScript file, `eval.safetensors` with `inputs`/`targets`, the
 //!   [`Loss`], batch size, subsample, device); [`Model::load`] loads it in eval mode and checks that one
 //!   evaluation runs.
@@ -22,14 +22,13 @@
 //!   the optimizer back on ([`prepare_inference_thread`]).
 //! - Slices: [`Model::plane`] holds a centre and directions on the device; [`Model::set_point`] writes
 //!   θ* + a·δ + b·η (the worker evaluates grid points this way; several workers run in parallel, see
-//!   `worker::pool`). [`rng::normal_draws`] gives libtorch's Gaussian
-//!   draws for a seed.
+//!   `landscaped::worker::pool`). [`directions`] draws the paper's random directions for a seed in
+//!   libtorch's order and reads PCA direction files; [`rng`] seeds libtorch's generator.
 
 pub mod binding;
 pub mod device;
-pub mod export_dir;
+pub mod directions;
 pub mod hvp;
-pub mod loss;
 pub mod net;
 pub mod plane;
 pub mod rng;
@@ -37,49 +36,10 @@ mod shim;
 pub mod state;
 
 pub use binding::{BindOptions, Binding, Slot, SlotKind};
-pub use export_dir::{ExportDir, read_export_dir};
-pub use loss::Loss;
+pub use landscaped::worker::loss::Loss;
 pub use net::{
     Evaluation, Model, ModelSpec, device_from_name, parse_device, prepare_inference_thread, prepare_thread,
     set_threads, threads,
 };
 pub use plane::Plane;
 pub use state::{State, checkpoint_state, read_state};
-
-/// In-process loading for the sharpness commands until they run through workers (transitional).
-impl crate::worker::contract::ModelContract {
-    /// The model spec these settings name (an export folder, or the files one by one).
-    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
-        self.validate_flags()?;
-        let c = self.protocol_contract(None)?;
-        let mut spec = ModelSpec::new(
-            c.model.as_deref().unwrap_or(std::path::Path::new("")),
-            c.eval_data.as_deref().unwrap_or(std::path::Path::new("")),
-        );
-        if let Some(l) = &c.loss {
-            spec.loss = l.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        }
-        spec.batch_size = c.batch_size;
-        spec.subsample = c.subsample;
-        spec.device = c.device;
-        Ok(spec)
-    }
-
-    /// How checkpoint keys map to the module's names.
-    pub fn bind_options(&self) -> anyhow::Result<BindOptions> {
-        let b = self.bind_rules().map_err(|e| anyhow::anyhow!(e))?;
-        Ok(BindOptions {
-            strip_prefixes: b.strip_prefixes,
-            mapping: b.mapping,
-            allow_unexpected: b.allow_unexpected,
-        })
-    }
-
-    /// Loads the model in this process (after setting `--threads`).
-    pub fn load(&self) -> anyhow::Result<Model> {
-        if let Some(n) = self.threads {
-            set_threads(n);
-        }
-        Model::load(&self.spec()?)
-    }
-}

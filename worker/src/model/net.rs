@@ -2,8 +2,8 @@
 //! tensors, the evaluation set cut into batches on the device, and the loss. Evaluation is without grad,
 //! the loss averaged over samples (each batch weighted by its size), accuracy for classification losses.
 
+use super::Loss;
 use super::binding::{Slot, SlotKind};
-use super::loss::Loss;
 use super::shim;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};

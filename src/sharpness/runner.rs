@@ -1,0 +1,235 @@
+//! Curvature with model workers, for the CLI and the daemon alike: start a worker for the model
+//! contract, bind the checkpoint, and run the estimators of [`compute`](super::compute) in the worker's
+//! Hessian space ([`WorkerSpace`]); and the paper's Fig. 7 map of |λmin/λmax| over a stored 2D slice, its
+//! grid points handed out to several workers (each point's Lanczos is independent of the others).
+
+use super::compute::{SharpnessOptions, SharpnessReport, compute};
+use super::lanczos::{Extremes, LanczosOptions, extremes};
+use super::remote::WorkerSpace;
+use super::space::ParamSubset;
+use crate::landscape::runner::{PlaneSpec, checkpoint_weight_bytes, model_used, prepare_plane};
+use crate::store::sharpness::SharpnessRecord;
+use crate::store::slices::ModelUsed;
+use crate::store::{Store, checkpoints};
+use crate::worker::Worker;
+use crate::worker::contract::ModelContract;
+use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
+use crate::worker::protocol::StateSource;
+use anyhow::{Context, Result, anyhow, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The checkpoint of (run, step) as recorded at ingest (`step` None: the run's last), or the explicit
+/// `checkpoint` (then `step` names it, default 0). Returns the path and the step.
+pub fn resolve_checkpoint(
+    store: Option<&Store>,
+    run: &str,
+    step: Option<u64>,
+    checkpoint: Option<&Path>,
+) -> Result<(PathBuf, u64)> {
+    if let Some(p) = checkpoint {
+        return Ok((p.to_path_buf(), step.unwrap_or(0)));
+    }
+    let Some(store) = store else { bail!("no store to find run {run:?} in; pass --checkpoint") };
+    let cks = checkpoints::checkpoints(store, run)?;
+    let rec = match step {
+        Some(s) => cks.into_iter().find(|c| c.step == s).ok_or_else(|| {
+            anyhow!("run {run:?} has no checkpoint at step {s} in the store (see `landscaped checkpoints`)")
+        })?,
+        None => cks
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| anyhow!("no run named {run:?} in the store (ingest it first)"))?,
+    };
+    Ok((PathBuf::from(&rec.path), rec.step))
+}
+
+/// Starts one worker for `contract` (all the budget's threads inside it) and binds `checkpoint` into its
+/// module (`None`: the model keeps its own weights). Returns the worker and the description of the model
+/// for records.
+pub fn worker_at_checkpoint(
+    contract: &ModelContract,
+    checkpoint: Option<&Path>,
+    label: &str,
+) -> Result<(Worker, ModelUsed)> {
+    let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
+    let threads = contract.threads.unwrap_or_else(default_threads);
+    let pc = contract.protocol_contract(Some(threads))?;
+    let opts = contract.worker_options()?;
+    let mut w = start_workers(&opts, &pc, 1, label)?.pop().ok_or_else(|| anyhow!("no worker started"))?;
+    let used = model_used(w.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
+    if let Some(path) = checkpoint {
+        let state = w.load_state(StateSource::Checkpoint { path: path.to_path_buf() }, &bind)?;
+        w.set_state(state)?;
+    }
+    Ok((w, used))
+}
+
+/// The chosen quantities at the worker's current parameters (Hessian work opened and closed here).
+pub fn compute_in_worker(
+    w: &mut Worker,
+    opts: &SharpnessOptions,
+    progress: impl FnMut(&str),
+) -> Result<SharpnessReport> {
+    let mut space = WorkerSpace::open(w, opts.subset)?;
+    let rep = compute(&mut space, opts, progress);
+    // Close even after an error so the worker frees its vectors; the first error wins.
+    let closed = space.close();
+    let rep = rep?;
+    closed?;
+    Ok(rep)
+}
+
+/// `landscaped sharpness` and the daemon's sharpness job: the report at `checkpoint`, and the model used.
+pub fn sharpness_at(
+    contract: &ModelContract,
+    checkpoint: &Path,
+    opts: &SharpnessOptions,
+    label: &str,
+    progress: impl FnMut(&str),
+) -> Result<(SharpnessReport, ModelUsed)> {
+    opts.validate()?;
+    let (mut w, used) = worker_at_checkpoint(contract, Some(checkpoint), label)?;
+    let rep = compute_in_worker(&mut w, opts, progress)?;
+    let _ = w.shutdown();
+    Ok((rep, used))
+}
+
+/// What [`ratio_map`] computes: Lanczos with `lanczos` over `subset` at θ(xs[ix], ys[iy]) of `plane`.
+#[derive(Clone, Copy)]
+pub struct RatioMapRequest<'a> {
+    pub contract: &'a ModelContract,
+    pub plane: &'a PlaneSpec,
+    pub xs: &'a [f64],
+    pub ys: &'a [f64],
+    pub subset: ParamSubset,
+    pub lanczos: &'a LanczosOptions,
+}
+
+/// What [`ratio_map`] found: grids `[iy][ix]` of |λmin/λmax|, λmax, λmin and convergence.
+pub struct RatioMap {
+    pub ratio: Vec<Vec<f64>>,
+    pub lambda_max: Vec<Vec<f64>>,
+    pub lambda_min: Vec<Vec<f64>>,
+    pub converged: Vec<Vec<bool>>,
+    pub hvps: usize,
+    pub workers: usize,
+}
+
+/// |λmin/λmax| (and both eigenvalues) at every point θ(a, b) = centre + a·δ + b·η of a plane, for
+/// a = xs[ix], b = ys[iy]: every worker rebuilds the plane, then takes points one at a time (fast
+/// workers take more), moves its module there (`set_point`) and runs Lanczos. The values don't depend
+/// on the number of workers. `progress(done, total)` after each point; `cancel` stops between points
+/// with an error.
+pub fn ratio_map(
+    req: &RatioMapRequest<'_>,
+    cancel: &AtomicBool,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> Result<RatioMap> {
+    let RatioMapRequest { contract, plane, xs, ys, subset, lanczos } = *req;
+    let (nx, ny) = (xs.len(), ys.len());
+    let total = nx * ny;
+    let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
+    let threads = contract.threads.unwrap_or_else(default_threads);
+    let weights = checkpoint_weight_bytes(plane.centre())?;
+    let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
+    let pc = contract.protocol_contract(Some(plan.intra_op))?;
+    let opts = contract.worker_options()?;
+    let mut workers = start_workers(&opts, &pc, plan.workers, "sharpness map")?;
+    let results: Mutex<Vec<Option<Extremes>>> = Mutex::new(vec![None; total]);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let progress = Mutex::new(progress);
+    let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = workers
+            .iter_mut()
+            .map(|w| {
+                let (results, next, done, progress, bind) = (&results, &next, &done, &progress, &bind);
+                s.spawn(move || -> Result<()> {
+                    prepare_plane(w, plane, bind).context("rebuilding the slice's plane")?;
+                    loop {
+                        if cancel.load(Ordering::Relaxed) {
+                            bail!("cancelled");
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            return Ok(());
+                        }
+                        let (a, b) = (xs[i % nx], ys[i / nx]);
+                        w.set_point(a, b)?;
+                        let mut space = WorkerSpace::open(w, subset)?;
+                        let e = extremes(&mut space, lanczos)
+                            .with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
+                        let closed = space.close();
+                        let e = e?;
+                        closed?;
+                        if let Ok(mut r) = results.lock() {
+                            r[i] = Some(e);
+                        }
+                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if let Ok(mut p) = progress.lock() {
+                            (*p)(n, total);
+                        }
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked"))))
+            .collect()
+    });
+    for o in outcomes {
+        o?;
+    }
+    let n = workers.len();
+    for w in workers {
+        let _ = w.shutdown();
+    }
+    let results = results.into_inner().map_err(|_| anyhow!("a worker thread panicked"))?;
+    let mut map = RatioMap {
+        ratio: vec![vec![f64::NAN; nx]; ny],
+        lambda_max: vec![vec![f64::NAN; nx]; ny],
+        lambda_min: vec![vec![f64::NAN; nx]; ny],
+        converged: vec![vec![false; nx]; ny],
+        hvps: 0,
+        workers: n,
+    };
+    for (i, e) in results.into_iter().enumerate() {
+        let e = e.ok_or_else(|| anyhow!("grid point {i} was not computed"))?;
+        let (ix, iy) = (i % nx, i / nx);
+        map.ratio[iy][ix] = e.ratio;
+        map.lambda_max[iy][ix] = e.lambda_max;
+        map.lambda_min[iy][ix] = e.lambda_min;
+        map.converged[iy][ix] = e.converged;
+        map.hvps += e.hvps;
+    }
+    Ok(map)
+}
+
+/// The record of a report computed with the model `used`.
+pub fn record(run: &str, step: u64, used: &ModelUsed, rep: SharpnessReport) -> SharpnessRecord {
+    SharpnessRecord {
+        run: run.to_string(),
+        step,
+        model: used.model.clone(),
+        eval_data: used.eval_data.clone(),
+        loss: used.loss.clone(),
+        samples: used.samples,
+        subset: rep.subset,
+        dim: rep.dim,
+        base_loss: rep.base_loss,
+        extremes: rep.extremes,
+        trace: rep.trace,
+        density: rep.density,
+        measures: rep.measures,
+        hvps: rep.hvps,
+        seconds: rep.seconds,
+        computed_unix: unix_now(),
+    }
+}
+
+/// Seconds since 1970 (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
