@@ -363,3 +363,28 @@ fn the_workers_own_codecs_refuse_malformed_input() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn reduced_precision_evaluates_under_autocast_and_hessian_work_stays_f32() {
+    let (_, r) = fixture();
+    let c =
+        ModelContract { precision: Some("bf16".into()), ..model_contract(true, "digits_factory:build", 1) };
+    c.validate().unwrap();
+    let mut pc = c.protocol_contract(Some(1)).unwrap();
+    assert_eq!(pc.precision.as_deref(), Some("bf16"));
+    pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
+    let mut w = Worker::start(&c.worker_options().unwrap()).unwrap();
+    let info = w.load_model(&pc).unwrap();
+    assert!(info.source.contains("autocast bfloat16"), "{}", info.source);
+    let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
+    w.set_state(b).unwrap();
+    let want = r["loss_b"].as_f64().unwrap();
+    let (bf16, _, _) = w.evaluate().unwrap();
+    assert!(bf16 != want && rel_close(bf16, want, 5e-2), "bf16 loss {bf16} vs f32 {want}");
+    w.hessian_open("all").unwrap();
+    let l = w.loss_at(None).unwrap();
+    assert!(rel_close(l, want, 1e-6), "Hessian work in f32: {l} vs {want}");
+    // The TorchScript backend refuses it rather than ignoring it.
+    let ts = ModelContract { precision: Some("bf16".into()), ..model_contract(false, "", 1) };
+    assert!(ts.validate().unwrap_err().to_string().starts_with("precision: bf16 needs"));
+}

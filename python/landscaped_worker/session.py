@@ -63,6 +63,18 @@ def parse_device(name):
     raise Failure(BAD_CONTRACT, "device %r: expected cpu, cuda or cuda:N" % s)
 
 
+def parse_precision(p):
+    """The autocast dtype for an evaluation precision (None: f32, no autocast)."""
+    s = (p or "f32").strip().lower()
+    if s in ("f32", "float32"):
+        return None
+    if s in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if s in ("fp16", "f16", "float16"):
+        return torch.float16
+    raise Failure(BAD_CONTRACT, "precision %r: expected f32, bf16 or fp16" % p)
+
+
 def strip(name, prefixes):
     while True:
         for p in prefixes:
@@ -118,6 +130,7 @@ class Session:
         self.done = False
         self.units = None
         self.factory = ""
+        self.autocast = None
 
     # ---- handles --------------------------------------------------------------------------------
 
@@ -177,6 +190,7 @@ class Session:
         if c.get("threads"):
             torch.set_num_threads(int(c["threads"]))
         self.device = parse_device(c.get("device"))
+        self.autocast = parse_precision(c.get("precision"))
         fn = C.import_factory(spec)
         model, data, loss = C.unpack(C.call_factory(fn, spec, c.get("checkpoint")), spec, c.get("loss"))
         model = model.to(self.device)
@@ -236,20 +250,25 @@ class Session:
             "loss": C.loss_name(self.loss),
             "has_accuracy": C.has_accuracy(self.loss) if isinstance(self.loss, str) else False,
             "device": str(self.device) if self.device.type == "cpu" else "cuda:%d" % self.device.index,
-            "source": "%s (python %s, torch %s)" % (self.factory, os.sys.executable, torch.__version__),
+            "source": "%s (python %s, torch %s%s)"
+            % (self.factory, os.sys.executable, torch.__version__, ", autocast %s" % str(self.autocast).replace("torch.", "") if self.autocast else ""),
         }
 
     # ---- evaluation -----------------------------------------------------------------------------
 
-    def evaluate(self):
-        """(loss, accuracy, samples): eval mode, inference mode, batch means weighted by their units."""
+    def evaluate(self, f32=False):
+        """(loss, accuracy, samples): eval mode, inference mode, batch means weighted by their units;
+        under autocast when the contract asks for bf16/fp16 (not with ``f32``: Hessian work), the loss
+        accumulated in f32/f64."""
         self.need_model()
         acc_wanted = isinstance(self.loss, str) and C.has_accuracy(self.loss)
         total, units, correct, predicted = 0.0, 0, 0, 0
+        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None and not f32 else contextlib.nullcontext()
         with torch.inference_mode():
             for b in self.batches:
-                r = C.batch_loss(self.model, b, self.loss, acc_wanted)
-                total += float(r.loss) * r.units
+                with cast:
+                    r = C.batch_loss(self.model, b, self.loss, acc_wanted)
+                total += float(r.loss.float()) * r.units
                 units += r.units
                 if r.correct is not None:
                     correct += r.correct
@@ -579,7 +598,7 @@ class Session:
     def op_loss(self, body):
         self.need_hessian()
         with self.at(body.get("at")), sdpa_math():
-            loss, _, _ = self.evaluate()
+            loss, _, _ = self.evaluate(f32=True)
         if not math.isfinite(loss):
             raise Failure(NON_FINITE, "the loss is %s at a perturbed point" % loss)
         return {"reply": "number", "value": loss}

@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "backend",
     "python",
     "factory",
+    "precision",
     "model_dir",
     "model",
     "eval_data",
@@ -48,6 +49,8 @@ pub struct JobModel {
     pub python: Option<PathBuf>,
     #[serde(default)]
     pub factory: Option<String>,
+    #[serde(default)]
+    pub precision: Option<String>,
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
     #[serde(default)]
@@ -103,6 +106,7 @@ impl JobModel {
         let args = self.args();
         if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::worker::contract::Backend::Python
             || self.factory.is_some()
+            || self.precision.is_some()
         {
             return args.validate();
         }
@@ -132,6 +136,7 @@ impl JobModel {
             backend: self.backend.clone(),
             python: self.python.clone(),
             factory: self.factory.clone(),
+            precision: self.precision.clone(),
             model_dir: self.model_dir.clone(),
             model: self.model.clone(),
             eval_data: self.eval_data.clone(),

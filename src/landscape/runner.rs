@@ -196,7 +196,16 @@ pub fn run_slice(
         directions,
         req.xs,
         req.ys,
-        (&pc.model, &pc.eval_data, &pc.factory, &pc.loss, pc.batch_size, pc.subsample, &pc.device)
+        (
+            &pc.model,
+            &pc.eval_data,
+            &pc.factory,
+            &pc.loss,
+            pc.batch_size,
+            pc.subsample,
+            &pc.device,
+            &pc.precision
+        )
     );
     if req.skip_if_complete
         && let Some(rec) = slices::find_complete(store, &signature)?

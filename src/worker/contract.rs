@@ -49,6 +49,11 @@ pub struct ModelContract {
     #[arg(long)]
     #[serde(default)]
     pub loss: Option<String>,
+    /// --backend python: evaluate under autocast, bf16 or fp16 (the loss accumulated in f32; HVPs and
+    /// gradients stay f32). Default f32.
+    #[arg(long)]
+    #[serde(default)]
+    pub precision: Option<String>,
     /// Samples per forward pass.
     #[arg(long, default_value_t = 256)]
     #[serde(default = "default_batch")]
@@ -103,6 +108,7 @@ impl Default for ModelContract {
             backend: None,
             python: None,
             factory: None,
+            precision: None,
             model_dir: None,
             model: None,
             eval_data: None,
@@ -184,6 +190,19 @@ pub fn check_python_loss(l: &str) -> Result<(), String> {
     }
 }
 
+/// Checks an evaluation precision: `f32`, `bf16` or `fp16`.
+pub fn check_precision(p: &str) -> Result<(), String> {
+    match p.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "bf16" | "bfloat16" | "fp16" | "f16" | "float16" => Ok(()),
+        _ => Err(format!("unknown precision {p:?} (expected f32, bf16 or fp16)")),
+    }
+}
+
+/// Whether a precision asks for autocast (anything but f32).
+fn is_reduced(p: Option<&str>) -> bool {
+    p.is_some_and(|p| !matches!(p.trim().to_ascii_lowercase().as_str(), "f32" | "float32"))
+}
+
 /// Checks the form `module:function` (module a dotted name).
 pub fn check_factory(f: &str) -> Result<(), String> {
     let ok = f.split_once(':').is_some_and(|(m, func)| {
@@ -262,6 +281,12 @@ impl ModelContract {
         if self.factory.is_some() {
             bail!("factory: needs backend = \"python\" (the TorchScript backend takes model_dir or model)");
         }
+        if let Some(p) = &self.precision {
+            check_precision(p).map_err(|e| anyhow!("precision: {e}"))?;
+            if is_reduced(Some(p)) {
+                bail!("precision: {p} needs backend = \"python\" (the TorchScript worker evaluates in f32)");
+            }
+        }
         if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
             bail!("model_dir: missing (give model_dir, or both model and eval_data)");
         }
@@ -317,6 +342,9 @@ impl ModelContract {
         if let Some(l) = &self.loss {
             check_python_loss(l).map_err(|e| anyhow!("loss: {e}"))?;
         }
+        if let Some(p) = &self.precision {
+            check_precision(p).map_err(|e| anyhow!("precision: {e}"))?;
+        }
         check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
         if let Some(m) = &self.worker_memory_limit {
@@ -339,6 +367,11 @@ impl ModelContract {
             }
         } else if self.factory.is_some() {
             bail!("--factory: needs --backend python");
+        } else if is_reduced(self.precision.as_deref()) {
+            bail!("--precision: needs --backend python (the TorchScript worker evaluates in f32)");
+        }
+        if let Some(p) = &self.precision {
+            check_precision(p).map_err(|e| anyhow!("--precision: {e}"))?;
         }
         if self.threads == Some(0) {
             bail!("--threads: must be at least 1");
@@ -376,6 +409,7 @@ impl ModelContract {
                 subsample: self.subsample,
                 device: self.device.trim().to_string(),
                 threads,
+                precision: self.precision.clone().filter(|p| is_reduced(Some(p))),
                 ..Default::default()
             });
         }
@@ -405,6 +439,7 @@ impl ModelContract {
             device: self.device.trim().to_string(),
             threads,
             checkpoint: None,
+            precision: None,
         })
     }
 
@@ -515,6 +550,8 @@ mod tests {
         check_factory("pkg.mod:build").unwrap();
         assert!(check_factory("pkg mod:build").is_err() && check_factory(":f").is_err());
         check_python_loss("hf").unwrap();
+        assert!(bad("model_dir = \"/m\"\nprecision = \"bf16\"").starts_with("precision: bf16 needs"));
+        assert!(bad("factory = \"m:f\"\nprecision = \"int8\"").starts_with("precision: "));
         check_python_loss("CE").unwrap();
     }
 

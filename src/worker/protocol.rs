@@ -77,6 +77,10 @@ pub struct Contract {
     /// path (to read a config beside the weights). The weights themselves still come by `load_state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<PathBuf>,
+    /// Evaluation precision: `f32` (default), or `bf16` / `fp16` autocast with the loss accumulated in
+    /// f32 (Python worker; Hessian work stays f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 /// How checkpoint keys become module names (see `model::binding` in the TorchScript worker).
