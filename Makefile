@@ -1,5 +1,5 @@
 # landscaped: every target sets itself up first (scripts/setup.sh is idempotent and fast once cached).
-.PHONY: setup test-deps build test demo bench fuzz soak clean
+.PHONY: setup test-deps build test demo bench fuzz soak clean install install-files
 CARGO ?= cargo
 
 setup:
@@ -16,10 +16,15 @@ build: setup
 # may move or go; with LIBTORCH_COPY=1 torch's lib folder is copied to $(PREFIX)/lib/landscaped too,
 # which the worker also searches ($ORIGIN/../lib/landscaped), for a machine without that cache (or a
 # service user who can't read it).
+# `make install-files BUILD=target/debug PREFIX=DIR` installs already-built binaries without building
+# (tests/install.rs does this with the test build).
 PREFIX ?= /usr/local
-install: build
+BUILD ?= target/release
+install: build install-files
+
+install-files:
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
-	install -m 755 target/release/landscaped target/release/landscaped-worker $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/landscaped $(BUILD)/landscaped-worker $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 systemd/landscaped.service systemd/landscaped@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -d $(DESTDIR)$(PREFIX)/share/landscaped/python/landscaped_worker
 	install -m 644 python/landscaped_worker/*.py $(DESTDIR)$(PREFIX)/share/landscaped/python/landscaped_worker/
