@@ -9,6 +9,9 @@
 use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
+use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
+use landscaped::sharpness::lanczos::LanczosOptions;
+use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::{DirectionSource, SliceRecord};
 use landscaped::worker::protocol::{BindRules, Contract, ErrorKind, StateSource, VectorInit};
@@ -387,4 +390,27 @@ fn reduced_precision_evaluates_under_autocast_and_hessian_work_stays_f32() {
     // The TorchScript backend refuses it rather than ignoring it.
     let ts = ModelContract { precision: Some("bf16".into()), ..model_contract(false, "", 1) };
     assert!(ts.validate().unwrap_err().to_string().starts_with("precision: bf16 needs"));
+}
+
+#[test]
+fn both_backends_give_the_same_curvature() {
+    let opts = SharpnessOptions {
+        quantities: vec![Quantity::Eigs],
+        lanczos: LanczosOptions { max_steps: 40, tol: 1e-6, top_k: 3, seed: 5 },
+        ..Default::default()
+    };
+    let ck = fixture().0.join("ckpt_b.safetensors");
+    let mut got = Vec::new();
+    for python in [false, true] {
+        let c = model_contract(python, "digits_factory:build", 1);
+        let (rep, _) = sharpness_at(&c, &ck, &opts, "test", |_| {}).unwrap();
+        got.push(rep.extremes.unwrap());
+    }
+    let (ts, py) = (&got[0], &got[1]);
+    assert!(rel_close(ts.lambda_max, py.lambda_max, 1e-6), "λmax {} vs {}", ts.lambda_max, py.lambda_max);
+    assert!(rel_close(ts.lambda_min, py.lambda_min, 1e-6), "λmin {} vs {}", ts.lambda_min, py.lambda_min);
+    eprintln!(
+        "λmax torchscript {} python {}; λmin {} {}",
+        ts.lambda_max, py.lambda_max, ts.lambda_min, py.lambda_min
+    );
 }

@@ -9,6 +9,9 @@
 use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
+use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
+use landscaped::sharpness::lanczos::LanczosOptions;
+use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
 use landscaped::worker::protocol::{BindRules, StateSource, VectorInit};
@@ -82,6 +85,20 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     assert!(rel_close(lam, want, 1e-3), "power iteration through the worker {lam} vs plain PyTorch {want}");
     w.hessian_close().unwrap();
     let _ = w.shutdown();
+
+    // λmax by Lanczos (landscaped's sharpness, on a Python worker) against the plain-PyTorch power
+    // iteration run to convergence.
+    let opts = SharpnessOptions {
+        quantities: vec![Quantity::Eigs],
+        lanczos: LanczosOptions { max_steps: 30, tol: 1e-5, top_k: 2, seed: 3 },
+        ..Default::default()
+    };
+    let (rep, used) = sharpness_at(&contract, &ck, &opts, "test", |_| {}).unwrap();
+    let lmax = rep.extremes.unwrap().lambda_max;
+    let conv = r["lambda_converged"].as_f64().unwrap();
+    eprintln!("λmax Lanczos {lmax}, power iteration to convergence {conv}");
+    assert!(rel_close(lmax, conv, 1e-3), "λmax by Lanczos {lmax} vs power iteration {conv}");
+    assert!(used.model.contains("gpt2_factory:build"));
 
     // The same text as dict batches with labels and loss `hf`: the model's own .loss, batch by batch.
     let hf = ModelContract { factory: Some("gpt2_factory:build_hf".into()), ..contract.clone() };

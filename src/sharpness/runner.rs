@@ -55,7 +55,9 @@ pub fn worker_at_checkpoint(
 ) -> Result<(Worker, ModelUsed)> {
     let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
     let threads = contract.threads.unwrap_or_else(default_threads);
-    let pc = contract.protocol_contract(Some(threads))?;
+    let mut pc = contract.protocol_contract(Some(threads))?;
+    // A factory that takes the checkpoint path gets this one (python backend).
+    pc.checkpoint = checkpoint.map(Path::to_path_buf);
     let opts = contract.worker_options()?;
     let mut w = start_workers(&opts, &pc, 1, label)?.pop().ok_or_else(|| anyhow!("no worker started"))?;
     let used = model_used(w.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
@@ -134,7 +136,8 @@ pub fn ratio_map(
     let threads = contract.threads.unwrap_or_else(default_threads);
     let weights = checkpoint_weight_bytes(plane.centre())?;
     let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
-    let pc = contract.protocol_contract(Some(plan.intra_op))?;
+    let mut pc = contract.protocol_contract(Some(plan.intra_op))?;
+    pc.checkpoint = Some(plane.centre().to_path_buf());
     let opts = contract.worker_options()?;
     let mut workers = start_workers(&opts, &pc, plan.workers, "sharpness map")?;
     let results: Mutex<Vec<Option<Extremes>>> = Mutex::new(vec![None; total]);

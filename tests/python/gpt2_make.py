@@ -8,8 +8,9 @@ usage: gpt2_make.py OUT_DIR [--steps N] [--power-iterations K]
 Writes OUT_DIR/checkpoint-N/, OUT_DIR/eval_ids.safetensors (input_ids [8, 16]) and OUT_DIR/reference.json:
 `own_loss` (the mean of model(input_ids, labels=input_ids).loss over the evaluation batches of 4) and
 `lambda_power` (a power iteration on the Hessian of that loss, double backward in plain PyTorch, from
-torch.manual_seed(0); torch.randn(d)), with the math attention kernel (the fused ones have no double
-backward).
+torch.manual_seed(0); torch.randn(d), after --power-iterations steps) and `lambda_converged` (the same
+iteration continued until λ changes by < 1e-6 relative), with the math attention kernel (the fused ones
+have no double backward).
 """
 
 import argparse
@@ -36,6 +37,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--power-iterations", type=int, default=20)
+    ap.add_argument("--converge", type=int, default=300, help="further iterations at most, until λ changes < 1e-6")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -81,13 +83,18 @@ def main():
     torch.manual_seed(0)
     v = torch.randn(dim).double()
     v /= v.norm()
-    lam = 0.0
-    for _ in range(a.power_iterations):
+    lam, converged = 0.0, float("nan")
+    for i in range(a.power_iterations + (a.converge if a.power_iterations else 0)):
         hv = hvp(v)
-        lam = float(v @ hv)
+        prev, lam_i = converged, float(v @ hv)
+        if i < a.power_iterations:
+            lam = lam_i  # after exactly --power-iterations steps (the worker's run repeats them)
+        converged = lam_i
         v = hv / hv.norm()
+        if i >= a.power_iterations and abs(lam_i - prev) <= 1e-6 * abs(lam_i):
+            break
     with open(os.path.join(a.out, "reference.json"), "w") as f:
-        json.dump({"own_loss": own, "lambda_power": lam, "dim": dim, "checkpoint": ck}, f)
+        json.dump({"own_loss": own, "lambda_power": lam, "lambda_converged": converged, "dim": dim, "checkpoint": ck}, f)
 
 
 if __name__ == "__main__":
