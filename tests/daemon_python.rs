@@ -1,7 +1,8 @@
-//! The daemon's `[run.slice]` job on the Python backend: a tiny GPT-2 (tests/python/gpt2_make.py,
-//! built from its config) whose Trainer-style `checkpoint-N/` folder lands in a watched folder; the job
-//! section names `backend = "python"`, the venv's Python and the factory (tests/python/gpt2_factory.py);
-//! the daemon computes the slice on a Python worker, its centre the model's own loss.
+//! The daemon's `[run.slice]` and `[run.sharpness]` jobs on the Python backend: a tiny GPT-2
+//! (tests/python/gpt2_make.py, built from its config) whose Trainer-style `checkpoint-N/` folder lands in
+//! a watched folder; the job sections name `backend = "python"`, the venv's Python and the factory
+//! (tests/python/gpt2_factory.py); the daemon computes the slice and λmax on Python workers: the slice's
+//! centre is the model's own loss, λmax the plain-PyTorch power iteration's (1e-3).
 
 mod daemon_support;
 use daemon_support::*;
@@ -16,7 +17,7 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
     let ok = std::process::Command::new(python())
         .arg(root.join("tests/python/gpt2_make.py"))
         .arg(&made)
-        .args(["--power-iterations", "0"])
+        .args(["--power-iterations", "1"])
         .status()
         .unwrap()
         .success();
@@ -35,9 +36,11 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
             "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
              backend = \"python\"\npython = {:?}\nfactory = \"gpt2_factory:build\"\nbatch_size = 4\n\
-             x = \"-0.5:0.5:3\"\nseed = 1\n",
+             x = \"-0.5:0.5:3\"\nseed = 1\n[run.sharpness]\nevery = 1\nbackend = \"python\"\npython = {:?}\n\
+             factory = \"gpt2_factory:build\"\nbatch_size = 4\nmeasures = [\"eigs\"]\ntol = 1e-4\nmax_hvps = 30\n",
             dir.path().join("data").to_str().unwrap(),
             ck.to_str().unwrap(),
+            python().to_str().unwrap(),
             python().to_str().unwrap(),
         ),
     )
@@ -71,5 +74,11 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
     )
     .unwrap();
     assert!(rec["model"]["model"].as_str().unwrap().contains("gpt2_factory:build"), "{rec}");
+    wait_until(Duration::from_secs(120), "the λmax gauge", || {
+        metric(&d.metrics(), "landscaped_hessian_lambda_max{run=\"r\"}").is_some()
+    });
+    let lmax = metric(&d.metrics(), "landscaped_hessian_lambda_max{run=\"r\"}").unwrap();
+    let want = r["lambda_converged"].as_f64().unwrap();
+    assert!((lmax - want).abs() <= 1e-3 * want, "λmax {lmax} vs power iteration {want}");
     assert_eq!(d.stop(), Some(0));
 }
