@@ -25,6 +25,11 @@ def main(argv):
             file=sys.stderr,
         )
         return 3
+    # Ctrl-C in the caller's terminal reaches the worker too: end at once, as the TorchScript worker
+    # does, rather than with a KeyboardInterrupt traceback (the caller reports and resumes).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     from .server import FrameError, private_stdout, serve
     from .session import Session
 
