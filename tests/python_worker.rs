@@ -357,11 +357,13 @@ fn the_slice_command_runs_the_python_backend() {
 }
 
 #[test]
-fn the_workers_own_codecs_refuse_malformed_input() {
-    // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals.
+fn the_workers_codecs_and_contract_pass_their_python_tests() {
+    // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals;
+    // tests/python/worker_contract_test.py: factory returns, data, losses, binding, without a process.
     let out = std::process::Command::new(venv_python())
         .args(["-m", "unittest", "-q"])
         .arg(root().join("tests/python/worker_codecs_test.py"))
+        .arg(root().join("tests/python/worker_contract_test.py"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
