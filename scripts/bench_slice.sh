@@ -110,20 +110,25 @@ grep -o "[0-9]* worker.*thread(s)" "$W/rust.err" | sed 's/^/landscaped ran on /'
 # Cost beyond the forward passes: one thread, one worker, against the forward passes alone there.
 # Alternated like the rounds above; medians.
 read -r FIXED _ < <(rust_slice "$W/data1" --x "0:0:1" --threads 1 --workers 1)
-ONES=(); FWDS=()
+# The protocol's own cost per point: the same set_point + evaluation inside one process
+# (landscaped-worker bench), no protocol.
+WK="$(dirname "$L")/landscaped-worker"
+ONES=(); FWDS=(); INS=()
 for r in $(seq 1 "$ROUNDS"); do
     read -r _ one < <(rust_slice "$W/data1" --x "-1:1:$N" --y "-1:1:$N" --threads 1 --workers 1)
     read -r _ _ fwd _ < <(py_slice 1 20)
+    INS+=("$("$WK" bench "$MD" "$CK" 0 256 20 1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["seconds_per_point"])')")
     ONES+=("$one"); FWDS+=("$fwd")
 done
+INPROC=$(printf '%s\n' "${INS[@]}" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 ONE=$(printf '%s\n' "${ONES[@]}" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 FWD1=$(printf '%s\n' "${FWDS[@]}" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 
-"$PY" - "$N" "$T" "$S" "$FIXED" "$ONE" "$FWD1" "${RS[*]}" "${RL[*]}" "${PYS[*]}" "${PYL[*]}" <<'PYEOF'
+"$PY" - "$N" "$T" "$S" "$FIXED" "$ONE" "$FWD1" "$INPROC" "${RS[*]}" "${RL[*]}" "${PYS[*]}" "${PYL[*]}" <<'PYEOF'
 import sys, statistics as st
 n, t, samples = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-fixed, one, fwd1 = map(float, sys.argv[4:7])
-rs, rl, ps, pl = ([float(v) for v in a.split()] for a in sys.argv[7:11])
+fixed, one, fwd1, inproc = map(float, sys.argv[4:8])
+rs, rl, ps, pl = ([float(v) for v in a.split()] for a in sys.argv[8:12])
 pts = n * n
 print(f"grid {n}x{n} = {pts} points, {samples} eval samples, batch 256, {t} thread(s), median of {len(rs)} rounds")
 for what, r, p in (("grid loop", rl, pl), ("whole job", rs, ps)):
@@ -135,4 +140,6 @@ per1 = one / pts
 print(f"one thread, one worker (medians): {per1 * 1e3:.3f} ms per point; forward passes alone {fwd1 * 1e3:.3f} ms; "
       f"beyond the forward passes {(per1 - fwd1) * 1e3:+.3f} ms ({(per1 - fwd1) / per1 * 100:+.1f} %); "
       f"fixed cost of a landscaped run (start, load, centre, one point) {fixed:.2f} s")
+print(f"protocol overhead per point: {(per1 - inproc) * 1e6:+.0f} us ({per1 * 1e3:.3f} ms through one worker vs "
+      f"{inproc * 1e3:.3f} ms for set_point + evaluation inside one process, landscaped-worker bench)")
 PYEOF

@@ -165,26 +165,10 @@ pub fn run_slice(
     // A factory that takes the checkpoint path gets the centre's (to read a config beside the weights).
     pc.checkpoint = Some(req.plane.centre().to_path_buf());
     let opts = contract.worker_options()?;
-    let mut workers = start_workers(&opts, &pc, plan.workers, &req.label)?;
+    // One worker first: its model's parameter list completes the record's signature, and a complete
+    // record with that signature means there is nothing to compute (no other worker is started).
+    let mut workers = start_workers(&opts, &pc, 1, &req.label)?;
     let info = workers[0].model.clone().unwrap_or_default();
-
-    // Every worker rebuilds the same plane (same files, same seed): nothing of size d crosses a pipe.
-    let prepared: Vec<Result<(Handle, Option<f64>), WorkerError>> = std::thread::scope(|s| {
-        let hs: Vec<_> =
-            workers.iter_mut().map(|w| s.spawn(|| prepare_plane(w, &req.plane, &bind))).collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(WorkerError::Start("a worker thread panicked".into()))))
-            .collect()
-    });
-    let mut centre = 0;
-    let mut cosine = None;
-    for (i, p) in prepared.into_iter().enumerate() {
-        let (c, cos) = p?;
-        if i == 0 {
-            (centre, cosine) = (c, cos);
-        }
-    }
-
     let mut directions = req.directions.clone();
     if let DirectionSource::Random(d) = &mut directions {
         d.params = parameter_list(&info);
@@ -220,6 +204,26 @@ pub fn run_slice(
             already_complete: true,
         });
     }
+    if plan.workers > 1 {
+        workers.extend(start_workers(&opts, &pc, plan.workers - 1, &format!("{} (more)", req.label))?);
+    }
+    // Every worker rebuilds the same plane (same files, same seed): nothing of size d crosses a pipe.
+    let prepared: Vec<Result<(Handle, Option<f64>), WorkerError>> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            workers.iter_mut().map(|w| s.spawn(|| prepare_plane(w, &req.plane, &bind))).collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(WorkerError::Start("a worker thread panicked".into()))))
+            .collect()
+    });
+    let mut centre = 0;
+    let mut cosine = None;
+    for (i, p) in prepared.into_iter().enumerate() {
+        let (c, cos) = p?;
+        if i == 0 {
+            (centre, cosine) = (c, cos);
+        }
+    }
+
     let (mut rec, resumed) = match slices::find_unfinished(store, &signature)? {
         Some(rec) => {
             rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;

@@ -285,7 +285,7 @@ impl Worker {
     fn send(&mut self, op: Op) -> Result<u64, WorkerError> {
         let id = self.next_id;
         self.next_id += 1;
-        let name = op_name(&op);
+        let name = op.name();
         let frame = protocol::encode(&Request { id, body: op }).map_err(|e| WorkerError::Protocol {
             what: self.what.clone(),
             why: format!("encoding {name}: {e}"),
@@ -372,7 +372,7 @@ impl Worker {
 
     /// Sends one request and returns its (single) answer.
     pub fn call(&mut self, op: Op) -> Result<Reply, WorkerError> {
-        let during = op_name(&op);
+        let during = op.name();
         let id = self.send(op)?;
         self.recv(id, during, None)
     }
@@ -641,33 +641,5 @@ pub fn describe_status(st: std::process::ExitStatus) -> String {
             format!("was killed by signal {sig}{name}")
         }
         None => "ended".to_string(),
-    }
-}
-
-/// The protocol name of an operation, for messages.
-pub fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Hello { .. } => "hello",
-        Op::LoadModel { .. } => "load_model",
-        Op::LoadState { .. } => "load_state",
-        Op::ReadState { .. } => "read_state",
-        Op::SetState { .. } => "set_state",
-        Op::Evaluate => "evaluate",
-        Op::RandomDirections { .. } => "random_directions",
-        Op::Difference { .. } => "difference",
-        Op::SetPlane { .. } => "set_plane",
-        Op::SetPoint { .. } => "set_point",
-        Op::EvaluatePoints { .. } => "evaluate_points",
-        Op::HessianOpen { .. } => "hessian_open",
-        Op::HessianClose => "hessian_close",
-        Op::NewVector { .. } => "new_vector",
-        Op::ReadVector { .. } => "read_vector",
-        Op::Dots { .. } => "dots",
-        Op::Combine { .. } => "combine",
-        Op::Free { .. } => "free",
-        Op::Hvp { .. } => "hvp",
-        Op::Loss { .. } => "loss",
-        Op::Gradient { .. } => "gradient",
-        Op::Shutdown => "shutdown",
     }
 }

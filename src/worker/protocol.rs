@@ -219,6 +219,36 @@ pub enum Op {
     Shutdown,
 }
 
+impl Op {
+    /// The operation's name on the wire (its `op` tag; a test checks they agree).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::LoadModel { .. } => "load_model",
+            Op::LoadState { .. } => "load_state",
+            Op::ReadState { .. } => "read_state",
+            Op::SetState { .. } => "set_state",
+            Op::Evaluate => "evaluate",
+            Op::RandomDirections { .. } => "random_directions",
+            Op::Difference { .. } => "difference",
+            Op::SetPlane { .. } => "set_plane",
+            Op::SetPoint { .. } => "set_point",
+            Op::EvaluatePoints { .. } => "evaluate_points",
+            Op::HessianOpen { .. } => "hessian_open",
+            Op::HessianClose => "hessian_close",
+            Op::NewVector { .. } => "new_vector",
+            Op::ReadVector { .. } => "read_vector",
+            Op::Dots { .. } => "dots",
+            Op::Combine { .. } => "combine",
+            Op::Free { .. } => "free",
+            Op::Hvp { .. } => "hvp",
+            Op::Loss { .. } => "loss",
+            Op::Gradient { .. } => "gradient",
+            Op::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// One tensor the module takes from a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SlotInfo {
@@ -415,8 +445,21 @@ mod tests {
             Op::Combine { y: 1, scale: 0.5, terms: vec![(2.0, 3), (-1.0, 4)] },
             Op::Loss { at: None },
             Op::Shutdown,
+            Op::ReadState { state: 1 },
+            Op::SetState { state: 1 },
+            Op::Difference { from: 1, to: 2 },
+            Op::SetPoint { a: 0.5, b: -1.0 },
+            Op::HessianOpen { subset: "all".into() },
+            Op::HessianClose,
+            Op::ReadVector { v: 3 },
+            Op::Dots { x: 1, ys: vec![2, 3] },
+            Op::Free { handles: vec![4] },
+            Op::Hvp { v: 1, out: 2 },
+            Op::Gradient { at: Some(1), out: 2 },
         ];
         for op in ops {
+            let tag = serde_json::to_value(&op).unwrap()["op"].as_str().unwrap().to_string();
+            assert_eq!(op.name(), tag, "Op::name disagrees with the serde tag");
             roundtrip(Request { id: 7, body: op });
         }
         roundtrip(Response { id: 1, body: Reply::Point { index: 3, loss: 0.25, accuracy: None } });

@@ -1,7 +1,7 @@
 """Seconds per Hessian-vector product with PyTorch autograd (double backward, torch.autograd.grad with
 create_graph) on the same TorchScript model, checkpoint and evaluation set as `landscaped
 sharpness-bench`: loss averaged over batches weighted by batch size. Usage:
-sharpness_bench_torch.py MODEL_DIR CHECKPOINT SUBSAMPLE BATCH_SIZE TIMED  (prints the median seconds per
+sharpness_bench_torch.py MODEL_DIR CHECKPOINT SUBSAMPLE BATCH_SIZE TIMED [THREADS]  (prints the median seconds per
 HVP over TIMED products)."""
 import statistics
 import sys
@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 mdir, ck, sub, bs, timed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+if len(sys.argv) > 6:
+    torch.set_num_threads(int(sys.argv[6]))
 torch.jit._state.disable() if False else torch._C._set_graph_executor_optimize(False)
 m = torch.jit.load(f"{mdir}/model.pt")
 m.eval()

@@ -41,6 +41,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if args.first().is_some_and(|a| a == "bench") {
+        return match landscaped_worker::bench::run(&args[1..]) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("landscaped-worker bench: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(a) = args.first() {
         eprintln!(
             "landscaped-worker: unexpected argument {a:?}; this program is started by landscaped and speaks \
