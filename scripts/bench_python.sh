@@ -90,19 +90,19 @@ done
 # HVPs: the CNN through both workers and bare; the GPT-2 through the Python worker and bare.
 "$PY" tests/python/gpt2_make.py "$W/gpt2" --power-iterations 0 > /dev/null 2>&1
 GCK=$(ls -d "$W"/gpt2/checkpoint-* | tail -n 1)
-PYW=("$PY" -m landscaped_worker)
-hv() { "$PY" scripts/bench_python_worker.py "$@"; }
-CNN_PY=$(hv worker "{\"factory\":\"landscape_factory:build\",\"batch_size\":256,\"device\":\"cpu\",\"threads\":$T,\"checkpoint\":\"$CK\"}" "$CK" "$K" -- "${PYW[@]}")
-CNN_TS=$(hv worker "{\"model\":\"$MD/model.pt\",\"eval_data\":\"$MD/eval.safetensors\",\"batch_size\":256,\"device\":\"cpu\",\"threads\":$T}" "$CK" "$K" -- "$WK")
-CNN_BARE=$(hv bare landscape_factory:build "$CK" 256 "$K" "$T")
-G_PY=$(hv worker "{\"factory\":\"gpt2_factory:build\",\"batch_size\":4,\"device\":\"cpu\",\"threads\":$T,\"checkpoint\":\"$GCK\"}" "$GCK/model.safetensors" "$K" -- "${PYW[@]}")
-G_BARE=$(hv bare gpt2_factory:build "$GCK" 4 "$K" "$T")
+PYW="$PY -m landscaped_worker"
+CNN=$("$PY" scripts/bench_python_worker.py landscape_factory:build "$CK" 256 "$K" "$T" \
+    "python={\"factory\":\"landscape_factory:build\",\"batch_size\":256,\"device\":\"cpu\",\"threads\":$T,\"checkpoint\":\"$CK\"}=$PYW" \
+    "torchscript={\"model\":\"$MD/model.pt\",\"eval_data\":\"$MD/eval.safetensors\",\"batch_size\":256,\"device\":\"cpu\",\"threads\":$T}=$WK")
+GPT=$("$PY" scripts/bench_python_worker.py gpt2_factory:build "$GCK" 4 "$K" "$T" \
+    "python={\"factory\":\"gpt2_factory:build\",\"batch_size\":4,\"device\":\"cpu\",\"threads\":$T,\"checkpoint\":\"$GCK\"}=$PYW" 2>/dev/null)
 
-"$PY" - "$N" "$T" "${TS[*]}" "${P1[*]}" "${PN[*]}" "${BL[*]}" "$CNN_PY" "$CNN_TS" "$CNN_BARE" "$G_PY" "$G_BARE" <<'PYEOF'
+"$PY" - "$N" "$T" "${TS[*]}" "${P1[*]}" "${PN[*]}" "${BL[*]}" "$CNN" "$GPT" <<'PYEOF'
 import sys, json, statistics as st
 n, t = int(sys.argv[1]), int(sys.argv[2])
 ts, p1, pn, bl = ([float(v) for v in a.split()] for a in sys.argv[3:7])
-cnn_py, cnn_ts, cnn_bare, g_py, g_bare = (json.loads(a) for a in sys.argv[7:12])
+cnn, gpt = json.loads(sys.argv[7]), json.loads(sys.argv[8])
+cnn_py, cnn_ts, cnn_bare, g_py, g_bare = cnn["python"], cnn["torchscript"], cnn["bare"], gpt["python"], gpt["bare"]
 pts = n * n
 m = {k: st.median(v) for k, v in (("ts", ts), ("p1", p1), ("pn", pn), ("bl", bl))}
 print(f"slice grid {n}x{n} = {pts} points, digits CNN, batch 256, {t} thread(s), medians of {len(ts)} rounds:")
@@ -110,7 +110,7 @@ print(f"  bare eager PyTorch loop, {t} threads:  {pts / m['bl']:7.1f} points/s")
 print(f"  python worker, 1 worker x {t} threads: {pts / m['p1']:7.1f} points/s = {m['bl'] / m['p1']:.2f}x the bare loop")
 print(f"  python workers, {t} x 1 thread:        {pts / m['pn']:7.1f} points/s = {m['bl'] / m['pn']:.2f}x the bare loop")
 print(f"  torchscript workers, {t} x 1 thread:   {pts / m['ts']:7.1f} points/s = {m['pn'] / m['ts']:.2f}x the python workers")
-print(f"HVP (median of the timed products), {t} thread(s):")
+print(f"HVP (medians; the workers' and the bare process's products alternated), {t} thread(s):")
 print(f"  digits CNN (d={cnn_py['dim']}): python worker {cnn_py['hvp'] * 1e3:.2f} ms, bare PyTorch {cnn_bare['hvp'] * 1e3:.2f} ms "
       f"= {cnn_py['hvp'] / cnn_bare['hvp']:.3f}x; torchscript worker {cnn_ts['hvp'] * 1e3:.2f} ms = {cnn_ts['hvp'] / cnn_py['hvp']:.2f}x the python worker")
 print(f"  tiny GPT-2 (d={g_py['dim']}): python worker {g_py['hvp'] * 1e3:.2f} ms, bare PyTorch {g_bare['hvp'] * 1e3:.2f} ms "

@@ -1,14 +1,15 @@
-"""Per-HVP time and start-up through a model worker (the Python worker, or the TorchScript worker), or in
-one bare PyTorch process, for scripts/bench_python.sh.
+"""Per-HVP time through model workers (the Python worker, the TorchScript worker) and in this bare
+PyTorch process, alternated product by product so that all see the same machine load; for
+scripts/bench_python.sh.
 
-usage:
-  bench_python_worker.py worker CONTRACT_JSON CHECKPOINT K -- CMD...   (speaks the worker protocol to CMD)
-  bench_python_worker.py bare FACTORY CHECKPOINT BATCH K THREADS        (the same HVPs in this process)
+usage: bench_python_worker.py FACTORY CHECKPOINT BATCH K THREADS NAME=CONTRACT_JSON=CMD [...]
+  (CMD: the worker command, words separated by spaces; CHECKPOINT: a safetensors file, or an HF folder)
 
-Prints one JSON line: seconds per HVP (median of K after 2 warm-ups), and for workers the start-up
-(spawn to handshake) and load_model seconds.
+Prints one JSON line: for "bare" and each NAME, seconds per HVP (median of K after 2 warm-ups), and for
+workers the start-up (spawn to handshake) and load_model seconds.
 """
 
+import importlib
 import json
 import os
 import statistics
@@ -41,30 +42,25 @@ class Client:
         return r
 
 
-def worker(contract, ckpt, k, cmd):
+def worker(contract, ckpt, cmd):
     c = Client(cmd)
     t0 = time.perf_counter()
     c.call("load_model", contract=contract)
     load = time.perf_counter() - t0
-    kind = "safetensors" if ckpt.endswith(".safetensors") else "checkpoint"
-    h = c.call("load_state", source={"kind": kind, "path": ckpt}, bind={"strip_prefixes": ["module.", "model.", "_orig_mod."], "mapping": [], "allow_unexpected": False})["handle"]
+    path = ckpt if ckpt.endswith(".safetensors") else os.path.join(ckpt, "model.safetensors")
+    rules = {"strip_prefixes": ["module.", "model.", "_orig_mod."], "mapping": [], "allow_unexpected": False}
+    h = c.call("load_state", source={"kind": "safetensors", "path": path}, bind=rules)["handle"]
     c.call("set_state", state=h)
     dim = c.call("hessian_open", subset="all")["dim"]
     v = c.call("new_vector", init={"kind": "gaussian", "seed": 0})["handle"]
     out = c.call("new_vector", init={"kind": "zeros"})["handle"]
-    times = []
-    for i in range(k + 2):
-        t0 = time.perf_counter()
-        c.call("hvp", v=v, out=out)
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    c.call("shutdown")
-    print(json.dumps({"hvp": statistics.median(times), "startup": c.startup, "load_model": load, "dim": dim}))
+    info = {"startup": c.startup, "load_model": load, "dim": dim}
+    return (lambda: c.call("hvp", v=v, out=out)), info, (lambda: c.call("shutdown"))
 
 
-def bare(factory, ckpt, batch, k, threads):
-    import importlib
-
+def bare(factory, ckpt, batch, threads):
+    """The same HVP written as a user would in one PyTorch process: double backward of each batch's
+    mean loss, weighted, with the math attention kernel."""
     import torch
 
     from landscaped_worker import contract as C
@@ -74,48 +70,57 @@ def bare(factory, ckpt, batch, k, threads):
     torch.set_num_threads(threads)
     mod, fn = factory.split(":")
     model, data, loss = C.unpack(getattr(importlib.import_module(mod), fn)(ckpt), factory, None)
+    path = ckpt if ckpt.endswith(".safetensors") else os.path.join(ckpt, "model.safetensors")
     sd = {}
-    for key, t in st.read_tensors(ckpt) if ckpt.endswith(".safetensors") else st.read_tensors(os.path.join(ckpt, "model.safetensors")):
+    for key, t in st.read_tensors(path):
         for p in ("module.", "model.", "_orig_mod."):
-            key = key[len(p):] if key.startswith(p) else key
+            key = key[len(p) :] if key.startswith(p) else key
         sd[key] = t
     model.load_state_dict(sd, strict=False)
     model.eval()
     batches = C.prepare_targets(C.materialize(data, batch, None), loss)
     units = [C.batch_loss(model, b, loss, False).units for b in batches]
-    total = sum(units)
+    weights = [u / sum(units) for u in units]
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(0)
-    v = torch.randn(sum(p.numel() for p in params)).double()
+    v = torch.randn(sum(p.numel() for p in params))
     vs, off = [], 0
     for p in params:
-        vs.append(v[off : off + p.numel()].float().view_as(p))
+        vs.append(v[off : off + p.numel()].view_as(p))
         off += p.numel()
 
     def hvp():
-        acc = None
+        acc = 0
         with sdpa_math():
-            for b, u in zip(batches, units):
-                l = C.batch_loss(model, b, loss, False).loss
-                g = torch.autograd.grad(l, params, create_graph=True)
+            for b, w in zip(batches, weights):
+                g = torch.autograd.grad(C.batch_loss(model, b, loss, False).loss, params, create_graph=True)
                 dot = sum((gi * vi).sum() for gi, vi in zip(g, vs))
-                hv = torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, params)]).double() * (u / total)
-                acc = hv if acc is None else acc + hv
+                acc = acc + torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, params)]).double() * w
         return acc
 
-    times = []
+    return hvp
+
+
+def main():
+    factory, ckpt, batch, k, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    steps, infos, stops = {"bare": bare(factory, ckpt, batch, threads)}, {}, []
+    for spec in sys.argv[6:]:
+        name, contract, cmd = spec.split("=", 2)
+        step, info, stop = worker(json.loads(contract), ckpt, cmd.split())
+        steps[name], infos[name] = step, info
+        stops.append(stop)
+    times = {n: [] for n in steps}
     for i in range(k + 2):
-        t0 = time.perf_counter()
-        hvp()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    print(json.dumps({"hvp": statistics.median(times)}))
+        for n, f in steps.items():
+            t0 = time.perf_counter()
+            f()
+            if i >= 2:
+                times[n].append(time.perf_counter() - t0)
+    for stop in stops:
+        stop()
+    out = {n: dict(infos.get(n, {}), hvp=statistics.median(t)) for n, t in times.items()}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    a = sys.argv[1:]
-    if a[0] == "worker":
-        sep = a.index("--")
-        worker(json.loads(a[1]), a[2], int(a[3]), a[sep + 1 :])
-    else:
-        bare(a[1], a[2], int(a[3]), int(a[4]), int(a[5]))
+    main()
