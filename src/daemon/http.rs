@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /metrics` | every metric, text exposition format 0.0.4 |
-//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n,"store":{...}}`: 200 while store writes succeed; 503 with `"status":"unhealthy"` and `store.error` (the cause) after a failed write, until writes succeed again (reads go on meanwhile); `ready` false until the initial scan is done |
+//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n,"store":{...},"archive":{...}}`: 200 while store and archive writes succeed; 503 with `"status":"unhealthy"` and `store.error` / `archive.error` (the cause) after a failed write, until writes succeed again (reads go on meanwhile); `ready` false until the initial scan is done |
 //! | `GET /api/v1/identity` | which store this daemon serves: `data_dir` (canonical), `store_id`, `pid`, `listen`, `version` (as in `daemon.json`) |
 //! | `GET /api/v1/runs` | the runs in the store (`RunRecord`s) |
 //! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub archive_health: Arc<crate::daemon::health::ArchiveHealth>,
     pub metrics: Arc<Metrics>,
     pub queue: Arc<WorkQueue>,
     pub ready: Arc<AtomicBool>,
@@ -136,9 +137,11 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let health = st.store.health();
-    let code = if health.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let archive = st.archive_health.error();
+    let unhealthy = health.is_some() || archive.is_some();
+    let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = serde_json::json!({
-        "status": if health.is_some() { "unhealthy" } else { "ok" },
+        "status": if unhealthy { "unhealthy" } else { "ok" },
         "ready": st.ready.load(Ordering::SeqCst),
         "queued": st.queue.len(),
         "in_flight": st.queue.in_flight(),
@@ -147,6 +150,10 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
             "store_id": st.identity.store_id,
             "writable": health.is_none(),
             "error": health,
+        },
+        "archive": {
+            "writable": archive.is_none(),
+            "error": archive,
         },
     });
     (code, Json(body))

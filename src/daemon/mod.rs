@@ -8,12 +8,14 @@
 //!   scheduler) → [`process`] (one checkpoint on a blocking thread) → [`seen`] (what was dealt with);
 //! - [`jobrunner`]: runs due jobs on one low-priority thread;
 //! - [`http`] + [`api`]: axum routes and the CLI's queries; [`metrics`]: the Prometheus registry;
+//!   [`health`]: whether the trajectory archive is writable (the store keeps its own health);
 //! - [`systemd`] (sd_notify), [`shutdown`] (signals), [`priority`] (nice, idle I/O, no GPU),
 //!   [`fstype`] (statfs: network filesystems are polled); [`server`]: wires it all together.
 
 pub mod api;
 pub mod config;
 pub mod fstype;
+pub mod health;
 pub mod http;
 pub mod job_model;
 pub mod jobrunner;

@@ -47,6 +47,8 @@ pub struct Processor {
     pub data_dir: PathBuf,
     /// How every ingested checkpoint is archived for trajectory PCA (defaults: f32, keep all, no budget).
     pub archive: ArchiveConfig,
+    /// Whether the last archive write succeeded (`/healthz` reports it).
+    pub archive_health: Arc<crate::daemon::health::ArchiveHealth>,
 }
 
 impl Processor {
@@ -131,6 +133,7 @@ impl Processor {
                 self.record(run, path, before.clone(), Some(step), "ok");
                 // Ingest returns what /metrics shows: no read-back from the store.
                 self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
+                self.archive_health.ok();
                 Outcome::Done { step, new: status != IngestStatus::Unchanged }
             }
             Err(e) => {
@@ -142,6 +145,9 @@ impl Processor {
                 }
                 let msg = taxonomy::with_path(path, &e.to_string());
                 if let Some(kind) = e.environment {
+                    if kind == "archive" {
+                        self.archive_health.failed(format!("{:#}", e.error));
+                    }
                     tracing::warn!(run, "{msg} (will retry)");
                     return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
                 }

@@ -65,6 +65,7 @@ async fn serve(
     shutdown.listen_for_signals().context("installing signal handlers")?;
     let queue = Arc::new(WorkQueue::new(config.queue_capacity));
     let ready = Arc::new(AtomicBool::new(false));
+    let archive_health = Arc::new(crate::daemon::health::ArchiveHealth::default());
     let processor = Arc::new(Processor {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -72,6 +73,7 @@ async fn serve(
         incomplete_timeout: config.incomplete_timeout,
         data_dir: config.data_dir.clone(),
         archive: crate::trajectory::archive::ArchiveConfig::default(),
+        archive_health: archive_health.clone(),
     });
     for r in &config.runs {
         let p = processor.clone();
@@ -92,6 +94,7 @@ async fn serve(
         version: env!("CARGO_PKG_VERSION").to_string(),
     });
     let state = AppState {
+        archive_health: archive_health.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
         queue: queue.clone(),
