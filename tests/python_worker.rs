@@ -416,3 +416,21 @@ fn both_backends_give_the_same_curvature() {
         ts.lambda_max, py.lambda_max, ts.lambda_min, py.lambda_min
     );
 }
+
+#[test]
+fn info_asks_the_python_worker_in_a_given_python() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .args(["--format", "json", "info", "--python"])
+        .arg(venv_python())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"python\"") && text.contains("PyTorch 2.13"), "{text}");
+    // A Python that doesn't exist: the reason instead of the worker's answers.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .args(["info", "--python", "/nonexistent/python"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unavailable: python /nonexistent/python"));
+}
