@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz the checkpoint readers and the pickle scanner (libFuzzer through libfuzzer-sys):
-# fuzz_safetensors, fuzz_torchzip, fuzz_pickle_scan.
+# fuzz_safetensors, fuzz_torchzip, fuzz_pickle_scan, fuzz_chunked (the streaming reads against whole reads).
 # Each target runs FUZZ_SECONDS (default 300) at low priority, seeded with checkpoints PyTorch writes
 # (tests/python/checkpoint_make.py), and prints its executions (libFuzzer's final stats).
 # With a nightly toolchain and cargo-fuzz it uses `cargo fuzz` (AddressSanitizer); otherwise it builds
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 secs="${FUZZ_SECONDS:-300}"
 jobs="${FUZZ_JOBS:-1}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan fuzz_chunked)
 
 if ! command -v c++ >/dev/null 2>&1; then
     echo "fuzz: no C++ compiler (libFuzzer is C++): install g++ (apt-get install g++)" >&2
@@ -40,6 +40,17 @@ except Exception:
     pass
 PY
     done < <(find "$seeds" \( -name '*.pt' -o -name '*.pth' -o -name '*.ckpt' -o -name '*.bin' \) ! -path '*/ref/*')
+fi
+# fuzz_chunked: the first byte picks the format (even: safetensors, odd: torch zip) and the chunk size.
+if [ ! -d fuzz/corpus/fuzz_chunked ] || [ -z "$(ls -A fuzz/corpus/fuzz_chunked 2>/dev/null)" ]; then
+    mkdir -p fuzz/corpus/fuzz_chunked
+    n=0
+    for f in fuzz/corpus/fuzz_safetensors/*; do
+        [ -f "$f" ] || continue; n=$((n + 1)); { printf '\x06'; cat "$f"; } > "fuzz/corpus/fuzz_chunked/st$n"
+    done
+    for f in fuzz/corpus/fuzz_torchzip/seed*; do
+        [ -f "$f" ] || continue; n=$((n + 1)); { printf '\x07'; cat "$f"; } > "fuzz/corpus/fuzz_chunked/pt$n"
+    done
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --version >/dev/null 2>&1; then

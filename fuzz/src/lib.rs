@@ -46,3 +46,46 @@ pub fn exercise(name: &str, data: &[u8]) {
         let _ = ck.files();
     }
 }
+
+/// The streaming path: arbitrary bytes as a `.safetensors` (first byte even) or torch zip (odd)
+/// checkpoint; every float tensor read in small chunks (`read_chunks`, as ingest does) must give
+/// exactly the values of the whole read, in order, with no gap or overlap. Errors are fine (the same
+/// for both paths is not required: the chunked path may refuse earlier); a disagreement is a bug.
+pub fn exercise_chunked(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let name = if sel % 2 == 0 { "chunked.safetensors" } else { "chunked.pt" };
+    let chunk_bytes = 4 + (sel as usize % 61) * 4; // odd sizes: chunks that split elements' runs
+    let dir = std::env::temp_dir().join(format!("landscaped-fuzz-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path: PathBuf = dir.join(name);
+    {
+        let Ok(mut f) = std::fs::File::create(&path) else { return };
+        if f.write_all(rest).is_err() {
+            return;
+        }
+    }
+    let Ok(ck) = checkpoint::Checkpoint::open(&path) else { return };
+    let floats: Vec<usize> = ck.float_tensors().map(|(i, _)| i).collect();
+    for i in floats {
+        let mut got: Vec<f64> = Vec::new();
+        let streamed = ck.read_chunks::<checkpoint::CheckpointError>(i, chunk_bytes, |c| {
+            assert_eq!(c.index, i, "a chunk of another tensor");
+            assert_eq!(c.start, got.len(), "chunks out of order or overlapping");
+            got.extend((0..c.values.len()).map(|k| c.values.get(k).unwrap_or(f64::NAN)));
+            Ok(())
+        });
+        if streamed.is_err() {
+            continue;
+        }
+        assert_eq!(got.len(), ck.tensors[i].numel(), "chunks don't cover the tensor");
+        if let Ok(whole) = ck.read(i) {
+            let whole: Vec<f64> = match &whole {
+                checkpoint::Values::F32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+                checkpoint::Values::F64(v) => v.clone(),
+            };
+            for (k, (a, b)) in got.iter().zip(&whole).enumerate() {
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "element {k}: {a} vs {b}");
+            }
+        }
+    }
+}
