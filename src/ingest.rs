@@ -29,7 +29,7 @@
 use crate::checkpoint::{Checkpoint, CheckpointError, ChunkValues};
 use crate::stats;
 use crate::store::checkpoints::{self as records, CheckpointRecord, FileStamp, RunRecord, TensorRecord};
-use crate::store::{Batch, Store, StoreError, keys};
+use crate::store::{Batch, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile, Precision};
 use engine::RefSource;
 use std::collections::HashMap;
@@ -484,8 +484,4 @@ fn stamps(ck: &Checkpoint) -> Result<Vec<FileStamp>, CheckpointError> {
 
 fn layout_name(ck: &Checkpoint) -> &'static str {
     ck.layout.name()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

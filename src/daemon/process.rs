@@ -169,7 +169,7 @@ impl Processor {
             files,
             step,
             outcome: outcome.into(),
-            unix: seen::now_unix(),
+            unix: crate::store::unix_now(),
         };
         if let Err(e) = seen::put(&self.store, &rec) {
             tracing::warn!("{}: recording it as seen: {e}", path.display());

@@ -73,7 +73,3 @@ pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
 pub fn newest_unix(files: &[FileStamp]) -> f64 {
     files.iter().map(|f| f.mtime_ns).max().map_or(0.0, |ns| ns as f64 / 1e9)
 }
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}

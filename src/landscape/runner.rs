@@ -7,8 +7,8 @@
 use super::directions::RandomDirections;
 use super::slice::{Outcome, SliceValues, evaluate_points};
 use crate::checkpoint::Checkpoint;
-use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
+use crate::store::{Store, unix_now};
 use crate::worker::contract::ModelContract;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
 use crate::worker::protocol::{BindRules, Handle, ModelInfo, StateSource};
@@ -16,7 +16,6 @@ use crate::worker::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The plane a slice lies in, as every worker rebuilds it.
 #[derive(Clone, Debug)]
@@ -73,10 +72,6 @@ pub struct SliceRun {
     /// Whether an unfinished record was resumed, or a complete one found (nothing computed).
     pub resumed: bool,
     pub already_complete: bool,
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Bytes the checkpoint's float tensors take as f32: what each extra worker adds in weights.
@@ -245,8 +240,8 @@ pub fn run_slice(
                 centre_accuracy: accuracy,
                 values: SliceValues::new(req.xs.clone(), req.ys.clone()),
                 trajectory: req.trajectory.clone(),
-                created: now(),
-                updated: now(),
+                created: unix_now(),
+                updated: unix_now(),
                 signature,
             };
             slices::put(store, &rec)?;
@@ -260,7 +255,7 @@ pub fn run_slice(
     let mut persist = |v: &SliceValues| -> Result<()> {
         let mut r = base.clone();
         r.values = v.clone();
-        r.updated = now();
+        r.updated = unix_now();
         slices::put(store, &r)?;
         Ok(())
     };
@@ -275,7 +270,7 @@ pub fn run_slice(
     });
     let seconds = started.elapsed().as_secs_f64();
     rec.values = values;
-    rec.updated = now();
+    rec.updated = unix_now();
     slices::put(store, &rec)?;
     store.flush()?;
     let outcome = out?;

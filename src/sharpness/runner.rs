@@ -10,7 +10,7 @@ use super::space::ParamSubset;
 use crate::landscape::runner::{PlaneSpec, checkpoint_weight_bytes, model_used, prepare_plane};
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
-use crate::store::{Store, checkpoints};
+use crate::store::{Store, checkpoints, unix_now};
 use crate::worker::Worker;
 use crate::worker::contract::ModelContract;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
@@ -230,9 +230,4 @@ pub fn record(run: &str, step: u64, used: &ModelUsed, rep: SharpnessReport) -> S
         seconds: rep.seconds,
         computed_unix: unix_now(),
     }
-}
-
-/// Seconds since 1970 (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

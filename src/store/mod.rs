@@ -314,7 +314,8 @@ impl Store {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since 1970 (0 if the clock is before it): the time stamp of stored records.
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
