@@ -13,6 +13,9 @@
 //! allow_unexpected = false    # accept checkpoint tensors the module lacks
 //! # or the model in your own Python (docs/python-worker.md):
 //! # backend = "python"; python = "/home/me/venv/bin/python"; factory = "mytrain.landscape:build"
+//! # or workers on other nodes, started by the cluster's launcher (docs/scale-out.md); each run of the
+//! # job listens, waits for them, and computes on those that came:
+//! # workers_listen = "0.0.0.0:9470"; expect = 8; wait = 300; token_file = "/shared/landscaped.token"
 //! ```
 //!
 //! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
@@ -38,6 +41,10 @@ pub const KEYS: &[&str] = &[
     "threads",
     "map",
     "allow_unexpected",
+    "workers_listen",
+    "expect",
+    "wait",
+    "token_file",
 ];
 
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -71,6 +78,14 @@ pub struct JobModel {
     pub map: Vec<String>,
     #[serde(default)]
     pub allow_unexpected: bool,
+    #[serde(default)]
+    pub workers_listen: Option<String>,
+    #[serde(default)]
+    pub expect: Option<usize>,
+    #[serde(default)]
+    pub wait: Option<u64>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_batch() -> usize {
@@ -127,7 +142,7 @@ impl JobModel {
         }
         crate::worker::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.args().bind_rules().map_err(|e| anyhow!("map: {e}"))?;
-        Ok(())
+        self.args().check_listen("")
     }
 
     /// The same contract as command-line flags.
@@ -150,6 +165,10 @@ impl JobModel {
             allow_unexpected: self.allow_unexpected,
             worker: None,
             worker_memory_limit: None,
+            workers_listen: self.workers_listen.clone(),
+            expect: self.expect,
+            wait: self.wait,
+            token_file: self.token_file.clone(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Loss-landscape slices: grid specs (`min:max:num`), directions (filter/layer/none normalized random,
-//! PCA, interpolation between checkpoints) and slice evaluation with resume.
+//! PCA, interpolation between checkpoints), slice values with resume, and handing grid points to
+//! workers (`dispatch`).
 
 pub mod directions;
+pub mod dispatch;
 pub mod export;
 pub mod grid;
 pub mod pca_dirs;

@@ -1,17 +1,22 @@
 //! Computing a slice with model workers, for the CLI and the daemon alike: start the workers, have each
 //! rebuild the plane (centre read from the checkpoint, directions drawn from their seed or read from
 //! their files — never shipped), evaluate the centre, find the stored record to resume or make a new
-//! one, then hand grid points out to the workers one at a time and record the results on the calling
-//! thread (persisting every few points, progress, cancel): one resume loop for every caller.
+//! one, then hand grid points out to the workers in small blocks ([`super::dispatch`]: lost workers'
+//! points go to the others, a straggler's block is copied) and record the results on the calling thread
+//! (persisting every few points, progress, cancel): one resume loop for every caller. Workers are
+//! started here, one per GPU for a bare `--device cuda`, or dial in from a cluster's launcher
+//! (`--workers-listen`).
 
 use super::directions::RandomDirections;
-use super::slice::{Outcome, SliceValues, evaluate_points};
+use super::dispatch::{DispatchReport, Evaluator, PointError, PointEvaluator, evaluate_points};
+use super::slice::{Outcome, SliceValues};
 use crate::checkpoint::Checkpoint;
 use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
 use crate::store::{Store, unix_now};
-use crate::worker::contract::ModelContract;
+use crate::worker::contract::{ModelContract, WorkerSource};
+use crate::worker::listen::workers_from_launcher;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
-use crate::worker::protocol::{BindRules, Handle, ModelInfo, StateSource};
+use crate::worker::protocol::{BindRules, Contract, GridPoint, Handle, ModelInfo, StateSource};
 use crate::worker::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
@@ -72,6 +77,100 @@ pub struct SliceRun {
     /// Whether an unfinished record was resumed, or a complete one found (nothing computed).
     pub resumed: bool,
     pub already_complete: bool,
+    /// Points per worker, lost workers, copied blocks.
+    pub dispatch: DispatchReport,
+}
+
+/// A worker as the dispatcher sees it: blocks of grid points in one `evaluate_points` request each. A
+/// worker that dies or hangs up is lost (its points go to the others); an error reply is the model's
+/// and stops the grid.
+pub fn worker_evaluator(w: &mut Worker) -> PointEvaluator<'_> {
+    let name = w.what().to_string();
+    let aborter = w.aborter();
+    Evaluator {
+        name,
+        eval: Box::new(move |block, sink| {
+            let points: Vec<GridPoint> =
+                block.iter().map(|&(k, (a, b))| GridPoint { index: k as u64, a, b }).collect();
+            let mut bad = None;
+            let r = w.evaluate_points(&points, |index, loss, acc| {
+                // Only the block's own indices count: a worker answering others is not trusted.
+                match block.iter().find(|(k, _)| *k as u64 == index) {
+                    Some(&(k, _)) => sink(k, (loss, acc)),
+                    None => bad = Some(index),
+                }
+            });
+            if let Some(i) = bad {
+                return Err(PointError::Fatal(anyhow!(
+                    "model worker {} answered for grid point {i}, which it was not asked for",
+                    w.what()
+                )));
+            }
+            r.map_err(|e| {
+                if e.is_worker_failure() { PointError::Lost(e.into()) } else { PointError::Fatal(e.into()) }
+            })
+        }),
+        abort: Some(Box::new(move || aborter.abort())),
+    }
+}
+
+/// The devices of extra local workers for a bare `--device cuda` on a node with several GPUs: one
+/// worker per GPU the first worker's `hello` listed (`cuda:1`, `cuda:2`, …; the first has `cuda`,
+/// i.e. `cuda:0`). Empty when the device names one GPU, or the count of workers was given.
+pub fn extra_gpu_devices(device: &str, workers_given: bool, hello_devices: &[String]) -> Vec<String> {
+    if workers_given || !device.trim().eq_ignore_ascii_case("cuda") {
+        return Vec::new();
+    }
+    let gpus = hello_devices.iter().filter(|d| d.starts_with("cuda:")).count();
+    (1..gpus).map(|i| format!("cuda:{i}")).collect()
+}
+
+/// Workers for a job about `centre`: started here (the first, then the rest once the caller knows it
+/// needs them) or gathered from a launcher (all at once). See [`start_more`].
+pub fn first_workers(
+    contract: &ModelContract,
+    source: &WorkerSource,
+    pc: &Contract,
+    label: &str,
+) -> Result<Vec<Worker>> {
+    match source {
+        WorkerSource::Local => Ok(start_workers(&contract.worker_options()?, pc, 1, label)?),
+        WorkerSource::Listen(l) => {
+            let timeout = contract.worker_options().map_or(std::time::Duration::from_secs(120), |o| o.handshake_timeout);
+            workers_from_launcher(l, pc, contract.threads, timeout, label)
+        }
+    }
+}
+
+/// Starts the rest of a local job's workers beside `workers` (nothing for workers from a launcher):
+/// one per further GPU for a bare `--device cuda`, else up to `plan.workers`.
+pub fn start_more(
+    workers: &mut Vec<Worker>,
+    contract: &ModelContract,
+    source: &WorkerSource,
+    pc: &Contract,
+    plan: &mut ThreadPlan,
+    label: &str,
+) -> Result<()> {
+    if !matches!(source, WorkerSource::Local) {
+        plan.workers = workers.len();
+        return Ok(());
+    }
+    let opts = contract.worker_options()?;
+    let devices = workers.first().map(|w| w.hello.devices.clone()).unwrap_or_default();
+    let gpus = extra_gpu_devices(&contract.device, contract.workers.is_some(), &devices);
+    if !gpus.is_empty() {
+        for (i, d) in gpus.iter().enumerate() {
+            let c = Contract { device: d.clone(), ..pc.clone() };
+            let more = format!("{label} (GPU {}/{})", i + 2, gpus.len() + 1);
+            workers.extend(start_workers(&opts, &c, 1, &more)?);
+        }
+        plan.workers = workers.len();
+    } else if plan.workers > workers.len() {
+        let n = plan.workers - workers.len();
+        workers.extend(start_workers(&opts, pc, n, &format!("{label} (more)"))?);
+    }
+    Ok(())
 }
 
 /// Bytes the checkpoint's float tensors take as f32: what each extra worker adds in weights.
@@ -156,13 +255,14 @@ pub fn run_slice(
     let threads = contract.threads.unwrap_or_else(default_threads);
     let weights = checkpoint_weight_bytes(req.plane.centre())?;
     let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
+    let mut plan = plan;
     let mut pc = contract.protocol_contract(Some(plan.intra_op))?;
     // A factory that takes the checkpoint path gets the centre's (to read a config beside the weights).
     pc.checkpoint = Some(req.plane.centre().to_path_buf());
-    let opts = contract.worker_options()?;
+    let source = contract.worker_source(&pc.id())?;
     // One worker first: its model's parameter list completes the record's signature, and a complete
     // record with that signature means there is nothing to compute (no other worker is started).
-    let mut workers = start_workers(&opts, &pc, 1, &req.label)?;
+    let mut workers = first_workers(contract, &source, &pc, &req.label)?;
     let info = workers[0].model.clone().unwrap_or_default();
     let mut directions = req.directions.clone();
     if let DirectionSource::Random(d) = &mut directions {
@@ -197,11 +297,10 @@ pub fn run_slice(
             plan,
             resumed: false,
             already_complete: true,
+            dispatch: DispatchReport::default(),
         });
     }
-    if plan.workers > 1 {
-        workers.extend(start_workers(&opts, &pc, plan.workers - 1, &format!("{} (more)", req.label))?);
-    }
+    start_more(&mut workers, contract, &source, &pc, &mut plan, &req.label)?;
     // Every worker rebuilds the same plane (same files, same seed): nothing of size d crosses a pipe.
     let prepared: Vec<Result<(Handle, Option<f64>), WorkerError>> = std::thread::scope(|s| {
         let hs: Vec<_> =
@@ -210,15 +309,27 @@ pub fn run_slice(
             .map(|h| h.join().unwrap_or_else(|_| Err(WorkerError::Start("a worker thread panicked".into()))))
             .collect()
     });
-    let mut centre = 0;
-    let mut cosine = None;
-    for (i, p) in prepared.into_iter().enumerate() {
-        let (c, cos) = p?;
-        if i == 0 {
-            (centre, cosine) = (c, cos);
+    // A worker lost while rebuilding the plane is left out (with a line); a model error stops the job.
+    let mut centre_cos = None;
+    let mut kept = Vec::with_capacity(workers.len());
+    let mut first_err = None;
+    for (w, p) in workers.into_iter().zip(prepared) {
+        match p {
+            Ok(cc) => {
+                centre_cos.get_or_insert(cc);
+                kept.push(w);
+            }
+            Err(e) if e.is_worker_failure() => {
+                tracing::warn!("{}: worker {} was lost while rebuilding the plane: {e}", req.label, w.what());
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-
+    let mut workers = kept;
+    let Some((centre, cosine)) = centre_cos else {
+        return Err(first_err.map_or_else(|| anyhow!("no worker"), |e| e.into()));
+    };
     let (mut rec, resumed) = match slices::find_unfinished(store, &signature)? {
         Some(rec) => {
             rec.values.check().map_err(|e| anyhow!("stored slice {}: {e}", rec.id))?;
@@ -260,23 +371,27 @@ pub fn run_slice(
         Ok(())
     };
     let mut values = rec.values.clone();
-    let evals: Vec<_> = workers
-        .iter_mut()
-        .map(|w| move |a: f64, b: f64| -> Result<(f64, Option<f64>)> { Ok(w.evaluate_point(a, b)?) })
-        .collect();
+    let evals: Vec<_> = workers.iter_mut().map(worker_evaluator).collect();
     let started = std::time::Instant::now();
-    let out = evaluate_points(&mut values, evals, cancel, req.persist_every.max(1), &mut persist, |n| {
-        progress(n, total)
-    });
+    let label = req.label.clone();
+    let out = evaluate_points(
+        &mut values,
+        evals,
+        cancel,
+        req.persist_every.max(1),
+        &mut persist,
+        |n| progress(n, total),
+        |line| tracing::warn!("{label}: {line}"),
+    );
     let seconds = started.elapsed().as_secs_f64();
     rec.values = values;
     rec.updated = unix_now();
     slices::put(store, &rec)?;
     store.flush()?;
-    let outcome = out?;
+    let (outcome, dispatch) = out?;
     for w in workers {
         let _ = w.shutdown();
     }
     let computed = rec.values.done_count().saturating_sub(before);
-    Ok(SliceRun { record: rec, outcome, computed, seconds, plan, resumed, already_complete: false })
+    Ok(SliceRun { record: rec, outcome, computed, seconds, plan, resumed, already_complete: false, dispatch })
 }

@@ -7,18 +7,20 @@ use super::compute::{SharpnessOptions, SharpnessReport, compute};
 use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::remote::WorkerSpace;
 use super::space::ParamSubset;
-use crate::landscape::runner::{PlaneSpec, checkpoint_weight_bytes, model_used, prepare_plane};
+use crate::landscape::dispatch::{Evaluator, PointError, run_tasks};
+use crate::landscape::runner::{
+    PlaneSpec, checkpoint_weight_bytes, first_workers, model_used, prepare_plane, start_more,
+};
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerError};
 use crate::worker::contract::ModelContract;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
 use crate::worker::protocol::StateSource;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The checkpoint of (run, step) as recorded at ingest (`step` None: the run's last), or the explicit
 /// `checkpoint` (then `step` names it, default 0). Returns the path and the step.
@@ -120,10 +122,11 @@ pub struct RatioMap {
 }
 
 /// |λmin/λmax| (and both eigenvalues) at every point θ(a, b) = centre + a·δ + b·η of a plane, for
-/// a = xs[ix], b = ys[iy]: every worker rebuilds the plane, then takes points one at a time (fast
-/// workers take more), moves its module there (`set_point`) and runs Lanczos. The values don't depend
-/// on the number of workers. `progress(done, total)` after each point; `cancel` stops between points
-/// with an error.
+/// a = xs[ix], b = ys[iy]: every worker rebuilds the plane, then the points are handed out in small
+/// blocks ([`crate::landscape::dispatch`]: fast workers take more, a lost worker's points go to the
+/// others); for each, the worker moves its module there (`set_point`) and runs Lanczos. Workers are
+/// started here or dial in from a launcher (`--workers-listen`). The values don't depend on the number
+/// of workers. `progress(done, total)` after each point; `cancel` stops between blocks with an error.
 pub fn ratio_map(
     req: &RatioMapRequest<'_>,
     cancel: &AtomicBool,
@@ -135,61 +138,66 @@ pub fn ratio_map(
     let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
     let threads = contract.threads.unwrap_or_else(default_threads);
     let weights = checkpoint_weight_bytes(plane.centre())?;
-    let plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
+    let mut plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
     let mut pc = contract.protocol_contract(Some(plan.intra_op))?;
     pc.checkpoint = Some(plane.centre().to_path_buf());
-    let opts = contract.worker_options()?;
-    let mut workers = start_workers(&opts, &pc, plan.workers, "sharpness map")?;
-    let results: Mutex<Vec<Option<Extremes>>> = Mutex::new(vec![None; total]);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let progress = Mutex::new(progress);
-    let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
+    let source = contract.worker_source(&pc.id())?;
+    let label = "sharpness map";
+    let mut workers = first_workers(contract, &source, &pc, label)?;
+    start_more(&mut workers, contract, &source, &pc, &mut plan, label)?;
+    let prepared: Vec<Result<()>> = std::thread::scope(|s| {
         let hs: Vec<_> = workers
             .iter_mut()
             .map(|w| {
-                let (results, next, done, progress, bind) = (&results, &next, &done, &progress, &bind);
-                s.spawn(move || -> Result<()> {
-                    prepare_plane(w, plane, bind).context("rebuilding the slice's plane")?;
-                    loop {
-                        if cancel.load(Ordering::Relaxed) {
-                            bail!("cancelled");
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            return Ok(());
-                        }
-                        let (a, b) = (xs[i % nx], ys[i / nx]);
-                        w.set_point(a, b)?;
-                        let mut space = WorkerSpace::open(w, subset)?;
-                        let e = extremes(&mut space, lanczos)
-                            .with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
-                        let closed = space.close();
-                        let e = e?;
-                        closed?;
-                        if let Ok(mut r) = results.lock() {
-                            r[i] = Some(e);
-                        }
-                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if let Ok(mut p) = progress.lock() {
-                            (*p)(n, total);
-                        }
-                    }
-                })
+                let bind = &bind;
+                s.spawn(move || prepare_plane(w, plane, bind).map(|_| ()).context("rebuilding the slice's plane"))
             })
             .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked"))))
-            .collect()
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))).collect()
     });
-    for o in outcomes {
-        o?;
+    for p in prepared {
+        p?;
+    }
+    let points: Vec<(f64, f64)> = (0..total).map(|i| (xs[i % nx], ys[i / nx])).collect();
+    let evals: Vec<Evaluator<'_, (f64, f64), Extremes>> = workers
+        .iter_mut()
+        .map(|w| {
+            let name = w.what().to_string();
+            let aborter = w.aborter();
+            Evaluator {
+                name,
+                eval: Box::new(move |block, sink| {
+                    for &(k, (a, b)) in block {
+                        let e = lanczos_at(w, a, b, subset, lanczos);
+                        sink(k, e.map_err(classify)?);
+                    }
+                    Ok(())
+                }),
+                abort: Some(Box::new(move || aborter.abort())),
+            }
+        })
+        .collect();
+    let mut results: Vec<Option<Extremes>> = vec![None; total];
+    let mut done = 0usize;
+    run_tasks(
+        &points,
+        evals,
+        cancel,
+        |k, _, e| {
+            results[k] = Some(e);
+            done += 1;
+            progress(done, total);
+            Ok(())
+        },
+        |line| tracing::warn!("{label}: {line}"),
+    )?;
+    if cancel.load(Ordering::Relaxed) && done < total {
+        bail!("cancelled");
     }
     let n = workers.len();
     for w in workers {
         let _ = w.shutdown();
     }
-    let results = results.into_inner().map_err(|_| anyhow!("a worker thread panicked"))?;
     let mut map = RatioMap {
         ratio: vec![vec![f64::NAN; nx]; ny],
         lambda_max: vec![vec![f64::NAN; nx]; ny],
@@ -208,6 +216,23 @@ pub fn ratio_map(
         map.hvps += e.hvps;
     }
     Ok(map)
+}
+
+/// Lanczos for the extreme eigenvalues at θ(a, b) of the plane the worker holds.
+fn lanczos_at(w: &mut Worker, a: f64, b: f64, subset: ParamSubset, lanczos: &LanczosOptions) -> Result<Extremes> {
+    w.set_point(a, b)?;
+    let mut space = WorkerSpace::open(w, subset)?;
+    let e = extremes(&mut space, lanczos).with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
+    let closed = space.close();
+    let e = e?;
+    closed?;
+    Ok(e)
+}
+
+/// A failed worker (died, hung up) is lost, its points go to others; anything else stops the map.
+pub fn classify(e: anyhow::Error) -> PointError {
+    let lost = e.chain().any(|c| c.downcast_ref::<WorkerError>().is_some_and(WorkerError::is_worker_failure));
+    if lost { PointError::Lost(e) } else { PointError::Fatal(e) }
 }
 
 /// The record of a report computed with the model `used`.

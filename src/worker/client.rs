@@ -2,19 +2,22 @@
 //! priority with a memory limit, the handshake, typed calls, and turning every way a worker can fail
 //! (an error reply, a crash, a hang at start-up, a protocol mismatch) into one clear line.
 //!
-//! The worker's stdin/stdout carry frames ([`super::transport`]); its stderr passes through to ours,
-//! and its last lines are kept to explain a crash. A reader thread turns stdout into a channel so the
-//! handshake can time out. The process dies with its [`Worker`] (killed on drop) and with the caller
-//! (`PR_SET_PDEATHSIG`), so a stopped daemon leaves no worker behind.
+//! A worker started here speaks on its stdin/stdout ([`super::transport`]); its stderr passes through to
+//! ours, and its last lines are kept to explain a crash. A worker placed by a cluster's launcher dials in
+//! over TCP instead ([`super::listen`] accepts it, [`Worker::from_tcp`] wraps the connection): the same
+//! frames, the same calls. A reader thread turns the incoming stream into a channel so the handshake can
+//! time out. A started process dies with its [`Worker`] (killed on drop) and with the caller
+//! (`PR_SET_PDEATHSIG`), so a stopped daemon leaves no worker behind; a connected one is hung up on.
 
 use super::protocol::{
     self, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply, Request, Response,
 };
 use super::transport::{read_frame, write_frame};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -150,10 +153,35 @@ struct StderrTail {
 
 const TAIL_LINES: usize = 8;
 
-/// A running worker: the process, its frames, and the handshake's answer.
+/// Stops a worker from another thread, e.g. a straggler whose points others have finished: kills the
+/// process, or hangs up on a connected worker. Its pending call then fails as a lost worker.
+#[derive(Clone, Debug)]
+pub enum Aborter {
+    Process(u32),
+    Connection(Arc<TcpStream>),
+}
+
+impl Aborter {
+    pub fn abort(&self) {
+        match self {
+            // SAFETY: kill(2) on the pid of a child this process started and has not yet reaped
+            // (Worker's drop reaps it after any abort).
+            Aborter::Process(pid) => unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+            },
+            Aborter::Connection(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// A running worker: the process (or the connection), its frames, and the handshake's answer.
 pub struct Worker {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    /// The process, when this side started it; `None` for a worker that dialled in.
+    child: Option<Child>,
+    conn: Option<Box<dyn Write + Send>>,
+    aborter: Aborter,
     frames: Receiver<std::io::Result<Option<Vec<u8>>>>,
     tail: Arc<Mutex<StderrTail>>,
     next_id: u64,
@@ -215,8 +243,8 @@ impl Worker {
         } else {
             format!("{} (pid {}, {})", opts.program.display(), child.id(), opts.label)
         };
-        let stdin = child.stdin.take();
-        let Some(mut stdout) = child.stdout.take() else {
+        let stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn Write + Send>);
+        let Some(stdout) = child.stdout.take() else {
             return Err(WorkerError::Start(format!("model worker {what}: no stdout pipe")));
         };
         let tail = Arc::new(Mutex::new(StderrTail::default()));
@@ -234,17 +262,47 @@ impl Worker {
                 }
             });
         }
-        let (tx, frames) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            loop {
-                let r = read_frame(&mut stdout);
-                let end = !matches!(r, Ok(Some(_)));
-                if tx.send(r).is_err() || end {
-                    break;
-                }
-            }
-        });
-        Ok(Worker { child, stdin, frames, tail, next_id: 1, what, hello: Hello::default(), model: None })
+        let frames = frame_reader(stdout);
+        let aborter = Aborter::Process(child.id());
+        Ok(Worker {
+            child: Some(child),
+            conn: stdin,
+            aborter,
+            frames,
+            tail,
+            next_id: 1,
+            what,
+            hello: Hello::default(),
+            model: None,
+        })
+    }
+
+    /// A worker that dialled in and was admitted ([`super::listen`]): the protocol continues on
+    /// `stream` with the handshake. `what` names it in messages (rank, host, address).
+    pub fn from_tcp(stream: TcpStream, what: String) -> Result<Worker, WorkerError> {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(None);
+        let reader = stream
+            .try_clone()
+            .map_err(|e| WorkerError::Start(format!("model worker {what}: cannot use its connection: {e}")))?;
+        let shared = Arc::new(stream);
+        let writer = SharedStream(shared.clone());
+        Ok(Worker {
+            child: None,
+            conn: Some(Box::new(BufWriter::new(writer))),
+            aborter: Aborter::Connection(shared),
+            frames: frame_reader(reader),
+            tail: Arc::new(Mutex::new(StderrTail::default())),
+            next_id: 1,
+            what,
+            hello: Hello::default(),
+            model: None,
+        })
+    }
+
+    /// A handle that stops this worker from another thread.
+    pub fn aborter(&self) -> Aborter {
+        self.aborter.clone()
     }
 
     /// Describes this worker in messages (program, pid, label).
@@ -266,8 +324,11 @@ impl Worker {
 
     /// The worker's exit status in words, waiting briefly for it to end.
     fn exit_status(&mut self) -> String {
+        let Some(child) = self.child.as_mut() else {
+            return "closed its connection (it ended, lost its node or was stopped)".to_string();
+        };
         for _ in 0..50 {
-            if let Ok(Some(st)) = self.child.try_wait() {
+            if let Ok(Some(st)) = child.try_wait() {
                 return describe_status(st);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -290,8 +351,8 @@ impl Worker {
             what: self.what.clone(),
             why: format!("encoding {name}: {e}"),
         })?;
-        let Some(stdin) = self.stdin.as_mut() else { return Err(self.died(name)) };
-        if write_frame(stdin, &frame).is_err() {
+        let Some(conn) = self.conn.as_mut() else { return Err(self.died(name)) };
+        if write_frame(conn, &frame).is_err() {
             return Err(self.died(name));
         }
         Ok(id)
@@ -302,8 +363,7 @@ impl Worker {
             Some(t) => match self.frames.recv_timeout(t) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.stop_now();
                     return Err(WorkerError::Timeout {
                         what: self.what.clone(),
                         secs: t.as_secs(),
@@ -587,35 +647,83 @@ impl Worker {
         self.call_number(Op::Gradient { at, out })
     }
 
-    /// Asks the worker to stop and waits for it (killed if it doesn't stop within a second).
+    /// Asks the worker to stop and waits for it (killed if it doesn't stop within a second; a
+    /// connected worker is hung up on).
     pub fn shutdown(mut self) -> Result<(), WorkerError> {
         let r = self.call_ok(Op::Shutdown);
-        self.stdin.take();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return r;
+        self.conn.take();
+        if let Some(child) = self.child.as_mut() {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop_now();
         r
     }
 
-    /// The worker's process id.
+    /// Kills the process (and reaps it), or hangs up.
+    fn stop_now(&mut self) {
+        match self.child.as_mut() {
+            Some(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => self.aborter.abort(),
+        }
+    }
+
+    /// The worker's process id (on its own host for a worker that dialled in).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.child {
+            Some(c) => c.id(),
+            None => self.hello.pid,
+        }
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.stdin.take();
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        self.conn.take();
+        match self.child.as_mut() {
+            Some(child) => {
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+            }
+            None => self.aborter.abort(),
         }
-        let _ = self.child.wait();
     }
+}
+
+/// The write half of a connection shared with its [`Aborter`].
+struct SharedStream(Arc<TcpStream>);
+
+impl Write for SharedStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// A thread reading frames from `r` into a channel until the stream ends or breaks.
+fn frame_reader(mut r: impl std::io::Read + Send + 'static) -> Receiver<std::io::Result<Option<Vec<u8>>>> {
+    let (tx, frames) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let res = read_frame(&mut r);
+            let end = !matches!(res, Ok(Some(_)));
+            if tx.send(res).is_err() || end {
+                break;
+            }
+        }
+    });
+    frames
 }
 
 fn client_name() -> String {

@@ -92,6 +92,26 @@ pub struct ModelContract {
     #[arg(long)]
     #[serde(default)]
     pub worker_memory_limit: Option<String>,
+    /// Use workers started by a cluster launcher (srun, mpirun, torchrun): listen on ADDR, e.g.
+    /// 0.0.0.0:9470, for workers dialling in with `--connect HOST:PORT` (docs/scale-out.md). Needs a
+    /// shared token: LANDSCAPED_TOKEN, or --token-file.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
+    pub workers_listen: Option<String>,
+    /// With --workers-listen: how many workers to wait for (default 1).
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub expect: Option<usize>,
+    /// With --workers-listen: seconds to wait for them; then the job starts with those that came
+    /// (default 120).
+    #[arg(long = "wait", value_name = "SECS")]
+    #[serde(default)]
+    pub wait: Option<u64>,
+    /// With --workers-listen: the file holding the shared token (made, mode 0600, when missing); the
+    /// workers read the same file. LANDSCAPED_TOKEN, when set, is used instead.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_batch() -> usize {
@@ -122,8 +142,21 @@ impl Default for ModelContract {
             allow_unexpected: false,
             worker: None,
             worker_memory_limit: None,
+            workers_listen: None,
+            expect: None,
+            wait: None,
+            token_file: None,
         }
     }
+}
+
+/// Where a job's workers come from.
+#[derive(Clone, Debug)]
+pub enum WorkerSource {
+    /// Started by this process (pipes), as many as the thread plan says.
+    Local,
+    /// Started by a cluster launcher, dialling in.
+    Listen(super::listen::ListenOptions),
 }
 
 /// Parses `4G`, `512M`, `100k`, `1GiB` or plain bytes.
@@ -310,7 +343,7 @@ impl ModelContract {
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
         }
-        Ok(())
+        self.check_listen("")
     }
 
     /// The checks of [`ModelContract::validate`] for the python backend.
@@ -350,7 +383,7 @@ impl ModelContract {
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
         }
-        Ok(())
+        self.check_listen("")
     }
 
     /// The checks of [`ModelContract::validate`] that the command line can get wrong without a model
@@ -382,7 +415,48 @@ impl ModelContract {
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?;
         }
+        self.check_listen("--")
+    }
+
+    /// The remote-worker settings: `expect`, `wait` and `token_file` need `workers_listen`, whose
+    /// address must parse. `prefix` is `--` for flags (named `--token-file`), empty for config keys.
+    pub fn check_listen(&self, prefix: &str) -> Result<()> {
+        let name = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("--{}", k.replace('_', "-")) };
+        match &self.workers_listen {
+            Some(a) => {
+                let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    bail!("{}: {a:?} is not HOST:PORT (e.g. 0.0.0.0:9470)", name("workers_listen"));
+                }
+                if self.expect == Some(0) {
+                    bail!("{}: must be at least 1", name("expect"));
+                }
+            }
+            None => {
+                let set = [
+                    (self.expect.is_some(), "expect"),
+                    (self.wait.is_some(), "wait"),
+                    (self.token_file.is_some(), "token_file"),
+                ];
+                if let Some((_, key)) = set.iter().find(|(on, _)| *on) {
+                    bail!("{}: only means something with {}", name(key), name("workers_listen"));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Where the job's workers come from: started here, or dialling in ([`WorkerSource::Listen`]).
+    pub fn worker_source(&self, contract_id: &str) -> Result<WorkerSource> {
+        let Some(addr) = &self.workers_listen else { return Ok(WorkerSource::Local) };
+        let token = super::listen::coordinator_token(self.token_file.as_deref())?;
+        Ok(WorkerSource::Listen(super::listen::ListenOptions {
+            addr: addr.trim().to_string(),
+            expect: self.expect.unwrap_or(1).max(1),
+            wait: std::time::Duration::from_secs(self.wait.unwrap_or(120)),
+            token,
+            contract_id: contract_id.to_string(),
+        }))
     }
 
     /// Whether this asks for a GPU.

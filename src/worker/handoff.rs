@@ -28,11 +28,15 @@ impl Drop for Handoff {
     }
 }
 
-/// A new folder only this user can read, under the system's temporary folder.
+/// A new folder only this user can read, under `$LANDSCAPED_HANDOFF_DIR` if set (workers on other nodes
+/// need a folder on the shared filesystem: see docs/scale-out.md), else the system's temporary folder.
 fn private_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     static N: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
+    let base = std::env::var_os("LANDSCAPED_HANDOFF_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let mut last = None;
     for _ in 0..16 {
         let nanos = std::time::SystemTime::now()

@@ -1,7 +1,8 @@
 //! Model workers, seen from the caller: the versioned protocol (`protocol`), frames and what carries
 //! them (`transport`), starting and talking to one worker process (`client`), the model contract as
 //! users state it (`contract`, with the loss names in `loss` and the export folder in `export_dir`), and
-//! how many workers a job gets (`pool`).
+//! how many workers a job gets and where they come from (`pool`; `listen` admits workers a cluster's
+//! launcher started, dialling in over TCP; `connect` is the worker's side of that).
 //!
 //! Model work (loading the user's model, binding checkpoints, evaluating, Hessian-vector products) never
 //! runs in the `landscaped` process, which doesn't link libtorch: it runs in a worker —
@@ -11,9 +12,11 @@
 //! describes the protocol.
 
 pub mod client;
+pub mod connect;
 pub mod contract;
 pub mod export_dir;
 pub mod handoff;
+pub mod listen;
 pub mod loss;
 pub mod pool;
 pub mod protocol;

@@ -381,6 +381,74 @@ pub enum Reply {
     },
 }
 
+
+/// The first frame of a worker that dials in over TCP (docs/worker-protocol.md, "Over TCP").
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Join {
+    pub protocol: u32,
+    pub token: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub pid: u32,
+    /// The launcher's global rank, local rank (index on its node) and number of tasks, when known.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    #[serde(default)]
+    pub local_rank: Option<u32>,
+    #[serde(default)]
+    pub world_size: Option<u32>,
+    /// The model contract id the worker was started for, if it was given one.
+    #[serde(default)]
+    pub contract: Option<String>,
+}
+
+/// The join exchange: the worker's `join`, the coordinator's `joined` or `refused`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinMessage {
+    Join(Join),
+    Joined { worker: u32 },
+    Refused { reason: String },
+}
+
+impl Join {
+    /// `rank 3 on node12 (pid 4242)` (`pid 4242 on node12` without a rank), for messages.
+    pub fn describe(&self) -> String {
+        let host = if self.host.is_empty() { "an unnamed host" } else { &self.host };
+        match self.rank {
+            Some(r) => format!("rank {r} on {host} (pid {})", self.pid),
+            None => format!("pid {} on {host}", self.pid),
+        }
+    }
+
+    /// Fills rank, local rank and world size from the launcher's environment (`var` looks one up):
+    /// torchrun, Slurm, Open MPI, PMI (MPICH, Intel MPI), Kubernetes Indexed Jobs, the first found.
+    pub fn from_launcher_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let first = |names: &[&str]| names.iter().find_map(|n| var(n)?.trim().parse::<u32>().ok());
+        self.rank = first(&["RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "JOB_COMPLETION_INDEX"]);
+        self.local_rank =
+            first(&["LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]);
+        self.world_size = first(&["WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]);
+    }
+}
+
+impl Contract {
+    /// A short id of what the workers must agree on (model, data, loss, batch, subsample, device,
+    /// precision; not threads or the checkpoint): 16 hex digits of FNV-1a over its encoding. It tells a
+    /// worker started for another job from one started for this job; it is not a secret.
+    pub fn id(&self) -> String {
+        let c = Contract { threads: None, checkpoint: None, ..self.clone() };
+        let bytes = encode(&c).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
 /// Encodes a message as a frame body (MessagePack, maps with string keys).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(msg)

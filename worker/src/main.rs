@@ -1,5 +1,7 @@
 //! `landscaped-worker`: the TorchScript model worker. It speaks the worker protocol
-//! (docs/worker-protocol.md) on stdin/stdout — one request at a time, answered in order — and does the
+//! (docs/worker-protocol.md) on stdin/stdout, or over TCP after dialling a coordinator
+//! (`--connect HOST:PORT`, for workers placed by srun, mpirun or torchrun) — one request at a time,
+//! answered in order — and does the
 //! model work the `landscaped` binary never does itself: loading the contract, binding checkpoints,
 //! evaluating grid points, Hessian-vector products and gradients on vectors it keeps.
 //!
@@ -53,10 +55,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.first().is_some_and(|a| a == "--connect") {
+        return connected(&args);
+    }
     if let Some(a) = args.first() {
         eprintln!(
             "landscaped-worker: unexpected argument {a:?}; this program is started by landscaped and speaks \
-             the worker protocol on stdin/stdout (see docs/worker-protocol.md)"
+             the worker protocol on stdin/stdout (see docs/worker-protocol.md), or dials a coordinator: \
+             landscaped-worker --connect HOST:PORT [--token-file PATH] [--contract ID] [--connect-timeout SECS]"
         );
         return ExitCode::from(2);
     }
@@ -75,6 +81,75 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--connect HOST:PORT [--token-file PATH] [--contract ID] [--connect-timeout SECS]`: dial, join,
+/// serve one session over the connection.
+fn connected(args: &[String]) -> ExitCode {
+    use landscaped::worker::connect::{ConnectOptions, connect};
+    let mut opts = ConnectOptions {
+        addr: String::new(),
+        token_file: None,
+        contract: None,
+        timeout: std::time::Duration::from_secs(300),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            eprintln!("landscaped-worker: {flag} needs a value");
+            return ExitCode::from(2);
+        };
+        match flag.as_str() {
+            "--connect" => opts.addr = value.clone(),
+            "--token-file" => opts.token_file = Some(value.into()),
+            "--contract" => opts.contract = Some(value.clone()),
+            "--connect-timeout" => match value.parse::<u64>() {
+                Ok(s) => opts.timeout = std::time::Duration::from_secs(s),
+                Err(_) => {
+                    eprintln!("landscaped-worker: --connect-timeout {value:?} is not a number of seconds");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("landscaped-worker: unexpected argument {other:?} after --connect");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let stream = match connect(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("landscaped-worker: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    // Nothing but the connection carries frames; what the model prints goes to stdout as usual.
+    let reader = match stream.try_clone() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("landscaped-worker: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut t = StreamTransport::new(BufReader::new(reader), BufWriter::new(stream));
+    match serve(&mut t) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The coordinator hung up: it has finished (perhaps without this worker's last points, which it
+        // had from another) or stopped. Either way this worker's session is over, not failed.
+        Err(e) if is_hang_up(&e) => {
+            eprintln!("landscaped-worker: the coordinator at {} closed the connection; ending", opts.addr);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("landscaped-worker: the connection to {} broke: {e}", opts.addr);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_hang_up(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected)
 }
 
 fn send(t: &mut impl Transport, id: u64, body: Reply) -> std::io::Result<()> {

@@ -1,0 +1,289 @@
+//! Scale-out end to end: `landscaped slice --workers-listen ADDR --expect N` with workers that dial in
+//! (`landscaped-worker --connect`, `python -m landscaped_worker --connect`), started by hand as a
+//! launcher would, by Open MPI's `mpirun` and by `torchrun`. The grid is the single-worker grid bit for
+//! bit, also when a worker dies in the middle and another is a straggler; intruders (wrong token,
+//! another contract) are refused with one line each and change nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-3f9a";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+fn fixture() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ok = Command::new(venv_python())
+            .arg(root().join("tests/python/slice_reference.py"))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        dir
+    })
+}
+
+fn worker_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn landscaped(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+    c.env("LANDSCAPED_DATA_DIR", data).env("LANDSCAPED_LOG", "info").env_remove("LANDSCAPED_TOKEN");
+    c
+}
+
+/// The test slice: 11 × 9 points about ckpt_b, seed 5, one intra-op thread per worker.
+fn slice_args(python: bool) -> Vec<String> {
+    let f = fixture();
+    let mut a: Vec<String> = vec!["slice".into(), "--checkpoint".into(), f.join("ckpt_b.safetensors").display().to_string()];
+    if python {
+        a.extend(["--backend", "python", "--python"].map(String::from));
+        a.push(venv_python().display().to_string());
+        a.extend(["--factory", "scale_factory:build", "--batch-size", "64"].map(String::from));
+    } else {
+        a.push("--model-dir".into());
+        a.push(f.join("model").display().to_string());
+    }
+    a.extend(["--x=-1:1:11", "--y=-1:1:9", "--seed", "5", "--threads", "1"].map(String::from));
+    a
+}
+
+fn python_path() -> String {
+    format!("{}:{}", root().join("python").display(), root().join("tests/python").display())
+}
+
+/// The grid as JSON (loss, accuracy, centre loss) of slice `id`.
+fn show(data: &Path, id: &str) -> serde_json::Value {
+    let out = landscaped(data).args(["--format", "json", "slices", "show", id]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn reference(python: bool) -> serde_json::Value {
+    let data = tempfile::tempdir().unwrap();
+    let out = landscaped(data.path())
+        .args(slice_args(python))
+        .args(["--workers", "1"])
+        .env("PYTHONPATH", python_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    show(data.path(), "1")
+}
+
+fn assert_same_grid(got: &serde_json::Value, want: &serde_json::Value) {
+    for k in ["loss", "accuracy", "centre_loss", "shape"] {
+        assert_eq!(got[k], want[k], "{k} differs");
+    }
+}
+
+/// The coordinator: the test slice, listening on 127.0.0.1:port for `expect` workers.
+fn coordinator(data: &Path, python: bool, port: u16, expect: usize) -> Child {
+    landscaped(data)
+        .args(slice_args(python))
+        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", &expect.to_string(), "--wait", "90"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .env("PYTHONPATH", python_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A TorchScript worker dialling 127.0.0.1:port with `token`.
+fn ts_worker(port: u16, token: &str) -> Command {
+    let mut c = Command::new(worker_bin());
+    c.args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"]).env("LANDSCAPED_TOKEN", token);
+    c
+}
+
+fn py_worker(port: u16) -> Command {
+    let mut c = Command::new(venv_python());
+    c.args(["-m", "landscaped_worker", "--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .env("PYTHONPATH", python_path());
+    c
+}
+
+/// Waits for a child with a limit (a hung test fails instead of hanging CI).
+fn finish(mut child: Child, secs: u64, what: &str) -> Output {
+    let t = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} did not finish within {secs} s: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused() {
+    let want = reference(false);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = coordinator(data.path(), false, port, 2);
+    // Intruders first: a wrong token, then a worker started for another contract. Each is told why.
+    let out = ts_worker(port, "not-the-token").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused by the coordinator") && err.contains("wrong token"), "{err}");
+    let out = ts_worker(port, TOKEN).args(["--contract", "00000000deadbeef"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("00000000deadbeef"));
+    // Then two good workers.
+    let workers: Vec<Child> = (0..2)
+        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let out = finish(coord, 240, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("refused a worker") && stderr.contains("wrong token"), "{stderr}");
+    assert!(!stderr.contains("not-the-token") && !stderr.contains(TOKEN), "tokens never reach the log");
+    assert!(stderr.contains("2 worker(s) ready"), "{stderr}");
+    assert!(stderr.contains("2 workers × "), "{stderr}");
+    for w in workers {
+        let o = finish(w, 30, "a worker");
+        assert!(o.status.success(), "a worker ends cleanly after the job: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
+#[test]
+fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = landscaped(data.path())
+        .args(slice_args(false))
+        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "1"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no worker joined within 1 s") && err.contains("--connect"), "{err}");
+    // No token anywhere: refused before listening, saying what to set.
+    let out = landscaped(data.path())
+        .args(slice_args(false))
+        .args(["--workers-listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LANDSCAPED_TOKEN"));
+    // One of two expected workers: the job starts with it after the wait, saying so.
+    let want = reference(false);
+    let data = tempfile::tempdir().unwrap();
+    let coord = landscaped(data.path())
+        .args(slice_args(false))
+        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "3"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let w = ts_worker(port, TOKEN).stdout(Stdio::null()).spawn().unwrap();
+    let out = finish(coord, 240, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("only 1 of 2 workers joined within 3 s; starting with those"), "{stderr}");
+    finish(w, 30, "the worker");
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
+/// Python workers: one dies after a few points (its unfinished points go to the others), one is slow
+/// (its last block is copied to an idle worker): the grid is still the one-worker grid, bit for bit.
+#[test]
+fn a_lost_worker_and_a_straggler_change_nothing() {
+    let want = reference(true);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = coordinator(data.path(), true, port, 3);
+    let steady = py_worker(port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // The eval set is 8 batches of 64: the third worker's process ends inside its fourth point or so.
+    let dying = py_worker(port).env("SCALE_TEST_DIE_AFTER", "30").stderr(Stdio::null()).spawn().unwrap();
+    let slow = py_worker(port).env("SCALE_TEST_SLOW", "0.05").stderr(Stdio::null()).spawn().unwrap();
+    let out = finish(coord, 400, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("was lost") && stderr.contains("unfinished points go to the others"), "{stderr}");
+    for w in [steady, dying, slow] {
+        let _ = finish(w, 60, "a worker");
+    }
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
+/// The mpirun line of docs/scale-out.md, with Debian's Open MPI (scripts/ci-deps.sh installs it): two
+/// ranks, each a TorchScript worker that reports its rank.
+#[test]
+fn mpirun_places_the_workers() {
+    let mpirun = Path::new("/usr/bin/mpirun");
+    assert!(mpirun.exists(), "mpirun is missing: `make test-deps` (scripts/ci-deps.sh) installs Debian's openmpi-bin");
+    let want = reference(false);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = coordinator(data.path(), false, port, 2);
+    let ranks = Command::new(mpirun)
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "LANDSCAPED_TOKEN"])
+        .arg(worker_bin())
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(coord, 240, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
+    let m = finish(ranks, 60, "mpirun");
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
+/// The torchrun line of docs/scale-out.md: two Python workers started by torchrun (RANK, LOCAL_RANK).
+#[test]
+fn torchrun_places_python_workers() {
+    let want = reference(true);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = coordinator(data.path(), true, port, 2);
+    let ranks = Command::new(root().join(".venv/bin/torchrun"))
+        .args(["--standalone", "--nproc-per-node", "2", "-m", "landscaped_worker"])
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .env("PYTHONPATH", python_path())
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(coord, 400, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
+    let t = finish(ranks, 120, "torchrun");
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
