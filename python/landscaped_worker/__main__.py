@@ -1,21 +1,83 @@
-"""``python -m landscaped_worker``: the eager-PyTorch model worker (started by landscaped --backend python)."""
+"""``python -m landscaped_worker``: the eager-PyTorch model worker.
 
+With no arguments it speaks the worker protocol on stdin/stdout (started by ``landscaped --backend
+python``); with ``--connect HOST:PORT`` it dials a coordinator over TCP instead (started by a cluster's
+launcher, docs/scale-out.md).
+"""
+
+import argparse
 import sys
+
+DESCRIPTION = """\
+The eager-PyTorch model worker of landscaped (docs/python-worker.md).
+
+With no arguments it is started by landscaped (--backend python) and speaks the worker protocol on
+stdin/stdout (docs/worker-protocol.md). With --connect it dials a coordinator started with
+`landscaped slice ... --workers-listen ADDR --expect N` instead: one such worker per GPU, placed by
+srun, mpirun, torchrun or a Kubernetes Indexed Job (recipes in docs/scale-out.md)."""
+
+EPILOG = """\
+token: --token-file PATH, else $LANDSCAPED_TOKEN, else the file named by $LANDSCAPED_TOKEN_FILE.
+ranks: RANK/LOCAL_RANK/WORLD_SIZE, SLURM_PROCID/SLURM_LOCALID/SLURM_NTASKS,
+  OMPI_COMM_WORLD_RANK/_LOCAL_RANK/_SIZE, PMI_RANK/PMI_SIZE, JOB_COMPLETION_INDEX (first found)
+  are sent with the join; the coordinator picks the worker's GPU from the local rank.
+exit codes: 0 session ended, 1 no connection within the timeout (or it broke), 2 bad arguments
+  or no token, 3 refused by the coordinator (the reason is printed)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print("landscaped_worker: %s (see python -m landscaped_worker --help)" % message, file=sys.stderr)
+        sys.exit(2)
+
+
+def parser():
+    p = _Parser(
+        prog="python -m landscaped_worker",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", "-V", action="store_true", help="print the version and the protocol version")
+    p.add_argument("--connect", metavar="HOST:PORT", help="dial the coordinator at HOST:PORT over TCP")
+    p.add_argument("--token-file", metavar="PATH", help="read the shared token from PATH (with --connect)")
+    p.add_argument(
+        "--contract",
+        metavar="ID",
+        help="the model contract id the coordinator printed; default $LANDSCAPED_CONTRACT (with --connect)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        metavar="SECS",
+        type=float,
+        default=None,
+        help="keep dialling (every 0.5 s, backing off to 2 s) for up to SECS; default 300 (with --connect)",
+    )
+    return p
 
 
 def main(argv):
-    if any(a in ("--version", "-V") for a in argv):
+    args = parser().parse_args(argv)
+    if args.version:
         from . import PROTOCOL_VERSION, __version__
 
         print("landscaped_worker %s (worker protocol %d)" % (__version__, PROTOCOL_VERSION))
         return 0
-    if argv:
-        print(
-            "landscaped_worker: unexpected argument %r; this program is started by landscaped and speaks the "
-            "worker protocol on stdin/stdout (see docs/worker-protocol.md)" % argv[0],
-            file=sys.stderr,
-        )
-        return 2
+    if args.connect is None:
+        given = [o for o, v in (("--token-file", args.token_file), ("--contract", args.contract), ("--connect-timeout", args.connect_timeout)) if v is not None]
+        if given:
+            print("landscaped_worker: %s only applies with --connect HOST:PORT" % given[0], file=sys.stderr)
+            return 2
+    # Ctrl-C in the caller's terminal (or the launcher's) reaches the worker too: end at once, as the
+    # TorchScript worker does, rather than with a KeyboardInterrupt traceback (the caller reports and resumes).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if args.connect is not None:
+        from . import tcp
+
+        timeout = tcp.DEFAULT_CONNECT_TIMEOUT if args.connect_timeout is None else args.connect_timeout
+        return tcp.run(args.connect, args.token_file, args.contract, timeout)
     try:
         import torch  # noqa: F401
     except ImportError as e:
@@ -25,11 +87,6 @@ def main(argv):
             file=sys.stderr,
         )
         return 3
-    # Ctrl-C in the caller's terminal reaches the worker too: end at once, as the TorchScript worker
-    # does, rather than with a KeyboardInterrupt traceback (the caller reports and resumes).
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     from .server import FrameError, private_stdout, serve
     from .session import Session
 
