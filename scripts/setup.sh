@@ -34,8 +34,14 @@ if [ ! -f "$venv/.complete" ]; then
   # entry points only through `python -m`, which does not depend on the folder name.
   rm -rf "$venv"
   mv "$venv.partial" "$venv"
-  sed -i "s#$venv.partial#$venv#g" "$venv/bin/activate" "$venv/pyvenv.cfg" 2>/dev/null || true
   touch "$venv/.complete"
+fi
+# Every script in the venv's bin/ (activate, pip, torchrun's #! line) named the .partial folder: point them
+# at the final one. Also repairs venvs cached by an older set-up, which fixed only activate (so
+# .venv/bin/torchrun failed with "required file not found"). Symlinks (bin/python) are left alone.
+if grep -lIsq -- "$venv.partial" "$venv/pyvenv.cfg" "$venv"/bin/* 2>/dev/null; then
+  find "$venv/bin" "$venv/pyvenv.cfg" -maxdepth 1 -type f -exec grep -lIs -- "$venv.partial" {} + |
+    xargs -r sed -i "s#$venv.partial#$venv#g"
 fi
 
 torchdir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))') ||
