@@ -33,7 +33,7 @@ install-files:
 	fi
 	@echo "installed landscaped and landscaped-worker into $(DESTDIR)$(PREFIX)/bin"
 
-# System packages the daemon tests use (systemd-analyze, a real Prometheus + promtool), from Debian.
+# System packages the tests use (systemd-analyze, a real Prometheus + promtool, Open MPI's mpirun), from Debian.
 test-deps:
 	@scripts/ci-deps.sh
 
