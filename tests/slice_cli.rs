@@ -79,7 +79,9 @@ fn interrupted_slice_resumes_to_the_same_values() {
     // Points not computed are null (NaN) in JSON, never a fake loss.
     assert!(mid["loss"][24][30].is_null());
     let out = slice_cmd(part.path()).env("LANDSCAPED_STOP_AFTER_POINTS", "300").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("resuming slice 1 ({first}/775 points done)")));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("resuming slice 1 ({first}/775 points done)"))
+    );
     let second = cancelled_after(&String::from_utf8_lossy(&out.stdout));
     assert!((first + 300..=first + 316).contains(&second), "{second}");
     // A real SIGINT (sent once the run has said it is resuming) is handled the same way: saved, exit 0.

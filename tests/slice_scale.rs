@@ -51,7 +51,8 @@ fn landscaped(data: &Path) -> Command {
 /// The test slice: 11 × 9 points about ckpt_b, seed 5, one intra-op thread per worker.
 fn slice_args(python: bool) -> Vec<String> {
     let f = fixture();
-    let mut a: Vec<String> = vec!["slice".into(), "--checkpoint".into(), f.join("ckpt_b.safetensors").display().to_string()];
+    let mut a: Vec<String> =
+        vec!["slice".into(), "--checkpoint".into(), f.join("ckpt_b.safetensors").display().to_string()];
     if python {
         a.extend(["--backend", "python", "--python"].map(String::from));
         a.push(venv_python().display().to_string());
@@ -97,7 +98,14 @@ fn assert_same_grid(got: &serde_json::Value, want: &serde_json::Value) {
 fn coordinator(data: &Path, python: bool, port: u16, expect: usize) -> Child {
     landscaped(data)
         .args(slice_args(python))
-        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", &expect.to_string(), "--wait", "90"])
+        .args([
+            "--workers-listen",
+            &format!("127.0.0.1:{port}"),
+            "--expect",
+            &expect.to_string(),
+            "--wait",
+            "90",
+        ])
         .env("LANDSCAPED_TOKEN", TOKEN)
         .env("PYTHONPATH", python_path())
         .stdout(Stdio::piped())
@@ -109,7 +117,8 @@ fn coordinator(data: &Path, python: bool, port: u16, expect: usize) -> Child {
 /// A TorchScript worker dialling 127.0.0.1:port with `token`.
 fn ts_worker(port: u16, token: &str) -> Command {
     let mut c = Command::new(worker_bin());
-    c.args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"]).env("LANDSCAPED_TOKEN", token);
+    c.args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .env("LANDSCAPED_TOKEN", token);
     c
 }
 
@@ -164,7 +173,11 @@ fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused
     assert!(stderr.contains("2 workers × "), "{stderr}");
     for w in workers {
         let o = finish(w, 30, "a worker");
-        assert!(o.status.success(), "a worker ends cleanly after the job: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "a worker ends cleanly after the job: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     assert_same_grid(&show(data.path(), "1"), &want);
 }
@@ -237,7 +250,10 @@ fn a_lost_worker_and_a_straggler_change_nothing() {
 #[test]
 fn mpirun_places_the_workers() {
     let mpirun = Path::new("/usr/bin/mpirun");
-    assert!(mpirun.exists(), "mpirun is missing: `make test-deps` (scripts/ci-deps.sh) installs Debian's openmpi-bin");
+    assert!(
+        mpirun.exists(),
+        "mpirun is missing: `make test-deps` (scripts/ci-deps.sh) installs Debian's openmpi-bin"
+    );
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -230,6 +230,18 @@ fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
                 r.computed as f64 / r.seconds.max(1e-9),
                 r.plan.intra_op
             );
+            let d = &r.dispatch;
+            if d.points.len() > 1 {
+                let per: Vec<String> = d.points.iter().map(|n| n.to_string()).collect();
+                eprintln!(
+                    "points per worker: {}; {} block(s) copied from stragglers ({} late results dropped); {} \
+                     worker(s) lost",
+                    per.join(", "),
+                    d.copied_blocks,
+                    d.duplicates,
+                    d.lost.len()
+                );
+            }
         }
         Outcome::Cancelled => {
             println!(

@@ -58,7 +58,10 @@ pub type PointEvaluator<'a> = Evaluator<'a, (f64, f64), (f64, Option<f64>)>;
 
 impl<'a, T: Copy, R> Evaluator<'a, T, R> {
     /// An evaluator from a function of one task; its errors are fatal.
-    pub fn per_task(name: impl Into<String>, mut f: impl FnMut(T) -> Result<R> + Send + 'a) -> Evaluator<'a, T, R> {
+    pub fn per_task(
+        name: impl Into<String>,
+        mut f: impl FnMut(T) -> Result<R> + Send + 'a,
+    ) -> Evaluator<'a, T, R> {
         Evaluator {
             name: name.into(),
             eval: Box::new(move |block, sink| {
@@ -175,10 +178,17 @@ impl Sched {
 }
 
 enum Msg<R> {
-    Point { k: usize, r: R },
+    Point {
+        k: usize,
+        r: R,
+    },
     /// A second result for a point already in (a straggler's copy): dropped.
     Duplicate,
-    Lost { who: String, err: anyhow::Error, back: usize },
+    Lost {
+        who: String,
+        err: anyhow::Error,
+        back: usize,
+    },
     Fatal(anyhow::Error),
 }
 
@@ -308,8 +318,9 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
                 }
                 Msg::Duplicate => report.duplicates += 1,
                 Msg::Lost { who, err, back } => {
-                    let line =
-                        format!("worker {who} was lost ({err:#}); its {back} unfinished points go to the others");
+                    let line = format!(
+                        "worker {who} was lost ({err:#}); its {back} unfinished points go to the others"
+                    );
                     on_lost(&line);
                     report.lost.push(line);
                     let s = lock();
@@ -332,7 +343,11 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
                     let grace = {
                         let s = lock();
                         let fastest = s.pace.iter().flatten().copied().fold(f64::INFINITY, f64::min);
-                        Duration::from_secs_f64(if fastest.is_finite() { (4.0 * fastest).max(2.0) } else { 2.0 })
+                        Duration::from_secs_f64(if fastest.is_finite() {
+                            (4.0 * fastest).max(2.0)
+                        } else {
+                            2.0
+                        })
                     };
                     let t = Instant::now();
                     loop {
@@ -481,14 +496,27 @@ mod tests {
                     .collect();
                 let mut lost = Vec::new();
                 let never = AtomicBool::new(false);
-                let (out, report) =
-                    evaluate_points(&mut v, evals, &never, 3, |_| Ok(()), |_| {}, |l| lost.push(l.to_string()))
-                        .unwrap();
+                let (out, report) = evaluate_points(
+                    &mut v,
+                    evals,
+                    &never,
+                    3,
+                    |_| Ok(()),
+                    |_| {},
+                    |l| lost.push(l.to_string()),
+                )
+                .unwrap();
                 assert_eq!(out, Outcome::Complete, "{workers} workers, {dying} dying");
-                assert_eq!(v.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    want.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                assert_eq!(
+                    v.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.loss.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                );
                 assert_eq!(v.accuracy, want.accuracy);
-                assert_eq!(report.points.iter().sum::<usize>(), 21, "each point delivered first exactly once");
+                assert_eq!(
+                    report.points.iter().sum::<usize>(),
+                    21,
+                    "each point delivered first exactly once"
+                );
                 assert!(lost.len() <= dying && lost.iter().all(|l| l.contains("signal 9")), "{lost:?}");
             }
         }

@@ -136,7 +136,9 @@ pub fn first_workers(
     match source {
         WorkerSource::Local => Ok(start_workers(&contract.worker_options()?, pc, 1, label)?),
         WorkerSource::Listen(l) => {
-            let timeout = contract.worker_options().map_or(std::time::Duration::from_secs(120), |o| o.handshake_timeout);
+            let timeout = contract
+                .worker_options()
+                .map_or(std::time::Duration::from_secs(120), |o| o.handshake_timeout);
             workers_from_launcher(l, pc, contract.threads, timeout, label)
         }
     }

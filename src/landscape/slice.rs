@@ -1,7 +1,6 @@
 //! Slice values on a grid, Z[iy][ix] with explicit coordinates and a done mask (NaN where not computed):
 //! what is stored and resumed. `dispatch` fills them.
 
-
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SliceValues {
     /// x coordinates (the first direction), length nx.

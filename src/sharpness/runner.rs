@@ -14,10 +14,10 @@ use crate::landscape::runner::{
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
-use crate::worker::{Worker, WorkerError};
 use crate::worker::contract::ModelContract;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
 use crate::worker::protocol::StateSource;
+use crate::worker::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,10 +150,14 @@ pub fn ratio_map(
             .iter_mut()
             .map(|w| {
                 let bind = &bind;
-                s.spawn(move || prepare_plane(w, plane, bind).map(|_| ()).context("rebuilding the slice's plane"))
+                s.spawn(move || {
+                    prepare_plane(w, plane, bind).map(|_| ()).context("rebuilding the slice's plane")
+                })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked"))))
+            .collect()
     });
     for p in prepared {
         p?;
@@ -219,10 +223,17 @@ pub fn ratio_map(
 }
 
 /// Lanczos for the extreme eigenvalues at θ(a, b) of the plane the worker holds.
-fn lanczos_at(w: &mut Worker, a: f64, b: f64, subset: ParamSubset, lanczos: &LanczosOptions) -> Result<Extremes> {
+fn lanczos_at(
+    w: &mut Worker,
+    a: f64,
+    b: f64,
+    subset: ParamSubset,
+    lanczos: &LanczosOptions,
+) -> Result<Extremes> {
     w.set_point(a, b)?;
     let mut space = WorkerSpace::open(w, subset)?;
-    let e = extremes(&mut space, lanczos).with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
+    let e =
+        extremes(&mut space, lanczos).with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
     let closed = space.close();
     let e = e?;
     closed?;

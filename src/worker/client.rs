@@ -282,9 +282,9 @@ impl Worker {
     pub fn from_tcp(stream: TcpStream, what: String) -> Result<Worker, WorkerError> {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(None);
-        let reader = stream
-            .try_clone()
-            .map_err(|e| WorkerError::Start(format!("model worker {what}: cannot use its connection: {e}")))?;
+        let reader = stream.try_clone().map_err(|e| {
+            WorkerError::Start(format!("model worker {what}: cannot use its connection: {e}"))
+        })?;
         let shared = Arc::new(stream);
         let writer = SharedStream(shared.clone());
         Ok(Worker {

@@ -42,13 +42,27 @@ impl ConnectError {
     }
 }
 
-/// The token: `token_file`, else `$LANDSCAPED_TOKEN`, else the file `$LANDSCAPED_TOKEN_FILE`.
-pub fn worker_token(token_file: Option<&Path>) -> Result<String, ConnectError> {
+/// The token: `token_file`, else `$LANDSCAPED_TOKEN`, else the file `$LANDSCAPED_TOKEN_FILE`. A token
+/// file that does not exist yet is waited for until `deadline` (the coordinator may make it after the
+/// launcher started this worker).
+pub fn worker_token(token_file: Option<&Path>, deadline: Instant) -> Result<String, ConnectError> {
     let read = |p: &Path| -> Result<String, ConnectError> {
-        match std::fs::read_to_string(p) {
-            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-            Ok(_) => Err(ConnectError::NoToken(format!("the token file {} is empty", p.display()))),
-            Err(e) => Err(ConnectError::NoToken(format!("cannot read the token file {}: {e}", p.display()))),
+        loop {
+            match std::fs::read_to_string(p) {
+                Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+                Ok(_) => {
+                    return Err(ConnectError::NoToken(format!("the token file {} is empty", p.display())));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(ConnectError::NoToken(format!(
+                        "cannot read the token file {}: {e}",
+                        p.display()
+                    )));
+                }
+            }
         }
     };
     if let Some(p) = token_file {
@@ -69,17 +83,21 @@ pub fn worker_token(token_file: Option<&Path>) -> Result<String, ConnectError> {
 
 /// Dials, joins and returns the admitted connection.
 pub fn connect(opts: &ConnectOptions) -> Result<TcpStream, ConnectError> {
-    let token = worker_token(opts.token_file.as_deref())?;
+    let deadline = Instant::now() + opts.timeout;
+    let token = worker_token(opts.token_file.as_deref(), deadline)?;
     let mut join = Join {
         protocol: PROTOCOL_VERSION,
         token,
         host: hostname(),
         pid: std::process::id(),
-        contract: opts.contract.clone().or_else(|| std::env::var("LANDSCAPED_CONTRACT").ok()).filter(|c| !c.is_empty()),
+        contract: opts
+            .contract
+            .clone()
+            .or_else(|| std::env::var("LANDSCAPED_CONTRACT").ok())
+            .filter(|c| !c.is_empty()),
         ..Default::default()
     };
     join.from_launcher_env(|k| std::env::var(k).ok());
-    let deadline = Instant::now() + opts.timeout;
     let mut pause = Duration::from_millis(500);
     let mut stream = loop {
         let last = match opts.addr.to_socket_addrs() {
@@ -103,7 +121,11 @@ pub fn connect(opts: &ConnectOptions) -> Result<TcpStream, ConnectError> {
             Err(e) => format!("cannot resolve {}: {e}", opts.addr),
         };
         if Instant::now() + pause > deadline {
-            return Err(ConnectError::Unreachable { addr: opts.addr.clone(), secs: opts.timeout.as_secs(), last });
+            return Err(ConnectError::Unreachable {
+                addr: opts.addr.clone(),
+                secs: opts.timeout.as_secs(),
+                last,
+            });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(2));

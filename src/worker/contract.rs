@@ -421,7 +421,8 @@ impl ModelContract {
     /// The remote-worker settings: `expect`, `wait` and `token_file` need `workers_listen`, whose
     /// address must parse. `prefix` is `--` for flags (named `--token-file`), empty for config keys.
     pub fn check_listen(&self, prefix: &str) -> Result<()> {
-        let name = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("--{}", k.replace('_', "-")) };
+        let name =
+            |k: &str| if prefix.is_empty() { k.to_string() } else { format!("--{}", k.replace('_', "-")) };
         match &self.workers_listen {
             Some(a) => {
                 let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());

@@ -50,7 +50,8 @@ pub struct Joined {
 /// The token: `$LANDSCAPED_TOKEN`, else the file (created with a fresh random token, mode 0600, when
 /// missing). Errors say what to set.
 pub fn coordinator_token(token_file: Option<&Path>) -> Result<String> {
-    if let Some(t) = std::env::var("LANDSCAPED_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+    if let Some(t) =
+        std::env::var("LANDSCAPED_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
     {
         return Ok(t);
     }
@@ -66,7 +67,8 @@ pub fn coordinator_token(token_file: Option<&Path>) -> Result<String> {
         Ok(_) => bail!("token file {} is empty; delete it to have a new token made", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = random_token().with_context(|| "making a token")?;
-            write_private(path, &token).with_context(|| format!("writing the token file {}", path.display()))?;
+            write_private(path, &token)
+                .with_context(|| format!("writing the token file {}", path.display()))?;
             Ok(token)
         }
         Err(e) => Err(anyhow!("cannot read the token file {}: {e}", path.display())),
@@ -235,7 +237,8 @@ impl Coordinator {
                         joined.push(Joined { worker, join, peer });
                     }
                     Ok(join) => {
-                        let reason = format!("this job already has the {} workers it expects", self.opts.expect);
+                        let reason =
+                            format!("this job already has the {} workers it expects", self.opts.expect);
                         send_message(&mut stream, &JoinMessage::Refused { reason: reason.clone() });
                         let line = format!("{peer}: {}: {reason}", join.describe());
                         on_refused(&line);
@@ -502,7 +505,8 @@ mod tests {
         o.expect = 2;
         let c = Coordinator::bind(o).unwrap();
         let addr = c.local_addr().unwrap();
-        let good = Join { protocol: PROTOCOL_VERSION, token: "tok".into(), host: "h".into(), ..Default::default() };
+        let good =
+            Join { protocol: PROTOCOL_VERSION, token: "tok".into(), host: "h".into(), ..Default::default() };
         let peers = std::thread::spawn(move || {
             let bad = dial(addr, &Join { token: "wrong".into(), ..good.clone() });
             // A peer that connects and says nothing does not hold up the others.

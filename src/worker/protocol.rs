@@ -381,7 +381,6 @@ pub enum Reply {
     },
 }
 
-
 /// The first frame of a worker that dials in over TCP (docs/worker-protocol.md, "Over TCP").
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Join {
@@ -426,7 +425,8 @@ impl Join {
     /// torchrun, Slurm, Open MPI, PMI (MPICH, Intel MPI), Kubernetes Indexed Jobs, the first found.
     pub fn from_launcher_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         let first = |names: &[&str]| names.iter().find_map(|n| var(n)?.trim().parse::<u32>().ok());
-        self.rank = first(&["RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "JOB_COMPLETION_INDEX"]);
+        self.rank =
+            first(&["RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "JOB_COMPLETION_INDEX"]);
         self.local_rank =
             first(&["LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]);
         self.world_size = first(&["WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]);
