@@ -303,3 +303,51 @@ fn torchrun_places_python_workers() {
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
     assert_same_grid(&show(data.path(), "1"), &want);
 }
+
+/// Hutchinson's probes and SLQ's runs spread over two workers that dial in give the one-worker trace
+/// and quadrature bit for bit (probes are folded in order).
+#[test]
+fn sharpness_probes_spread_over_dial_in_workers_give_the_one_worker_figures() {
+    let f = fixture();
+    let args = |data: &Path| {
+        let mut c = landscaped(data);
+        c.args(["--format", "json", "sharpness", "--run", "x", "--checkpoint"])
+            .arg(f.join("ckpt_b.safetensors"))
+            .arg("--model-dir")
+            .arg(f.join("model"))
+            .args(["--measures", "trace,density", "--trace-samples", "40", "--trace-rel-tol", "0"])
+            .args(["--density-runs", "4", "--density-steps", "10", "--threads", "1"]);
+        c
+    };
+    let rows = |out: &[u8]| -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        let v: Vec<serde_json::Value> = serde_json::from_slice(out).unwrap();
+        v.into_iter()
+            .map(|r| (r["quantity"].as_str().unwrap().to_string(), r["value"].clone(), r["pm"].clone()))
+            .collect()
+    };
+    let one = tempfile::tempdir().unwrap();
+    let out = args(one.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = rows(&out.stdout);
+    assert!(want.iter().any(|(q, _, _)| q == "trace") && want.iter().any(|(q, _, _)| q == "trace_slq"));
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = args(data.path())
+        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "90"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let workers: Vec<Child> = (0..2)
+        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        .collect();
+    let out = finish(coord, 240, "the coordinator");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 worker(s) ready"));
+    assert_eq!(rows(&out.stdout), want);
+    for w in workers {
+        assert!(finish(w, 30, "a worker").status.success());
+    }
+}

@@ -216,4 +216,24 @@ mod tests {
         assert_eq!(gpu_device(&section("model_dir = \"/m\"")), None);
         assert_eq!(gpu_device(&section("model_dir = \"/m\"\ndevice = \"CPU\"")), None);
     }
+
+    #[test]
+    fn a_job_may_listen_for_workers_from_a_launcher() {
+        let (m, rest) = split(&section(
+            "every = 2\nmodel_dir = \"/m\"\nworkers_listen = \"0.0.0.0:9470\"\nexpect = 8\nwait = 300\n\
+             token_file = \"/shared/tok\"",
+        ))
+        .unwrap();
+        assert_eq!(rest, section("every = 2"));
+        let a = m.args();
+        assert_eq!(a.workers_listen.as_deref(), Some("0.0.0.0:9470"));
+        assert_eq!((a.expect, a.wait), (Some(8), Some(300)));
+        let err = |s: &str| split(&section(s)).err().unwrap().to_string();
+        assert!(err("model_dir = \"/m\"\nworkers_listen = \"nohost\"").starts_with("workers_listen: "));
+        assert!(
+            err("model_dir = \"/m\"\nexpect = 2")
+                .starts_with("expect: only means something with workers_listen")
+        );
+        assert!(err("model_dir = \"/m\"\nworkers_listen = \"h:1\"\nexpect = 0").starts_with("expect: "));
+    }
 }

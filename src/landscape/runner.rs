@@ -397,3 +397,21 @@ pub fn run_slice(
     let computed = rec.values.done_count().saturating_sub(before);
     Ok(SliceRun { record: rec, outcome, computed, seconds, plan, resumed, already_complete: false, dispatch })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_cuda_device_gets_one_local_worker_per_gpu() {
+        let hello: Vec<String> =
+            ["cpu", "cuda:0", "cuda:1", "cuda:2"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(extra_gpu_devices("cuda", false, &hello), vec!["cuda:1", "cuda:2"]);
+        assert_eq!(extra_gpu_devices(" CUDA ", false, &hello), vec!["cuda:1", "cuda:2"]);
+        // A named GPU, an explicit worker count, the CPU, or one GPU: no extra workers.
+        assert!(extra_gpu_devices("cuda:1", false, &hello).is_empty());
+        assert!(extra_gpu_devices("cuda", true, &hello).is_empty());
+        assert!(extra_gpu_devices("cpu", false, &hello).is_empty());
+        assert!(extra_gpu_devices("cuda", false, &["cpu".into(), "cuda:0".into()]).is_empty());
+    }
+}

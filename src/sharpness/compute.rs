@@ -2,13 +2,13 @@
 //! (Hutchinson), spectral density (SLQ) and the sharpness measures, as chosen; and the paper's Fig. 7
 //! map's per-point Lanczos. Runs in any [`HessianSpace`]: a model worker's ([`super::runner`]) or memory.
 
-use super::density::{Quadrature, slq};
+use super::density::{Quadrature, slq, slq_spread};
 use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::measures::{
     Measure, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
 };
 use super::space::{HessianSpace, ParamSubset, SpaceObjective};
-use super::trace::{TraceEstimate, hutchinson};
+use super::trace::{TraceEstimate, hutchinson, hutchinson_spread};
 use serde::{Deserialize, Serialize};
 
 /// What to compute.
@@ -184,6 +184,59 @@ pub fn compute(
         }
     }
     rep.hvps = space.applications() - start;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// [`compute`] over several spaces at the same parameters (workers): Hutchinson's probes and SLQ's runs
+/// are spread over all of them (each is independent; the results are folded in probe order, so they
+/// are those of one space), everything else runs in the first. `classify` tells a lost worker from a
+/// fatal error.
+pub fn compute_spread<S: HessianSpace + Send>(
+    spaces: &mut [S],
+    opts: &SharpnessOptions,
+    mut progress: impl FnMut(&str),
+    classify: fn(anyhow::Error) -> crate::landscape::dispatch::PointError,
+) -> anyhow::Result<SharpnessReport> {
+    anyhow::ensure!(!spaces.is_empty(), "no space to compute in");
+    if spaces.len() == 1 {
+        return compute(&mut spaces[0], opts, progress);
+    }
+    opts.validate()?;
+    let t0 = std::time::Instant::now();
+    let applied = |spaces: &[S]| spaces.iter().map(|s| s.applications()).sum::<usize>();
+    let start = applied(spaces);
+    let spread = |q: &Quantity| matches!(q, Quantity::Trace | Quantity::Density);
+    let rest: Vec<Quantity> = opts.quantities.iter().copied().filter(|q| !spread(q)).collect();
+    let mut rep = if rest.is_empty() {
+        let first = &mut spaces[0];
+        SharpnessReport {
+            subset: format!("{:?}", opts.subset).to_lowercase(),
+            dim: first.dim(),
+            base_loss: first.loss(None)?,
+            ..Default::default()
+        }
+    } else {
+        let o = SharpnessOptions { quantities: rest, ..opts.clone() };
+        compute(&mut spaces[0], &o, &mut progress)?
+    };
+    if opts.quantities.contains(&Quantity::Trace) {
+        progress("trace");
+        rep.trace = Some(hutchinson_spread(
+            spaces,
+            opts.trace_samples,
+            10,
+            opts.trace_rel_tol,
+            opts.seed ^ 0x7472,
+            classify,
+        )?);
+    }
+    if opts.quantities.contains(&Quantity::Density) {
+        progress("density");
+        rep.density =
+            Some(slq_spread(spaces, opts.density_runs, opts.density_steps, opts.seed ^ 0x736c71, classify)?);
+    }
+    rep.hvps = applied(spaces) - start;
     rep.seconds = t0.elapsed().as_secs_f64();
     Ok(rep)
 }

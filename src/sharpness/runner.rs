@@ -3,7 +3,7 @@
 //! Hessian space ([`WorkerSpace`]); and the paper's Fig. 7 map of |λmin/λmax| over a stored 2D slice, its
 //! grid points handed out to several workers (each point's Lanczos is independent of the others).
 
-use super::compute::{SharpnessOptions, SharpnessReport, compute};
+use super::compute::{SharpnessOptions, SharpnessReport, compute_spread};
 use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::remote::WorkerSpace;
 use super::space::ParamSubset;
@@ -14,7 +14,7 @@ use crate::landscape::runner::{
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
-use crate::worker::contract::ModelContract;
+use crate::worker::contract::{ModelContract, WorkerSource};
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
 use crate::worker::protocol::StateSource;
 use crate::worker::{Worker, WorkerError};
@@ -55,19 +55,41 @@ pub fn worker_at_checkpoint(
     checkpoint: Option<&Path>,
     label: &str,
 ) -> Result<(Worker, ModelUsed)> {
+    let c = ModelContract { workers: Some(1), workers_listen: None, ..contract.clone() };
+    let (mut ws, used) = workers_at_checkpoint(&c, checkpoint, label)?;
+    let w = ws.pop().ok_or_else(|| anyhow!("{label}: no worker started"))?;
+    Ok((w, used))
+}
+
+/// Workers for a sharpness report, each with `checkpoint` bound (`None`: the model's own weights):
+/// `--workers N` started here (the thread budget split between them; default one), or those that dial
+/// in with `--workers-listen`. Hutchinson's probes and SLQ's runs are spread over them
+/// ([`compute_in_workers`]). Returns them and the description of the model for records.
+pub fn workers_at_checkpoint(
+    contract: &ModelContract,
+    checkpoint: Option<&Path>,
+    label: &str,
+) -> Result<(Vec<Worker>, ModelUsed)> {
     let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
     let threads = contract.threads.unwrap_or_else(default_threads);
-    let mut pc = contract.protocol_contract(Some(threads))?;
+    let n = contract.workers.unwrap_or(1).max(1);
+    let mut pc = contract.protocol_contract(Some((threads / n).max(1)))?;
     // A factory that takes the checkpoint path gets this one (python backend).
     pc.checkpoint = checkpoint.map(Path::to_path_buf);
-    let opts = contract.worker_options()?;
-    let mut w = start_workers(&opts, &pc, 1, label)?.pop().ok_or_else(|| anyhow!("no worker started"))?;
-    let used = model_used(w.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
+    let source = contract.worker_source(&pc.id())?;
+    let mut workers = match &source {
+        WorkerSource::Local => start_workers(&contract.worker_options()?, &pc, n, label)?,
+        WorkerSource::Listen(_) => first_workers(contract, &source, &pc, label)?,
+    };
+    let first = workers.first().ok_or_else(|| anyhow!("{label}: no worker started"))?;
+    let used = model_used(first.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
     if let Some(path) = checkpoint {
-        let state = w.load_state(StateSource::Checkpoint { path: path.to_path_buf() }, &bind)?;
-        w.set_state(state)?;
+        for w in &mut workers {
+            let state = w.load_state(StateSource::Checkpoint { path: path.to_path_buf() }, &bind)?;
+            w.set_state(state)?;
+        }
     }
-    Ok((w, used))
+    Ok((workers, used))
 }
 
 /// The chosen quantities at the worker's current parameters (Hessian work opened and closed here).
@@ -76,10 +98,29 @@ pub fn compute_in_worker(
     opts: &SharpnessOptions,
     progress: impl FnMut(&str),
 ) -> Result<SharpnessReport> {
-    let mut space = WorkerSpace::open(w, opts.subset)?;
-    let rep = compute(&mut space, opts, progress);
-    // Close even after an error so the worker frees its vectors; the first error wins.
-    let closed = space.close();
+    compute_in_workers(std::slice::from_mut(w), opts, progress)
+}
+
+/// The chosen quantities with the workers at the same parameters: probes spread over all of them,
+/// the rest in the first (Hessian work opened and closed in each).
+pub fn compute_in_workers(
+    workers: &mut [Worker],
+    opts: &SharpnessOptions,
+    progress: impl FnMut(&str),
+) -> Result<SharpnessReport> {
+    let mut spaces = Vec::with_capacity(workers.len());
+    for w in workers.iter_mut() {
+        spaces.push(WorkerSpace::open(w, opts.subset)?);
+    }
+    let rep = compute_spread(&mut spaces, opts, progress, classify);
+    // Close even after an error so the workers free their vectors; the first error wins.
+    let mut closed = Ok(());
+    for s in spaces {
+        let c = s.close();
+        if closed.is_ok() {
+            closed = c;
+        }
+    }
     let rep = rep?;
     closed?;
     Ok(rep)
@@ -94,9 +135,11 @@ pub fn sharpness_at(
     progress: impl FnMut(&str),
 ) -> Result<(SharpnessReport, ModelUsed)> {
     opts.validate()?;
-    let (mut w, used) = worker_at_checkpoint(contract, Some(checkpoint), label)?;
-    let rep = compute_in_worker(&mut w, opts, progress)?;
-    let _ = w.shutdown();
+    let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label)?;
+    let rep = compute_in_workers(&mut workers, opts, progress)?;
+    for w in workers {
+        let _ = w.shutdown();
+    }
     Ok((rep, used))
 }
 
