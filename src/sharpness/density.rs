@@ -36,13 +36,11 @@ pub fn slq(op: &mut dyn HessianSpace, runs: usize, steps: usize, seed: u64) -> a
     Ok(Quadrature { nodes, weights, dim: d, hvps: op.applications() - start })
 }
 
+/// One SLQ run's Ritz values (ascending) and their weights.
+pub type SlqRun = (Vec<f64>, Vec<f64>);
+
 /// One SLQ run: the Ritz values and their weights from the Rademacher start of seed `seed + r`.
-pub fn slq_run(
-    op: &mut dyn HessianSpace,
-    steps: usize,
-    seed: u64,
-    r: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+pub fn slq_run(op: &mut dyn HessianSpace, steps: usize, seed: u64, r: usize) -> anyhow::Result<SlqRun> {
     let d = op.dim();
     let v = op.new_vector(Init::Rademacher { seed: seed.wrapping_add(r as u64) })?;
     let mut lz = Lanczos::from_vector(d, v, seed.wrapping_add(r as u64 + 1));
@@ -76,7 +74,7 @@ pub fn slq_spread<S: HessianSpace + Send>(
     anyhow::ensure!(steps >= 1, "SLQ needs at least one run and one step");
     let starts: Vec<usize> = spaces.iter().map(|s| s.applications()).collect();
     let ids: Vec<usize> = (0..runs).collect();
-    let evals: Vec<Evaluator<'_, usize, (Vec<f64>, Vec<f64>)>> = spaces
+    let evals: Vec<Evaluator<'_, usize, SlqRun>> = spaces
         .iter_mut()
         .enumerate()
         .map(|(w, s)| Evaluator {
@@ -90,7 +88,7 @@ pub fn slq_spread<S: HessianSpace + Send>(
             abort: None,
         })
         .collect();
-    let mut got: Vec<Option<(Vec<f64>, Vec<f64>)>> = vec![None; runs];
+    let mut got: Vec<Option<SlqRun>> = vec![None; runs];
     let never = std::sync::atomic::AtomicBool::new(false);
     run_tasks(
         &ids,
