@@ -1,5 +1,5 @@
 //! A Hugging Face model through the Python worker, as it comes: a tiny GPT-2 built from its config (no
-//! downloads; tests/python/gpt2_make.py) saved as the Trainer saves checkpoints (`checkpoint-N/`, the tied
+//! downloads; tests/python/gpt2_make.py) trained and saved by the Hugging Face Trainer itself (`checkpoint-N/`, the tied
 //! `lm_head.weight` not stored), and a factory as a user writes one (tests/python/gpt2_factory.py:
 //! `from_config`, the default `sdpa` attention, loss `causal_lm`). The checkpoint folder reaches the
 //! worker through the caller's readers; the evaluation loss equals the model's own loss on the same

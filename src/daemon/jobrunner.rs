@@ -90,6 +90,21 @@ impl JobRunner {
                     st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
             };
+            // A checkpoint deleted before its job ran (the Trainer's save_total_limit, a cleanup) is
+            // skipped with one line, not reported as the job's failure.
+            if let Ok(Some(rec)) = crate::store::checkpoints::checkpoint(&ctx.store, &run, step)
+                && !std::path::Path::new(&rec.path).exists()
+            {
+                tracing::info!(
+                    run,
+                    job = name,
+                    step,
+                    path = rec.path,
+                    "job skipped: the checkpoint was deleted before it ran"
+                );
+                metrics.job_runs.with_label_values(&[&run, name, "skipped"]).inc();
+                continue;
+            }
             let t = Instant::now();
             let outcome =
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&ctx, &run, step))) {

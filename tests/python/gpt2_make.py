@@ -1,9 +1,10 @@
 """A tiny GPT-2 (GPT2Config(n_layer=2, n_head=2, n_embd=64), a 96-token vocabulary, built from the config:
-no downloads) trained for a few steps on a synthetic next-token task, saved as the Hugging Face Trainer
-lays out checkpoints (checkpoint-N/ with model.safetensors — lm_head.weight tied to wte and not stored —
-config.json and trainer_state.json), plus the fixed evaluation token ids and plain-PyTorch reference values.
+no downloads) trained for a few steps on a synthetic next-token task by the Hugging Face Trainer itself
+(checkpoint-N/ folders with model.safetensors — lm_head.weight tied to wte and not stored —, config.json,
+trainer_state.json and the optimizer's files; save_total_limit=2), plus the fixed evaluation token ids
+and plain-PyTorch reference values.
 
-usage: gpt2_make.py OUT_DIR [--steps N] [--power-iterations K]
+usage: gpt2_make.py OUT_DIR [--trainer-out DIR] [--steps N] [--power-iterations K]
 
 Writes OUT_DIR/checkpoint-N/, OUT_DIR/eval_ids.safetensors (input_ids [8, 16]) and OUT_DIR/reference.json:
 `own_loss` (the mean of model(input_ids, labels=input_ids).loss over the evaluation batches of 4) and
@@ -36,6 +37,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--trainer-out", help="where the Trainer writes checkpoint-N/ (default OUT_DIR)")
     ap.add_argument("--power-iterations", type=int, default=20)
     ap.add_argument("--converge", type=int, default=300, help="further iterations at most, until λ changes < 1e-6")
     a = ap.parse_args()
@@ -44,20 +46,40 @@ def main():
     cfg = GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(cfg)
     train = data(256, 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for s in range(a.steps):
-        b = train[(s * 16) % 256 :][:16]
-        opt.zero_grad()
-        model(input_ids=b, labels=b).loss.backward()
-        opt.step()
-    ck = os.path.join(a.out, "checkpoint-%d" % a.steps)
-    model.save_pretrained(ck)
-    with open(os.path.join(ck, "trainer_state.json"), "w") as f:
-        json.dump({"global_step": a.steps}, f)
+    # The evaluation ids first: a daemon watching the Trainer's folder evaluates checkpoints as they come.
     ev = data(8, 2)
     save_file({"input_ids": ev.contiguous()}, os.path.join(a.out, "eval_ids.safetensors"))
+    out = a.trainer_out or a.out
+    # The real Hugging Face Trainer on the CPU, as a user runs it: it writes checkpoint-N/ folders
+    # (model.safetensors without the tied lm_head.weight, config.json, trainer_state.json, optimizer.pt,
+    # scheduler.pt, rng_state.pth, training_args.bin) and keeps the last `save_total_limit` of them.
+    from transformers import Trainer, TrainingArguments
 
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return train.shape[0]
+
+        def __getitem__(self, i):
+            return {"input_ids": train[i], "labels": train[i]}
+
+    args = TrainingArguments(
+        output_dir=out,
+        max_steps=a.steps,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=max(1, a.steps // 3),
+        save_total_limit=2,
+        logging_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    Trainer(model=model, args=args, train_dataset=Rows()).train()
+    ck = os.path.join(out, "checkpoint-%d" % a.steps)
+    assert os.path.isfile(os.path.join(ck, "model.safetensors")), os.listdir(out)
     model.eval()
     batches = [ev[0:4], ev[4:8]]
     with torch.no_grad():
