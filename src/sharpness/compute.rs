@@ -136,7 +136,7 @@ pub fn compute(
     opts.validate()?;
     let t0 = std::time::Instant::now();
     let start = space.applications();
-    let base_loss = space.loss(None)?;
+    let base_loss = anyhow::Context::context(space.loss(None), "the loss at the centre")?;
     let mut rep = SharpnessReport {
         subset: format!("{:?}", opts.subset).to_lowercase(),
         dim: space.dim(),

@@ -20,6 +20,7 @@
 use super::rng::Rng;
 use super::space::{HessianSpace, Init, Vector, norm, orthogonalize};
 use super::tridiag::{TridiagEigen, tridiag_eigen};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,7 +140,8 @@ impl Lanczos {
         }
         s.combine(q, 1.0 / nq, &[])?;
         let w = s.new_vector(Init::Zeros)?;
-        s.hvp(q, w)?;
+        let step = self.alpha.len() + 1;
+        s.hvp(q, w).with_context(|| format!("Lanczos step {step} (its Hessian-vector product)"))?;
         // Classical Gram–Schmidt against the basis and q (α = ⟨q, Hq⟩ is the last coefficient; the one of
         // the previous vector is β), then once more against the whole basis: full reorthogonalization.
         let mut ys = self.basis.clone();
@@ -147,7 +149,7 @@ impl Lanczos {
         let c = s.dots(w, &ys)?;
         anyhow::ensure!(
             c.iter().all(|x| x.is_finite()),
-            "the operator returned a non-finite value (NaN or infinite Hessian-vector product)"
+            "the operator returned a non-finite value (NaN or infinite Hessian-vector product) at Lanczos step {step}"
         );
         let a = c[c.len() - 1];
         let terms: Vec<(f64, Vector)> = c.iter().zip(&ys).map(|(c, y)| (-c, *y)).collect();
@@ -299,6 +301,6 @@ mod tests {
     fn non_finite_operator_is_an_error() {
         let mut a = MemorySpace::new(DenseSymmetric::new(2, vec![f64::NAN, 0.0, 0.0, 1.0]).unwrap());
         let e = extremes(&mut a, &LanczosOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("non-finite"), "{e}");
+        assert!(e.to_string().contains("non-finite") && e.to_string().contains("Lanczos step 1"), "{e}");
     }
 }

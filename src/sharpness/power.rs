@@ -6,6 +6,7 @@
 //! only when λmax > |λmin|.
 
 use super::space::{HessianSpace, Init, normalize};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,11 +45,15 @@ fn iterate(
     normalize(op, v)?;
     let mut prev: Option<f64> = None;
     let mut lambda = 0.0;
-    for _ in 0..max_iter {
-        op.hvp(v, hv)?;
+    for it in 0..max_iter {
+        op.hvp(v, hv).with_context(|| format!("power iteration {} (its Hessian-vector product)", it + 1))?;
         // vᵀHv and ‖Hv‖² in one operation; a non-finite entry of Hv makes both non-finite.
         let q = op.dots(hv, &[v, hv])?;
-        anyhow::ensure!(q.iter().all(|x| x.is_finite()), "the operator returned a non-finite value");
+        anyhow::ensure!(
+            q.iter().all(|x| x.is_finite()),
+            "the operator returned a non-finite value at power iteration {}",
+            it + 1
+        );
         lambda = q[0];
         let n = q[1].sqrt();
         if n == 0.0 {

@@ -58,7 +58,8 @@ pub fn hutchinson(
     let mut run = Running::default();
     while run.n < samples {
         let v = op.new_vector(Init::Rademacher { seed: seed.wrapping_add(run.n as u64) })?;
-        op.hvp(v, hv)?;
+        let probe = run.n;
+        anyhow::Context::with_context(op.hvp(v, hv), || format!("Hutchinson probe {probe}"))?;
         let q = op.dots(v, &[hv])?[0];
         op.free(&[v])?;
         anyhow::ensure!(q.is_finite(), "Hutchinson: vᵀHv is not finite");
@@ -80,7 +81,8 @@ pub fn hutchinson(
 pub fn hutchinson_sample(op: &mut dyn HessianSpace, seed: u64, i: usize) -> anyhow::Result<f64> {
     let v = op.new_vector(Init::Rademacher { seed: seed.wrapping_add(i as u64) })?;
     let hv = op.new_vector(Init::Zeros)?;
-    let r = op.hvp(v, hv).and_then(|()| op.dots(v, &[hv]));
+    let r = anyhow::Context::with_context(op.hvp(v, hv), || format!("Hutchinson probe {i}"))
+        .and_then(|()| op.dots(v, &[hv]));
     op.free(&[v, hv])?;
     let q = r?[0];
     anyhow::ensure!(q.is_finite(), "Hutchinson: vᵀHv is not finite (probe {i})");
