@@ -481,7 +481,7 @@ impl Worker {
         if let protocol::StateSource::Checkpoint { path } = &source
             && !self.has_capability(protocol::capability::READ_CHECKPOINTS)
         {
-            let h = super::handoff::checkpoint_to_safetensors(path).map_err(|e| WorkerError::Remote {
+            let h = super::handoff::shared(path).map_err(|e| WorkerError::Remote {
                 kind: ErrorKind::BadCheckpoint,
                 message: format!("{e:#}"),
             })?;

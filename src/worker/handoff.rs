@@ -5,14 +5,17 @@
 //!
 //! Float tensors are written as f32 (what the worker binds), streamed in chunks; integer and bool tensors
 //! (`num_batches_tracked`) keep their dtype, so the worker's binding sees what the checkpoint holds.
-//! A checkpoint that already is one safetensors file is handed over as it is.
+//! A checkpoint that already is one safetensors file is handed over as it is. Workers loading the same
+//! checkpoint at once share one converted file ([`shared`]).
 
 use crate::checkpoint::{Checkpoint, ChunkValues, Dtype};
 use crate::trajectory::pca::DirectionWriter;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// A safetensors file for the worker; the temporary folder (if one was made) goes when this is dropped.
 pub struct Handoff {
@@ -112,9 +115,59 @@ pub fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
     Ok(h)
 }
 
+/// [`checkpoint_to_safetensors`] shared by concurrent callers: the workers of one job that load the same
+/// checkpoint at the same time (N workers rebuilding a plane, 64 workers dialled in from a cluster) get
+/// one converted file instead of N, kept while any of them holds it. A conversion in progress is waited
+/// for, not repeated; a failed one is returned to that caller and retried by the next.
+pub fn shared(path: &Path) -> Result<Arc<Handoff>> {
+    type Slot = Arc<Mutex<Weak<Handoff>>>;
+    static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Slot>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let slot: Slot = {
+        let mut slots = SLOTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the files nobody holds any more (the map stays as small as the jobs in flight).
+        slots.retain(|_, s| {
+            s.lock().map(|w| w.strong_count() > 0).unwrap_or(false) || Arc::strong_count(s) > 1
+        });
+        slots.entry(key).or_default().clone()
+    };
+    let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = held.upgrade() {
+        return Ok(h);
+    }
+    let h = Arc::new(checkpoint_to_safetensors(path)?);
+    *held = Arc::downgrade(&h);
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_loads_of_one_checkpoint_share_one_file_removed_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let pt = dir.path().join("ck.pt");
+        // A torch.save-like zip is what gets converted; a safetensors file would be handed over as is.
+        let ok = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+            .args(["-c", "import torch,sys; torch.save({'w': torch.arange(6.).view(2,3)}, sys.argv[1])"])
+            .arg(&pt)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let held: Vec<Arc<Handoff>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4).map(|_| s.spawn(|| shared(&pt).unwrap())).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let file = held[0].path.clone();
+        assert!(held.iter().all(|h| h.path == file), "one conversion for all four");
+        assert!(file.exists());
+        drop(held);
+        assert!(!file.exists(), "removed once the last holder is done");
+        let again = shared(&pt).unwrap();
+        assert!(again.path.exists() && again.path != file, "a later load converts afresh");
+    }
 
     #[test]
     fn the_private_folder_goes_with_the_handoff() {
