@@ -351,3 +351,36 @@ fn sharpness_probes_spread_over_dial_in_workers_give_the_one_worker_figures() {
         assert!(finish(w, 30, "a worker").status.success());
     }
 }
+
+/// A distributed slice interrupted (as Ctrl-C or the end of an allocation would) resumes from the stored
+/// points, here on a local worker: the finished grid is the one-worker grid.
+#[test]
+fn an_interrupted_distributed_slice_resumes_from_the_stored_points() {
+    let want = reference(false);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = landscaped(data.path())
+        .args(slice_args(false))
+        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "90"])
+        .env("LANDSCAPED_TOKEN", TOKEN)
+        .env("LANDSCAPED_STOP_AFTER_POINTS", "30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let workers: Vec<Child> = (0..2)
+        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        .collect();
+    let out = finish(coord, 240, "the coordinator");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cancelled after"), "{stdout}");
+    for w in workers {
+        assert!(finish(w, 30, "a worker").status.success(), "workers end cleanly when the coordinator stops");
+    }
+    let out = landscaped(data.path()).args(slice_args(false)).args(["--workers", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming slice 1"), "{err}");
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
