@@ -51,11 +51,12 @@ demo: build
 # Every benchmark, each printing ratios against its baseline run in the same invocation:
 # ingest (bench.sh), daemon, /healthz under idle connections, the footprint (light: idle RSS, `runs`, worker
 # start-up, cost to a trainer), trajectory PCA, slices, sharpness, the Python
-# worker (vs bare PyTorch and the TorchScript worker), scale-out (1, 2, 4 workers over TCP). `make bench BENCH=pca` runs one.
+# worker (vs bare PyTorch and the TorchScript worker), scale-out (1, 2, 4 workers over TCP), the daemon's
+# peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in f32 and bf16). `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
-	@for b in daemon healthz light pca slice sharpness python scale; do \
+	@for b in daemon healthz light memory pca slice sharpness python scale; do \
 	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
 	done
 

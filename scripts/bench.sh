@@ -31,6 +31,17 @@ make_ckpt() { # make_ckpt GIB: bench-out/gGIB/step-1000.{pt,safetensors}
     fi
 }
 make_ckpt "$GIB"
+# The same weights as a torch.distributed.checkpoint folder (4 data files, as 4 writer threads save it).
+DCP="$OUT/g$GIB/dcp/step-1000"
+if [ ! -f "$DCP/.metadata" ]; then
+    rm -rf "$DCP"; mkdir -p "$(dirname "$DCP")"
+    "$PY" - "$OUT/g$GIB/step-1000.pt" "$DCP" <<'PY'
+import sys, torch
+import torch.distributed.checkpoint as dcp
+sd = torch.load(sys.argv[1], weights_only=True)
+dcp.save({"model": sd}, storage_writer=dcp.FileSystemWriter(sys.argv[2], thread_count=4))
+PY
+fi
 
 # run_n NAME CMD...: runs CMD REPEAT times under /usr/bin/time; appends "NAME wall user sys rss_kb" lines.
 run_n() {
@@ -62,6 +73,9 @@ for fmt in pt safetensors; do
         cp "$OUT/last.out" "$OUT/python.$fmt.txt"
     fi
 done
+cat "$DCP"/* > /dev/null
+run_n "cat.dcp" bash -c "cat $DCP/* $DCP/.metadata"
+run_n "ingest.dcp" bash -c "ingest $DCP --no-archive"
 run_n "idle" "$L" --help
 if [ -n "${BENCH_BIG_GIB:-}" ]; then
     make_ckpt "$BENCH_BIG_GIB"
@@ -95,13 +109,14 @@ END {
     gb = bytes / 1e9
     printf "\n%.2f GB checkpoint, warm page cache, median of %d runs, whole processes\n", gb, rep
     printf "%-42s %8s %8s %9s %10s\n", "", "wall s", "CPU s", "CPU s/GB", "peak RSS"
-    split("cat.pt ingest.pt archive.pt python.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors idle big.pt", order, " ")
+    split("cat.pt ingest.pt archive.pt python.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors cat.dcp ingest.dcp idle big.pt", order, " ")
     label["cat.pt"] = "cat step-1000.pt"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
     label["archive.pt"] = "landscaped ingest .pt (+ archive, fsync)"; label["python.pt"] = "Python: torch.load + torch ops (f64)"
     label["cat.safetensors"] = "cat step-1000.safetensors"; label["ingest.safetensors"] = "landscaped ingest .safetensors --no-archive"
     label["archive.safetensors"] = "landscaped ingest .safetensors (+ archive)"; label["python.safetensors"] = "Python: load_file + torch ops (f64)"
+    label["cat.dcp"] = "cat the DCP folder (4 .distcp files)"; label["ingest.dcp"] = "landscaped ingest DCP folder --no-archive"
     label["idle"] = "landscaped --help (start-up floor)"; label["big.pt"] = sprintf("ingest %.1f GB .pt --no-archive (1 run)", big / 1e9)
-    for (i = 1; i <= 10; i++) {
+    for (i = 1; i <= 12; i++) {
         n = order[i]; if (!(n in cnt)) continue
         m[n] = median(n); cm[n] = cpu_median(n)
         g = (n == "big.pt") ? big / 1e9 : gb
@@ -113,6 +128,7 @@ END {
         if (("python." x) in m) printf "; vs the Python way %.1fx (target >= 15x)", m["python." x] / m["ingest." x]
         printf "; with the archive vs cat %.2fx", m["cat." x] / m["archive." x]
     }
+    if ("ingest.dcp" in m) printf "\nDCP folder (same weights, 4 files): ingest %.2fx the single-file .pt ingest time (target <= 1.2x); vs cat %.2fx", m["ingest.dcp"] / m["ingest.pt"], m["cat.dcp"] / m["ingest.dcp"]
     printf "\n"
     if ("big.pt" in m) printf "peak RSS: %.0f MB at %.1f GB vs %.0f MB at %.1f GB\n", rss["big.pt"] * 1024 / 1e6, big / 1e9, rss["ingest.pt"] * 1024 / 1e6, gb
     printf "global norm: landscaped %s, PyTorch %s\n", nl, np
