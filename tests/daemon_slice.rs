@@ -313,3 +313,60 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
         assert!(rel_close(*x, *y, 1e-9), "CLI {x} vs daemon {y}");
     }
 }
+
+/// A `[run.slice]` job computing on workers from a launcher (`workers_listen`): each run of the job
+/// listens, a worker dialling in with the token (here started by hand, as srun would) computes the
+/// grid, and the stored slice has the PyTorch reference values. A stop while the job waits for workers
+/// ends the wait at once.
+#[test]
+fn daemon_slice_job_on_workers_that_dial_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, r) = fixture(dir.path());
+    let seed = r["seed"].as_u64().unwrap();
+    let batch = r["batch_size"].as_u64().unwrap();
+    let wport = free_port();
+    let token = dir.path().join("token");
+    let keys = format!(
+        "{}\nworkers_listen = \"127.0.0.1:{wport}\"\nexpect = 1\nwait = 120\ntoken_file = {:?}",
+        model_dir_keys(&fx),
+        token.to_str().unwrap()
+    );
+    let (d, ck) = start_daemon(dir.path(), &keys, "x = \"-0.5:0.5:3\"\ny = \"0:1:2\"", seed, batch);
+    drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
+    // The worker reads the token file the job creates (it waits for it within its connect timeout).
+    let worker = Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker");
+    let w = Command::new(&worker)
+        .args(["--connect", &format!("127.0.0.1:{wport}"), "--connect-timeout", "90", "--token-file"])
+        .arg(&token)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "a complete slice from the dial-in worker", || {
+        run_slices(d.port).iter().any(|s| s["complete"] == true)
+    });
+    let id = run_slices(d.port)[0]["id"].as_u64().unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&get(d.port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
+    let loss: Vec<f64> =
+        rec["values"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want = r["grid"]["loss"].as_array().unwrap();
+    for (iy, row) in want.iter().enumerate() {
+        for (ix, w) in row.as_array().unwrap().iter().enumerate() {
+            let w = w.as_f64().unwrap();
+            assert!(rel_close(loss[iy * 3 + ix], w, 1e-5), "loss[{iy}][{ix}] {} vs {w}", loss[iy * 3 + ix]);
+        }
+    }
+    let log = d.log();
+    assert!(log.contains("worker(s) ready"), "{log}");
+    let mut w = w;
+    let status = w.wait().unwrap();
+    assert!(status.success(), "the worker ends cleanly after the job");
+    // A second checkpoint: the job listens again; nobody comes, and the daemon stops at once anyway.
+    drop_checkpoint(&fx.join("ckpt_a.safetensors"), &ck, "step-50.safetensors");
+    wait_until(Duration::from_secs(60), "the job waiting for workers again", || {
+        d.log().matches("waiting up to 120 s").count() >= 2
+    });
+    let t = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(30), "the stop did not wait out the 120 s");
+}

@@ -405,7 +405,8 @@ fn both_backends_give_the_same_curvature() {
     let mut got = Vec::new();
     for python in [false, true] {
         let c = model_contract(python, "digits_factory:build", 1);
-        let (rep, _) = sharpness_at(&c, &ck, &opts, "test", |_| {}).unwrap();
+        let (rep, _) =
+            sharpness_at(&c, &ck, &opts, "test", &std::sync::atomic::AtomicBool::new(false), |_| {}).unwrap();
         got.push(rep.extremes.unwrap());
     }
     let (ts, py) = (&got[0], &got[1]);

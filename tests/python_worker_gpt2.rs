@@ -93,7 +93,7 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
         lanczos: LanczosOptions { max_steps: 30, tol: 1e-5, top_k: 2, seed: 3 },
         ..Default::default()
     };
-    let (rep, used) = sharpness_at(&contract, &ck, &opts, "test", |_| {}).unwrap();
+    let (rep, used) = sharpness_at(&contract, &ck, &opts, "test", &AtomicBool::new(false), |_| {}).unwrap();
     let lmax = rep.extremes.unwrap().lambda_max;
     let conv = r["lambda_converged"].as_f64().unwrap();
     eprintln!("λmax Lanczos {lmax}, power iteration to convergence {conv}");

@@ -231,14 +231,24 @@ fn a_lost_worker_and_a_straggler_change_nothing() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let coord = coordinator(data.path(), true, port, 3);
-    let steady = py_worker(port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // The eval set is 8 batches of 64: the third worker's process ends inside its fourth point or so.
-    let dying = py_worker(port).env("SCALE_TEST_DIE_AFTER", "30").stderr(Stdio::null()).spawn().unwrap();
+    // Every worker is paced (a Python worker's first evaluation can take a second to warm up; unpaced,
+    // the first worker could finish the whole grid before the others start).
+    let steady = py_worker(port)
+        .env("SCALE_TEST_SLOW", "0.02")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The eval set is 4 batches (200 samples, batches of 64): this worker's process ends at the 7th batch
+    // it evaluates, inside the first block it takes (every worker takes one at once, blocks start at up
+    // to 4 points), also when it is the one that first evaluates the centre (4 batches).
+    let dying = py_worker(port).env("SCALE_TEST_DIE_AFTER", "6").stderr(Stdio::null()).spawn().unwrap();
     let slow = py_worker(port).env("SCALE_TEST_SLOW", "0.05").stderr(Stdio::null()).spawn().unwrap();
     let out = finish(coord, 400, "the coordinator");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("was lost") && stderr.contains("unfinished points go to the others"), "{stderr}");
+    assert!(stderr.contains("1 worker(s) lost"), "{stderr}");
     for w in [steady, dying, slow] {
         let _ = finish(w, 60, "a worker");
     }

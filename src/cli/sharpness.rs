@@ -140,7 +140,9 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let (rep, used) =
-        sharpness_at(&a.model, &path, &opts, "sharpness", |q| pb.set_message(format!("sharpness: {q}")))?;
+        sharpness_at(&a.model, &path, &opts, "sharpness", &std::sync::atomic::AtomicBool::new(false), |q| {
+            pb.set_message(format!("sharpness: {q}"))
+        })?;
     pb.finish_and_clear();
     let rec = record(&a.run, step, &used, rep);
     if !a.no_store {

@@ -132,6 +132,7 @@ pub fn first_workers(
     source: &WorkerSource,
     pc: &Contract,
     label: &str,
+    cancel: &AtomicBool,
 ) -> Result<Vec<Worker>> {
     match source {
         WorkerSource::Local => Ok(start_workers(&contract.worker_options()?, pc, 1, label)?),
@@ -139,7 +140,7 @@ pub fn first_workers(
             let timeout = contract
                 .worker_options()
                 .map_or(std::time::Duration::from_secs(120), |o| o.handshake_timeout);
-            workers_from_launcher(l, pc, contract.threads, timeout, label)
+            workers_from_launcher(l, pc, contract.threads, timeout, label, cancel)
         }
     }
 }
@@ -264,7 +265,7 @@ pub fn run_slice(
     let source = contract.worker_source(&pc.id())?;
     // One worker first: its model's parameter list completes the record's signature, and a complete
     // record with that signature means there is nothing to compute (no other worker is started).
-    let mut workers = first_workers(contract, &source, &pc, &req.label)?;
+    let mut workers = first_workers(contract, &source, &pc, &req.label, cancel)?;
     let info = workers[0].model.clone().unwrap_or_default();
     let mut directions = req.directions.clone();
     if let DirectionSource::Random(d) = &mut directions {

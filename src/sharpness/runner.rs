@@ -56,7 +56,7 @@ pub fn worker_at_checkpoint(
     label: &str,
 ) -> Result<(Worker, ModelUsed)> {
     let c = ModelContract { workers: Some(1), workers_listen: None, ..contract.clone() };
-    let (mut ws, used) = workers_at_checkpoint(&c, checkpoint, label)?;
+    let (mut ws, used) = workers_at_checkpoint(&c, checkpoint, label, &AtomicBool::new(false))?;
     let w = ws.pop().ok_or_else(|| anyhow!("{label}: no worker started"))?;
     Ok((w, used))
 }
@@ -69,6 +69,7 @@ pub fn workers_at_checkpoint(
     contract: &ModelContract,
     checkpoint: Option<&Path>,
     label: &str,
+    cancel: &AtomicBool,
 ) -> Result<(Vec<Worker>, ModelUsed)> {
     let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
     let threads = contract.threads.unwrap_or_else(default_threads);
@@ -79,7 +80,7 @@ pub fn workers_at_checkpoint(
     let source = contract.worker_source(&pc.id())?;
     let mut workers = match &source {
         WorkerSource::Local => start_workers(&contract.worker_options()?, &pc, n, label)?,
-        WorkerSource::Listen(_) => first_workers(contract, &source, &pc, label)?,
+        WorkerSource::Listen(_) => first_workers(contract, &source, &pc, label, cancel)?,
     };
     let first = workers.first().ok_or_else(|| anyhow!("{label}: no worker started"))?;
     let used = model_used(first.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
@@ -127,15 +128,17 @@ pub fn compute_in_workers(
 }
 
 /// `landscaped sharpness` and the daemon's sharpness job: the report at `checkpoint`, and the model used.
+/// `cancel` ends a wait for workers from a launcher.
 pub fn sharpness_at(
     contract: &ModelContract,
     checkpoint: &Path,
     opts: &SharpnessOptions,
     label: &str,
+    cancel: &AtomicBool,
     progress: impl FnMut(&str),
 ) -> Result<(SharpnessReport, ModelUsed)> {
     opts.validate()?;
-    let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label)?;
+    let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
     let rep = compute_in_workers(&mut workers, opts, progress)?;
     for w in workers {
         let _ = w.shutdown();
@@ -186,7 +189,7 @@ pub fn ratio_map(
     pc.checkpoint = Some(plane.centre().to_path_buf());
     let source = contract.worker_source(&pc.id())?;
     let label = "sharpness map";
-    let mut workers = first_workers(contract, &source, &pc, label)?;
+    let mut workers = first_workers(contract, &source, &pc, label, cancel)?;
     start_more(&mut workers, contract, &source, &pc, &mut plan, label)?;
     let prepared: Vec<Result<()>> = std::thread::scope(|s| {
         let hs: Vec<_> = workers

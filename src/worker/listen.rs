@@ -16,6 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -199,13 +200,20 @@ impl Coordinator {
     /// Admits workers until `expect` have joined or the wait is over. `on_refused` is called with each
     /// refusal as it happens (the caller logs it). Each admitted worker is a [`Worker`] before its
     /// handshake; numbering follows arrival.
-    pub fn gather(&self, mut on_refused: impl FnMut(&str)) -> Result<(Vec<Joined>, GatherReport)> {
+    pub fn gather(
+        &self,
+        cancel: &AtomicBool,
+        mut on_refused: impl FnMut(&str),
+    ) -> Result<(Vec<Joined>, GatherReport)> {
         let deadline = Instant::now() + self.opts.wait;
         let mut report = GatherReport::default();
         let mut joined: Vec<Joined> = Vec::new();
         let (tx, rx) = mpsc::channel::<(TcpStream, SocketAddr, Result<Join, String>)>();
         let mut checking = 0usize;
         while joined.len() < self.opts.expect {
+            if cancel.load(Ordering::Relaxed) {
+                bail!("cancelled while waiting for workers on {}", self.opts.addr);
+            }
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     let _ = stream.set_nonblocking(false);
@@ -374,6 +382,7 @@ pub fn workers_from_launcher(
     threads: Option<usize>,
     handshake_timeout: Duration,
     label: &str,
+    cancel: &AtomicBool,
 ) -> Result<Vec<Worker>> {
     let coordinator = Coordinator::bind(opts.clone())?;
     let at = coordinator.local_addr().map_or(opts.addr.clone(), |a| a.to_string());
@@ -387,7 +396,8 @@ pub fn workers_from_launcher(
         at.rsplit(':').next().unwrap_or(""),
         at.rsplit(':').next().unwrap_or(""),
     );
-    let (joined, report) = coordinator.gather(|line| tracing::warn!("{label}: refused a worker: {line}"))?;
+    let (joined, report) =
+        coordinator.gather(cancel, |line| tracing::warn!("{label}: refused a worker: {line}"))?;
     drop(coordinator);
     for j in &joined {
         tracing::info!("{label}: worker {} joined", j.worker.what());
@@ -516,7 +526,7 @@ mod tests {
             (bad, a, b)
         });
         let mut refused = Vec::new();
-        let (joined, report) = c.gather(|l| refused.push(l.to_string())).unwrap();
+        let (joined, report) = c.gather(&AtomicBool::new(false), |l| refused.push(l.to_string())).unwrap();
         let (bad, a, b) = peers.join().unwrap();
         assert_eq!(bad, JoinMessage::Refused { reason: "wrong token".into() });
         assert!(matches!(a, JoinMessage::Joined { .. }) && matches!(b, JoinMessage::Joined { .. }));
@@ -535,12 +545,18 @@ mod tests {
         let addr = c.local_addr().unwrap();
         let good = Join { protocol: PROTOCOL_VERSION, token: "tok".into(), ..Default::default() };
         let peer = std::thread::spawn(move || dial(addr, &good));
-        let (joined, report) = c.gather(|_| {}).unwrap();
+        let (joined, report) = c.gather(&AtomicBool::new(false), |_| {}).unwrap();
         assert!(matches!(peer.join().unwrap(), JoinMessage::Joined { worker: 0 }));
         assert_eq!(joined.len(), 1);
         assert!(report.short);
-        let c = Coordinator::bind(o).unwrap();
-        let e = c.gather(|_| {}).err().expect("no worker is an error").to_string();
+        let c = Coordinator::bind(o.clone()).unwrap();
+        let e = c.gather(&AtomicBool::new(false), |_| {}).err().expect("no worker is an error").to_string();
         assert!(e.contains("no worker joined") && e.contains("--connect"), "{e}");
+        // A cancel (the daemon stopping) ends the wait at once.
+        o.wait = Duration::from_secs(60);
+        let c = Coordinator::bind(o).unwrap();
+        let t = Instant::now();
+        let e = c.gather(&AtomicBool::new(true), |_| {}).err().expect("cancelled").to_string();
+        assert!(e.contains("cancelled") && t.elapsed() < Duration::from_secs(5), "{e}");
     }
 }

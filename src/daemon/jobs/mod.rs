@@ -97,6 +97,11 @@ impl JobContext {
     }
 
     /// True once the daemon is shutting down: stop at the next safe point.
+    /// The daemon's stop flag, for work that polls it itself (e.g. waiting for workers).
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }

@@ -307,7 +307,24 @@ impl PeriodicJob for SliceJob {
             persist_every: (points / 20).max(5),
             label: format!("slice job, run {run}"),
         };
-        let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress).context("slice job")?;
+        // The daemon's stop also reaches a job that has no points yet to report progress on (waiting
+        // for workers from a launcher): a watcher copies it into `stop`.
+        let finished = AtomicBool::new(false);
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !finished.load(Ordering::Relaxed) {
+                    if ctx.cancelled() {
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress);
+            finished.store(true, Ordering::Relaxed);
+            r
+        })
+        .context("slice job")?;
         let rec = &r.record;
         if r.already_complete {
             tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
