@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// How long a peer has to send its `join` frame after connecting.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most connections whose `join` is awaited at once (each has a thread for at most [`JOIN_TIMEOUT`]).
+const MAX_CHECKING: usize = 256;
+
 /// Largest `join` frame accepted (it is a few hundred bytes).
 const MAX_JOIN_BYTES: u32 = 64 << 10;
 
@@ -215,6 +218,14 @@ impl Coordinator {
                 bail!("cancelled while waiting for workers on {}", self.opts.addr);
             }
             match self.listener.accept() {
+                Ok((stream, peer)) if checking >= MAX_CHECKING => {
+                    // A flood of connections that send nothing: refused at once, not given a thread.
+                    drop(stream);
+                    let line =
+                        format!("{peer}: too many connections still sending their join ({MAX_CHECKING})");
+                    on_refused(&line);
+                    report.refused.push(line);
+                }
                 Ok((mut stream, peer)) => {
                     let _ = stream.set_nonblocking(false);
                     let opts = self.opts.clone();

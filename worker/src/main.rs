@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.first().is_some_and(|a| a == "--connect") {
+    if args.iter().any(|a| a == "--connect") {
         return connected(&args);
     }
     if let Some(a) = args.first() {
