@@ -18,7 +18,7 @@ use crate::worker::listen::workers_from_launcher;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
 use crate::worker::protocol::{BindRules, Contract, GridPoint, Handle, ModelInfo, StateSource};
 use crate::worker::{Worker, WorkerError};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -314,12 +314,14 @@ pub fn run_slice(
     });
     // A worker lost while rebuilding the plane is left out (with a line); a model error stops the job.
     let mut centre_cos = None;
+    let mut centres = Vec::with_capacity(workers.len());
     let mut kept = Vec::with_capacity(workers.len());
     let mut first_err = None;
     for (w, p) in workers.into_iter().zip(prepared) {
         match p {
             Ok(cc) => {
                 centre_cos.get_or_insert(cc);
+                centres.push(cc.0);
                 kept.push(w);
             }
             Err(e) if e.is_worker_failure() => {
@@ -330,7 +332,7 @@ pub fn run_slice(
         }
     }
     let mut workers = kept;
-    let Some((centre, cosine)) = centre_cos else {
+    let Some((_, cosine)) = centre_cos else {
         return Err(first_err.map_or_else(|| anyhow!("no worker"), |e| e.into()));
     };
     let (mut rec, resumed) = match slices::find_unfinished(store, &signature)? {
@@ -339,9 +341,27 @@ pub fn run_slice(
             (rec, true)
         }
         None => {
-            let w = &mut workers[0];
-            w.set_state(centre)?;
-            let (loss, accuracy, _) = w.evaluate().context("evaluating the centre checkpoint")?;
+            // The centre on the first worker; one lost meanwhile is left out and the next one asked.
+            let (loss, accuracy) = loop {
+                let others = workers.len() > 1;
+                let Some(w) = workers.first_mut() else {
+                    return Err(anyhow!("every worker was lost before the centre checkpoint was evaluated"));
+                };
+                let r = w.set_state(centres[0]).and_then(|()| w.evaluate());
+                match r {
+                    Ok((loss, accuracy, _)) => break (loss, accuracy),
+                    Err(e) if e.is_worker_failure() && others => {
+                        tracing::warn!(
+                            "{}: worker {} was lost evaluating the centre: {e}",
+                            req.label,
+                            w.what()
+                        );
+                        workers.remove(0);
+                        centres.remove(0);
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e).context("evaluating the centre checkpoint")),
+                }
+            };
             let rec = SliceRecord {
                 id: slices::next_id(store)?,
                 run: req.run.clone(),
