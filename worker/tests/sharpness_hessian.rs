@@ -133,6 +133,6 @@ fn unreachable_parameters_and_nan_loss_are_errors() {
 
     let mut m = load(dir.path(), "model.pt", "eval_nan.safetensors").unwrap();
     let mut h = MemorySpace::new(ModelHessian::new(&mut m, ParamSubset::All).unwrap());
-    let e = extremes(&mut h, &LanczosOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("NaN") || e.contains("non-finite"), "{e}");
+    let e = format!("{:#}", extremes(&mut h, &LanczosOptions::default()).unwrap_err());
+    assert!(e.contains("Lanczos step 1") && (e.contains("NaN") || e.contains("non-finite")), "{e}");
 }
