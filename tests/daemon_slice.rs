@@ -83,6 +83,23 @@ fn fixture(dir: &Path) -> (PathBuf, serde_json::Value) {
     (fx, r)
 }
 
+/// Slice `id` from the API, its loss grid checked against the PyTorch reference (x = -0.5:0.5:3,
+/// y = 0:1:2; 1e-5 relative). Returns the record.
+fn slice_matching_reference(port: u16, id: u64, r: &serde_json::Value) -> serde_json::Value {
+    let rec: serde_json::Value =
+        serde_json::from_str(&get(port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
+    let loss: Vec<f64> =
+        rec["values"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want = r["grid"]["loss"].as_array().unwrap();
+    for (iy, row) in want.iter().enumerate() {
+        for (ix, w) in row.as_array().unwrap().iter().enumerate() {
+            let w = w.as_f64().unwrap();
+            assert!(rel_close(loss[iy * 3 + ix], w, 1e-5), "loss[{iy}][{ix}] {} vs {w}", loss[iy * 3 + ix]);
+        }
+    }
+    rec
+}
+
 #[test]
 fn daemon_slice_job_stores_serves_and_publishes() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,17 +133,10 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let id = list[0]["id"].as_u64().unwrap();
 
     // Values against PyTorch: Z[iy][ix] for x = -0.5:0.5:3, y = 0:1:2.
-    let rec: serde_json::Value =
-        serde_json::from_str(&get(port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
+    let rec = slice_matching_reference(port, id, &r);
     let loss: Vec<f64> =
         rec["values"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let want = r["grid"]["loss"].as_array().unwrap();
-    for (iy, row) in want.iter().enumerate() {
-        for (ix, w) in row.as_array().unwrap().iter().enumerate() {
-            let w = w.as_f64().unwrap();
-            assert!(rel_close(loss[iy * 3 + ix], w, 1e-5), "loss[{iy}][{ix}] {} vs {w}", loss[iy * 3 + ix]);
-        }
-    }
     let loss_b = r["loss_b"].as_f64().unwrap();
     assert!(rel_close(rec["centre_loss"].as_f64().unwrap(), loss_b, 1e-5));
 
@@ -345,17 +355,7 @@ fn daemon_slice_job_on_workers_that_dial_in() {
         run_slices(d.port).iter().any(|s| s["complete"] == true)
     });
     let id = run_slices(d.port)[0]["id"].as_u64().unwrap();
-    let rec: serde_json::Value =
-        serde_json::from_str(&get(d.port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
-    let loss: Vec<f64> =
-        rec["values"]["loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let want = r["grid"]["loss"].as_array().unwrap();
-    for (iy, row) in want.iter().enumerate() {
-        for (ix, w) in row.as_array().unwrap().iter().enumerate() {
-            let w = w.as_f64().unwrap();
-            assert!(rel_close(loss[iy * 3 + ix], w, 1e-5), "loss[{iy}][{ix}] {} vs {w}", loss[iy * 3 + ix]);
-        }
-    }
+    slice_matching_reference(d.port, id, &r);
     let log = d.log();
     assert!(log.contains("worker(s) ready"), "{log}");
     let mut w = w;

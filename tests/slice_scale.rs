@@ -258,6 +258,27 @@ fn a_lost_worker_and_a_straggler_change_nothing() {
     assert_same_grid(&show(data.path(), "1"), &want);
 }
 
+/// A launcher's two ranks did the job: the coordinator (within `secs`) and the launcher (within
+/// `launcher_secs`) both succeed,
+/// ranks 0 and 1 joined, and the stored grid is `want`.
+fn launched_ranks_computed_the_grid(
+    coord: Child,
+    secs: u64,
+    launcher: Child,
+    launcher_secs: u64,
+    name: &str,
+    data: &Path,
+    want: &serde_json::Value,
+) {
+    let out = finish(coord, secs, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
+    let l = finish(launcher, launcher_secs, name);
+    assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
+    assert_same_grid(&show(data, "1"), want);
+}
+
 /// The mpirun line of docs/scale-out.md, with Debian's Open MPI (scripts/ci-deps.sh installs it): two
 /// ranks, each a TorchScript worker that reports its rank.
 #[test]
@@ -282,13 +303,7 @@ fn mpirun_places_the_workers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = finish(coord, 240, "the coordinator");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
-    let m = finish(ranks, 60, "mpirun");
-    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
-    assert_same_grid(&show(data.path(), "1"), &want);
+    launched_ranks_computed_the_grid(coord, 240, ranks, 60, "mpirun", data.path(), &want);
 }
 
 /// The torchrun line of docs/scale-out.md: two Python workers started by torchrun (RANK, LOCAL_RANK).
@@ -308,13 +323,7 @@ fn torchrun_places_python_workers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = finish(coord, 400, "the coordinator");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
-    let t = finish(ranks, 120, "torchrun");
-    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
-    assert_same_grid(&show(data.path(), "1"), &want);
+    launched_ranks_computed_the_grid(coord, 400, ranks, 120, "torchrun", data.path(), &want);
 }
 
 /// Hutchinson's probes and SLQ's runs spread over two workers that dial in give the one-worker trace
