@@ -4,11 +4,14 @@
 //! Neumaier compensation: the same tensor gives bit-identical sums however it is chunked or threaded.
 
 /// An element type the statistics read: widened exactly to f64.
-pub trait Element: Copy + Send + Sync {
+pub trait Element: Copy + Send + Sync + 'static {
+    /// f32 (else f64): how the vector kernels load it.
+    const IS_F32: bool;
     fn to_f64(self) -> f64;
 }
 
 impl Element for f32 {
+    const IS_F32: bool = true;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -16,6 +19,7 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
+    const IS_F32: bool = false;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -90,34 +94,61 @@ pub fn block1<T: Element>(block: &[T]) -> Block1 {
     b
 }
 
-#[inline]
+/// Per-lane accumulators of the first pass: lane j holds elements j, j + LANES, … of the block.
+struct Lanes1 {
+    s: [f64; LANES],
+    mn: [f64; LANES],
+    mx: [f64; LANES],
+    z: [u64; LANES],
+}
+
+impl Lanes1 {
+    fn new() -> Lanes1 {
+        Lanes1 { s: [0.0; LANES], mn: [f64::INFINITY; LANES], mx: [f64::NEG_INFINITY; LANES], z: [0; LANES] }
+    }
+
+    /// Adds the elements after the last whole group of LANES (to lane 0), then folds the lanes in
+    /// lane order: (sum, min, max, zeros).
+    #[inline(always)]
+    fn finish<T: Element>(mut self, rem: &[T]) -> (f64, f64, f64, u64) {
+        for x in rem {
+            let v = x.to_f64();
+            self.s[0] += v;
+            self.mn[0] = self.mn[0].min(v);
+            self.mx[0] = self.mx[0].max(v);
+            self.z[0] += (v == 0.0) as u64;
+        }
+        let sum: f64 = self.s.iter().sum();
+        let min = self.mn.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.mx.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (sum, min, max, self.z.iter().sum())
+    }
+}
+
+#[inline(always)]
 fn pass1_fast<T: Element>(b: &[T]) -> (f64, f64, f64, u64) {
-    let mut s = [0.0f64; LANES];
-    let mut mn = [f64::INFINITY; LANES];
-    let mut mx = [f64::NEG_INFINITY; LANES];
-    let mut z = [0u64; LANES];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::pass1(b) };
+    }
+    pass1_any(b)
+}
+
+fn pass1_any<T: Element>(b: &[T]) -> (f64, f64, f64, u64) {
+    let mut l = Lanes1::new();
     let chunks = b.chunks_exact(LANES);
     let rem = chunks.remainder();
     for c in chunks {
-        for j in 0..LANES {
-            let v = c[j].to_f64();
-            s[j] += v;
-            mn[j] = if v < mn[j] { v } else { mn[j] };
-            mx[j] = if v > mx[j] { v } else { mx[j] };
-            z[j] += (v == 0.0) as u64;
+        for (j, x) in c.iter().enumerate() {
+            let v = x.to_f64();
+            l.s[j] += v;
+            l.mn[j] = if v < l.mn[j] { v } else { l.mn[j] };
+            l.mx[j] = if v > l.mx[j] { v } else { l.mx[j] };
+            l.z[j] += (v == 0.0) as u64;
         }
     }
-    for x in rem {
-        let v = x.to_f64();
-        s[0] += v;
-        mn[0] = mn[0].min(v);
-        mx[0] = mx[0].max(v);
-        z[0] += (v == 0.0) as u64;
-    }
-    let sum: f64 = s.iter().sum();
-    let min = mn.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = mx.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (sum, min, max, z.iter().sum())
+    l.finish(rem)
 }
 
 /// One block's second pass over its finite elements: Σ(x − mean)², Σ(x − mean), Σx² and, when
@@ -138,28 +169,7 @@ pub fn block2<T: Element>(
     hist: Option<(f64, f64, usize)>,
     sub: &mut [u64],
 ) -> Block2 {
-    let mut ds = [0.0f64; LANES];
-    let mut d1 = [0.0f64; LANES];
-    let mut sq = [0.0f64; LANES];
-    let chunks = block.chunks_exact(LANES);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for j in 0..LANES {
-            let v = c[j].to_f64();
-            let d = v - mean;
-            ds[j] += d * d;
-            d1[j] += d;
-            sq[j] += v * v;
-        }
-    }
-    for x in rem {
-        let v = x.to_f64();
-        let d = v - mean;
-        ds[0] += d * d;
-        d1[0] += d;
-        sq[0] += v * v;
-    }
-    let (s_ds, s_d1, s_sq): (f64, f64, f64) = (ds.iter().sum(), d1.iter().sum(), sq.iter().sum());
+    let (s_ds, s_d1, s_sq) = deviations_and_histogram(block, mean, hist, sub);
     let mut out = if s_ds.is_finite() && s_sq.is_finite() {
         Block2 { dev_sq: s_ds, dev: s_d1, sq: s_sq, scaled: 0.0 }
     } else {
@@ -187,10 +197,81 @@ pub fn block2<T: Element>(
         }
         out.scaled = s;
     }
+    out
+}
+
+/// The lane sums of [`deviations`] and, when `hist` is given, the block's histogram counts added to
+/// `sub`: in one loop over the block with AVX2, else one after the other.
+#[inline(always)]
+fn deviations_and_histogram<T: Element>(
+    block: &[T],
+    mean: f64,
+    hist: Option<(f64, f64, usize)>,
+    sub: &mut [u64],
+) -> (f64, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe {
+            match hist {
+                Some((lo, hi, bins)) if bins <= i32::MAX as usize => {
+                    avx2::deviations_histogram(block, mean, lo, hi, bins, sub)
+                }
+                Some((lo, hi, bins)) => {
+                    histogram_block(block, lo, hi, bins, sub);
+                    avx2::deviations(block, mean)
+                }
+                None => avx2::deviations(block, mean),
+            }
+        };
+    }
     if let Some((lo, hi, bins)) = hist {
         histogram_block(block, lo, hi, bins, sub);
     }
-    out
+    deviations_any(block, mean)
+}
+
+/// Per-lane accumulators of the second pass: Σ(x − mean)², Σ(x − mean), Σx².
+struct Lanes2 {
+    ds: [f64; LANES],
+    d1: [f64; LANES],
+    sq: [f64; LANES],
+}
+
+impl Lanes2 {
+    fn new() -> Lanes2 {
+        Lanes2 { ds: [0.0; LANES], d1: [0.0; LANES], sq: [0.0; LANES] }
+    }
+
+    /// Adds the elements after the last whole group (to lane 0) and folds the lanes in order.
+    #[inline(always)]
+    fn finish<T: Element>(mut self, rem: &[T], mean: f64) -> (f64, f64, f64) {
+        for x in rem {
+            let v = x.to_f64();
+            let d = v - mean;
+            self.ds[0] += d * d;
+            self.d1[0] += d;
+            self.sq[0] += v * v;
+        }
+        (self.ds.iter().sum(), self.d1.iter().sum(), self.sq.iter().sum())
+    }
+}
+
+/// (Σ(x − mean)², Σ(x − mean), Σx²) over a block, lane by lane.
+fn deviations_any<T: Element>(block: &[T], mean: f64) -> (f64, f64, f64) {
+    let mut l = Lanes2::new();
+    let chunks = block.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for (j, x) in c.iter().enumerate() {
+            let v = x.to_f64();
+            let d = v - mean;
+            l.ds[j] += d * d;
+            l.d1[j] += d;
+            l.sq[j] += v * v;
+        }
+    }
+    l.finish(rem, mean)
 }
 
 /// The histogram bucket of `v` for `bins` buckets over [lo, hi], exactly as torch.histc computes it
@@ -205,48 +286,62 @@ pub fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
 }
 
 /// Interleaved sub-histograms per bucket in [`block2`].
-pub const SUB: usize = 4;
+pub const SUB: usize = 8;
+// The AVX2 kernel counts groups of LANES elements into SUB lanes.
+const _: () = assert!(SUB == LANES);
 
 /// Adds a block's values to the interleaved sub-histograms `sub` (bucket i, lane j at `i * SUB + j`).
-/// The bucket is torch.histc's `trunc((v − lo) · bins / (hi − lo))`; the division is replaced by a
-/// multiplication with the reciprocal, which can differ from it by a few ulps, so values whose quotient
-/// lies within 1e-9 of a bucket boundary take the exact division.
-#[inline]
+/// The bucket is torch.histc's `trunc((v − lo) · bins / (hi − lo))`, computed as written (a true
+/// division: exact by construction, and a vector division is cheaper than a reciprocal with a check
+/// for quotients near a bucket edge); `hi` itself goes to the last bucket, values outside [lo, hi]
+/// and NaN to none.
+#[inline(always)]
 pub fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, sub: &mut [u64]) {
     const W: usize = 256;
-    const SKIP: u32 = u32::MAX;
-    const EXACT: u32 = u32::MAX - 1;
+    /// Marks a value outside [lo, hi] (or NaN).
+    const OUT: u32 = u32::MAX;
     let nb = bins as f64;
     let range = hi - lo;
-    let inv = 1.0 / range;
-    let last = (bins - 1) as u32;
+    if bins > i32::MAX as usize {
+        // Beyond the fast path's integer conversion (no configuration allows this many buckets).
+        for (i, x) in block.iter().enumerate() {
+            let v = x.to_f64();
+            if v >= lo && v <= hi {
+                let k = ((v - lo) * nb / range) as usize;
+                sub[k.min(bins - 1) * SUB + i % SUB] += 1;
+            }
+        }
+        return;
+    }
+    let last = (bins - 1) as i32;
     let mut pos = [0u32; W];
     for chunk in block.chunks(W) {
-        // Branch-free bucket numbers (vectorizable), marking values outside [lo, hi] (or NaN) and values
-        // too close to a bucket edge for the reciprocal.
+        // Branch-free bucket numbers, written so that the compiler vectorizes them: the quotient is
+        // clamped into [0, bins] first (NaN goes to 0), so the conversion needs no saturation.
         for (p, x) in pos.iter_mut().zip(chunk) {
             let v = x.to_f64();
-            let q = (v - lo) * nb * inv;
-            let k = q as u32;
-            let f = q - k as f64;
-            let inside = v >= lo && v <= hi;
-            let clear = f > 1e-9 && f < 1.0 - 1e-9;
-            *p = if !inside {
-                SKIP
-            } else if clear {
-                k.min(last)
-            } else {
-                EXACT
-            };
+            let q = (v - lo) * nb / range;
+            let q = if q > 0.0 { q } else { 0.0 };
+            let q = if q < nb { q } else { nb };
+            // SAFETY: q is finite and in [0, bins], and bins fits in an i32.
+            let k = unsafe { q.to_int_unchecked::<i32>() };
+            let k = if k < last { k } else { last };
+            *p = if (v >= lo) & (v <= hi) { k as u32 } else { OUT };
         }
-        for (i, (&p, x)) in pos.iter().zip(chunk).enumerate() {
-            let j = i % SUB;
-            if p <= last {
+        // Counted into SUB interleaved sub-histograms (element i into lane i mod SUB), so that
+        // consecutive equal buckets do not wait for each other's increments.
+        let groups = pos[..chunk.len()].chunks_exact(SUB);
+        let rest = groups.remainder();
+        for ps in groups {
+            for j in 0..SUB {
+                if ps[j] != OUT {
+                    sub[ps[j] as usize * SUB + j] += 1;
+                }
+            }
+        }
+        for (j, &p) in rest.iter().enumerate() {
+            if p != OUT {
                 sub[p as usize * SUB + j] += 1;
-            } else if p == EXACT {
-                let v = x.to_f64();
-                let k = ((v - lo) * nb / range) as usize;
-                sub[k.min(bins - 1) * SUB + j] += 1;
             }
         }
     }
@@ -255,6 +350,15 @@ pub fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, s
 /// Σ (a_i − b_i)² over one block in f64. A NaN or Inf on either side makes it non-finite, as in
 /// torch. Lengths must match (checked by the caller).
 pub fn block_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::block_sq_diff(a, b) };
+    }
+    block_sq_diff_any(a, b)
+}
+
+fn block_sq_diff_any<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
     let mut s = [0.0f64; LANES];
     let ca = a.chunks_exact(LANES);
     let cb = b.chunks_exact(LANES);
@@ -265,11 +369,225 @@ pub fn block_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
             s[j] += d * d;
         }
     }
+    sq_diff_finish(s, ra, rb)
+}
+
+/// Adds the elements after the last whole group (to lane 0) and folds the lanes in order.
+#[inline(always)]
+fn sq_diff_finish<A: Element, B: Element>(mut s: [f64; LANES], ra: &[A], rb: &[B]) -> f64 {
     for (x, y) in ra.iter().zip(rb) {
         let d = x.to_f64() - y.to_f64();
         s[0] += d * d;
     }
     s.iter().sum()
+}
+
+/// The kernels in AVX2 (4 f64 lanes per instruction; the portable versions get SSE2's 2 at best),
+/// chosen at run time. Each of the LANES accumulators sees the same operations in the same order as
+/// in the portable version (no fused multiply-add, the same remainder and fold code), so both give
+/// bit-identical results; a test checks it.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Element, LANES, Lanes1, Lanes2};
+
+    /// Four elements from `p`, widened to f64.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load4<T: Element>(p: *const T) -> __m256d {
+        // SAFETY (caller): p points at 4 readable elements of T (f32 or f64, per IS_F32).
+        unsafe {
+            if T::IS_F32 {
+                _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32))
+            } else {
+                _mm256_loadu_pd(p as *const f64)
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn pass1<T: Element>(b: &[T]) -> (f64, f64, f64, u64) {
+        let n = b.len() / LANES * LANES;
+        let zero = _mm256_setzero_pd();
+        let (mut s0, mut s1) = (zero, zero);
+        let (mut mn0, mut mn1) = (_mm256_set1_pd(f64::INFINITY), _mm256_set1_pd(f64::INFINITY));
+        let (mut mx0, mut mx1) = (_mm256_set1_pd(f64::NEG_INFINITY), _mm256_set1_pd(f64::NEG_INFINITY));
+        let (mut z0, mut z1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let p = b.as_ptr();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= b.len().
+            let (v0, v1) = unsafe { (load4(p.add(i)), load4(p.add(i + 4))) };
+            s0 = _mm256_add_pd(s0, v0);
+            s1 = _mm256_add_pd(s1, v1);
+            // min_pd(v, m) is `if v < m { v } else { m }`, as in the portable loop (max alike).
+            mn0 = _mm256_min_pd(v0, mn0);
+            mn1 = _mm256_min_pd(v1, mn1);
+            mx0 = _mm256_max_pd(v0, mx0);
+            mx1 = _mm256_max_pd(v1, mx1);
+            // An equal lane is all ones (-1 as i64): subtracting it counts a zero.
+            z0 = _mm256_sub_epi64(z0, _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_EQ_OQ>(v0, zero)));
+            z1 = _mm256_sub_epi64(z1, _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_EQ_OQ>(v1, zero)));
+            i += LANES;
+        }
+        let mut l = Lanes1::new();
+        // SAFETY: each array holds 8 values; the stores are unaligned ones.
+        unsafe {
+            _mm256_storeu_pd(l.s.as_mut_ptr(), s0);
+            _mm256_storeu_pd(l.s.as_mut_ptr().add(4), s1);
+            _mm256_storeu_pd(l.mn.as_mut_ptr(), mn0);
+            _mm256_storeu_pd(l.mn.as_mut_ptr().add(4), mn1);
+            _mm256_storeu_pd(l.mx.as_mut_ptr(), mx0);
+            _mm256_storeu_pd(l.mx.as_mut_ptr().add(4), mx1);
+            _mm256_storeu_si256(l.z.as_mut_ptr() as *mut __m256i, z0);
+            _mm256_storeu_si256(l.z.as_mut_ptr().add(4) as *mut __m256i, z1);
+        }
+        l.finish(&b[n..])
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn deviations<T: Element>(b: &[T], mean: f64) -> (f64, f64, f64) {
+        let n = b.len() / LANES * LANES;
+        let m = _mm256_set1_pd(mean);
+        let zero = _mm256_setzero_pd();
+        let (mut ds0, mut ds1, mut d10, mut d11, mut sq0, mut sq1) = (zero, zero, zero, zero, zero, zero);
+        let p = b.as_ptr();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= b.len().
+            let (v0, v1) = unsafe { (load4(p.add(i)), load4(p.add(i + 4))) };
+            let (e0, e1) = (_mm256_sub_pd(v0, m), _mm256_sub_pd(v1, m));
+            ds0 = _mm256_add_pd(ds0, _mm256_mul_pd(e0, e0));
+            ds1 = _mm256_add_pd(ds1, _mm256_mul_pd(e1, e1));
+            d10 = _mm256_add_pd(d10, e0);
+            d11 = _mm256_add_pd(d11, e1);
+            sq0 = _mm256_add_pd(sq0, _mm256_mul_pd(v0, v0));
+            sq1 = _mm256_add_pd(sq1, _mm256_mul_pd(v1, v1));
+            i += LANES;
+        }
+        let mut l = Lanes2::new();
+        // SAFETY: each array holds 8 values.
+        unsafe {
+            _mm256_storeu_pd(l.ds.as_mut_ptr(), ds0);
+            _mm256_storeu_pd(l.ds.as_mut_ptr().add(4), ds1);
+            _mm256_storeu_pd(l.d1.as_mut_ptr(), d10);
+            _mm256_storeu_pd(l.d1.as_mut_ptr().add(4), d11);
+            _mm256_storeu_pd(l.sq.as_mut_ptr(), sq0);
+            _mm256_storeu_pd(l.sq.as_mut_ptr().add(4), sq1);
+        }
+        l.finish(&b[n..], mean)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn block_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
+        let len = a.len().min(b.len());
+        let n = len / LANES * LANES;
+        let zero = _mm256_setzero_pd();
+        let (mut s0, mut s1) = (zero, zero);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= both lengths.
+            let (x0, x1, y0, y1) =
+                unsafe { (load4(pa.add(i)), load4(pa.add(i + 4)), load4(pb.add(i)), load4(pb.add(i + 4))) };
+            let (d0, d1) = (_mm256_sub_pd(x0, y0), _mm256_sub_pd(x1, y1));
+            s0 = _mm256_add_pd(s0, _mm256_mul_pd(d0, d0));
+            s1 = _mm256_add_pd(s1, _mm256_mul_pd(d1, d1));
+            i += LANES;
+        }
+        let mut s = [0.0f64; LANES];
+        // SAFETY: s holds 8 values.
+        unsafe {
+            _mm256_storeu_pd(s.as_mut_ptr(), s0);
+            _mm256_storeu_pd(s.as_mut_ptr().add(4), s1);
+        }
+        super::sq_diff_finish(s, &a[n..len], &b[n..len])
+    }
+
+    /// [`deviations`] and [`super::histogram_block`] in one loop: each group of 8 elements is
+    /// loaded and widened once for both. Bucket numbers are computed 4 at a time exactly as the
+    /// portable loop does (the same division and clamps), gathered for 256 elements and then counted
+    /// into the same sub-histogram lanes (element i into lane i mod SUB). `bins` fits in an i32.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn deviations_histogram<T: Element>(
+        b: &[T],
+        mean: f64,
+        lo: f64,
+        hi: f64,
+        bins: usize,
+        sub: &mut [u64],
+    ) -> (f64, f64, f64) {
+        const W: usize = 256;
+        const OUT: u32 = u32::MAX;
+        let n = b.len() / LANES * LANES;
+        let m = _mm256_set1_pd(mean);
+        let zero = _mm256_setzero_pd();
+        let (vlo, vhi, vnb, vrange) =
+            (_mm256_set1_pd(lo), _mm256_set1_pd(hi), _mm256_set1_pd(bins as f64), _mm256_set1_pd(hi - lo));
+        let last = _mm_set1_epi32((bins - 1) as i32);
+        // Picks the low 32 bits of each 64-bit mask lane into the low 128 bits.
+        let narrow = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        // Bucket numbers of 4 elements (OUT outside [lo, hi] or NaN).
+        let buckets = |v: __m256d| -> __m128i {
+            let q = _mm256_div_pd(_mm256_mul_pd(_mm256_sub_pd(v, vlo), vnb), vrange);
+            // max_pd(q, 0) is `if q > 0 { q } else { 0 }` (NaN to 0), min_pd(q, nb) `if q < nb …`.
+            let q = _mm256_min_pd(_mm256_max_pd(q, zero), vnb);
+            let k = _mm_min_epi32(_mm256_cvttpd_epi32(q), last);
+            let inside =
+                _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(v, vlo), _mm256_cmp_pd::<_CMP_LE_OQ>(v, vhi));
+            let inside =
+                _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(inside), narrow));
+            // Inside: k; outside: all ones (OUT).
+            _mm_or_si128(_mm_and_si128(inside, k), _mm_andnot_si128(inside, _mm_set1_epi32(-1)))
+        };
+        let (mut ds0, mut ds1, mut d10, mut d11, mut sq0, mut sq1) = (zero, zero, zero, zero, zero, zero);
+        let mut pos = [0u32; W];
+        let p = b.as_ptr();
+        let mut i = 0;
+        while i < n {
+            let end = (i + W).min(n);
+            let mut k = 0;
+            while i < end {
+                // SAFETY: i + 8 <= n <= b.len().
+                let (v0, v1) = unsafe { (load4(p.add(i)), load4(p.add(i + 4))) };
+                let (e0, e1) = (_mm256_sub_pd(v0, m), _mm256_sub_pd(v1, m));
+                ds0 = _mm256_add_pd(ds0, _mm256_mul_pd(e0, e0));
+                ds1 = _mm256_add_pd(ds1, _mm256_mul_pd(e1, e1));
+                d10 = _mm256_add_pd(d10, e0);
+                d11 = _mm256_add_pd(d11, e1);
+                sq0 = _mm256_add_pd(sq0, _mm256_mul_pd(v0, v0));
+                sq1 = _mm256_add_pd(sq1, _mm256_mul_pd(v1, v1));
+                // SAFETY: k + 8 <= W: 8 u32 written into `pos`.
+                unsafe {
+                    _mm_storeu_si128(pos.as_mut_ptr().add(k) as *mut __m128i, buckets(v0));
+                    _mm_storeu_si128(pos.as_mut_ptr().add(k + 4) as *mut __m128i, buckets(v1));
+                }
+                k += LANES;
+                i += LANES;
+            }
+            for ps in pos[..k].chunks_exact(super::SUB) {
+                for (j, &q) in ps.iter().enumerate() {
+                    if q != OUT {
+                        sub[q as usize * super::SUB + j] += 1;
+                    }
+                }
+            }
+        }
+        // The tail (fewer than 8 elements) starts at a multiple of 8: its lanes are the same.
+        super::histogram_block(&b[n..], lo, hi, bins, sub);
+        let mut l = Lanes2::new();
+        // SAFETY: each array holds 8 values.
+        unsafe {
+            _mm256_storeu_pd(l.ds.as_mut_ptr(), ds0);
+            _mm256_storeu_pd(l.ds.as_mut_ptr().add(4), ds1);
+            _mm256_storeu_pd(l.d1.as_mut_ptr(), d10);
+            _mm256_storeu_pd(l.d1.as_mut_ptr().add(4), d11);
+            _mm256_storeu_pd(l.sq.as_mut_ptr(), sq0);
+            _mm256_storeu_pd(l.sq.as_mut_ptr().add(4), sq1);
+        }
+        l.finish(&b[n..], mean)
+    }
 }
 
 #[cfg(test)]
@@ -312,5 +630,60 @@ mod tests {
             want32[bucket(v as f64, lo, hi, bins).unwrap()] += 1;
         }
         assert_eq!(hist_of(&xs32, lo, hi, bins), want32);
+    }
+
+    /// The AVX2 build of the kernels gives the same bits as the portable one (including NaN, Inf,
+    /// values on bucket edges, and a partial block).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_equal_portable_ones_bit_for_bit() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return; // nothing to compare on this CPU
+        }
+        let mut x = 7u64;
+        let mut xs: Vec<f32> = (0..BLOCK - 3)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 0.07
+            })
+            .collect();
+        let ys: Vec<f64> = xs.iter().map(|&v| v as f64 * 1.5 + 0.01).collect();
+        let (lo, hi, bins) = (-0.07f64, 0.07f64, 37usize);
+        for i in 0..=bins {
+            xs.push((lo + (hi - lo) * i as f64 / bins as f64) as f32);
+        }
+        xs[9] = 0.0;
+        xs[10] = -0.0;
+        for (with_odd, len) in [(false, BLOCK), (false, BLOCK - 5), (true, BLOCK), (true, BLOCK - 5)] {
+            if with_odd {
+                xs[5] = f32::NAN;
+                xs[77] = f32::INFINITY;
+            }
+            let b = &xs[..len];
+            let (p1, v1) = (pass1_any(b), unsafe { avx2::pass1(b) });
+            assert_eq!(
+                (p1.0.to_bits(), p1.1.to_bits(), p1.2.to_bits(), p1.3),
+                (v1.0.to_bits(), v1.1.to_bits(), v1.2.to_bits(), v1.3)
+            );
+            let (pd, vd) = (deviations_any(b, 0.003), unsafe { avx2::deviations(b, 0.003) });
+            assert_eq!([pd.0, pd.1, pd.2].map(f64::to_bits), [vd.0, vd.1, vd.2].map(f64::to_bits));
+            let b64: Vec<f64> = b.iter().map(|&v| v as f64 - 1e-3).collect();
+            assert_eq!(pass1_any(&b64).0.to_bits(), unsafe { avx2::pass1(&b64) }.0.to_bits());
+            let (pd, vd) = (deviations_any(&b64, 0.2), unsafe { avx2::deviations(&b64, 0.2) });
+            assert_eq!([pd.0, pd.1, pd.2].map(f64::to_bits), [vd.0, vd.1, vd.2].map(f64::to_bits));
+            let (mut s1, mut s2) = (vec![0u64; bins * SUB], vec![0u64; bins * SUB]);
+            histogram_block(b, lo, hi, bins, &mut s1);
+            let fused = unsafe { avx2::deviations_histogram(b, 0.003, lo, hi, bins, &mut s2) };
+            assert_eq!(s1, s2, "the same counts in the same lanes");
+            let pd = deviations_any(b, 0.003);
+            assert_eq!([pd.0, pd.1, pd.2].map(f64::to_bits), [fused.0, fused.1, fused.2].map(f64::to_bits));
+            assert!(s1.iter().sum::<u64>() > 4000);
+            assert!(with_odd || p1.3 == 2, "two zeros counted");
+            let n = b.len().min(ys.len());
+            assert_eq!(
+                block_sq_diff_any(&b[..n], &ys[..n]).to_bits(),
+                unsafe { avx2::block_sq_diff(&b[..n], &ys[..n]) }.to_bits()
+            );
+        }
     }
 }
