@@ -7,8 +7,9 @@
 //! lists each tensor's dtype, full size and chunks (offsets, sizes), and where each chunk's bytes are
 //! (`_StorageInfo`: file, offset, length). A data file is either a sequence of `torch.save` archives,
 //! one per chunk at its offset ([`super::torch_item`]), or, with `SerializationFormat.SAFETENSORS`,
-//! one safetensors file keyed by tensor name. A tensor is assembled from its chunks into one tensor
-//! of its full shape.
+//! one safetensors file keyed by tensor name. A tensor is presented as one tensor of its full shape:
+//! a range of it is read straight from the chunks that hold it ([`chunk_runs`]), so a sharded tensor
+//! streams like any other (a chunk stored as a strided view is the exception: read whole).
 //!
 //! Checked before anything is read: every chunk lies inside its tensor, no two overlap and together
 //! they cover it; every referenced file is a plain name inside the folder, exists, and holds the byte
@@ -23,11 +24,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::pickle_scan::{self, ScanError};
 use super::pickle_value::{self, Val};
 use super::safetensors::SafetensorsFile;
-use super::torch_item::{Archive, TensorRef};
+use super::torch_item::{self, Archive, TensorRef};
 use super::{CheckpointError, Dtype, TensorInfo};
 
 /// The metadata file of a DCP folder.
@@ -80,10 +82,19 @@ struct Item {
 /// How a data file stores its chunks.
 #[derive(Debug)]
 enum DataFile {
-    /// `torch.save` archives at offsets.
-    TorchSave,
+    /// `torch.save` archives at offsets (the file, open).
+    TorchSave(File),
     /// One safetensors file keyed by tensor name.
     Safetensors(SafetensorsFile),
+}
+
+/// Where a chunk's values lie, contiguous and row-major over the chunk's sizes.
+#[derive(Clone, Copy, Debug)]
+enum ChunkData {
+    /// At this absolute byte offset of a `torch.save` data file.
+    At(u64),
+    /// Entry `i` of a safetensors data file.
+    Entry(usize),
 }
 
 /// An opened DCP folder.
@@ -92,6 +103,9 @@ pub(crate) struct DcpFolder {
     pub dir: PathBuf,
     items: Vec<Item>,
     files: HashMap<String, DataFile>,
+    /// Per tensor, found on its first range read: where each chunk's values are, or None when a
+    /// chunk cannot be read by range (a strided item), so the tensor is read whole.
+    located: Vec<OnceLock<Option<Vec<ChunkData>>>>,
     /// `.metadata` and every data file, for change detection.
     pub members: Vec<PathBuf>,
 }
@@ -370,7 +384,7 @@ impl DcpFolder {
             let kind = if n == 9 && head[8] == b'{' {
                 DataFile::Safetensors(SafetensorsFile::open(&p)?)
             } else {
-                DataFile::TorchSave
+                DataFile::TorchSave(f)
             };
             files.insert(name.clone(), kind);
             members.push(p);
@@ -391,11 +405,63 @@ impl DcpFolder {
                 }
             }
         }
-        Ok(DcpFolder { dir: dir.to_path_buf(), items, files, members })
+        let located = items.iter().map(|_| OnceLock::new()).collect();
+        Ok(DcpFolder { dir: dir.to_path_buf(), items, files, located, members })
     }
 
     pub(crate) fn infos(&self) -> Vec<TensorInfo> {
         self.items.iter().map(|i| i.info.clone()).collect()
+    }
+
+    /// The safetensors entry holding chunk `c` of `it` in data file `f`.
+    fn entry_of(&self, f: &SafetensorsFile, it: &Item, c: &Chunk) -> Result<usize, CheckpointError> {
+        let path = self.dir.join(&c.file);
+        let i = f
+            .entries
+            .iter()
+            .position(|e| e.info.name == it.info.name)
+            .ok_or_else(|| malformed(&path, format!("no tensor '{}'", it.info.name)))?;
+        if f.entries[i].info.dtype != it.info.dtype {
+            return Err(malformed(
+                &path,
+                format!("tensor '{}' has another dtype than in .metadata", it.info.name),
+            ));
+        }
+        Ok(i)
+    }
+
+    /// The `torch.save` item holding chunk `c` of `it`: the archive and its tensor, checked
+    /// against `.metadata`.
+    fn item_of(&self, file: &File, it: &Item, c: &Chunk) -> Result<(Archive, TensorRef), CheckpointError> {
+        let path = self.dir.join(&c.file);
+        let archive = Archive::open(file, &path, c.offset, c.length, pickle_scan::allowed)?;
+        let t = match TensorRef::from_val(&archive.root) {
+            Some(Ok(t)) => t,
+            Some(Err(why)) => {
+                return Err(malformed(&path, format!("item of '{}': {why}", it.info.name)));
+            }
+            None => {
+                return Err(malformed(
+                    &path,
+                    format!("item at byte {} of '{}' is not a tensor", c.offset, it.info.name),
+                ));
+            }
+        };
+        if t.dtype != it.info.dtype || t.shape != c.sizes {
+            return Err(malformed(
+                &path,
+                format!(
+                    "item at byte {} of '{}' is {} {:?}, .metadata says {} {:?}",
+                    c.offset,
+                    it.info.name,
+                    t.dtype.name(),
+                    t.shape,
+                    it.info.dtype.name(),
+                    c.sizes
+                ),
+            ));
+        }
+        Ok((archive, t))
     }
 
     /// The bytes of one chunk, contiguous (row-major over the chunk's sizes).
@@ -405,52 +471,16 @@ impl DcpFolder {
         let want = c.sizes.iter().product::<usize>() * es;
         let bytes = match self.files.get(&c.file) {
             Some(DataFile::Safetensors(f)) => {
-                let i = f
-                    .entries
-                    .iter()
-                    .position(|e| e.info.name == it.info.name)
-                    .ok_or_else(|| malformed(&path, format!("no tensor '{}'", it.info.name)))?;
-                if f.entries[i].info.dtype != it.info.dtype {
-                    return Err(malformed(
-                        &path,
-                        format!("tensor '{}' has another dtype than in .metadata", it.info.name),
-                    ));
-                }
+                let i = self.entry_of(f, it, c)?;
                 let mut buf = vec![0u8; usize::try_from(f.entries[i].len).unwrap_or(usize::MAX).min(want)];
                 f.read_at(i, 0, &mut buf)?;
                 buf
             }
-            _ => {
-                let file = File::open(&path).map_err(|e| io_err(&path, e))?;
-                let archive = Archive::open(&file, &path, c.offset, c.length, pickle_scan::allowed)?;
-                let t = match TensorRef::from_val(&archive.root) {
-                    Some(Ok(t)) => t,
-                    Some(Err(why)) => {
-                        return Err(malformed(&path, format!("item of '{}': {why}", it.info.name)));
-                    }
-                    None => {
-                        return Err(malformed(
-                            &path,
-                            format!("item at byte {} of '{}' is not a tensor", c.offset, it.info.name),
-                        ));
-                    }
-                };
-                if t.dtype != it.info.dtype || t.shape != c.sizes {
-                    return Err(malformed(
-                        &path,
-                        format!(
-                            "item at byte {} of '{}' is {} {:?}, .metadata says {} {:?}",
-                            c.offset,
-                            it.info.name,
-                            t.dtype.name(),
-                            t.shape,
-                            it.info.dtype.name(),
-                            c.sizes
-                        ),
-                    ));
-                }
-                archive.read(&file, &path, &t)?
+            Some(DataFile::TorchSave(file)) => {
+                let (archive, t) = self.item_of(file, it, c)?;
+                archive.read(file, &path, &t)?
             }
+            None => return Err(malformed(&path, "data file not opened")),
         };
         if bytes.len() != want {
             return Err(malformed(
@@ -459,6 +489,102 @@ impl DcpFolder {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Where chunk `c` of `it` lies, if it can be read by range.
+    fn locate_chunk(&self, it: &Item, c: &Chunk) -> Result<Option<ChunkData>, CheckpointError> {
+        let path = self.dir.join(&c.file);
+        let want = c.sizes.iter().product::<usize>() as u64 * it.info.dtype.size() as u64;
+        match self.files.get(&c.file) {
+            Some(DataFile::Safetensors(f)) => {
+                let i = self.entry_of(f, it, c)?;
+                if f.entries[i].len != want {
+                    return Err(malformed(
+                        &path,
+                        format!("chunk of '{}': {} bytes, expected {want}", it.info.name, f.entries[i].len),
+                    ));
+                }
+                Ok(Some(ChunkData::Entry(i)))
+            }
+            Some(DataFile::TorchSave(file)) => {
+                let (archive, t) = self.item_of(file, it, c)?;
+                let (start, _) = archive.range(&path, &t)?;
+                Ok(torch_item::is_contiguous(&t.shape, &t.stride)
+                    .then(|| ChunkData::At(start + (t.offset * it.info.dtype.size()) as u64)))
+            }
+            None => Err(malformed(&path, "data file not opened")),
+        }
+    }
+
+    /// Where every chunk of tensor `i` lies; None when one of them cannot be read by range or
+    /// could not be located (reading the tensor whole then reports why).
+    fn located(&self, i: usize) -> Option<&[ChunkData]> {
+        self.located[i]
+            .get_or_init(|| {
+                let it = &self.items[i];
+                it.chunks.iter().map(|c| self.locate_chunk(it, c).ok().flatten()).collect()
+            })
+            .as_deref()
+    }
+
+    /// Whether tensor `i` can be read by range (every chunk contiguous in its item).
+    pub(crate) fn streamable(&self, i: usize) -> bool {
+        self.located(i).is_some()
+    }
+
+    /// Bytes `offset .. offset + buf.len()` of tensor `i`'s full row-major data, gathered from the
+    /// chunks that hold them (one read per contiguous run of a chunk). Needs [`Self::streamable`].
+    pub(crate) fn read_range(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        let it = &self.items[i];
+        let es = it.info.dtype.size();
+        let path = |c: &Chunk| self.dir.join(&c.file);
+        let Some(locs) = self.located(i) else {
+            return Err(malformed(&self.dir, format!("tensor '{}' cannot be read by range", it.info.name)));
+        };
+        let end = offset.checked_add(buf.len() as u64);
+        if !offset.is_multiple_of(es as u64)
+            || !buf.len().is_multiple_of(es)
+            || end.is_none_or(|e| e > it.info.numel() as u64 * es as u64)
+        {
+            return Err(malformed(
+                &self.dir,
+                format!("range {offset}+{} does not fit tensor '{}'", buf.len(), it.info.name),
+            ));
+        }
+        let a = (offset / es as u64) as usize;
+        let b = a + buf.len() / es;
+        let shape = &it.info.shape;
+        let mut filled = 0usize;
+        for (c, loc) in it.chunks.iter().zip(locs) {
+            if c.sizes.contains(&0) {
+                continue;
+            }
+            let mut res = Ok(());
+            chunk_runs(shape, &c.offsets, &c.sizes, a, b, &mut |full, inner, len| {
+                if res.is_err() {
+                    return;
+                }
+                let dst = &mut buf[(full - a) * es..(full - a + len) * es];
+                filled += len;
+                res = match (self.files.get(&c.file), loc) {
+                    (Some(DataFile::TorchSave(file)), ChunkData::At(start)) => {
+                        file.read_exact_at(dst, start + (inner * es) as u64).map_err(|e| io_err(&path(c), e))
+                    }
+                    (Some(DataFile::Safetensors(f)), &ChunkData::Entry(e)) => {
+                        f.read_at(e, (inner * es) as u64, dst)
+                    }
+                    _ => Err(malformed(&path(c), "data file changed kind")),
+                };
+            });
+            res?;
+        }
+        if filled != b - a {
+            return Err(malformed(
+                &self.dir,
+                format!("tensor '{}': chunks hold {filled} of {} elements asked for", it.info.name, b - a),
+            ));
+        }
+        Ok(())
     }
 
     /// Tensor `i` assembled from its chunks: contiguous little-endian bytes of its full shape.
@@ -506,6 +632,74 @@ impl DcpFolder {
     }
 }
 
+/// The parts of a chunk (at `offsets`, of `sizes`, in a row-major tensor of `shape`) that fall in
+/// elements `a .. b` of the tensor's flat order: `f(flat start, start in the chunk's own row-major
+/// order, length)`, in increasing flat order. A chunk is a set of runs contiguous in both orders:
+/// dimensions after the last one the chunk does not span whole are contiguous, so a chunk sharded on
+/// dim 0 is one run, one sharded on dim 1 one run per row. Runs wholly outside `a .. b` are skipped
+/// without visiting them (a run's prefix index bounds where it can lie).
+fn chunk_runs(
+    shape: &[usize],
+    offsets: &[usize],
+    sizes: &[usize],
+    a: usize,
+    b: usize,
+    f: &mut dyn FnMut(usize, usize, usize),
+) {
+    let rank = shape.len();
+    let mut strides = vec![1usize; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    // k: the last dimension the chunk does not span whole (None: the chunk is the whole tensor).
+    let Some(k) = (0..rank).rev().find(|&d| sizes[d] != shape[d]) else {
+        let (s, e) = (a, b.min(shape.iter().product()));
+        if s < e {
+            f(s, s, e - s);
+        }
+        return;
+    };
+    let run = sizes[k] * strides[k];
+    // The chunk's own strides for dims before k (row-major over its sizes).
+    let mut cstrides = vec![0usize; k];
+    let mut acc = run;
+    for d in (0..k).rev() {
+        cstrides[d] = acc;
+        acc *= sizes[d];
+    }
+    struct Walk<'a> {
+        offsets: &'a [usize],
+        sizes: &'a [usize],
+        strides: &'a [usize],
+        cstrides: &'a [usize],
+        k: usize,
+        run: usize,
+        a: usize,
+        b: usize,
+    }
+    fn walk(w: &Walk<'_>, d: usize, full: usize, inner: usize, f: &mut dyn FnMut(usize, usize, usize)) {
+        if d == w.k {
+            let s = full + w.offsets[w.k] * w.strides[w.k];
+            let (lo, hi) = (s.max(w.a), (s + w.run).min(w.b));
+            if lo < hi {
+                f(lo, inner + (lo - s), hi - lo);
+            }
+            return;
+        }
+        // Everything with index i at dim d lies in [full + i·stride, full + (i + 1)·stride).
+        let skip = w.a.saturating_sub(full) / w.strides[d];
+        for i in w.offsets[d].max(skip)..w.offsets[d] + w.sizes[d] {
+            let at = full + i * w.strides[d];
+            if at >= w.b {
+                break;
+            }
+            walk(w, d + 1, at, inner + (i - w.offsets[d]) * w.cstrides[d], f);
+        }
+    }
+    let w = Walk { offsets, sizes, strides: &strides, cstrides: &cstrides, k, run, a, b };
+    walk(&w, 0, 0, 0, f);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,5 +727,68 @@ mod tests {
         assert!(is_weight_key("model.a", true) && !is_weight_key("optim.state.a", true));
         assert!(!is_weight_key("step", true));
         assert!(is_weight_key("decoder.w", false) && !is_weight_key("optimizer.state.w", false));
+    }
+
+    /// Every way of cutting small tensors into chunks (along one dimension, two, or none): the
+    /// runs of each chunk inside every range [a, b) name exactly the elements of the chunk in that
+    /// range, each with its position in the chunk's own row-major order.
+    #[test]
+    fn chunk_runs_match_the_brute_force_mapping() {
+        /// A tensor's shape and its chunks' (offsets, sizes).
+        type Case = (Vec<usize>, Vec<(Vec<usize>, Vec<usize>)>);
+        let cases: Vec<Case> = vec![
+            (vec![6], vec![(vec![0], vec![4]), (vec![4], vec![2])]),
+            (vec![4, 3], vec![(vec![0, 0], vec![2, 3]), (vec![2, 0], vec![2, 3])]),
+            (vec![4, 6], vec![(vec![0, 0], vec![4, 2]), (vec![0, 2], vec![4, 4])]),
+            (
+                vec![3, 4, 5],
+                vec![
+                    (vec![0, 0, 0], vec![3, 2, 5]),
+                    (vec![0, 2, 0], vec![2, 2, 5]),
+                    (vec![2, 2, 0], vec![1, 2, 3]),
+                    (vec![2, 2, 3], vec![1, 2, 2]),
+                ],
+            ),
+            (vec![2, 3], vec![(vec![0, 0], vec![2, 3])]),
+            (vec![], vec![(vec![], vec![])]),
+        ];
+        for (shape, chunks) in cases {
+            let numel: usize = shape.iter().product();
+            let flat = |idx: &[usize]| idx.iter().zip(&shape).fold(0, |acc, (i, d)| acc * d + i);
+            // Brute force: chunk position of every flat index.
+            let mut owner = vec![None; numel];
+            for (ci, (off, sz)) in chunks.iter().enumerate() {
+                let n: usize = sz.iter().product();
+                for inner in 0..n {
+                    let mut rest = inner;
+                    let mut idx = vec![0; sz.len()];
+                    for d in (0..sz.len()).rev() {
+                        idx[d] = off[d] + rest % sz[d];
+                        rest /= sz[d];
+                    }
+                    owner[flat(&idx)] = Some((ci, inner));
+                }
+            }
+            assert!(owner.iter().all(Option::is_some), "{shape:?}: the chunks cover the tensor");
+            for a in 0..numel {
+                for b in a + 1..=numel {
+                    let mut seen = vec![None; numel];
+                    for (ci, (off, sz)) in chunks.iter().enumerate() {
+                        let mut last = None;
+                        chunk_runs(&shape, off, sz, a, b, &mut |full, inner, len| {
+                            assert!(len > 0 && full >= a && full + len <= b);
+                            assert!(last.is_none_or(|l| full >= l), "runs in flat order");
+                            last = Some(full + len);
+                            for t in 0..len {
+                                assert!(seen[full + t].is_none(), "element {} visited twice", full + t);
+                                seen[full + t] = Some((ci, inner + t));
+                            }
+                        });
+                    }
+                    assert_eq!(&seen[a..b], &owner[a..b], "{shape:?} {chunks:?} [{a}, {b})");
+                    assert!(seen[..a].iter().chain(&seen[b..]).all(Option::is_none));
+                }
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::pickle_scan;
 use super::pickle_value::Val;
-use super::torch_item::{Archive, TensorRef, read_tensor};
+use super::torch_item::{self, Archive, TensorRef, read_tensor};
 use super::{CheckpointError, Dtype, TensorInfo};
 
 fn malformed(path: &Path, why: impl Into<String>) -> CheckpointError {
@@ -368,6 +368,69 @@ impl DeepSpeedFolder {
                     ));
                 }
                 Ok(out)
+            }
+        }
+    }
+}
+
+impl DeepSpeedFolder {
+    /// Whether tensor `i` can be read by range: always, except a strided view in a model-states
+    /// file (read whole).
+    pub(crate) fn streamable(&self, i: usize) -> bool {
+        match &self.tensors[i].1 {
+            Source::Whole(_, _, t) => torch_item::is_contiguous(&t.shape, &t.stride),
+            Source::Pieces(_) => true,
+        }
+    }
+
+    /// Bytes `offset .. offset + buf.len()` of tensor `i` (see [`Self::streamable`]): from its
+    /// storage, or from the partition pieces that hold them.
+    pub(crate) fn read_range(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        let (info, src) = &self.tensors[i];
+        let es = info.dtype.size() as u64;
+        let total = info.numel() as u64 * es;
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > total) {
+            return Err(malformed(
+                &self.files[0],
+                format!("range {offset}+{} past tensor '{}' ({total} bytes)", buf.len(), info.name),
+            ));
+        }
+        match src {
+            Source::Whole(fi, start, t) if torch_item::is_contiguous(&t.shape, &t.stride) => {
+                let p = &self.files[*fi];
+                let f = File::open(p).map_err(|e| io_err(p, e))?;
+                f.read_exact_at(buf, start + t.offset as u64 * es + offset).map_err(|e| io_err(p, e))
+            }
+            Source::Whole(..) => {
+                Err(malformed(&self.files[0], format!("tensor '{}' cannot be read by range", info.name)))
+            }
+            Source::Pieces(pieces) => {
+                // Pieces hold consecutive elements: skip to the one holding `offset`.
+                let (mut base, mut filled) = (0u64, 0usize);
+                for &(fi, at, n) in pieces {
+                    let len = n as u64 * es;
+                    let pos = offset + filled as u64;
+                    if filled == buf.len() {
+                        break;
+                    }
+                    if pos < base + len {
+                        let from = pos - base;
+                        let take = ((len - from) as usize).min(buf.len() - filled);
+                        let p = &self.files[fi];
+                        let f = File::open(p).map_err(|e| io_err(p, e))?;
+                        f.read_exact_at(&mut buf[filled..filled + take], at + from)
+                            .map_err(|e| io_err(p, e))?;
+                        filled += take;
+                    }
+                    base += len;
+                }
+                if filled != buf.len() {
+                    return Err(malformed(
+                        &self.files[0],
+                        format!("'{}': partitions hold too few elements", info.name),
+                    ));
+                }
+                Ok(())
             }
         }
     }

@@ -47,8 +47,8 @@ impl Part {
     }
 }
 
-/// Read tensor `i` whole through `read_bytes`, then copy the range asked for (DCP tensors are
-/// assembled from chunks and DeepSpeed ZeRO-3 ones from partitions: not streamable).
+/// Read tensor `i` whole through `read_bytes`, then copy the range asked for (a tensor stored as a
+/// strided view in a DCP item or a DeepSpeed model-states file: not streamable).
 fn copy_range(path: &Path, all: Vec<u8>, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
     let start =
         usize::try_from(offset).ok().filter(|&o| o.checked_add(buf.len()).is_some_and(|e| e <= all.len()));
@@ -67,10 +67,13 @@ impl TensorSource for DcpFolder {
         self.infos()
     }
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        if DcpFolder::streamable(self, i) {
+            return self.read_range(i, offset, buf);
+        }
         copy_range(&self.dir, self.read_bytes(i)?, offset, buf)
     }
-    fn streamable(&self, _i: usize) -> bool {
-        false
+    fn streamable(&self, i: usize) -> bool {
+        DcpFolder::streamable(self, i)
     }
 }
 
@@ -79,11 +82,14 @@ impl TensorSource for DeepSpeedFolder {
         self.infos()
     }
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
+        if DeepSpeedFolder::streamable(self, i) {
+            return self.read_range(i, offset, buf);
+        }
         let dir = self.members().first().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
         copy_range(&dir, self.read_bytes(i)?, offset, buf)
     }
-    fn streamable(&self, _i: usize) -> bool {
-        false
+    fn streamable(&self, i: usize) -> bool {
+        DeepSpeedFolder::streamable(self, i)
     }
 }
 

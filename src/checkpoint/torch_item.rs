@@ -321,7 +321,7 @@ impl Archive {
     }
 }
 
-fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+pub(crate) fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     let mut expect = 1usize;
     for (d, s) in shape.iter().zip(stride).rev() {
         if *d != 1 && *s != expect {

@@ -45,6 +45,8 @@ def model_sd():
         "layers.1.bias": torch.linspace(-1, 1, 7),
         "norm.weight": torch.ones(6, dtype=torch.float16),
         "head.weight": torch.randn(3, 9).double(),
+        # Larger than the smallest ingest chunk (8192 f32), so a small memory budget streams it.
+        "blocks.0.weight": torch.randn(96, 700) * 0.05 - 0.01,
         "step_count": torch.tensor(42, dtype=torch.int64),
     }
 
@@ -152,7 +154,7 @@ def bad_variants(good):
     def past_eof(md):
         for k, v in md.storage_data.items():
             if k.fqn == w:
-                v.offset += 100000
+                v.offset += 1 << 30  # far past any data file
 
     variant("overlap", overlap)
     variant("missing_chunk", missing)
@@ -173,7 +175,7 @@ def world2():
     for k, v in sd.items():
         if v.dim() == 0:
             sharded[k] = v
-        elif k == "layers.0.weight":
+        elif k in ("layers.0.weight", "blocks.0.weight"):
             sharded[k] = distribute_tensor(v, mesh, [Shard(1)])  # split along columns
         else:
             sharded[k] = distribute_tensor(v, mesh, [Shard(0)])  # uneven where the rows are odd
