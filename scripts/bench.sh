@@ -64,7 +64,7 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 for fmt in pt safetensors; do
     F="$OUT/g$GIB/step-1000.$fmt"
     cat "$F" > /dev/null   # warm the page cache
-    run_n "cat.$fmt" cat "$F"
+    run_n "cat.$fmt" bash -c "cat $F > /dev/null"   # read speed of the page cache (nothing written)
     run_n "ingest.$fmt" bash -c "ingest $F --no-archive"
     cp "$OUT/last.out" "$OUT/ingest.$fmt.csv"
     run_n "archive.$fmt" bash -c "ingest $F"
@@ -74,7 +74,7 @@ for fmt in pt safetensors; do
     fi
 done
 cat "$DCP"/* > /dev/null
-run_n "cat.dcp" bash -c "cat $DCP/* $DCP/.metadata"
+run_n "cat.dcp" bash -c "cat $DCP/* $DCP/.metadata > /dev/null"
 run_n "ingest.dcp" bash -c "ingest $DCP --no-archive"
 run_n "idle" "$L" --help
 if [ -n "${BENCH_BIG_GIB:-}" ]; then
@@ -110,11 +110,11 @@ END {
     printf "\n%.2f GB checkpoint, warm page cache, median of %d runs, whole processes\n", gb, rep
     printf "%-42s %8s %8s %9s %10s\n", "", "wall s", "CPU s", "CPU s/GB", "peak RSS"
     split("cat.pt ingest.pt archive.pt python.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors cat.dcp ingest.dcp idle big.pt", order, " ")
-    label["cat.pt"] = "cat step-1000.pt"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
+    label["cat.pt"] = "cat step-1000.pt > /dev/null"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
     label["archive.pt"] = "landscaped ingest .pt (+ archive, fsync)"; label["python.pt"] = "Python: torch.load + torch ops (f64)"
-    label["cat.safetensors"] = "cat step-1000.safetensors"; label["ingest.safetensors"] = "landscaped ingest .safetensors --no-archive"
+    label["cat.safetensors"] = "cat step-1000.safetensors > /dev/null"; label["ingest.safetensors"] = "landscaped ingest .safetensors --no-archive"
     label["archive.safetensors"] = "landscaped ingest .safetensors (+ archive)"; label["python.safetensors"] = "Python: load_file + torch ops (f64)"
-    label["cat.dcp"] = "cat the DCP folder (4 .distcp files)"; label["ingest.dcp"] = "landscaped ingest DCP folder --no-archive"
+    label["cat.dcp"] = "cat the DCP folder (4 .distcp files) > /dev/null"; label["ingest.dcp"] = "landscaped ingest DCP folder --no-archive"
     label["idle"] = "landscaped --help (start-up floor)"; label["big.pt"] = sprintf("ingest %.1f GB .pt --no-archive (1 run)", big / 1e9)
     for (i = 1; i <= 12; i++) {
         n = order[i]; if (!(n in cnt)) continue
