@@ -48,6 +48,7 @@ def main():
     train = data(256, 1)
     # The evaluation ids first: a daemon watching the Trainer's folder evaluates checkpoints as they come.
     ev = data(8, 2)
+    os.makedirs(a.out, exist_ok=True)
     save_file({"input_ids": ev.contiguous()}, os.path.join(a.out, "eval_ids.safetensors"))
     out = a.trainer_out or a.out
     # The real Hugging Face Trainer on the CPU, as a user runs it: it writes checkpoint-N/ folders
