@@ -37,8 +37,9 @@ ls_slice() {
 PYARGS=(--backend python --python "$PY" --factory landscape_factory:build)
 
 # The bare loop: eager DigitsCNN with the checkpoint, the reference code's directions, the grid.
+# py_loop [THREADS] [NICE]: the bare loop's grid seconds (default: T threads, the shell's priority).
 py_loop() {
-    "$PY" - "$CK" "$MD" "$N" "$T" <<'PYEOF'
+    nice -n "${2:-0}" "$PY" - "$CK" "$MD" "$N" "${1:-$T}" <<'PYEOF'
 import sys, time
 import torch, torch.nn.functional as F
 from safetensors.torch import load_file
@@ -77,14 +78,19 @@ print(time.perf_counter() - t0)
 PYEOF
 }
 
-TS=(); P1=(); PN=(); BL=()
+# Workers run at nice +10 (the sidecar yields to the trainer): the bare loop runs both at the shell's
+# priority and at the workers' (nice 10), and with 1 thread (what each of the T workers has).
+TS=(); P1=(); PN=(); BL=(); BLN=(); BL1=()
 for r in $(seq 1 "$ROUNDS"); do
     ts=$(ls_slice "$W/d-ts" --model-dir "$MD")
     p1=$(ls_slice "$W/d-p1" "${PYARGS[@]}" --workers 1)
     pn=$(ls_slice "$W/d-pn" "${PYARGS[@]}")
     bl=$(py_loop)
-    TS+=("$ts"); P1+=("$p1"); PN+=("$pn"); BL+=("$bl")
-    echo "round $r: torchscript workers $ts s, python 1 worker $p1 s, python workers $pn s, bare loop $bl s"
+    bln=$(py_loop "$T" 10)
+    bl1=$(py_loop 1)
+    TS+=("$ts"); P1+=("$p1"); PN+=("$pn"); BL+=("$bl"); BLN+=("$bln"); BL1+=("$bl1")
+    printf 'round %s: torchscript workers %.2f s, python 1 worker %.2f s, python workers %.2f s, bare loop %.2f s (nice 10: %.2f s, 1 thread: %.2f s)\n' \
+        "$r" "$ts" "$p1" "$pn" "$bl" "$bln" "$bl1"
 done
 
 # HVPs: the CNN through both workers and bare; the GPT-2 through the Python worker and bare.
@@ -97,18 +103,18 @@ CNN=$("$PY" scripts/bench_python_worker.py landscape_factory:build "$CK" 256 "$K
 GPT=$("$PY" scripts/bench_python_worker.py gpt2_factory:build "$GCK" 4 "$K" "$T" \
     "python={\"factory\":\"gpt2_factory:build\",\"batch_size\":4,\"device\":\"cpu\",\"threads\":$T,\"checkpoint\":\"$GCK\"}=$PYW" 2>/dev/null)
 
-"$PY" - "$N" "$T" "${TS[*]}" "${P1[*]}" "${PN[*]}" "${BL[*]}" "$CNN" "$GPT" <<'PYEOF'
+"$PY" - "$N" "$T" "${TS[*]}" "${P1[*]}" "${PN[*]}" "${BL[*]}" "${BLN[*]}" "${BL1[*]}" "$CNN" "$GPT" <<'PYEOF'
 import sys, json, statistics as st
 n, t = int(sys.argv[1]), int(sys.argv[2])
-ts, p1, pn, bl = ([float(v) for v in a.split()] for a in sys.argv[3:7])
-cnn, gpt = json.loads(sys.argv[7]), json.loads(sys.argv[8])
+ts, p1, pn, bl, bln, bl1 = ([float(v) for v in a.split()] for a in sys.argv[3:9])
+cnn, gpt = json.loads(sys.argv[9]), json.loads(sys.argv[10])
 cnn_py, cnn_ts, cnn_bare, g_py, g_bare = cnn["python"], cnn["torchscript"], cnn["bare"], gpt["python"], gpt["bare"]
 pts = n * n
-m = {k: st.median(v) for k, v in (("ts", ts), ("p1", p1), ("pn", pn), ("bl", bl))}
+m = {k: st.median(v) for k, v in (("ts", ts), ("p1", p1), ("pn", pn), ("bl", bl), ("bln", bln), ("bl1", bl1))}
 print(f"slice grid {n}x{n} = {pts} points, digits CNN, batch 256, {t} thread(s), medians of {len(ts)} rounds:")
-print(f"  bare eager PyTorch loop, {t} threads:  {pts / m['bl']:7.1f} points/s")
-print(f"  python worker, 1 worker x {t} threads: {pts / m['p1']:7.1f} points/s = {m['bl'] / m['p1']:.2f}x the bare loop")
-print(f"  python workers, {t} x 1 thread:        {pts / m['pn']:7.1f} points/s = {m['bl'] / m['pn']:.2f}x the bare loop")
+print(f"  bare eager PyTorch loop, {t} threads:  {pts / m['bl']:7.1f} points/s (at nice 10 as the workers: {pts / m['bln']:.1f}; 1 thread: {pts / m['bl1']:.1f}, so {t} threads scale {m['bl1'] / m['bl']:.2f}x)")
+print(f"  python worker, 1 worker x {t} threads: {pts / m['p1']:7.1f} points/s = {m['bl'] / m['p1']:.2f}x the bare loop ({m['bln'] / m['p1']:.2f}x at the same priority)")
+print(f"  python workers, {t} x 1 thread:        {pts / m['pn']:7.1f} points/s = {m['bl'] / m['pn']:.2f}x the bare loop ({m['bln'] / m['pn']:.2f}x at the same priority; {m['bl1'] / m['pn']:.2f}x the 1-thread loop)")
 print(f"  torchscript workers, {t} x 1 thread:   {pts / m['ts']:7.1f} points/s = {m['pn'] / m['ts']:.2f}x the python workers")
 print(f"HVP (medians; the workers' and the bare process's products alternated), {t} thread(s):")
 print(f"  digits CNN (d={cnn_py['dim']}): python worker {cnn_py['hvp'] * 1e3:.2f} ms, bare PyTorch {cnn_bare['hvp'] * 1e3:.2f} ms "

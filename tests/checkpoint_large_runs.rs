@@ -269,8 +269,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
     let f = fixture();
     let bad = f.dir.path().join("bad");
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 6] = [
         ("overlap", ".metadata", "chunks at [0, 0] and [5, 0] overlap"),
+        ("huge", ".metadata", "size [1099511627776, 1099511627776] is too large to be a tensor"),
         ("missing_chunk", ".metadata", "missing chunks"),
         ("unknown_class", ".metadata", "refused: pickle references collections.Counter"),
         ("transform", ".metadata", "transforms [\"zstd\"] (compressed DCP)"),

@@ -222,6 +222,11 @@ fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
             .get("size")
             .and_then(|s| s.as_usizes())
             .ok_or_else(|| malformed(&path, format!("'{key}': size is not a torch.Size")))?;
+        // A size whose byte count does not fit in 62 bits is no checkpoint (and would overflow).
+        let bytes = shape.iter().try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
+        if bytes.is_none_or(|b| b > 1 << 62) {
+            return Err(malformed(&path, format!("'{key}': size {shape:?} is too large to be a tensor")));
+        }
         let chunk_vals = md
             .get("chunks")
             .and_then(|c| c.items())

@@ -13,7 +13,7 @@ Writes under OUT:
                           latest_checkpointed_iteration.txt ("100")
 - lightning/epoch=0-step=12.ckpt/  Lightning's sharded layout as its FSDPStrategy writes it:
                           DCP of {"model": sd, "optimizer_0": ...} + meta.pt (global_step 12)
-- OUT/bad/{overlap,missing_chunk,unknown_class,transform,past_eof}/  dcp1 with one defect in .metadata
+- OUT/bad/{overlap,huge,missing_chunk,unknown_class,transform,past_eof}/  dcp1 with one defect in .metadata
 - OUT/reference.json     per layout: PyTorch's statistics (float64) of the reassembled model state dict
                           (norm, mean, std, min, max, torch.histc bins=30) and the raw values' file
 - OUT/<layout>.safetensors  the reassembled model state dict (what landscaped must read back exactly)
@@ -156,7 +156,13 @@ def bad_variants(good):
             if k.fqn == w:
                 v.offset += 1 << 30  # far past any data file
 
+    def huge(md):  # a size of 2^80 elements, covered by one chunk of the same size
+        md.state_dict_metadata[w].size = torch.Size([2**40, 2**40])
+        c = md.state_dict_metadata[w].chunks[0]
+        md.state_dict_metadata[w].chunks[0] = meta.ChunkStorageMetadata(offsets=c.offsets, sizes=torch.Size([2**40, 2**40]))
+
     variant("overlap", overlap)
+    variant("huge", huge)
     variant("missing_chunk", missing)
     variant("unknown_class", unknown_class)
     variant("transform", transform)
