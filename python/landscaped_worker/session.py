@@ -175,7 +175,17 @@ class Session:
 
     def op_shutdown(self, body):
         self.done = True
+        self.states.clear()
+        self.vectors.clear()
+        self.hessian = None
+        self.release_gpu_memory()
         return {"reply": "ok"}
+
+    def release_gpu_memory(self):
+        """Hands the CUDA caching allocator's unused blocks back to the driver, so that GPU memory a
+        finished job used is free for the trainer (the process's exit would, later)."""
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # ---- the model ------------------------------------------------------------------------------
 
@@ -389,6 +399,7 @@ class Session:
         for h in body.get("handles") or []:
             self.states.pop(h, None)
             self.vectors.pop(h, None)
+        self.release_gpu_memory()
         return {"reply": "ok"}
 
     # ---- random directions ------------------------------------------------------------------------
@@ -506,6 +517,7 @@ class Session:
             raise bad("no Hessian work open")
         self.hessian = None
         self.vectors.clear()
+        self.release_gpu_memory()
         return {"reply": "ok"}
 
     def split(self, v):
