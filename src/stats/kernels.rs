@@ -406,6 +406,56 @@ mod avx2 {
         }
     }
 
+    /// Writes lanes 0–3 and 4–7 into `out`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store8(out: &mut [f64; LANES], lo: __m256d, hi: __m256d) {
+        // SAFETY: `out` holds 8 f64; the stores are unaligned ones.
+        unsafe {
+            _mm256_storeu_pd(out.as_mut_ptr(), lo);
+            _mm256_storeu_pd(out.as_mut_ptr().add(4), hi);
+        }
+    }
+
+    /// The second pass's 8 lanes of Σ(x − mean)², Σ(x − mean), Σx², two registers each.
+    struct Deviations {
+        m: __m256d,
+        ds: [__m256d; 2],
+        d1: [__m256d; 2],
+        sq: [__m256d; 2],
+    }
+
+    impl Deviations {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn new(mean: f64) -> Deviations {
+            let z = _mm256_setzero_pd();
+            Deviations { m: _mm256_set1_pd(mean), ds: [z; 2], d1: [z; 2], sq: [z; 2] }
+        }
+
+        /// Adds 8 elements: `v[0]` to lanes 0–3, `v[1]` to lanes 4–7.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn add(&mut self, v: [__m256d; 2]) {
+            for h in 0..2 {
+                let e = _mm256_sub_pd(v[h], self.m);
+                self.ds[h] = _mm256_add_pd(self.ds[h], _mm256_mul_pd(e, e));
+                self.d1[h] = _mm256_add_pd(self.d1[h], e);
+                self.sq[h] = _mm256_add_pd(self.sq[h], _mm256_mul_pd(v[h], v[h]));
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn lanes(&self) -> Lanes2 {
+            let mut l = Lanes2::new();
+            store8(&mut l.ds, self.ds[0], self.ds[1]);
+            store8(&mut l.d1, self.d1[0], self.d1[1]);
+            store8(&mut l.sq, self.sq[0], self.sq[1]);
+            l
+        }
+    }
+
     #[target_feature(enable = "avx2")]
     pub(super) fn pass1<T: Element>(b: &[T]) -> (f64, f64, f64, u64) {
         let n = b.len() / LANES * LANES;
@@ -432,14 +482,11 @@ mod avx2 {
             i += LANES;
         }
         let mut l = Lanes1::new();
-        // SAFETY: each array holds 8 values; the stores are unaligned ones.
+        store8(&mut l.s, s0, s1);
+        store8(&mut l.mn, mn0, mn1);
+        store8(&mut l.mx, mx0, mx1);
+        // SAFETY: `l.z` holds 8 u64; the stores are unaligned ones.
         unsafe {
-            _mm256_storeu_pd(l.s.as_mut_ptr(), s0);
-            _mm256_storeu_pd(l.s.as_mut_ptr().add(4), s1);
-            _mm256_storeu_pd(l.mn.as_mut_ptr(), mn0);
-            _mm256_storeu_pd(l.mn.as_mut_ptr().add(4), mn1);
-            _mm256_storeu_pd(l.mx.as_mut_ptr(), mx0);
-            _mm256_storeu_pd(l.mx.as_mut_ptr().add(4), mx1);
             _mm256_storeu_si256(l.z.as_mut_ptr() as *mut __m256i, z0);
             _mm256_storeu_si256(l.z.as_mut_ptr().add(4) as *mut __m256i, z1);
         }
@@ -449,34 +496,15 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) fn deviations<T: Element>(b: &[T], mean: f64) -> (f64, f64, f64) {
         let n = b.len() / LANES * LANES;
-        let m = _mm256_set1_pd(mean);
-        let zero = _mm256_setzero_pd();
-        let (mut ds0, mut ds1, mut d10, mut d11, mut sq0, mut sq1) = (zero, zero, zero, zero, zero, zero);
+        let mut acc = Deviations::new(mean);
         let p = b.as_ptr();
         let mut i = 0;
         while i < n {
             // SAFETY: i + 8 <= n <= b.len().
-            let (v0, v1) = unsafe { (load4(p.add(i)), load4(p.add(i + 4))) };
-            let (e0, e1) = (_mm256_sub_pd(v0, m), _mm256_sub_pd(v1, m));
-            ds0 = _mm256_add_pd(ds0, _mm256_mul_pd(e0, e0));
-            ds1 = _mm256_add_pd(ds1, _mm256_mul_pd(e1, e1));
-            d10 = _mm256_add_pd(d10, e0);
-            d11 = _mm256_add_pd(d11, e1);
-            sq0 = _mm256_add_pd(sq0, _mm256_mul_pd(v0, v0));
-            sq1 = _mm256_add_pd(sq1, _mm256_mul_pd(v1, v1));
+            acc.add(unsafe { [load4(p.add(i)), load4(p.add(i + 4))] });
             i += LANES;
         }
-        let mut l = Lanes2::new();
-        // SAFETY: each array holds 8 values.
-        unsafe {
-            _mm256_storeu_pd(l.ds.as_mut_ptr(), ds0);
-            _mm256_storeu_pd(l.ds.as_mut_ptr().add(4), ds1);
-            _mm256_storeu_pd(l.d1.as_mut_ptr(), d10);
-            _mm256_storeu_pd(l.d1.as_mut_ptr().add(4), d11);
-            _mm256_storeu_pd(l.sq.as_mut_ptr(), sq0);
-            _mm256_storeu_pd(l.sq.as_mut_ptr().add(4), sq1);
-        }
-        l.finish(&b[n..], mean)
+        acc.lanes().finish(&b[n..], mean)
     }
 
     #[target_feature(enable = "avx2")]
@@ -521,7 +549,6 @@ mod avx2 {
         const W: usize = 256;
         const OUT: u32 = u32::MAX;
         let n = b.len() / LANES * LANES;
-        let m = _mm256_set1_pd(mean);
         let zero = _mm256_setzero_pd();
         let (vlo, vhi, vnb, vrange) =
             (_mm256_set1_pd(lo), _mm256_set1_pd(hi), _mm256_set1_pd(bins as f64), _mm256_set1_pd(hi - lo));
@@ -541,7 +568,7 @@ mod avx2 {
             // Inside: k; outside: all ones (OUT).
             _mm_or_si128(_mm_and_si128(inside, k), _mm_andnot_si128(inside, _mm_set1_epi32(-1)))
         };
-        let (mut ds0, mut ds1, mut d10, mut d11, mut sq0, mut sq1) = (zero, zero, zero, zero, zero, zero);
+        let mut acc = Deviations::new(mean);
         let mut pos = [0u32; W];
         let p = b.as_ptr();
         let mut i = 0;
@@ -551,13 +578,7 @@ mod avx2 {
             while i < end {
                 // SAFETY: i + 8 <= n <= b.len().
                 let (v0, v1) = unsafe { (load4(p.add(i)), load4(p.add(i + 4))) };
-                let (e0, e1) = (_mm256_sub_pd(v0, m), _mm256_sub_pd(v1, m));
-                ds0 = _mm256_add_pd(ds0, _mm256_mul_pd(e0, e0));
-                ds1 = _mm256_add_pd(ds1, _mm256_mul_pd(e1, e1));
-                d10 = _mm256_add_pd(d10, e0);
-                d11 = _mm256_add_pd(d11, e1);
-                sq0 = _mm256_add_pd(sq0, _mm256_mul_pd(v0, v0));
-                sq1 = _mm256_add_pd(sq1, _mm256_mul_pd(v1, v1));
+                acc.add([v0, v1]);
                 // SAFETY: k + 8 <= W: 8 u32 written into `pos`.
                 unsafe {
                     _mm_storeu_si128(pos.as_mut_ptr().add(k) as *mut __m128i, buckets(v0));
@@ -576,17 +597,7 @@ mod avx2 {
         }
         // The tail (fewer than 8 elements) starts at a multiple of 8: its lanes are the same.
         super::histogram_block(&b[n..], lo, hi, bins, sub);
-        let mut l = Lanes2::new();
-        // SAFETY: each array holds 8 values.
-        unsafe {
-            _mm256_storeu_pd(l.ds.as_mut_ptr(), ds0);
-            _mm256_storeu_pd(l.ds.as_mut_ptr().add(4), ds1);
-            _mm256_storeu_pd(l.d1.as_mut_ptr(), d10);
-            _mm256_storeu_pd(l.d1.as_mut_ptr().add(4), d11);
-            _mm256_storeu_pd(l.sq.as_mut_ptr(), sq0);
-            _mm256_storeu_pd(l.sq.as_mut_ptr().add(4), sq1);
-        }
-        l.finish(&b[n..], mean)
+        acc.lanes().finish(&b[n..], mean)
     }
 }
 
