@@ -437,11 +437,11 @@ mod avx2 {
         #[inline]
         #[target_feature(enable = "avx2")]
         fn add(&mut self, v: [__m256d; 2]) {
-            for h in 0..2 {
-                let e = _mm256_sub_pd(v[h], self.m);
+            for (h, x) in v.into_iter().enumerate() {
+                let e = _mm256_sub_pd(x, self.m);
                 self.ds[h] = _mm256_add_pd(self.ds[h], _mm256_mul_pd(e, e));
                 self.d1[h] = _mm256_add_pd(self.d1[h], e);
-                self.sq[h] = _mm256_add_pd(self.sq[h], _mm256_mul_pd(v[h], v[h]));
+                self.sq[h] = _mm256_add_pd(self.sq[h], _mm256_mul_pd(x, x));
             }
         }
 
