@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz the checkpoint readers and the pickle scanner (libFuzzer through libfuzzer-sys):
-# fuzz_safetensors, fuzz_torchzip, fuzz_pickle_scan, fuzz_chunked (the streaming reads against whole reads).
+# fuzz_safetensors, fuzz_torchzip, fuzz_pickle_scan, fuzz_chunked (the streaming reads against whole reads),
+# fuzz_dcp (a DCP folder's .metadata and data file; its tensors streamed by range against whole reads).
 # Each target runs FUZZ_SECONDS (default 300) at low priority, seeded with checkpoints PyTorch writes
 # (tests/python/checkpoint_make.py), and prints its executions (libFuzzer's final stats).
 # With a nightly toolchain and cargo-fuzz it uses `cargo fuzz` (AddressSanitizer); otherwise it builds
@@ -14,7 +15,7 @@ secs="${FUZZ_SECONDS:-300}"
 [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm
 jobs="${FUZZ_JOBS:-1}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan fuzz_chunked)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan fuzz_chunked fuzz_dcp)
 
 if ! command -v c++ >/dev/null 2>&1; then
     echo "fuzz: no C++ compiler (libFuzzer is C++): install g++ (apt-get install g++)" >&2
@@ -53,6 +54,31 @@ if [ ! -d fuzz/corpus/fuzz_chunked ] || [ -z "$(ls -A fuzz/corpus/fuzz_chunked 2
     for f in fuzz/corpus/fuzz_torchzip/seed*; do
         [ -f "$f" ] || continue; n=$((n + 1)); { printf '\x07'; cat "$f"; } > "fuzz/corpus/fuzz_chunked/pt$n"
     done
+fi
+
+# fuzz_dcp: DCP folders written by torch.distributed.checkpoint in one process (f32, f64, bf16 and
+# integer tensors), packed as: selector byte, u32 length, .metadata, the data file.
+if [ ! -d fuzz/corpus/fuzz_dcp ] || [ -z "$(ls -A fuzz/corpus/fuzz_dcp 2>/dev/null)" ]; then
+    mkdir -p fuzz/corpus/fuzz_dcp
+    .venv/bin/python - fuzz/corpus/fuzz_dcp <<'PY'
+import os, struct, sys, tempfile, warnings
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystemWriter
+warnings.filterwarnings("ignore")
+torch.manual_seed(0)
+sds = [
+    {"model": {"w": torch.randn(6, 5), "b": torch.zeros(5), "h": torch.randn(4, 3).to(torch.bfloat16)}},
+    {"model": {"w": torch.randn(3, 7).double(), "n": torch.tensor(3)}},
+]
+for k, sd in enumerate(sds):
+    with tempfile.TemporaryDirectory() as d:
+        dcp.save(sd, storage_writer=FileSystemWriter(d, thread_count=1))
+        meta = open(os.path.join(d, ".metadata"), "rb").read()
+        data = open(os.path.join(d, "__0_0.distcp"), "rb").read()
+        for sel in (3, 8):
+            open(os.path.join(sys.argv[1], f"seed{k}-{sel}"), "wb").write(bytes([sel]) + struct.pack("<I", len(meta)) + meta + data)
+PY
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo fuzz --version >/dev/null 2>&1; then
