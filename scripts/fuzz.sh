@@ -100,7 +100,9 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t for ${secs}s ($mode)"
     start=$(date +%s)
     par=()
-    # With -jobs libFuzzer writes fuzz-N.log files in the current folder; keep them in fuzz/.
+    # With -jobs libFuzzer writes fuzz-N.log files in the current folder (fuzz/); an earlier run's must
+    # not be counted.
+    rm -f fuzz/fuzz-*.log
     [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
     log="fuzz/$t.log"
     if [ "$mode" = cargo-fuzz ]; then
@@ -112,7 +114,9 @@ for t in "${targets[@]}"; do
             -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 "${par[@]}" \
             -print_final_stats=1) >"$log" 2>&1 || { tail -n 30 "$log"; echo "fuzz: $t FAILED (see $log)"; exit 1; }
     fi
-    # (no fuzz-N.log files without -jobs: grep's status must not end the script)
-    execs=$({ grep -h 'stat::number_of_executed_units' "$log" fuzz/fuzz-*.log 2>/dev/null || true; } | awk '{s += $2} END {print s + 0}')
+    # Executions: with -jobs each job's fuzz-N.log (the main log repeats their final stats, so it
+    # is not counted too); without, the main log. (grep's status must not end the script.)
+    if [ "$jobs" -gt 1 ]; then counted=(fuzz/fuzz-*.log); else counted=("$log"); fi
+    execs=$({ grep -h 'stat::number_of_executed_units' "${counted[@]}" 2>/dev/null || true; } | awk '{s += $2} END {print s + 0}')
     echo "fuzz: $t ran $(( $(date +%s) - start ))s without a crash: $execs executions"
 done
