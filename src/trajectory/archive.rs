@@ -311,6 +311,9 @@ struct Pending {
     slot: Vec<Option<usize>>,
     /// Bytes written per archived tensor (each must end up exactly its size).
     written: Vec<AtomicU64>,
+    /// Held around each `pwrite`: the kernel serializes writes to one file anyway (the inode lock),
+    /// and a thread waiting for it there spins on the CPU; here it sleeps.
+    write_lock: std::sync::Mutex<()>,
 }
 
 /// The archive as an ingest [`TensorSink`]: writes one file per checkpoint. Every tensor's place in
@@ -362,11 +365,15 @@ impl ArchiveSink {
             );
         }
         let at = t.offset + start as u64 * eb;
+        let write = |b: &[u8]| {
+            let _serial = p.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            p.file.write_all_at(b, at)
+        };
         let res = match (prec, values) {
-            (Precision::F32, ChunkValues::F32(_)) => p.file.write_all_at(&values.le_bytes(), at),
+            (Precision::F32, ChunkValues::F32(_)) => write(&values.le_bytes()),
             (Precision::F32, ChunkValues::F64(v)) => {
                 let b: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
-                p.file.write_all_at(&b, at)
+                write(&b)
             }
             (Precision::Bf16, v) => {
                 let mut b = Vec::with_capacity(v.len() * 2);
@@ -378,7 +385,7 @@ impl ArchiveSink {
                         b.extend(v.iter().flat_map(|&x| half::bf16::from_f32(x as f32).to_le_bytes()))
                     }
                 }
-                p.file.write_all_at(&b, at)
+                write(&b)
             }
         };
         res.with_context(|| format!("trajectory archive: writing {}", p.tmp.display()))?;
@@ -540,6 +547,7 @@ impl ArchiveSink {
             tensors: layout,
             slot,
             written,
+            write_lock: std::sync::Mutex::new(()),
         });
         Ok(())
     }
