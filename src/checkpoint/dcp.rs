@@ -600,38 +600,16 @@ impl DcpFolder {
         if let [c] = it.chunks.as_slice() {
             return self.read_chunk(it, c); // one chunk covering the tensor
         }
-        let mut out = vec![0u8; it.info.numel() * es];
-        let rank = shape.len();
-        // Row-major strides of the full tensor, in elements.
-        let mut strides = vec![1usize; rank];
-        for d in (0..rank.saturating_sub(1)).rev() {
-            strides[d] = strides[d + 1] * shape[d + 1];
-        }
+        let numel = it.info.numel();
+        let mut out = vec![0u8; numel * es];
         for c in &it.chunks {
             if c.sizes.contains(&0) {
                 continue;
             }
             let bytes = self.read_chunk(it, c)?;
-            if rank == 0 {
-                out.copy_from_slice(&bytes);
-                continue;
-            }
-            let row = c.sizes[rank - 1] * es;
-            let rows = c.sizes[..rank - 1].iter().product::<usize>();
-            let mut idx = vec![0usize; rank - 1];
-            for r in 0..rows {
-                let dst: usize = (0..rank)
-                    .map(|d| (c.offsets[d] + if d < rank - 1 { idx[d] } else { 0 }) * strides[d])
-                    .sum();
-                out[dst * es..dst * es + row].copy_from_slice(&bytes[r * row..(r + 1) * row]);
-                for d in (0..rank - 1).rev() {
-                    idx[d] += 1;
-                    if idx[d] < c.sizes[d] {
-                        break;
-                    }
-                    idx[d] = 0;
-                }
-            }
+            chunk_runs(shape, &c.offsets, &c.sizes, 0, numel, &mut |full, inner, len| {
+                out[full * es..(full + len) * es].copy_from_slice(&bytes[inner * es..(inner + len) * es]);
+            });
         }
         Ok(out)
     }

@@ -347,33 +347,14 @@ impl DeepSpeedFolder {
                 let f = File::open(p).map_err(|e| io_err(p, e))?;
                 read_tensor(&f, p, *start, t)
             }
-            Source::Pieces(pieces) => {
-                let want = info.numel() * es;
-                let mut out = Vec::with_capacity(want);
-                for &(fi, at, n) in pieces {
-                    if out.len() >= want {
-                        break;
-                    }
-                    let take = n.min((want - out.len()) / es);
-                    let p = &self.files[fi];
-                    let f = File::open(p).map_err(|e| io_err(p, e))?;
-                    let from = out.len();
-                    out.resize(from + take * es, 0);
-                    f.read_exact_at(&mut out[from..], at).map_err(|e| io_err(p, e))?;
-                }
-                if out.len() != want {
-                    return Err(malformed(
-                        &self.files[0],
-                        format!("'{}': partitions hold too few elements", info.name),
-                    ));
-                }
+            Source::Pieces(_) => {
+                let mut out = vec![0u8; info.numel() * es];
+                self.read_range(i, 0, &mut out)?;
                 Ok(out)
             }
         }
     }
-}
 
-impl DeepSpeedFolder {
     /// Whether tensor `i` can be read by range: always, except a strided view in a model-states
     /// file (read whole).
     pub(crate) fn streamable(&self, i: usize) -> bool {

@@ -96,12 +96,12 @@ impl JobContext {
         JobContext { store, data_dir, registry, gauges, cancel }
     }
 
-    /// True once the daemon is shutting down: stop at the next safe point.
     /// The daemon's stop flag, for work that polls it itself (e.g. waiting for workers).
     pub fn cancel_flag(&self) -> &AtomicBool {
         &self.cancel
     }
 
+    /// True once the daemon is shutting down: stop at the next safe point.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
