@@ -2,6 +2,7 @@
 # Fuzz the checkpoint readers and the pickle scanner (libFuzzer through libfuzzer-sys):
 # fuzz_safetensors, fuzz_torchzip, fuzz_pickle_scan, fuzz_chunked (the streaming reads against whole reads),
 # fuzz_dcp (a DCP folder's .metadata and data file; its tensors streamed by range against whole reads).
+# fuzz_pickle_nesting (pickles generated to nest thousands deep, read as data.pkl and .metadata on a 256 KiB stack).
 # Each target runs FUZZ_SECONDS (default 300) at low priority, seeded with checkpoints PyTorch writes
 # (tests/python/checkpoint_make.py), and prints its executions (libFuzzer's final stats).
 # With a nightly toolchain and cargo-fuzz it uses `cargo fuzz` (AddressSanitizer); otherwise it builds
@@ -15,7 +16,7 @@ secs="${FUZZ_SECONDS:-300}"
 [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm
 jobs="${FUZZ_JOBS:-1}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan fuzz_chunked fuzz_dcp)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_torchzip fuzz_pickle_scan fuzz_chunked fuzz_dcp fuzz_pickle_nesting)
 
 if ! command -v c++ >/dev/null 2>&1; then
     echo "fuzz: no C++ compiler (libFuzzer is C++): install g++ (apt-get install g++)" >&2

@@ -434,3 +434,49 @@ fn mutated_files_never_panic() {
     // Some mutants (flips inside tensor data) must still open: the test exercises reading too.
     assert!(opened > 50, "only {opened} mutants opened");
 }
+
+/// The pickle scanner's nesting bound (256 levels) against files PyTorch writes: `torch.save` of a state
+/// dict holding lists nested to exactly the bound opens and reads on a thread with a 512 KiB stack (a
+/// quarter of the daemon's threads': every reader after the scan recurses at most that deep), and one
+/// level more is refused in one line naming the file and the bound.
+#[test]
+fn nesting_at_the_bound_reads_on_a_small_stack_and_past_it_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // Depth: the top dict is one level, `deep` adds `n` lists.
+    let py = r#"
+import sys, torch
+for n, name in ((255, "at.pt"), (256, "past.pt")):
+    deep = []
+    for _ in range(n - 1):
+        deep = [deep]
+    torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "deep": deep}, sys.argv[1] + "/" + name)
+"#;
+    let ok = std::process::Command::new(format!("{root}/.venv/bin/python"))
+        .args(["-c", py, tmp.path().to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "torch.save of nested lists");
+    let at = tmp.path().join("at.pt");
+    let past = tmp.path().join("past.pt");
+    let read = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let ck = Checkpoint::open(&at).unwrap();
+            let i = ck.index_of("w").unwrap();
+            match ck.read(i).unwrap() {
+                Values::F32(v) => v,
+                other => panic!("w read as {other:?}"),
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(read, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let e = err_of(&past);
+    let line = e.to_string();
+    assert!(matches!(e, CheckpointError::Refused { .. }), "{line}");
+    assert!(!line.contains('\n') && line.starts_with(&past.display().to_string()), "{line}");
+    assert!(line.contains("deeper than 256 levels"), "{line}");
+}

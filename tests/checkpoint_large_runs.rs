@@ -372,3 +372,82 @@ fn daemon_records_each_layout_once_with_its_step() {
     assert!(d.log().contains("model.gguf") && d.log().contains("GGUF"), "{}", d.log());
     assert_eq!(d.stop(), Some(0));
 }
+
+/// A pickle of `depth` nested lists (EMPTY_LIST × depth, APPEND × depth − 1): 40 KB at 20,000 levels.
+fn nested_lists_pickle(depth: usize) -> Vec<u8> {
+    let mut p = b"\x80\x02".to_vec();
+    p.extend(std::iter::repeat_n(b']', depth));
+    p.extend(std::iter::repeat_n(b'a', depth - 1));
+    p.push(b'.');
+    p
+}
+
+/// Issue 20, hole 1: a 40 KB `data.pkl` of lists nested 20,000 deep, or a DCP `.metadata` nested 100,000
+/// deep, overflowed the daemon's stack on every start (recursive walks and drops of the value tree). Now
+/// the pickle scanner refuses nesting past its limit before any tree is built: one line naming the file
+/// and the bound, one `refused` count each, the good checkpoint beside them recorded, a clean restart.
+#[test]
+fn deeply_nested_pickles_are_refused_in_one_line_and_the_daemon_lives() {
+    use daemon_support::*;
+    use std::io::Write;
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let d = start(tmp.path(), &[&ck], "");
+
+    let pt = ck.join("step-1.pt");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&pt).unwrap());
+        let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", opt).unwrap();
+        z.write_all(&nested_lists_pickle(20_000)).unwrap();
+        z.start_file("archive/version", opt).unwrap();
+        z.write_all(b"3\n").unwrap();
+        z.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&pt).unwrap().len() < 45_000);
+    // A real DCP folder (dcp1, step 5) whose .metadata, written last, nests 100,000 deep.
+    let src = Path::new(f.reference["dcp1"]["path"].as_str().unwrap());
+    let dcp = ck.join("step-5");
+    std::fs::create_dir(&dcp).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let n = e.unwrap().file_name();
+        if n != ".metadata" {
+            std::fs::copy(src.join(&n), dcp.join(&n)).unwrap();
+        }
+    }
+    std::fs::write(dcp.join(".metadata"), nested_lists_pickle(100_000)).unwrap();
+    let written = writer(&ck, &["--steps", "9"]);
+
+    let refused = r#"landscaped_errors_total{kind="refused",run="r"}"#;
+    wait_until(Duration::from_secs(60), "both deep pickles refused and the good step recorded", || {
+        d.metric(refused) == Some(2.0) && recorded(d.port).len() == 1
+    });
+    assert_eq!(recorded(d.port)[0].0, written[0].0);
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("deeper than 256 levels")).collect();
+    assert_eq!(lines.len(), 2, "one line per file:\n{log}");
+    assert!(lines.iter().any(|l| l.contains(&pt.display().to_string())), "{log}");
+    assert!(lines.iter().any(|l| l.contains(&dcp.join(".metadata").display().to_string())), "{log}");
+    assert_eq!(d.stop(), Some(0), "the daemon lived through both");
+
+    // The files are still there: a restart scans them again and stays up.
+    let config = tmp.path().join("landscaped.toml");
+    let port = free_port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text =
+        text.lines()
+            .map(|l| {
+                if l.starts_with("listen") { format!("listen = \"127.0.0.1:{port}\"") } else { l.to_string() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let d = restart(config, port, tmp.path());
+    wait_until(Duration::from_secs(30), "the good step still served after the restart", || {
+        recorded(d.port).len() == 1
+    });
+    assert!(get(d.port, "/healthz").unwrap().contains("ok"));
+    assert_eq!(d.stop(), Some(0));
+}

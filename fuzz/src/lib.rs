@@ -125,3 +125,85 @@ pub fn exercise_dcp(data: &[u8]) {
     let Ok(ck) = checkpoint::Checkpoint::open(&dir) else { return };
     assert_streams_like_whole(&ck, 4 + (sel as usize % 29) * 4);
 }
+
+/// A pickle generated from fuzzer bytes, built to nest: each pair (fragment, count) repeats one of the
+/// opcodes that open, fill or wrap containers up to 64 × 255 times, so a few bytes reach depths in the
+/// thousands (lists, dicts, tuples, marks, persistent ids, objects, memo shares and cycles). It ends in
+/// a dict, as a state dict does, then STOP.
+pub fn nesting_pickle(data: &[u8]) -> Vec<u8> {
+    const FRAGMENTS: [&[u8]; 22] = [
+        b"]",
+        b"}",
+        b")",
+        b"(",
+        b"l",
+        b"t",
+        b"d",
+        b"a",
+        b"s",
+        b"e",
+        b"u",
+        b"\x85",
+        b"\x86",
+        b"\x87",
+        b"Q",
+        b"N",
+        b"X\x01\x00\x00\x00k",
+        b"q\x00",
+        b"h\x00",
+        b"ccollections\nOrderedDict\n)R",
+        b"b",
+        b"2",
+    ];
+    let mut p = b"\x80\x02".to_vec();
+    for pair in data.chunks(2) {
+        let frag = FRAGMENTS[pair[0] as usize % FRAGMENTS.len()];
+        let n = 1 + pair.get(1).map_or(0, |&c| c as usize) * 64;
+        for _ in 0..n {
+            p.extend_from_slice(frag);
+        }
+    }
+    p.extend_from_slice(b"}.");
+    p
+}
+
+/// [`nesting_pickle`] as the `data.pkl` of a torch.save zip and as a DCP `.metadata`, each opened as a
+/// checkpoint (scan, value tree, tensor locator, `pytorch-reader`) on a thread with a 256 KiB stack, an
+/// eighth of the 2 MiB the daemon's threads have: a reader whose recursion follows the input's depth
+/// overflows it and aborts, which libFuzzer reports as a crash. Errors (refusals) are fine.
+pub fn exercise_nesting(data: &[u8]) {
+    let pickle = nesting_pickle(data);
+    let run = move || {
+        let dir = std::env::temp_dir().join(format!("landscaped-fuzz-{}", std::process::id())).join("nest");
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::create_dir_all(dir.join("dcp")).is_err() {
+            return;
+        }
+        let pt = dir.join("nest.pt");
+        let zipped = (|| -> zip::result::ZipResult<()> {
+            let mut z = zip::ZipWriter::new(std::fs::File::create(&pt)?);
+            let opt =
+                zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+            z.start_file("archive/data.pkl", opt)?;
+            z.write_all(&pickle)?;
+            z.start_file("archive/version", opt)?;
+            z.write_all(b"3\n")?;
+            z.finish()?;
+            Ok(())
+        })();
+        if zipped.is_ok() {
+            let _ = checkpoint::check_complete(&pt);
+            let _ = checkpoint::Checkpoint::open(&pt);
+        }
+        if std::fs::write(dir.join("dcp/.metadata"), &pickle).is_ok()
+            && std::fs::write(dir.join("dcp/__0_0.distcp"), b"").is_ok()
+        {
+            let _ = checkpoint::check_complete(&dir.join("dcp"));
+            let _ = checkpoint::Checkpoint::open(&dir.join("dcp"));
+        }
+    };
+    let t = std::thread::Builder::new().stack_size(256 * 1024).spawn(run).expect("spawn a reader thread");
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -5,6 +5,18 @@
 //! any outside the allow-list of what a state dict needs: the spirit of
 //! `torch.load(weights_only=True)`. Nothing is ever called or built. It also records the order in
 //! which string literals first appear, which is the order of the state dict's keys.
+//!
+//! It also bounds the *shape* of the value the pickle would build, so that every reader after it
+//! (the value tree of [`super::pickle_value`], the tensor locator, `pytorch-reader`), all of which
+//! walk and drop their trees recursively, can trust it: the nesting depth is tracked exactly and a
+//! pickle nesting deeper than [`MAX_DEPTH`] levels is refused, as is a value that contains itself.
+//! Exactness comes from one rule Python's pickler always keeps for acyclic data: a container is
+//! filled while it is on the stack and never changed after it was placed inside another, so a
+//! container's height is final once it has a parent. A pickle that changes a container after
+//! nesting it (only a cycle or a hand-made pickle does) is refused.
+
+use std::cell::Cell;
+use std::rc::Rc;
 
 use std::collections::HashMap;
 
@@ -26,11 +38,82 @@ pub(crate) struct Scan {
     pub globals: Vec<String>,
 }
 
-/// A stack value: a string (shared, so memo fetches and DUP never copy its bytes) or anything else.
+/// The deepest nesting of containers (lists, dicts, tuples, sets, objects, persistent ids) a pickle
+/// may build. Python's own pickler stops near 1,000 (its recursion limit); a state dict, a Lightning
+/// or DeepSpeed checkpoint or a DCP `.metadata` needs fewer than 20. The readers after the scan walk
+/// and drop their trees recursively, so this bounds their stack use too.
+pub(crate) const MAX_DEPTH: u32 = 256;
+
+/// A stack value: a string (shared, so memo fetches and DUP never copy its bytes), a container (its
+/// height and whether it has been placed inside another), or any other scalar.
 #[derive(Clone, Debug)]
 enum V {
-    Str(std::rc::Rc<str>),
+    Str(Rc<str>),
+    Node(Rc<Node>),
     Other,
+}
+
+/// A container's shape: its height (1 for an empty one) and whether it has a parent yet.
+#[derive(Debug)]
+struct Node {
+    height: Cell<u32>,
+    nested: Cell<bool>,
+}
+
+fn too_deep(at: usize) -> ScanError {
+    ScanError::Refused(format!(
+        "pickle nests values deeper than {MAX_DEPTH} levels (at byte {at}); landscaped's limit, far above what a checkpoint needs"
+    ))
+}
+
+/// A new container holding `children` (each now has a parent).
+fn node_of<'a>(children: impl IntoIterator<Item = &'a V>, at: usize) -> Result<V, ScanError> {
+    let mut height = 1;
+    for c in children {
+        if let V::Node(n) = c {
+            n.nested.set(true);
+            height = height.max(n.height.get() + 1);
+        }
+    }
+    if height > MAX_DEPTH {
+        return Err(too_deep(at));
+    }
+    Ok(V::Node(Rc::new(Node { height: Cell::new(height), nested: Cell::new(false) })))
+}
+
+/// `children` placed into the container `target` (APPEND(S), SETITEM(S), ADDITEMS, BUILD). A target that
+/// is not a container we track (an opaque scalar) is left alone: its readers see no children.
+fn place<'a>(
+    target: &V,
+    children: impl IntoIterator<Item = &'a V>,
+    op: u8,
+    at: usize,
+) -> Result<(), ScanError> {
+    let V::Node(t) = target else { return Ok(()) };
+    let mut height = t.height.get();
+    let mut any = false;
+    for c in children {
+        any = true;
+        if let V::Node(n) = c {
+            if Rc::ptr_eq(n, t) {
+                return Err(ScanError::Refused(format!(
+                    "pickle puts a value inside itself (opcode 0x{op:02x}, byte {at}); a checkpoint never does"
+                )));
+            }
+            n.nested.set(true);
+            height = height.max(n.height.get() + 1);
+        }
+    }
+    if any && t.nested.get() {
+        return Err(ScanError::Refused(format!(
+            "pickle changes a value after placing it inside another (opcode 0x{op:02x}, byte {at}): a cycle or a hand-made pickle, which landscaped does not follow"
+        )));
+    }
+    if height > MAX_DEPTH {
+        return Err(too_deep(at));
+    }
+    t.height.set(height);
+    Ok(())
 }
 
 /// Whether `module.name` is something a state dict (or a Lightning / HF checkpoint dict around
@@ -304,7 +387,8 @@ pub(crate) fn scan_with(data: &[u8], allow: fn(&str, &str) -> bool) -> Result<Sc
                 c.u64()?;
                 stack.push(V::Other);
             }
-            b'N' | 0x88 | 0x89 | b']' | b'}' | b')' | 0x8f => stack.push(V::Other),
+            b'N' | 0x88 | 0x89 => stack.push(V::Other),
+            b']' | b'}' | b')' | 0x8f => stack.push(node_of([], at)?),
             b'S' => {
                 let l = c.line()?;
                 let s = text(l).trim_matches(|ch| ch == '\'' || ch == '"').to_string();
@@ -346,43 +430,33 @@ pub(crate) fn scan_with(data: &[u8], allow: fn(&str, &str) -> bool) -> Result<Sc
             }
             b'a' | b'b' => {
                 // APPEND pops the item; BUILD pops the state. Both leave the target.
-                pop!(op, at);
-                if stack.is_empty() {
-                    return Err(underflow(op, at));
-                }
+                let item = pop!(op, at);
+                let target = stack.last().ok_or_else(|| underflow(op, at))?;
+                place(target, [&item], op, at)?;
             }
             b'e' | b'u' | 0x90 => {
                 // APPENDS / SETITEMS / ADDITEMS: items since the mark go into the object below it.
-                let _ = pop_mark!(op, at);
-                if stack.is_empty() {
-                    return Err(underflow(op, at));
-                }
+                let items = pop_mark!(op, at);
+                let target = stack.last().ok_or_else(|| underflow(op, at))?;
+                place(target, &items, op, at)?;
             }
             b's' => {
-                pop!(op, at);
-                pop!(op, at);
-                if stack.is_empty() {
-                    return Err(underflow(op, at));
-                }
+                let v = pop!(op, at);
+                let k = pop!(op, at);
+                let target = stack.last().ok_or_else(|| underflow(op, at))?;
+                place(target, [&k, &v], op, at)?;
             }
             b'l' | b't' | b'd' | 0x91 => {
-                let _ = pop_mark!(op, at);
-                stack.push(V::Other);
+                let items = pop_mark!(op, at);
+                stack.push(node_of(&items, at)?);
             }
-            0x85 => {
-                pop!(op, at);
-                stack.push(V::Other);
-            }
-            0x86 => {
-                pop!(op, at);
-                pop!(op, at);
-                stack.push(V::Other);
-            }
-            0x87 => {
-                pop!(op, at);
-                pop!(op, at);
-                pop!(op, at);
-                stack.push(V::Other);
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(underflow(op, at));
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(node_of(&items, at)?);
             }
             b'c' => {
                 let module = text(c.line()?);
@@ -394,8 +468,8 @@ pub(crate) fn scan_with(data: &[u8], allow: fn(&str, &str) -> bool) -> Result<Sc
                 let module = text(c.line()?);
                 let name = text(c.line()?);
                 check_global(&mut out, &module, &name)?;
-                let _ = pop_mark!(op, at);
-                stack.push(V::Other);
+                let args = pop_mark!(op, at);
+                stack.push(node_of(&args, at)?);
             }
             0x93 => {
                 let name = pop!(op, at);
@@ -411,30 +485,31 @@ pub(crate) fn scan_with(data: &[u8], allow: fn(&str, &str) -> bool) -> Result<Sc
                 stack.push(V::Other);
             }
             b'R' | 0x81 => {
-                pop!(op, at);
-                pop!(op, at);
-                stack.push(V::Other);
+                // REDUCE / NEWOBJ: an object holding its arguments (the callable is a global).
+                let args = pop!(op, at);
+                let callable = pop!(op, at);
+                stack.push(node_of([&callable, &args], at)?);
             }
             0x92 => {
-                pop!(op, at);
-                pop!(op, at);
-                pop!(op, at);
-                stack.push(V::Other);
+                let kwargs = pop!(op, at);
+                let args = pop!(op, at);
+                let cls = pop!(op, at);
+                stack.push(node_of([&cls, &args, &kwargs], at)?);
             }
             b'o' => {
                 let items = pop_mark!(op, at);
                 if items.is_empty() {
                     return Err(underflow(op, at));
                 }
-                stack.push(V::Other);
+                stack.push(node_of(&items, at)?);
             }
             b'P' => {
                 c.line()?;
                 stack.push(V::Other);
             }
             b'Q' => {
-                pop!(op, at);
-                stack.push(V::Other);
+                let pid = pop!(op, at);
+                stack.push(node_of([&pid], at)?);
             }
             0x82..=0x84 => {
                 return Err(ScanError::Refused(
@@ -521,5 +596,66 @@ mod tests {
         assert!(matches!(scan(p), Err(ScanError::Malformed(_))));
         assert!(matches!(scan(b"\x80\x02"), Err(ScanError::Malformed(_))));
         assert!(matches!(scan(b"t."), Err(ScanError::Malformed(_))));
+    }
+
+    /// `depth` lists nested by EMPTY_LIST + APPEND (the shape of the 40 KB crash file), protocol 2.
+    fn nested_lists(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn depth_is_bounded_exactly() {
+        assert!(scan(&nested_lists(MAX_DEPTH as usize)).is_ok());
+        let err = scan(&nested_lists(MAX_DEPTH as usize + 1)).unwrap_err();
+        assert!(matches!(&err, ScanError::Refused(w) if w.contains("deeper than 256 levels")), "{err:?}");
+        // The crash file of issue 20: 20,000 levels in ~40 KB.
+        assert!(matches!(scan(&nested_lists(20_000)), Err(ScanError::Refused(_))));
+    }
+
+    #[test]
+    fn every_nesting_opcode_counts() {
+        let deep = MAX_DEPTH as usize + 1;
+        // TUPLE1 around TUPLE1 ...: one byte a level, no memo.
+        let mut tuples = b"\x80\x02N".to_vec();
+        tuples.extend(std::iter::repeat_n(0x85, deep));
+        tuples.push(b'.');
+        // BINPERSID around BINPERSID ...
+        let mut pids = b"\x80\x02N".to_vec();
+        pids.extend(std::iter::repeat_n(b'Q', deep));
+        pids.push(b'.');
+        // MARK ... LIST
+        let mut marks = b"(".repeat(deep);
+        marks.extend(std::iter::repeat_n(b'l', deep));
+        marks.push(b'.');
+        // Dicts nested through SETITEM: {'k': {'k': ...}}
+        let mut dicts = b"\x80\x02".to_vec();
+        for _ in 0..deep {
+            dicts.extend(b"}X\x01\x00\x00\x00k");
+        }
+        dicts.push(b'}');
+        dicts.extend(std::iter::repeat_n(b's', deep));
+        dicts.push(b'.');
+        for (what, p) in [("tuples", tuples), ("persistent ids", pids), ("marks", marks), ("dicts", dicts)] {
+            let err = scan(&p).unwrap_err();
+            assert!(matches!(&err, ScanError::Refused(w) if w.contains("deeper than")), "{what}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_through_the_memo_is_refused_not_missed() {
+        // Top-down: a list memoized, placed into a parent, then filled through the memo. Its height can no
+        // longer be known from its parents, so changing it after nesting is refused.
+        let p = b"\x80\x02]q\x00]h\x00a0h\x00]a.";
+        let err = scan(p).unwrap_err();
+        assert!(matches!(&err, ScanError::Refused(w) if w.contains("after placing it")), "{err:?}");
+        // A list appended to itself (a cycle).
+        let err = scan(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+        assert!(matches!(&err, ScanError::Refused(w) if w.contains("inside itself")), "{err:?}");
+        // Shared children (a memoized, complete list placed twice) are fine: a DAG, as tied weights are.
+        assert!(scan(b"\x80\x02]q\x00K\x01a]h\x00ah\x00a.").is_ok());
     }
 }
