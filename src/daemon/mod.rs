@@ -10,7 +10,8 @@
 //! - [`http`] + [`api`]: axum routes and the CLI's queries; [`metrics`]: the Prometheus registry;
 //!   [`health`]: whether the trajectory archive is writable (the store keeps its own health);
 //! - [`systemd`] (sd_notify), [`shutdown`] (signals), [`priority`] (nice, idle I/O, no GPU),
-//!   [`fstype`] (statfs: network filesystems are polled); [`server`]: wires it all together.
+//!   [`fstype`] (statfs: network filesystems are polled), [`memory`] (freed memory handed back);
+//!   [`server`]: wires it all together.
 
 pub mod api;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod job_model;
 pub mod jobrunner;
 pub mod jobs;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod priority;
 pub mod process;

@@ -15,7 +15,7 @@ use crate::daemon::process::Processor;
 use crate::daemon::queue::WorkQueue;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::watch::{Scanner, WatchSettings};
-use crate::daemon::{priority, systemd, watch, worker};
+use crate::daemon::{memory, priority, systemd, watch, worker};
 use crate::store::Store;
 use anyhow::Context;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         priority::hide_gpus();
     }
     priority::lower_priority(config.nice, config.io_idle);
+    memory::bound_allocator();
     let fds = crate::daemon::listener::raise_fd_limit();
     tracing::debug!("open-file limit {fds}");
 
@@ -119,6 +120,7 @@ async fn serve(
         tracing::warn!("{}: {e} (the CLI will not find this daemon by its data dir)", daemon_json.display());
     }
     let health = tokio::spawn(store_health(store.clone(), metrics.clone(), shutdown.clone()));
+    let trimmer = tokio::spawn(memory::return_freed(shutdown.clone()));
 
     let job_runner = JobRunner::new(run_jobs);
     let ctx =
@@ -164,6 +166,7 @@ async fn serve(
         tracing::warn!("http server task: {e}");
     }
     let _ = health.await;
+    let _ = trimmer.await;
     // Only ours: a second daemon may have started on this data dir since (after this one let go).
     if std::fs::read_to_string(&daemon_json)
         .ok()

@@ -319,8 +319,11 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// sled's page cache (its default is 1 GiB, which a long run's records would grow into and keep).
+const CACHE_BYTES: u64 = 32 << 20;
+
 fn open_db(dir: &Path) -> Result<sled::Db> {
-    match sled::Config::new().path(dir.join("db")).open() {
+    match sled::Config::new().path(dir.join("db")).cache_capacity(CACHE_BYTES).open() {
         Ok(db) => Ok(db),
         Err(sled::Error::Io(e))
             if e.kind() == std::io::ErrorKind::WouldBlock
