@@ -16,6 +16,10 @@
 //! # or workers on other nodes, started by the cluster's launcher (docs/scale-out.md); each run of the
 //! # job listens, waits for them, and computes on those that came:
 //! # workers_listen = "0.0.0.0:9470"; expect = 8; wait = 300; token_file = "/shared/landscaped.token"
+//! worker_memory_limit = "8G"  # address-space limit (RLIMIT_AS) of each worker process; default none
+//! worker_call_timeout = 600   # seconds any worker call gets at least before the worker counts as hung
+//!                             # (stopped, the run counted outcome="timeout"); default 600
+//! # worker = "/opt/landscaped/bin/landscaped-worker"   # the TorchScript worker executable
 //! ```
 //!
 //! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
@@ -41,6 +45,9 @@ pub const KEYS: &[&str] = &[
     "threads",
     "map",
     "allow_unexpected",
+    "worker",
+    "worker_memory_limit",
+    "worker_call_timeout",
     "workers_listen",
     "expect",
     "wait",
@@ -78,6 +85,15 @@ pub struct JobModel {
     pub map: Vec<String>,
     #[serde(default)]
     pub allow_unexpected: bool,
+    /// The `landscaped-worker` executable (backend torchscript).
+    #[serde(default)]
+    pub worker: Option<PathBuf>,
+    /// Address-space limit of each worker process (`RLIMIT_AS`), e.g. `8G`.
+    #[serde(default)]
+    pub worker_memory_limit: Option<String>,
+    /// Seconds any worker call is given at least (see [`crate::worker::client::CallPace`]).
+    #[serde(default)]
+    pub worker_call_timeout: Option<u64>,
     #[serde(default)]
     pub workers_listen: Option<String>,
     #[serde(default)]
@@ -118,7 +134,19 @@ pub fn gpu_device(section: &toml::Value) -> Option<&str> {
 
 impl JobModel {
     fn validate(&self) -> Result<()> {
+        if let Some(m) = &self.worker_memory_limit {
+            crate::worker::contract::parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
+        }
+        if self.worker_call_timeout == Some(0) {
+            bail!("worker_call_timeout: must be at least 1 (seconds)");
+        }
         let args = self.args();
+        if self.worker.is_some() && args.backend().ok() == Some(crate::worker::contract::Backend::Python) {
+            bail!(
+                "worker: the python backend runs `python -m landscaped_worker` (set python); worker is the \
+                 landscaped-worker executable of backend torchscript"
+            );
+        }
         if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::worker::contract::Backend::Python
             || self.factory.is_some()
             || self.precision.is_some()
@@ -163,8 +191,9 @@ impl JobModel {
             workers: None,
             map: self.map.clone(),
             allow_unexpected: self.allow_unexpected,
-            worker: None,
-            worker_memory_limit: None,
+            worker: self.worker.clone(),
+            worker_memory_limit: self.worker_memory_limit.clone(),
+            worker_call_timeout: self.worker_call_timeout,
             workers_listen: self.workers_listen.clone(),
             expect: self.expect,
             wait: self.wait,
@@ -215,6 +244,35 @@ mod tests {
         assert!(err("backend = \"onnx\"\nmodel_dir = \"/m\"").starts_with("backend: "));
         assert_eq!(gpu_device(&section("model_dir = \"/m\"")), None);
         assert_eq!(gpu_device(&section("model_dir = \"/m\"\ndevice = \"CPU\"")), None);
+    }
+
+    #[test]
+    fn worker_limits_and_executable_are_job_keys() {
+        let (m, rest) = split(&section(
+            "every = 2\nmodel_dir = \"/m\"\nworker = \"/opt/lw\"\nworker_memory_limit = \"512M\"\n\
+             worker_call_timeout = 30",
+        ))
+        .unwrap();
+        assert_eq!(rest, section("every = 2"));
+        let a = m.args();
+        assert_eq!(a.worker.as_deref(), Some(std::path::Path::new("/opt/lw")));
+        assert_eq!(a.worker_memory_limit.as_deref(), Some("512M"));
+        assert_eq!(a.worker_call_timeout, Some(30));
+        // What the worker is started with: the limit in bytes, the executable named in the error when
+        // it is missing.
+        let e = a.worker_options().err().unwrap().to_string();
+        assert!(e.contains("/opt/lw (given)"), "{e}");
+        let py = section("factory = \"m:f\"\nworker_memory_limit = \"2G\"\nworker_call_timeout = 7");
+        let o = split(&py).unwrap().0.args().worker_options().unwrap();
+        assert_eq!(o.memory_limit, Some(2 << 30));
+        assert_eq!(o.call_timeout, std::time::Duration::from_secs(7));
+        let err = |s: &str| split(&section(s)).err().unwrap().to_string();
+        assert!(
+            err("model_dir = \"/m\"\nworker_memory_limit = \"lots\"").starts_with("worker_memory_limit: ")
+        );
+        assert!(err("factory = \"m:f\"\nworker_memory_limit = \"0\"").starts_with("worker_memory_limit: "));
+        assert!(err("model_dir = \"/m\"\nworker_call_timeout = 0").starts_with("worker_call_timeout: "));
+        assert!(err("factory = \"m:f\"\nworker = \"/opt/lw\"").starts_with("worker: "));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "landscaped_watched_folders",
     "landscaped_job_runs_total",
     "landscaped_job_duration_seconds",
+    "landscaped_job_replaced_total",
 ];
 
 pub struct Metrics {
@@ -67,6 +68,7 @@ pub struct Metrics {
     pub watched: IntGaugeVec,
     pub job_runs: IntCounterVec,
     pub job_duration: HistogramVec,
+    pub job_replaced: IntCounterVec,
     select: TensorSelect,
     exported_tensors: Mutex<HashMap<String, BTreeSet<String>>>,
 }
@@ -239,7 +241,10 @@ impl Metrics {
             job_runs: reg(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("landscaped_job_runs_total", "Background job runs by outcome."),
+                    Opts::new(
+                        "landscaped_job_runs_total",
+                        "Background job runs by outcome: ok, error, worker_failed, timeout, cancelled, skipped.",
+                    ),
                     &["run", "job", "outcome"],
                 )?,
             )?,
@@ -248,6 +253,16 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("landscaped_job_duration_seconds", "Background job run time.")
                         .buckets(buckets),
+                    &["run", "job"],
+                )?,
+            )?,
+            job_replaced: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_job_replaced_total",
+                        "Due background job runs replaced by a newer checkpoint's before they started.",
+                    ),
                     &["run", "job"],
                 )?,
             )?,

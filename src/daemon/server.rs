@@ -122,13 +122,12 @@ async fn serve(
     let health = tokio::spawn(store_health(store.clone(), metrics.clone(), shutdown.clone()));
     let trimmer = tokio::spawn(memory::return_freed(shutdown.clone()));
 
-    let job_runner = JobRunner::new(run_jobs);
+    let job_runner = JobRunner::new(run_jobs, metrics.clone());
     let ctx =
         JobContext::new(store.clone(), config.data_dir.clone(), metrics.registry.clone(), shutdown.flag());
     let jr = job_runner.clone();
-    let jm = metrics.clone();
     let job_thread =
-        std::thread::Builder::new().name("landscaped-jobs".into()).spawn(move || jr.run_loop(ctx, jm))?;
+        std::thread::Builder::new().name("landscaped-jobs".into()).spawn(move || jr.run_loop(ctx))?;
 
     let mut workers = Vec::new();
     for _ in 0..config.workers {
@@ -156,12 +155,29 @@ async fn serve(
 
     shutdown.wait().await;
     systemd::stopping();
+    // A job mid-call never holds the exit up: its model workers are stopped (the call fails at once).
+    job_runner.stop();
+    let stopped = crate::worker::client::stop_all_workers();
+    if stopped > 0 {
+        tracing::info!("stopped {stopped} model worker(s) of the running job");
+    }
     let _ = watcher.await;
     for w in workers {
         let _ = w.await;
     }
-    job_runner.stop();
-    let _ = tokio::task::spawn_blocking(move || job_thread.join()).await;
+    // The job thread ends at its next safe point; one stuck elsewhere is not waited for past the grace.
+    let t = std::time::Instant::now();
+    while !job_thread.is_finished() && t.elapsed() < JOB_STOP_GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if job_thread.is_finished() {
+        let _ = job_thread.join();
+    } else {
+        tracing::warn!(
+            "the running job did not stop within {} s of the shutdown; exiting without it",
+            JOB_STOP_GRACE.as_secs()
+        );
+    }
     if let Err(e) = http.await {
         tracing::warn!("http server task: {e}");
     }
@@ -177,6 +193,9 @@ async fn serve(
     }
     Ok(())
 }
+
+/// How long the shutdown waits for the job thread to reach a safe point.
+const JOB_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The file in the data dir that tells the CLI where the daemon holding the store listens.
 pub const DAEMON_JSON: &str = "daemon.json";

@@ -19,7 +19,7 @@
 //! the grid is the same bit for bit whatever the number of workers, losses or copies.
 
 use super::slice::{Outcome, SliceValues};
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
@@ -323,10 +323,11 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
                     on_lost(&line);
                     report.lost.push(line);
                     let s = lock();
-                    if s.alive == 0 && s.left > 0 {
-                        first_err.get_or_insert(anyhow!(
-                            "every worker was lost before the work was finished; the last: {who}: {err:#}"
-                        ));
+                    if s.alive == 0 && s.left > 0 && first_err.is_none() {
+                        // The last worker's error stays in the chain (a job counts a timeout as such).
+                        first_err = Some(err.context(format!(
+                            "every worker was lost before the work was finished; the last: {who}"
+                        )));
                     }
                 }
                 Msg::Fatal(err) => {
@@ -456,7 +457,7 @@ mod tests {
                 for &(k, (x, y)) in block {
                     calls.fetch_add(1, Ordering::SeqCst);
                     if n == after {
-                        return Err(PointError::Lost(anyhow!("killed by signal 9")));
+                        return Err(PointError::Lost(anyhow::anyhow!("killed by signal 9")));
                     }
                     n += 1;
                     sink(k, (f(x, y), Some(x)));
@@ -562,7 +563,7 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if aborted.load(Ordering::SeqCst) {
-                    return Err(PointError::Lost(anyhow!("stopped")));
+                    return Err(PointError::Lost(anyhow::anyhow!("stopped")));
                 }
                 for &(k, (x, y)) in block {
                     sink(k, (f(x, y) + 1.0, None)); // would be wrong: must never be recorded

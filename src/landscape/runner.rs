@@ -140,7 +140,13 @@ pub fn first_workers(
             let timeout = contract
                 .worker_options()
                 .map_or(std::time::Duration::from_secs(120), |o| o.handshake_timeout);
-            workers_from_launcher(l, pc, contract.threads, timeout, label, cancel)
+            let mut ws = workers_from_launcher(l, pc, contract.threads, timeout, label, cancel)?;
+            if let Some(secs) = contract.worker_call_timeout {
+                for w in &mut ws {
+                    w.set_call_timeout(std::time::Duration::from_secs(secs));
+                }
+            }
+            Ok(ws)
         }
     }
 }

@@ -13,17 +13,112 @@ use super::protocol::{
     self, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply, Request, Response,
 };
 use super::transport::{read_frame, write_frame};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The TorchScript worker's executable name.
 pub const WORKER_BIN: &str = "landscaped-worker";
+
+/// Default of `worker_call_timeout` / `--worker-call-timeout`: the least seconds any call after the
+/// handshake is given before the worker counts as hung.
+pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
+
+/// A call may take this many times the slowest earlier call of the same operation on the same worker.
+pub const PACE_FACTOR: u32 = 10;
+
+/// The most a `shutdown` request is given (the worker is killed after it anyway).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Deadlines of a worker's calls after the handshake, from the measured pace of each operation: a call
+/// may take `max(floor, PACE_FACTOR × the slowest earlier call of the same operation)`, so a slow model
+/// is never cut short by the floor once its pace is known and a fast one that hangs is stopped after the
+/// floor; an operation not yet measured gets the floor. `evaluate_points` is paced per answer (one grid
+/// point), not per request, so blocks of any size get the same allowance per point. A worker past its
+/// deadline is stopped and the call fails with [`WorkerError::CallTimeout`].
+#[derive(Clone, Debug)]
+pub struct CallPace {
+    floor: Duration,
+    slowest: HashMap<&'static str, Duration>,
+}
+
+impl CallPace {
+    pub fn new(floor: Duration) -> CallPace {
+        CallPace { floor: floor.max(Duration::from_secs(1)), slowest: HashMap::new() }
+    }
+
+    /// How long the next call of `op` may take.
+    pub fn deadline(&self, op: &str) -> Duration {
+        let paced = self.slowest.get(op).map_or(Duration::ZERO, |d| d.saturating_mul(PACE_FACTOR));
+        let d = paced.max(self.floor);
+        if op == "shutdown" { d.min(SHUTDOWN_DEADLINE) } else { d }
+    }
+
+    /// A call of `op` answered after `took`.
+    pub fn record(&mut self, op: &'static str, took: Duration) {
+        let e = self.slowest.entry(op).or_default();
+        *e = (*e).max(took);
+    }
+
+    /// How the deadline of `op` was set, for the timeout's message.
+    fn describe(&self, op: &str) -> String {
+        match self.slowest.get(op) {
+            Some(d) => format!(
+                "{PACE_FACTOR}x its slowest earlier {op} of {:.3} s, at least the floor of {} s",
+                d.as_secs_f64(),
+                self.floor.as_secs()
+            ),
+            None => format!("the first {op} on this worker gets the floor of {} s", self.floor.as_secs()),
+        }
+    }
+}
+
+/// The workers this process runs (started or connected) and has not yet let go of, each with the way to
+/// stop it; `true` once [`stop_all_workers`] was called (no worker starts after it).
+static LIVE: Mutex<(bool, Vec<(u64, Aborter)>)> = Mutex::new((false, Vec::new()));
+static NEXT_LIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn live() -> std::sync::MutexGuard<'static, (bool, Vec<(u64, Aborter)>)> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stops every worker this process runs, at once, and refuses to start new ones: the daemon's shutdown,
+/// which must never wait on a worker's call. Pending calls fail with [`WorkerError::Stopped`]. Returns
+/// how many workers were stopped.
+pub fn stop_all_workers() -> usize {
+    let mut l = live();
+    l.0 = true;
+    for (_, a) in &l.1 {
+        a.abort();
+    }
+    l.1.len()
+}
+
+/// Whether [`stop_all_workers`] was called.
+pub fn stopping_all() -> bool {
+    live().0
+}
+
+/// Registers a worker to be stopped by [`stop_all_workers`]; None once that was called.
+fn register(a: Aborter) -> Option<u64> {
+    let mut l = live();
+    if l.0 {
+        return None;
+    }
+    let id = NEXT_LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    l.1.push((id, a));
+    Some(id)
+}
+
+/// Forgets a registered worker (before its process is reaped, so its pid is never signalled after).
+fn unregister(id: u64) {
+    live().1.retain(|(i, _)| *i != id);
+}
 
 /// Everything that can go wrong with a worker. Display is one line a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +132,16 @@ pub enum WorkerError {
     /// The worker did not answer the handshake in time (it was killed).
     #[error("model worker {what} did not answer the handshake within {secs} s; it was stopped{last}")]
     Timeout { what: String, secs: u64, last: String },
+    /// A call after the handshake took longer than its deadline (see [`CallPace`]); the worker was
+    /// stopped.
+    #[error(
+        "model worker {what} did not answer {during} within {secs} s ({pace}); it was stopped{last}. A model \
+         this slow needs a larger worker_call_timeout (--worker-call-timeout)"
+    )]
+    CallTimeout { what: String, during: String, secs: u64, pace: String, last: String },
+    /// The worker was stopped because this process is shutting down ([`stop_all_workers`]).
+    #[error("model worker {what} was stopped during {during}: shutting down")]
+    Stopped { what: String, during: String },
     /// The worker speaks another protocol version, or answered nonsense.
     #[error("model worker {what}: {why}")]
     Protocol { what: String, why: String },
@@ -58,6 +163,11 @@ impl WorkerError {
     /// True when the worker process itself failed (as opposed to the model or the request).
     pub fn is_worker_failure(&self) -> bool {
         !matches!(self, WorkerError::Remote { .. })
+    }
+
+    /// True when a call outlived its deadline (the worker hung, or the model is slower than allowed).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WorkerError::CallTimeout { .. })
     }
 }
 
@@ -114,6 +224,8 @@ pub struct WorkerOptions {
     pub memory_limit: Option<u64>,
     /// How long the handshake may take (start-up, importing torch).
     pub handshake_timeout: Duration,
+    /// The least time any later call is given before the worker counts as hung (see [`CallPace`]).
+    pub call_timeout: Duration,
     /// Shown in messages: what this worker is for, e.g. `slice 3, worker 1/2`.
     pub label: String,
 }
@@ -129,6 +241,7 @@ impl WorkerOptions {
             idle_io: true,
             memory_limit: None,
             handshake_timeout: Duration::from_secs(120),
+            call_timeout: Duration::from_secs(DEFAULT_CALL_TIMEOUT_SECS),
             label: String::new(),
         }
     }
@@ -186,6 +299,10 @@ pub struct Worker {
     tail: Arc<Mutex<StderrTail>>,
     next_id: u64,
     what: String,
+    /// Its entry in the registry [`stop_all_workers`] stops.
+    live: u64,
+    /// Deadlines of the calls after the handshake.
+    pace: CallPace,
     pub hello: Hello,
     /// The model's description after [`Worker::load_model`].
     pub model: Option<ModelInfo>,
@@ -262,8 +379,13 @@ impl Worker {
                 }
             });
         }
-        let frames = frame_reader(stdout);
         let aborter = Aborter::Process(child.id());
+        let Some(live) = register(aborter.clone()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(WorkerError::Start(format!("model worker {what} not started: shutting down")));
+        };
+        let frames = frame_reader(stdout);
         Ok(Worker {
             child: Some(child),
             conn: stdin,
@@ -272,6 +394,8 @@ impl Worker {
             tail,
             next_id: 1,
             what,
+            live,
+            pace: CallPace::new(opts.call_timeout),
             hello: Hello::default(),
             model: None,
         })
@@ -287,17 +411,30 @@ impl Worker {
         })?;
         let shared = Arc::new(stream);
         let writer = SharedStream(shared.clone());
+        let aborter = Aborter::Connection(shared);
+        let Some(live) = register(aborter.clone()) else {
+            aborter.abort();
+            return Err(WorkerError::Start(format!("model worker {what} not admitted: shutting down")));
+        };
         Ok(Worker {
             child: None,
             conn: Some(Box::new(BufWriter::new(writer))),
-            aborter: Aborter::Connection(shared),
+            aborter,
             frames: frame_reader(reader),
             tail: Arc::new(Mutex::new(StderrTail::default())),
             next_id: 1,
             what,
+            live,
+            pace: CallPace::new(Duration::from_secs(DEFAULT_CALL_TIMEOUT_SECS)),
             hello: Hello::default(),
             model: None,
         })
+    }
+
+    /// Sets the least time a call is given before the worker counts as hung (see [`CallPace`]), e.g.
+    /// for a worker that dialled in.
+    pub fn set_call_timeout(&mut self, floor: Duration) {
+        self.pace.floor = floor.max(Duration::from_secs(1));
     }
 
     /// A handle that stops this worker from another thread.
@@ -324,6 +461,7 @@ impl Worker {
 
     /// The worker's exit status in words, waiting briefly for it to end.
     fn exit_status(&mut self) -> String {
+        unregister(self.live);
         let Some(child) = self.child.as_mut() else {
             return "closed its connection (it ended, lost its node or was stopped)".to_string();
         };
@@ -337,6 +475,10 @@ impl Worker {
     }
 
     fn died(&mut self, during: &str) -> WorkerError {
+        if stopping_all() {
+            unregister(self.live);
+            return WorkerError::Stopped { what: self.what.clone(), during: during.to_string() };
+        }
         let status = format!("{} during {during}", self.exit_status());
         // The stderr thread may still be draining the last lines.
         std::thread::sleep(Duration::from_millis(20));
@@ -374,6 +516,43 @@ impl Worker {
             },
             None => self.frames.recv().ok(),
         };
+        self.reply(id, during, got)
+    }
+
+    /// The answer to a call after the handshake, within its deadline ([`CallPace`]; past it the worker
+    /// is stopped); the time it took is the operation's pace.
+    fn recv_call(&mut self, id: u64, during: &'static str) -> Result<Reply, WorkerError> {
+        let limit = self.pace.deadline(during);
+        let started = Instant::now();
+        let got = match self.frames.recv_timeout(limit) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => {
+                let pace = self.pace.describe(during);
+                self.stop_now();
+                return Err(WorkerError::CallTimeout {
+                    what: self.what.clone(),
+                    during: during.to_string(),
+                    secs: limit.as_secs(),
+                    pace,
+                    last: self.last_words(),
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        };
+        let r = self.reply(id, during, got);
+        if r.is_ok() {
+            self.pace.record(during, started.elapsed());
+        }
+        r
+    }
+
+    /// The reply in `got` (a frame, the stream's end or error, or nothing: the reader is gone).
+    fn reply(
+        &mut self,
+        id: u64,
+        during: &str,
+        got: Option<std::io::Result<Option<Vec<u8>>>>,
+    ) -> Result<Reply, WorkerError> {
         let frame = match got {
             Some(Ok(Some(f))) => f,
             Some(Ok(None)) | None => return Err(self.died(during)),
@@ -434,7 +613,7 @@ impl Worker {
     pub fn call(&mut self, op: Op) -> Result<Reply, WorkerError> {
         let during = op.name();
         let id = self.send(op)?;
-        self.recv(id, during, None)
+        self.recv_call(id, during)
     }
 
     fn call_ok(&mut self, op: Op) -> Result<(), WorkerError> {
@@ -569,7 +748,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let id = self.send(Op::EvaluatePoints { points: points.to_vec() })?;
         loop {
-            match self.recv(id, "evaluate_points", None)? {
+            match self.recv_call(id, "evaluate_points")? {
                 Reply::Point { index, loss, accuracy } => each(index, loss, accuracy),
                 Reply::Done => return Ok(()),
                 other => return Err(self.unexpected("point", &other)),
@@ -652,6 +831,7 @@ impl Worker {
     pub fn shutdown(mut self) -> Result<(), WorkerError> {
         let r = self.call_ok(Op::Shutdown);
         self.conn.take();
+        unregister(self.live);
         if let Some(child) = self.child.as_mut() {
             for _ in 0..100 {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -666,6 +846,7 @@ impl Worker {
 
     /// Kills the process (and reaps it), or hangs up.
     fn stop_now(&mut self) {
+        unregister(self.live);
         match self.child.as_mut() {
             Some(child) => {
                 let _ = child.kill();
@@ -687,6 +868,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.conn.take();
+        unregister(self.live);
         match self.child.as_mut() {
             Some(child) => {
                 if let Ok(None) = child.try_wait() {
@@ -749,5 +931,58 @@ pub fn describe_status(st: std::process::ExitStatus) -> String {
             format!("was killed by signal {sig}{name}")
         }
         None => "ended".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_pace_of_each_operation_above_the_floor() {
+        let mut p = CallPace::new(Duration::from_secs(5));
+        assert_eq!(p.deadline("hvp"), Duration::from_secs(5));
+        p.record("hvp", Duration::from_millis(200));
+        assert_eq!(p.deadline("hvp"), Duration::from_secs(5), "never below the floor");
+        p.record("hvp", Duration::from_secs(2));
+        p.record("hvp", Duration::from_secs(1));
+        assert_eq!(p.deadline("hvp"), Duration::from_secs(20), "10x the slowest hvp");
+        assert_eq!(p.deadline("evaluate"), Duration::from_secs(5), "each operation its own pace");
+        assert_eq!(CallPace::new(Duration::from_secs(60)).deadline("shutdown"), SHUTDOWN_DEADLINE);
+    }
+
+    /// A worker that answers the handshake and then nothing: its first call is stopped at the floor,
+    /// the process killed and reaped, the error one line naming the operation and the deadline.
+    #[test]
+    fn a_call_past_its_deadline_stops_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let hello = Response {
+            id: 1,
+            body: Reply::Hello {
+                protocol: PROTOCOL_VERSION,
+                backend: "fake".into(),
+                backend_version: "0".into(),
+                devices: vec!["cpu".into()],
+                capabilities: Vec::new(),
+                pid: 0,
+            },
+        };
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &protocol::encode(&hello).unwrap()).unwrap();
+        let f = dir.path().join("hello.bin");
+        std::fs::write(&f, bytes).unwrap();
+        let mut o = WorkerOptions::new("/bin/sh".into());
+        o.args = vec!["-c".into(), format!("cat '{}'; exec sleep 1000", f.display())];
+        o.call_timeout = Duration::from_secs(1);
+        let mut w = Worker::start(&o).unwrap();
+        let pid = w.pid();
+        let t = Instant::now();
+        let e = w.evaluate().unwrap_err();
+        assert!(e.is_timeout() && e.is_worker_failure(), "{e}");
+        assert!(t.elapsed() >= Duration::from_secs(1) && t.elapsed() < Duration::from_secs(30));
+        let m = e.to_string();
+        assert!(m.contains("did not answer evaluate within 1 s") && m.contains("first evaluate"), "{m}");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the worker was stopped and reaped");
+        assert!(w.evaluate().is_err(), "a stopped worker answers nothing");
     }
 }

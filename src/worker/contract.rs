@@ -92,6 +92,11 @@ pub struct ModelContract {
     #[arg(long)]
     #[serde(default)]
     pub worker_memory_limit: Option<String>,
+    /// Seconds any call to a worker is given at least before the worker counts as hung and is stopped
+    /// (default 600); a call may also take up to 10x the slowest earlier call of the same operation.
+    #[arg(long, value_name = "SECS")]
+    #[serde(default)]
+    pub worker_call_timeout: Option<u64>,
     /// Use workers started by a cluster launcher (srun, mpirun, torchrun): listen on ADDR, e.g.
     /// 0.0.0.0:9470, for workers dialling in with `--connect HOST:PORT` (docs/scale-out.md). Needs a
     /// shared token: LANDSCAPED_TOKEN, or --token-file.
@@ -142,6 +147,7 @@ impl Default for ModelContract {
             allow_unexpected: false,
             worker: None,
             worker_memory_limit: None,
+            worker_call_timeout: None,
             workers_listen: None,
             expect: None,
             wait: None,
@@ -343,6 +349,9 @@ impl ModelContract {
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
         }
+        if self.worker_call_timeout == Some(0) {
+            bail!("worker_call_timeout: must be at least 1 (seconds)");
+        }
         self.check_listen("")
     }
 
@@ -383,6 +392,9 @@ impl ModelContract {
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
         }
+        if self.worker_call_timeout == Some(0) {
+            bail!("worker_call_timeout: must be at least 1 (seconds)");
+        }
         self.check_listen("")
     }
 
@@ -414,6 +426,9 @@ impl ModelContract {
         }
         if let Some(m) = &self.worker_memory_limit {
             parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?;
+        }
+        if self.worker_call_timeout == Some(0) {
+            bail!("--worker-call-timeout: must be at least 1 (seconds)");
         }
         self.check_listen("--")
     }
@@ -551,6 +566,9 @@ impl ModelContract {
         };
         if let Some(m) = &self.worker_memory_limit {
             o.memory_limit = Some(parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?);
+        }
+        if let Some(s) = self.worker_call_timeout {
+            o.call_timeout = std::time::Duration::from_secs(s.max(1));
         }
         Ok(o)
     }

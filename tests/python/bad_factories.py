@@ -1,8 +1,9 @@
-"""Factories that go wrong in the ways a user's factory can (for the Python-worker tests), and one whose
-model's output doesn't fit the targets."""
+"""Factories that go wrong in the ways a user's factory can (for the Python-worker tests), one whose
+model's output doesn't fit the targets, and models that hang or run away in their loss (daemon job tests)."""
 
 import os
 import sys
+import time
 
 import torch
 
@@ -39,3 +40,56 @@ def lm_shapes(checkpoint):
 def nan_loss(checkpoint):
     model, data, _ = digits(checkpoint)
     return model, data, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]) * float("nan")
+
+
+def _tiny():
+    """A linear classifier on 32 fixed samples: its checkpoints hold weight [3, 4] and bias [3]."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    y = torch.randint(0, 3, (32,), generator=g)
+    return torch.nn.Linear(4, 3), (x, y)
+
+
+def _at_step_10(checkpoint):
+    return os.path.basename(str(checkpoint)).startswith("step-10.")
+
+
+def _note_pid(what):
+    """Writes this worker's pid to $LANDSCAPED_TEST_PID_DIR/<what>.pid (whole, by rename)."""
+    d = os.environ.get("LANDSCAPED_TEST_PID_DIR")
+    if d:
+        tmp = os.path.join(d, "%s.pid.tmp" % what)
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(tmp, os.path.join(d, "%s.pid" % what))
+
+
+def hangs_at_step_10(checkpoint):
+    """A model that hangs: at the checkpoint step-10.* its loss sleeps forever (after noting its pid)."""
+    model, data = _tiny()
+    hang = _at_step_10(checkpoint)
+
+    def loss(m, batch):
+        if hang:
+            _note_pid("hang")
+            time.sleep(10**9)
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    return model, data, loss
+
+
+def allocates_at_step_10(checkpoint):
+    """A runaway loss: at the checkpoint step-10.* it allocates 1 GiB after 1 GiB, 16 GiB in all, untouched
+    (so without a limit it gets them and goes on, costing no memory; under an address-space limit an
+    allocation fails)."""
+    model, data = _tiny()
+    runaway = _at_step_10(checkpoint)
+
+    def loss(m, batch):
+        if runaway:
+            _note_pid("runaway")
+            hold = [torch.empty(1 << 30, dtype=torch.uint8) for _ in range(16)]
+            del hold
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    return model, data, loss

@@ -26,11 +26,15 @@
 //! # When jobs run
 //! After each checkpoint of a run is ingested, the daemon counts it for every job of that run; when the
 //! count reaches `every()`, the job is scheduled with the run name and the step just ingested. Jobs
-//! run one at a time on a dedicated low-priority thread, never on the HTTP runtime; if a job for the
-//! same run is still waiting when it comes due again, the waiting one is replaced by the newer step
-//! (no pile-up). A job returning `Err` is logged and counted in `landscaped_job_runs_total{outcome="error"}`;
-//! the daemon keeps going. Long jobs should check [`JobContext::cancelled`] between units of work and
-//! return early (leaving resumable state) when the daemon is shutting down.
+//! run one at a time on a dedicated low-priority thread, never on the HTTP runtime, in the order they
+//! came due, so every kind and run gets its turn; if a job for the same run is still waiting when it
+//! comes due again, the waiting one is replaced by the newer step (no pile-up; one line and
+//! `landscaped_job_replaced_total`). A job returning `Err` is logged and counted in
+//! `landscaped_job_runs_total{outcome="error"}` (`worker_failed`, `timeout` when its model worker failed
+//! or outlived a call's deadline); the daemon keeps going. Long jobs should check
+//! [`JobContext::cancelled`] between units of work and return early (leaving resumable state) when the
+//! daemon is shutting down; model workers are stopped at shutdown, so a job waiting on one gets an error
+//! at once, and the daemon exits without waiting more than a few seconds for the job thread.
 //!
 //! # What a job may use
 //! [`JobContext`]: the open [`Store`] (the daemon holds the only handle: never `Store::open` yourself),

@@ -28,7 +28,7 @@
 //! [`crate::daemon::job_model`].
 //!
 //! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
-//! one finishes first (`max_hvps` bounds it).
+//! one ends with an error when the daemon stops its model worker (nothing is stored).
 
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
