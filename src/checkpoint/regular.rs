@@ -86,7 +86,7 @@ mod tests {
         let file = open_regular(&f).unwrap();
         let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GETFL) };
         assert_eq!(flags & libc::O_NONBLOCK, 0);
-        assert_eq!(regular_or_absent(&f).unwrap(), true);
-        assert_eq!(regular_or_absent(&d.path().join("none")).unwrap(), false);
+        assert!(regular_or_absent(&f).unwrap());
+        assert!(!regular_or_absent(&d.path().join("none")).unwrap());
     }
 }
