@@ -264,11 +264,7 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<(String, Vec<String>)>, C
 
 /// The step used to sort [`find_checkpoints`]'s result (cheap: names and trainer_state.json only).
 fn sort_step(path: &Path) -> Option<u64> {
-    if path.is_dir() {
-        hf_step(path)
-    } else {
-        step_from_name(&name_of(path))
-    }
+    if path.is_dir() { hf_step(path) } else { step_from_name(&name_of(path)) }
 }
 
 /// Every checkpoint under `dir` (checkpoint files and checkpoint folders of every layout, descending into other folders up

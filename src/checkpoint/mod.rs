@@ -52,8 +52,8 @@ pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
 
 pub use complete::check_complete;
 pub use layout::{
-    Scan, Skip, find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, is_hf_folder,
-    is_temp_name, name_of, scan_checkpoints, step_from_name,
+    Scan, Skip, find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder,
+    is_hf_folder, is_temp_name, name_of, scan_checkpoints, step_from_name,
 };
 
 /// Element type of a stored tensor.

@@ -10,7 +10,9 @@
 //! - [`http`] + [`api`]: axum routes and the CLI's queries; [`metrics`]: the Prometheus registry;
 //!   [`health`]: whether the trajectory archive is writable (the store keeps its own health);
 //! - [`systemd`] (sd_notify), [`shutdown`] (signals), [`priority`] (nice, idle I/O, no GPU),
-//!   [`fstype`] (statfs: network filesystems are polled); [`server`]: wires it all together.
+//!   [`fstype`] (statfs: network filesystems are polled); [`server`]: wires it all together;
+//! - [`skipped`]: paths passed over, reported once; [`progress`]: ingest progress and the stall
+//!   limit; [`temps`]: stale temporaries removed at start.
 
 pub mod api;
 pub mod config;
@@ -24,12 +26,15 @@ pub mod listener;
 pub mod metrics;
 pub mod priority;
 pub mod process;
+pub mod progress;
 pub mod queue;
 pub mod seen;
 pub mod server;
 pub mod shutdown;
+pub mod skipped;
 pub mod systemd;
 pub mod taxonomy;
+pub mod temps;
 pub mod watch;
 pub mod worker;
 

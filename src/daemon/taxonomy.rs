@@ -61,6 +61,9 @@ pub fn classify_ingest(e: &IngestError) -> Class {
         IngestError::Store(s) if s.is_environment() => Class::Environment("store"),
         // The archive sink writes files in the data dir: its failures are the disk's.
         IngestError::Sink { .. } => Class::Environment("archive"),
+        // More than the whole filesystem: never fits. More than is free now: space may be freed.
+        IngestError::DoesNotFit { ever: true, .. } => Class::Content("does_not_fit"),
+        IngestError::DoesNotFit { ever: false, .. } => Class::Environment("does_not_fit"),
         other => Class::Content(other.kind()),
     }
 }

@@ -34,6 +34,18 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Size of the whole filesystem holding `dir`.
+fn total_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_blocks as u64).saturating_mul(st.f_frsize as u64)).filter(|&t| t > 0)
+}
+
 const MAGIC: &[u8; 8] = b"LSTRAJ01";
 const TRAILER: usize = 8 + 8 + 4 + 8;
 
@@ -517,13 +529,27 @@ impl ArchiveSink {
             self.skipped = Some((run.to_string(), step));
             return Ok(());
         }
+        if let Some(total) = total_bytes(&dir)
+            && need > total
+        {
+            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+                why: format!(
+                    "trajectory archive: {}: run {run} step {step} needs {need} bytes, more than the whole filesystem holds ({total} bytes): it can never be archived there",
+                    dir.display()
+                ),
+                ever: true,
+            }));
+        }
         if let Some(free) = free_bytes(&dir)
             && need > free
         {
-            bail!(
-                "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
-                dir.display()
-            );
+            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+                why: format!(
+                    "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
+                    dir.display()
+                ),
+                ever: false,
+            }));
         }
         let entries = list_run(&self.data_dir, run)?;
         let ords = ordinals(&entries);
