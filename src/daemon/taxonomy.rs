@@ -114,6 +114,10 @@ mod tests {
         };
         assert_eq!(classify_ingest(&IngestError::Store(store)), Class::Environment("store"));
         assert_eq!(classify_ingest(&IngestError::NoStep("/x".into())), Class::Content("no_step"));
+        // An archive that can never fit fails the item; one that does not fit now is retried.
+        let fit = |ever| IngestError::DoesNotFit { path: "/x".into(), why: "big".into(), ever };
+        assert_eq!(classify_ingest(&fit(true)), Class::Content("does_not_fit"));
+        assert_eq!(classify_ingest(&fit(false)), Class::Environment("does_not_fit"));
     }
 
     #[test]

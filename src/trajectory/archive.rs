@@ -841,6 +841,18 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_larger_than_the_filesystem_never_fits() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sink = ArchiveSink::new(d.path(), &ArchiveConfig::default()).unwrap();
+        // 2^62 f32 values: a header no disk holds.
+        let huge = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![1 << 31, 1 << 31] };
+        let e = sink.begin_tensors("r", 1, &[huge]).unwrap_err();
+        let fit = e.downcast_ref::<crate::ingest::DoesNotFit>().expect("a DoesNotFit");
+        assert!(fit.ever && fit.why.contains("more than the whole filesystem"), "{}", fit.why);
+        assert!(list_run(d.path(), "r").unwrap().is_empty());
+    }
+
+    #[test]
     fn retention_parses() {
         assert_eq!("all".parse::<Retention>().unwrap(), Retention::All);
         assert_eq!("every:4".parse::<Retention>().unwrap(), Retention::EveryK(4));
