@@ -4,15 +4,32 @@
 //! `POINT=ERRNO`, e.g. `store_write=28` (ENOSPC) or `checkpoint_read=13` (EACCES).
 //!
 //! Points: `store_write` (every store commit and the recovery probe), `checkpoint_read` (before the
-//! daemon reads a checkpoint).
+//! daemon reads a checkpoint). And a hang: `stall_path=PREFIX` + `stall_secs=S` make the daemon's
+//! processing of a checkpoint under PREFIX sleep S seconds without progress (a read stuck on a hung
+//! filesystem).
 
 use std::sync::OnceLock;
 
-/// The injected error at `point`, if the fault file names one.
-pub fn injected(point: &str) -> Option<std::io::Error> {
+fn fault_text() -> Option<String> {
     static FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
     let file = FILE.get_or_init(|| std::env::var_os("LANDSCAPED_TEST_FAULTS").map(Into::into)).as_ref()?;
-    let text = std::fs::read_to_string(file).ok()?;
+    std::fs::read_to_string(file).ok()
+}
+
+/// How long processing `path` is to hang, if the fault file says so (`stall_path`, `stall_secs`).
+pub fn stall(path: &std::path::Path) -> Option<std::time::Duration> {
+    let text = fault_text()?;
+    let value = |key: &str| {
+        text.lines().find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim()))
+    };
+    let prefix = value("stall_path")?;
+    let secs: f64 = value("stall_secs")?.parse().ok()?;
+    path.starts_with(prefix).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+/// The injected error at `point`, if the fault file names one.
+pub fn injected(point: &str) -> Option<std::io::Error> {
+    let text = fault_text()?;
     text.lines()
         .find_map(|l| {
             let (p, errno) = l.split_once('=')?;

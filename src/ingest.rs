@@ -129,6 +129,9 @@ pub enum IngestError {
     RunName(String),
     #[error("{path}: {why}")]
     Sink { path: PathBuf, why: String },
+    /// A sink cannot take this checkpoint for lack of space (`ever`: not even on an empty disk).
+    #[error("{path}: {why}")]
+    DoesNotFit { path: PathBuf, why: String, ever: bool },
 }
 
 impl IngestError {
@@ -140,8 +143,26 @@ impl IngestError {
             IngestError::NoStep(_) => "no_step",
             IngestError::RunName(_) => "run_name",
             IngestError::Sink { .. } => "sink",
+            IngestError::DoesNotFit { .. } => "does_not_fit",
         }
     }
+
+    /// A sink's error: [`IngestError::DoesNotFit`] when it is a [`DoesNotFit`], else `Sink`.
+    fn from_sink(path: &Path, e: anyhow::Error) -> IngestError {
+        match e.downcast_ref::<DoesNotFit>() {
+            Some(d) => IngestError::DoesNotFit { path: path.to_path_buf(), why: d.why.clone(), ever: d.ever },
+            None => IngestError::Sink { path: path.to_path_buf(), why: format!("{e:#}") },
+        }
+    }
+}
+
+/// A sink's refusal of a checkpoint that needs more space than there is: `ever` when more than the
+/// whole filesystem (retrying cannot help), else more than is free now.
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct DoesNotFit {
+    pub why: String,
+    pub ever: bool,
 }
 
 /// Ingests the checkpoint at `path` (a file or an HF folder) into `run`. See the module docs.
@@ -199,7 +220,7 @@ pub fn ingest_checkpoint_with_progress(
             for s in sinks[..i].iter_mut() {
                 s.abort();
             }
-            return Err(IngestError::Sink { path: path.to_path_buf(), why: format!("{e:#}") });
+            return Err(IngestError::from_sink(path, e));
         }
     }
     let read = read_tensors(&ck, &mut refs, opts, sinks, progress);

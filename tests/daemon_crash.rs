@@ -91,6 +91,19 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut arch_steps: Vec<u64> = archived.iter().map(|e| e.step).collect();
     arch_steps.dedup();
     assert_eq!(arch_steps, steps, "archive differs from the records");
+    // What the killed daemons were writing (archive `.tmp` files) went at the restarts.
+    let mut temps = Vec::new();
+    let mut dirs = vec![tmp.path().join("data/trajectory")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".tmp") {
+                temps.push(e.path());
+            }
+        }
+    }
+    assert!(temps.is_empty(), "temporaries left: {temps:?}");
     println!(
         "crash test: {n} checkpoints, {kills} kills in {:.1}s: 0 lost, 0 duplicated, norms equal",
         t0.elapsed().as_secs_f64()

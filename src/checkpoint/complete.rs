@@ -52,7 +52,7 @@ pub(crate) fn check_file(path: &Path) -> Result<(), CheckpointError> {
     if let Some(what) = path.file_name().and_then(|n| n.to_str()).and_then(layout::foreign_format) {
         return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what });
     }
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let file = super::regular::open_regular(path)?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut head = [0u8; 9];
     let n = read_prefix(&file, &mut head).map_err(|e| io_err(path, e))?;
@@ -169,13 +169,13 @@ fn check_zip(path: &Path, file: &File, len: u64) -> Result<(), CheckpointError> 
 /// An HF folder: trainer_state.json written, every listed shard present and complete.
 fn check_hf_folder(dir: &Path) -> Result<(), CheckpointError> {
     let state = dir.join("trainer_state.json");
-    if !state.is_file() {
+    if !super::regular::regular_or_absent(&state)? {
         return Err(incomplete(dir, "trainer_state.json not written yet"));
     }
     layout::read_json(&state).map_err(|e| incomplete(dir, format!("trainer_state.json: {e}")))?;
     for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] {
         let index_path = dir.join(index);
-        if index_path.is_file() {
+        if super::regular::regular_or_absent(&index_path)? {
             let shards = layout::index_shards(&index_path)?;
             if shards.is_empty() {
                 return Err(CheckpointError::Malformed {
@@ -185,7 +185,7 @@ fn check_hf_folder(dir: &Path) -> Result<(), CheckpointError> {
             }
             for (shard, _) in shards {
                 let p = dir.join(&shard);
-                if !p.is_file() {
+                if !super::regular::regular_or_absent(&p)? {
                     return Err(incomplete(dir, format!("shard {shard} listed in {index} is missing")));
                 }
                 check_file(&p)?;
@@ -195,7 +195,7 @@ fn check_hf_folder(dir: &Path) -> Result<(), CheckpointError> {
     }
     for single in ["model.safetensors", "pytorch_model.bin"] {
         let p = dir.join(single);
-        if p.is_file() {
+        if super::regular::regular_or_absent(&p)? {
             return check_file(&p);
         }
     }

@@ -154,12 +154,11 @@ fn is_weight_key(key: &str, has_model: bool) -> bool {
 /// Read and parse `.metadata`: the tensors (filtered by [`is_weight_key`]) with their chunks.
 fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
     let path = dir.join(METADATA);
-    let file = File::open(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    let file = super::regular::open_regular(&path).map_err(|e| match e {
+        CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             incomplete(dir, ".metadata not written yet (DCP writes it last)")
-        } else {
-            io_err(&path, e)
         }
+        other => other,
     })?;
     let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
     if len > MAX_METADATA {
@@ -339,7 +338,10 @@ fn check_files(dir: &Path, items: &[Item]) -> Result<HashMap<String, u64>, Check
                     let p = dir.join(&c.file);
                     let l = match std::fs::metadata(&p) {
                         Ok(m) if m.is_file() => m.len(),
-                        Ok(_) => return Err(malformed(&p, "referenced by .metadata but not a file")),
+                        Ok(_) => {
+                            super::regular::regular_or_absent(&p)?;
+                            return Err(malformed(&p, "referenced by .metadata but not a file"));
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             return Err(incomplete(
                                 &p,
@@ -370,6 +372,10 @@ fn check_files(dir: &Path, items: &[Item]) -> Result<HashMap<String, u64>, Check
 pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
     let items = read_metadata(dir)?;
     check_files(dir, &items)?;
+    // Side files (`meta.pt`, ...) are read for the step: a FIFO or device there is refused, not opened.
+    for side in super::layout::DCP_SIDE_FILES {
+        super::regular::regular_or_absent(&dir.join(side))?;
+    }
     Ok(())
 }
 
@@ -383,7 +389,7 @@ impl DcpFolder {
         let mut members = vec![dir.join(METADATA)];
         for name in names {
             let p = dir.join(name);
-            let f = File::open(&p).map_err(|e| io_err(&p, e))?;
+            let f = super::regular::open_regular(&p)?;
             let mut head = [0u8; 9];
             let n = f.read_at(&mut head, 0).map_err(|e| io_err(&p, e))?;
             let kind = if n == 9 && head[8] == b'{' {

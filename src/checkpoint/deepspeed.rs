@@ -138,7 +138,7 @@ pub(crate) struct DeepSpeedFolder {
 }
 
 fn open_archive(path: &Path, allow: fn(&str, &str) -> bool) -> Result<(File, Archive), CheckpointError> {
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let file = super::regular::open_regular(path)?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let a = Archive::open(&file, path, 0, len, allow)?;
     Ok((file, a))
@@ -344,7 +344,7 @@ impl DeepSpeedFolder {
         match src {
             Source::Whole(fi, start, t) => {
                 let p = &self.files[*fi];
-                let f = File::open(p).map_err(|e| io_err(p, e))?;
+                let f = super::regular::open_regular(p)?;
                 read_tensor(&f, p, *start, t)
             }
             Source::Pieces(_) => {
@@ -379,7 +379,7 @@ impl DeepSpeedFolder {
         match src {
             Source::Whole(fi, start, t) if torch_item::is_contiguous(&t.shape, &t.stride) => {
                 let p = &self.files[*fi];
-                let f = File::open(p).map_err(|e| io_err(p, e))?;
+                let f = super::regular::open_regular(p)?;
                 f.read_exact_at(buf, start + t.offset as u64 * es + offset).map_err(|e| io_err(p, e))
             }
             Source::Whole(..) => {
@@ -398,7 +398,7 @@ impl DeepSpeedFolder {
                         let from = pos - base;
                         let take = ((len - from) as usize).min(buf.len() - filled);
                         let p = &self.files[fi];
-                        let f = File::open(p).map_err(|e| io_err(p, e))?;
+                        let f = super::regular::open_regular(p)?;
                         f.read_exact_at(&mut buf[filled..filled + take], at + from)
                             .map_err(|e| io_err(p, e))?;
                         filled += take;

@@ -39,6 +39,13 @@ use std::path::{Path, PathBuf};
 
 use super::CheckpointError;
 
+/// A path's file name as text: a name that is not UTF-8 has its bad bytes replaced (U+FFFD), which
+/// keeps its extension and step digits, so such a checkpoint is recognized and read like any other
+/// (the path itself is used as it is for every file operation).
+pub fn name_of(path: &Path) -> std::borrow::Cow<'_, str> {
+    path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+}
+
 /// File extensions that can hold a checkpoint.
 pub(crate) const CHECKPOINT_EXTENSIONS: [&str; 5] = ["safetensors", "pt", "pth", "bin", "ckpt"];
 
@@ -78,26 +85,26 @@ pub fn foreign_format(name: &str) -> Option<String> {
 /// Whether `dir` is a checkpoint folder of any layout: HF, DCP (incl. Megatron, Lightning sharded)
 /// or DeepSpeed.
 pub fn is_checkpoint_folder(dir: &Path) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = &name_of(dir);
     !is_temp_name(name)
         && (is_hf_folder(dir) || super::dcp::is_dcp_folder(dir) || super::deepspeed::is_deepspeed_folder(dir))
 }
 
 /// Whether a DCP folder is a Megatron `iter_N` folder (by name, or by the marker beside it).
 fn is_megatron_dir(dir: &Path) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = &name_of(dir);
     name.strip_prefix("iter_").is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()))
         || dir.parent().is_some_and(|p| p.join("latest_checkpointed_iteration.txt").is_file())
 }
 
 /// The layout and step of a DCP folder (see the step rule).
 pub(crate) fn dcp_layout_and_step(dir: &Path) -> (super::Layout, Option<u64>) {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = &name_of(dir);
     if is_megatron_dir(dir) {
         return (super::Layout::Megatron, step_from_name(name));
     }
     let meta = dir.join("meta.pt");
-    if let Ok(file) = std::fs::File::open(&meta)
+    if let Ok(file) = super::regular::open_regular(&meta)
         && let Ok(m) = file.metadata()
         && let Ok(a) = super::torch_item::Archive::open(&file, &meta, 0, m.len(), super::pickle_scan::allowed)
     {
@@ -175,7 +182,7 @@ pub fn is_checkpoint_file_name(name: &str) -> bool {
 /// A folder that is, or is becoming, an HF checkpoint (`checkpoint-N`, or holding
 /// `trainer_state.json`): never searched for loose files, even before its weights exist.
 fn is_hf_like_folder(dir: &Path) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = &name_of(dir);
     layout_checkpoint_name(name) || dir.join("trainer_state.json").is_file() || super::dcp::is_dcp_like(dir)
 }
 
@@ -186,7 +193,7 @@ fn layout_checkpoint_name(name: &str) -> bool {
 /// Whether `dir` is an HF checkpoint folder: it holds one of [`HF_WEIGHTS`] and is named
 /// `checkpoint-N`, holds `trainer_state.json`, or holds a weights index.
 pub fn is_hf_folder(dir: &Path) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = &name_of(dir);
     if is_temp_name(name) {
         return false;
     }
@@ -206,7 +213,7 @@ pub(crate) const MAX_JSON: u64 = 256 * 1024 * 1024;
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, CheckpointError> {
     use std::io::Read;
     let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = super::regular::open_regular(path)?;
     let mut buf = Vec::new();
     file.take(MAX_JSON + 1).read_to_end(&mut buf).map_err(io)?;
     if buf.len() as u64 > MAX_JSON {
@@ -229,7 +236,7 @@ pub(crate) fn hf_step(dir: &Path) -> Option<u64> {
     {
         return Some(s);
     }
-    dir.file_name().and_then(|n| n.to_str()).and_then(step_from_name)
+    step_from_name(&name_of(dir))
 }
 
 /// The shard file names an index lists (`weight_map` values), deduplicated, sorted. Names must be
@@ -257,29 +264,55 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<(String, Vec<String>)>, C
 
 /// The step used to sort [`find_checkpoints`]'s result (cheap: names and trainer_state.json only).
 fn sort_step(path: &Path) -> Option<u64> {
-    if path.is_dir() {
-        hf_step(path)
-    } else {
-        path.file_name().and_then(|n| n.to_str()).and_then(step_from_name)
-    }
+    if path.is_dir() { hf_step(path) } else { step_from_name(&name_of(path)) }
 }
 
 /// Every checkpoint under `dir` (checkpoint files and checkpoint folders of every layout, descending into other folders up
 /// to a few levels, not following symlinked folders), sorted by step then name; checkpoints without a
 /// step come last. Temp files and non-checkpoint files are skipped; a symlink (e.g. `last.ckpt`) to a
 /// file that is listed anyway is dropped so nothing is processed twice. `dir` itself may be an HF
-/// folder.
+/// folder. [`scan_checkpoints`] also says what was passed over and why.
 pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    scan_checkpoints(dir).map(|s| s.found)
+}
+
+/// A path [`scan_checkpoints`] passed over that a user may have meant as (part of) a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    pub path: PathBuf,
+    /// `symlink_loop` or `unreadable_folder`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// What [`scan_checkpoints`] found under a folder.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// The checkpoints, as [`find_checkpoints`] returns them.
+    pub found: Vec<PathBuf>,
+    /// Paths passed over: a symlink that loops, a folder that cannot be listed.
+    pub skipped: Vec<Skip>,
+    /// Folders that are becoming checkpoints (`checkpoint-N/` or a folder with `trainer_state.json`
+    /// and no weights yet, a DCP folder with `.distcp` files and no `.metadata` yet): not searched;
+    /// one that stays so is reported by the daemon.
+    pub pending: Vec<PathBuf>,
+}
+
+/// [`find_checkpoints`], plus the paths passed over and the folders still being written.
+pub fn scan_checkpoints(dir: &Path) -> Result<Scan, CheckpointError> {
     if is_checkpoint_folder(dir) {
-        return Ok(vec![dir.to_path_buf()]);
+        return Ok(Scan { found: vec![dir.to_path_buf()], ..Default::default() });
     }
     if is_hf_like_folder(dir) || is_model_export_dir(dir) {
-        return Ok(Vec::new()); // an HF folder whose weights are not written yet, or a model export
+        // An HF folder whose weights are not written yet, or a model export.
+        let pending = if is_model_export_dir(dir) { Vec::new() } else { vec![dir.to_path_buf()] };
+        return Ok(Scan { pending, ..Default::default() });
     }
-    let mut found = Vec::new();
+    let mut scan = Scan::default();
     let top =
         std::fs::read_dir(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
-    walk(top, 0, &mut found);
+    walk(top, 0, &mut scan);
+    let mut found = std::mem::take(&mut scan.found);
 
     // Drop symlinks whose target is also listed.
     let mut real: HashSet<PathBuf> = HashSet::new();
@@ -306,30 +339,47 @@ pub fn find_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.1.cmp(&b.1),
     });
-    Ok(keyed.into_iter().map(|(_, p)| p).collect())
+    scan.found = keyed.into_iter().map(|(_, p)| p).collect();
+    Ok(scan)
 }
 
-fn walk(entries: std::fs::ReadDir, depth: usize, found: &mut Vec<PathBuf>) {
+fn walk(entries: std::fs::ReadDir, depth: usize, scan: &mut Scan) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let name = &*name.to_string_lossy();
         if is_temp_name(name) {
             continue;
         }
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
             if is_checkpoint_folder(&path) {
-                found.push(path);
-            } else if !is_hf_like_folder(&path)
-                && !is_model_export_dir(&path)
-                && depth < MAX_DEPTH
-                && let Ok(sub) = std::fs::read_dir(&path)
-            {
-                walk(sub, depth + 1, found);
+                scan.found.push(path);
+            } else if is_model_export_dir(&path) {
+            } else if is_hf_like_folder(&path) {
+                scan.pending.push(path);
+            } else if depth < MAX_DEPTH {
+                match std::fs::read_dir(&path) {
+                    Ok(sub) => walk(sub, depth + 1, scan),
+                    Err(e) => scan.skipped.push(Skip {
+                        path,
+                        reason: "unreadable_folder",
+                        detail: format!("a folder that cannot be listed ({e}): its checkpoints are not seen"),
+                    }),
+                }
             }
-        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && is_checkpoint_file_name(name) {
-            found.push(path);
+        } else if ft.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() && is_checkpoint_file_name(name) => scan.found.push(path),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => scan.skipped.push(Skip {
+                    path,
+                    reason: "symlink_loop",
+                    detail: "a symlink that loops (too many levels of symbolic links)".into(),
+                }),
+                _ => {} // a dangling link (rotation) or a symlinked folder (not followed)
+            }
+        } else if ft.is_file() && is_checkpoint_file_name(name) {
+            scan.found.push(path);
         }
     }
 }

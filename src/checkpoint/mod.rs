@@ -41,6 +41,7 @@ pub mod layout;
 mod open;
 mod pickle_scan;
 mod pickle_value;
+mod regular;
 mod safetensors;
 mod torch_item;
 mod torch_locate;
@@ -51,8 +52,8 @@ pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
 
 pub use complete::check_complete;
 pub use layout::{
-    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, is_hf_folder,
-    is_temp_name, step_from_name,
+    Scan, Skip, find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder,
+    is_hf_folder, is_temp_name, name_of, scan_checkpoints, step_from_name,
 };
 
 /// Element type of a stored tensor.
@@ -165,10 +166,14 @@ pub enum CheckpointError {
     Refused { path: PathBuf, why: String },
     #[error("{path}: incomplete checkpoint: {why}")]
     Incomplete { path: PathBuf, why: String },
+    /// A file the checkpoint needs is a FIFO, socket, device or folder: never opened for reading.
+    #[error("{path}: {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: String },
 }
 
 impl CheckpointError {
-    /// A short stable label for metrics (`io`, `unsupported`, `malformed`, `refused`, `incomplete`).
+    /// A short stable label for metrics (`io`, `unsupported`, `malformed`, `refused`, `incomplete`,
+    /// `not_a_file`).
     pub fn kind(&self) -> &'static str {
         match self {
             CheckpointError::Io { .. } => "io",
@@ -176,6 +181,7 @@ impl CheckpointError {
             CheckpointError::Malformed { .. } => "malformed",
             CheckpointError::Refused { .. } => "refused",
             CheckpointError::Incomplete { .. } => "incomplete",
+            CheckpointError::NotAFile { .. } => "not_a_file",
         }
     }
 }

@@ -140,10 +140,10 @@ fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
 /// file; anything else is refused with the reason.
 fn open_file(path: &Path) -> Result<Part, CheckpointError> {
     use std::os::unix::fs::FileExt;
-    if let Some(what) = layout::foreign_format(file_name(path)) {
+    if let Some(what) = layout::foreign_format(&file_name(path)) {
         return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what.to_string() });
     }
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let file = super::regular::open_regular(path)?;
     let mut head = vec![0u8; 262];
     let mut n = 0;
     while n < head.len() {
@@ -169,8 +169,8 @@ fn open_file(path: &Path) -> Result<Part, CheckpointError> {
     Err(malformed(path, "neither a zip archive (torch.save) nor a safetensors file"))
 }
 
-fn file_name(path: &Path) -> &str {
-    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+fn file_name(path: &Path) -> std::borrow::Cow<'_, str> {
+    layout::name_of(path)
 }
 
 impl Checkpoint {
@@ -190,7 +190,7 @@ impl Checkpoint {
             return Self::open_hf(path);
         }
         let part = open_file(path)?;
-        let name = file_name(path);
+        let name = &*file_name(path);
         let (layout, step) = match &part {
             Part::Torch(t) => {
                 let lightning = t.lightning || name.ends_with(".ckpt");
@@ -218,7 +218,7 @@ impl Checkpoint {
     fn open_deepspeed(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let folder = DeepSpeedFolder::open(dir)?;
         let members = folder.members();
-        let step = folder.step.or_else(|| layout::step_from_name(file_name(dir)));
+        let step = folder.step.or_else(|| layout::step_from_name(&file_name(dir)));
         Ok(Self::assemble(dir, Layout::DeepSpeed, step, vec![Part::DeepSpeed(folder)], members))
     }
 

@@ -242,7 +242,7 @@ pub(crate) fn read_header(path: &Path, file: &File, file_len: u64) -> Result<Hea
 
 /// The cheap completeness check: the header parses and the file is exactly as long as it says.
 pub(crate) fn check_complete(path: &Path) -> Result<(), CheckpointError> {
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let file = super::regular::open_regular(path)?;
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let header = read_header(path, &file, file_len)?;
     check_length(path, &header, file_len, true)
@@ -276,7 +276,7 @@ fn check_length(
 impl SafetensorsFile {
     /// Open and validate a safetensors file; reads only the header.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let file = File::open(path).map_err(|e| io_err(path, e))?;
+        let file = super::regular::open_regular(path)?;
         let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
         let header = read_header(path, &file, file_len).map_err(|e| match e {
             // Opening is not a completeness check: a short file is a broken file here.

@@ -97,7 +97,7 @@ struct Archive {
 
 /// Read `data.pkl` (and check the archive is not TorchScript) using the zip crate's directory.
 fn read_data_pkl(path: &Path) -> Result<Archive, CheckpointError> {
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let file = super::regular::open_regular(path)?;
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| malformed(path, format!("not a readable zip archive: {e}")))?;
@@ -195,7 +195,7 @@ impl TorchFile {
         })?;
         let located = super::torch_locate::locate(&archive.pickle);
         let storages = archive.storages;
-        let file = File::open(path).map_err(|e| io_err(path, e))?;
+        let file = super::regular::open_regular(path)?;
 
         // The structure of the top-level object, with tensors as opaque leaves.
         let root = PytorchReader::read_pickle_data(path, None).map_err(|e| reader_error(path, e))?;

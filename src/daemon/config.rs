@@ -58,6 +58,8 @@ struct RawConfig {
     http_header_timeout_secs: f64,
     #[serde(default = "default_request_timeout")]
     http_request_timeout_secs: f64,
+    #[serde(default = "default_stall_limit")]
+    stall_limit_secs: f64,
     #[serde(default)]
     metrics: MetricsConfig,
     #[serde(default)]
@@ -130,6 +132,9 @@ fn default_header_timeout() -> f64 {
 }
 fn default_request_timeout() -> f64 {
     60.0
+}
+fn default_stall_limit() -> f64 {
+    300.0
 }
 fn default_true() -> bool {
     true
@@ -224,6 +229,9 @@ pub struct Config {
     pub http_header_timeout: std::time::Duration,
     /// Time a request has to be answered.
     pub http_request_timeout: std::time::Duration,
+    /// An ingest with no progress (no chunk read, no phase done) for this long makes `/healthz` 503
+    /// and is abandoned by its worker (see [`crate::daemon::worker`]).
+    pub stall_limit: std::time::Duration,
     pub metrics: MetricsConfig,
     pub runs: Vec<RunConfig>,
 }
@@ -257,6 +265,7 @@ impl Config {
         let incomplete_timeout = secs("incomplete_timeout_secs", raw.incomplete_timeout_secs, 0.0)?;
         let poll_interval = secs("poll_interval_secs", raw.poll_interval_secs, 0.1)?;
         let rescan_interval = secs("rescan_interval_secs", raw.rescan_interval_secs, 1.0)?;
+        let stall_limit = secs("stall_limit_secs", raw.stall_limit_secs, 0.1)?;
         let http_header_timeout = secs("http_header_timeout_secs", raw.http_header_timeout_secs, 0.1)?;
         let http_request_timeout = secs("http_request_timeout_secs", raw.http_request_timeout_secs, 0.1)?;
         if raw.http_max_connections == 0 || raw.http_max_connections > 65_536 {
@@ -349,6 +358,7 @@ impl Config {
             http_max_connections: raw.http_max_connections,
             http_header_timeout,
             http_request_timeout,
+            stall_limit,
             metrics: raw.metrics,
             runs,
         })

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /metrics` | every metric, text exposition format 0.0.4 |
-//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n,"store":{...},"archive":{...}}`: 200 while store and archive writes succeed; 503 with `"status":"unhealthy"` and `store.error` / `archive.error` (the cause) after a failed write, until writes succeed again (reads go on meanwhile); `ready` false until the initial scan is done |
+//! | `GET /healthz` | `{"status":"ok","ready":bool,"queued":n,"in_flight":n,"store":{...},"archive":{...}}`: 200 while store and archive writes succeed; 503 with `"status":"unhealthy"` and `store.error` / `archive.error` (the cause) after a failed write, until writes succeed again (reads go on meanwhile), and with `ingest.error` while an ingest has made no progress for longer than `stall_limit_secs`; `ready` false until the initial scan is done |
 //! | `GET /api/v1/identity` | which store this daemon serves: `data_dir` (canonical), `store_id`, `pid`, `listen`, `version` (as in `daemon.json`) |
 //! | `GET /api/v1/runs` | the runs in the store (`RunRecord`s) |
 //! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
@@ -43,6 +43,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub identity: Arc<Identity>,
     pub request_timeout: std::time::Duration,
+    /// Ingest progress: an item stuck longer than `stall_limit` makes `/healthz` 503.
+    pub progress: Arc<crate::daemon::progress::Progress>,
+    pub stall_limit: std::time::Duration,
 }
 
 /// Which store a daemon serves, as `/api/v1/identity` and `daemon.json` say.
@@ -138,7 +141,15 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let health = st.store.health();
     let archive = st.archive_health.error();
-    let unhealthy = health.is_some() || archive.is_some();
+    let stalled = st.progress.stalled(st.stall_limit).map(|(run, path, idle)| {
+        format!(
+            "ingest of {} (run {run}) has made no progress for {:.0} s (stall_limit_secs = {})",
+            path.display(),
+            idle.as_secs_f64(),
+            st.stall_limit.as_secs_f64()
+        )
+    });
+    let unhealthy = health.is_some() || archive.is_some() || stalled.is_some();
     let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = serde_json::json!({
         "status": if unhealthy { "unhealthy" } else { "ok" },
@@ -154,6 +165,10 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
         "archive": {
             "writable": archive.is_none(),
             "error": archive,
+        },
+        "ingest": {
+            "stalled": stalled.is_some(),
+            "error": stalled,
         },
     });
     (code, Json(body))

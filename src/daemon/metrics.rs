@@ -32,6 +32,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "landscaped_retries_total",
     "landscaped_environment_errors_total",
     "landscaped_not_a_file_total",
+    "landscaped_skipped_paths_total",
     "landscaped_store_healthy",
     "landscaped_http_connections",
     "landscaped_http_rejected_total",
@@ -59,6 +60,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub env_errors: IntCounterVec,
     pub not_a_file: IntCounterVec,
+    pub skipped_paths: IntCounterVec,
     pub store_healthy: IntGauge,
     pub http_connections: IntGauge,
     pub http_rejected: IntCounterVec,
@@ -193,6 +195,17 @@ impl Metrics {
                          watched folders). Each path counted once.",
                     ),
                     &["run", "kind"],
+                )?,
+            )?,
+            skipped_paths: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_skipped_paths_total",
+                        "Paths passed over, each counted once, by reason: outside_root, not_a_file, \
+                         symlink_loop, unreadable_folder, no_weights, no_metadata (see daemon::skipped).",
+                    ),
+                    &["run", "reason"],
                 )?,
             )?,
             store_healthy: reg(
@@ -425,6 +438,7 @@ mod tests {
         m.job_duration.with_label_values(&["r", "pca"]).observe(1.0);
         m.env_errors.with_label_values(&["r", "no_space"]).inc();
         m.not_a_file.with_label_values(&["r", "not_a_file"]).inc();
+        m.skipped_paths.with_label_values(&["r", "symlink_loop"]).inc();
         m.http_rejected.with_label_values(&["cap"]).inc();
         let text = m.render();
         for name in METRIC_NAMES {

@@ -11,7 +11,9 @@
 //!   [`health`]: whether the trajectory archive is writable (the store keeps its own health);
 //! - [`systemd`] (sd_notify), [`shutdown`] (signals), [`priority`] (nice, idle I/O, no GPU),
 //!   [`fstype`] (statfs: network filesystems are polled), [`memory`] (freed memory handed back);
-//!   [`server`]: wires it all together.
+//!   [`server`]: wires it all together;
+//! - [`skipped`]: paths passed over, reported once; [`progress`]: ingest progress and the stall
+//!   limit; [`temps`]: stale temporaries removed at start.
 
 pub mod api;
 pub mod config;
@@ -26,12 +28,15 @@ pub mod memory;
 pub mod metrics;
 pub mod priority;
 pub mod process;
+pub mod progress;
 pub mod queue;
 pub mod seen;
 pub mod server;
 pub mod shutdown;
+pub mod skipped;
 pub mod systemd;
 pub mod taxonomy;
+pub mod temps;
 pub mod watch;
 pub mod worker;
 

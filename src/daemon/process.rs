@@ -7,9 +7,22 @@
 //! (once per version of the file); an environment error (permission, descriptors, disk, I/O, store
 //! writes) is never recorded: the item is retried with backoff. A checkpoint counts as done only once
 //! ingest has committed its records.
+//!
+//! Skipped, not failed (reported once by [`crate::daemon::skipped`], recorded against the files'
+//! stamp so it is looked at again only when they change): a checkpoint folder holding a symlink that
+//! resolves outside the watched folders (`outside_root`, unless `follow_symlinks`), and a checkpoint
+//! one of whose files is a FIFO, socket, device or folder (`not_a_file`: readers open every file
+//! non-blocking and refuse what is not a regular file, so nothing can block on it).
+//!
+//! A checkpoint whose trajectory archive needs more than the whole filesystem holds is failed at
+//! once (`does_not_fit`); one needing more than is free now is retried with backoff
+//! [`MAX_NO_SPACE_TRIES`] times, then failed (it is tried again when its files change or the daemon
+//! restarts). Neither marks the archive unwritable (`/healthz` stays 200: nothing failed to write).
+//! Progress is measured ([`crate::daemon::progress`]): every phase and every chunk read counts.
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::daemon::metrics::Metrics;
+use crate::daemon::progress::{Progress, ProgressSink, Ticket};
 use crate::daemon::queue::Item;
 use crate::daemon::seen::{self, SeenRecord};
 use crate::daemon::taxonomy::{self, Class};
@@ -36,7 +49,12 @@ pub enum Outcome {
     Failed { kind: String },
     /// The environment failed (label `kind`): not recorded; try again after `after`.
     EnvRetry { after: Duration, kind: &'static str },
+    /// Skipped for `reason` (reported once) and recorded, so it isn't looked at until it changes.
+    Skipped { reason: &'static str },
 }
+
+/// Tries of a checkpoint that needs more archive space than is free before it is failed.
+pub const MAX_NO_SPACE_TRIES: u32 = 5;
 
 pub struct Processor {
     pub store: Store,
@@ -49,12 +67,21 @@ pub struct Processor {
     pub archive: ArchiveConfig,
     /// Whether the last archive write succeeded (`/healthz` reports it).
     pub archive_health: Arc<crate::daemon::health::ArchiveHealth>,
+    /// Skipped paths, reported once.
+    pub skipped: Arc<crate::daemon::skipped::Skipped>,
+    /// Every watch root (symlinks inside checkpoint folders must stay inside them).
+    pub roots: Vec<PathBuf>,
+    pub follow_symlinks: bool,
+    /// The ingests in flight and when each last moved.
+    pub progress: Arc<Progress>,
 }
 
 impl Processor {
     pub fn process(&self, item: &Item) -> Outcome {
         let started = Instant::now();
-        let out = self.process_inner(item);
+        let ticket = self.progress.begin(&item.run, &item.path);
+        let out = self.process_inner(item, &ticket);
+        drop(ticket);
         let run = item.run.as_str();
         match &out {
             Outcome::Done { step, new } => {
@@ -72,12 +99,27 @@ impl Processor {
                 self.metrics.env_errors.with_label_values(&[run, kind]).inc();
                 self.metrics.retries.with_label_values(&[run, "environment"]).inc();
             }
-            Outcome::Unchanged | Outcome::Gone => {}
+            Outcome::Unchanged | Outcome::Gone | Outcome::Skipped { .. } => {}
         }
         out
     }
 
-    fn process_inner(&self, item: &Item) -> Outcome {
+    /// Skips the item for `reason`: one line naming `path` (the item or a file of it), a count, and a
+    /// record against the item's files.
+    fn skip(
+        &self,
+        item: &Item,
+        files: Vec<FileStamp>,
+        reason: &'static str,
+        path: &Path,
+        detail: &str,
+    ) -> Outcome {
+        self.skipped.report(&item.run, path, reason, detail);
+        self.record(&item.run, &item.path, files, None, reason);
+        Outcome::Skipped { reason }
+    }
+
+    fn process_inner(&self, item: &Item, ticket: &Ticket<'_>) -> Outcome {
         let path = item.path.as_path();
         let run = item.run.as_str();
         let Some(before) = seen::stamp(path) else { return Outcome::Gone };
@@ -88,13 +130,34 @@ impl Processor {
                 tracing::warn!("{}: reading what was seen: {e}", path.display());
             }
         }
+        if !self.follow_symlinks
+            && path.is_dir()
+            && let Some((link, target)) = crate::daemon::skipped::link_leaving(path, &self.roots)
+        {
+            let detail = format!(
+                "a symlink inside checkpoint {} to {} outside the watched folders (set follow_symlinks = true to follow it)",
+                path.display(),
+                target.display()
+            );
+            return self.skip(item, before, "outside_root", &link, &detail);
+        }
+        ticket.tick();
         let newest = seen::newest_unix(&before);
         let age = Duration::from_secs_f64((unix_now_f64() - newest).max(0.0));
+        if let Some(hang) = crate::faults::stall(path) {
+            std::thread::sleep(hang);
+        }
         let checked = match crate::faults::injected("checkpoint_read") {
             Some(source) => Err(CheckpointError::Io { path: path.to_path_buf(), source }),
             None => checkpoint::check_complete(path),
         };
+        ticket.tick();
         if let Err(e) = checked {
+            if let CheckpointError::NotAFile { path: file, what } = &e {
+                let detail =
+                    format!("{what}, not a regular file, in checkpoint {} (never opened)", path.display());
+                return self.skip(item, before, "not_a_file", file, &detail);
+            }
             if let Class::Environment(kind) = taxonomy::classify_checkpoint(&e) {
                 tracing::warn!(run, "{e} (will retry)");
                 return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
@@ -118,7 +181,7 @@ impl Processor {
             self.record(run, path, before, None, "model-export");
             return Outcome::Unchanged;
         }
-        match ingest_one(&self.store, run, path, &self.data_dir, &self.archive) {
+        match ingest_one(&self.store, run, path, &self.data_dir, &self.archive, ticket) {
             Ok(outcome) => {
                 let (step, status) = (outcome.step, outcome.status);
                 let after = seen::stamp(path);
@@ -143,7 +206,21 @@ impl Processor {
                         reason: "changed",
                     };
                 }
+                if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
+                    let detail = format!(
+                        "{what}, not a regular file, in checkpoint {} (never opened)",
+                        path.display()
+                    );
+                    return self.skip(item, before, "not_a_file", &file, &detail);
+                }
                 let msg = taxonomy::with_path(path, &e.to_string());
+                if e.environment == Some("does_not_fit") && item.attempts + 1 >= MAX_NO_SPACE_TRIES {
+                    tracing::warn!(
+                        run,
+                        "{msg} (tried {MAX_NO_SPACE_TRIES} times: given up until it changes)"
+                    );
+                    return self.fail(item, before, "does_not_fit");
+                }
                 if let Some(kind) = e.environment {
                     if kind == "archive" {
                         self.archive_health.failed(format!("{:#}", e.error));
@@ -171,7 +248,7 @@ impl Processor {
             outcome: outcome.into(),
             unix: crate::store::unix_now(),
         };
-        if let Err(e) = seen::put(&self.store, &rec) {
+        if let Err(e) = seen::put(&self.store, path, &rec) {
             tracing::warn!("{}: recording it as seen: {e}", path.display());
         }
     }
@@ -215,6 +292,18 @@ pub struct IngestFail {
     pub error: anyhow::Error,
 }
 
+impl IngestFail {
+    /// The checkpoint error saying a file is not a regular file, if that is what this is.
+    fn not_a_file(&self) -> Option<CheckpointError> {
+        match self.error.downcast_ref::<crate::ingest::IngestError>() {
+            Some(crate::ingest::IngestError::Checkpoint(CheckpointError::NotAFile { path, what })) => {
+                Some(CheckpointError::NotAFile { path: path.clone(), what: what.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for IngestFail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:#}", self.error)
@@ -232,6 +321,7 @@ fn ingest_one(
     path: &Path,
     data_dir: &Path,
     archive: &ArchiveConfig,
+    ticket: &Ticket<'_>,
 ) -> Result<crate::ingest::IngestOutcome, IngestFail> {
     let opts = crate::ingest::IngestOptions::default();
     let mut sink = ArchiveSink::new(data_dir, archive).map_err(|error| IngestFail {
@@ -239,7 +329,8 @@ fn ingest_one(
         environment: Some("archive"),
         error,
     })?;
-    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut [&mut sink]) {
+    let mut progress = ProgressSink(ticket);
+    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut [&mut sink, &mut progress]) {
         Ok(outcome) => {
             if let Some(rep) = sink.last_report() {
                 tracing::debug!(

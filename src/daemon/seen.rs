@@ -36,8 +36,10 @@ pub fn get(store: &Store, run: &str, path: &Path) -> crate::store::Result<Option
     store.get(&key(run, path))
 }
 
-pub fn put(store: &Store, rec: &SeenRecord) -> crate::store::Result<()> {
-    store.put(&key(&rec.run, Path::new(&rec.path)), rec)
+/// Records `rec` for `path` (keyed by the path's bytes: `rec.path` is for people, lossy when the
+/// path is not UTF-8).
+pub fn put(store: &Store, path: &Path, rec: &SeenRecord) -> crate::store::Result<()> {
+    store.put(&key(&rec.run, path), rec)
 }
 
 /// The files of a checkpoint as they are now: the file itself, or every regular file directly inside

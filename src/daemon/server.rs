@@ -35,6 +35,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("config {}: key `data_dir`: {e}", config.path.display()))?;
+    // The store is ours now (locked): what a killed process left half-written can go.
+    crate::daemon::temps::remove_stale(&config.data_dir);
     let metrics = Arc::new(Metrics::new(&config.metrics)?);
     let mut run_jobs = std::collections::HashMap::new();
     for r in &config.runs {
@@ -67,6 +69,8 @@ async fn serve(
     let queue = Arc::new(WorkQueue::new(config.queue_capacity));
     let ready = Arc::new(AtomicBool::new(false));
     let archive_health = Arc::new(crate::daemon::health::ArchiveHealth::default());
+    let skipped = Arc::new(crate::daemon::skipped::Skipped::new(metrics.clone()));
+    let progress = Arc::new(crate::daemon::progress::Progress::default());
     let processor = Arc::new(Processor {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -75,6 +79,10 @@ async fn serve(
         data_dir: config.data_dir.clone(),
         archive: crate::trajectory::archive::ArchiveConfig::default(),
         archive_health: archive_health.clone(),
+        skipped: skipped.clone(),
+        roots: config.runs.iter().flat_map(|r| r.watch.iter()).map(|w| w.root.clone()).collect(),
+        follow_symlinks: config.follow_symlinks,
+        progress: progress.clone(),
     });
     for r in &config.runs {
         let p = processor.clone();
@@ -102,6 +110,8 @@ async fn serve(
         ready: ready.clone(),
         identity: identity.clone(),
         request_timeout: config.http_request_timeout,
+        progress: progress.clone(),
+        stall_limit: config.stall_limit,
     };
     let limits = crate::daemon::listener::Limits {
         max_connections: config.http_max_connections,
@@ -136,6 +146,7 @@ async fn serve(
             processor.clone(),
             job_runner.clone(),
             shutdown.clone(),
+            config.stall_limit,
         )));
     }
     let scanner = Arc::new(Scanner {
@@ -144,7 +155,8 @@ async fn serve(
         store: store.clone(),
         metrics: metrics.clone(),
         follow_symlinks: config.follow_symlinks,
-        reported: Default::default(),
+        skipped,
+        incomplete_timeout: config.incomplete_timeout,
     });
     let settings = WatchSettings {
         mode: config.watch_mode,

@@ -61,6 +61,9 @@ pub fn classify_ingest(e: &IngestError) -> Class {
         IngestError::Store(s) if s.is_environment() => Class::Environment("store"),
         // The archive sink writes files in the data dir: its failures are the disk's.
         IngestError::Sink { .. } => Class::Environment("archive"),
+        // More than the whole filesystem: never fits. More than is free now: space may be freed.
+        IngestError::DoesNotFit { ever: true, .. } => Class::Content("does_not_fit"),
+        IngestError::DoesNotFit { ever: false, .. } => Class::Environment("does_not_fit"),
         other => Class::Content(other.kind()),
     }
 }
@@ -111,6 +114,10 @@ mod tests {
         };
         assert_eq!(classify_ingest(&IngestError::Store(store)), Class::Environment("store"));
         assert_eq!(classify_ingest(&IngestError::NoStep("/x".into())), Class::Content("no_step"));
+        // An archive that can never fit fails the item; one that does not fit now is retried.
+        let fit = |ever| IngestError::DoesNotFit { path: "/x".into(), why: "big".into(), ever };
+        assert_eq!(classify_ingest(&fit(true)), Class::Content("does_not_fit"));
+        assert_eq!(classify_ingest(&fit(false)), Class::Environment("does_not_fit"));
     }
 
     #[test]

@@ -13,19 +13,24 @@
 //! - Policy: a symlink is followed only when it resolves inside a watched folder (of any run), unless
 //!   `follow_symlinks = true`; a path with a checkpoint's name that is no regular file (FIFO, socket,
 //!   device, a folder that is not an HF checkpoint) is never opened. Both are reported once per path
-//!   (warning + `landscaped_not_a_file_total{kind="outside_root"|"not_a_file"}`). A watch folder
-//!   missing at start is warned about and picked up when it is created.
+//!   (warning + `landscaped_skipped_paths_total{reason="outside_root"|"not_a_file"}`, and
+//!   `landscaped_not_a_file_total{kind=...}` as before); so are symlink loops, folders that cannot be
+//!   listed, and checkpoint folders still without weights (or DCP `.metadata`) after
+//!   `incomplete_timeout` ([`crate::daemon::skipped`]). Names that are not UTF-8 are read like any
+//!   other. A watch folder missing at start is warned about and picked up when it is created.
 //!
 //! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
 
 use crate::checkpoint::{
-    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, step_from_name,
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, name_of,
+    scan_checkpoints, step_from_name,
 };
 use crate::daemon::config::{RunConfig, WatchMode};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::{Item, Pushed, WorkQueue};
 use crate::daemon::seen;
 use crate::daemon::shutdown::Shutdown;
+use crate::daemon::skipped::Skipped;
 use crate::daemon::{fstype, systemd};
 use crate::store::Store;
 use notify::RecursiveMode;
@@ -43,8 +48,10 @@ pub struct Scanner {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub follow_symlinks: bool,
-    /// Paths already reported as skipped (per run), so each is reported once.
-    pub reported: std::sync::Mutex<std::collections::HashSet<(String, PathBuf)>>,
+    /// Reports skipped paths once each.
+    pub skipped: Arc<Skipped>,
+    /// A checkpoint folder still without weights after this long is reported (`no_weights`).
+    pub incomplete_timeout: Duration,
 }
 
 impl Scanner {
@@ -62,9 +69,15 @@ impl Scanner {
                         self.report(&run.name, &odd, "not_a_file");
                     }
                 }
-                match find_checkpoints(&spec.root) {
-                    Ok(found) => {
-                        for p in found.into_iter().filter(|p| spec.matches(p)) {
+                match scan_checkpoints(&spec.root) {
+                    Ok(scan) => {
+                        for skip in scan.skipped.iter().filter(|s| spec.matches(&s.path)) {
+                            self.skipped.report(&run.name, &skip.path, skip.reason, &skip.detail);
+                        }
+                        for dir in scan.pending.iter().filter(|p| spec.matches(p)) {
+                            self.check_pending(&run.name, dir);
+                        }
+                        for p in scan.found.into_iter().filter(|p| spec.matches(p)) {
                             queued += self.offer(&run.name, &p) as usize;
                         }
                     }
@@ -125,7 +138,7 @@ impl Scanner {
         {
             return false;
         }
-        let step = canon.file_name().and_then(|n| n.to_str()).and_then(step_from_name);
+        let step = step_from_name(&name_of(&canon));
         let item = Item {
             run: run.to_string(),
             path: canon,
@@ -141,33 +154,50 @@ impl Scanner {
 }
 
 impl Scanner {
-    /// Whether a canonical path lies inside one of the watched folders (of any run).
-    fn inside_watched(&self, canon: &Path) -> bool {
-        self.runs
-            .iter()
-            .flat_map(|r| r.watch.iter())
-            .any(|spec| spec.root.canonicalize().is_ok_and(|root| canon.starts_with(root)))
+    /// The watch roots of every run.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.runs.iter().flat_map(|r| r.watch.iter()).map(|spec| spec.root.clone()).collect()
     }
 
-    /// Reports a skipped path once: a warning and `landscaped_not_a_file_total{run,kind}`.
+    /// Whether a canonical path lies inside one of the watched folders (of any run).
+    fn inside_watched(&self, canon: &Path) -> bool {
+        crate::daemon::skipped::inside_roots(&self.roots(), canon)
+    }
+
+    /// Reports a skipped path once ([`Skipped::report`]).
     fn report(&self, run: &str, path: &Path, kind: &'static str) {
-        let first = self
-            .reported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((run.to_string(), path.to_path_buf()));
-        if !first {
-            return;
-        }
-        self.metrics.not_a_file.with_label_values(&[run, kind]).inc();
-        match kind {
-            "outside_root" => tracing::warn!(
-                run,
-                "{}: skipped: a symlink to {} outside the watched folders (set follow_symlinks = true to follow it)",
-                path.display(),
+        let detail = match kind {
+            "outside_root" => format!(
+                "a symlink to {} outside the watched folders (set follow_symlinks = true to follow it)",
                 path.canonicalize().map(|p| p.display().to_string()).unwrap_or_default()
             ),
-            _ => tracing::warn!(run, "{}: skipped: {}", path.display(), describe_odd(path)),
+            _ => describe_odd(path).to_string(),
+        };
+        self.skipped.report(run, path, kind, &detail);
+    }
+
+    /// A folder becoming a checkpoint (HF without weights, DCP without `.metadata`): reported once it
+    /// has stayed so for longer than `incomplete_timeout` (nothing in it changed meanwhile).
+    fn check_pending(&self, run: &str, dir: &Path) {
+        let newest = std::iter::once(dir.to_path_buf())
+            .chain(std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()))
+            .filter_map(|p| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok())
+            .max();
+        let Some(age) = newest.and_then(|t| t.elapsed().ok()) else { return };
+        if age <= self.incomplete_timeout {
+            return;
+        }
+        let secs = self.incomplete_timeout.as_secs_f64();
+        if crate::checkpoint::dcp::is_dcp_like(dir) {
+            let detail = format!(
+                "a DCP folder with data files but no .metadata after {secs} s (incomplete_timeout): not a checkpoint yet"
+            );
+            self.skipped.report(run, dir, "no_metadata", &detail);
+        } else {
+            let detail = format!(
+                "a checkpoint folder with no weights (model.safetensors, pytorch_model.bin or a weights index) after {secs} s (incomplete_timeout)"
+            );
+            self.skipped.report(run, dir, "no_weights", &detail);
         }
     }
 }
@@ -186,8 +216,7 @@ fn describe_odd(p: &Path) -> &'static str {
 
 /// A path with a checkpoint file's name that is not a regular file (or a symlink to one).
 fn is_odd(p: &Path) -> bool {
-    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
-    if !is_checkpoint_file_name(name) {
+    if !is_checkpoint_file_name(&name_of(p)) {
         return false;
     }
     match std::fs::metadata(p) {
@@ -236,10 +265,7 @@ fn candidates_for(p: &Path) -> Vec<PathBuf> {
     if is_checkpoint_folder(parent) {
         return vec![parent.to_path_buf()]; // a file of an HF, DCP or DeepSpeed folder means the folder
     }
-    match p.file_name().and_then(|n| n.to_str()) {
-        Some(name) if is_checkpoint_file_name(name) => vec![p.to_path_buf()],
-        _ => Vec::new(),
-    }
+    if is_checkpoint_file_name(&name_of(p)) { vec![p.to_path_buf()] } else { Vec::new() }
 }
 
 /// How one root is being watched.
@@ -302,7 +328,7 @@ pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutd
     }
     update_watched(&roots, &scanner.metrics);
     let s = scanner.clone();
-    let queued = tokio::task::spawn_blocking(move || s.scan(None, "start")).await.unwrap_or(0);
+    let Some(queued) = blocking(&shutdown, move || s.scan(None, "start")).await else { return };
     ready.store(true, Ordering::SeqCst);
     let msg = format!("watching {} folder(s); {queued} checkpoint(s) queued at start", roots.len());
     tracing::info!("{msg}");
@@ -321,10 +347,10 @@ pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutd
                 let s = scanner.clone();
                 match msg {
                     Msg::Paths(paths) => {
-                        let _ = tokio::task::spawn_blocking(move || s.on_paths(&paths)).await;
+                        blocking(&shutdown, move || s.on_paths(&paths)).await;
                     }
                     Msg::Rescan(root) => {
-                        let _ = tokio::task::spawn_blocking(move || s.scan(Some(&root), "overflow")).await;
+                        blocking(&shutdown, move || s.scan(Some(&root), "overflow")).await;
                     }
                 }
             }
@@ -359,11 +385,11 @@ pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutd
                     last_reconcile = now;
                     let s = scanner.clone();
                     let reason = if overflowed { "overflow" } else { "reconcile" };
-                    let _ = tokio::task::spawn_blocking(move || s.scan(None, reason)).await;
+                    blocking(&shutdown, move || s.scan(None, reason)).await;
                 } else {
                     for (root, reason) in to_scan {
                         let s = scanner.clone();
-                        let _ = tokio::task::spawn_blocking(move || s.scan(Some(&root), reason)).await;
+                        blocking(&shutdown, move || s.scan(Some(&root), reason)).await;
                     }
                 }
                 scanner.metrics.queue_len.set(scanner.queue.len() as i64);
@@ -372,6 +398,19 @@ pub async fn run(scanner: Arc<Scanner>, settings: WatchSettings, shutdown: Shutd
     }
     for root in &mut roots {
         root.debouncer = None;
+    }
+}
+
+/// Runs `f` on a blocking thread; None if it panicked or shutdown came first (a scan stuck in the
+/// kernel, a hung filesystem, must not keep the daemon from exiting).
+async fn blocking<T: Send + 'static>(
+    shutdown: &Shutdown,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let task = tokio::task::spawn_blocking(f);
+    tokio::select! {
+        r = task => r.ok(),
+        _ = shutdown.wait() => None,
     }
 }
 

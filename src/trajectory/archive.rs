@@ -34,6 +34,18 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Size of the whole filesystem holding `dir`.
+fn total_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_blocks as u64).saturating_mul(st.f_frsize as u64)).filter(|&t| t > 0)
+}
+
 const MAGIC: &[u8; 8] = b"LSTRAJ01";
 const TRAILER: usize = 8 + 8 + 4 + 8;
 
@@ -517,13 +529,27 @@ impl ArchiveSink {
             self.skipped = Some((run.to_string(), step));
             return Ok(());
         }
+        if let Some(total) = total_bytes(&dir)
+            && need > total
+        {
+            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+                why: format!(
+                    "trajectory archive: {}: run {run} step {step} needs {need} bytes, more than the whole filesystem holds ({total} bytes): it can never be archived there",
+                    dir.display()
+                ),
+                ever: true,
+            }));
+        }
         if let Some(free) = free_bytes(&dir)
             && need > free
         {
-            bail!(
-                "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
-                dir.display()
-            );
+            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+                why: format!(
+                    "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
+                    dir.display()
+                ),
+                ever: false,
+            }));
         }
         let entries = list_run(&self.data_dir, run)?;
         let ords = ordinals(&entries);
@@ -812,6 +838,18 @@ mod tests {
         let rep = write_checkpoint(d.path(), "r", 20, &tiny, &ck(20)).unwrap();
         assert!(!rep.written);
         assert!(!steps(d.path()).contains(&20));
+    }
+
+    #[test]
+    fn a_checkpoint_larger_than_the_filesystem_never_fits() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sink = ArchiveSink::new(d.path(), &ArchiveConfig::default()).unwrap();
+        // 2^62 f32 values: a header no disk holds.
+        let huge = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![1 << 31, 1 << 31] };
+        let e = sink.begin_tensors("r", 1, &[huge]).unwrap_err();
+        let fit = e.downcast_ref::<crate::ingest::DoesNotFit>().expect("a DoesNotFit");
+        assert!(fit.ever && fit.why.contains("more than the whole filesystem"), "{}", fit.why);
+        assert!(list_run(d.path(), "r").unwrap().is_empty());
     }
 
     #[test]
