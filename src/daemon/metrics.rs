@@ -439,6 +439,7 @@ mod tests {
         m.env_errors.with_label_values(&["r", "no_space"]).inc();
         m.not_a_file.with_label_values(&["r", "not_a_file"]).inc();
         m.skipped_paths.with_label_values(&["r", "symlink_loop"]).inc();
+        m.job_replaced.with_label_values(&["r", "slice"]).inc();
         m.http_rejected.with_label_values(&["cap"]).inc();
         let text = m.render();
         for name in METRIC_NAMES {
