@@ -863,4 +863,41 @@ mod tests {
         assert_eq!(peer_text("a\nb\"c\\", 80), "a\\nb\\\"c\\\\");
         assert_eq!(peer_text("abcdef", 3), "abc…(+3 bytes)");
     }
+
+    #[test]
+    fn a_joined_worker_stalled_inside_its_hello_is_dropped_in_seconds() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let peer = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let _hello = read_frame(&mut s);
+                // A reply of 50 bytes announced, 3 sent, then silence with the socket open.
+                let _ = std::io::Write::write_all(&mut s, &[50, 0, 0, 0, 0x82, 0xa2, b'i']);
+                for _ in 0..1200 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let (s, _) = l.accept().unwrap();
+        let worker = Worker::from_tcp(s, "stalled".into()).unwrap();
+        let joined = vec![Joined { worker, join: Join::default(), peer: addr }];
+        let t = Instant::now();
+        let mut lost = Vec::new();
+        let e = prepare_joined(joined, &protocol::Contract::default(), None, Duration::from_secs(120), |l| {
+            lost.push(l.to_string())
+        })
+        .err()
+        .expect("no worker is left");
+        done.store(true, Ordering::Relaxed);
+        // The frame's stall limit (10 s), far below the 120 s handshake limit.
+        assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+        assert!(lost.iter().any(|l| l.contains("middle of a frame")), "{lost:?} {e}");
+        peer.join().unwrap();
+    }
 }
