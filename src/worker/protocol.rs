@@ -434,8 +434,7 @@ pub const MAX_PEER_TEXT: usize = 80;
 /// (the rest counted).
 pub fn peer_text(s: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut kept = 0usize;
-    for (i, c) in s.char_indices() {
+    for (kept, (i, c)) in s.char_indices().enumerate() {
         if kept >= max {
             out.push_str(&format!("…(+{} bytes)", s.len() - i));
             break;
@@ -445,7 +444,6 @@ pub fn peer_text(s: &str, max: usize) -> String {
         } else {
             out.extend(c.escape_default());
         }
-        kept += 1;
     }
     out
 }
