@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -128,24 +128,30 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// Why a peer is not admitted (sent to it, and logged).
-fn admit(join: &Join, opts: &ListenOptions) -> Result<(), String> {
+fn admit(join: &Join, opts: &ListenOptions) -> Result<(), (&'static str, String)> {
     if join.protocol != PROTOCOL_VERSION {
-        return Err(format!(
-            "it speaks worker protocol version {}, this landscaped speaks version {PROTOCOL_VERSION}; install \
+        return Err((
+            "version",
+            format!(
+                "it speaks worker protocol version {}, this landscaped speaks version {PROTOCOL_VERSION}; install \
              matching versions",
-            join.protocol
+                join.protocol
+            ),
         ));
     }
     if !same_secret(&join.token, &opts.token) {
-        return Err("wrong token".to_string());
+        return Err(("token", "wrong token".to_string()));
     }
     if let Some(c) = &join.contract
         && c != &opts.contract_id
     {
         let c = peer_text(c, MAX_PEER_TEXT);
-        return Err(format!(
-            "it was started for model contract {c}, this job's contract is {}; start it with --contract {}",
-            opts.contract_id, opts.contract_id
+        return Err((
+            "contract",
+            format!(
+                "it was started for model contract {c}, this job's contract is {}; start it with --contract {}",
+                opts.contract_id, opts.contract_id
+            ),
         ));
     }
     Ok(())
@@ -179,7 +185,11 @@ fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> s
 
 /// Reads and checks one peer's join (the whole frame by `deadline`); on refusal tells it why and
 /// returns the reason (peer-supplied text in it escaped and capped).
-fn read_join(stream: &mut TcpStream, opts: &ListenOptions, deadline: Instant) -> Result<Join, String> {
+fn read_join(
+    stream: &mut TcpStream,
+    opts: &ListenOptions,
+    deadline: Instant,
+) -> Result<Join, (&'static str, String)> {
     let late = |e: std::io::Error, what: &str| {
         if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
             format!("sent no {what} within {} s", JOIN_TIMEOUT.as_secs())
@@ -189,30 +199,49 @@ fn read_join(stream: &mut TcpStream, opts: &ListenOptions, deadline: Instant) ->
     };
     let mut len = [0u8; 4];
     if let Err(e) = read_exact_by(stream, &mut len, deadline) {
-        return Err(late(e, "join"));
+        return Err(("no_join", late(e, "join")));
     }
     if u32::from_le_bytes(len) > MAX_JOIN_BYTES {
         let reason = "its first frame is not a join (too long; not a landscaped worker?)".to_string();
         send_message(stream, &JoinMessage::refused(reason.clone()));
-        return Err(reason);
+        return Err(("no_join", reason));
     }
     let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
     if let Err(e) = read_exact_by(stream, &mut body, deadline) {
-        return Err(late(e, "whole join frame"));
+        return Err(("no_join", late(e, "whole join frame")));
     }
     let join = match protocol::decode::<JoinMessage>(&body) {
         Ok(JoinMessage::Join(j)) => j,
         Ok(_) | Err(_) => {
             let reason = "its first frame is not a join (not a landscaped worker?)".to_string();
             send_message(stream, &JoinMessage::refused(reason.clone()));
-            return Err(reason);
+            return Err(("no_join", reason));
         }
     };
-    if let Err(reason) = admit(&join, opts) {
+    if let Err((kind, reason)) = admit(&join, opts) {
         send_message(stream, &JoinMessage::refused(reason.clone()));
-        return Err(format!("{}: {reason}", join.describe()));
+        return Err((kind, format!("{}: {reason}", join.describe())));
     }
     Ok(join)
+}
+
+/// Why peers were refused, for the daemon's metrics: a wrong token, another protocol version or
+/// contract, no (whole, valid) join in time, a job already full, too late, closed to make room
+/// (`evicted`), or out of descriptors or threads (`resources`).
+pub const REFUSAL_KINDS: [&str; 8] =
+    ["token", "version", "contract", "no_join", "full", "late", "evicted", "resources"];
+
+static REFUSALS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn count_refusal(kind: &str) {
+    if let Some(i) = REFUSAL_KINDS.iter().position(|k| *k == kind) {
+        REFUSALS[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Peers refused by every coordinator in this process so far, per kind of [`REFUSAL_KINDS`].
+pub fn refusals() -> Vec<(&'static str, u64)> {
+    REFUSAL_KINDS.iter().zip(&REFUSALS).map(|(k, n)| (*k, n.load(Ordering::Relaxed))).collect()
 }
 
 /// A connection whose join is being read on its own thread.
@@ -256,7 +285,9 @@ pub struct GatherReport {
 }
 
 impl GatherReport {
-    fn refuse(&mut self, line: String, on_refused: &mut impl FnMut(&str)) {
+    /// Counts a refusal (see [`refusals`]) and logs it while fewer than [`MAX_REFUSAL_LINES`] were.
+    fn refuse(&mut self, kind: &'static str, line: String, on_refused: &mut impl FnMut(&str)) {
+        count_refusal(kind);
         self.refused_total += 1;
         if self.refused.len() < MAX_REFUSAL_LINES {
             on_refused(&line);
@@ -301,7 +332,7 @@ impl Coordinator {
         let deadline = Instant::now() + self.opts.wait;
         let mut report = GatherReport::default();
         let mut joined: Vec<Joined> = Vec::new();
-        let (tx, rx) = mpsc::channel::<(TcpStream, SocketAddr, Result<Join, String>)>();
+        let (tx, rx) = mpsc::channel::<(TcpStream, SocketAddr, Result<Join, (&'static str, String)>)>();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let busy = JoinMessage::Refused {
             reason: format!("too many connections are still sending their join ({MAX_CHECKING}); retry"),
@@ -328,15 +359,16 @@ impl Coordinator {
                                          (the oldest make room for new ones; more are only counted)",
                                         oldest.peer
                                     );
-                                    report.refuse(line, &mut on_refused);
+                                    report.refuse("evicted", line, &mut on_refused);
                                 } else {
+                                    count_refusal("evicted");
                                     report.refused_total += 1;
                                 }
                             }
                         }
                         let Ok(handle) = stream.try_clone() else {
                             let line = format!("{peer}: cannot hold its connection (out of descriptors?)");
-                            report.refuse(line, &mut on_refused);
+                            report.refuse("resources", line, &mut on_refused);
                             continue;
                         };
                         let state = Arc::new(AtomicU8::new(READING));
@@ -359,14 +391,18 @@ impl Coordinator {
                             && let Some(mut p) = pending.pop_back()
                         {
                             p.close(&busy);
-                            report.refuse(format!("{peer}: no thread to read its join"), &mut on_refused);
+                            report.refuse(
+                                "resources",
+                                format!("{peer}: no thread to read its join"),
+                                &mut on_refused,
+                            );
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // EMFILE and the like: say so, keep waiting for the ones already connecting.
                         let line = format!("accepting a worker connection on {}: {e}", self.opts.addr);
-                        report.refuse(line, &mut on_refused);
+                        report.refuse("resources", line, &mut on_refused);
                         std::thread::sleep(Duration::from_millis(200));
                         break;
                     }
@@ -385,9 +421,13 @@ impl Coordinator {
                         let reason =
                             format!("this job already has the {} workers it expects", self.opts.expect);
                         send_message(&mut stream, &JoinMessage::refused(reason.clone()));
-                        report.refuse(format!("{peer}: {}: {reason}", join.describe()), &mut on_refused);
+                        report.refuse(
+                            "full",
+                            format!("{peer}: {}: {reason}", join.describe()),
+                            &mut on_refused,
+                        );
                     }
-                    Err(why) => report.refuse(format!("{peer}: {why}"), &mut on_refused),
+                    Err((kind, why)) => report.refuse(kind, format!("{peer}: {why}"), &mut on_refused),
                 }
             }
             if joined.len() >= self.opts.expect {
@@ -414,18 +454,25 @@ impl Coordinator {
         for mut p in pending {
             if p.close(&late) {
                 closed += 1;
+                if closed > 1 {
+                    count_refusal("late");
+                }
             }
         }
         while let Ok((mut stream, peer, r)) = rx.try_recv() {
             send_message(&mut stream, &late);
             if let Ok(join) = r {
-                report.refuse(format!("{peer}: {}: joined too late", join.describe()), &mut on_refused);
+                report.refuse(
+                    "late",
+                    format!("{peer}: {}: joined too late", join.describe()),
+                    &mut on_refused,
+                );
             }
         }
         if closed > 0 {
             let line =
                 format!("{closed} connection(s) still sending their join were closed when the job started");
-            report.refuse(line, &mut on_refused);
+            report.refuse("late", line, &mut on_refused);
         }
         let more = report.refused_total.saturating_sub(report.refused.len());
         if more > 0 {
@@ -609,10 +656,13 @@ mod tests {
         let o = opts("s3cret");
         let good = Join { protocol: PROTOCOL_VERSION, token: "s3cret".into(), ..Default::default() };
         admit(&good, &o).unwrap();
-        let e = admit(&Join { protocol: 99, ..good.clone() }, &o).unwrap_err();
+        let (_, e) = admit(&Join { protocol: 99, ..good.clone() }, &o).unwrap_err();
         assert!(e.contains("version 99") && e.contains(&format!("version {PROTOCOL_VERSION}")), "{e}");
-        assert_eq!(admit(&Join { token: "nope".into(), ..good.clone() }, &o).unwrap_err(), "wrong token");
-        let e = admit(&Join { contract: Some("beef".into()), ..good.clone() }, &o).unwrap_err();
+        assert_eq!(
+            admit(&Join { token: "nope".into(), ..good.clone() }, &o).unwrap_err(),
+            ("token", "wrong token".to_string())
+        );
+        let (_, e) = admit(&Join { contract: Some("beef".into()), ..good.clone() }, &o).unwrap_err();
         assert!(e.contains("beef") && e.contains("c0ffee"), "{e}");
         admit(&Join { contract: Some("c0ffee".into()), ..good }, &o).unwrap();
     }
@@ -829,8 +879,9 @@ mod tests {
         });
         let (mut s, _) = l.accept().unwrap();
         let t = Instant::now();
-        let e = read_join(&mut s, &opts("tok"), Instant::now() + Duration::from_millis(800)).unwrap_err();
-        assert!(e.contains("within"), "{e}");
+        let (kind, e) =
+            read_join(&mut s, &opts("tok"), Instant::now() + Duration::from_millis(800)).unwrap_err();
+        assert!(kind == "no_join" && e.contains("within"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         drop(s);
         dripping.join().unwrap();
@@ -846,7 +897,9 @@ mod tests {
         let good = Join { protocol: PROTOCOL_VERSION, token: "tok".into(), ..Default::default() };
         let peers = std::thread::spawn(move || (dial(addr, &bad), dial(addr, &good)));
         let mut lines = Vec::new();
+        let before = refusals()[0].1;
         c.gather(&AtomicBool::new(false), |l| lines.push(l.to_string())).unwrap();
+        assert!(refusals()[0].1 > before, "counted as a wrong token");
         let (refused, joined) = peers.join().unwrap();
         assert!(matches!(joined, JoinMessage::Joined { .. }));
         assert!(matches!(refused, JoinMessage::Refused { retry_after_ms: None, .. }));
