@@ -200,3 +200,110 @@ fn distances_survive_rotation_through_the_trajectory_archive() {
     std::fs::remove_file(ck.join("step-10.safetensors")).unwrap();
     assert_eq!(dist(&json_ok(&c, &["ingest", p20, "--run", "r", "--no-archive"])), None);
 }
+
+#[test]
+fn a_frozen_daemon_fails_within_seconds_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A listener that never accepts: connections complete in its backlog and nothing ever answers (a
+    // daemon stopped with SIGSTOP looks the same from outside).
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = frozen.local_addr().unwrap().to_string();
+    for data_dir in [None, Some(tmp.path().join("data"))] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+        if let Some(d) = &data_dir {
+            c.arg("--data-dir").arg(d);
+        }
+        let t = std::time::Instant::now();
+        let out = c.args(["--endpoint", &at, "runs"]).output().unwrap();
+        let took = t.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(took < std::time::Duration::from_secs(20), "took {took:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&at) && err.contains("no answer in time"), "{err}");
+    }
+    drop(frozen);
+}
+
+/// Answers every request with `body` (HTTP/1.1, one request per connection), `n` times.
+fn fake_daemon(n: usize, identity: Value) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => head.extend_from_slice(&b[..k]),
+                }
+            }
+            let body = if head.starts_with(b"GET /api/v1/identity") {
+                identity.to_string()
+            } else {
+                serde_json::json!({"headers": ["run"], "rows": []}).to_string()
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (at, h)
+}
+
+#[test]
+fn a_copied_data_dir_is_not_taken_for_its_original() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ck = tmp.path().join("run");
+    std::fs::create_dir(&ck).unwrap();
+    checkpoint(&ck, 1, 1.0);
+    assert!(landscaped(&data, &["ingest", ck.to_str().unwrap(), "--run", "r"]).status.success());
+    let copy = tmp.path().join("copy");
+    assert!(Command::new("cp").arg("-a").arg(&data).arg(&copy).status().unwrap().success());
+    let id = landscaped::store::read_store_id(&data).expect("the original has its id");
+    // A daemon serving the original (its identity, as /api/v1/identity gives it).
+    let identity = serde_json::json!({
+        "data_dir": std::fs::canonicalize(&data).unwrap().display().to_string(),
+        "store_id": id, "pid": 1, "listen": "127.0.0.1:1", "version": "test"
+    });
+    let (at, server) = fake_daemon(4, identity);
+    // The original is matched to it.
+    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--endpoint", &at, "runs"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The copy is not: one line saying it is a copy.
+    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+        .arg("--data-dir")
+        .arg(&copy)
+        .args(["--endpoint", &at, "runs"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the copy was answered by the original's daemon");
+    assert!(err.contains("is a copy of the store in"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Opened, the copy gets an id of its own; the original keeps its id.
+    let rows = json_ok(&copy, &["runs"]);
+    assert_eq!(rows.len(), 1);
+    let new = landscaped::store::read_store_id(&copy).expect("the copy has its own id now");
+    assert_ne!(new, id);
+    assert_eq!(landscaped::store::read_store_id(&data).as_deref(), Some(id.as_str()));
+    // Moved (same inode), a data dir keeps its id.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    assert!(json_ok(&moved, &["runs"]).len() == 1);
+    assert_eq!(landscaped::store::read_store_id(&moved).as_deref(), Some(id.as_str()));
+    // Unblock the fake daemon's last accept.
+    let _ = std::net::TcpStream::connect(&at);
+    server.join().unwrap();
+}

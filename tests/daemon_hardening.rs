@@ -123,6 +123,54 @@ fn healthz_answers_past_the_connection_cap() {
 }
 
 #[test]
+fn metrics_answer_while_slow_clients_hold_the_cap_and_every_burst_connection_gets_an_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    // The default cap (256 connections); slow clients are not timed out during the test.
+    let d = start(tmp.path(), &[&ck], "http_header_timeout_secs = 60\n");
+    // 300 slow clients: each sends the start of a request head, then nothing.
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).ok()?;
+            s.write_all(b"GET /api/v1/runs HTTP/1.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(slow.len() >= 280, "only {} connections", slow.len());
+    std::thread::sleep(Duration::from_millis(300));
+    // Prometheus keeps scraping (the lane /healthz has).
+    for _ in 0..5 {
+        let (code, body) = get_status(d.port, "/metrics").expect("/metrics answered past the cap");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("landscaped_http_connections"), "{body}");
+    }
+    // A burst past the cap (more than the overflow lane holds): every connection gets an HTTP answer,
+    // a 503 at least, none a bare close.
+    let burst: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).ok()?;
+            s.write_all(b"GET /api/v1/runs HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(burst.len() >= 180, "only {} connections", burst.len());
+    let mut unanswered = 0;
+    for mut s in burst {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        if !(buf.starts_with(b"HTTP/1.1 503 ") || buf.starts_with(b"HTTP/1.1 200 ")) {
+            unanswered += 1;
+        }
+    }
+    assert_eq!(unanswered, 0, "connections closed without an HTTP answer");
+    assert!(d.metric(r#"landscaped_http_rejected_total{reason="evicted"}"#).unwrap_or(0.0) > 0.0);
+    drop(slow);
+    assert_eq!(d.stop(), Some(0));
+}
+
+#[test]
 fn half_sent_requests_are_closed_by_the_header_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");

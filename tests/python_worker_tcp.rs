@@ -2,7 +2,8 @@
 //! coordinator: tests/python/tcp_join_check.py plays the coordinator's side of the join exchange
 //! (docs/worker-protocol.md, "Over TCP") on a local socket. Each case runs the worker as a subprocess:
 //! the join frame's fields (token, protocol, the launcher's rank variables), `joined` then `hello` and
-//! `shutdown` (exit 0); a listener that opens late and closes after `joined` (exit 0); a wrong token answered `refused` (exit 3, the reason on stderr); no token at all
+//! `shutdown` (exit 0); a listener that opens late and closes after `joined` (exit 0); a wrong token answered `refused` (exit 3, the reason on stderr); a busy coordinator
+//! (`refused` with `retry_after_ms`, or closed before answering) dialled again until joined; no token at all
 //! (exit 2, one line naming where it looked); nothing listening within `--connect-timeout` (exit 1,
 //! one line).
 
@@ -47,6 +48,11 @@ fn retries_until_the_listener_opens_and_ends_cleanly_when_the_coordinator_closes
 #[test]
 fn a_refused_worker_prints_the_reason_and_exits_3() {
     case("refused");
+}
+
+#[test]
+fn a_busy_coordinator_is_dialled_again_not_taken_for_a_refusal() {
+    case("busy");
 }
 
 #[test]

@@ -182,6 +182,41 @@ fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused
     assert_same_grid(&show(data.path(), "1"), &want);
 }
 
+/// 300 connections that never send their join (more than the coordinator reads at once) are open
+/// before two honest workers dial in: the workers still join, and the grid is the one-worker grid.
+#[test]
+fn idle_unauthenticated_connections_do_not_stop_the_job() {
+    let want = reference(false);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let coord = coordinator(data.path(), false, port, 2);
+    let t = Instant::now();
+    let mut idle = Vec::new();
+    while idle.len() < 300 && t.elapsed() < Duration::from_secs(60) {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => idle.push(s),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)), // not listening yet
+        }
+    }
+    assert_eq!(idle.len(), 300);
+    let workers: Vec<Child> = (0..2)
+        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let out = finish(coord, 240, "the coordinator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 worker(s) ready"), "{stderr}");
+    // A flood is a few lines, not one per connection.
+    let refusals = stderr.lines().filter(|l| l.contains("refused a worker")).count();
+    assert!(refusals <= 25, "{refusals} refusal lines:\n{stderr}");
+    for w in workers {
+        let o = finish(w, 30, "a worker");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    drop(idle);
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
 #[test]
 fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
     let data = tempfile::tempdir().unwrap();

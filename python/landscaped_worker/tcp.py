@@ -33,6 +33,19 @@ WORLD_SIZE_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SI
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
+# Join attempts at most (each refused as busy, or cut off before an answer), within --connect-timeout.
+MAX_ATTEMPTS = 200
+
+
+class Again(Exception):
+    """The coordinator was busy, or closed the connection before answering: dial again after ``after`` s
+    (if time is left; else ``stop`` ends the worker)."""
+
+    def __init__(self, after, stop):
+        super().__init__(str(stop))
+        self.after = after
+        self.stop = stop
+
 
 class Stop(Exception):
     """Ends the worker with one line on stderr and an exit code."""
@@ -183,10 +196,12 @@ def join(sock, inp, out, addr, token, contract):
         frame = read_frame(inp)
     except socket.timeout:
         raise Stop(EXIT_FAILED, "the coordinator at %s did not answer the join within %g s" % (addr, JOIN_ANSWER_TIMEOUT)) from None
+    except (ConnectionResetError, BrokenPipeError) as e:
+        raise Again(0.0, Stop(EXIT_FAILED, "the join exchange with the coordinator at %s broke: %s" % (addr, e))) from None
     except (OSError, FrameError) as e:
         raise Stop(EXIT_FAILED, "the join exchange with the coordinator at %s broke: %s" % (addr, e)) from None
     if frame is None:
-        raise Stop(EXIT_FAILED, "the coordinator at %s closed the connection without answering the join" % addr)
+        raise Again(0.0, Stop(EXIT_FAILED, "the coordinator at %s closed the connection without answering the join" % addr))
     try:
         answer = msgpack.decode(frame)
     except msgpack.DecodeError as e:
@@ -196,7 +211,12 @@ def join(sock, inp, out, addr, token, contract):
         return answer["joined"].get("worker")
     if isinstance(answer, dict) and isinstance(answer.get("refused"), dict):
         reason = answer["refused"].get("reason")
-        raise Stop(EXIT_REFUSED, "refused by the coordinator at %s: %s" % (addr, reason if isinstance(reason, str) else "(no reason given)"))
+        stop = Stop(EXIT_REFUSED, "refused by the coordinator at %s: %s" % (addr, reason if isinstance(reason, str) else "(no reason given)"))
+        retry = answer["refused"].get("retry_after_ms")
+        if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+            # Only busy: too many connections were still sending their join.
+            raise Again(min(retry, 10_000) / 1000.0, stop)
+        raise stop
     raise Stop(EXIT_FAILED, "the coordinator at %s answered the join with %r, not joined or refused" % (addr, answer))
 
 
@@ -227,11 +247,35 @@ def _run(addr, token_file, contract, connect_timeout, started):
     from .server import serve
     from .session import Session
 
-    sock = dial(host, port, deadline, connect_timeout)
-    inp, out = sock.makefile("rb"), sock.makefile("wb")
+    pause = 0.25
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        sock = dial(host, port, deadline, connect_timeout)
+        inp, out = sock.makefile("rb"), sock.makefile("wb")
+        try:
+            tune(sock)
+            worker = join(sock, inp, out, addr, token, contract)
+            break
+        except Again as a:
+            for f in (inp, out, sock):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            wait = max(a.after, pause) + (os.getpid() * 2654435761 + attempt) % 250 / 1000.0
+            if attempt == MAX_ATTEMPTS or time.monotonic() + wait > deadline:
+                raise a.stop from None
+            if attempt == 1:
+                say("%s; trying again" % a.stop)
+            time.sleep(wait)
+            pause = min(pause * 2, 4.0)
+        except BaseException:
+            for f in (inp, out, sock):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            raise
     try:
-        tune(sock)
-        worker = join(sock, inp, out, addr, token, contract)
         say("joined the coordinator at %s as worker %s" % (addr, worker))
         try:
             serve(inp, out, Session())

@@ -6,7 +6,12 @@
 //! `listen` address of the daemon config at `$LANDSCAPED_CONFIG` or `/etc/landscaped/landscaped.toml`,
 //! else `http://127.0.0.1:9464`. A daemon is used only if its `/api/v1/identity` names the store that
 //! was asked for (same store id, from `<data_dir>/store_id`); otherwise the command says precisely why
-//! it cannot answer (no daemon.json, nothing listening, another store served there).
+//! it cannot answer (no daemon.json, nothing listening, another store served there, a copied data dir
+//! whose id was made for the original: [`crate::store::check_store_id`]).
+//!
+//! Timeouts: 3 s to connect; the identity check, asked before every query, must be answered within
+//! 5 s, so a daemon that accepts and never answers (stopped, frozen) fails the command within seconds
+//! with one line; a query then has 75 s (the daemon's own request limit is 60 s).
 //!
 //! For a query command (engineer B's `runs`, `checkpoints`, `norms`, `hist`):
 //! ```ignore
@@ -24,6 +29,7 @@ use crate::table::table_from_json;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
+use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9464";
 
@@ -63,9 +69,12 @@ pub fn query_or_open<A: Serialize>(
 ) -> anyhow::Result<Table> {
     if let Some(e) = cli.endpoint.as_deref() {
         let client = Client::new(&endpoint(Some(e)));
-        // Both named: make sure the daemon serves that data dir.
+        // Both named: make sure the daemon serves that data dir. Either way a daemon that does not
+        // answer its identity within seconds is reported before the query waits on it.
         if cli.data_dir.is_some() {
             client.check_serves(&cli.data_dir())?;
+        } else {
+            client.identity()?;
         }
         return client.query(name, args);
     }
@@ -114,28 +123,49 @@ pub fn find_daemon(dir: &std::path::Path) -> anyhow::Result<Client> {
     }
 }
 
+/// How long the CLI waits for a connection to the daemon.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the identity check (`/api/v1/identity`, asked first) may take in all: a daemon that
+/// accepts and never answers (frozen, stopped, swapping) is told apart within seconds.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a query may take in all: the daemon's own request limit (60 s by default) and a margin.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// A small blocking client for the daemon's HTTP API.
 pub struct Client {
     base: String,
+    /// For the identity check: seconds.
+    probe: ureq::Agent,
+    /// For queries: the daemon's request limit.
     agent: ureq::Agent,
+}
+
+fn agent(total: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_send_request(Some(PROBE_TIMEOUT))
+        .timeout_global(Some(total))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
 }
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Client { base: normalize(base), agent }
+        Client { base: normalize(base), probe: agent(PROBE_TIMEOUT), agent: agent(QUERY_TIMEOUT) }
+    }
+
+    /// The daemon's `/api/v1/identity`, within [`PROBE_TIMEOUT`].
+    pub fn identity(&self) -> anyhow::Result<crate::daemon::http::Identity> {
+        let url = format!("{}/api/v1/identity", self.base);
+        let v = self.call(self.probe.get(&url).call(), &url)?;
+        serde_json::from_value(v).with_context(|| format!("{}: not a landscaped identity", self.base))
     }
 
     /// Ok if this daemon serves the store in `dir` (same store id; the store must have one).
     pub fn check_serves(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         let want = crate::store::read_store_id(dir);
-        let v = self.get_json("/api/v1/identity")?;
-        let id: crate::daemon::http::Identity =
-            serde_json::from_value(v).with_context(|| format!("{}: not a landscaped identity", self.base))?;
+        let id = self.identity()?;
         match want {
             Some(w) if w == id.store_id => Ok(()),
             Some(w) => anyhow::bail!(
@@ -146,13 +176,25 @@ impl Client {
                 id.store_id,
                 dir.display()
             ),
-            None => anyhow::bail!(
-                "{} has no store id ({}), so the daemon at {} cannot be matched to it (it serves {})",
-                dir.display(),
-                crate::store::STORE_ID_FILE,
-                self.base,
-                id.data_dir
-            ),
+            None => {
+                if let crate::store::StoreIdCheck::Copied { from, .. } = crate::store::check_store_id(dir) {
+                    anyhow::bail!(
+                        "{} is a copy of the store in {from} (its store id was made there), so the daemon at \
+                         {} (which serves {}) is not taken to serve it; open the copy once without --endpoint \
+                         to give it its own id",
+                        dir.display(),
+                        self.base,
+                        id.data_dir
+                    )
+                }
+                anyhow::bail!(
+                    "{} has no store id ({}), so the daemon at {} cannot be matched to it (it serves {})",
+                    dir.display(),
+                    crate::store::STORE_ID_FILE,
+                    self.base,
+                    id.data_dir
+                )
+            }
         }
     }
 
@@ -198,6 +240,12 @@ fn describe_ureq(e: &ureq::Error) -> String {
             "connection refused (nothing listens there)".into()
         }
         ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Timeout(ureq::Timeout::Connect) => {
+            format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+        }
+        ureq::Error::Timeout(t) => {
+            format!("no answer in time ({t} timed out; is the daemon frozen or overloaded?)")
+        }
         other => other.to_string(),
     }
 }

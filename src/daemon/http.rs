@@ -80,10 +80,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What a connection past the cap gets: `/healthz`, and 503 for anything else.
+/// What a connection past the cap gets: `/healthz` and `/metrics` (scrapes keep their lane), 503 for
+/// anything else.
 pub fn overflow_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many open connections; try again".into())
         })

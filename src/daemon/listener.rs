@@ -2,9 +2,11 @@
 //!
 //! - at most `max_connections` connections are served at once (each held connection is a descriptor);
 //! - past the cap a connection goes to a small overflow lane (64 connections, 1 s to send its request
-//!   head) that answers `GET /healthz` and `503 Service Unavailable` to anything else, then closes;
-//!   when that lane is full the oldest connection in it is closed to make room for the newest, so a
-//!   health probe arriving after a burst of idle connections is answered at once;
+//!   head) that answers `GET /healthz` and `GET /metrics` (the probes and the scrapes keep working while
+//!   slow clients hold the main lane) and `503 Service Unavailable` to anything else, then closes;
+//!   when that lane is full the oldest connection in it is answered 503 and closed to make room for the
+//!   newest, so a health probe arriving after a burst of idle connections is answered at once. Every
+//!   connection past the cap gets an HTTP answer (a silent or too slow one a 503), never a bare close;
 //! - every connection must send its request head within `header_timeout` (idle keep-alive
 //!   connections too: hyper's header-read timeout), and every request must finish within
 //!   `request_timeout` ([`crate::daemon::http::router`] applies it as a layer);
@@ -70,8 +72,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = main_lane.clone().try_acquire_owned() {
-            let conn = Conn { app: app.clone(), header_timeout: limits.header_timeout, keep_alive: true };
-            tokio::spawn(conn.run(stream, Some(permit), None, metrics.clone(), shutdown.clone()));
+            let conn = Conn { app: app.clone(), header_timeout: limits.header_timeout };
+            tokio::spawn(conn.run(stream, permit, metrics.clone(), shutdown.clone()));
         } else {
             metrics.http_rejected.with_label_values(&["over_cap"]).inc();
             overflow_lane.retain(|tx| !tx.is_closed());
@@ -81,51 +83,38 @@ pub async fn serve(
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             overflow_lane.push_back(tx);
-            let conn =
-                Conn { app: overflow.clone(), header_timeout: OVERFLOW_HEADER_TIMEOUT, keep_alive: false };
-            tokio::spawn(conn.run(stream, None, Some(rx), metrics.clone(), shutdown.clone()));
+            tokio::spawn(overflow_conn(stream, overflow.clone(), rx, metrics.clone(), shutdown.clone()));
         }
     }
 }
 
-/// How one connection is served.
+/// How one connection of the main lane is served.
 struct Conn {
     app: Router,
     header_timeout: Duration,
-    keep_alive: bool,
 }
 
 impl Conn {
-    /// Serves the connection until it closes, `evict` fires (an overflow connection pushed out by a
-    /// newer one) or shutdown. `permit` is the main lane's slot, released at the end.
+    /// Serves the connection until it closes or shutdown; `permit` is the main lane's slot, released
+    /// at the end.
     async fn run(
         self,
         stream: TcpStream,
-        permit: Option<OwnedSemaphorePermit>,
-        evict: Option<tokio::sync::oneshot::Receiver<()>>,
+        permit: OwnedSemaphorePermit,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) {
         metrics.http_connections.inc();
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout).keep_alive(self.keep_alive);
+        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout).keep_alive(true);
         let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(self.app));
         let mut conn = std::pin::pin!(conn);
-        let evicted = async move {
-            match evict {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!("http connection: {e}");
                 }
             }
-            _ = evicted => {}
             _ = shutdown.wait() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
@@ -134,6 +123,118 @@ impl Conn {
         metrics.http_connections.dec();
         drop(permit);
     }
+}
+
+/// Most bytes of a request head read on the overflow lane.
+const OVERFLOW_HEAD_BYTES: usize = 8 << 10;
+
+/// The answer to a connection past the cap that is not let in: always an HTTP answer, never a bare close.
+fn busy_response() -> Vec<u8> {
+    let body = br#"{"error":"too many open connections; try again"}"#;
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads a request head (up to the blank line) within [`OVERFLOW_HEADER_TIMEOUT`]: its method and
+/// target, or None (silent, too slow, too long, not HTTP).
+async fn read_head(stream: &mut TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(());
+            }
+            if buf.len() > OVERFLOW_HEAD_BYTES {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(OVERFLOW_HEADER_TIMEOUT, read).await.ok()??;
+    let line = buf.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    (version.starts_with("HTTP/1.") && parts.next().is_none())
+        .then(|| (method.to_string(), target.to_string()))
+}
+
+/// A connection past the cap, served without hyper so that every one gets an HTTP answer: its request
+/// head is read within [`OVERFLOW_HEADER_TIMEOUT`]; `GET`/`HEAD` go to `overflow` (`/healthz` and
+/// `/metrics` answered, 503 for the rest); a connection that is silent, too slow, not HTTP, or pushed
+/// out of the lane by a newer one (`evict`) gets a 503. Then it is closed.
+async fn overflow_conn(
+    mut stream: TcpStream,
+    overflow: Router,
+    evict: tokio::sync::oneshot::Receiver<()>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    use hyper::service::Service as _;
+    use tokio::io::AsyncWriteExt;
+    metrics.http_connections.inc();
+    let head = tokio::select! {
+        h = read_head(&mut stream) => h,
+        _ = evict => None,
+        _ = shutdown.wait() => None,
+    };
+    let answer = match head {
+        Some((method, target)) if method == "GET" || method == "HEAD" => {
+            let req = axum::http::Request::builder()
+                .method(method.as_str())
+                .uri(target.as_str())
+                .body(axum::body::Body::empty());
+            match req {
+                Ok(req) => match TowerToHyperService::new(overflow).call(req).await {
+                    Ok(res) => serialize(res, method == "HEAD").await,
+                    Err(never) => match never {},
+                },
+                Err(_) => busy_response(),
+            }
+        }
+        _ => busy_response(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&answer).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    metrics.http_connections.dec();
+}
+
+/// An HTTP/1.1 response as bytes, closing the connection.
+async fn serialize(res: axum::response::Response, head_only: bool) -> Vec<u8> {
+    let (parts, body) = res.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else { return busy_response() };
+    let mut out =
+        format!("HTTP/1.1 {} {}\r\n", parts.status.as_u16(), parts.status.canonical_reason().unwrap_or(""))
+            .into_bytes();
+    for (k, v) in &parts.headers {
+        if matches!(k.as_str(), "content-length" | "connection" | "transfer-encoding") {
+            continue;
+        }
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    out
 }
 
 /// Raises the soft limit on open descriptors to the hard limit (many connections, watches and

@@ -36,6 +36,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "landscaped_store_healthy",
     "landscaped_http_connections",
     "landscaped_http_rejected_total",
+    "landscaped_worker_joins_refused_total",
     "landscaped_queue_length",
     "landscaped_in_flight",
     "landscaped_scans_total",
@@ -64,6 +65,8 @@ pub struct Metrics {
     pub store_healthy: IntGauge,
     pub http_connections: IntGauge,
     pub http_rejected: IntCounterVec,
+    /// Peers refused by a job's coordinator (`workers_listen`), by kind (`worker::listen::REFUSAL_KINDS`).
+    pub worker_joins_refused: IntCounterVec,
     pub queue_len: IntGauge,
     pub in_flight: IntGauge,
     pub scans: IntCounterVec,
@@ -229,6 +232,17 @@ impl Metrics {
                     &["reason"],
                 )?,
             )?,
+            worker_joins_refused: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "landscaped_worker_joins_refused_total",
+                        "Connections to a job's worker port refused or closed, by reason: token, version, \
+                         contract, no_join, full, late, evicted, resources.",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
             queue_len: reg(
                 &r,
                 IntGauge::new("landscaped_queue_length", "Checkpoints waiting in the queue.")?,
@@ -337,6 +351,11 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        // The coordinators count in process-wide counters (they know nothing of this registry).
+        for (kind, n) in crate::worker::listen::refusals() {
+            let c = self.worker_joins_refused.with_label_values(&[kind]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {

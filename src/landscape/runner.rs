@@ -418,8 +418,9 @@ pub fn run_slice(
     slices::put(store, &rec)?;
     store.flush()?;
     let (outcome, dispatch) = out?;
-    for w in workers {
-        let _ = w.shutdown();
+    let stopped = crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
+    if stopped > 0 {
+        tracing::warn!("{}: {stopped} worker(s) did not answer shutdown; stopped", req.label);
     }
     let computed = rec.values.done_count().saturating_sub(before);
     Ok(SliceRun { record: rec, outcome, computed, seconds, plan, resumed, already_complete: false, dispatch })

@@ -140,9 +140,7 @@ pub fn sharpness_at(
     opts.validate()?;
     let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
     let rep = compute_in_workers(&mut workers, opts, progress)?;
-    for w in workers {
-        let _ = w.shutdown();
-    }
+    crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
     Ok((rep, used))
 }
 
@@ -245,9 +243,7 @@ pub fn ratio_map(
         bail!("cancelled");
     }
     let n = workers.len();
-    for w in workers {
-        let _ = w.shutdown();
-    }
+    crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
     let mut map = RatioMap {
         ratio: vec![vec![f64::NAN; nx]; ny],
         lambda_max: vec![vec![f64::NAN; nx]; ny],

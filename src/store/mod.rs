@@ -9,7 +9,9 @@
 //! ([`Store::health`]); reads go on. sled keeps a failed write's error and refuses every later one, so
 //! [`Store::try_recover`] reopens the database in place (every clone sees the new handle) and probes a
 //! write; the daemon calls it until it succeeds. Each store has an id (`<data_dir>/store_id`, written
-//! when the store is created) so a client can tell which store a daemon serves.
+//! when the store is created) so a client can tell which store a daemon serves; `store_id.dir` records
+//! the directory it was made for (device, inode, canonical path), so a copied data dir is told apart
+//! from its original and gets its own id when it is opened ([`check_store_id`]).
 
 pub mod checkpoints;
 pub mod keys;
@@ -87,6 +89,8 @@ struct Shared {
 
 /// The name of the file in the data dir that holds the store's id.
 pub const STORE_ID_FILE: &str = "store_id";
+/// Beside it: the directory the id was made for (`dir DEV:INO CANONICAL_PATH`), to catch a copy.
+pub const STORE_DIR_FILE: &str = "store_id.dir";
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Another process holding it gives
@@ -335,16 +339,113 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
     }
 }
 
-/// Reads the store's id, writing a new one (atomically) if the store has none yet.
+/// Reads the store's id, writing a new one (atomically) if the store has none yet, or if its id was
+/// made for another directory (the data dir was copied: the copy must not answer to the original's id).
+/// [`STORE_DIR_FILE`] beside it records where it was made (the directory's device and inode, and its
+/// canonical path), written here when missing.
 fn ensure_store_id(dir: &Path) -> std::io::Result<String> {
-    if let Some(id) = read_store_id(dir) {
-        return Ok(id);
-    }
-    let id = new_store_id();
-    let tmp = dir.join(format!(".{STORE_ID_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, dir.join(STORE_ID_FILE))?;
+    let here = DirPlace::of(dir)?;
+    let id = match check_store_id(dir) {
+        StoreIdCheck::Here { id, recorded: true } => return Ok(id),
+        StoreIdCheck::Here { id, recorded: false } => id,
+        StoreIdCheck::Copied { id, from } => {
+            let new = new_store_id();
+            tracing::warn!(
+                "the store in {} has the id of the store in {} (id {id}; copied?); it gets its own id {new}",
+                here.path.as_deref().unwrap_or("?"),
+                from
+            );
+            new
+        }
+        StoreIdCheck::Missing => new_store_id(),
+    };
+    write_atomic(dir, STORE_ID_FILE, &format!("{id}\n"))?;
+    write_atomic(dir, STORE_DIR_FILE, &format!("{}\n", here.line()))?;
     Ok(id)
+}
+
+fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Where a store id was made: the data directory's device, inode and canonical path.
+#[derive(Debug, PartialEq)]
+struct DirPlace {
+    dev: u64,
+    ino: u64,
+    /// None if it cannot be written on one line.
+    path: Option<String>,
+}
+
+impl DirPlace {
+    fn of(dir: &Path) -> std::io::Result<DirPlace> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir)?;
+        let path = std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string))
+            .filter(|p| !p.contains(['\n', '\r']));
+        Ok(DirPlace { dev: m.dev(), ino: m.ino(), path })
+    }
+
+    /// `dir DEV:INO PATH`
+    fn line(&self) -> String {
+        match &self.path {
+            Some(p) => format!("dir {}:{} {p}", self.dev, self.ino),
+            None => format!("dir {}:{}", self.dev, self.ino),
+        }
+    }
+
+    fn parse(line: &str) -> Option<DirPlace> {
+        let rest = line.strip_prefix("dir ")?;
+        let (num, path) = match rest.split_once(' ') {
+            Some((n, p)) => (n, Some(p.to_string())),
+            None => (rest, None),
+        };
+        let (dev, ino) = num.split_once(':')?;
+        Some(DirPlace { dev: dev.parse().ok()?, ino: ino.parse().ok()?, path })
+    }
+
+    /// The same directory: the same inode (it may have been moved), or the same path (restored from a
+    /// backup, or its device renumbered). A copy elsewhere differs in both.
+    fn same_dir(&self, other: &DirPlace) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino) || (self.path.is_some() && self.path == other.path)
+    }
+}
+
+/// What a data dir's id file says, checked against the directory it is in.
+#[derive(Debug, PartialEq)]
+pub enum StoreIdCheck {
+    /// No id yet.
+    Missing,
+    /// The id belongs to this directory (`recorded`: the file says where it was made; ids from before
+    /// that are taken as they are).
+    Here { id: String, recorded: bool },
+    /// The id was made for another directory (`from`): this one is a copy, and its store gets a new id
+    /// when it is next opened.
+    Copied { id: String, from: String },
+}
+
+/// Reads the id file in `dir` without opening the store (see [`StoreIdCheck`]).
+pub fn check_store_id(dir: &Path) -> StoreIdCheck {
+    let Ok(text) = std::fs::read_to_string(dir.join(STORE_ID_FILE)) else { return StoreIdCheck::Missing };
+    let id = text.trim().to_string();
+    if id.is_empty() {
+        return StoreIdCheck::Missing;
+    }
+    let place = std::fs::read_to_string(dir.join(STORE_DIR_FILE)).unwrap_or_default();
+    let Some(recorded) = place.lines().find_map(DirPlace::parse) else {
+        return StoreIdCheck::Here { id, recorded: false };
+    };
+    match DirPlace::of(dir) {
+        Ok(here) if !here.same_dir(&recorded) => StoreIdCheck::Copied {
+            id,
+            from: recorded.path.unwrap_or_else(|| format!("inode {}:{}", recorded.dev, recorded.ino)),
+        },
+        _ => StoreIdCheck::Here { id, recorded: true },
+    }
 }
 
 /// 128 random bits as hex (from the kernel), or time and pid if that fails.
@@ -361,12 +462,13 @@ fn new_store_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads the id of the store in `dir` without opening it (None if it has none).
+/// Reads the id of the store in `dir` without opening it: None if it has none, or if the id was made for
+/// another directory (a copy; see [`check_store_id`]).
 pub fn read_store_id(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(STORE_ID_FILE))
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+    match check_store_id(dir) {
+        StoreIdCheck::Here { id, .. } => Some(id),
+        StoreIdCheck::Missing | StoreIdCheck::Copied { .. } => None,
+    }
 }
 
 impl Store {}

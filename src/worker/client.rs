@@ -405,7 +405,8 @@ impl Worker {
     /// `stream` with the handshake. `what` names it in messages (rank, host, address).
     pub fn from_tcp(stream: TcpStream, what: String) -> Result<Worker, WorkerError> {
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(None);
+        // A frozen peer with a full receive buffer must not block a write for ever.
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
         let reader = stream.try_clone().map_err(|e| {
             WorkerError::Start(format!("model worker {what}: cannot use its connection: {e}"))
         })?;
@@ -420,7 +421,8 @@ impl Worker {
             child: None,
             conn: Some(Box::new(BufWriter::new(writer))),
             aborter,
-            frames: frame_reader(reader),
+            // Silence between frames is a worker computing; silence inside one is a stalled peer.
+            frames: frame_reader(super::transport::StallGuard::new(reader, super::transport::FRAME_STALL)),
             tail: Arc::new(Mutex::new(StderrTail::default())),
             next_id: 1,
             what,

@@ -81,7 +81,12 @@ pub fn worker_token(token_file: Option<&Path>, deadline: Instant) -> Result<Stri
     ))
 }
 
-/// Dials, joins and returns the admitted connection.
+/// Most join attempts of one worker (each refused for capacity or cut off before an answer).
+const MAX_ATTEMPTS: u32 = 200;
+
+/// Dials, joins and returns the admitted connection. A coordinator that is busy (too many connections
+/// still sending their join) or closes the connection before answering is dialled again after a
+/// growing pause (with jitter), within the connect timeout.
 pub fn connect(opts: &ConnectOptions) -> Result<TcpStream, ConnectError> {
     let deadline = Instant::now() + opts.timeout;
     let token = worker_token(opts.token_file.as_deref(), deadline)?;
@@ -98,25 +103,53 @@ pub fn connect(opts: &ConnectOptions) -> Result<TcpStream, ConnectError> {
         ..Default::default()
     };
     join.from_launcher_env(|k| std::env::var(k).ok());
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let stream = dial(opts, deadline)?;
+        let retry = match join_once(stream, &join, opts) {
+            Attempt::Joined(s) => return Ok(s),
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Again { after, err } => {
+                if attempt >= MAX_ATTEMPTS || Instant::now() + after.max(pause) > deadline {
+                    return Err(err);
+                }
+                after.max(pause)
+            }
+        };
+        // Jitter (from the pid and the attempt) so that refused workers do not come back together.
+        let jitter = u64::from(std::process::id().wrapping_mul(2_654_435_761).wrapping_add(attempt)) % 250;
+        std::thread::sleep(retry + Duration::from_millis(jitter));
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+}
+
+/// How one join exchange ended.
+enum Attempt {
+    Joined(TcpStream),
+    /// Busy, or cut off before an answer: dial again after `after`; `err` if no time is left.
+    Again {
+        after: Duration,
+        err: ConnectError,
+    },
+    Failed(ConnectError),
+}
+
+/// Dials `opts.addr` until it answers or `deadline` passes (every 0.5 s, backing off to 2 s).
+fn dial(opts: &ConnectOptions, deadline: Instant) -> Result<TcpStream, ConnectError> {
     let mut pause = Duration::from_millis(500);
-    let mut stream = loop {
+    loop {
         let last = match opts.addr.to_socket_addrs() {
             Ok(addrs) => {
                 let mut last = format!("{} resolves to no address", opts.addr);
-                let mut got = None;
                 for a in addrs {
                     match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-                        Ok(s) => {
-                            got = Some(s);
-                            break;
-                        }
+                        Ok(s) => return Ok(s),
                         Err(e) => last = e.to_string(),
                     }
                 }
-                match got {
-                    Some(s) => break s,
-                    None => last,
-                }
+                last
             }
             Err(e) => format!("cannot resolve {}: {e}", opts.addr),
         };
@@ -129,22 +162,44 @@ pub fn connect(opts: &ConnectOptions) -> Result<TcpStream, ConnectError> {
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(2));
-    };
+    }
+}
+
+/// Sends `join` on `stream` and reads the answer.
+fn join_once(mut stream: TcpStream, join: &Join, opts: &ConnectOptions) -> Attempt {
     let broken = |why: String| ConnectError::Broken { addr: opts.addr.clone(), why };
+    let cut_off = |why: String| Attempt::Again { after: Duration::ZERO, err: broken(why) };
     let _ = stream.set_nodelay(true);
-    let frame = protocol::encode(&JoinMessage::Join(join)).map_err(|e| broken(e.to_string()))?;
-    write_frame(&mut stream, &frame).map_err(|e| broken(e.to_string()))?;
+    let frame = match protocol::encode(&JoinMessage::Join(join.clone())) {
+        Ok(f) => f,
+        Err(e) => return Attempt::Failed(broken(e.to_string())),
+    };
+    if let Err(e) = write_frame(&mut stream, &frame) {
+        return cut_off(e.to_string());
+    }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let answer = match read_frame(&mut stream) {
         Ok(Some(f)) => f,
-        Ok(None) => return Err(broken("it closed the connection without an answer".into())),
-        Err(e) => return Err(broken(e.to_string())),
+        Ok(None) => return cut_off("it closed the connection without an answer".into()),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Attempt::Failed(broken("no answer to the join within 60 s".into()));
+        }
+        Err(e) => return cut_off(e.to_string()),
     };
     let _ = stream.set_read_timeout(None);
     match protocol::decode::<JoinMessage>(&answer) {
-        Ok(JoinMessage::Joined { .. }) => Ok(stream),
-        Ok(JoinMessage::Refused { reason }) => Err(ConnectError::Refused { addr: opts.addr.clone(), reason }),
-        Ok(JoinMessage::Join(_)) | Err(_) => Err(broken("its answer is neither joined nor refused".into())),
+        Ok(JoinMessage::Joined { .. }) => Attempt::Joined(stream),
+        Ok(JoinMessage::Refused { reason, retry_after_ms }) => {
+            let err =
+                ConnectError::Refused { addr: opts.addr.clone(), reason: protocol::peer_text(&reason, 400) };
+            match retry_after_ms {
+                Some(ms) => Attempt::Again { after: Duration::from_millis(ms.min(10_000)), err },
+                None => Attempt::Failed(err),
+            }
+        }
+        Ok(JoinMessage::Join(_)) | Err(_) => {
+            Attempt::Failed(broken("its answer is neither joined nor refused".into()))
+        }
     }
 }
 

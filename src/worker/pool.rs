@@ -98,6 +98,39 @@ pub fn start_workers(
     Ok(workers)
 }
 
+/// How long workers get to answer `shutdown` after a job before they are stopped.
+pub const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends every worker after a job: `shutdown` to each at once; one that has not answered `within` (a
+/// stalled worker, or one whose node went away with its connection left open) is stopped — its process
+/// killed, its connection closed — so the command ends when the work is done. Returns how many were
+/// stopped that way.
+pub fn shutdown_all(workers: Vec<Worker>, within: std::time::Duration) -> usize {
+    let aborters: Vec<_> = workers.iter().map(|w| w.aborter()).collect();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                s.spawn(move || {
+                    let _ = w.shutdown();
+                })
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        while hs.iter().any(|h| !h.is_finished()) && t.elapsed() < within {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut stopped = 0;
+        for (h, a) in hs.iter().zip(&aborters) {
+            if !h.is_finished() {
+                a.abort();
+                stopped += 1;
+            }
+        }
+        stopped
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +163,29 @@ mod tests {
     fn never_more_workers_than_points_left() {
         assert_eq!(ThreadPlan::choose(8, false, 1 << 20, 3, None), ThreadPlan { workers: 3, intra_op: 2 });
         assert_eq!(ThreadPlan::choose(8, false, 1 << 20, 0, None).workers, 1);
+    }
+
+    #[test]
+    fn a_worker_that_never_answers_shutdown_is_stopped_after_the_limit() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peers = Vec::new();
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            peers.push(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (s, _) = l.accept().unwrap();
+            workers.push(Worker::from_tcp(s, format!("frozen {i}")).unwrap());
+        }
+        // The peers keep their sockets open and never answer (a SIGSTOPped worker).
+        let t = std::time::Instant::now();
+        let stopped = shutdown_all(workers, std::time::Duration::from_millis(300));
+        assert_eq!(stopped, 2);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+        // Their connections were closed: each peer reads the shutdown request, then the end.
+        for mut p in peers {
+            p.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut p, &mut all).unwrap();
+            assert!(!all.is_empty());
+        }
     }
 }

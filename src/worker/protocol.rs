@@ -407,14 +407,52 @@ pub struct Join {
 #[serde(rename_all = "snake_case")]
 pub enum JoinMessage {
     Join(Join),
-    Joined { worker: u32 },
-    Refused { reason: String },
+    Joined {
+        worker: u32,
+    },
+    /// `retry_after_ms`: set when the coordinator is only busy (too many connections still sending
+    /// their join): the worker dials again after about that long, within its `--connect-timeout`.
+    Refused {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl JoinMessage {
+    /// A final refusal (wrong token, another version or contract, a full job).
+    pub fn refused(reason: impl Into<String>) -> JoinMessage {
+        JoinMessage::Refused { reason: reason.into(), retry_after_ms: None }
+    }
+}
+
+/// Longest piece of peer-supplied text (a host name, a contract id, a reason) put in a log line.
+pub const MAX_PEER_TEXT: usize = 80;
+
+/// Peer-supplied text made safe for one log line: everything but printable ASCII escaped (a newline would
+/// forge a line, bidi controls reorder it), quotes and backslashes too; at most `max` characters kept
+/// (the rest counted).
+pub fn peer_text(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (kept, (i, c)) in s.char_indices().enumerate() {
+        if kept >= max {
+            out.push_str(&format!("…(+{} bytes)", s.len() - i));
+            break;
+        }
+        if c == ' ' || (c.is_ascii_graphic() && c != '\\' && c != '"') {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
 }
 
 impl Join {
     /// `rank 3 on node12 (pid 4242)` (`pid 4242 on node12` without a rank), for messages.
     pub fn describe(&self) -> String {
-        let host = if self.host.is_empty() { "an unnamed host" } else { &self.host };
+        let host =
+            if self.host.is_empty() { "an unnamed host".to_string() } else { peer_text(&self.host, 64) };
         match self.rank {
             Some(r) => format!("rank {r} on {host} (pid {})", self.pid),
             None => format!("pid {} on {host}", self.pid),

@@ -4,6 +4,8 @@
 
 use super::protocol::MAX_FRAME_BYTES;
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// Something that carries whole frames both ways.
 pub trait Transport: Send {
@@ -80,6 +82,88 @@ impl<R: Read + Send, W: Write + Send> Transport for StreamTransport<R, W> {
     }
 }
 
+/// How long a peer over TCP may go without sending a byte once a frame has begun.
+pub const FRAME_STALL: Duration = Duration::from_secs(10);
+
+/// How often a [`StallGuard`] looks at the clock while its peer is silent.
+const STALL_TICK: Duration = Duration::from_millis(500);
+
+/// A TCP connection read as frames, where silence between frames is fine (a worker evaluating for
+/// minutes) but silence inside one is not: once a frame has begun, a gap of `stall` without a byte is a
+/// `TimedOut` error (a peer that sent half a frame and froze, or whose node went away mid-frame).
+pub struct StallGuard {
+    inner: TcpStream,
+    stall: Duration,
+    /// Bytes of the current frame's length read so far (0..4), and its body bytes still to come.
+    head: [u8; 4],
+    head_got: usize,
+    body_left: usize,
+    last_byte: Instant,
+}
+
+impl StallGuard {
+    /// Sets a short read timeout on `inner` (a clock tick; the socket's other handles share it).
+    pub fn new(inner: TcpStream, stall: Duration) -> StallGuard {
+        let _ = inner.set_read_timeout(Some(STALL_TICK.min(stall).max(Duration::from_millis(1))));
+        StallGuard { inner, stall, head: [0; 4], head_got: 0, body_left: 0, last_byte: Instant::now() }
+    }
+
+    fn between_frames(&self) -> bool {
+        self.head_got == 0 && self.body_left == 0
+    }
+
+    /// Follows the frame boundaries through `bytes` just read.
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.head[self.head_got] = bytes[0];
+            self.head_got += 1;
+            bytes = &bytes[1..];
+            if self.head_got == 4 {
+                self.head_got = 0;
+                self.body_left = u32::from_le_bytes(self.head) as usize;
+            }
+        }
+    }
+}
+
+impl Read for StallGuard {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        if self.between_frames() {
+                            self.last_byte = Instant::now();
+                        }
+                        self.advance(&buf[..n]);
+                        self.last_byte = Instant::now();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if !self.between_frames() && self.last_byte.elapsed() >= self.stall {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "no byte for {} s in the middle of a frame (the peer stalled or went away)",
+                                self.stall.as_secs_f64()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +190,29 @@ mod tests {
         let e = read_frame(&mut &huge[..]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_stalled_halfway_is_an_error_and_silence_between_frames_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let mut g = StallGuard::new(s, Duration::from_millis(600));
+        // Silence between frames (longer than the stall limit) is waited through.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            write_frame(&mut peer, b"hello").unwrap();
+            // Half of the next frame's length, then nothing.
+            peer.write_all(&[9, 0]).unwrap();
+            peer
+        });
+        assert_eq!(read_frame(&mut g).unwrap().unwrap(), b"hello");
+        let t = Instant::now();
+        let e = read_frame(&mut g).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("middle of a frame"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        drop(sender.join().unwrap());
     }
 }

@@ -1,7 +1,7 @@
 """Plays the coordinator's side of the TCP join (docs/worker-protocol.md, "Over TCP") against
 ``python -m landscaped_worker --connect``, without the Rust coordinator. One case per run:
 
-    python tests/python/tcp_join_check.py join|closed|refused|no_token|timeout
+    python tests/python/tcp_join_check.py join|closed|refused|busy|no_token|timeout
 
 prints ``ok CASE`` when the worker did what the spec says, else fails with what differed.
 Driven by tests/python_worker_tcp.rs.
@@ -168,6 +168,29 @@ def case_refused():
     assert lines(err)[-1] == "landscaped_worker: refused by the coordinator at %s: wrong token" % addr, err
 
 
+def case_busy():
+    """A coordinator too busy to read the join (`refused` with `retry_after_ms`), then one that closes the
+    connection before answering: the worker dials again each time (it is not refused for good), joins on
+    the third connection, and ends with exit 0."""
+    lsock = listener()
+    addr = "127.0.0.1:%d" % lsock.getsockname()[1]
+    proc = worker(addr, {"LANDSCAPED_TOKEN": "t"}, "--connect-timeout", "60")
+    peer = Peer(lsock, proc)
+    assert set(peer.recv()) == {"join"}
+    peer.send({"refused": {"reason": "too many connections are still sending their join (256); retry", "retry_after_ms": 100}})
+    peer.close()
+    peer = Peer(lsock, proc)
+    assert set(peer.recv()) == {"join"}
+    peer.close()
+    peer = Peer(lsock, proc)
+    assert set(peer.recv()) == {"join"}
+    peer.send({"joined": {"worker": 0}})
+    peer.close()
+    code, out, err = finish(proc)
+    assert code == 0, "exit %d after joining on the third try; stderr:\n%s" % (code, err)
+    assert "joined the coordinator at %s as worker 0" % addr in err, err
+
+
 def case_no_token():
     """No token anywhere: one line naming the three places, exit 2, without dialling."""
     proc = worker("127.0.0.1:%d" % free_port(), {})
@@ -188,7 +211,7 @@ def case_timeout():
     assert "could not connect to the coordinator at %s within 1 s" % addr in err, err
 
 
-CASES = {"join": case_join, "closed": case_closed, "refused": case_refused, "no_token": case_no_token, "timeout": case_timeout}
+CASES = {"join": case_join, "closed": case_closed, "refused": case_refused, "busy": case_busy, "no_token": case_no_token, "timeout": case_timeout}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
