@@ -15,9 +15,10 @@
 //! non-blocking and refuse what is not a regular file, so nothing can block on it).
 //!
 //! A checkpoint whose trajectory archive needs more than the whole filesystem holds is failed at
-//! once (`does_not_fit`); one needing more than is free now is retried with backoff
-//! [`MAX_NO_SPACE_TRIES`] times, then failed (it is tried again when its files change or the daemon
-//! restarts). Neither marks the archive unwritable (`/healthz` stays 200: nothing failed to write).
+//! once (`does_not_fit`, recorded: retrying cannot help, so it no longer makes `/healthz` flap). One
+//! needing more than is free now is an environment error like any full disk: the archive is marked
+//! unwritable (`/healthz` 503 naming the bytes needed and free) and the checkpoint is retried with
+//! backoff until space is freed, never recorded: nothing is lost on a full disk.
 //! Progress is measured ([`crate::daemon::progress`]): every phase and every chunk read counts.
 
 use crate::checkpoint::{self, CheckpointError};
@@ -52,9 +53,6 @@ pub enum Outcome {
     /// Skipped for `reason` (reported once) and recorded, so it isn't looked at until it changes.
     Skipped { reason: &'static str },
 }
-
-/// Tries of a checkpoint that needs more archive space than is free before it is failed.
-pub const MAX_NO_SPACE_TRIES: u32 = 5;
 
 pub struct Processor {
     pub store: Store,
@@ -214,15 +212,8 @@ impl Processor {
                     return self.skip(item, before, "not_a_file", &file, &detail);
                 }
                 let msg = taxonomy::with_path(path, &e.to_string());
-                if e.environment == Some("does_not_fit") && item.attempts + 1 >= MAX_NO_SPACE_TRIES {
-                    tracing::warn!(
-                        run,
-                        "{msg} (tried {MAX_NO_SPACE_TRIES} times: given up until it changes)"
-                    );
-                    return self.fail(item, before, "does_not_fit");
-                }
                 if let Some(kind) = e.environment {
-                    if kind == "archive" {
+                    if kind == "archive" || kind == "does_not_fit" {
                         self.archive_health.failed(format!("{:#}", e.error));
                     }
                     tracing::warn!(run, "{msg} (will retry)");
