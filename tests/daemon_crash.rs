@@ -164,9 +164,12 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
 
     // Processed counter over every life: no step ingested as new twice, none more than once overall.
-    let final_counter = d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap_or(0.0) as u64;
+    // The last life's counter and its lines agree (polled: the line follows the increment).
+    let counter = || d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap_or(0.0) as usize;
+    wait_until(Duration::from_secs(10), "the last life's counter equal to its log lines", || {
+        counter() == new_steps_in_log(&d.log).len()
+    });
     let final_lines = new_steps_in_log(&d.log);
-    assert_eq!(final_counter, final_lines.len() as u64, "the last life's counter vs its log lines");
     let mut lives: Vec<Vec<u64>> = killed_logs.iter().map(|l| new_steps_in_log(l)).collect();
     lives.push(final_lines);
     let mut seen = BTreeMap::new();
