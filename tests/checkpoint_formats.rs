@@ -4,6 +4,8 @@
 //! Also: hostile pickles, TorchScript and legacy files, truncation, corrupt headers, completeness,
 //! `find_checkpoints` and the step rule on real files.
 
+mod mutation;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -371,68 +373,33 @@ fn find_checkpoints_lists_files_and_folders_by_step() {
     assert_eq!(found, vec![dir.path().join("ckpt_000120.pt")]);
 }
 
-/// A deterministic mutation smoke test (runs in CI, where the cargo-fuzz targets don't): thousands of
-/// bit-flipped, overwritten, truncated and spliced variants of real files go through open, read and
-/// the completeness check; every outcome must be a value or an error, never a panic, and every error
-/// names the file.
+/// A deterministic mutation smoke test (runs in CI, where the cargo-fuzz targets don't; machinery in
+/// tests/mutation): thousands of bit-flipped, overwritten, truncated and spliced variants of real files
+/// go through the completeness check, open and every read; every outcome must be a value or an error
+/// naming the file, never a panic. Here the single-file readers (safetensors, torch zip, Lightning
+/// `.ckpt`) and HF `checkpoint-N/` folders (safetensors and `pytorch_model.bin`, one member mutated at a
+/// time); tests/checkpoint_large_runs.rs does the same for DCP (and its safetensors variant), Megatron,
+/// Lightning sharded and DeepSpeed folders.
 #[test]
 fn mutated_files_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rng = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = mutation::Rng(0x9e37_79b9_7f4a_7c15);
     let mut opened = 0;
     for (k, src) in ["step-300.safetensors", "ckpt_000120.pt", "epoch=2-step=300.ckpt"].iter().enumerate() {
         let data = std::fs::read(path(src)).unwrap();
         let target = dir.path().join(format!("m{k}_{src}"));
         for _ in 0..700 {
-            let mut m = data.clone();
-            // Mutations cluster in the headers (the first and last KiB hold the safetensors header,
-            // the zip local headers / pickle and the central directory).
-            let pick = |r: u64, len: usize| -> usize {
-                let r = r as usize;
-                match r % 3 {
-                    0 => r / 3 % len.min(1024),
-                    1 => len - 1 - (r / 3 % len.min(1024)),
-                    _ => r / 3 % len,
-                }
-            };
-            for _ in 0..1 + rng() % 4 {
-                let at = pick(rng(), m.len());
-                match rng() % 5 {
-                    0 => m[at] ^= 1 << (rng() % 8),
-                    1 => m[at] = rng() as u8,
-                    2 => m[at] = [0u8, 0xff, 0x7f, 0x80][rng() as usize % 4],
-                    3 => m.truncate(at.max(1)),
-                    _ => {
-                        let b = (rng() % 8 + 1) as usize;
-                        let at = at.min(m.len());
-                        m.splice(at..at, std::iter::repeat_n(rng() as u8, b));
-                    }
-                }
-            }
-            std::fs::write(&target, &m).unwrap();
-            let _ = check_complete(&target);
-            match Checkpoint::open(&target) {
-                Ok(ck) => {
-                    opened += 1;
-                    for i in 0..ck.tensors.len() {
-                        if let Ok(v) = ck.read(i) {
-                            assert_eq!(v.len(), ck.tensors[i].numel());
-                        }
-                        let _ = ck.read_raw(i);
-                    }
-                }
-                Err(e) => assert!(e.to_string().contains(&*target.to_string_lossy()), "{e}"),
-            }
+            std::fs::write(&target, mutation::mutate(&data, &mut rng)).unwrap();
+            opened += mutation::exercise(&target) as usize;
         }
     }
     // Some mutants (flips inside tensor data) must still open: the test exercises reading too.
     assert!(opened > 50, "only {opened} mutants opened");
+    for (k, folder) in ["hf_st/checkpoint-40", "hf_bin/checkpoint-7"].iter().enumerate() {
+        let scratch = dir.path().join(format!("hf{k}"));
+        let opened = mutation::mutate_folder(&path(folder), &scratch, 300, &mut rng);
+        assert!(opened > 10, "{folder}: only {opened} mutants opened");
+    }
 }
 
 /// The pickle scanner's nesting bound (256 levels) against files PyTorch writes: `torch.save` of a state

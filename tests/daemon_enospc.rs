@@ -4,6 +4,7 @@
 //! recorded against the files), and once space is freed — without a restart — /healthz is 200 again and
 //! every checkpoint is recorded once with its true norm (0 lost, 0 duplicated).
 
+mod capability;
 mod daemon_support;
 use daemon_support::*;
 
@@ -28,8 +29,10 @@ fn in_ns(pid: i32, script: &str) -> bool {
 
 #[test]
 fn a_full_disk_is_unhealthy_then_recovers_without_losing_a_checkpoint() {
-    if !can_mount() {
-        eprintln!("note: no private mount namespaces here (unshare -m); the full-disk test needs one");
+    if !capability::require(
+        can_mount(),
+        "no private mount namespace here (unshare -m), which the full disk needs",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -113,7 +113,9 @@ fn healthz_answers_past_the_connection_cap() {
     let mut first = idle.into_iter().next().unwrap();
     first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)), "idle connection left open");
+    // Closed by the daemon: end of stream (a read timeout here would be a connection left open).
+    let r = first.read(&mut buf);
+    assert!(matches!(r, Ok(0)), "idle connection not closed by the header timeout: {r:?}");
     wait_until(Duration::from_secs(10), "API answers again", || {
         get_status(d.port, "/api/v1/runs").is_some_and(|(c, _)| c == 200)
     });
@@ -179,10 +181,10 @@ fn half_sent_requests_are_closed_by_the_header_timeout() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap(); // never finished
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let t = std::time::Instant::now();
+    // End of stream within the 10 s read timeout (the timeout itself would be an error: kept open).
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    assert!(t.elapsed() < Duration::from_secs(9), "half-sent request kept open");
+    let r = s.read_to_end(&mut buf);
+    assert!(r.is_ok(), "half-sent request kept open: {r:?}");
     assert_eq!(d.stop(), Some(0));
 }
 

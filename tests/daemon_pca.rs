@@ -69,7 +69,7 @@ fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
         .expect("PC1 ratio gauge on /metrics");
     assert!(close(gauge, ratio1), "gauge {gauge} vs served {ratio1}");
 
-    // An unknown run has no trajectory: 404 (get() answers None on an error status).
-    assert!(get(port, "/api/v1/runs/nope/trajectory").is_none());
+    // An unknown run has no trajectory: 404.
+    assert_eq!(get_status(port, "/api/v1/runs/nope/trajectory").map(|s| s.0), Some(404));
     assert_eq!(d.stop(), Some(0));
 }

@@ -48,7 +48,11 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
     )
     .unwrap();
     let d = restart(config, port, dir.path());
-    assert!(get(port, "/api/v1/runs/r/sharpness").is_none(), "a record before any checkpoint");
+    assert_eq!(
+        get_status(port, "/api/v1/runs/r/sharpness").map(|s| s.0),
+        Some(404),
+        "a record before any checkpoint"
+    );
     std::fs::copy(fx.join("ck.safetensors"), ck.join("tmp.part")).unwrap();
     std::fs::rename(ck.join("tmp.part"), ck.join("step-7.safetensors")).unwrap();
 
@@ -90,6 +94,6 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
     let all: serde_json::Value =
         serde_json::from_str(&get(port, "/api/v1/runs/r/sharpness?all=true").unwrap()).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1);
-    assert!(get(port, "/api/v1/runs/other/sharpness").is_none());
+    assert_eq!(get_status(port, "/api/v1/runs/other/sharpness").map(|s| s.0), Some(404));
     assert_eq!(d.stop(), Some(0));
 }

@@ -185,15 +185,18 @@ fn daemon_slice_job_stores_serves_and_publishes() {
     let latest: serde_json::Value =
         serde_json::from_str(&get(port, "/api/v1/runs/r/slices/latest").unwrap()).unwrap();
     assert_eq!(latest["id"].as_u64(), Some(id));
-    assert!(get(port, "/api/v1/runs/other/slices/latest.csv").is_none());
-    assert!(get(port, "/api/v1/slices/999").is_none());
-    assert!(get(port, "/api/v1/slices/abc.csv").is_none());
+    for missing in ["/api/v1/runs/other/slices/latest.csv", "/api/v1/slices/999"] {
+        assert_eq!(get_status(port, missing).map(|s| s.0), Some(404), "{missing}");
+    }
+    // Not an id at all: a bad request.
+    assert_eq!(get_status(port, "/api/v1/slices/abc.csv").map(|s| s.0), Some(400));
     assert_eq!(d.stop(), Some(0));
 }
 
 /// `abandon_on_newer`: a long slice about step 40 stops once step 50 is ingested; its partial record
-/// stays (not complete, fewer points done), and a slice about step 50 is started. The model is given
-/// file by file (`model`, `eval_data`, `loss`) and the job runs on two copies of it (`threads = 2`).
+/// stays (not complete: some points done, with PyTorch's loss where the reference has one, the rest not
+/// computed) and stops growing, and a slice about step 50 is started. The model is given file by file
+/// (`model`, `eval_data`, `loss`) and the job runs on two copies of it (`threads = 2`).
 #[test]
 fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,8 +207,10 @@ fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
         fx.join("model/model.pt").to_str().unwrap(),
         fx.join("model/eval.safetensors").to_str().unwrap()
     );
-    // 100000 points: far longer than the test takes to ingest the next checkpoint.
-    let (d, ck) = start_daemon(dir.path(), &model, "x = \"-1:1:100000\"", seed, batch);
+    // 100000 points (the most a grid may have): far longer than the test takes to ingest the next
+    // checkpoint. Point 0 is x = -0.5, the reference grid's (x = -0.5, y = 0).
+    let n = 100_000;
+    let (d, ck) = start_daemon(dir.path(), &model, "x = \"-0.5:0.5:100000\"", seed, batch);
     let port = d.port;
     let slices = || run_slices(port);
     drop_checkpoint(&fx.join("ckpt_b.safetensors"), &ck, "step-40.safetensors");
@@ -221,12 +226,34 @@ fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
     let id = first["id"].as_u64().unwrap();
     let rec: serde_json::Value =
         serde_json::from_str(&get(port, &format!("/api/v1/slices/{id}")).unwrap()).unwrap();
-    let done = rec["values"]["done"].as_array().unwrap().iter().filter(|b| b.as_bool().unwrap()).count();
-    assert!(done < 100_000, "abandoned slice has {done} points done");
+    let values = &rec["values"];
+    assert_eq!(values["xs"].as_array().unwrap().len(), n);
+    let done: Vec<bool> = values["done"].as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect();
+    // JSON has no NaN: a point not computed is null.
+    let loss: Vec<Option<f64>> = values["loss"].as_array().unwrap().iter().map(|v| v.as_f64()).collect();
+    assert_eq!((done.len(), loss.len()), (n, n));
+    let count = done.iter().filter(|&&b| b).count();
+    assert!(count >= 1 && count < n, "abandoned slice has {count} of {n} points done");
+    for (i, (&dn, l)) in done.iter().zip(&loss).enumerate() {
+        match (dn, l) {
+            (true, Some(v)) => assert!(v.is_finite() && *v > 0.0, "point {i}: loss {v}"),
+            (false, None) => {}
+            _ => panic!("point {i}: done = {dn} but loss {l:?}"),
+        }
+    }
+    // The first block goes out first: point 0 is done, with PyTorch's loss at (x = -0.5, y = 0).
+    let want = r["grid"]["loss"][0][0].as_f64().unwrap();
+    assert!(done[0], "point 0 not done");
+    let got = loss[0].unwrap();
+    assert!(rel_close(got, want, 1e-5), "point 0: {got} vs PyTorch {want}");
     // No gauges from an abandoned slice.
     assert!(metric(&d.metrics(), "landscaped_slice_centre_loss{run=\"r\"}").is_none());
     // Shutdown cancels the running slice promptly.
     assert_eq!(d.stop(), Some(0));
+    // Abandoned means stopped: a job still computing it would have stored more points at shutdown.
+    let store = landscaped::store::Store::open(&dir.path().join("data")).unwrap();
+    let last = landscaped::store::slices::get(&store, id).unwrap().unwrap();
+    assert_eq!(last.values.done, done, "the abandoned slice went on after the newer one started");
 }
 
 /// `dirs = "pca"` beside `[run.pca]`: once the run's PCA has two components, the job slices its plane

@@ -5,6 +5,8 @@
 //! worker finds libtorch, and slices run on both backends (TorchScript worker; Python worker from
 //! `<prefix>/share/landscaped/python`). The installed worker's RUNPATH must not point into the checkout.
 
+mod capability;
+
 use landscaped::store::{Store, slices};
 use std::path::Path;
 use std::process::Command;
@@ -14,15 +16,18 @@ fn root() -> &'static Path {
 }
 
 /// Runs `cmd` with the checkout hidden, when this machine allows a private mount namespace (root or user
-/// namespaces); otherwise as it is (the RUNPATH check below still guards the layout).
+/// namespaces); otherwise, outside CI only, as it is (the RUNPATH check below still guards the layout).
 fn hidden_checkout(program: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
     let can_hide = Command::new("unshare").args(["-m", "true"]).status().is_ok_and(|s| s.success());
-    let mut c = if can_hide {
+    let hidden = capability::require(
+        can_hide,
+        "no private mount namespace here (unshare -m): the checkout can't be hidden, only the RUNPATH is checked",
+    );
+    let mut c = if hidden {
         let mut c = Command::new("unshare");
         c.args(["-m", "sh", "-c", "mount -t tmpfs none \"$0\" && exec \"$@\""]).arg(root()).arg(program);
         c
     } else {
-        eprintln!("note: no private mount namespace here; running without hiding the checkout");
         Command::new(program)
     };
     c.args(args)

@@ -87,7 +87,9 @@ impl Processor {
                     self.metrics.processed.with_label_values(&[run]).inc();
                 }
                 self.metrics.duration.with_label_values(&[run]).observe(started.elapsed().as_secs_f64());
-                tracing::info!(run, step, path = %item.path.display(), "checkpoint recorded");
+                // `new`: counted in landscaped_checkpoints_processed_total (the crash test sums these lines
+                // over a daemon's SIGKILLed lives).
+                tracing::info!(run, step, new, path = %item.path.display(), "checkpoint recorded");
             }
             Outcome::Retry { reason, .. } => {
                 self.metrics.retries.with_label_values(&[run, reason]).inc();

@@ -10,7 +10,8 @@ several ways a training job (or a fault) produces them:
 
 Modes: direct (plain write), rename (write .tmp then rename into place, like Lightning), slow (write in
 chunks with pauses, so the file is seen incomplete). Prints the global L2 norm of every step written
-as JSON lines {"step": N, "norm": x} for the tests to compare with the daemon's metrics.
+as JSON lines {"step": N, "norm": x, "tensors": [...]} for the tests to compare with the daemon's
+metrics; `tensors` has each tensor's name, shape and float64 statistics (l2, mean, min, max).
 """
 import argparse
 import json
@@ -34,6 +35,21 @@ def weights(step, variant=0):
 
 def norm(ws):
     return float(np.sqrt(sum(float((w.astype(np.float64) ** 2).sum()) for w in ws.values())))
+
+
+def tensor_stats(ws):
+    out = []
+    for name, w in ws.items():
+        v = w.astype(np.float64)
+        out.append({
+            "name": name,
+            "shape": list(w.shape),
+            "l2": float(np.sqrt((v ** 2).sum())),
+            "mean": float(v.mean()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+        })
+    return out
 
 
 def write(path, data, mode, pause=0.6):
@@ -74,7 +90,7 @@ def main():
     for s in steps:
         ws = weights(s)
         write(os.path.join(a.dir, f"step-{s}.safetensors"), save(ws), a.mode, a.pause)
-        out.append({"step": s, "norm": norm(ws)})
+        out.append({"step": s, "norm": norm(ws), "tensors": tensor_stats(ws)})
         if a.interval:
             time.sleep(a.interval)
     if a.truncate_then_complete is not None:
