@@ -44,12 +44,8 @@ torch.save(d, sys.argv[1])
     // Done with it, one way or the other (recorded, or refused by a reader's limit).
     wait_until(Duration::from_secs(120), "step-1.pt dealt with", || {
         let m = d.metrics();
-        let errors: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("landscaped_errors_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        errors + metric(&m, r#"landscaped_checkpoints_processed_total{run="r"}"#).unwrap_or(0.0) >= 1.0
+        errors_total(&m) + metric(&m, r#"landscaped_checkpoints_processed_total{run="r"}"#).unwrap_or(0.0)
+            >= 1.0
     });
     let peak_kb = d.peak_rss_kb();
     assert!(

@@ -99,24 +99,11 @@ fn garbage_and_hostile_files_are_one_error_each() {
     assert!(ok);
     std::fs::rename(&evil, ck.join("step-103.pt")).unwrap();
     writer(&ck, &["--steps", "104"]); // and one good one
-    wait_until(WAIT, "four errors counted", || {
-        let m = d.metrics();
-        let errs: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("landscaped_errors_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        errs >= 4.0
-    });
+    wait_until(WAIT, "four errors counted", || errors_total(&d.metrics()) >= 4.0);
     wait_until(WAIT, "good checkpoint recorded", || recorded(d.port).len() == 1);
     std::thread::sleep(Duration::from_millis(1500)); // more scans/retries must not count them again
     let m = d.metrics();
-    let errs: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("landscaped_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(errs, 4.0, "one error per bad file:\n{m}\n{}", d.log());
+    assert_eq!(errors_total(&m), 4.0, "one error per bad file:\n{m}\n{}", d.log());
     assert!(!tmp.path().join("pwned").exists(), "pickle must never be executed");
     assert!(get(d.port, "/healthz").unwrap().contains("ok"));
     assert_eq!(d.stop(), Some(0));

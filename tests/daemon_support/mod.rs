@@ -149,6 +149,15 @@ pub fn metric(text: &str, key: &str) -> Option<f64> {
     })
 }
 
+/// The sum of `landscaped_errors_total` over every kind and run in a /metrics text.
+pub fn errors_total(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("landscaped_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
