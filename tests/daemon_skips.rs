@@ -15,14 +15,9 @@ use std::time::Duration;
 
 /// Runs tests/python/daemon_layouts.py: (path, step, norm) of every folder written.
 fn layouts(out: &Path, specs: &[&str]) -> Vec<(PathBuf, u64, f64)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/daemon_layouts.py");
-    let o = Command::new(python()).arg(script).arg(out).args(specs).output().unwrap();
-    assert!(o.status.success(), "daemon_layouts.py: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    python_lines("daemon_layouts.py", out, specs)
+        .iter()
+        .map(|v| {
             (v["path"].as_str().unwrap().into(), v["step"].as_u64().unwrap(), v["norm"].as_f64().unwrap())
         })
         .collect()

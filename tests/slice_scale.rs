@@ -161,16 +161,23 @@ fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("00000000deadbeef"));
     // Then two good workers.
+    let stderr = two_workers_finish(coord, port);
+    assert!(stderr.contains("refused a worker") && stderr.contains("wrong token"), "{stderr}");
+    assert!(!stderr.contains("not-the-token") && !stderr.contains(TOKEN), "tokens never reach the log");
+    assert!(stderr.contains("2 workers × "), "{stderr}");
+    assert_same_grid(&show(data.path(), "1"), &want);
+}
+
+/// Two good workers dial in to `coord`; the coordinator succeeds with both ready and each worker ends
+/// cleanly after the job. Returns the coordinator's stderr.
+fn two_workers_finish(coord: Child, port: u16) -> String {
     let workers: Vec<Child> = (0..2)
         .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     let out = finish(coord, 240, "the coordinator");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("refused a worker") && stderr.contains("wrong token"), "{stderr}");
-    assert!(!stderr.contains("not-the-token") && !stderr.contains(TOKEN), "tokens never reach the log");
     assert!(stderr.contains("2 worker(s) ready"), "{stderr}");
-    assert!(stderr.contains("2 workers × "), "{stderr}");
     for w in workers {
         let o = finish(w, 30, "a worker");
         assert!(
@@ -179,7 +186,7 @@ fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    assert_same_grid(&show(data.path(), "1"), &want);
+    stderr
 }
 
 /// 300 connections that never send their join (more than the coordinator reads at once) are open
@@ -199,20 +206,10 @@ fn idle_unauthenticated_connections_do_not_stop_the_job() {
         }
     }
     assert_eq!(idle.len(), 300);
-    let workers: Vec<Child> = (0..2)
-        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
-        .collect();
-    let out = finish(coord, 240, "the coordinator");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("2 worker(s) ready"), "{stderr}");
+    let stderr = two_workers_finish(coord, port);
     // A flood is a few lines, not one per connection.
     let refusals = stderr.lines().filter(|l| l.contains("refused a worker")).count();
     assert!(refusals <= 25, "{refusals} refusal lines:\n{stderr}");
-    for w in workers {
-        let o = finish(w, 30, "a worker");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
     drop(idle);
     assert_same_grid(&show(data.path(), "1"), &want);
 }

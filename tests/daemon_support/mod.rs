@@ -168,18 +168,19 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `tests/python/<script>` on `dir` with `args`; the JSON object of each line it printed.
+pub fn python_lines(script: &str, dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = Command::new(python()).arg(path).arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Runs tests/python/daemon_writer.py; returns (step, norm) for every checkpoint it wrote.
 pub fn writer(dir: &Path, args: &[&str]) -> Vec<(u64, f64)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/daemon_writer.py");
-    let out = Command::new(python()).arg(script).arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "writer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["norm"].as_f64().unwrap())
-        })
+    python_lines("daemon_writer.py", dir, args)
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v["norm"].as_f64().unwrap()))
         .collect()
 }
 
