@@ -26,12 +26,12 @@
 //! Distances are relative to the checkpoints present at ingest time: ingesting an earlier step later does
 //! not revise records already written.
 
-use crate::checkpoint::{Checkpoint, CheckpointError, ChunkValues};
-use crate::stats;
 use crate::store::checkpoints::{self as records, CheckpointRecord, FileStamp, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile, Precision};
 use engine::RefSource;
+use landscaped_formats::{Checkpoint, CheckpointError, ChunkValues};
+use landscaped_maths::stats;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -81,7 +81,7 @@ impl Default for IngestOptions {
             step: None,
             distances: true,
             memory_budget: DEFAULT_MEMORY_BUDGET,
-            max_tensor_bytes: crate::checkpoint::DEFAULT_MAX_TENSOR_BYTES,
+            max_tensor_bytes: landscaped_formats::DEFAULT_MAX_TENSOR_BYTES,
             threads: 0,
         }
     }

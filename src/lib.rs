@@ -1,7 +1,6 @@
 //! landscaped: a sidecar that watches training checkpoints and records how the weights and the loss
 //! landscape evolve. See ARCHITECTURE.md for the map of modules and the path a checkpoint takes.
 
-pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
 pub mod faults;
@@ -10,7 +9,6 @@ pub mod landscape;
 pub mod plot;
 pub mod query;
 pub mod sharpness;
-pub mod stats;
 pub mod store;
 pub mod table;
 pub mod trajectory;

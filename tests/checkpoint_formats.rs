@@ -9,7 +9,7 @@ mod mutation;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use landscaped::checkpoint::{
+use landscaped_formats::{
     Checkpoint, CheckpointError, Dtype, Layout, Values, check_complete, find_checkpoints,
 };
 

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use landscaped::checkpoint::{Checkpoint, CheckpointError, Layout, check_complete, find_checkpoints};
 use landscaped::ingest::{IngestOptions, IngestStatus, ingest_checkpoint};
 use landscaped::store::{Store, checkpoints as records};
+use landscaped_formats::{Checkpoint, CheckpointError, Layout, check_complete, find_checkpoints};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -19,8 +19,8 @@
 mod daemon_support;
 
 use daemon_support::*;
-use landscaped::checkpoint::Checkpoint;
 use landscaped::trajectory::archive::{ArchiveFile, list_run};
+use landscaped_formats::Checkpoint;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};

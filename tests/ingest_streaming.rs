@@ -10,11 +10,12 @@ mod capability;
 use std::io::Write;
 use std::path::Path;
 
-use landscaped::checkpoint::{Checkpoint, ValuesChunk};
 use landscaped::ingest::{IngestOptions, ingest_checkpoint};
-use landscaped::stats::{self, TensorStats};
 use landscaped::store::Store;
 use landscaped::store::checkpoints as records;
+use landscaped_formats::{Checkpoint, ValuesChunk};
+use landscaped_maths::stats;
+use landscaped_maths::stats::TensorStats;
 
 /// Writes a safetensors file by hand: `tensors` are (name, dtype, shape, bytes).
 fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
@@ -155,7 +156,7 @@ fn chunk_boundaries_give_identical_statistics() {
                 ck.read_chunks(
                     i,
                     per * es,
-                    |c: ValuesChunk<'_>| -> Result<(), landscaped::checkpoint::CheckpointError> {
+                    |c: ValuesChunk<'_>| -> Result<(), landscaped_formats::CheckpointError> {
                         assert_eq!(c.start, next, "chunks in order");
                         assert!(c.values.len() <= per);
                         next += c.values.len();

@@ -6,16 +6,16 @@
 //! and `landscaped slice --backend python` end to end. The conformance suite runs on this worker too
 //! (tests/worker_protocol.rs, module `python`).
 
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
-use landscaped::sharpness::lanczos::LanczosOptions;
 use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::{DirectionSource, SliceRecord};
-use landscaped::worker::protocol::{BindRules, Contract, ErrorKind, StateSource, VectorInit};
 use landscaped::worker::{ModelContract, Worker, WorkerError};
+use landscaped_maths::curvature::lanczos::LanczosOptions;
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_protocol::messages::{BindRules, Contract, ErrorKind, StateSource, VectorInit};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;

@@ -6,16 +6,16 @@
 //! batches; a power iteration driven through the protocol (HVPs by double backward in the worker) agrees
 //! with the same power iteration in plain PyTorch; a slice about the checkpoint has it at its centre.
 
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
-use landscaped::sharpness::lanczos::LanczosOptions;
 use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
-use landscaped::worker::protocol::{BindRules, StateSource, VectorInit};
 use landscaped::worker::{ModelContract, Worker};
+use landscaped_maths::curvature::lanczos::LanczosOptions;
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 

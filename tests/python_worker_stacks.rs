@@ -4,13 +4,13 @@
 //! `torch.compile`d module (names `_orig_mod.*`): evaluated compiled, differentiated through the original
 //! module, with the plain module's values.
 
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
-use landscaped::worker::protocol::{BindRules, StateSource, VectorInit};
 use landscaped::worker::{ModelContract, Worker};
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;

@@ -5,14 +5,14 @@
 //! accuracies, interpolation reproducing each checkpoint's own loss at 0 and 1, and the centre of the
 //! slice equal to the checkpoint's loss — on one worker and on several, bit for bit the same.
 
-use landscaped::checkpoint::Checkpoint;
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, parameter_list, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
 use landscaped::store::slices::{DirectionSource, SliceRecord};
-use landscaped::worker::protocol::{BindRules, StateSource};
 use landscaped::worker::{ModelContract, Worker, WorkerOptions, locate_worker};
+use landscaped_formats::Checkpoint;
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_protocol::messages::{BindRules, StateSource};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -121,7 +121,7 @@ fn check_directions_and_grid(norm: Normalization, ignore: Ignore, args: &[&str])
     let g = &r["grid"];
     let xs: Vec<f64> = g["xs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let ys: Vec<f64> = g["ys"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    assert_eq!(xs, "-0.5:0.5:3".parse::<landscaped::landscape::grid::Axis>().unwrap().values());
+    assert_eq!(xs, "-0.5:0.5:3".parse::<landscaped_maths::grid::Axis>().unwrap().values());
     let dirs = RandomDirections { seed: 7, norm, ignore, params: vec![], orthogonalize: false };
     let plane = PlaneSpec::Random { centre: centre.clone(), dirs, two_d: true };
     // On one worker and on three in parallel: both give the reference grid, bit for bit the same.

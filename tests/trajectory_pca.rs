@@ -4,12 +4,13 @@
 //! explained-variance ratios within 1e-6 absolute, |cos| between matching components ≥ 0.99999 (also
 //! after PyTorch loads our safetensors directions), coordinates within 1e-5 relative.
 
-use landscaped::checkpoint::{Checkpoint, Dtype, TensorInfo, Values};
 use landscaped::ingest::TensorSink;
 use landscaped::store::trajectory::PcaConfig;
 use landscaped::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, write_checkpoint};
-use landscaped::trajectory::pca::{compute_pca, load_directions_with_shapes};
+use landscaped::trajectory::pca::compute_pca;
 use landscaped::trajectory::select::Selection;
+use landscaped_formats::safetensors_file::load_float_tensors as load_directions_with_shapes;
+use landscaped_formats::{Checkpoint, Dtype, TensorInfo, Values};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,11 +11,11 @@
 //! targets — each one clear error, never a hang or a panic.
 
 use landscaped::worker::client::{WORKER_BIN, describe_status};
-use landscaped::worker::protocol::{
-    self, BindRules, Contract, ErrorKind, GridPoint, PROTOCOL_VERSION, Reply, Response, StateSource,
-    VectorInit, capability, f64_bytes,
-};
 use landscaped::worker::{Worker, WorkerError, WorkerOptions, locate_worker};
+use landscaped_protocol::messages::{
+    self as protocol, BindRules, Contract, ErrorKind, GridPoint, PROTOCOL_VERSION, Reply, Response,
+    StateSource, VectorInit, capability, f64_bytes,
+};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,11 +1,10 @@
-//! The checkpoint readers of landscaped, compiled on their own for fuzzing (no libtorch), and the
-//! functions the fuzz targets call.
+//! The functions the fuzz targets call, over landscaped's checkpoint readers (the `landscaped-formats`
+//! crate: no libtorch).
 
-#[path = "../../src/checkpoint/mod.rs"]
-pub mod checkpoint;
+use landscaped_formats as checkpoint;
 
 /// The pickle scanner on its own (it is private to `checkpoint`; the file needs nothing else).
-#[path = "../../src/checkpoint/pickle_scan.rs"]
+#[path = "../../crates/formats/src/pickle_scan.rs"]
 #[allow(dead_code)]
 mod pickle_scan;
 

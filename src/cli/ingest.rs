@@ -3,11 +3,12 @@
 //! piped.
 
 use super::Cli;
-use crate::checkpoint::{self, CheckpointError};
 use crate::ingest::{IngestError, IngestOptions, TensorSink, ingest_checkpoint_with_progress};
 use crate::store::Store;
 use crate::table::Table;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
+use landscaped_formats as checkpoint;
+use landscaped_formats::CheckpointError;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub step: Option<u64>,
     /// Histogram buckets per tensor.
-    #[arg(long, default_value_t = crate::stats::DEFAULT_BINS, value_parser = parse_bins)]
+    #[arg(long, default_value_t = landscaped_maths::stats::DEFAULT_BINS, value_parser = parse_bins)]
     pub bins: usize,
     /// Skip distances to the first and previous checkpoints (don't re-read them).
     #[arg(long)]

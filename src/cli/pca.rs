@@ -90,8 +90,8 @@ pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
     };
     let mut paths = Vec::new();
     for p in &args.import {
-        if p.is_dir() && !crate::checkpoint::is_hf_folder(p) {
-            paths.extend(crate::checkpoint::find_checkpoints(p)?);
+        if p.is_dir() && !landscaped_formats::is_hf_folder(p) {
+            paths.extend(landscaped_formats::find_checkpoints(p)?);
         } else {
             paths.push(p.clone());
         }
@@ -101,14 +101,14 @@ pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
     }
     let mut sink = ArchiveSink::new(&cli.data_dir(), &cfg)?;
     for p in &paths {
-        let ck = crate::checkpoint::Checkpoint::open(p)?;
+        let ck = landscaped_formats::Checkpoint::open(p)?;
         let step = ck
             .step
             .ok_or_else(|| anyhow::anyhow!("{}: no training step in its name or metadata", p.display()))?;
         sink.begin(&args.run, step, &ck)?;
         let res = (|| -> anyhow::Result<()> {
             for (i, _) in ck.float_tensors() {
-                ck.read_chunks(i, 4 << 20, |c: crate::checkpoint::ValuesChunk<'_>| {
+                ck.read_chunks(i, 4 << 20, |c: landscaped_formats::ValuesChunk<'_>| {
                     sink.chunk(i, c.start, c.values)
                 })?;
             }

@@ -5,14 +5,14 @@
 use super::Cli;
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
-use crate::sharpness::lanczos::LanczosOptions;
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
-use crate::sharpness::space::ParamSubset;
 use crate::store::Store;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::unix_now;
 use crate::table::Table;
 use anyhow::bail;
+use landscaped_maths::curvature::lanczos::LanczosOptions;
+use landscaped_maths::curvature::space::ParamSubset;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -296,9 +296,9 @@ pub struct RatioMapArgs {
     /// Grid for the map, `min:max:num` (default: the slice's own; Lanczos at every point is costly, so
     /// a coarser grid is often wise).
     #[arg(long, allow_hyphen_values = true)]
-    pub x: Option<crate::landscape::grid::Axis>,
+    pub x: Option<landscaped_maths::grid::Axis>,
     #[arg(long, allow_hyphen_values = true)]
-    pub y: Option<crate::landscape::grid::Axis>,
+    pub y: Option<landscaped_maths::grid::Axis>,
     /// Evaluate on the first N samples only (default: as the slice did).
     #[arg(long)]
     pub subsample: Option<usize>,
@@ -486,15 +486,15 @@ pub struct BenchArgs {
 /// `landscaped sharpness-bench`: HVPs Lanczos and PyHessian's power iteration need for λmax to a relative
 /// accuracy (against a tightly converged Lanczos reference), and the median seconds per HVP. Prints JSON.
 pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
-    use crate::sharpness::lanczos::Lanczos;
     use crate::sharpness::remote::WorkerSpace;
-    use crate::sharpness::space::{HessianSpace, Init};
+    use landscaped_maths::curvature::lanczos::Lanczos;
+    use landscaped_maths::curvature::space::{HessianSpace, Init};
     a.model.validate_flags()?;
     let (mut w, _) =
         crate::sharpness::runner::worker_at_checkpoint(&a.model, a.checkpoint.as_deref(), "sharpness-bench")?;
     let mut h = WorkerSpace::open(&mut w, ParamSubset::All)?;
     let d = h.dim();
-    let reference = crate::sharpness::lanczos::extremes(
+    let reference = landscaped_maths::curvature::lanczos::extremes(
         &mut h,
         &LanczosOptions { max_steps: 300.min(d), tol: 1e-9, top_k: 1, seed: a.seed + 1 },
     )?;
@@ -511,7 +511,7 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     lz.free(&mut h)?;
-    let pw = crate::sharpness::power::power_iteration(&mut h, 100, 1e-3, a.seed)?;
+    let pw = landscaped_maths::curvature::power::power_iteration(&mut h, 100, 1e-3, a.seed)?;
     let v = h.new_vector(Init::Gaussian { seed: a.seed })?;
     let out = h.new_vector(Init::Zeros)?;
     h.hvp(v, out)?;

@@ -3,16 +3,16 @@
 //! plotted.
 
 use super::Cli;
-use crate::checkpoint::Checkpoint;
-use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
-use crate::landscape::grid::Axis;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::Outcome;
 use crate::store::Store;
 use crate::store::slices::{self, DirectionSource, SliceRecord};
 use crate::table::{Format, Table};
 use anyhow::{Context, Result, anyhow, bail};
+use landscaped_formats::Checkpoint;
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_maths::grid::Axis;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -166,7 +166,7 @@ impl JobModel {
             bail!("threads: must be at least 1");
         }
         if let Some(l) = &self.loss {
-            l.parse::<crate::worker::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
+            l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
         }
         crate::worker::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.args().bind_rules().map_err(|e| anyhow!("map: {e}"))?;

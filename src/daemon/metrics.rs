@@ -408,7 +408,7 @@ impl TensorSelect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::TensorStats;
+    use landscaped_maths::stats::TensorStats;
 
     fn tensor(name: &str, numel: u64, l2: f64) -> TensorRecord {
         TensorRecord {

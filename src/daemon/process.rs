@@ -21,7 +21,6 @@
 //! backoff until space is freed, never recorded: nothing is lost on a full disk.
 //! Progress is measured ([`crate::daemon::progress`]): every phase and every chunk read counts.
 
-use crate::checkpoint::{self, CheckpointError};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::progress::{Progress, ProgressSink, Ticket};
 use crate::daemon::queue::Item;
@@ -31,6 +30,8 @@ use crate::ingest::IngestStatus;
 use crate::store::Store;
 use crate::store::checkpoints::FileStamp;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
+use landscaped_formats as checkpoint;
+use landscaped_formats::CheckpointError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -3,8 +3,8 @@
 //! that has not moved for longer than `stall_limit` makes `/healthz` answer 503 with the path and how
 //! long it has been stuck; the scheduler stops waiting for it (see [`crate::daemon::worker`]).
 
-use crate::checkpoint::{Checkpoint, ChunkValues};
 use crate::ingest::TensorSink;
+use landscaped_formats::{Checkpoint, ChunkValues};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -3,8 +3,8 @@
 //! about the *environment* (permission denied, too many open files, disk full, I/O error, a failed
 //! store write) and retried with backoff, counted by kind, never recorded against the file.
 
-use crate::checkpoint::CheckpointError;
 use crate::ingest::IngestError;
+use landscaped_formats::CheckpointError;
 use std::time::Duration;
 
 /// What a failure means for the checkpoint.

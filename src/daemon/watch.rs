@@ -21,10 +21,6 @@
 //!
 //! Scans and event mapping do file I/O, so they run on blocking threads, never on the HTTP runtime.
 
-use crate::checkpoint::{
-    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, name_of,
-    scan_checkpoints, step_from_name,
-};
 use crate::daemon::config::{RunConfig, WatchMode};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::{Item, Pushed, WorkQueue};
@@ -33,6 +29,10 @@ use crate::daemon::shutdown::Shutdown;
 use crate::daemon::skipped::Skipped;
 use crate::daemon::{fstype, systemd};
 use crate::store::Store;
+use landscaped_formats::{
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, name_of,
+    scan_checkpoints, step_from_name,
+};
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use std::collections::HashMap;
@@ -188,7 +188,7 @@ impl Scanner {
             return;
         }
         let secs = self.incomplete_timeout.as_secs_f64();
-        if crate::checkpoint::dcp::is_dcp_like(dir) {
+        if landscaped_formats::dcp::is_dcp_like(dir) {
             let detail = format!(
                 "a DCP folder with data files but no .metadata after {secs} s (incomplete_timeout): not a checkpoint yet"
             );
@@ -223,7 +223,7 @@ fn is_odd(p: &Path) -> bool {
         // A DCP folder being written (`.distcp` files, `.metadata` not yet) is not odd either.
         Ok(m) => {
             !(m.is_file()
-                || (m.is_dir() && (is_checkpoint_folder(p) || crate::checkpoint::dcp::is_dcp_like(p))))
+                || (m.is_dir() && (is_checkpoint_folder(p) || landscaped_formats::dcp::is_dcp_like(p))))
         }
         Err(_) => false,
     }

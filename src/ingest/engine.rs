@@ -13,16 +13,17 @@
 //! **Pipelining**: workers take the next chunk of the earliest unfinished tensor; second-pass chunks
 //! come first, and several tensors are in flight at once, so reading (pread) and computing overlap
 //! across workers and tensors. **Determinism**: results are merged in tensor and block order
-//! ([`crate::stats`]), so they do not depend on the thread count, the chunk size or the timing.
+//! ([`landscaped_maths::stats`]), so they do not depend on the thread count, the chunk size or the timing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::{IngestError, TensorSink};
-use crate::checkpoint::{Checkpoint, ChunkBuf, ChunkValues, Dtype};
-use crate::stats::{self, DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats};
 use crate::trajectory::archive::ArchiveFile;
+use landscaped_formats::{Checkpoint, ChunkBuf, ChunkValues, Dtype};
+use landscaped_maths::stats;
+use landscaped_maths::stats::{DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats};
 
 /// Where a reference checkpoint's tensors are read from.
 pub(crate) enum RefSource {
@@ -55,7 +56,7 @@ pub(crate) struct EngineOptions {
 }
 
 /// Elements per block: chunks are multiples of it (so the blocks are the same however it is cut).
-const ALIGN_BYTES: usize = crate::stats::BLOCK_ELEMENTS * 8;
+const ALIGN_BYTES: usize = landscaped_maths::stats::BLOCK_ELEMENTS * 8;
 
 /// Bytes of file data per chunk for `threads` workers and `refs` reference checkpoints: every
 /// worker's buffers (file bytes, widened values, each reference's chunk, the archive's converted

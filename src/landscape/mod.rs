@@ -2,10 +2,8 @@
 //! PCA, interpolation between checkpoints), slice values with resume, and handing grid points to
 //! workers (`dispatch`).
 
-pub mod directions;
 pub mod dispatch;
 pub mod export;
-pub mod grid;
 pub mod pca_dirs;
 pub mod runner;
 pub mod slice;

@@ -2,10 +2,10 @@
 //! of the first two components with the trajectory's coordinates in it (for `slice --dirs pca` and the
 //! daemon's PCA slices).
 
-use super::grid::Axis;
 use crate::store::slices::DirectionSource;
 use crate::store::trajectory::PcaRecord;
 use anyhow::{Result, bail};
+use landscaped_maths::grid::Axis;
 use std::path::PathBuf;
 
 /// The plane of a PCA's first two components: direction files, grid and the trajectory in it.

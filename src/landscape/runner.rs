@@ -7,18 +7,18 @@
 //! started here, one per GPU for a bare `--device cuda`, or dial in from a cluster's launcher
 //! (`--workers-listen`).
 
-use super::directions::RandomDirections;
 use super::dispatch::{DispatchReport, Evaluator, PointError, PointEvaluator, evaluate_points};
 use super::slice::{Outcome, SliceValues};
-use crate::checkpoint::Checkpoint;
 use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
 use crate::store::{Store, unix_now};
 use crate::worker::contract::{ModelContract, WorkerSource};
 use crate::worker::listen::workers_from_launcher;
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
-use crate::worker::protocol::{BindRules, Contract, GridPoint, Handle, ModelInfo, StateSource};
 use crate::worker::{Worker, WorkerError};
 use anyhow::{Result, anyhow};
+use landscaped_formats::Checkpoint;
+use landscaped_maths::directions::RandomDirections;
+use landscaped_protocol::messages::{BindRules, Contract, GridPoint, Handle, ModelInfo, StateSource};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -189,7 +189,7 @@ pub fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
 }
 
 /// The record's description of the model contract in use.
-pub fn model_used(info: &ModelInfo, contract: &crate::worker::protocol::Contract) -> ModelUsed {
+pub fn model_used(info: &ModelInfo, contract: &landscaped_protocol::messages::Contract) -> ModelUsed {
     ModelUsed {
         model: contract
             .model

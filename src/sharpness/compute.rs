@@ -2,13 +2,15 @@
 //! (Hutchinson), spectral density (SLQ) and the sharpness measures, as chosen; and the paper's Fig. 7
 //! map's per-point Lanczos. Runs in any [`HessianSpace`]: a model worker's ([`super::runner`]) or memory.
 
-use super::density::{Quadrature, slq, slq_spread};
-use super::lanczos::{Extremes, LanczosOptions, extremes};
-use super::measures::{
+use landscaped_maths::curvature::density::{Quadrature, slq};
+use landscaped_maths::curvature::lanczos::{Extremes, LanczosOptions, extremes};
+use landscaped_maths::curvature::measures::{
     Measure, asam_sharpness, filter_normalized_loss_rise, keskar_sharpness, sam_sharpness,
 };
-use super::space::{HessianSpace, ParamSubset, SpaceObjective};
-use super::trace::{TraceEstimate, hutchinson, hutchinson_spread};
+use landscaped_maths::curvature::space::{HessianSpace, ParamSubset, SpaceObjective};
+use landscaped_maths::curvature::trace::{TraceEstimate, hutchinson};
+
+use super::spread::{hutchinson_spread, slq_spread};
 use serde::{Deserialize, Serialize};
 
 /// What to compute.

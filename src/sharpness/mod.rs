@@ -1,23 +1,9 @@
-//! Curvature and sharpness: Lanczos for Hessian extremes, Hutchinson's trace, stochastic Lanczos
-//! quadrature, and the sharpness measures (Keskar ε-sharpness, SAM, ASAM, filter-normalized loss rise).
-//!
-//! Everything here is plain Rust over [`space::HessianSpace`]: the parameter space at a point, with HVPs,
-//! loss and gradient there, whose vectors are handles held elsewhere — by a model worker through the
-//! worker protocol ([`remote::WorkerSpace`], started by [`runner`]), or in memory
-//! ([`memory::MemorySpace`] over an explicit [`operator::LinearOperator`] + [`measures::Objective`], in
-//! the tests). Lanczos, Hutchinson and SLQ ship no vectors; the sharpness measures run over
-//! [`measures::Objective`], which [`space::SpaceObjective`] provides on any space.
+//! Curvature and sharpness jobs: running the estimators of `landscaped_maths::curvature` against model
+//! workers. [`remote::WorkerSpace`] is a Hessian space whose vectors live in a worker, [`spread`] hands
+//! Hutchinson's and SLQ's probes to several workers, [`compute`] chooses and runs the measures and
+//! [`runner`] is the whole job (resolve the model, start the workers, compute, save once).
 
 pub mod compute;
-pub mod density;
-pub mod lanczos;
-pub mod measures;
-pub mod memory;
-pub mod operator;
-pub mod power;
 pub mod remote;
-pub mod rng;
 pub mod runner;
-pub mod space;
-pub mod trace;
-pub mod tridiag;
+pub mod spread;

@@ -7,10 +7,10 @@
 //! a grid point after `set_point`); [`WorkerSpace::close`] sends `hessian_close`, which frees every
 //! vector and puts the module back at the centre.
 
-use super::measures::ParamSlot;
-use super::space::{HessianSpace, Init, ParamSubset, Vector};
 use crate::worker::Worker;
-use crate::worker::protocol::{VectorInit, f64_bytes};
+use landscaped_maths::curvature::measures::ParamSlot;
+use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector};
+use landscaped_protocol::messages::{VectorInit, f64_bytes};
 
 /// The Hessian of the worker's loss at its current parameters, over `subset`.
 pub struct WorkerSpace<'w> {

@@ -4,9 +4,7 @@
 //! grid points handed out to several workers (each point's Lanczos is independent of the others).
 
 use super::compute::{SharpnessOptions, SharpnessReport, compute_spread};
-use super::lanczos::{Extremes, LanczosOptions, extremes};
 use super::remote::WorkerSpace;
-use super::space::ParamSubset;
 use crate::landscape::dispatch::{Evaluator, PointError, run_tasks};
 use crate::landscape::runner::{
     PlaneSpec, checkpoint_weight_bytes, first_workers, model_used, prepare_plane, start_more,
@@ -16,9 +14,11 @@ use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
 use crate::worker::contract::{ModelContract, WorkerSource};
 use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
-use crate::worker::protocol::StateSource;
 use crate::worker::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow, bail};
+use landscaped_maths::curvature::lanczos::{Extremes, LanczosOptions, extremes};
+use landscaped_maths::curvature::space::ParamSubset;
+use landscaped_protocol::messages::StateSource;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 

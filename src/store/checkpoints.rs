@@ -9,7 +9,7 @@
 //! | `tensor_stats` | `run \0 step name` | [`TensorRecord`] |
 
 use super::{Record, Result, Store, keys};
-use crate::stats::TensorStats;
+use landscaped_maths::stats::TensorStats;
 use serde::{Deserialize, Serialize};
 
 /// A training run: a name the user chose at ingest (`--run`) or the daemon's config.

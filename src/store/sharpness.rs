@@ -7,10 +7,10 @@
 //! | `sharpness_ratio_maps` | slice id (u64 BE, as in the `slices` tree) | [`RatioMapRecord`] |
 
 use super::{Record, Result, Store, keys};
-use crate::sharpness::density::Quadrature;
-use crate::sharpness::lanczos::Extremes;
-use crate::sharpness::measures::Measure;
-use crate::sharpness::trace::TraceEstimate;
+use landscaped_maths::curvature::density::Quadrature;
+use landscaped_maths::curvature::lanczos::Extremes;
+use landscaped_maths::curvature::measures::Measure;
+use landscaped_maths::curvature::trace::TraceEstimate;
 use serde::{Deserialize, Serialize};
 
 /// Curvature and sharpness of one checkpoint, with everything needed to know how it was computed.

@@ -3,8 +3,8 @@
 //! values with the done mask, rewritten every few points so an interrupted slice resumes.
 
 use super::{Record, Store};
-use crate::landscape::directions::RandomDirections;
 use crate::landscape::slice::SliceValues;
+use landscaped_maths::directions::RandomDirections;
 use serde::{Deserialize, Serialize};
 
 /// What a direction is, stored instead of its tensors.

@@ -13,9 +13,9 @@
 //! Reading is by `pread`, a chunk of one tensor at a time.
 
 use super::select::{Selection, TensorFilter};
-use crate::checkpoint::{Checkpoint, ChunkValues, TensorInfo, Values};
 use crate::ingest::TensorSink;
 use anyhow::{Context, bail};
+use landscaped_formats::{Checkpoint, ChunkValues, TensorInfo, Values};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -718,7 +718,7 @@ pub fn write_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Dtype;
+    use landscaped_formats::Dtype;
 
     fn t(name: &str, shape: &[usize], vals: Vec<f32>) -> (TensorInfo, Values) {
         (TensorInfo { name: name.into(), dtype: Dtype::F32, shape: shape.to_vec() }, Values::F32(vals))

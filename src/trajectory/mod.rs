@@ -2,7 +2,6 @@
 //! matrix, PCA of the path (the paper's optimizer-path directions) and projections onto it.
 
 pub mod archive;
-pub mod eigen;
 pub mod gram;
 pub mod pca;
 pub mod select;

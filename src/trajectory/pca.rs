@@ -14,15 +14,14 @@
 //! are absent: their direction is zero.
 
 use super::archive::run_dir;
-use super::eigen::symmetric_eigen;
 use super::gram::{Trajectory, accumulate_gram, center_gram, dot};
 use super::select::TensorFilter;
 use crate::store::trajectory::{PcaConfig, PcaRecord};
 use anyhow::{Context, bail};
+use landscaped_formats::safetensors_file::SafetensorsWriter;
+use landscaped_maths::eigen::symmetric_eigen;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
+
 use std::path::{Path, PathBuf};
 
 /// Where component `k` (0-based) of a run's latest PCA is written: `<run dir>/pca/pc<k+1>.safetensors`.
@@ -112,7 +111,7 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
     for (j, p) in dirs.iter().enumerate() {
         let mut m = meta.clone();
         m.insert("component".to_string(), (j + 1).to_string());
-        writers.push(DirectionWriter::create(p, &traj.tensors, &m)?);
+        writers.push(SafetensorsWriter::create(p, &traj.tensors, &m)?);
     }
     let mut vv = vec![0.0f64; k * k];
     let mut maxabs = vec![(0.0f64, 1.0f64); k];
@@ -210,160 +209,11 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
     })
 }
 
-/// Streams one safetensors file of tensors whose names, dtypes and shapes are known up front (f32
-/// direction files here; the worker handoff of `worker::handoff` writes checkpoints with it too).
-pub(crate) struct DirectionWriter {
-    tmp: PathBuf,
-    out: BufWriter<File>,
-    data_start: u64,
-    expect: u64,
-    written: u64,
-    bytes: Vec<u8>,
-}
-
-impl DirectionWriter {
-    fn create(
-        dest: &Path,
-        tensors: &[(String, Vec<usize>)],
-        meta: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Self> {
-        let typed: Vec<(String, &str, usize, Vec<usize>)> =
-            tensors.iter().map(|(n, s)| (n.clone(), "F32", 4, s.clone())).collect();
-        Self::create_typed(dest, &typed, meta)
-    }
-
-    /// As `create`, each tensor with its safetensors dtype name and element size in bytes; the values
-    /// follow in this order, by [`DirectionWriter::write`] (as f32) or [`DirectionWriter::write_raw`].
-    pub(crate) fn create_typed(
-        dest: &Path,
-        tensors: &[(String, &str, usize, Vec<usize>)],
-        meta: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Self> {
-        let mut header = serde_json::Map::new();
-        header.insert("__metadata__".into(), serde_json::to_value(meta)?);
-        let mut off = 0u64;
-        for (name, dtype, size, shape) in tensors {
-            let len = shape.iter().product::<usize>() as u64 * *size as u64;
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + len]}),
-            );
-            off += len;
-        }
-        let mut h = serde_json::to_vec(&header)?;
-        while h.len() % 8 != 0 {
-            h.push(b' ');
-        }
-        let tmp = dest.with_extension(format!("safetensors.{}.tmp", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .with_context(|| format!("{}", tmp.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&(h.len() as u64).to_le_bytes())
-            .and_then(|_| out.write_all(&h))
-            .with_context(|| format!("{}", tmp.display()))?;
-        Ok(DirectionWriter {
-            tmp,
-            out,
-            data_start: 8 + h.len() as u64,
-            expect: off,
-            written: 0,
-            bytes: Vec::new(),
-        })
-    }
-
-    /// Appends values as f32.
-    pub(crate) fn write(&mut self, v: &[f64]) -> anyhow::Result<()> {
-        self.bytes.clear();
-        for &x in v {
-            self.bytes.extend_from_slice(&(x as f32).to_le_bytes());
-        }
-        self.out.write_all(&self.bytes).with_context(|| format!("{}", self.tmp.display()))?;
-        self.written += self.bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Appends bytes as they are (a tensor of another dtype, little-endian).
-    pub(crate) fn write_raw(&mut self, b: &[u8]) -> anyhow::Result<()> {
-        self.out.write_all(b).with_context(|| format!("{}", self.tmp.display()))?;
-        self.written += b.len() as u64;
-        Ok(())
-    }
-
-    /// Flushes, negates every value in place when `negate`, and renames onto `dest`.
-    pub(crate) fn finish(self, dest: &Path, negate: bool) -> anyhow::Result<()> {
-        let tmp = self.tmp.clone();
-        let res = (|| -> anyhow::Result<()> {
-            if self.written != self.expect {
-                bail!("wrote {} bytes, expected {}", self.written, self.expect);
-            }
-            let f = self.out.into_inner().map_err(|e| e.into_error())?;
-            if negate {
-                let mut buf = vec![0u8; 1 << 20];
-                let mut at = self.data_start;
-                let end = self.data_start + self.expect;
-                while at < end {
-                    let m = ((end - at) as usize).min(buf.len());
-                    f.read_exact_at(&mut buf[..m], at)?;
-                    for c in buf[..m].chunks_exact_mut(4) {
-                        c[3] ^= 0x80;
-                    }
-                    f.write_all_at(&buf[..m], at)?;
-                    at += m as u64;
-                }
-            }
-            f.sync_all()?;
-            std::fs::rename(&tmp, dest)?;
-            Ok(())
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res.with_context(|| format!("writing {}", dest.display()))
-    }
-}
-
 /// The tensors of a direction file (safetensors; F32, F64, F16 or BF16), as `(name, values)` in the
 /// file's data order (the parameter order of the checkpoint). For slices along PCA directions.
 pub fn load_directions(path: &Path) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-    Ok(load_directions_with_shapes(path)?.into_iter().map(|(n, _, v)| (n, v)).collect())
-}
-
-/// A tensor of a direction file: name, shape, values.
-pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
-
-/// Like [`load_directions`], with each tensor's shape.
-pub fn load_directions_with_shapes(path: &Path) -> anyhow::Result<Vec<NamedTensor>> {
-    use safetensors::{Dtype, SafeTensors};
-    let p = path.display();
-    let buf = std::fs::read(path).with_context(|| format!("{p}"))?;
-    let (_, meta) =
-        SafeTensors::read_metadata(&buf).map_err(|e| anyhow::anyhow!("{p}: not a safetensors file: {e}"))?;
-    let st =
-        SafeTensors::deserialize(&buf).map_err(|e| anyhow::anyhow!("{p}: not a safetensors file: {e}"))?;
-    let mut out = Vec::new();
-    for name in meta.offset_keys() {
-        let t = st.tensor(&name).map_err(|e| anyhow::anyhow!("{p}: tensor {name}: {e}"))?;
-        let b = t.data();
-        let v: Vec<f32> = match t.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-            Dtype::F16 => {
-                b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-            }
-            Dtype::BF16 => {
-                b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-            }
-            other => bail!("{p}: tensor {name} has dtype {other:?}, not a float type"),
-        };
-        out.push((name, t.shape().to_vec(), v));
-    }
-    Ok(out)
+    Ok(landscaped_formats::safetensors_file::load_float_tensors(path)?
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect())
 }

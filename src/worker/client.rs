@@ -2,17 +2,18 @@
 //! priority with a memory limit, the handshake, typed calls, and turning every way a worker can fail
 //! (an error reply, a crash, a hang at start-up, a protocol mismatch) into one clear line.
 //!
-//! A worker started here speaks on its stdin/stdout ([`super::transport`]); its stderr passes through to
+//! A worker started here speaks on its stdin/stdout ([`landscaped_protocol::transport`]); its stderr passes through to
 //! ours, and its last lines are kept to explain a crash. A worker placed by a cluster's launcher dials in
 //! over TCP instead ([`super::listen`] accepts it, [`Worker::from_tcp`] wraps the connection): the same
 //! frames, the same calls. A reader thread turns the incoming stream into a channel so the handshake can
 //! time out. A started process dies with its [`Worker`] (killed on drop) and with the caller
 //! (`PR_SET_PDEATHSIG`), so a stopped daemon leaves no worker behind; a connected one is hung up on.
 
-use super::protocol::{
-    self, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply, Request, Response,
+use landscaped_protocol::messages::{
+    self as protocol, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply,
+    Request, Response,
 };
-use super::transport::{read_frame, write_frame};
+use landscaped_protocol::transport::{read_frame, write_frame};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
@@ -422,7 +423,10 @@ impl Worker {
             conn: Some(Box::new(BufWriter::new(writer))),
             aborter,
             // Silence between frames is a worker computing; silence inside one is a stalled peer.
-            frames: frame_reader(super::transport::StallGuard::new(reader, super::transport::FRAME_STALL)),
+            frames: frame_reader(landscaped_protocol::transport::StallGuard::new(
+                reader,
+                landscaped_protocol::transport::FRAME_STALL,
+            )),
             tail: Arc::new(Mutex::new(StderrTail::default())),
             next_id: 1,
             what,

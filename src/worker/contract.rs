@@ -10,8 +10,8 @@
 //! `landscaped`, else the checkout's `python/` (see [`python_package_dir`]).
 
 use super::client::{WorkerOptions, locate_worker};
-use super::protocol::{BindRules, Contract};
 use anyhow::{Result, anyhow, bail};
+use landscaped_protocol::messages::{BindRules, Contract};
 use std::path::{Path, PathBuf};
 
 /// The model contract and how to run it. `clap` reads it from flags, `serde` from `[run.model]`.
@@ -342,7 +342,7 @@ impl ModelContract {
             bail!("workers: must be at least 1");
         }
         if let Some(l) = &self.loss {
-            l.parse::<super::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
+            l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
         }
         check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
@@ -506,7 +506,7 @@ impl ModelContract {
         let mut loss = self.loss.clone();
         let (mut model, mut eval) = (self.model.clone(), self.eval_data.clone());
         if let Some(dir) = &self.model_dir {
-            let export = super::export_dir::read_export_dir(dir)?;
+            let export = landscaped_protocol::export_dir::read_export_dir(dir)?;
             model = model.or(Some(export.model));
             eval = eval.or(Some(export.eval_data));
             loss = loss.or(export.loss.map(|l| l.name().to_string()));

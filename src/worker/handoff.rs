@@ -8,9 +8,9 @@
 //! A checkpoint that already is one safetensors file is handed over as it is. Workers loading the same
 //! checkpoint at once share one converted file ([`shared`]).
 
-use crate::checkpoint::{Checkpoint, ChunkValues, Dtype};
-use crate::trajectory::pca::DirectionWriter;
 use anyhow::{Context, Result};
+use landscaped_formats::safetensors_file::SafetensorsWriter;
+use landscaped_formats::{Checkpoint, ChunkValues, Dtype};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ pub fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
         .collect();
     let mut meta = BTreeMap::new();
     meta.insert("source".to_string(), path.display().to_string());
-    let mut w = DirectionWriter::create_typed(&h.path, &tensors, &meta)?;
+    let mut w = SafetensorsWriter::create_typed(&h.path, &tensors, &meta)?;
     let mut wide = Vec::new();
     for (i, t) in ck.tensors.iter().enumerate() {
         if t.dtype.is_float() {

@@ -10,9 +10,11 @@
 //! never admitted.
 
 use super::client::{Worker, WorkerError};
-use super::protocol::{self, Join, JoinMessage, MAX_PEER_TEXT, PROTOCOL_VERSION, peer_text};
-use super::transport::write_frame;
 use anyhow::{Context, Result, anyhow, bail};
+use landscaped_protocol::messages::{
+    self as protocol, Join, JoinMessage, MAX_PEER_TEXT, PROTOCOL_VERSION, peer_text,
+};
+use landscaped_protocol::transport::write_frame;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -631,7 +633,7 @@ pub fn workers_from_launcher(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::transport::read_frame;
+    use landscaped_protocol::transport::read_frame;
 
     fn opts(token: &str) -> ListenOptions {
         ListenOptions {
@@ -774,12 +776,12 @@ mod tests {
         assert!(e.contains("cancelled") && t.elapsed() < Duration::from_secs(5), "{e}");
     }
 
-    /// An honest worker's side, through [`crate::worker::connect::connect`] (with its retries).
+    /// An honest worker's side, through [`landscaped_protocol::connect::connect`] (with its retries).
     fn honest(
         addr: SocketAddr,
         token_file: &Path,
-    ) -> Result<TcpStream, crate::worker::connect::ConnectError> {
-        crate::worker::connect::connect(&crate::worker::connect::ConnectOptions {
+    ) -> Result<TcpStream, landscaped_protocol::connect::ConnectError> {
+        landscaped_protocol::connect::connect(&landscaped_protocol::connect::ConnectOptions {
             addr: addr.to_string(),
             token_file: Some(token_file.to_path_buf()),
             contract: None,

@@ -12,15 +12,10 @@
 //! describes the protocol.
 
 pub mod client;
-pub mod connect;
 pub mod contract;
-pub mod export_dir;
 pub mod handoff;
 pub mod listen;
-pub mod loss;
 pub mod pool;
-pub mod protocol;
-pub mod transport;
 
 pub use client::{Worker, WorkerError, WorkerOptions, locate_worker};
 pub use contract::ModelContract;

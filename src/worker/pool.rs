@@ -10,7 +10,7 @@
 //! GPU one worker is used.
 
 use super::client::{Worker, WorkerError, WorkerOptions};
-use super::protocol::{Contract, ModelInfo};
+use landscaped_protocol::messages::{Contract, ModelInfo};
 
 /// Most bytes of extra model weights automatic sizing may add (the sidecar stays small).
 pub const WORKER_WEIGHT_BUDGET: usize = 256 << 20;

@@ -6,7 +6,7 @@
 //! time, the others intact).
 #![allow(dead_code)]
 
-use landscaped::checkpoint::{Checkpoint, check_complete};
+use landscaped_formats::{Checkpoint, check_complete};
 use std::path::{Path, PathBuf};
 
 /// xorshift64, fixed seeds: the same mutants every run.

@@ -8,8 +8,8 @@ use crate::model::directions::{parameter_list, random_directions};
 use crate::model::hvp::{ModelHessian, ParamSubset};
 use crate::model::{BindOptions, Model, ModelSpec, checkpoint_state, set_threads};
 use anyhow::{Context, Result, anyhow};
-use landscaped::checkpoint::Checkpoint;
-use landscaped::landscape::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_formats::Checkpoint;
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use std::path::Path;
 use std::time::Instant;
 
@@ -34,7 +34,7 @@ pub fn run(args: &[String]) -> Result<String> {
         num(threads, "THREADS")?,
     );
     set_threads(threads.max(1));
-    let export = landscaped::worker::export_dir::read_export_dir(Path::new(model_dir))?;
+    let export = landscaped_protocol::export_dir::read_export_dir(Path::new(model_dir))?;
     let mut spec = ModelSpec::new(&export.model, &export.eval_data);
     if let Some(l) = export.loss {
         spec.loss = l;

@@ -11,8 +11,8 @@
 
 use landscaped_worker::session;
 
-use landscaped::worker::protocol::{self, ErrorKind, Op, Reply, Request, Response};
-use landscaped::worker::transport::{StreamTransport, Transport};
+use landscaped_protocol::messages::{self as protocol, ErrorKind, Op, Reply, Request, Response};
+use landscaped_protocol::transport::{StreamTransport, Transport};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::os::fd::FromRawFd;
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 /// `--connect HOST:PORT [--token-file PATH] [--contract ID] [--connect-timeout SECS]`: dial, join,
 /// serve one session over the connection.
 fn connected(args: &[String]) -> ExitCode {
-    use landscaped::worker::connect::{ConnectOptions, connect};
+    use landscaped_protocol::connect::{ConnectOptions, connect};
     let mut opts = ConnectOptions {
         addr: String::new(),
         token_file: None,

@@ -10,13 +10,13 @@ use crate::model::hvp::{ModelHessian, ParamSubset};
 use crate::model::{
     BindOptions, Loss, Model, ModelSpec, Plane, SlotKind, State, checkpoint_state, set_threads,
 };
-use landscaped::checkpoint::Checkpoint;
-use landscaped::landscape::directions::{
+use landscaped_formats::Checkpoint;
+use landscaped_maths::curvature::measures::Objective;
+use landscaped_maths::curvature::operator::LinearOperator;
+use landscaped_maths::directions::{
     Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
 };
-use landscaped::sharpness::measures::Objective;
-use landscaped::sharpness::operator::LinearOperator;
-use landscaped::worker::protocol::{
+use landscaped_protocol::messages::{
     BindRules, Contract, ErrorKind, GridPoint, Handle, LayoutSlot, ModelInfo, Op, PROTOCOL_VERSION, Reply,
     SlotInfo, StateSource, VectorInit, bytes_f64, capability, f64_bytes,
 };

@@ -2,7 +2,7 @@
 //! computes PyTorch's values): loading, binding parameters AND buffers from a checkpoint saved with
 //! `module.` prefixes, mismatches reported by name, and evaluation equal to PyTorch's within 1e-5 relative.
 
-use landscaped::checkpoint::{Dtype, TensorInfo};
+use landscaped_formats::{Dtype, TensorInfo};
 use landscaped_worker::model::{BindOptions, Model, ModelSpec, SlotKind, read_state};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

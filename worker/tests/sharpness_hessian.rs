@@ -4,11 +4,11 @@
 //! is the exact one, Σ e_iᵀHe_i over the d basis vectors, i.e. d HVPs); single HVPs, the loss and the
 //! gradient within 1e-5 relative (the model runs in float32); repeated HVPs bit-identical.
 
-use landscaped::sharpness::lanczos::{LanczosOptions, extremes};
-use landscaped::sharpness::measures::Objective;
-use landscaped::sharpness::memory::MemorySpace;
-use landscaped::sharpness::operator::LinearOperator;
-use landscaped::sharpness::trace::{exact_trace, hutchinson};
+use landscaped_maths::curvature::lanczos::{LanczosOptions, extremes};
+use landscaped_maths::curvature::measures::Objective;
+use landscaped_maths::curvature::memory::MemorySpace;
+use landscaped_maths::curvature::operator::LinearOperator;
+use landscaped_maths::curvature::trace::{exact_trace, hutchinson};
 use landscaped_worker::model::hvp::{ModelHessian, ParamSubset};
 use landscaped_worker::model::{Model, ModelSpec};
 use std::path::Path;

@@ -158,8 +158,8 @@ impl PeriodicJob for PcaJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Dtype, TensorInfo, Values};
     use crate::trajectory::archive::{ArchiveConfig, write_checkpoint};
+    use landscaped_formats::{Dtype, TensorInfo, Values};
 
     #[test]
     fn config_validation() {

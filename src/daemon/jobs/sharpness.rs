@@ -33,10 +33,10 @@
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
-use crate::sharpness::lanczos::LanczosOptions;
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use anyhow::{Result, anyhow, bail};
+use landscaped_maths::curvature::lanczos::LanczosOptions;
 use prometheus::GaugeVec;
 
 /// The `[run.sharpness]` section.
@@ -247,8 +247,8 @@ mod tests {
 
     #[test]
     fn non_converged_extremes_and_measures_are_published_as_such() {
-        use crate::sharpness::lanczos::Extremes;
-        use crate::sharpness::measures::Measure;
+        use landscaped_maths::curvature::lanczos::Extremes;
+        use landscaped_maths::curvature::measures::Measure;
         let reg = prometheus::Registry::new();
         let rec = SharpnessRecord {
             run: "r".into(),

@@ -31,13 +31,13 @@
 
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
-use crate::landscape::directions::{Ignore, Normalization, RandomDirections};
-use crate::landscape::grid::Axis;
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::store::slices::{DirectionSource, SliceRecord};
 use anyhow::{Context, Result, anyhow, bail};
+use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
+use landscaped_maths::grid::Axis;
 use prometheus::GaugeVec;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,7 @@
 //! is collected and reported by name in one error before any computation. Non-float buffers
 //! (`num_batches_tracked`) are not slots: eval mode never reads them and directions never move them.
 
-use landscaped::checkpoint::TensorInfo;
+use landscaped_formats::TensorInfo;
 use std::collections::HashMap;
 
 /// Whether a slot is a trainable parameter or a (float) buffer such as a batch-norm running statistic.
@@ -150,7 +150,7 @@ fn list(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use landscaped::checkpoint::Dtype;
+    use landscaped_formats::Dtype;
 
     fn slot(name: &str, shape: &[usize], kind: SlotKind) -> Slot {
         Slot { name: name.into(), kind, shape: shape.to_vec() }

@@ -4,7 +4,7 @@
 
 use super::{BindOptions, Model, SlotKind, State, rng};
 use anyhow::{Result, anyhow, bail};
-use landscaped::landscape::directions::{RandomDirections, create_random_direction, orthogonalize};
+use landscaped_maths::directions::{RandomDirections, create_random_direction, orthogonalize};
 use std::path::Path;
 
 /// The parameters (not buffers) of a model, in module order, with shapes: what random directions cover.
@@ -53,7 +53,7 @@ pub fn random_directions(
 /// A PCA direction file (safetensors written by the trajectory PCA) as a direction over the model's
 /// slots: tensors matched by name (prefixes stripped as for checkpoints); slots it lacks get zero.
 pub fn pca_direction(model: &Model, file: &Path, opts: &BindOptions) -> Result<State> {
-    let tensors = landscaped::trajectory::pca::load_directions_with_shapes(file)?;
+    let tensors = landscaped_formats::safetensors_file::load_float_tensors(file)?;
     let mut out: State = model.slots().iter().map(|s| vec![0.0; s.numel()]).collect();
     let mut matched = 0;
     for (name, shape, values) in tensors {

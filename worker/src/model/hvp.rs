@@ -4,8 +4,8 @@
 //! the batch count). Also the loss and its gradient at any parameter vector, for the sharpness measures.
 //!
 //! [`ModelHessian`] binds a [`Model`] at its current state: it implements
-//! [`LinearOperator`](landscaped::sharpness::operator::LinearOperator) (the Hessian) and
-//! [`Objective`](landscaped::sharpness::measures::Objective) (loss and gradient at θ'), over all trainable
+//! [`LinearOperator`](landscaped_maths::curvature::operator::LinearOperator) (the Hessian) and
+//! [`Objective`](landscaped_maths::curvature::measures::Objective) (loss and gradient at θ'), over all trainable
 //! parameters or only those with ≥ 2 dimensions ([`ParamSubset`]). Parameters outside the subset stay
 //! fixed. Whatever θ' an evaluation writes into the module, the starting parameters are written back when
 //! the `ModelHessian` is dropped (or by [`ModelHessian::restore`]).
@@ -16,11 +16,11 @@
 
 use crate::model::net::{Model, prepare_thread, short_err};
 use anyhow::{Result, anyhow, bail};
-use landscaped::sharpness::measures::{Objective, ParamSlot};
-use landscaped::sharpness::operator::LinearOperator;
+use landscaped_maths::curvature::measures::{Objective, ParamSlot};
+use landscaped_maths::curvature::operator::LinearOperator;
 use tch::{Kind, Tensor};
 
-pub use landscaped::sharpness::space::ParamSubset;
+pub use landscaped_maths::curvature::space::ParamSubset;
 
 /// The Hessian of the evaluation loss (and the loss itself) over a subset of a model's parameters.
 pub struct ModelHessian<'a> {

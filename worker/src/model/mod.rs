@@ -36,7 +36,7 @@ mod shim;
 pub mod state;
 
 pub use binding::{BindOptions, Binding, Slot, SlotKind};
-pub use landscaped::worker::loss::Loss;
+pub use landscaped_protocol::loss::Loss;
 pub use net::{
     Evaluation, Model, ModelSpec, device_from_name, parse_device, prepare_inference_thread, prepare_thread,
     set_threads, threads,

@@ -4,7 +4,7 @@
 use super::binding::{BindOptions, bind};
 use super::net::Model;
 use anyhow::{Result, anyhow};
-use landscaped::checkpoint::{Checkpoint, TensorInfo};
+use landscaped_formats::{Checkpoint, TensorInfo};
 
 /// One f32 vector per slot of a model, in slot order.
 pub type State = Vec<Vec<f32>>;

@@ -13,9 +13,8 @@
 use super::measures::{Objective, ParamSlot};
 
 /// Which trainable parameters the Hessian is taken over.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum ParamSubset {
     /// Every trainable parameter.
@@ -191,9 +190,9 @@ impl Objective for SpaceObjective<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharpness::measures::{asam_sharpness, keskar_sharpness, sam_sharpness};
-    use crate::sharpness::memory::MemorySpace;
-    use crate::sharpness::operator::DenseSymmetric;
+    use crate::curvature::measures::{asam_sharpness, keskar_sharpness, sam_sharpness};
+    use crate::curvature::memory::MemorySpace;
+    use crate::curvature::operator::DenseSymmetric;
 
     fn quadratic() -> DenseSymmetric {
         let n = 6;

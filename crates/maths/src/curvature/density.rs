@@ -55,61 +55,6 @@ pub fn slq_run(op: &mut dyn HessianSpace, steps: usize, seed: u64, r: usize) -> 
     Ok((te.values, te.first.iter().map(|f| f * f).collect()))
 }
 
-/// [`slq`] with its runs spread over several spaces (workers at the same parameters), handed out as in
-/// [`crate::landscape::dispatch`]; the runs are kept in run order, so the quadrature is the one a single
-/// space gives. `classify` tells a lost worker (its runs go to the others) from a fatal error.
-pub fn slq_spread<S: HessianSpace + Send>(
-    spaces: &mut [S],
-    runs: usize,
-    steps: usize,
-    seed: u64,
-    classify: fn(anyhow::Error) -> crate::landscape::dispatch::PointError,
-) -> anyhow::Result<Quadrature> {
-    use crate::landscape::dispatch::{Evaluator, run_tasks};
-    if spaces.len() == 1 || runs == 1 {
-        return slq(&mut spaces[0], runs, steps, seed);
-    }
-    let d = spaces.first().map_or(0, |s| s.dim());
-    anyhow::ensure!(d > 0, "the operator has dimension 0 (no parameters)");
-    anyhow::ensure!(steps >= 1, "SLQ needs at least one run and one step");
-    let starts: Vec<usize> = spaces.iter().map(|s| s.applications()).collect();
-    let ids: Vec<usize> = (0..runs).collect();
-    let evals: Vec<Evaluator<'_, usize, SlqRun>> = spaces
-        .iter_mut()
-        .enumerate()
-        .map(|(w, s)| Evaluator {
-            name: format!("{w}"),
-            eval: Box::new(move |block, sink| {
-                for &(k, r) in block {
-                    sink(k, slq_run(s, steps, seed, r).map_err(classify)?);
-                }
-                Ok(())
-            }),
-            abort: None,
-        })
-        .collect();
-    let mut got: Vec<Option<SlqRun>> = vec![None; runs];
-    let never = std::sync::atomic::AtomicBool::new(false);
-    run_tasks(
-        &ids,
-        evals,
-        &never,
-        |k, _, nw| {
-            got[k] = Some(nw);
-            Ok(())
-        },
-        |line| tracing::warn!("SLQ: {line}"),
-    )?;
-    let (mut nodes, mut weights) = (Vec::new(), Vec::new());
-    for (r, g) in got.into_iter().enumerate() {
-        let (n, w) = g.ok_or_else(|| anyhow::anyhow!("SLQ run {r} was not computed"))?;
-        nodes.push(n);
-        weights.push(w);
-    }
-    let hvps = spaces.iter().zip(&starts).map(|(s, st)| s.applications() - st).sum();
-    Ok(Quadrature { nodes, weights, dim: d, hvps })
-}
-
 impl Quadrature {
     /// The trace estimate d · Σ w_i θ_i, averaged over runs.
     pub fn trace(&self) -> f64 {
@@ -156,8 +101,8 @@ impl Quadrature {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharpness::memory::MemorySpace;
-    use crate::sharpness::operator::DenseSymmetric;
+    use crate::curvature::memory::MemorySpace;
+    use crate::curvature::operator::DenseSymmetric;
 
     #[test]
     fn quadrature_matches_known_spectrum() {
@@ -182,16 +127,6 @@ mod tests {
         assert!((mass_hi - 0.25).abs() < 0.06, "{mass_hi}");
         let want: f64 = eigs.iter().sum();
         assert!((q.trace() - want).abs() < 0.1 * want, "{} vs {want}", q.trace());
-        let mut spaces: Vec<_> =
-            (0..3).map(|_| MemorySpace::new(DenseSymmetric::with_spectrum(&eigs, 2))).collect();
-        let spread =
-            slq_spread(&mut spaces, 8, 30, 1, crate::landscape::dispatch::PointError::Fatal).unwrap();
-        assert_eq!(
-            (&spread.nodes, &spread.weights, spread.dim),
-            (&q.nodes, &q.weights, q.dim),
-            "runs spread over three spaces give the same quadrature, bit for bit"
-        );
-        assert!(spread.hvps >= q.hvps, "a straggler's run may be computed twice, never skipped");
         let top = q.nodes[0].last().unwrap();
         assert!((top - 5.01).abs() < 0.01);
         let (grid, dens) = q.density(2000, None);

@@ -316,7 +316,7 @@ impl Checkpoint {
         })
     }
 
-    pub(crate) fn malformed(&self, why: impl Into<String>) -> CheckpointError {
+    pub fn malformed(&self, why: impl Into<String>) -> CheckpointError {
         malformed(&self.path, why)
     }
 

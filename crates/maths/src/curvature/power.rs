@@ -73,8 +73,8 @@ fn iterate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharpness::memory::MemorySpace;
-    use crate::sharpness::operator::DenseSymmetric;
+    use crate::curvature::memory::MemorySpace;
+    use crate::curvature::operator::DenseSymmetric;
 
     #[test]
     fn finds_dominant_eigenvalue() {

@@ -2,7 +2,7 @@
 //! bytes of MessagePack. The [`Transport`] trait hides what carries them — a worker's stdin/stdout
 //! today, a socket later — so the client and the worker loop don't care.
 
-use super::protocol::MAX_FRAME_BYTES;
+use crate::messages::MAX_FRAME_BYTES;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -158,8 +158,8 @@ impl<F: LinearOperator + Objective> HessianSpace for MemorySpace<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharpness::operator::DenseSymmetric;
-    use crate::sharpness::space::{normalize, orthogonalize};
+    use crate::curvature::operator::DenseSymmetric;
+    use crate::curvature::space::{normalize, orthogonalize};
 
     #[test]
     fn vector_operations() {

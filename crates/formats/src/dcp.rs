@@ -56,7 +56,7 @@ pub fn is_dcp_folder(dir: &Path) -> bool {
 }
 
 /// Whether `dir` is a DCP folder or one being written (`.distcp` files, no `.metadata` yet).
-pub(crate) fn is_dcp_like(dir: &Path) -> bool {
+pub fn is_dcp_like(dir: &Path) -> bool {
     is_dcp_folder(dir)
         || std::fs::read_dir(dir).is_ok_and(|rd| {
             rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".distcp")))

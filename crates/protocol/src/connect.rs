@@ -3,8 +3,8 @@
 //! be admitted. What follows on the connection is the ordinary protocol. The Python worker does the
 //! same in `landscaped_worker/connect.py`; docs/worker-protocol.md ("Over TCP") is the exchange.
 
-use super::protocol::{self, Join, JoinMessage, PROTOCOL_VERSION};
 use super::transport::{read_frame, write_frame};
+use crate::messages::{self as protocol, Join, JoinMessage, PROTOCOL_VERSION};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

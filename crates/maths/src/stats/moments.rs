@@ -8,7 +8,7 @@
 
 use super::histogram::Histogram;
 use super::kernels::{self, BLOCK, Block2, CompensatedSum, Element};
-use crate::checkpoint::{ChunkValues, Values};
+use landscaped_formats::{ChunkValues, Values};
 use serde::{Deserialize, Serialize};
 
 /// Statistics of one float tensor. Moments are over its finite elements (see the module docs); fields

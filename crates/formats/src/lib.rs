@@ -43,6 +43,7 @@ mod pickle_scan;
 mod pickle_value;
 mod regular;
 mod safetensors;
+pub mod safetensors_file;
 mod torch_item;
 mod torch_locate;
 mod torchzip;

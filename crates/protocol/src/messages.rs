@@ -2,7 +2,7 @@
 //! worker answers. docs/worker-protocol.md is the normative description; this file is its Rust form,
 //! shared by the caller (`worker::client`) and the TorchScript worker (`landscaped-worker`).
 //!
-//! Every message is one frame (see `worker::transport`): a MessagePack map with string keys. A request is
+//! Every message is one frame (see `transport`): a MessagePack map with string keys. A request is
 //! `{"id": n, "body": {"op": "...", ...}}`, the answer `{"id": n, "body": {"reply": "...", ...}}`. One
 //! request is outstanding at a time; `evaluate_points` is answered by one `point` reply per point and a
 //! final `done` (or an `error`). Model state and vectors stay in the worker, addressed by [`Handle`]s:

@@ -228,8 +228,8 @@ pub fn extremes(op: &mut dyn HessianSpace, opts: &LanczosOptions) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharpness::memory::MemorySpace;
-    use crate::sharpness::operator::DenseSymmetric;
+    use crate::curvature::memory::MemorySpace;
+    use crate::curvature::operator::DenseSymmetric;
 
     fn spectrum(n: usize) -> Vec<f64> {
         // A Hessian-like spectrum: a few large outliers, a bulk near zero, some negative values.
