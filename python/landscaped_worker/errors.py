@@ -1,14 +1,31 @@
 """Typed failures: an operation raises :class:`Failure` with one of the protocol's error kinds and a
-one-line message; anything else an operation raises becomes an ``internal`` (or ``out_of_memory``) reply."""
+one-line message; anything else an operation raises becomes an ``internal`` (or ``out_of_memory``) reply.
+The kinds themselves are the Rust ``ErrorKind``'s, from the generated ``protocol`` module."""
 
-BAD_CONTRACT = "bad_contract"
-BAD_CHECKPOINT = "bad_checkpoint"
-SHAPE_MISMATCH = "shape_mismatch"
-NON_FINITE = "non_finite"
-OUT_OF_MEMORY = "out_of_memory"
-BAD_REQUEST = "bad_request"
-UNSUPPORTED = "unsupported"
-INTERNAL = "internal"
+from .protocol import (
+    BAD_CHECKPOINT,
+    BAD_CONTRACT,
+    BAD_REQUEST,
+    INTERNAL,
+    NON_FINITE,
+    OUT_OF_MEMORY,
+    SHAPE_MISMATCH,
+    UNSUPPORTED,
+)
+
+__all__ = [
+    "BAD_CHECKPOINT",
+    "BAD_CONTRACT",
+    "BAD_REQUEST",
+    "INTERNAL",
+    "NON_FINITE",
+    "OUT_OF_MEMORY",
+    "SHAPE_MISMATCH",
+    "UNSUPPORTED",
+    "Failure",
+    "classify",
+    "one_line",
+]
 
 
 class Failure(Exception):

@@ -12,9 +12,8 @@ import struct
 import sys
 
 from . import msgpack
-from .errors import BAD_REQUEST, Failure, classify
-
-MAX_FRAME = 256 << 20
+from .errors import BAD_REQUEST, classify
+from .protocol import MAX_FRAME_BYTES as MAX_FRAME
 
 
 class FrameError(Exception):

@@ -16,6 +16,7 @@ from . import PROTOCOL_VERSION, __version__
 from . import contract as C
 from . import safetensors as st
 from .errors import BAD_CHECKPOINT, BAD_CONTRACT, BAD_REQUEST, NON_FINITE, UNSUPPORTED, Failure
+from .protocol import CAP_CUDA, CAP_HVP, CAP_TORCH_RNG
 
 
 def bad(msg):
@@ -30,9 +31,9 @@ def devices():
 
 
 def hello():
-    caps = ["hvp", "torch_rng"]
+    caps = [CAP_HVP, CAP_TORCH_RNG]
     if torch.cuda.is_available():
-        caps.append("cuda")
+        caps.append(CAP_CUDA)
     return {
         "reply": "hello",
         "protocol": PROTOCOL_VERSION,
