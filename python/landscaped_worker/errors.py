@@ -23,6 +23,7 @@ __all__ = [
     "SHAPE_MISMATCH",
     "UNSUPPORTED",
     "Failure",
+    "bad",
     "classify",
     "one_line",
 ]
@@ -33,6 +34,11 @@ class Failure(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = one_line(message)
+
+
+def bad(msg):
+    """A ``bad_request`` failure: a malformed request, an unknown handle, or the wrong order."""
+    return Failure(BAD_REQUEST, msg)
 
 
 def one_line(s):
