@@ -55,6 +55,11 @@ def classify(exc):
         return exc
     text = "%s: %s" % (type(exc).__name__, one_line(exc))
     lower = text.lower()
-    if isinstance(exc, MemoryError) or "out of memory" in lower or "can't allocate" in lower or "cannot allocate" in lower:
+    if (
+        isinstance(exc, MemoryError)
+        or "out of memory" in lower
+        or "can't allocate" in lower
+        or "cannot allocate" in lower
+    ):
         return Failure(OUT_OF_MEMORY, text)
     return Failure(INTERNAL, text)

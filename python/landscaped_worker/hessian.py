@@ -29,7 +29,6 @@ class Hessian:
         self.slots, self.dim, self.centre, self.layout = slots, dim, centre, layout
 
 
-
 class HessianOps:
     """The Hessian and vector operations (mixed into :class:`~.session.Session`)."""
 
@@ -116,9 +115,13 @@ class HessianOps:
             if units[i] == 0:
                 continue
             r = C.batch_loss(self.grad_model, b, self.loss, False)
-            l = float(r.loss.detach())
-            if not math.isfinite(l):
-                raise Failure(NON_FINITE, "the loss is %s on evaluation batch %d (non-finite loss: the Hessian is undefined there)" % (l, i))
+            value = float(r.loss.detach())
+            if not math.isfinite(value):
+                raise Failure(
+                    NON_FINITE,
+                    "the loss is %s on evaluation batch %d (non-finite loss: the Hessian is undefined there)"
+                    % (value, i),
+                )
             if not r.loss.requires_grad:
                 raise bad("no trainable parameter is reachable from the loss (it does not depend on the parameters)")
             yield r.loss, units[i] / total
@@ -245,7 +248,6 @@ class HessianOps:
         for c, xv in xs:
             yv.add_(xv, alpha=c)
         return {"reply": "ok"}
-
 
 
 def flatten(ts, like):

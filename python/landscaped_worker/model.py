@@ -18,7 +18,10 @@ def parse_device(name):
         return torch.device("cpu")
     if s == "cuda" or s.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise Failure(BAD_CONTRACT, "device %r: this Python's torch %s sees no CUDA GPU; use --device cpu" % (s, torch.__version__))
+            raise Failure(
+                BAD_CONTRACT,
+                "device %r: this Python's torch %s sees no CUDA GPU; use --device cpu" % (s, torch.__version__),
+            )
         idx = 0 if s == "cuda" else s[5:]
         try:
             idx = int(idx)
@@ -64,7 +67,6 @@ class Slot:
         return self.tensor.numel()
 
 
-
 class ModelOps:
     """The model's operations (mixed into :class:`~.session.Session`, which holds the state)."""
 
@@ -78,7 +80,10 @@ class ModelOps:
         c = body.get("contract") or {}
         spec = c.get("factory")
         if not spec:
-            raise Failure(BAD_CONTRACT, "the Python worker needs `factory` (module:function) in the contract; a TorchScript model needs the TorchScript worker (--backend torchscript)")
+            raise Failure(
+                BAD_CONTRACT,
+                "the Python worker needs `factory` (module:function) in the contract; a TorchScript model needs the TorchScript worker (--backend torchscript)",
+            )
         bs = c.get("batch_size") or 256
         if c.get("threads"):
             torch.set_num_threads(int(c["threads"]))
@@ -105,7 +110,11 @@ class ModelOps:
             raise
         except Exception as e:
             self.model = None
-            raise Failure(BAD_CONTRACT, "factory %s: evaluating the model on its data failed: %s: %s" % (spec, type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")) from None
+            raise Failure(
+                BAD_CONTRACT,
+                "factory %s: evaluating the model on its data failed: %s: %s"
+                % (spec, type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else ""),
+            ) from None
         return {"reply": "model", "info": self.info()}
 
     def bind_module(self):
@@ -144,7 +153,12 @@ class ModelOps:
             "has_accuracy": C.has_accuracy(self.loss) if isinstance(self.loss, str) else False,
             "device": str(self.device) if self.device.type == "cpu" else "cuda:%d" % self.device.index,
             "source": "%s (python %s, torch %s%s)"
-            % (self.factory, os.sys.executable, torch.__version__, ", autocast %s" % str(self.autocast).replace("torch.", "") if self.autocast else ""),
+            % (
+                self.factory,
+                os.sys.executable,
+                torch.__version__,
+                ", autocast %s" % str(self.autocast).replace("torch.", "") if self.autocast else "",
+            ),
         }
 
     def evaluate(self, f32=False):
@@ -154,7 +168,11 @@ class ModelOps:
         self.need_model()
         acc_wanted = isinstance(self.loss, str) and C.has_accuracy(self.loss)
         total, units, correct, predicted = 0.0, 0, 0, 0
-        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None and not f32 else contextlib.nullcontext()
+        cast = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None and not f32
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode():
             for b in self.batches:
                 with cast:

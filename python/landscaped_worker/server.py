@@ -80,7 +80,7 @@ def serve(inp, out, session):
         rid, body = req["id"], req["body"]
         try:
             if body.get("op") == "evaluate_points":
-                reply = session.evaluate_points(body, lambda r: send(rid, r))
+                reply = session.evaluate_points(body, lambda r, rid=rid: send(rid, r))
             else:
                 reply = session.handle_op(body)
         except (BrokenPipeError, FrameError):
@@ -93,4 +93,3 @@ def serve(inp, out, session):
         send(rid, reply)
         if session.done:
             return
-

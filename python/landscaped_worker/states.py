@@ -28,7 +28,11 @@ class StateOps:
         rules = body.get("bind") or {}
         kind, path = src.get("kind"), src.get("path")
         if kind == "checkpoint":
-            raise Failure(UNSUPPORTED, "this worker does not read checkpoints (no read_checkpoints capability); the caller converts %s to safetensors" % path)
+            raise Failure(
+                UNSUPPORTED,
+                "this worker does not read checkpoints (no read_checkpoints capability); the caller converts %s to safetensors"
+                % path,
+            )
         if kind != "safetensors" or not isinstance(path, str):
             raise bad("load_state: source must be {kind: safetensors, path}")
         state = self.bind_file(path, rules)
@@ -56,7 +60,7 @@ class StateOps:
         ignored = {strip(n, prefixes) for n in self.ignored}
         source = {}
         problems, unexpected = [], []
-        for key, e in entries.items():
+        for key, _entry in entries.items():
             n = mapping[key] if key in mapping else strip(key, prefixes)
             i = by_alias.get(n)
             if i is None:
@@ -79,7 +83,9 @@ class StateOps:
                 continue
             e = entries[key]
             if tuple(e.shape) != s.shape:
-                problems.append("%r has shape %s but the module's %r has %s" % (key, list(e.shape), s.name, list(s.shape)))
+                problems.append(
+                    "%r has shape %s but the module's %r has %s" % (key, list(e.shape), s.name, list(s.shape))
+                )
             elif not e.is_float:
                 problems.append("%r is %s but %r is a float tensor" % (key, str(e.dtype).replace("torch.", ""), s.name))
         if missing:
@@ -162,7 +168,6 @@ class StateOps:
             self.states[h] = [t.to(self.device) for t in d]
             handles.append(h)
         return {"reply": "directions", "handles": handles, "cosine": cos}
-
 
 
 # ---- helpers ----------------------------------------------------------------------------------------

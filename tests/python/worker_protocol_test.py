@@ -206,7 +206,9 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(len(s("read_state", state=a)["data"]), 8 * sum(math.prod(x["shape"]) for x in info["slots"]))
         s("set_state", state=a)
         s("evaluate")
-        dx, dy = s("random_directions", about=a, seed=1, norm="filter", ignore="biasbn", count=2, orthogonalize=True)["handles"]
+        dx, dy = s("random_directions", about=a, seed=1, norm="filter", ignore="biasbn", count=2, orthogonalize=True)[
+            "handles"
+        ]
         d = s("difference", **{"from": a, "to": dx})["handle"]
         s("set_plane", centre=a, dx=dx, dy=dy)
         s("evaluate_points", points=[{"index": 0, "a": 0.0, "b": 0.5}, {"index": 1, "a": -0.5, "b": 0.0}])
