@@ -513,7 +513,7 @@ fn the_examples_cover_every_variant_serde_knows() {
     // The tracer itself: it sees a field and a variant that are there.
     assert!(struct_fields::<Contract>().contains(&"precision"));
     assert!(d.variants("Op").contains(&"hvp"));
-    assert_eq!(kinds.len(), 8);
+    assert!(kinds.contains(&"bad_request"));
 }
 
 #[test]

@@ -107,6 +107,8 @@ def mismatches(value, schema, where):
 
 
 class ProtocolTest(unittest.TestCase):
+    maxDiff = None
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.wrong_reads, self.wrong_replies, self.ops_sent = [], [], set()
@@ -229,8 +231,13 @@ class ProtocolTest(unittest.TestCase):
         s("free", handles=[d])
         s("shutdown")
         self.assertEqual(self.ops_sent, set(P.OPS), "the drive above misses an operation")
-        self.assertEqual(self.wrong_reads, [], "fields read that the protocol does not define")
-        self.assertEqual(self.wrong_replies, [], "replies unlike the protocol's")
+        self.assertEqual(
+            {
+                "fields read that the protocol lacks": self.wrong_reads,
+                "replies unlike the protocol's": self.wrong_replies,
+            },
+            {"fields read that the protocol lacks": [], "replies unlike the protocol's": []},
+        )
 
     def test_the_recorder_and_the_comparison_catch_a_wrong_field(self):
         wrong = []
