@@ -38,11 +38,14 @@ test-deps:
 	@scripts/ci-deps.sh
 
 # The test command CI runs (.ci/run, with CI=true: a test whose scenario needs a capability this machine
-# lacks fails there instead of skipping): formatting, lints as errors, the fuzz targets compiled (their
-# crate is outside the workspace, in its own target folder), then every test.
+# lacks fails there instead of skipping): formatting, lints as errors (Rust, then Python with ruff, pinned
+# in python/requirements.txt and configured in ruff.toml), the fuzz targets compiled (their crate is
+# outside the workspace, in its own target folder), then every test.
 test: setup test-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	.venv/bin/ruff format --check
+	.venv/bin/ruff check
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins --target-dir fuzz/target/check
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace --all-targets

@@ -65,7 +65,7 @@ def bare(factory, ckpt, batch, threads):
 
     from landscaped_worker import contract as C
     from landscaped_worker import safetensors as st
-    from landscaped_worker.session import sdpa_math
+    from landscaped_worker.hessian import sdpa_math
 
     torch.set_num_threads(threads)
     mod, fn = factory.split(":")

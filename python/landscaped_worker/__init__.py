@@ -6,5 +6,7 @@ Started by ``landscaped --backend python`` as ``python -m landscaped_worker``; i
 codec and the safetensors reader here are our own, small and strict).
 """
 
-PROTOCOL_VERSION = 1
+from .protocol import PROTOCOL_VERSION
+
+__all__ = ["PROTOCOL_VERSION", "__version__"]
 __version__ = "0.1.0"

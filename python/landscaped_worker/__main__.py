@@ -64,7 +64,15 @@ def main(argv):
         print("landscaped_worker %s (worker protocol %d)" % (__version__, PROTOCOL_VERSION))
         return 0
     if args.connect is None:
-        given = [o for o, v in (("--token-file", args.token_file), ("--contract", args.contract), ("--connect-timeout", args.connect_timeout)) if v is not None]
+        given = [
+            o
+            for o, v in (
+                ("--token-file", args.token_file),
+                ("--contract", args.contract),
+                ("--connect-timeout", args.connect_timeout),
+            )
+            if v is not None
+        ]
         if given:
             print("landscaped_worker: %s only applies with --connect HOST:PORT" % given[0], file=sys.stderr)
             return 2

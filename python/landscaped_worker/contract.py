@@ -39,14 +39,24 @@ def import_factory(spec):
     except BaseException as e:  # SyntaxError, SystemExit in the user's module, ...
         raise bad(
             "factory %s: cannot import module %r: %s: %s (python %s, working directory %s, sys.path %s)"
-            % (spec, mod_name, type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "",
-               sys.executable, os.getcwd(), ":".join(p for p in sys.path if p)[:300])
+            % (
+                spec,
+                mod_name,
+                type(e).__name__,
+                str(e).strip().splitlines()[0] if str(e).strip() else "",
+                sys.executable,
+                os.getcwd(),
+                ":".join(p for p in sys.path if p)[:300],
+            )
         ) from None
     fn = mod
     for part in fn_name.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
-            raise bad("factory %s: module %r (%s) has no attribute %r" % (spec, mod_name, getattr(mod, "__file__", "?"), fn_name))
+            raise bad(
+                "factory %s: module %r (%s) has no attribute %r"
+                % (spec, mod_name, getattr(mod, "__file__", "?"), fn_name)
+            )
     if not callable(fn):
         raise bad("factory %s: %r is a %s, not a function" % (spec, fn_name, type(fn).__name__))
     return fn
@@ -70,7 +80,10 @@ def call_factory(fn, spec, checkpoint):
     except Failure:
         raise
     except Exception as e:
-        raise bad("factory %s raised %s: %s" % (spec, type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")) from None
+        raise bad(
+            "factory %s raised %s: %s"
+            % (spec, type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
+        ) from None
 
 
 def unpack(result, spec, contract_loss):
@@ -86,7 +99,11 @@ def unpack(result, spec, contract_loss):
         model, data = result[0], result[1]
         loss = result[2] if len(result) == 3 else None
     else:
-        what = "a %s of %d items" % (type(result).__name__, len(result)) if isinstance(result, (tuple, list)) else "a %s" % type(result).__name__
+        what = (
+            "a %s of %d items" % (type(result).__name__, len(result))
+            if isinstance(result, (tuple, list))
+            else "a %s" % type(result).__name__
+        )
         raise bad("factory %s returned %s; %s" % (spec, what, EXPECTED))
     if not isinstance(model, torch.nn.Module):
         raise bad("factory %s returned a %s as the model; %s" % (spec, type(model).__name__, EXPECTED))
@@ -99,7 +116,10 @@ def unpack(result, spec, contract_loss):
     if isinstance(loss, str):
         loss = normalize_loss(loss)
         if loss not in LOSSES:
-            raise bad("loss %r: unknown (expected %s, or a callable (model, batch) -> loss from the factory)" % (loss, ", ".join(LOSSES)))
+            raise bad(
+                "loss %r: unknown (expected %s, or a callable (model, batch) -> loss from the factory)"
+                % (loss, ", ".join(LOSSES))
+            )
     elif not callable(loss):
         raise bad("factory %s returned a %s as the loss; %s" % (spec, type(loss).__name__, EXPECTED))
     return model, data, loss
@@ -172,9 +192,15 @@ def materialize(data, batch_size, subsample):
         whole = data
     if whole is not None:
         n = batch_samples(whole)
-        firsts = [t.shape[0] if t.dim() else None for t in (whole.values() if isinstance(whole, dict) else (whole if isinstance(whole, tuple) else [whole]))]
+        firsts = [
+            t.shape[0] if t.dim() else None
+            for t in (whole.values() if isinstance(whole, dict) else (whole if isinstance(whole, tuple) else [whole]))
+        ]
         if any(f != n for f in firsts):
-            raise bad("the data's tensors have different numbers of samples: %s" % [list(t.shape) for t in (whole.values() if isinstance(whole, dict) else whole)])
+            raise bad(
+                "the data's tensors have different numbers of samples: %s"
+                % [list(t.shape) for t in (whole.values() if isinstance(whole, dict) else whole)]
+            )
         if n == 0:
             raise bad("the evaluation data has no samples")
         if subsample:
@@ -209,7 +235,10 @@ def logits_of(out):
         return out["logits"]
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise Failure(SHAPE_MISMATCH, "the model returned a %s; expected a tensor of logits (or an output with .logits)" % type(out).__name__)
+    raise Failure(
+        SHAPE_MISMATCH,
+        "the model returned a %s; expected a tensor of logits (or an output with .logits)" % type(out).__name__,
+    )
 
 
 def call_model(model, inputs):
@@ -238,7 +267,8 @@ def check_shapes(loss, out, y):
     if not fits:
         raise Failure(
             SHAPE_MISMATCH,
-            "shape mismatch: the model's output has shape %s but the targets %s; loss %s expects %s" % (o, t, loss, want),
+            "shape mismatch: the model's output has shape %s but the targets %s; loss %s expects %s"
+            % (o, t, loss, want),
         )
 
 
@@ -272,34 +302,42 @@ def prepare_targets(batches, loss):
 def batch_loss(model, b, loss, want_accuracy):
     """The loss of one batch (grad as the caller's mode says)."""
     if callable(loss):
-        l = loss(model, b)
-        if not isinstance(l, torch.Tensor) or l.numel() != 1:
-            shape = list(l.shape) if isinstance(l, torch.Tensor) else type(l).__name__
-            raise Failure(SHAPE_MISMATCH, "the loss callable returned %s; expected a scalar tensor (the batch's mean loss)" % (shape,))
-        return BatchLoss(l.reshape(()), batch_samples(b))
+        value = loss(model, b)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise Failure(
+                SHAPE_MISMATCH,
+                "the loss callable returned %s; expected a scalar tensor (the batch's mean loss)" % (shape,),
+            )
+        return BatchLoss(value.reshape(()), batch_samples(b))
     if loss == "hf":
         out = model(**b) if isinstance(b, dict) else model(*b) if isinstance(b, (tuple, list)) else model(b)
-        l = getattr(out, "loss", None)
-        if l is None and isinstance(out, dict):
-            l = out.get("loss")
-        if not isinstance(l, torch.Tensor) or l.numel() != 1:
-            raise Failure(SHAPE_MISMATCH, "loss hf: the model's output has no scalar .loss (give the batches labels, e.g. labels = input_ids)")
-        return BatchLoss(l.reshape(()), batch_samples(b))
+        value = getattr(out, "loss", None)
+        if value is None and isinstance(out, dict):
+            value = out.get("loss")
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise Failure(
+                SHAPE_MISMATCH,
+                "loss hf: the model's output has no scalar .loss (give the batches labels, e.g. labels = input_ids)",
+            )
+        return BatchLoss(value.reshape(()), batch_samples(b))
     if loss == "causal_lm":
         return causal_lm(model, b, want_accuracy)
     x, y = b
     out = logits_of(call_model(model, x))
     check_shapes(loss, out, y)
     if loss == "cross_entropy":
-        l = F.cross_entropy(out, y)
+        value = F.cross_entropy(out, y)
     elif loss == "nll":
-        l = F.nll_loss(out, y)
+        value = F.nll_loss(out, y)
     else:
-        l = F.mse_loss(out, y)
+        value = F.mse_loss(out, y)
     if loss != "mse" and want_accuracy:
         pred = out.argmax(1)
-        return BatchLoss(l, x.shape[0] if isinstance(x, torch.Tensor) else batch_samples(b), int((pred == y).sum()), y.numel())
-    return BatchLoss(l, x.shape[0] if isinstance(x, torch.Tensor) else batch_samples(b))
+        return BatchLoss(
+            value, x.shape[0] if isinstance(x, torch.Tensor) else batch_samples(b), int((pred == y).sum()), y.numel()
+        )
+    return BatchLoss(value, x.shape[0] if isinstance(x, torch.Tensor) else batch_samples(b))
 
 
 def causal_lm(model, b, want_accuracy):
@@ -338,11 +376,11 @@ def causal_lm(model, b, want_accuracy):
     count = int(keep.sum())
     if count == 0:
         return BatchLoss(sl.sum() * 0.0, 0, 0 if want_accuracy else None, 0 if want_accuracy else None)
-    l = F.cross_entropy(sl, tl, ignore_index=-100, reduction="sum") / count
+    value = F.cross_entropy(sl, tl, ignore_index=-100, reduction="sum") / count
     if want_accuracy:
         correct = int(((sl.argmax(-1) == tl) & keep).sum())
-        return BatchLoss(l, count, correct, count)
-    return BatchLoss(l, count)
+        return BatchLoss(value, count, correct, count)
+    return BatchLoss(value, count)
 
 
 def has_accuracy(loss):

@@ -1,14 +1,32 @@
 """Typed failures: an operation raises :class:`Failure` with one of the protocol's error kinds and a
-one-line message; anything else an operation raises becomes an ``internal`` (or ``out_of_memory``) reply."""
+one-line message; anything else an operation raises becomes an ``internal`` (or ``out_of_memory``) reply.
+The kinds themselves are the Rust ``ErrorKind``'s, from the generated ``protocol`` module."""
 
-BAD_CONTRACT = "bad_contract"
-BAD_CHECKPOINT = "bad_checkpoint"
-SHAPE_MISMATCH = "shape_mismatch"
-NON_FINITE = "non_finite"
-OUT_OF_MEMORY = "out_of_memory"
-BAD_REQUEST = "bad_request"
-UNSUPPORTED = "unsupported"
-INTERNAL = "internal"
+from .protocol import (
+    BAD_CHECKPOINT,
+    BAD_CONTRACT,
+    BAD_REQUEST,
+    INTERNAL,
+    NON_FINITE,
+    OUT_OF_MEMORY,
+    SHAPE_MISMATCH,
+    UNSUPPORTED,
+)
+
+__all__ = [
+    "BAD_CHECKPOINT",
+    "BAD_CONTRACT",
+    "BAD_REQUEST",
+    "INTERNAL",
+    "NON_FINITE",
+    "OUT_OF_MEMORY",
+    "SHAPE_MISMATCH",
+    "UNSUPPORTED",
+    "Failure",
+    "bad",
+    "classify",
+    "one_line",
+]
 
 
 class Failure(Exception):
@@ -16,6 +34,11 @@ class Failure(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = one_line(message)
+
+
+def bad(msg):
+    """A ``bad_request`` failure: a malformed request, an unknown handle, or the wrong order."""
+    return Failure(BAD_REQUEST, msg)
 
 
 def one_line(s):
@@ -32,6 +55,11 @@ def classify(exc):
         return exc
     text = "%s: %s" % (type(exc).__name__, one_line(exc))
     lower = text.lower()
-    if isinstance(exc, MemoryError) or "out of memory" in lower or "can't allocate" in lower or "cannot allocate" in lower:
+    if (
+        isinstance(exc, MemoryError)
+        or "out of memory" in lower
+        or "can't allocate" in lower
+        or "cannot allocate" in lower
+    ):
         return Failure(OUT_OF_MEMORY, text)
     return Failure(INTERNAL, text)

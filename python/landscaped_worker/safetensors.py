@@ -74,7 +74,9 @@ def read_header(path):
             raise SafetensorsError("%s: %r has unsupported dtype %r" % (path, name, e.get("dtype")))
         shape = e.get("shape")
         offs = e.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
             raise SafetensorsError("%s: %r has a malformed shape %r" % (path, name, shape))
         if (
             not isinstance(offs, list)
@@ -82,7 +84,9 @@ def read_header(path):
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
             or not 0 <= offs[0] <= offs[1] <= data_len
         ):
-            raise SafetensorsError("%s: %r has byte range %r outside the data (%d bytes)" % (path, name, offs, data_len))
+            raise SafetensorsError(
+                "%s: %r has byte range %r outside the data (%d bytes)" % (path, name, offs, data_len)
+            )
         numel = 1
         for d in shape:
             numel *= d
@@ -93,7 +97,7 @@ def read_header(path):
             )
         entries[name] = Entry(name, dt[0], dt[1], tuple(shape), offs[0], offs[1])
     spans = sorted((e.begin, e.end, e.name) for e in entries.values() if e.end > e.begin)
-    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise SafetensorsError("%s: %r and %r overlap" % (path, n0, n1))
     return entries, 8 + n

@@ -12,9 +12,8 @@ import struct
 import sys
 
 from . import msgpack
-from .errors import BAD_REQUEST, Failure, classify
-
-MAX_FRAME = 256 << 20
+from .errors import BAD_REQUEST, classify
+from .protocol import MAX_FRAME_BYTES as MAX_FRAME
 
 
 class FrameError(Exception):
@@ -81,7 +80,7 @@ def serve(inp, out, session):
         rid, body = req["id"], req["body"]
         try:
             if body.get("op") == "evaluate_points":
-                reply = session.evaluate_points(body, lambda r: send(rid, r))
+                reply = session.evaluate_points(body, lambda r, rid=rid: send(rid, r))
             else:
                 reply = session.handle_op(body)
         except (BrokenPipeError, FrameError):
@@ -94,4 +93,3 @@ def serve(inp, out, session):
         send(rid, reply)
         if session.done:
             return
-

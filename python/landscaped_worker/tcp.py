@@ -195,23 +195,34 @@ def join(sock, inp, out, addr, token, contract):
         write_frame(out, msgpack.encode(join_frame(token, contract)))
         frame = read_frame(inp)
     except socket.timeout:
-        raise Stop(EXIT_FAILED, "the coordinator at %s did not answer the join within %g s" % (addr, JOIN_ANSWER_TIMEOUT)) from None
+        raise Stop(
+            EXIT_FAILED, "the coordinator at %s did not answer the join within %g s" % (addr, JOIN_ANSWER_TIMEOUT)
+        ) from None
     except (ConnectionResetError, BrokenPipeError) as e:
-        raise Again(0.0, Stop(EXIT_FAILED, "the join exchange with the coordinator at %s broke: %s" % (addr, e))) from None
+        raise Again(
+            0.0, Stop(EXIT_FAILED, "the join exchange with the coordinator at %s broke: %s" % (addr, e))
+        ) from None
     except (OSError, FrameError) as e:
         raise Stop(EXIT_FAILED, "the join exchange with the coordinator at %s broke: %s" % (addr, e)) from None
     if frame is None:
-        raise Again(0.0, Stop(EXIT_FAILED, "the coordinator at %s closed the connection without answering the join" % addr))
+        raise Again(
+            0.0, Stop(EXIT_FAILED, "the coordinator at %s closed the connection without answering the join" % addr)
+        )
     try:
         answer = msgpack.decode(frame)
     except msgpack.DecodeError as e:
-        raise Stop(EXIT_FAILED, "the coordinator at %s answered the join with undecodable bytes: %s" % (addr, e)) from None
+        raise Stop(
+            EXIT_FAILED, "the coordinator at %s answered the join with undecodable bytes: %s" % (addr, e)
+        ) from None
     if isinstance(answer, dict) and isinstance(answer.get("joined"), dict):
         sock.settimeout(None)
         return answer["joined"].get("worker")
     if isinstance(answer, dict) and isinstance(answer.get("refused"), dict):
         reason = answer["refused"].get("reason")
-        stop = Stop(EXIT_REFUSED, "refused by the coordinator at %s: %s" % (addr, reason if isinstance(reason, str) else "(no reason given)"))
+        stop = Stop(
+            EXIT_REFUSED,
+            "refused by the coordinator at %s: %s" % (addr, reason if isinstance(reason, str) else "(no reason given)"),
+        )
         retry = answer["refused"].get("retry_after_ms")
         if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
             # Only busy: too many connections were still sending their join.
@@ -243,7 +254,10 @@ def _run(addr, token_file, contract, connect_timeout, started):
     try:
         import torch  # noqa: F401
     except ImportError as e:
-        raise Stop(EXIT_FAILED, "the Python at %s has no torch (%s); run the worker with the Python you train with" % (sys.executable, e)) from None
+        raise Stop(
+            EXIT_FAILED,
+            "the Python at %s has no torch (%s); run the worker with the Python you train with" % (sys.executable, e),
+        ) from None
     from .server import serve
     from .session import Session
 

@@ -102,7 +102,9 @@ torch.save(sd_views, os.path.join(out, "ckpt_000120.pt"))
 record("ckpt_000120.pt", "File", 120)
 
 # 4. nested {'model': sd} with an optimizer next to it (skipped)
-params = [p.detach().clone().float().requires_grad_() for p in sd.values() if p.dtype.is_floating_point and p.numel() > 0]
+params = [
+    p.detach().clone().float().requires_grad_() for p in sd.values() if p.dtype.is_floating_point and p.numel() > 0
+]
 opt = torch.optim.Adam(params, lr=0.1)
 sum((p * p).sum() for p in params if torch.isfinite(p).all()).backward()
 opt.step()
@@ -165,7 +167,9 @@ def zip_with_pickle(path, pkl):
 
 
 # GLOBAL os.system, written with raw opcodes (protocol 2)
-zip_with_pickle(os.path.join(bad, "evil_global.pt"), b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00echoq\x01\x85q\x02Rq\x03.")
+zip_with_pickle(
+    os.path.join(bad, "evil_global.pt"), b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00echoq\x01\x85q\x02Rq\x03."
+)
 
 
 # STACK_GLOBAL builtins.eval by pickle itself (protocol 4): a reduce to eval
@@ -184,6 +188,7 @@ class Config:
 
 
 torch.save({"state_dict": sd, "config": Config()}, os.path.join(bad, "custom_class.ckpt"))
+
 
 # TorchScript archive
 class Net(torch.nn.Module):

@@ -8,7 +8,14 @@
 3. Burst: N checkpoints written at once -> all on /metrics; throughput vs the Python baseline doing
    the load+norm loop over the same files.
 """
-import json, os, socket, subprocess, sys, tempfile, time, urllib.request
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -20,7 +27,11 @@ PARAMS = int(os.environ.get("BENCH_PARAMS", "1000000"))  # floats per checkpoint
 
 
 def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
 
 
 def metrics(port):
@@ -39,8 +50,10 @@ def value(text, key):
 
 def ckpt(step):
     rng = np.random.default_rng(step)
-    return {"a.weight": rng.standard_normal((PARAMS // 1000, 1000)).astype(np.float32),
-            "a.bias": rng.standard_normal(1000).astype(np.float32)}
+    return {
+        "a.weight": rng.standard_normal((PARAMS // 1000, 1000)).astype(np.float32),
+        "a.bias": rng.standard_normal(1000).astype(np.float32),
+    }
 
 
 def write_atomic(d, step):
@@ -58,9 +71,9 @@ def proc_cpu(pid):
 
 
 def rss_kb(pid):
-    for l in open(f"/proc/{pid}/status"):
-        if l.startswith("VmRSS:"):
-            return int(l.split()[1])
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
 
 
 def baseline(paths):
@@ -73,40 +86,53 @@ def baseline(paths):
 
 def main():
     root = tempfile.mkdtemp(prefix="landscaped-bench-")
-    ck = os.path.join(root, "ck"); os.makedirs(ck)
+    ck = os.path.join(root, "ck")
+    os.makedirs(ck)
     port = free_port()
     cfg = os.path.join(root, "c.toml")
-    open(cfg, "w").write(f'data_dir = "{root}/data"\nlisten = "127.0.0.1:{port}"\nquiet_period_secs = {QUIET}\n'
-                         f'queue_capacity = 4096\n[[run]]\nname = "b"\nwatch = ["{ck}"]\n')
-    d = subprocess.Popen([BIN, "daemon", "--config", cfg], stderr=open(os.path.join(root, "log"), "w"),
-                         env={**os.environ, "LANDSCAPED_LOG": "warn"})
+    open(cfg, "w").write(
+        f'data_dir = "{root}/data"\nlisten = "127.0.0.1:{port}"\nquiet_period_secs = {QUIET}\n'
+        f'queue_capacity = 4096\n[[run]]\nname = "b"\nwatch = ["{ck}"]\n'
+    )
+    d = subprocess.Popen(
+        [BIN, "daemon", "--config", cfg],
+        stderr=open(os.path.join(root, "log"), "w"),
+        env={**os.environ, "LANDSCAPED_LOG": "warn"},
+    )
     try:
         for _ in range(200):
-            if '"ready":true' in (urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read().decode()
-                                  if value(metrics(port), "landscaped_queue_length") is not None else ""):
+            if '"ready":true' in (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read().decode()
+                if value(metrics(port), "landscaped_queue_length") is not None
+                else ""
+            ):
                 break
             time.sleep(0.05)
         # 1. latency
         lat = []
         for step in range(1, 6):
             t0 = time.perf_counter()
-            p = write_atomic(ck, step)
+            write_atomic(ck, step)
             t_complete = time.perf_counter()
             while value(metrics(port), 'landscaped_last_step{run="b"}') != step:
                 time.sleep(0.002)
             lat.append(time.perf_counter() - t_complete)
         base = baseline([os.path.join(ck, f"step-{s}.safetensors") for s in range(1, 6)]) / 5
         med = sorted(lat)[len(lat) // 2]
-        print(f"latency, checkpoint renamed into place (already quiet: mtime backdated) -> its step on /metrics: "
-              f"median {med*1000:.0f} ms (a fresh file adds the quiet period, here {QUIET*1000:.0f} ms); Python load+norm "
-              f"of the same {PARAMS*4/1e6:.0f} MB file: {base*1000:.0f} ms; ratio = {med/base:.1f}")
+        print(
+            f"latency, checkpoint renamed into place (already quiet: mtime backdated) -> its step on /metrics: "
+            f"median {med * 1000:.0f} ms (a fresh file adds the quiet period, here {QUIET * 1000:.0f} ms); Python load+norm "
+            f"of the same {PARAMS * 4 / 1e6:.0f} MB file: {base * 1000:.0f} ms; ratio = {med / base:.1f}"
+        )
         # 2. idle
         time.sleep(1.0)
         c0, t0 = proc_cpu(d.pid), time.perf_counter()
         time.sleep(10)
         cpu = (proc_cpu(d.pid) - c0) / (time.perf_counter() - t0) * 100
-        print(f"idle: CPU {cpu:.3f} % of one core over 10 s; RSS {rss_kb(d.pid)/1024:.1f} MB "
-              f"(of which libtorch and CUDA libraries mapped at start dominate)")
+        print(
+            f"idle: CPU {cpu:.3f} % of one core over 10 s; RSS {rss_kb(d.pid) / 1024:.1f} MB "
+            f"(of which libtorch and CUDA libraries mapped at start dominate)"
+        )
         # 3. burst
         paths = []
         t0 = time.perf_counter()
@@ -120,9 +146,11 @@ def main():
             time.sleep(0.02)
         t_done = time.perf_counter()
         base = baseline(paths)
-        print(f"burst: {N_BURST} checkpoints ({PARAMS*4/1e6:.0f} MB each) written in {t_written-t0:.1f} s, all on /metrics "
-              f"{t_done-t0:.1f} s after the first: {N_BURST/(t_done-t0):.1f} checkpoints/s; peak RSS {peak/1024:.0f} MB; "
-              f"Python load+norm loop over the same files {base:.1f} s; ratio daemon/python = {(t_done-t0)/base:.2f}")
+        print(
+            f"burst: {N_BURST} checkpoints ({PARAMS * 4 / 1e6:.0f} MB each) written in {t_written - t0:.1f} s, all on /metrics "
+            f"{t_done - t0:.1f} s after the first: {N_BURST / (t_done - t0):.1f} checkpoints/s; peak RSS {peak / 1024:.0f} MB; "
+            f"Python load+norm loop over the same files {base:.1f} s; ratio daemon/python = {(t_done - t0) / base:.2f}"
+        )
     finally:
         d.terminate()
         rc = d.wait(timeout=30)

@@ -10,6 +10,7 @@ dcp:NAME  OUT/NAME/: torch.distributed.checkpoint.save of {"model": state dict} 
 
 Prints one JSON line per folder: {"path": ..., "step": N, "norm": global L2 norm (float64)}.
 """
+
 import json
 import os
 import re

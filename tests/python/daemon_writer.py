@@ -13,6 +13,7 @@ chunks with pauses, so the file is seen incomplete). Prints the global L2 norm o
 as JSON lines {"step": N, "norm": x, "tensors": [...]} for the tests to compare with the daemon's
 metrics; `tensors` has each tensor's name, shape and float64 statistics (l2, mean, min, max).
 """
+
 import argparse
 import json
 import os
@@ -41,14 +42,16 @@ def tensor_stats(ws):
     out = []
     for name, w in ws.items():
         v = w.astype(np.float64)
-        out.append({
-            "name": name,
-            "shape": list(w.shape),
-            "l2": float(np.sqrt((v ** 2).sum())),
-            "mean": float(v.mean()),
-            "min": float(v.min()),
-            "max": float(v.max()),
-        })
+        out.append(
+            {
+                "name": name,
+                "shape": list(w.shape),
+                "l2": float(np.sqrt((v**2).sum())),
+                "mean": float(v.mean()),
+                "min": float(v.min()),
+                "max": float(v.max()),
+            }
+        )
     return out
 
 

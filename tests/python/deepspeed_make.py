@@ -12,6 +12,7 @@ OUT/<name>.safetensors: the state dict DeepSpeed's own zero_to_fp32 rebuilds fro
 (get_fp32_state_dict_from_zero_checkpoint), plus for ZeRO-2 the module weights (`module.*` keys).
 zero_to_fp32.py / zero_to_torch.py copies DeepSpeed drops into the save dir are removed.
 """
+
 import importlib
 import os
 import subprocess
@@ -68,8 +69,18 @@ def main():
     save_file(sd, os.path.join(OUT, "zero2_module.safetensors"))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29562",
-         __file__, OUT, "--zero3"],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29562",
+            __file__,
+            OUT,
+            "--zero3",
+        ],
         check=True,
         env=env,
     )

@@ -12,7 +12,9 @@ def build(checkpoint):
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint))
     # Beside the checkpoint folder, or where GPT2_EVAL_IDS says (the daemon test's watched folder holds
     # checkpoints only).
-    path = os.environ.get("GPT2_EVAL_IDS") or os.path.join(os.path.dirname(os.path.normpath(checkpoint)), "eval_ids.safetensors")
+    path = os.environ.get("GPT2_EVAL_IDS") or os.path.join(
+        os.path.dirname(os.path.normpath(checkpoint)), "eval_ids.safetensors"
+    )
     ids = st.load(path)["input_ids"]
     return model, ids, "causal_lm"
 

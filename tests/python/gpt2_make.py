@@ -117,7 +117,9 @@ def main():
         if i >= a.power_iterations and abs(lam_i - prev) <= 1e-6 * abs(lam_i):
             break
     with open(os.path.join(a.out, "reference.json"), "w") as f:
-        json.dump({"own_loss": own, "lambda_power": lam, "lambda_converged": converged, "dim": dim, "checkpoint": ck}, f)
+        json.dump(
+            {"own_loss": own, "lambda_power": lam, "lambda_converged": converged, "dim": dim, "checkpoint": ck}, f
+        )
 
 
 if __name__ == "__main__":

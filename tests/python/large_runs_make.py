@@ -18,6 +18,7 @@ Writes under OUT:
                           (norm, mean, std, min, max, torch.histc bins=30) and the raw values' file
 - OUT/<layout>.safetensors  the reassembled model state dict (what landscaped must read back exactly)
 """
+
 import json
 import os
 import subprocess
@@ -134,7 +135,9 @@ def bad_variants(good):
 
     def overlap(md):  # rows 0..6 and 5..11: row 5 twice
         c = md.state_dict_metadata[w].chunks[0]
-        md.state_dict_metadata[w].chunks.append(meta.ChunkStorageMetadata(offsets=torch.Size([5, 0]), sizes=torch.Size([6, 6])))
+        md.state_dict_metadata[w].chunks.append(
+            meta.ChunkStorageMetadata(offsets=torch.Size([5, 0]), sizes=torch.Size([6, 6]))
+        )
         idx = meta.MetadataIndex(w, torch.Size([5, 0]))
         md.storage_data[idx] = md.storage_data[meta.MetadataIndex(w, c.offsets)]
         md.state_dict_metadata[w].chunks[0] = meta.ChunkStorageMetadata(offsets=c.offsets, sizes=torch.Size([6, 6]))
@@ -159,7 +162,9 @@ def bad_variants(good):
     def huge(md):  # a size of 2^80 elements, covered by one chunk of the same size
         md.state_dict_metadata[w].size = torch.Size([2**40, 2**40])
         c = md.state_dict_metadata[w].chunks[0]
-        md.state_dict_metadata[w].chunks[0] = meta.ChunkStorageMetadata(offsets=c.offsets, sizes=torch.Size([2**40, 2**40]))
+        md.state_dict_metadata[w].chunks[0] = meta.ChunkStorageMetadata(
+            offsets=c.offsets, sizes=torch.Size([2**40, 2**40])
+        )
 
     variant("overlap", overlap)
     variant("huge", huge)
@@ -204,7 +209,18 @@ if __name__ == "__main__":
     world1()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000), __file__, OUT, "--rank"],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(29500 + os.getpid() % 1000),
+            __file__,
+            OUT,
+            "--rank",
+        ],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -10,8 +10,8 @@
 
 usage: light_bench.py LANDSCAPED [EPOCHS]
 """
+
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -101,8 +101,12 @@ def timed_runs(args, n=21):
 
 def train(out):
     t0 = time.perf_counter()
-    subprocess.run([PY, os.path.join(ROOT, "examples/train_digits.py"), "--out", out, "--epochs", str(EPOCHS),
-                    "--threads", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [PY, os.path.join(ROOT, "examples/train_digits.py"), "--out", out, "--epochs", str(EPOCHS), "--threads", "2"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -110,8 +114,12 @@ def main():
     root = tempfile.mkdtemp(prefix="landscaped-light-")
     # Two runs with a few checkpoints each.
     for name in ("a", "b"):
-        subprocess.run([PY, os.path.join(ROOT, "examples/train_digits.py"), "--out", f"{root}/{name}", "--epochs", "3"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [PY, os.path.join(ROOT, "examples/train_digits.py"), "--out", f"{root}/{name}", "--epochs", "3"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     runs = "".join(f'[[run]]\nname = "{n}"\nwatch = ["{root}/{n}"]\n' for n in ("a", "b"))
     d, port = start_daemon(root, runs)
     try:
@@ -124,18 +132,24 @@ def main():
         c0, t0 = proc_stat(d.pid), time.perf_counter()
         time.sleep(10)
         cpu = (proc_stat(d.pid) - c0) / (time.perf_counter() - t0) * 100
-        print(f"idle daemon, two watched runs (3 checkpoints each): RSS {rss_mb(d.pid):.1f} MB (target < 30), "
-              f"CPU {cpu:.3f} % of one core over 10 s")
+        print(
+            f"idle daemon, two watched runs (3 checkpoints each): RSS {rss_mb(d.pid):.1f} MB (target < 30), "
+            f"CPU {cpu:.3f} % of one core over 10 s"
+        )
         wall, peak = timed_runs(["--data-dir", f"{root}/data", "runs"])
-        print(f"`landscaped runs` through the running daemon: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB "
-              f"(median of 21 whole processes; targets < 20 ms, < 15 MB)")
+        print(
+            f"`landscaped runs` through the running daemon: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB "
+            f"(median of 21 whole processes; targets < 20 ms, < 15 MB)"
+        )
     finally:
         stop(d)
     wall, peak = timed_runs(["--data-dir", f"{root}/data", "runs"])
     print(f"`landscaped runs` opening the store itself: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB")
     wall, peak = timed_runs(["--data-dir", f"{root}/data", "info"], n=5)
-    print(f"worker start-up (`landscaped info`: start landscaped-worker, handshake, stop): {wall * 1e3:.0f} ms, "
-          f"peak RSS of landscaped {peak:.1f} MB")
+    print(
+        f"worker start-up (`landscaped info`: start landscaped-worker, handshake, stop): {wall * 1e3:.0f} ms, "
+        f"peak RSS of landscaped {peak:.1f} MB"
+    )
 
     # The trainer's cost.
     alone, watched = [], []
@@ -143,25 +157,36 @@ def main():
         alone.append(train(f"{root}/alone{r}"))
         ck = f"{root}/watched{r}"
         os.makedirs(ck)
-        jobs = (f'[[run]]\nname = "t"\nwatch = ["{ck}"]\n[run.pca]\nevery = 1\ncomponents = 2\n'
-                f'[run.slice]\nevery = 2\ndirs = "pca"\nmodel_dir = "{ck}/landscaped"\n'
-                f'[run.sharpness]\nevery = 4\nmodel_dir = "{ck}/landscaped"\n')
+        jobs = (
+            f'[[run]]\nname = "t"\nwatch = ["{ck}"]\n[run.pca]\nevery = 1\ncomponents = 2\n'
+            f'[run.slice]\nevery = 2\ndirs = "pca"\nmodel_dir = "{ck}/landscaped"\n'
+            f'[run.sharpness]\nevery = 4\nmodel_dir = "{ck}/landscaped"\n'
+        )
         os.makedirs(f"{root}/d{r}")
         d, port = start_daemon(f"{root}/d{r}", jobs)
         try:
             watched.append(train(ck))
             m = get(port, "/metrics")
-            runs_ok = {job: sum(float(l.split()[-1]) for l in m.splitlines()
-                                if l.startswith(f'landscaped_job_runs_total{{job="{job}",outcome="ok"'))
-                       for job in ("pca", "slice", "sharpness")}
+            runs_ok = {
+                job: sum(
+                    float(line.split()[-1])
+                    for line in m.splitlines()
+                    if line.startswith(f'landscaped_job_runs_total{{job="{job}",outcome="ok"')
+                )
+                for job in ("pca", "slice", "sharpness")
+            }
         finally:
             stop(d)
-        print(f"round {r + 1}: training alone {alone[-1]:.2f} s, watched {watched[-1]:.2f} s "
-              f"(jobs completed during it: {runs_ok})")
+        print(
+            f"round {r + 1}: training alone {alone[-1]:.2f} s, watched {watched[-1]:.2f} s "
+            f"(jobs completed during it: {runs_ok})"
+        )
     a, w = statistics.median(alone), statistics.median(watched)
-    print(f"trainer ({EPOCHS} epochs of examples/train_digits.py, 2 threads): alone {a:.2f} s, with the daemon "
-          f"watching and running PCA/slice/sharpness jobs {w:.2f} s: {(w / a - 1) * 100:+.1f} % (target <= 5 %); "
-          f"(the daemon runs at its configured nice and the idle I/O class, its workers at nice +10 more, 1 thread each)")
+    print(
+        f"trainer ({EPOCHS} epochs of examples/train_digits.py, 2 threads): alone {a:.2f} s, with the daemon "
+        f"watching and running PCA/slice/sharpness jobs {w:.2f} s: {(w / a - 1) * 100:+.1f} % (target <= 5 %); "
+        f"(the daemon runs at its configured nice and the idle I/O class, its workers at nice +10 more, 1 thread each)"
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def reference(ckdir, out, k, center, exclude_1d, precision, pcdir=None):
         if names is None:
             names = [(n, list(t.shape)) for n, t in keep]
         parts = []
-        for n, t in keep:
+        for _n, t in keep:
             x = t.float()
             if precision == "bf16":
                 x = x.to(torch.bfloat16).float()

@@ -7,7 +7,6 @@ import os
 import time
 
 import torch.nn.functional as F
-
 from digits_factory import build as digits_build
 
 _calls = 0

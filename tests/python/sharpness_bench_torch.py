@@ -3,6 +3,7 @@ create_graph) on the same TorchScript model, checkpoint and evaluation set as `l
 sharpness-bench`: loss averaged over batches weighted by batch size. Usage:
 sharpness_bench_torch.py MODEL_DIR CHECKPOINT SUBSAMPLE BATCH_SIZE TIMED [THREADS]  (prints the median seconds per
 HVP over TIMED products)."""
+
 import statistics
 import sys
 import time

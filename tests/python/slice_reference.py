@@ -152,8 +152,8 @@ def main():
             with torch.no_grad():
                 for p, c, d0, d1 in zip(model.parameters(), centre, dx, dy):
                     p.copy_(c + d0 * a_ + d1 * b)
-            l, acc = evaluate(model, x, y, a.batch_size)
-            row_l.append(l)
+            loss, acc = evaluate(model, x, y, a.batch_size)
+            row_l.append(loss)
             row_a.append(acc)
         loss_grid.append(row_l)
         acc_grid.append(row_a)

@@ -9,6 +9,7 @@ torch.linalg.vector_norm, mean, std (unbiased), min, max, abs().max(), exact-zer
 torch.histc(bins=30) — over the finite elements — and per checkpoint the global norm, the distance from the
 run's first checkpoint, the update norm and the cosine between consecutive updates.
 """
+
 import json
 import os
 import sys
@@ -135,7 +136,11 @@ def main():
                     "global_norm": f(torch.linalg.vector_norm(flats[i])),
                     "dist_first": f(torch.linalg.vector_norm(flats[i] - flats[0])) if i > 0 else None,
                     "update_norm": f(torch.linalg.vector_norm(flats[i] - flats[i - 1])) if i > 0 else None,
-                    "update_cos": f(torch.nn.functional.cosine_similarity(flats[i] - flats[i - 1], flats[i - 1] - flats[i - 2], dim=0))
+                    "update_cos": f(
+                        torch.nn.functional.cosine_similarity(
+                            flats[i] - flats[i - 1], flats[i - 1] - flats[i - 2], dim=0
+                        )
+                    )
                     if i > 1
                     else None,
                 }

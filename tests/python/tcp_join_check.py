@@ -107,7 +107,9 @@ def case_join():
            "OMPI_COMM_WORLD_LOCAL_RANK": "1", "WORLD_SIZE": "8"}  # fmt: skip
     proc = worker(addr, env, "--contract", "c0ffee")
     peer = Peer(lsock, proc)
-    check_join(peer.recv(), proc, {"token": "s3cret", "rank": 3, "local_rank": 1, "world_size": 8, "contract": "c0ffee"})
+    check_join(
+        peer.recv(), proc, {"token": "s3cret", "rank": 3, "local_rank": 1, "world_size": 8, "contract": "c0ffee"}
+    )
     peer.send({"joined": {"worker": 0}})
     peer.send({"id": 1, "body": {"op": "hello", "protocol": 1, "client": "tcp_join_check"}})
     r = peer.recv()
@@ -138,7 +140,9 @@ def case_closed():
         time.sleep(2)  # not a measurement: the worker may or may not have dialled in vain yet
         lsock = listener(port)
         peer = Peer(lsock, proc)
-        check_join(peer.recv(), proc, {"token": "from-a-file", "rank": 5, "local_rank": 0, "world_size": 6, "contract": None})
+        check_join(
+            peer.recv(), proc, {"token": "from-a-file", "rank": 5, "local_rank": 0, "world_size": 6, "contract": None}
+        )
         peer.send({"joined": {"worker": 4}})
         peer.close()
         code, out, err = finish(proc)
@@ -158,7 +162,9 @@ def case_refused():
         # --token-file wins over $LANDSCAPED_TOKEN.
         proc = worker(addr, {"LANDSCAPED_TOKEN": "right", "JOB_COMPLETION_INDEX": "2"}, "--token-file", token_file)
         peer = Peer(lsock, proc)
-        check_join(peer.recv(), proc, {"token": "wrong", "rank": 2, "local_rank": None, "world_size": None, "contract": None})
+        check_join(
+            peer.recv(), proc, {"token": "wrong", "rank": 2, "local_rank": None, "world_size": None, "contract": None}
+        )
         peer.send({"refused": {"reason": "wrong token"}})
         peer.close()
         code, out, err = finish(proc)
@@ -177,7 +183,9 @@ def case_busy():
     proc = worker(addr, {"LANDSCAPED_TOKEN": "t"}, "--connect-timeout", "60")
     peer = Peer(lsock, proc)
     assert set(peer.recv()) == {"join"}
-    peer.send({"refused": {"reason": "too many connections are still sending their join (256); retry", "retry_after_ms": 100}})
+    peer.send(
+        {"refused": {"reason": "too many connections are still sending their join (256); retry", "retry_after_ms": 100}}
+    )
     peer.close()
     peer = Peer(lsock, proc)
     assert set(peer.recv()) == {"join"}
@@ -211,7 +219,14 @@ def case_timeout():
     assert "could not connect to the coordinator at %s within 1 s" % addr in err, err
 
 
-CASES = {"join": case_join, "closed": case_closed, "refused": case_refused, "busy": case_busy, "no_token": case_no_token, "timeout": case_timeout}
+CASES = {
+    "join": case_join,
+    "closed": case_closed,
+    "refused": case_refused,
+    "busy": case_busy,
+    "no_token": case_no_token,
+    "timeout": case_timeout,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

@@ -14,14 +14,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-from landscaped_worker import msgpack, safetensors as st  # noqa: E402
+from landscaped_worker import msgpack  # noqa: E402
+from landscaped_worker import safetensors as st
 
 
 class MsgpackTest(unittest.TestCase):
     def test_round_trip_of_the_subset(self):
         v = {
             "id": 2**64 - 1,
-            "body": {"op": "combine", "scale": -0.5, "terms": [[1.5, 3], [-2.0, 2**40]], "neg": -2**63},
+            "body": {"op": "combine", "scale": -0.5, "terms": [[1.5, 3], [-2.0, 2**40]], "neg": -(2**63)},
             "s": "ü" * 40,
             "b": bytes(range(256)) * 300,
             "n": None,

@@ -14,7 +14,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from landscaped_worker import contract as C  # noqa: E402
 from landscaped_worker.errors import Failure  # noqa: E402
-from landscaped_worker.session import Session, strip  # noqa: E402
+from landscaped_worker.model import strip  # noqa: E402
+from landscaped_worker.session import Session  # noqa: E402
 
 
 class Lin(torch.nn.Module):
