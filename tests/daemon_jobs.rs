@@ -2,69 +2,15 @@
 //! classifier on the Python backend, misbehaving only at the checkpoint `step-10.safetensors`): a loss that
 //! hangs is stopped at its call's deadline and counted `outcome="timeout"`, later jobs still run, and no
 //! worker process is left; SIGTERM stops the daemon promptly while a job waits on a hung worker; a
-//! runaway allocation is stopped by `worker_memory_limit` in the job section.
+//! runaway allocation is stopped by `worker_memory_limit` in the job section, and a worker that cannot
+//! even load torch within it dies and is counted `outcome="worker_failed"`; a worker killed with SIGKILL
+//! (as the OOM killer kills) is counted `outcome="worker_failed"`, the daemon serves on and the job runs
+//! again at its next checkpoint; a checkpoint rotated away (HF `save_total_limit`) while its job's worker
+//! starts is counted `outcome="skipped"`, not as the factory's error.
 
 mod daemon_support;
 use daemon_support::*;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A checkpoint of the factories' model (weight [3, 4], bias [3]) in `ck` as `name`, written whole.
-fn drop_checkpoint(ck: &Path, name: &str, seed: f32) {
-    let values: Vec<f32> = (0..15).map(|i| ((i as f32) * 0.37 + seed).sin() * 0.5).collect();
-    let header = r#"{"weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"bias":{"dtype":"F32","shape":[3],"data_offsets":[48,60]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(ck.join("tmp.part"), bytes).unwrap();
-    std::fs::rename(ck.join("tmp.part"), ck.join(name)).unwrap();
-}
-
-/// Starts the daemon watching `<dir>/ck` with `job` (a section header and its keys besides the model's)
-/// computing on the Python factory `factory`; the workers note their pid in `<dir>/pids`.
-fn start_daemon(dir: &Path, job: &str, factory: &str, model_extra: &str) -> (Daemon, PathBuf, PathBuf) {
-    let ck = dir.join("ck");
-    let pids = dir.join("pids");
-    std::fs::create_dir_all(&ck).unwrap();
-    std::fs::create_dir_all(&pids).unwrap();
-    let port = free_port();
-    let config = dir.join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n{job}\nbackend = \"python\"\n\
-             python = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
-            dir.join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
-            python().to_str().unwrap(),
-        ),
-    )
-    .unwrap();
-    let tests_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-    let env =
-        [("PYTHONPATH", tests_python.to_str().unwrap()), ("LANDSCAPED_TEST_PID_DIR", pids.to_str().unwrap())];
-    (restart_env(config, port, dir, &env), ck, pids)
-}
-
-/// The pid a worker noted in `<pids>/<what>.pid`, once it has.
-fn noted_pid(d: &Daemon, pids: &Path, what: &str) -> i32 {
-    let file = pids.join(format!("{what}.pid"));
-    wait_until(Duration::from_secs(90), &format!("a worker at {what}"), || file.exists());
-    std::fs::read_to_string(&file).unwrap().trim().parse().unwrap_or_else(|e| panic!("{e}\n{}", d.log()))
-}
-
-/// Whether process `pid` is gone (no /proc entry: not running, not a zombie).
-fn gone(pid: i32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn runs(d: &Daemon, job: &str, outcome: &str) -> f64 {
-    d.metric(&format!("landscaped_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\",run=\"r\"}}"))
-        .unwrap_or(0.0)
-}
 
 /// A loss that hangs at step 10: the call is stopped at its deadline (the floor given by
 /// `worker_call_timeout`), the worker process is gone, the run counted `outcome="timeout"` with one line.
@@ -149,5 +95,96 @@ fn worker_memory_limit_stops_a_runaway_loss() {
     wait_until(Duration::from_secs(90), "the slice at step 20", || runs(&d, "slice", "ok") == 1.0);
     assert!(get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true")));
     assert_eq!(runs(&d, "slice", "error"), 1.0);
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// The one log line of `log` holding `what`.
+fn one_line<'a>(log: &'a str, what: &str) -> &'a str {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+    assert_eq!(lines.len(), 1, "one line with {what:?}:\n{log}");
+    lines[0]
+}
+
+/// The sharpness job's worker is killed with SIGKILL mid-call (what the kernel's OOM killer sends): the
+/// job is counted `outcome="worker_failed"` with one line naming the signal, the daemon keeps serving,
+/// and at the next checkpoint the job runs again and succeeds.
+#[test]
+fn a_killed_worker_is_counted_worker_failed_and_the_job_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[run.sharpness]\nevery = 1\nmeasures = [\"eigs\"]\nmax_hvps = 10";
+    let (d, ck, pids) = start_daemon(dir.path(), job, "bad_factories:hangs_at_step_10", "");
+    drop_checkpoint(&ck, "step-10.safetensors", 0.0);
+    let pid = noted_pid(&d, &pids, "hang");
+    // SAFETY: a plain signal to the worker process the factory named.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until(Duration::from_secs(30), "the killed worker's job counted", || {
+        runs(&d, "sharpness", "worker_failed") == 1.0
+    });
+    let log = d.log();
+    let line = one_line(&log, "its model worker failed");
+    assert!(line.contains(&format!("pid {pid}")) && line.contains("SIGKILL"), "{line}");
+    assert!(get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true")));
+
+    drop_checkpoint(&ck, "step-20.safetensors", 1.0);
+    wait_until(Duration::from_secs(90), "the sharpness job at step 20", || {
+        runs(&d, "sharpness", "ok") == 1.0
+    });
+    let v: serde_json::Value =
+        serde_json::from_str(&get(d.port, "/api/v1/runs/r/sharpness").unwrap()).unwrap();
+    assert!(v.to_string().contains("\"step\":20"), "{v}");
+    assert_eq!((runs(&d, "sharpness", "worker_failed"), runs(&d, "sharpness", "error")), (1.0, 0.0));
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// A `worker_memory_limit` too small for torch (1 GiB: torch maps about 3.2 GB once imported): the
+/// worker cannot load it, says so naming the limit, and exits; the job is counted
+/// `outcome="worker_failed"` with that line, and the daemon serves on.
+#[test]
+fn a_worker_over_its_memory_limit_at_start_dies_and_is_counted_worker_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[run.slice]\nevery = 1\nx = \"-0.5:0.5:3\"";
+    let (d, ck, _) =
+        start_daemon(dir.path(), job, "bad_factories:hangs_at_step_10", "worker_memory_limit = \"1G\"");
+    drop_checkpoint(&ck, "step-20.safetensors", 0.0);
+    wait_until(Duration::from_secs(60), "the slice job counted worker_failed", || {
+        runs(&d, "slice", "worker_failed") == 1.0
+    });
+    let log = d.log();
+    let line = one_line(&log, "its model worker failed");
+    assert!(line.contains("exited with code 3") && line.contains("address-space limit of 1.0 GiB"), "{line}");
+    assert!(get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true")));
+    assert_eq!((runs(&d, "slice", "ok"), runs(&d, "slice", "error")), (0.0, 0.0));
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// Issue 25: a Python worker starts slowly while the trainer's `save_total_limit` rotates the HF folder
+/// `checkpoint-10/` away; the factory's `AutoConfig.from_pretrained` then fails on the vanished path
+/// ("Repo id must be in the form ..."). The job is counted `outcome="skipped"` with one line saying the
+/// checkpoint was deleted while it ran, not `error`; the daemon serves on.
+#[test]
+fn a_checkpoint_rotated_away_while_the_worker_starts_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = "[run.slice]\nevery = 1\nx = \"-0.5:0.5:3\"";
+    let (d, ck, pids) = start_daemon(dir.path(), job, "bad_factories:from_pretrained_after_rotation", "");
+    // An HF checkpoint folder, written elsewhere and moved in whole, as the Trainer does.
+    let stage = dir.path().join("stage/checkpoint-10");
+    std::fs::create_dir_all(&stage).unwrap();
+    drop_checkpoint(&stage, "model.safetensors", 0.0);
+    std::fs::write(stage.join("trainer_state.json"), r#"{"global_step": 10}"#).unwrap();
+    std::fs::write(stage.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let folder = ck.join("checkpoint-10");
+    std::fs::rename(&stage, &folder).unwrap();
+    noted_pid(&d, &pids, "slow_start");
+    assert_eq!(recorded(d.port).iter().map(|(s, _)| *s).collect::<Vec<_>>(), [10]);
+    std::fs::remove_dir_all(&folder).unwrap();
+    wait_until(Duration::from_secs(60), "the slice job counted", || {
+        runs(&d, "slice", "skipped") + runs(&d, "slice", "error") > 0.0
+    });
+    let log = d.log();
+    assert_eq!((runs(&d, "slice", "skipped"), runs(&d, "slice", "error")), (1.0, 0.0), "{log}");
+    let line = one_line(&log, "job skipped");
+    assert!(line.contains("deleted while it ran") && line.contains("checkpoint-10"), "{line}");
+    assert!(!log.lines().any(|l| l.contains("job failed")), "{log}");
+    assert!(get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true")));
     assert_eq!(d.stop(), Some(0));
 }

@@ -58,13 +58,16 @@ struct Case {
     center: Option<u64>,
     exclude_1d: bool,
     precision: Precision,
+    /// Width of the hidden layer of pca_reference.py's wide head (0: the small net, d = 1,150).
+    hidden: usize,
 }
 
 fn check(case: Case) {
     let tmp = tempfile::tempdir().unwrap();
     let ckdir = tmp.path().join("ck");
     let data = tmp.path().join("data");
-    py(&["make", ckdir.to_str().unwrap(), &case.n.to_string(), &case.seed.to_string(), case.dtype]);
+    let (n, seed, hidden) = (case.n.to_string(), case.seed.to_string(), case.hidden.to_string());
+    py(&["make", ckdir.to_str().unwrap(), &n, &seed, case.dtype, &hidden]);
     let acfg = ArchiveConfig { precision: case.precision, ..Default::default() };
     ingest(&ckdir, &data, "run", &acfg);
     let cfg = PcaConfig {
@@ -127,6 +130,13 @@ fn check(case: Case) {
     for (n, s) in names.iter().zip(&shapes) {
         offsets.insert(n.clone(), (off, s.clone()));
         off += s.iter().product::<usize>();
+    }
+    if case.hidden > 0 {
+        let chunk = landscaped::trajectory::gram::CHUNK;
+        assert!(
+            off >= 100_000 && shapes.iter().any(|s| s.iter().product::<usize>() > 3 * chunk),
+            "d = {off}"
+        );
     }
     let mut signs = Vec::new();
     for j in 0..case.k {
@@ -192,6 +202,7 @@ fn agrees_with_sklearn_f32_default() {
         center: None,
         exclude_1d: false,
         precision: Precision::F32,
+        hidden: 0,
     });
 }
 
@@ -205,6 +216,7 @@ fn agrees_with_sklearn_bf16_checkpoints_excluding_1d_centre_step() {
         center: Some(500),
         exclude_1d: true,
         precision: Precision::F32,
+        hidden: 0,
     });
 }
 
@@ -218,7 +230,26 @@ fn agrees_with_sklearn_bf16_archive() {
         center: None,
         exclude_1d: false,
         precision: Precision::Bf16,
+        hidden: 0,
     });
+}
+
+/// d = 112,540 parameters, beyond one 32 Ki-element chunk of the Gram pass (gram::CHUNK): the 100,800-
+/// element weight is accumulated over four chunks, and rows of many tensors over many chunks; same
+/// tolerances as the small net (the Gram matrix is summed in f64, so its rounding grows ∝ √chunks at most).
+#[test]
+fn agrees_with_sklearn_beyond_one_gram_chunk() {
+    let case = Case {
+        n: 10,
+        seed: 4,
+        dtype: "f32",
+        k: 3,
+        center: None,
+        exclude_1d: false,
+        precision: Precision::F32,
+        hidden: 1050,
+    };
+    check(case);
 }
 
 fn tensor(name: &str, shape: &[usize], seed: u64) -> (TensorInfo, Values) {

@@ -89,6 +89,15 @@ def main(argv):
     try:
         import torch  # noqa: F401
     except ImportError as e:
+        limit = _address_space_limit()
+        if limit is not None and ("failed to map" in str(e) or "cannot allocate" in str(e).lower()):
+            print(
+                "landscaped_worker: torch cannot be loaded within this worker's address-space limit of %.1f GiB "
+                "(worker_memory_limit / --worker-memory-limit; torch maps about 3.2 GB once imported, give it at "
+                "least 4G): %s" % (limit / 2**30, e),
+                file=sys.stderr,
+            )
+            return 3
         print(
             "landscaped_worker: the Python at %s has no torch (%s); install PyTorch there or point --python at "
             "the environment you train with" % (sys.executable, e),
@@ -105,6 +114,14 @@ def main(argv):
         print("landscaped_worker: %s" % e, file=sys.stderr)
         return 1
     return 0
+
+
+def _address_space_limit():
+    """This process's RLIMIT_AS in bytes, None when unlimited."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 if __name__ == "__main__":

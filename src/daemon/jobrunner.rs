@@ -8,7 +8,7 @@
 //! Outcomes (`landscaped_job_runs_total{outcome}`): `ok`, `error`, `worker_failed` (its model worker
 //! died or could not start), `timeout` (a worker call outlived its deadline, see
 //! [`crate::worker::client::CallPace`]; the worker was stopped), `cancelled` (stopped by the daemon's
-//! shutdown), `skipped` (its checkpoint was deleted before it ran).
+//! shutdown), `skipped` (its checkpoint was deleted before it ran, or while it ran and it then failed).
 
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::daemon::metrics::Metrics;
@@ -130,14 +130,12 @@ impl JobRunner {
             };
             // A checkpoint deleted before its job ran (the Trainer's save_total_limit, a cleanup) is
             // skipped with one line, not reported as the job's failure.
-            if let Ok(Some(rec)) = crate::store::checkpoints::checkpoint(&ctx.store, &run, step)
-                && !std::path::Path::new(&rec.path).exists()
-            {
+            if let Some(path) = deleted_checkpoint(&ctx, &run, step) {
                 tracing::info!(
                     run,
                     job = name,
                     step,
-                    path = rec.path,
+                    path,
                     "job skipped: the checkpoint was deleted before it ran"
                 );
                 metrics.job_runs.with_label_values(&[&run, name, "skipped"]).inc();
@@ -164,6 +162,21 @@ impl JobRunner {
                         tracing::warn!(run, job = name, step, "job failed, its model worker failed: {e:#}");
                         "worker_failed"
                     }
+                    // Deleted while the job ran (e.g. while a Python worker started): the failure is
+                    // the deletion's (a factory's `from_pretrained` then says "Repo id must be ..."),
+                    // so it is skipped like a checkpoint deleted before, its error kept as a field.
+                    Ok(Err(e)) if let Some(path) = deleted_checkpoint(&ctx, &run, step) => {
+                        let error = format!("{e:#}");
+                        tracing::info!(
+                            run,
+                            job = name,
+                            step,
+                            path,
+                            error,
+                            "job skipped: the checkpoint was deleted while it ran"
+                        );
+                        "skipped"
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(run, job = name, step, "job failed: {e:#}");
                         "error"
@@ -177,6 +190,12 @@ impl JobRunner {
             metrics.job_duration.with_label_values(&[&run, name]).observe(t.elapsed().as_secs_f64());
         }
     }
+}
+
+/// The path of the checkpoint (run, step) when it is recorded but no longer on disk.
+fn deleted_checkpoint(ctx: &JobContext, run: &str, step: u64) -> Option<String> {
+    let rec = crate::store::checkpoints::checkpoint(&ctx.store, run, step).ok()??;
+    (!std::path::Path::new(&rec.path).exists()).then_some(rec.path)
 }
 
 /// Whether a job's error is a model worker call past its deadline (the worker was stopped).

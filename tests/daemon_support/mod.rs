@@ -194,3 +194,75 @@ pub fn recorded(port: u16) -> Vec<(u64, f64)> {
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
+
+// The model-running jobs on the Python backend (tests/python/bad_factories.py, a tiny linear classifier
+// that misbehaves only at the checkpoint `step-10.*`).
+
+/// A checkpoint of the factories' model (weight [3, 4], bias [3]) in `ck` as `name`, written whole.
+pub fn drop_checkpoint(ck: &Path, name: &str, seed: f32) {
+    let values: Vec<f32> = (0..15).map(|i| ((i as f32) * 0.37 + seed).sin() * 0.5).collect();
+    let header = r#"{"weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"bias":{"dtype":"F32","shape":[3],"data_offsets":[48,60]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    for v in values {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(ck.join("tmp.part"), bytes).unwrap();
+    std::fs::rename(ck.join("tmp.part"), ck.join(name)).unwrap();
+}
+
+/// Starts the daemon watching `<dir>/ck` with `job` (a section header and its keys besides the model's)
+/// computing on the Python factory `factory`; the workers note their pid in `<dir>/pids`.
+pub fn start_daemon(dir: &Path, job: &str, factory: &str, model_extra: &str) -> (Daemon, PathBuf, PathBuf) {
+    start_daemon_with(dir, "", job, factory, model_extra)
+}
+
+/// [`start_daemon`] with `top`, top-level keys of the config (e.g. `nice = 5`).
+pub fn start_daemon_with(
+    dir: &Path,
+    top: &str,
+    job: &str,
+    factory: &str,
+    model_extra: &str,
+) -> (Daemon, PathBuf, PathBuf) {
+    let ck = dir.join("ck");
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::create_dir_all(&pids).unwrap();
+    let port = free_port();
+    let config = dir.join("landscaped.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+             rescan_interval_secs = 30\n{top}\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n{job}\nbackend = \"python\"\n\
+             python = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
+            dir.join("data").to_str().unwrap(),
+            ck.to_str().unwrap(),
+            python().to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let tests_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let env =
+        [("PYTHONPATH", tests_python.to_str().unwrap()), ("LANDSCAPED_TEST_PID_DIR", pids.to_str().unwrap())];
+    (restart_env(config, port, dir, &env), ck, pids)
+}
+
+/// The pid a worker noted in `<pids>/<what>.pid`, once it has.
+pub fn noted_pid(d: &Daemon, pids: &Path, what: &str) -> i32 {
+    let file = pids.join(format!("{what}.pid"));
+    wait_until(Duration::from_secs(90), &format!("a worker at {what}"), || file.exists());
+    std::fs::read_to_string(&file).unwrap().trim().parse().unwrap_or_else(|e| panic!("{e}\n{}", d.log()))
+}
+
+/// Whether process `pid` is gone (no /proc entry: not running, not a zombie).
+pub fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `landscaped_job_runs_total` of run `r`'s `job` with `outcome` (0 before the first).
+pub fn runs(d: &Daemon, job: &str, outcome: &str) -> f64 {
+    d.metric(&format!("landscaped_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\",run=\"r\"}}"))
+        .unwrap_or(0.0)
+}

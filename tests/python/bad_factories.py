@@ -93,3 +93,20 @@ def allocates_at_step_10(checkpoint):
         return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
 
     return model, data, loss
+
+
+def from_pretrained_after_rotation(checkpoint):
+    """A Hugging Face factory (``AutoConfig.from_pretrained(checkpoint)`` for the model's config) in a worker
+    that starts slowly: at the folder ``checkpoint-10`` it notes its pid and waits (at most 60 s) until the
+    trainer's ``save_total_limit`` has rotated the folder away, as a worker importing torch on a busy machine
+    may find it; then it reads the config as usual."""
+    from transformers import AutoConfig
+
+    if os.path.basename(str(checkpoint).rstrip("/")) == "checkpoint-10":
+        _note_pid("slow_start")
+        deadline = time.time() + 60
+        while os.path.exists(checkpoint) and time.time() < deadline:
+            time.sleep(0.05)
+    AutoConfig.from_pretrained(checkpoint)
+    model, data = _tiny()
+    return model, data, "cross_entropy"

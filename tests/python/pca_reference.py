@@ -1,9 +1,11 @@
 """Reference values for trajectory PCA (tests/trajectory_pca.rs), from PyTorch + scikit-learn.
 
-make OUTDIR N SEED DTYPE
+make OUTDIR N SEED DTYPE [HIDDEN]
     Writes N checkpoints OUTDIR/step_<s>.safetensors of a small conv net (conv, batch norm, linear)
     whose parameters follow a random walk with a low-rank drift (so PCA has structure), DTYPE f32 or bf16.
     Batch-norm running statistics and the integer num_batches_tracked are saved too, as a state dict has.
+    With HIDDEN > 0 the head is Linear(96, HIDDEN) + Linear(HIDDEN, 10) (HIDDEN = 1050: d = 112,540, a
+    100,800-element weight spanning four of the Gram pass's 32 Ki-element chunks).
 
 reference CKDIR OUT.json K CENTER EXCLUDE_1D PRECISION [PCDIR]
     Builds the n x d matrix of rows theta_i - theta_c from the same checkpoints in float64, with the
@@ -26,19 +28,23 @@ from safetensors.torch import load_file, save_file
 from sklearn.decomposition import PCA
 
 
-def make_model():
+def make_model(hidden=0):
+    if hidden:
+        head = [torch.nn.Linear(6 * 4 * 4, hidden), torch.nn.Linear(hidden, 10)]
+    else:
+        head = [torch.nn.Linear(6 * 4 * 4, 10)]
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 6, 3),
         torch.nn.BatchNorm2d(6),
         torch.nn.ReLU(),
         torch.nn.Flatten(),
-        torch.nn.Linear(6 * 4 * 4, 10),
+        *head,
     )
 
 
-def make(outdir, n, seed, dtype):
+def make(outdir, n, seed, dtype, hidden=0):
     torch.manual_seed(seed)
-    model = make_model()
+    model = make_model(hidden)
     with torch.no_grad():
         model[1].running_mean.normal_()
         model[1].running_var.uniform_(0.5, 2.0)
@@ -129,7 +135,8 @@ def reference(ckdir, out, k, center, exclude_1d, precision, pcdir=None):
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
-        make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        hidden = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+        make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], hidden)
     elif cmd == "reference":
         a = sys.argv
         reference(a[2], a[3], int(a[4]), int(a[5]), a[6] == "1", a[7], a[8] if len(a) > 8 else None)
