@@ -10,7 +10,7 @@ torch.distributed.checkpoint folder of {"model": sharded state dict, "optimizer_
 one __R_0.distcp per rank, plus meta.pt with global_step), and, from rank 0:
 - OUT/lightning.safetensors: the module's full state dict as FSDP gathers it (FULL_STATE_DICT), keys
   prefixed "model." as Lightning writes them: what landscaped must read back exactly;
-- OUT/reference_lightning.json: the folder, its step (trainer.global_step) and the state dict's files.
+- OUT/reference_lightning.json: the folder, its step (trainer.global_step) and its number of state-dict entries.
 
 Two things stand between Lightning's FSDP and a CPU, both worked around without touching how it saves:
 - Trainer refuses FSDPStrategy without a GPU accelerator, by an exact type check
