@@ -1,8 +1,11 @@
 //! Checkpoints of large runs, written by the real libraries: torch.distributed.checkpoint with world
-//! size 1 and 2 (torchrun, gloo, DTensor shards), its safetensors variant, a Megatron `torch_dist`
-//! layout and Lightning's sharded layout built with DCP (tests/python/large_runs_make.py), and
-//! DeepSpeed ZeRO-2 / ZeRO-3 folders written by DeepSpeed itself (tests/fixtures/deepspeed, from
-//! tests/python/deepspeed_make.py, with zero_to_fp32's result beside them).
+//! size 1 and 2 (torchrun, gloo, DTensor shards), its safetensors variant and an imitation of
+//! Megatron-LM's `torch_dist` layout built with DCP (tests/python/large_runs_make.py; Megatron-LM
+//! itself does not run here), Lightning's sharded layout written by Lightning itself (a Trainer with
+//! FSDPStrategy(state_dict_type="sharded") on 2 CPU processes, tests/python/lightning_sharded_make.py,
+//! checked against the module's state dict as FSDP gathers it), and DeepSpeed ZeRO-2 / ZeRO-3 folders
+//! written by DeepSpeed itself (tests/fixtures/deepspeed, from tests/python/deepspeed_make.py, with
+//! zero_to_fp32's result beside them).
 //!
 //! Every tensor must read back bit-exactly as PyTorch (or zero_to_fp32) has it; ingest statistics
 //! must match PyTorch's on the reassembled state dict (1e-6, identical torch.histc counts); the bad

@@ -3,7 +3,8 @@
 //! dropped into a watched folder; the daemon computes a 2D random slice about it (same seed as the
 //! reference) and stores it. Checked: the grid and centre loss against PyTorch (1e-5 relative, as
 //! tests/slice_reference.rs), the gauges against their documented formulas on the reference grid
-//! (1e-5 relative), the JSON and CSV API.
+//! (1e-5 relative), the JSON and CSV API; a slice in the trajectory-PCA plane against scikit-learn's
+//! PCA and the loss in plain PyTorch (1e-5 relative).
 
 mod daemon_support;
 use daemon_support::*;
@@ -259,6 +260,9 @@ fn daemon_slice_abandoned_when_a_newer_checkpoint_arrives() {
 /// `dirs = "pca"` beside `[run.pca]`: once the run's PCA has two components, the job slices its plane
 /// about the PCA's centre checkpoint, with the trajectory in it; the centre loss is PyTorch's loss of
 /// that checkpoint, and `landscaped slice --dirs pca` on the same store computes the same values.
+/// Both are checked against an outside reference at all 441 points: the plane from scikit-learn's PCA
+/// of the same checkpoints (sign-aligned), the loss in plain PyTorch (tests/python/pca_slice_reference.py);
+/// the explained variance ratios and the trajectory's coordinates against sklearn's too.
 #[test]
 fn daemon_pca_slice_lies_in_the_trajectory_plane() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +312,42 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
         assert!(xs[0] < x && x < xs[20] && ys[0] < y && y < ys[20], "({x}, {y}) outside the grid");
     }
     let daemon_loss = rec["values"]["loss"].clone();
+    // The outside reference: scikit-learn's PCA of the same three checkpoints and the loss in plain
+    // PyTorch at θc + x·pc1 + y·pc2 for every point of the grid (tests/python/pca_slice_reference.py).
+    let reference = pca_plane_reference(&fx, &rec);
+    let ratios: Vec<f64> = rec["directions"]["Pca"]["explained_variance_ratio"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the record's PCA directions: {}", rec["directions"]))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (k, want) in reference["ratio"].as_array().unwrap().iter().enumerate() {
+        // sklearn's ratios; landscaped's agree to 1e-6 (tests/trajectory_pca.rs measures ~1e-15).
+        let want = want.as_f64().unwrap();
+        assert!(
+            (ratios[k] - want).abs() <= 1e-6,
+            "explained variance ratio {k}: {} vs sklearn {want}",
+            ratios[k]
+        );
+    }
+    for (p, want) in traj.iter().zip(reference["coords"].as_array().unwrap()) {
+        for k in 0..2 {
+            // The coordinates are f32 archive values projected in f64: 1e-5 relative to the path's size.
+            let (got, want) = (p[k].as_f64().unwrap(), want[k].as_f64().unwrap());
+            let scale = reference["coords"][0][k].as_f64().unwrap().abs().max(1e-12);
+            assert!((got - want).abs() <= 1e-5 * scale, "trajectory coordinate {k}: {got} vs sklearn {want}");
+        }
+    }
+    let want = flat_grid(&reference["loss"]);
+    let got: Vec<f64> = daemon_loss.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(want.len(), 441);
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / w.abs()).fold(0.0, f64::max);
+    eprintln!(
+        "PCA-plane slice vs PyTorch + scikit-learn: worst relative difference {worst:.2e} over 441 points"
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(rel_close(*g, *w, PCA_SLICE_TOLERANCE), "loss at point {i}: daemon {g} vs PyTorch {w}");
+    }
     // The y direction's gauges exist for a 2D slice.
     // (Published once the job has stopped its workers, right after the record is complete.)
     wait_until(Duration::from_secs(30), "the y curvature gauge", || {
@@ -333,22 +373,49 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
         .output()
         .unwrap();
     let cli: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    let flat = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().clone())
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
     let (a, b) = (
-        flat(&cli["loss"]),
+        flat_grid(&cli["loss"]),
         daemon_loss.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
     );
     assert_eq!(a.len(), 441);
-    for (x, y) in a.iter().zip(&b) {
+    for ((x, y), w) in a.iter().zip(&b).zip(&want) {
         assert!(rel_close(*x, *y, 1e-9), "CLI {x} vs daemon {y}");
+        assert!(rel_close(*x, *w, PCA_SLICE_TOLERANCE), "CLI {x} vs PyTorch {w}");
     }
+}
+
+/// Relative tolerance of a PCA-plane loss against the PyTorch reference: the reference forms
+/// θc + x·v1 + y·v2 in float64 from sklearn's float64 components, landscaped in float32 from float32
+/// direction files (a relative rounding of ~6e-8 per weight, times the grid's reach), and the losses
+/// are float32 sums over the batches; 1e-5 as the random slices against the reference code
+/// (tests/slice_reference.rs).
+const PCA_SLICE_TOLERANCE: f64 = 1e-5;
+
+/// A grid Z[iy][ix] as one row-major vector.
+fn flat_grid(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().clone())
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// tests/python/pca_slice_reference.py on the fixture's three checkpoints (steps 10, 20, 30) and the
+/// slice record `rec` (its grid coordinates and trajectory signs).
+fn pca_plane_reference(fx: &Path, rec: &serde_json::Value) -> serde_json::Value {
+    let record = fx.join("pca_slice_record.json");
+    std::fs::write(&record, rec.to_string()).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(root.join("tests/python/pca_slice_reference.py"))
+        .arg(fx)
+        .arg(&record)
+        .args(["ckpt_a", "ckpt_mid", "ckpt_b"].map(|n| fx.join(format!("{n}.safetensors"))))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pca_slice_reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A `[run.slice]` job computing on workers from a launcher (`workers_listen`): each run of the job

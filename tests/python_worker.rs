@@ -358,7 +358,8 @@ fn the_slice_command_runs_the_python_backend() {
 
 #[test]
 fn the_workers_codecs_and_contract_pass_their_python_tests() {
-    // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals;
+    // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals, and
+    // both codecs against the `msgpack` package and `safetensors.torch`, both directions;
     // tests/python/worker_contract_test.py: factory returns, data, losses, binding, without a process.
     let out = std::process::Command::new(venv_python())
         .args(["-m", "unittest", "-q"])

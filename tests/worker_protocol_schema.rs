@@ -1,4 +1,4 @@
-//! The worker protocol defined once: the Rust types of `landscaped::worker::protocol` are the source, and
+//! The worker protocol defined once: the Rust types of `landscaped_protocol::messages` are the source, and
 //! the Python worker's `landscaped_worker/protocol.py` is generated from them.
 //!
 //! - Enumerations (operations, replies, state sources, start vectors, error kinds, join messages, losses)
@@ -13,9 +13,10 @@
 //!   sends (a real session on a tiny model).
 //! - docs/worker-protocol.md names every operation, reply, field and error kind, and the version.
 
-use landscaped::worker::loss::Loss;
-use landscaped::worker::protocol::{
-    self, BindRules, Contract, ErrorKind, GridPoint, Join, JoinMessage, LayoutSlot, MAX_FRAME_BYTES,
+use landscaped_protocol::loss::Loss;
+use landscaped_protocol::messages as protocol;
+use landscaped_protocol::messages::{
+     BindRules, Contract, ErrorKind, GridPoint, Join, JoinMessage, LayoutSlot, MAX_FRAME_BYTES,
     ModelInfo, Op, PROTOCOL_VERSION, Reply, SlotInfo, StateSource, VectorInit, capability,
 };
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};

@@ -9,10 +9,15 @@ Writes under OUT:
 - dcp_st/step-6/         the same model through FileSystemWriter(serialization_format=SAFETENSORS)
 - dcp2/step-7/           world size 2 (gloo, CPU): every parameter a DTensor sharded over 2 ranks
                           (Shard(0), one Shard(1), uneven splits), written by both ranks
-- megatron/iter_0000100/ a Megatron torch_dist layout: DCP + common.pt + metadata.json, beside
-                          latest_checkpointed_iteration.txt ("100")
-- lightning/epoch=0-step=12.ckpt/  Lightning's sharded layout as its FSDPStrategy writes it:
-                          DCP of {"model": sd, "optimizer_0": ...} + meta.pt (global_step 12)
+- megatron/iter_0000100/ an IMITATION of Megatron-LM's torch_dist layout (Megatron-LM needs CUDA and
+                          Transformer Engine; it cannot run here), modelled on megatron.core.dist_checkpointing:
+                          the tensors through torch.distributed.checkpoint (what its torch_dist strategy
+                          uses), common.pt (torch.save of the common state, as its save_common writes it),
+                          metadata.json (its CheckpointingConfig), beside latest_checkpointed_iteration.txt
+                          ("100"); keys without a model. prefix, optimizer state under optimizer.
+- lightning/epoch=E-step=12.ckpt/  Lightning's sharded layout written by Lightning itself: a Trainer with
+                          FSDPStrategy(state_dict_type="sharded") on 2 CPU processes
+                          (lightning_sharded_make.py), with the module's full state dict beside it
 - OUT/bad/{overlap,huge,missing_chunk,unknown_class,transform,past_eof}/  dcp1 with one defect in .metadata
 - OUT/reference.json     per layout: PyTorch's statistics (float64) of the reassembled model state dict
                           (norm, mean, std, min, max, torch.histc bins=30) and the raw values' file
@@ -28,7 +33,7 @@ import warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.filesystem import FileSystemWriter, SerializationFormat
 
 warnings.filterwarnings("ignore")
@@ -99,16 +104,19 @@ def world1():
     dcp.save({**sd, "optimizer.state.exp_avg.embed.weight": torch.ones(11, 6)}, checkpoint_id=p)
     torch.save({"iteration": 100, "checkpoint_version": 3.0}, os.path.join(p, "common.pt"))
     with open(os.path.join(p, "metadata.json"), "w") as fh:
-        json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1}, fh)
+        # Megatron-Core's CheckpointingConfig as dist_checkpointing.save writes it (asdict).
+        json.dump(
+            {
+                "sharded_backend": "torch_dist",
+                "sharded_backend_version": 1,
+                "common_backend": "torch",
+                "common_backend_version": 1,
+            },
+            fh,
+        )
     with open(os.path.join(run, "latest_checkpointed_iteration.txt"), "w") as fh:
         fh.write("100")
     record("megatron", p, 100, "", "megatron")
-
-    # Lightning FSDPStrategy(state_dict_type="sharded"): DCP of {"model", "optimizer_0"} + meta.pt.
-    p = os.path.join(OUT, "lightning", "epoch=0-step=12.ckpt")
-    dcp.save({"model": sd, "optimizer_0": optim_like(sd)}, checkpoint_id=p)
-    torch.save({"epoch": 0, "global_step": 12, "pytorch-lightning_version": "2.5.0"}, os.path.join(p, "meta.pt"))
-    record("lightning", p, 12, "model.", "dcp")
 
     bad_variants(os.path.join(OUT, "dcp1", "step-5"))
     with open(os.path.join(OUT, "reference1.json"), "w") as fh:
@@ -206,8 +214,14 @@ if __name__ == "__main__":
         world2()
         sys.exit(0)
     os.makedirs(OUT, exist_ok=True)
-    world1()
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Lightning's run (most of its time is importing lightning in both ranks) beside the rest.
+    lightning = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lightning_sharded_make.py"), OUT],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    world1()
     subprocess.run(
         [
             sys.executable,
@@ -225,9 +239,14 @@ if __name__ == "__main__":
         env=env,
         stdout=subprocess.DEVNULL,
     )
+    if lightning.wait() != 0:
+        sys.exit("lightning_sharded_make.py failed")
     ref = {}
     for f in ["reference1.json", "reference2.json"]:
         with open(os.path.join(OUT, f)) as fh:
             ref.update(json.load(fh))
+    with open(os.path.join(OUT, "reference_lightning.json")) as fh:
+        lit = json.load(fh)
+    ref["lightning"] = dict(stats(load_file(os.path.join(OUT, "lightning.safetensors"))), layout="dcp", **lit)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
