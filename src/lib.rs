@@ -12,4 +12,4 @@ pub mod sharpness;
 pub mod store;
 pub mod table;
 pub mod trajectory;
-pub mod worker;
+pub mod workers;

@@ -12,10 +12,10 @@ use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
 use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::{DirectionSource, SliceRecord};
-use landscaped::worker::{ModelContract, Worker, WorkerError};
+use landscaped::workers::{ModelContract, Worker, WorkerError};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
-use landscaped_protocol::messages::{BindRules, Contract, ErrorKind, StateSource, VectorInit};
+use landscaped_protocol::messages::{BindRules, ErrorKind, StateSource, VectorInit, WireContract};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
@@ -88,7 +88,7 @@ fn model_contract(python: bool, factory: &str, workers: usize) -> ModelContract 
 /// A started worker of either backend with the model loaded.
 fn worker(python: bool, factory: &str) -> Result<Worker, WorkerError> {
     let c = model_contract(python, factory, 1);
-    let mut pc: Contract = c.protocol_contract(Some(1)).unwrap();
+    let mut pc: WireContract = c.protocol_contract(Some(1)).unwrap();
     pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
     let mut w = Worker::start(&c.worker_options().unwrap())?;
     w.load_model(&pc)?;
@@ -360,11 +360,11 @@ fn the_slice_command_runs_the_python_backend() {
 fn the_workers_codecs_and_contract_pass_their_python_tests() {
     // tests/python/worker_codecs_test.py: MessagePack and safetensors round trips and refusals, and
     // both codecs against the `msgpack` package and `safetensors.torch`, both directions;
-    // tests/python/worker_contract_test.py: factory returns, data, losses, binding, without a process.
+    // tests/python/worker_factory_test.py: factory returns, data, losses, binding, without a process.
     let out = std::process::Command::new(venv_python())
         .args(["-m", "unittest", "-q"])
         .arg(root().join("tests/python/worker_codecs_test.py"))
-        .arg(root().join("tests/python/worker_contract_test.py"))
+        .arg(root().join("tests/python/worker_factory_test.py"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

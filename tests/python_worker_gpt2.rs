@@ -12,7 +12,7 @@ use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
 use landscaped::sharpness::runner::sharpness_at;
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
-use landscaped::worker::{ModelContract, Worker};
+use landscaped::workers::{ModelContract, Worker};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};

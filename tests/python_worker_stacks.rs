@@ -8,7 +8,7 @@ use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
-use landscaped::worker::{ModelContract, Worker};
+use landscaped::workers::{ModelContract, Worker};
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::{Path, PathBuf};

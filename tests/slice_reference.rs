@@ -9,7 +9,7 @@ use landscaped::landscape::runner::{PlaneSpec, SliceRequest, parameter_list, run
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
 use landscaped::store::slices::{DirectionSource, SliceRecord};
-use landscaped::worker::{ModelContract, Worker, WorkerOptions, locate_worker};
+use landscaped::workers::{ModelContract, Worker, WorkerOptions, locate_worker};
 use landscaped_formats::Checkpoint;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource};

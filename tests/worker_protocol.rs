@@ -3,18 +3,18 @@
 //! (TorchScript; module `torchscript`) and on `python -m landscaped_worker` (eager PyTorch in the venv's
 //! Python, the factory tests/python/digits_factory.py; module `python`). Another implementation runs
 //! the `torchscript` checks with `LANDSCAPED_TEST_WORKER="cmd args…"` and
-//! `LANDSCAPED_TEST_CONTRACT='{json}'` (a protocol `Contract`; `{dir}` in it is replaced by the fixture
+//! `LANDSCAPED_TEST_CONTRACT='{json}'` (a protocol `WireContract`; `{dir}` in it is replaced by the fixture
 //! folder, which holds the checkpoints `ckpt_a.safetensors` / `ckpt_b.safetensors` and `reference.json`).
 //!
 //! Then what the caller does when a worker misbehaves: not found, another protocol version, no
 //! handshake, killed mid-request, a memory limit it can't start under, output that doesn't fit the
 //! targets — each one clear error, never a hang or a panic.
 
-use landscaped::worker::client::{WORKER_BIN, describe_status};
-use landscaped::worker::{Worker, WorkerError, WorkerOptions, locate_worker};
+use landscaped::workers::client::{WORKER_BIN, describe_status};
+use landscaped::workers::{Worker, WorkerError, WorkerOptions, locate_worker};
 use landscaped_protocol::messages::{
-    self as protocol, BindRules, Contract, ErrorKind, GridPoint, PROTOCOL_VERSION, Reply, Response,
-    StateSource, VectorInit, capability, f64_bytes,
+    self as protocol, BindRules, ErrorKind, GridPoint, PROTOCOL_VERSION, Reply, Response, StateSource,
+    VectorInit, WireContract, capability, f64_bytes,
 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -41,7 +41,7 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
 /// A worker implementation under test: how to start it, and the contract it loads.
 struct Impl {
     options: WorkerOptions,
-    contract: Contract,
+    contract: WireContract,
 }
 
 /// `landscaped-worker`, or whatever `LANDSCAPED_TEST_WORKER` / `LANDSCAPED_TEST_CONTRACT` name.
@@ -57,7 +57,7 @@ fn python() -> Impl {
     o.args = vec!["-m".into(), "landscaped_worker".into()];
     let path = std::env::join_paths([root.join("python"), root.join("tests/python")]).unwrap();
     o.env.push(("PYTHONPATH".into(), path.to_string_lossy().into_owned()));
-    let contract = Contract {
+    let contract = WireContract {
         factory: Some("digits_factory:build".into()),
         checkpoint: Some(fixture().0.join("ckpt_b.safetensors")),
         batch_size: 64,
@@ -82,13 +82,13 @@ fn options() -> WorkerOptions {
     }
 }
 
-fn contract() -> Contract {
+fn contract() -> WireContract {
     let dir = &fixture().0;
     match std::env::var("LANDSCAPED_TEST_CONTRACT") {
         Ok(json) if !json.trim().is_empty() => {
             serde_json::from_str(&json.replace("{dir}", &dir.display().to_string())).unwrap()
         }
-        _ => Contract {
+        _ => WireContract {
             model: Some(dir.join("model/model.pt")),
             eval_data: Some(dir.join("model/eval.safetensors")),
             batch_size: 64,

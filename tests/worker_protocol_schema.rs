@@ -16,8 +16,8 @@
 use landscaped_protocol::loss::Loss;
 use landscaped_protocol::messages as protocol;
 use landscaped_protocol::messages::{
-     BindRules, Contract, ErrorKind, GridPoint, Join, JoinMessage, LayoutSlot, MAX_FRAME_BYTES,
-    ModelInfo, Op, PROTOCOL_VERSION, Reply, SlotInfo, StateSource, VectorInit, capability,
+    BindRules, ErrorKind, GridPoint, Join, JoinMessage, LayoutSlot, MAX_FRAME_BYTES, ModelInfo, Op,
+    PROTOCOL_VERSION, Reply, SlotInfo, StateSource, VectorInit, WireContract, capability,
 };
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -117,8 +117,8 @@ fn struct_fields<T: DeserializeOwned>() -> Vec<&'static str> {
 
 // ---- one example of every message, every optional field present -----------------------------------------
 
-fn contract() -> Contract {
-    Contract {
+fn contract() -> WireContract {
+    WireContract {
         model: Some("/m.pt".into()),
         eval_data: Some("/e.safetensors".into()),
         factory: Some("f:g".into()),
@@ -262,7 +262,7 @@ fn map_entries(v: &rmpv::Value) -> Vec<(String, rmpv::Value)> {
 impl Description {
     fn new() -> Description {
         let mut structs = BTreeMap::new();
-        structs.insert("Contract", struct_fields::<Contract>());
+        structs.insert("WireContract", struct_fields::<WireContract>());
         structs.insert("BindRules", struct_fields::<BindRules>());
         structs.insert("GridPoint", struct_fields::<GridPoint>());
         structs.insert("ModelInfo", struct_fields::<ModelInfo>());
@@ -362,7 +362,7 @@ fn py_str(s: &str) -> String {
     format!("{s:?}")
 }
 
-/// `{"a": None, "b": "Contract"}`, on one line when it fits after `indent` + `prefix`, else one field a line.
+/// `{"a": None, "b": "WireContract"}`, on one line when it fits after `indent` + `prefix`, else one field a line.
 fn py_fields(fields: &Fields, indent: usize, prefix: &str) -> String {
     let item = |(k, t): &(String, Option<String>)| {
         format!("{}: {}", py_str(k), t.as_deref().map(py_str).unwrap_or_else(|| "None".into()))
@@ -394,7 +394,7 @@ fn py_table(out: &mut String, var: &str, comment: &str, rows: Vec<(String, Strin
 
 fn render_python(d: &Description) -> String {
     let mut out = String::from(
-        "\"\"\"The worker protocol as landscaped's Rust types define it (src/worker/protocol.rs, src/worker/loss.rs).\n\
+        "\"\"\"The worker protocol as landscaped's Rust types define it (crates/protocol/src/messages.rs, crates/protocol/src/loss.rs).\n\
          \n\
          GENERATED from those types by tests/worker_protocol_schema.rs, which fails when this file differs from\n\
          them: do not edit it; rewrite it with `LANDSCAPED_REGENERATE=1 cargo test --test worker_protocol_schema`.\n\
@@ -475,7 +475,7 @@ fn render_python(d: &Description) -> String {
     py_table(
         &mut out,
         "LOSSES",
-        "The TorchScript contract's losses (src/worker/loss.rs): whether each reports an accuracy.",
+        "The TorchScript contract's losses (crates/protocol/src/loss.rs): whether each reports an accuracy.",
         losses,
     );
     out
@@ -512,7 +512,7 @@ fn the_examples_cover_every_variant_serde_knows() {
         assert_eq!(e.as_str(), *k);
     }
     // The tracer itself: it sees a field and a variant that are there.
-    assert!(struct_fields::<Contract>().contains(&"precision"));
+    assert!(struct_fields::<WireContract>().contains(&"precision"));
     assert!(d.variants("Op").contains(&"hvp"));
     assert!(kinds.contains(&"bad_request"));
 }

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from . import contract as C
+from . import factory as C
 from .errors import NON_FINITE, Failure, bad
 from .states import bytes_f64, f64_bytes
 

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from . import contract as C
+from . import factory as C
 from .errors import BAD_CONTRACT, Failure, bad
 
 

@@ -1,4 +1,4 @@
-"""The worker protocol as landscaped's Rust types define it (src/worker/protocol.rs, src/worker/loss.rs).
+"""The worker protocol as landscaped's Rust types define it (crates/protocol/src/messages.rs, crates/protocol/src/loss.rs).
 
 GENERATED from those types by tests/worker_protocol_schema.rs, which fails when this file differs from
 them: do not edit it; rewrite it with `LANDSCAPED_REGENERATE=1 cargo test --test worker_protocol_schema`.
@@ -12,7 +12,7 @@ MAX_FRAME_BYTES = 268435456
 # Requests: {"id": n, "body": {"op": name, ...fields}}.
 OPS = {
     "hello": {"protocol": None, "client": None},
-    "load_model": {"contract": "Contract"},
+    "load_model": {"contract": "WireContract"},
     "load_state": {"source": "StateSource", "bind": "BindRules"},
     "read_state": {"state": None},
     "set_state": {"state": None},
@@ -90,18 +90,6 @@ TAGGED = {
 # Structures inside messages, by their Rust name.
 STRUCTS = {
     "BindRules": {"strip_prefixes": None, "mapping": None, "allow_unexpected": None, "missing_zero": None},
-    "Contract": {
-        "model": None,
-        "eval_data": None,
-        "factory": None,
-        "loss": None,
-        "batch_size": None,
-        "subsample": None,
-        "device": None,
-        "threads": None,
-        "checkpoint": None,
-        "precision": None,
-    },
     "GridPoint": {"index": None, "a": None, "b": None},
     "Join": {
         "protocol": None,
@@ -125,6 +113,18 @@ STRUCTS = {
         "source": None,
     },
     "SlotInfo": {"name": None, "shape": None, "parameter": None},
+    "WireContract": {
+        "model": None,
+        "eval_data": None,
+        "factory": None,
+        "loss": None,
+        "batch_size": None,
+        "subsample": None,
+        "device": None,
+        "threads": None,
+        "checkpoint": None,
+        "precision": None,
+    },
 }
 
 # The join exchange over TCP: {name: {...fields}}.
@@ -175,7 +175,7 @@ CAP_HVP = "hvp"
 CAP_TORCH_RNG = "torch_rng"
 CAP_CUDA = "cuda"
 
-# The TorchScript contract's losses (src/worker/loss.rs): whether each reports an accuracy.
+# The TorchScript contract's losses (crates/protocol/src/loss.rs): whether each reports an accuracy.
 LOSSES = {
     "cross_entropy": True,
     "mse": False,

@@ -5,7 +5,7 @@
 
 use super::Cli;
 use crate::table::Table;
-use crate::worker::contract::ModelContract;
+use crate::workers::contract::ModelContract;
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -31,7 +31,7 @@ pub fn run(cli: &Cli, a: &InfoArgs) -> anyhow::Result<()> {
     };
     let started = contract.worker_options().and_then(|o| {
         let program = o.program.display().to_string();
-        let w = crate::worker::Worker::start(&o)?;
+        let w = crate::workers::Worker::start(&o)?;
         let hello = w.hello.clone();
         let _ = w.shutdown();
         Ok((program, hello))

@@ -340,7 +340,7 @@ pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
         bail!("slice {} is 1D; the |λmin/λmax| map needs a 2D slice", a.slice);
     }
     let m = &rec.model;
-    let contract = crate::worker::contract::ModelContract {
+    let contract = crate::workers::contract::ModelContract {
         model: Some(PathBuf::from(&m.model)),
         eval_data: Some(PathBuf::from(&m.eval_data)),
         loss: Some(m.loss.clone()),

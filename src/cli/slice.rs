@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The model contract on the command line: `--model-dir` (what examples/landscaped_export.py writes) or
 /// `--model`, `--eval-data`, `--loss`; the same type the daemon's `[run.model]` section reads.
-pub use crate::worker::contract::ModelContract as ModelArgs;
+pub use crate::workers::contract::ModelContract as ModelArgs;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirKind {

@@ -30,8 +30,8 @@ struct RawConfig {
     data_dir: PathBuf,
     #[serde(default = "default_listen")]
     listen: SocketAddr,
-    #[serde(default = "default_workers")]
-    workers: usize,
+    #[serde(default = "default_ingest_tasks", alias = "workers")]
+    ingest_tasks: usize,
     #[serde(default = "default_quiet")]
     quiet_period_secs: f64,
     #[serde(default = "default_incomplete_timeout")]
@@ -100,7 +100,7 @@ impl Default for MetricsConfig {
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
 }
-fn default_workers() -> usize {
+fn default_ingest_tasks() -> usize {
     1
 }
 fn default_quiet() -> f64 {
@@ -209,7 +209,7 @@ pub struct Config {
     pub path: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub workers: usize,
+    pub ingest_tasks: usize,
     pub quiet_period: std::time::Duration,
     /// A checkpoint still incomplete this long after its last change is counted as an error (kind
     /// `incomplete`) and left alone until it changes again.
@@ -230,7 +230,7 @@ pub struct Config {
     /// Time a request has to be answered.
     pub http_request_timeout: std::time::Duration,
     /// An ingest with no progress (no chunk read, no phase done) for this long makes `/healthz` 503
-    /// and is abandoned by its worker (see [`crate::daemon::worker`]).
+    /// and is abandoned by its worker (see [`crate::daemon::scheduler`]).
     pub stall_limit: std::time::Duration,
     pub metrics: MetricsConfig,
     pub runs: Vec<RunConfig>,
@@ -252,8 +252,8 @@ impl Config {
         if !raw.data_dir.is_absolute() {
             return Err(bad("data_dir", format!("{} must be an absolute path", raw.data_dir.display())));
         }
-        if raw.workers == 0 || raw.workers > 256 {
-            return Err(bad("workers", format!("{} is not in 1..=256", raw.workers)));
+        if raw.ingest_tasks == 0 || raw.ingest_tasks > 256 {
+            return Err(bad("ingest_tasks", format!("{} is not in 1..=256", raw.ingest_tasks)));
         }
         let secs = |key: &str, v: f64, min: f64| -> anyhow::Result<std::time::Duration> {
             if !v.is_finite() || v < min || v > 86_400.0 {
@@ -344,7 +344,7 @@ impl Config {
             path: path.to_path_buf(),
             data_dir: raw.data_dir,
             listen: raw.listen,
-            workers: raw.workers,
+            ingest_tasks: raw.ingest_tasks,
             quiet_period,
             incomplete_timeout,
             watch_mode: raw.watch_mode,
@@ -398,7 +398,7 @@ mod tests {
     fn minimal_config_has_defaults() {
         let c = parse(MIN).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
-        assert_eq!(c.workers, 1);
+        assert_eq!(c.ingest_tasks, 1);
         assert_eq!(c.quiet_period, std::time::Duration::from_secs(2));
         assert_eq!(c.watch_mode, WatchMode::Auto);
         assert_eq!(c.runs.len(), 1);
@@ -419,8 +419,10 @@ mod tests {
     fn bad_values_are_named() {
         let e = parse(&MIN.replace("127.0.0.1:9464", "localhost")).unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = parse(&format!("workers = 0\n{MIN}")).unwrap_err().to_string();
-        assert!(e.contains("workers"), "{e}");
+        let e = parse(&format!("ingest_tasks = 0\n{MIN}")).unwrap_err().to_string();
+        assert!(e.contains("ingest_tasks"), "{e}");
+        // The key's old name is still read.
+        assert_eq!(parse(&format!("workers = 3\n{MIN}")).unwrap().ingest_tasks, 3);
         let e = parse(&format!("quiet_period_secs = -1\n{MIN}")).unwrap_err().to_string();
         assert!(e.contains("quiet_period_secs"), "{e}");
         let e = parse(&format!("watch_mode = \"fanotify\"\n{MIN}")).unwrap_err().to_string();

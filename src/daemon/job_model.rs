@@ -25,7 +25,7 @@
 //! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
 //! rejects keys it doesn't know).
 
-use crate::worker::contract::ModelContract;
+use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use std::path::PathBuf;
 
@@ -91,7 +91,7 @@ pub struct JobModel {
     /// Address-space limit of each worker process (`RLIMIT_AS`), e.g. `8G`.
     #[serde(default)]
     pub worker_memory_limit: Option<String>,
-    /// Seconds any worker call is given at least (see [`crate::worker::client::CallPace`]).
+    /// Seconds any worker call is given at least (see [`crate::workers::client::CallPace`]).
     #[serde(default)]
     pub worker_call_timeout: Option<u64>,
     #[serde(default)]
@@ -135,19 +135,19 @@ pub fn gpu_device(section: &toml::Value) -> Option<&str> {
 impl JobModel {
     fn validate(&self) -> Result<()> {
         if let Some(m) = &self.worker_memory_limit {
-            crate::worker::contract::parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
+            crate::workers::contract::parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
         }
         if self.worker_call_timeout == Some(0) {
             bail!("worker_call_timeout: must be at least 1 (seconds)");
         }
         let args = self.args();
-        if self.worker.is_some() && args.backend().ok() == Some(crate::worker::contract::Backend::Python) {
+        if self.worker.is_some() && args.backend().ok() == Some(crate::workers::contract::Backend::Python) {
             bail!(
                 "worker: the python backend runs `python -m landscaped_worker` (set python); worker is the \
                  landscaped-worker executable of backend torchscript"
             );
         }
-        if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::worker::contract::Backend::Python
+        if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::workers::contract::Backend::Python
             || self.factory.is_some()
             || self.precision.is_some()
         {
@@ -168,7 +168,7 @@ impl JobModel {
         if let Some(l) = &self.loss {
             l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
         }
-        crate::worker::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
+        crate::workers::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
         self.args().bind_rules().map_err(|e| anyhow!("map: {e}"))?;
         self.args().check_listen("")
     }
@@ -236,7 +236,7 @@ mod tests {
         assert!(err("model_dir = \"/m\"\nthreads = 0").starts_with("threads: "));
         // The python backend: a factory instead of the TorchScript files, the same keys as the flags.
         let (m, _) = split(&section("factory = \"mytrain.landscape:build\"\nloss = \"causal_lm\"")).unwrap();
-        assert_eq!(m.args().backend().unwrap(), crate::worker::contract::Backend::Python);
+        assert_eq!(m.args().backend().unwrap(), crate::workers::contract::Backend::Python);
         assert!(err("backend = \"python\"").starts_with("factory: missing"));
         assert!(err("factory = \"nocolon\"").starts_with("factory: "));
         assert!(err("factory = \"m:f\"\nloss = \"hinge\"").starts_with("loss: "));

@@ -7,7 +7,7 @@
 //!
 //! Outcomes (`landscaped_job_runs_total{outcome}`): `ok`, `error`, `worker_failed` (its model worker
 //! died or could not start), `timeout` (a worker call outlived its deadline, see
-//! [`crate::worker::client::CallPace`]; the worker was stopped), `cancelled` (stopped by the daemon's
+//! [`crate::workers::client::CallPace`]; the worker was stopped), `cancelled` (stopped by the daemon's
 //! shutdown), `skipped` (its checkpoint was deleted before it ran, or while it ran and it then failed).
 
 use crate::daemon::jobs::{JobContext, PeriodicJob};
@@ -200,13 +200,13 @@ fn deleted_checkpoint(ctx: &JobContext, run: &str, step: u64) -> Option<String> 
 
 /// Whether a job's error is a model worker call past its deadline (the worker was stopped).
 fn is_timeout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<crate::worker::WorkerError>().is_some_and(|w| w.is_timeout()))
+    e.chain().any(|c| c.downcast_ref::<crate::workers::WorkerError>().is_some_and(|w| w.is_timeout()))
 }
 
 /// Whether a job's error is its model worker failing (died, hung, spoke another protocol, couldn't
 /// start), counted as `outcome="worker_failed"`; the job runs again at its next trigger.
 fn is_worker_failure(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<crate::worker::WorkerError>().is_some_and(|w| w.is_worker_failure()))
+    e.chain().any(|c| c.downcast_ref::<crate::workers::WorkerError>().is_some_and(|w| w.is_worker_failure()))
 }
 
 #[cfg(test)]

@@ -352,7 +352,7 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         // The coordinators count in process-wide counters (they know nothing of this registry).
-        for (kind, n) in crate::worker::listen::refusals() {
+        for (kind, n) in crate::workers::listen::refusals() {
             let c = self.worker_joins_refused.with_label_values(&[kind]);
             c.inc_by(n.saturating_sub(c.get()));
         }

@@ -30,6 +30,7 @@ pub mod priority;
 pub mod process;
 pub mod progress;
 pub mod queue;
+pub mod scheduler;
 pub mod seen;
 pub mod server;
 pub mod shutdown;
@@ -38,7 +39,6 @@ pub mod systemd;
 pub mod taxonomy;
 pub mod temps;
 pub mod watch;
-pub mod worker;
 
 pub use config::Config;
 pub use server::run;

@@ -1,7 +1,7 @@
 //! Measured progress of the ingests in flight, for `/healthz` and the stall limit: each worker's item
 //! records when it started and when it last moved (a phase done, a chunk of tensor data read). An item
 //! that has not moved for longer than `stall_limit` makes `/healthz` answer 503 with the path and how
-//! long it has been stuck; the scheduler stops waiting for it (see [`crate::daemon::worker`]).
+//! long it has been stuck; the scheduler stops waiting for it (see [`crate::daemon::scheduler`]).
 
 use crate::ingest::TensorSink;
 use landscaped_formats::{Checkpoint, ChunkValues};

@@ -1,6 +1,6 @@
 //! Starting and stopping the daemon: lower priority, open the store, build the runtime, start the
-//! HTTP server, the watcher, the workers and the job thread; on SIGTERM/SIGINT stop taking work, let
-//! workers finish their item, stop jobs, flush the store and return (exit 0).
+//! HTTP server, the watcher, the ingest tasks and the job thread; on SIGTERM/SIGINT stop taking work,
+//! let the ingest tasks finish their item, stop jobs, flush the store and return (exit 0).
 //!
 //! Once listening it writes `<data_dir>/daemon.json` ([`Identity`]: listen address, pid, store id,
 //! canonical data dir), which the CLI reads to find the daemon that holds the store; removed at exit.
@@ -15,7 +15,7 @@ use crate::daemon::process::Processor;
 use crate::daemon::queue::WorkQueue;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::watch::{Scanner, WatchSettings};
-use crate::daemon::{memory, priority, systemd, watch, worker};
+use crate::daemon::{memory, priority, scheduler, systemd, watch};
 use crate::store::Store;
 use anyhow::Context;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(config.workers + 4)
+        .max_blocking_threads(config.ingest_tasks + 4)
         .thread_name("landscaped")
         .enable_all()
         .build()
@@ -139,9 +139,9 @@ async fn serve(
     let job_thread =
         std::thread::Builder::new().name("landscaped-jobs".into()).spawn(move || jr.run_loop(ctx))?;
 
-    let mut workers = Vec::new();
-    for _ in 0..config.workers {
-        workers.push(tokio::spawn(worker::run(
+    let mut ingest_tasks = Vec::new();
+    for _ in 0..config.ingest_tasks {
+        ingest_tasks.push(tokio::spawn(scheduler::run(
             queue.clone(),
             processor.clone(),
             job_runner.clone(),
@@ -169,12 +169,12 @@ async fn serve(
     systemd::stopping();
     // A job mid-call never holds the exit up: its model workers are stopped (the call fails at once).
     job_runner.stop();
-    let stopped = crate::worker::client::stop_all_workers();
+    let stopped = crate::workers::client::stop_all_workers();
     if stopped > 0 {
         tracing::info!("stopped {stopped} model worker(s) of the running job");
     }
     let _ = watcher.await;
-    for w in workers {
+    for w in ingest_tasks {
         let _ = w.await;
     }
     // The job thread ends at its next safe point; one stuck elsewhere is not waited for past the grace.

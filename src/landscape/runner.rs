@@ -11,14 +11,14 @@ use super::dispatch::{DispatchReport, Evaluator, PointError, PointEvaluator, eva
 use super::slice::{Outcome, SliceValues};
 use crate::store::slices::{self, DirectionSource, ModelUsed, SliceRecord};
 use crate::store::{Store, unix_now};
-use crate::worker::contract::{ModelContract, WorkerSource};
-use crate::worker::listen::workers_from_launcher;
-use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
-use crate::worker::{Worker, WorkerError};
+use crate::workers::contract::{ModelContract, WorkerSource};
+use crate::workers::listen::workers_from_launcher;
+use crate::workers::pool::{ThreadPlan, default_threads, start_workers};
+use crate::workers::{Worker, WorkerError};
 use anyhow::{Result, anyhow};
 use landscaped_formats::Checkpoint;
 use landscaped_maths::directions::RandomDirections;
-use landscaped_protocol::messages::{BindRules, Contract, GridPoint, Handle, ModelInfo, StateSource};
+use landscaped_protocol::messages::{BindRules, GridPoint, Handle, ModelInfo, StateSource, WireContract};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -130,7 +130,7 @@ pub fn extra_gpu_devices(device: &str, workers_given: bool, hello_devices: &[Str
 pub fn first_workers(
     contract: &ModelContract,
     source: &WorkerSource,
-    pc: &Contract,
+    pc: &WireContract,
     label: &str,
     cancel: &AtomicBool,
 ) -> Result<Vec<Worker>> {
@@ -157,7 +157,7 @@ pub fn start_more(
     workers: &mut Vec<Worker>,
     contract: &ModelContract,
     source: &WorkerSource,
-    pc: &Contract,
+    pc: &WireContract,
     plan: &mut ThreadPlan,
     label: &str,
 ) -> Result<()> {
@@ -170,7 +170,7 @@ pub fn start_more(
     let gpus = extra_gpu_devices(&contract.device, contract.workers.is_some(), &devices);
     if !gpus.is_empty() {
         for (i, d) in gpus.iter().enumerate() {
-            let c = Contract { device: d.clone(), ..pc.clone() };
+            let c = WireContract { device: d.clone(), ..pc.clone() };
             let more = format!("{label} (GPU {}/{})", i + 2, gpus.len() + 1);
             workers.extend(start_workers(&opts, &c, 1, &more)?);
         }
@@ -189,7 +189,7 @@ pub fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
 }
 
 /// The record's description of the model contract in use.
-pub fn model_used(info: &ModelInfo, contract: &landscaped_protocol::messages::Contract) -> ModelUsed {
+pub fn model_used(info: &ModelInfo, contract: &landscaped_protocol::messages::WireContract) -> ModelUsed {
     ModelUsed {
         model: contract
             .model
@@ -418,7 +418,7 @@ pub fn run_slice(
     slices::put(store, &rec)?;
     store.flush()?;
     let (outcome, dispatch) = out?;
-    let stopped = crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
+    let stopped = crate::workers::pool::shutdown_all(workers, crate::workers::pool::SHUTDOWN_WITHIN);
     if stopped > 0 {
         tracing::warn!("{}: {stopped} worker(s) did not answer shutdown; stopped", req.label);
     }

@@ -7,7 +7,7 @@
 //! a grid point after `set_point`); [`WorkerSpace::close`] sends `hessian_close`, which frees every
 //! vector and puts the module back at the centre.
 
-use crate::worker::Worker;
+use crate::workers::Worker;
 use landscaped_maths::curvature::measures::ParamSlot;
 use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector};
 use landscaped_protocol::messages::{VectorInit, f64_bytes};

@@ -12,9 +12,9 @@ use crate::landscape::runner::{
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
-use crate::worker::contract::{ModelContract, WorkerSource};
-use crate::worker::pool::{ThreadPlan, default_threads, start_workers};
-use crate::worker::{Worker, WorkerError};
+use crate::workers::contract::{ModelContract, WorkerSource};
+use crate::workers::pool::{ThreadPlan, default_threads, start_workers};
+use crate::workers::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::{Extremes, LanczosOptions, extremes};
 use landscaped_maths::curvature::space::ParamSubset;
@@ -140,7 +140,7 @@ pub fn sharpness_at(
     opts.validate()?;
     let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
     let rep = compute_in_workers(&mut workers, opts, progress)?;
-    crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
+    crate::workers::pool::shutdown_all(workers, crate::workers::pool::SHUTDOWN_WITHIN);
     Ok((rep, used))
 }
 
@@ -243,7 +243,7 @@ pub fn ratio_map(
         bail!("cancelled");
     }
     let n = workers.len();
-    crate::worker::pool::shutdown_all(workers, crate::worker::pool::SHUTDOWN_WITHIN);
+    crate::workers::pool::shutdown_all(workers, crate::workers::pool::SHUTDOWN_WITHIN);
     let mut map = RatioMap {
         ratio: vec![vec![f64::NAN; nx]; ny],
         lambda_max: vec![vec![f64::NAN; nx]; ny],

@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 import landscaped_worker  # noqa: E402
-from landscaped_worker import contract as C  # noqa: E402
+from landscaped_worker import factory as C  # noqa: E402
 from landscaped_worker import msgpack, server, tcp  # noqa: E402
 from landscaped_worker import protocol as P  # noqa: E402
 from landscaped_worker import safetensors as st  # noqa: E402

@@ -51,7 +51,7 @@ pub struct Response {
 /// What the model contract says: which model, which evaluation set, which loss, and how to evaluate.
 /// The TorchScript worker takes `model` + `eval_data`; the Python worker takes `factory`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Contract {
+pub struct WireContract {
     /// TorchScript file (scripted or traced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
@@ -159,7 +159,7 @@ pub enum Op {
     /// The handshake, always first. Answer: `hello`.
     Hello { protocol: u32, client: String },
     /// Load the model contract (once per worker). Answer: `model`.
-    LoadModel { contract: Contract },
+    LoadModel { contract: WireContract },
     /// Read a state (every slot: parameters, then float buffers) from a checkpoint or safetensors file,
     /// bound by name; every missing, unexpected or misshapen key is named in one `bad_checkpoint`
     /// error before anything is kept. Answer: `handle`.
@@ -471,12 +471,12 @@ impl Join {
     }
 }
 
-impl Contract {
+impl WireContract {
     /// A short id of what the workers must agree on (model, data, loss, batch, subsample, device,
     /// precision; not threads or the checkpoint): 16 hex digits of FNV-1a over its encoding. It tells a
     /// worker started for another job from one started for this job; it is not a secret.
     pub fn id(&self) -> String {
-        let c = Contract { threads: None, checkpoint: None, ..self.clone() };
+        let c = WireContract { threads: None, checkpoint: None, ..self.clone() };
         let bytes = encode(&c).unwrap_or_default();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in bytes {
@@ -529,7 +529,7 @@ mod tests {
         let ops = vec![
             Op::Hello { protocol: PROTOCOL_VERSION, client: "t".into() },
             Op::LoadModel {
-                contract: Contract { batch_size: 8, device: "cpu".into(), ..Default::default() },
+                contract: WireContract { batch_size: 8, device: "cpu".into(), ..Default::default() },
             },
             Op::LoadState {
                 source: StateSource::Checkpoint { path: "/x.pt".into() },

@@ -10,7 +10,7 @@
 //! GPU one worker is used.
 
 use super::client::{Worker, WorkerError, WorkerOptions};
-use landscaped_protocol::messages::{Contract, ModelInfo};
+use landscaped_protocol::messages::{ModelInfo, WireContract};
 
 /// Most bytes of extra model weights automatic sizing may add (the sidecar stays small).
 pub const WORKER_WEIGHT_BUDGET: usize = 256 << 20;
@@ -62,7 +62,7 @@ pub fn weight_bytes(info: &ModelInfo) -> usize {
 /// The processes are started on the calling thread, which must outlive them (see [`Worker::spawn`]).
 pub fn start_workers(
     opts: &WorkerOptions,
-    contract: &Contract,
+    contract: &WireContract,
     n: usize,
     label: &str,
 ) -> Result<Vec<Worker>, WorkerError> {

@@ -1,12 +1,12 @@
-//! The scheduler: `workers` tasks take the lowest-step due item from the queue and process it on a
+//! The scheduler: `ingest_tasks` tasks take the lowest-step due item from the queue and process it on a
 //! blocking thread (never on the HTTP runtime), then act on the outcome: done (tell the job runner),
 //! retry later (back into the queue; after an environment error with backoff), failed or unchanged
-//! (dropped). At shutdown each worker gives the item it holds [`SHUTDOWN_GRACE`] to finish, then stops
+//! (dropped). At shutdown each ingest task gives the item it holds [`SHUTDOWN_GRACE`] to finish, then stops
 //! (ingest is atomic: an abandoned item is simply redone at the next start).
 //!
 //! An item that makes no progress for longer than `stall_limit` (a read stuck in the kernel: a hung
 //! network filesystem) is abandoned: one line, `landscaped_errors_total{kind="stalled"}`, and the
-//! worker goes on with the queue; the item stays marked in flight (so it is not queued again) until
+//! ingest task goes on with the queue; the item stays marked in flight (so it is not queued again) until
 //! its thread returns, and `/healthz` answers 503 meanwhile.
 
 use crate::daemon::jobrunner::JobRunner;
@@ -16,7 +16,7 @@ use crate::daemon::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a worker waits at shutdown for the item it holds.
+/// How long an ingest task waits at shutdown for the item it holds.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub async fn run(
@@ -105,7 +105,9 @@ pub async fn run(
                             queue.push(item);
                         }
                     }
-                    Err(e) => tracing::error!("processing {}: worker panicked: {e}", item.path.display()),
+                    Err(e) => {
+                        tracing::error!("processing {}: ingest task panicked: {e}", item.path.display())
+                    }
                 }
                 continue;
             }

@@ -62,7 +62,7 @@ pub struct ListenOptions {
     pub wait: Duration,
     /// The shared secret every worker must send.
     pub token: String,
-    /// This job's contract id ([`protocol::Contract::id`]).
+    /// This job's contract id ([`protocol::WireContract::id`]).
     pub contract_id: String,
 }
 
@@ -524,7 +524,7 @@ pub fn device_for(contract_device: &str, join: &Join, arrival: usize, devices: &
 /// fail here are dropped with a line through `on_lost`; an error only when none is left.
 pub fn prepare_joined(
     joined: Vec<Joined>,
-    contract: &protocol::Contract,
+    contract: &protocol::WireContract,
     threads: Option<usize>,
     handshake_timeout: Duration,
     mut on_lost: impl FnMut(&str),
@@ -591,7 +591,7 @@ pub fn prepare_joined(
 /// in messages (`slice`, `sharpness map`).
 pub fn workers_from_launcher(
     opts: &ListenOptions,
-    contract: &protocol::Contract,
+    contract: &protocol::WireContract,
     threads: Option<usize>,
     handshake_timeout: Duration,
     label: &str,
@@ -944,11 +944,12 @@ mod tests {
         let joined = vec![Joined { worker, join: Join::default(), peer: addr }];
         let t = Instant::now();
         let mut lost = Vec::new();
-        let e = prepare_joined(joined, &protocol::Contract::default(), None, Duration::from_secs(120), |l| {
-            lost.push(l.to_string())
-        })
-        .err()
-        .expect("no worker is left");
+        let e =
+            prepare_joined(joined, &protocol::WireContract::default(), None, Duration::from_secs(120), |l| {
+                lost.push(l.to_string())
+            })
+            .err()
+            .expect("no worker is left");
         done.store(true, Ordering::Relaxed);
         // The frame's stall limit (10 s), far below the 120 s handshake limit.
         assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());

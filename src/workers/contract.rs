@@ -1,6 +1,6 @@
 //! The model contract as a user states it — on the command line (`--model-dir`, `--loss`, …) or in the
 //! daemon's `[run.model]` section (the same names, `map` for `--map`) — and what it becomes: the
-//! protocol's [`Contract`] for each worker, the [`BindRules`] for checkpoints, and how to start workers.
+//! protocol's [`WireContract`] for each worker, the [`BindRules`] for checkpoints, and how to start workers.
 //! One type for both front ends, so the flags and the config keys can't drift apart.
 //!
 //! Two backends: `torchscript` (`landscaped-worker`, a TorchScript file and an evaluation set) and
@@ -11,7 +11,7 @@
 
 use super::client::{WorkerOptions, locate_worker};
 use anyhow::{Result, anyhow, bail};
-use landscaped_protocol::messages::{BindRules, Contract};
+use landscaped_protocol::messages::{BindRules, WireContract};
 use std::path::{Path, PathBuf};
 
 /// The model contract and how to run it. `clap` reads it from flags, `serde` from `[run.model]`.
@@ -481,7 +481,7 @@ impl ModelContract {
     }
 
     /// The contract each worker loads (files resolved from `model_dir`), with `threads` intra-op threads.
-    pub fn protocol_contract(&self, threads: Option<usize>) -> Result<Contract> {
+    pub fn protocol_contract(&self, threads: Option<usize>) -> Result<WireContract> {
         if self.backend()? == Backend::Python {
             let factory = self
                 .factory
@@ -492,7 +492,7 @@ impl ModelContract {
                 bail!("--batch-size: must be at least 1");
             }
             check_device(&self.device).map_err(|e| anyhow!(e))?;
-            return Ok(Contract {
+            return Ok(WireContract {
                 factory: Some(factory),
                 loss: self.loss.clone(),
                 batch_size: self.batch_size,
@@ -519,7 +519,7 @@ impl ModelContract {
             bail!("--batch-size: must be at least 1");
         }
         check_device(&self.device).map_err(|e| anyhow!(e))?;
-        Ok(Contract {
+        Ok(WireContract {
             model: Some(model),
             eval_data: Some(eval),
             factory: None,

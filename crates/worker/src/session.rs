@@ -17,8 +17,8 @@ use landscaped_maths::directions::{
     Ignore, Normalization, RandomDirections, cosine, interpolation_direction,
 };
 use landscaped_protocol::messages::{
-    BindRules, Contract, ErrorKind, GridPoint, Handle, LayoutSlot, ModelInfo, Op, PROTOCOL_VERSION, Reply,
-    SlotInfo, StateSource, VectorInit, bytes_f64, capability, f64_bytes,
+    BindRules, ErrorKind, GridPoint, Handle, LayoutSlot, ModelInfo, Op, PROTOCOL_VERSION, Reply, SlotInfo,
+    StateSource, VectorInit, WireContract, bytes_f64, capability, f64_bytes,
 };
 use std::collections::HashMap;
 
@@ -302,7 +302,7 @@ impl Session {
         Ok(v.clone())
     }
 
-    fn load_model(&mut self, c: &Contract) -> Result<Reply, Failure> {
+    fn load_model(&mut self, c: &WireContract) -> Result<Reply, Failure> {
         if self.model.is_some() {
             return Err(bad("a model is already loaded in this worker"));
         }

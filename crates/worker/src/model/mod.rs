@@ -22,7 +22,7 @@
 //!   the optimizer back on ([`prepare_inference_thread`]).
 //! - Slices: [`Model::plane`] holds a centre and directions on the device; [`Model::set_point`] writes
 //!   θ* + a·δ + b·η (the worker evaluates grid points this way; several workers run in parallel, see
-//!   `landscaped::worker::pool`). [`directions`] draws the paper's random directions for a seed in
+//!   `landscaped::workers::pool`). [`directions`] draws the paper's random directions for a seed in
 //!   libtorch's order and reads PCA direction files; [`rng`] seeds libtorch's generator.
 
 pub mod binding;

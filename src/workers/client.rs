@@ -10,8 +10,8 @@
 //! (`PR_SET_PDEATHSIG`), so a stopped daemon leaves no worker behind; a connected one is hung up on.
 
 use landscaped_protocol::messages::{
-    self as protocol, Contract, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply,
-    Request, Response,
+    self as protocol, ErrorKind, GridPoint, Handle, ModelInfo, Op, PROTOCOL_VERSION, Reply, Request,
+    Response, WireContract,
 };
 use landscaped_protocol::transport::{read_frame, write_frame};
 use std::collections::{HashMap, VecDeque};
@@ -644,7 +644,7 @@ impl Worker {
     }
 
     /// Loads the model contract.
-    pub fn load_model(&mut self, contract: &Contract) -> Result<ModelInfo, WorkerError> {
+    pub fn load_model(&mut self, contract: &WireContract) -> Result<ModelInfo, WorkerError> {
         match self.call(Op::LoadModel { contract: contract.clone() })? {
             Reply::Model { info } => {
                 self.model = Some(info.clone());

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from landscaped_worker import contract as C  # noqa: E402
+from landscaped_worker import factory as C  # noqa: E402
 from landscaped_worker.errors import Failure  # noqa: E402
 from landscaped_worker.model import strip  # noqa: E402
 from landscaped_worker.session import Session  # noqa: E402
