@@ -33,7 +33,7 @@ use super::torch_item::{self, Archive, TensorRef};
 use super::{CheckpointError, Dtype, TensorInfo};
 
 /// The metadata file of a DCP folder.
-pub const METADATA: &str = ".metadata";
+pub(crate) const METADATA: &str = ".metadata";
 
 /// The largest `.metadata` read.
 const MAX_METADATA: u64 = 512 * 1024 * 1024;
@@ -51,7 +51,7 @@ fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
 }
 
 /// Whether `dir` holds a DCP `.metadata` file.
-pub fn is_dcp_folder(dir: &Path) -> bool {
+pub(crate) fn is_dcp_folder(dir: &Path) -> bool {
     dir.join(METADATA).is_file()
 }
 

@@ -49,7 +49,7 @@ fn ranks(name: &str, suffix: &str) -> Option<(Option<usize>, usize)> {
 }
 
 /// Whether `dir` holds DeepSpeed model states (`*mp_rank_*_model_states.pt`).
-pub fn is_deepspeed_folder(dir: &Path) -> bool {
+pub(crate) fn is_deepspeed_folder(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.flatten().any(|e| e.file_name().to_str().is_some_and(|n| ranks(n, "_model_states.pt").is_some()))
     })

@@ -74,7 +74,7 @@ const FOREIGN_FORMATS: [(&str, &str); 8] = [
 ];
 
 /// If a file name has the extension of a checkpoint format landscaped does not read, say which.
-pub fn foreign_format(name: &str) -> Option<String> {
+pub(crate) fn foreign_format(name: &str) -> Option<String> {
     let ext = name.rsplit_once('.')?.1;
     FOREIGN_FORMATS
         .iter()
@@ -143,10 +143,10 @@ pub fn step_from_name(name: &str) -> Option<u64> {
 
 /// The file examples/landscaped_export.py writes last into a model export folder: a folder holding it
 /// is the model contract for slices, not a checkpoint.
-pub const MODEL_EXPORT_MARKER: &str = "landscaped.toml";
+pub(crate) const MODEL_EXPORT_MARKER: &str = "landscaped.toml";
 
 /// Whether `dir` is a model export folder (it holds [`MODEL_EXPORT_MARKER`]).
-pub fn is_model_export_dir(dir: &Path) -> bool {
+pub(crate) fn is_model_export_dir(dir: &Path) -> bool {
     dir.join(MODEL_EXPORT_MARKER).is_file()
 }
 
@@ -156,7 +156,7 @@ pub fn in_model_export(path: &Path) -> bool {
 }
 
 /// Whether a name is a temp file or folder (never a checkpoint).
-pub fn is_temp_name(name: &str) -> bool {
+pub(crate) fn is_temp_name(name: &str) -> bool {
     name.starts_with('.')
         || name.starts_with("tmp")
         || name.ends_with('~')

@@ -53,8 +53,8 @@ pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
 
 pub use complete::check_complete;
 pub use layout::{
-    Scan, Skip, find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder,
-    is_hf_folder, is_temp_name, name_of, scan_checkpoints, step_from_name,
+    find_checkpoints, in_model_export, is_checkpoint_file_name, is_checkpoint_folder, is_hf_folder, name_of,
+    scan_checkpoints, step_from_name,
 };
 
 /// Element type of a stored tensor.
@@ -218,7 +218,7 @@ impl Values {
 /// The reading side of one layout's file(s): the tensors it holds and their bytes by range.
 /// Implemented by the safetensors and torch-zip readers; a new layout implements it and is wrapped
 /// by [`Checkpoint::from_sources`]. `read_at` is called from several threads at once.
-pub trait TensorSource: Send + Sync + std::fmt::Debug {
+pub(crate) trait TensorSource: Send + Sync + std::fmt::Debug {
     /// The tensors, in the order their bytes are best read (file order).
     fn tensors(&self) -> Vec<TensorInfo>;
     /// Bytes `[offset, offset + buf.len())` of tensor `i`'s data: little-endian, contiguous in

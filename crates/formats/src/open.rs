@@ -281,7 +281,7 @@ impl Checkpoint {
     /// A checkpoint made of `sources` (their tensors in order, one source after another): how a
     /// layout reader outside this module (DCP, Megatron, DeepSpeed, ...) becomes a `Checkpoint`.
     /// `members` are every file it consists of (stat'ed by [`Checkpoint::files`] for change detection).
-    pub fn from_sources(
+    pub(crate) fn from_sources(
         path: PathBuf,
         layout: Layout,
         step: Option<u64>,
@@ -297,17 +297,6 @@ impl Checkpoint {
             }
         }
         Checkpoint { path, layout, step, tensors, parts: sources, locs, members }
-    }
-
-    /// A checkpoint that is only a listing (no files behind it): for tools and tests that feed
-    /// in-memory tensors to code taking a `&Checkpoint`. Reading its tensors is an error.
-    pub fn from_listing(
-        path: PathBuf,
-        layout: Layout,
-        step: Option<u64>,
-        tensors: Vec<TensorInfo>,
-    ) -> Checkpoint {
-        Checkpoint { path, layout, step, tensors, parts: Vec::new(), locs: Vec::new(), members: Vec::new() }
     }
 
     fn info(&self, index: usize) -> Result<&TensorInfo, CheckpointError> {

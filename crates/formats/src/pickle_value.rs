@@ -50,7 +50,7 @@ impl Val {
         }
     }
 
-    pub fn as_int(&self) -> Option<i64> {
+    pub(crate) fn as_int(&self) -> Option<i64> {
         match self {
             Val::Int(i) => Some(*i),
             Val::Bool(b) => Some(*b as i64),
@@ -68,7 +68,7 @@ impl Val {
     }
 
     /// A sequence of non-negative integers: a tuple, a list, or a `torch.Size(tuple)`.
-    pub fn as_usizes(&self) -> Option<Vec<usize>> {
+    pub(crate) fn as_usizes(&self) -> Option<Vec<usize>> {
         let items = match self {
             Val::Obj(o) => {
                 let o = o.borrow();

@@ -128,7 +128,7 @@ impl SafetensorsWriter {
 }
 
 /// A float tensor of a file: name, shape, values.
-pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+pub(crate) type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// The float tensors of a safetensors file (F32, F64, F16 or BF16, widened or narrowed to f32) in the
 /// file's data order, each with its name and shape: how PCA direction files are read back.

@@ -90,7 +90,7 @@ pub struct RandomDirections {
 
 /// Scales every filter (slice along dim 0) of `d` to the norm of the same filter of `w`:
 /// d_f ← d_f · ‖θ_f‖ / (‖d_f‖ + 1e-10).
-pub fn filter_normalize(d: &mut [f32], w: &[f32], shape: &[usize]) {
+pub(crate) fn filter_normalize(d: &mut [f32], w: &[f32], shape: &[usize]) {
     let filters = shape.first().copied().unwrap_or(1).max(1);
     let len = d.len() / filters;
     if len == 0 {
@@ -103,7 +103,7 @@ pub fn filter_normalize(d: &mut [f32], w: &[f32], shape: &[usize]) {
 }
 
 /// Scales the whole tensor `d` to the norm of `w` (the reference code: no epsilon).
-pub fn layer_normalize(d: &mut [f32], w: &[f32]) {
+pub(crate) fn layer_normalize(d: &mut [f32], w: &[f32]) {
     let scale = (norm(w) / norm(d)) as f32;
     d.iter_mut().for_each(|x| *x *= scale);
 }

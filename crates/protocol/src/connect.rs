@@ -45,7 +45,7 @@ impl ConnectError {
 /// The token: `token_file`, else `$LANDSCAPED_TOKEN`, else the file `$LANDSCAPED_TOKEN_FILE`. A token
 /// file that does not exist yet is waited for until `deadline` (the coordinator may make it after the
 /// launcher started this worker).
-pub fn worker_token(token_file: Option<&Path>, deadline: Instant) -> Result<String, ConnectError> {
+pub(crate) fn worker_token(token_file: Option<&Path>, deadline: Instant) -> Result<String, ConnectError> {
     let read = |p: &Path| -> Result<String, ConnectError> {
         loop {
             match std::fs::read_to_string(p) {
@@ -204,7 +204,7 @@ fn join_once(mut stream: TcpStream, join: &Join, opts: &ConnectOptions) -> Attem
 }
 
 /// This host's name (for the coordinator's messages).
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

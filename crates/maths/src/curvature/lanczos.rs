@@ -89,7 +89,7 @@ impl Lanczos {
 
     /// Starts from the space's vector `v` (normalized here, then owned and freed by this Lanczos), e.g.
     /// a Rademacher vector for SLQ; `seed` draws fresh directions after a breakdown.
-    pub fn from_vector(dim: usize, v: Vector, seed: u64) -> Lanczos {
+    pub(crate) fn from_vector(dim: usize, v: Vector, seed: u64) -> Lanczos {
         Lanczos {
             dim,
             basis: Vec::new(),

@@ -198,7 +198,7 @@ pub fn sam_sharpness(obj: &mut dyn Objective, rho: f64, steps: usize) -> anyhow:
 }
 
 /// The ASAM scale T_θ: |θ_i| + η for tensors named `*weight`, 1 elsewhere.
-pub fn asam_scale(layout: &[ParamSlot], theta: &[f64], eta: f64) -> Vec<f64> {
+pub(crate) fn asam_scale(layout: &[ParamSlot], theta: &[f64], eta: f64) -> Vec<f64> {
     let mut t = vec![1.0; theta.len()];
     for s in layout {
         if s.name.ends_with("weight") {
@@ -229,7 +229,7 @@ pub fn asam_sharpness(obj: &mut dyn Objective, rho: f64, eta: f64, steps: usize)
 }
 
 /// A random Gaussian direction, filter-normalized, zero on tensors with ≤ 1 dimension.
-pub fn filter_normalized_direction(layout: &[ParamSlot], theta: &[f64], rng: &mut Rng) -> Vec<f64> {
+pub(crate) fn filter_normalized_direction(layout: &[ParamSlot], theta: &[f64], rng: &mut Rng) -> Vec<f64> {
     let mut d = vec![0.0; theta.len()];
     for s in layout {
         if s.shape.len() <= 1 || s.is_empty() {

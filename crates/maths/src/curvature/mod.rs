@@ -19,4 +19,4 @@ pub mod power;
 pub mod rng;
 pub mod space;
 pub mod trace;
-pub mod tridiag;
+pub(crate) mod tridiag;

@@ -51,7 +51,8 @@ impl DenseSymmetric {
     }
 
     /// Sets the linear term `b` and the centre θ of the quadratic objective.
-    pub fn with_objective(mut self, b: Vec<f64>, theta: Vec<f64>) -> anyhow::Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn with_objective(mut self, b: Vec<f64>, theta: Vec<f64>) -> anyhow::Result<Self> {
         anyhow::ensure!(b.len() == self.n && theta.len() == self.n, "b and θ must have {} values", self.n);
         self.b = b;
         self.theta = theta;
@@ -149,13 +150,6 @@ pub fn dot(x: &[f64], y: &[f64]) -> f64 {
 /// Euclidean norm.
 pub fn norm(x: &[f64]) -> f64 {
     dot(x, x).sqrt()
-}
-
-/// `y += a x`.
-pub fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
 }
 
 /// Scales `x` to unit norm; returns the norm it had.

@@ -11,7 +11,7 @@ pub struct TridiagEigen {
     pub last: Vec<f64>,
 }
 
-pub fn tridiag_eigen(alpha: &[f64], beta: &[f64]) -> anyhow::Result<TridiagEigen> {
+pub(crate) fn tridiag_eigen(alpha: &[f64], beta: &[f64]) -> anyhow::Result<TridiagEigen> {
     let n = alpha.len();
     anyhow::ensure!(n > 0, "empty tridiagonal matrix");
     anyhow::ensure!(beta.len() + 1 == n, "tridiagonal: {} off-diagonal entries for size {n}", beta.len());

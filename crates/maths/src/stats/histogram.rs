@@ -18,7 +18,7 @@ pub struct Histogram {
 impl Histogram {
     /// The histc range for data with extremes `min`, `max`: [min, max], widened to [x − 1, x + 1] for a
     /// constant tensor (torch.histc's rule). None when there is no finite value.
-    pub fn range_for(min: f64, max: f64) -> Option<(f64, f64)> {
+    pub(crate) fn range_for(min: f64, max: f64) -> Option<(f64, f64)> {
         if !(min.is_finite() && max.is_finite()) {
             return None;
         }

@@ -4,7 +4,7 @@
 //! Neumaier compensation: the same tensor gives bit-identical sums however it is chunked or threaded.
 
 /// An element type the statistics read: widened exactly to f64.
-pub trait Element: Copy + Send + Sync + 'static {
+pub(crate) trait Element: Copy + Send + Sync + 'static {
     /// f32 (else f64): how the vector kernels load it.
     const IS_F32: bool;
     fn to_f64(self) -> f64;
@@ -27,13 +27,13 @@ impl Element for f64 {
 }
 
 /// Independent accumulators per block: lets the compiler keep 8 additions in flight (and vectorize).
-pub const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 /// Elements per block; block sums are then added with compensation.
 pub const BLOCK: usize = 4096;
 
 /// A Neumaier (improved Kahan) compensated sum.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CompensatedSum {
+pub(crate) struct CompensatedSum {
     sum: f64,
     comp: f64,
 }
@@ -57,7 +57,7 @@ impl CompensatedSum {
 
 /// One block's first pass: the sum of its finite elements, extremes, zeros, NaN and Inf.
 #[derive(Clone, Copy, Debug)]
-pub struct Block1 {
+pub(crate) struct Block1 {
     pub sum: f64,
     pub finite: u64,
     pub zeros: u64,
@@ -69,7 +69,7 @@ pub struct Block1 {
 
 /// First pass over one block (at most [`BLOCK`] elements; the same block always gives the same
 /// result, whatever chunk it arrived in).
-pub fn block1<T: Element>(block: &[T]) -> Block1 {
+pub(crate) fn block1<T: Element>(block: &[T]) -> Block1 {
     let (s, mn, mx, z) = pass1_fast(block);
     if s.is_finite() {
         // No NaN or Inf in this block (either would make the sum non-finite).
@@ -154,7 +154,7 @@ fn pass1_any<T: Element>(b: &[T]) -> (f64, f64, f64, u64) {
 /// One block's second pass over its finite elements: Σ(x − mean)², Σ(x − mean), Σx² and, when
 /// `scale` is given, Σ(x · scale)² (the overflow-safe norm of f64 tensors with huge or tiny values).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Block2 {
+pub(crate) struct Block2 {
     pub dev_sq: f64,
     pub dev: f64,
     pub sq: f64,
@@ -162,7 +162,7 @@ pub struct Block2 {
 }
 
 /// Second pass over one block, adding its histogram counts to `sub` (see [`histogram_block`]).
-pub fn block2<T: Element>(
+pub(crate) fn block2<T: Element>(
     block: &[T],
     mean: f64,
     scale: Option<f64>,
@@ -286,7 +286,7 @@ pub fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
 }
 
 /// Interleaved sub-histograms per bucket in [`block2`].
-pub const SUB: usize = 8;
+pub(crate) const SUB: usize = 8;
 // The AVX2 kernel counts groups of LANES elements into SUB lanes.
 const _: () = assert!(SUB == LANES);
 
@@ -296,7 +296,7 @@ const _: () = assert!(SUB == LANES);
 /// for quotients near a bucket edge); `hi` itself goes to the last bucket, values outside [lo, hi]
 /// and NaN to none.
 #[inline(always)]
-pub fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, sub: &mut [u64]) {
+pub(crate) fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, sub: &mut [u64]) {
     const W: usize = 256;
     /// Marks a value outside [lo, hi] (or NaN).
     const OUT: u32 = u32::MAX;
@@ -349,7 +349,7 @@ pub fn histogram_block<T: Element>(block: &[T], lo: f64, hi: f64, bins: usize, s
 
 /// Σ (a_i − b_i)² over one block in f64. A NaN or Inf on either side makes it non-finite, as in
 /// torch. Lengths must match (checked by the caller).
-pub fn block_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
+pub(crate) fn block_sq_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).

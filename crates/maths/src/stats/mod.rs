@@ -18,11 +18,11 @@ mod kernels;
 /// Elements per block: statistics are summed per block at fixed offsets (see `kernels`); chunks that
 /// are multiples of it are processed independently and merged exactly.
 pub const BLOCK_ELEMENTS: usize = kernels::BLOCK;
-pub mod moments;
+pub(crate) mod moments;
 
 pub use checkpoint::{global_norm, update_cosine};
 pub use histogram::{DEFAULT_BINS, Histogram};
 pub use moments::{
-    Blocker, DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats, part1, part2, sq_diff_blocks,
-    squared_distance, stats_streamed, tensor_stats,
+    DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats, part1, part2, sq_diff_blocks, stats_streamed,
+    tensor_stats,
 };

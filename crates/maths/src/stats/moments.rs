@@ -52,7 +52,7 @@ pub fn tensor_stats(values: &Values, bins: usize) -> TensorStats {
 const PART: usize = 1 << 20;
 
 /// Statistics of a plain slice (f32 or f64), in parts over the available cores.
-pub fn stats_of<T: Wide>(xs: &[T], bins: usize) -> TensorStats {
+pub(crate) fn stats_of<T: Wide>(xs: &[T], bins: usize) -> TensorStats {
     let mut acc = TensorAcc::new(xs.len() as u64, bins);
     for p in par_map(xs, |c| part1(T::chunk(c))) {
         acc.add1(&p);
@@ -66,7 +66,7 @@ pub fn stats_of<T: Wide>(xs: &[T], bins: usize) -> TensorStats {
 }
 
 /// f32 or f64: the element types values are widened to.
-pub trait Wide: Element {
+pub(crate) trait Wide: Element {
     fn chunk(xs: &[Self]) -> ChunkValues<'_>;
 }
 
@@ -331,7 +331,7 @@ impl TensorAcc {
 /// Re-cuts a stream of chunks of any sizes into runs of whole blocks (the last one may end short at
 /// the tensor's end), so [`part1`]/[`part2`] see the same blocks however the tensor was read.
 #[derive(Debug, Default)]
-pub struct Blocker {
+pub(crate) struct Blocker {
     f32s: Vec<f32>,
     f64s: Vec<f64>,
 }
@@ -426,7 +426,8 @@ impl DistanceAcc {
 }
 
 /// ‖a − b‖² between two tensors of the same length (None when lengths differ).
-pub fn squared_distance(a: &Values, b: &Values) -> Option<f64> {
+#[cfg(test)]
+pub(crate) fn squared_distance(a: &Values, b: &Values) -> Option<f64> {
     let blocks = sq_diff_blocks(a.into(), b.into())?;
     let mut d = DistanceAcc::default();
     d.add(&blocks);
