@@ -121,6 +121,9 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert!(w.wait().unwrap().success());
     let want_steps: Vec<u64> = (1..=n).collect();
     assert_eq!(written.iter().map(|w| w.step).collect::<Vec<_>>(), want_steps);
+    // The last daemon started chose its own port: read it from its daemon.json.
+    let json = tmp.path().join("data/daemon.json");
+    d.port = bound_port(&mut d.child, &json, &d.log, Duration::from_secs(30));
     let port = d.port;
     wait_until(Duration::from_secs(60 + n / 2), "every checkpoint recorded", || {
         recorded(port).len() as u64 == n
