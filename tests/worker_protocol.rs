@@ -340,11 +340,10 @@ fn a_worker_that_never_answers_the_handshake_is_stopped_and_reported() {
     let mut o = WorkerOptions::new("/bin/sleep".into());
     o.args = vec!["30".into()];
     o.handshake_timeout = Duration::from_millis(500);
-    let t = std::time::Instant::now();
+    // A Timeout error is the 500 ms deadline firing (not the process ending 30 s later by itself).
     let e = Worker::start(&o).err().unwrap();
     assert!(matches!(e, WorkerError::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("handshake"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(10));
 }
 
 fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
@@ -355,7 +354,17 @@ fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
         let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(w.pid() as i32, sig) };
-        std::thread::sleep(Duration::from_millis(100));
+        // Dead (a zombie until the client reaps it, or gone) before the next call: polled, not slept on.
+        let stat = format!("/proc/{}/stat", w.pid());
+        let dead = || match std::fs::read_to_string(&stat) {
+            Ok(s) => s.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+            Err(_) => true,
+        };
+        let t = std::time::Instant::now();
+        while !dead() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the worker did not die of {name}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let e = match w.set_state(b).and_then(|_| w.evaluate().map(|_| ())) {
             Err(e) => e,
             Ok(()) => panic!("a worker killed by {name} answered"),
