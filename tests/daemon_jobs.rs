@@ -7,7 +7,7 @@
 mod daemon_support;
 use daemon_support::*;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A checkpoint of the factories' model (weight [3, 4], bias [3]) in `ck` as `name`, written whole.
 fn drop_checkpoint(ck: &Path, name: &str, seed: f32) {
@@ -29,12 +29,11 @@ fn start_daemon(dir: &Path, job: &str, factory: &str, model_extra: &str) -> (Dae
     let pids = dir.join("pids");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::create_dir_all(&pids).unwrap();
-    let port = free_port();
     let config = dir.join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n{job}\nbackend = \"python\"\n\
              python = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
             dir.join("data").to_str().unwrap(),
@@ -46,7 +45,7 @@ fn start_daemon(dir: &Path, job: &str, factory: &str, model_extra: &str) -> (Dae
     let tests_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let env =
         [("PYTHONPATH", tests_python.to_str().unwrap()), ("LANDSCAPED_TEST_PID_DIR", pids.to_str().unwrap())];
-    (restart_env(config, port, dir, &env), ck, pids)
+    (restart_env(config, dir, &env), ck, pids)
 }
 
 /// The pid a worker noted in `<pids>/<what>.pid`, once it has.
@@ -118,10 +117,8 @@ fn sigterm_exits_promptly_while_a_job_waits_on_a_hung_worker() {
     let pid = noted_pid(&d, &pids, "hang");
     assert!(!gone(pid));
     let log = d.log.clone();
-    let t = Instant::now();
+    // stop() allows 20 s; the log below tells a job stopped at once from one that ran out its 10 s grace.
     assert_eq!(d.stop(), Some(0));
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(10), "the daemon took {took:?} to stop");
     wait_until(Duration::from_secs(5), "the hung worker gone", || gone(pid));
     let log = std::fs::read_to_string(log).unwrap();
     assert!(log.contains("job stopped by the shutdown"), "{log}");
