@@ -60,7 +60,7 @@ pub fn bound_port(child: &mut Child, file: &Path, log: &Path, limit: Duration) -
     let pid = child.id();
     let t = Instant::now();
     loop {
-        let id = std::fs::read_to_string(&file)
+        let id = std::fs::read_to_string(file)
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .filter(|v| v["pid"].as_u64() == Some(pid as u64));
