@@ -346,6 +346,25 @@ fn a_worker_that_never_answers_the_handshake_is_stopped_and_reported() {
     assert!(e.to_string().contains("handshake"), "{e}");
 }
 
+/// A worker that is gone before its `hello` is even written (the write fails) is reported like one that
+/// dies after it: "during the handshake" (which of the two happens at start-up is a race).
+#[test]
+fn a_worker_gone_before_its_hello_is_written_died_during_the_handshake() {
+    let mut o = WorkerOptions::new("/bin/sh".into());
+    o.args = vec!["-c".into(), "echo cannot start >&2; exit 3".into()];
+    let mut w = Worker::spawn(&o).unwrap();
+    // Exited (a zombie: the client has not reaped it yet): nothing reads its stdin any more.
+    let stat = format!("/proc/{}/stat", w.pid());
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&stat).unwrap().rsplit(')').next().unwrap().trim_start().starts_with('Z') {
+        assert!(t.elapsed() < Duration::from_secs(30), "sh did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let e = w.handshake(Duration::from_secs(30)).err().unwrap();
+    assert_eq!(e.kind(), "worker_failed", "{e}");
+    assert!(e.to_string().contains("exited with code 3 during the handshake"), "{e}");
+}
+
 fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
     // (A SIGSEGV sent with kill(2) is not a test of a crash: Rust's stack-overflow handler returns from
     // a signal that is not a guard-page fault, so the process goes on.)
