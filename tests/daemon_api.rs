@@ -56,10 +56,16 @@ fn queries_go_through_the_daemon_and_match_the_local_answers() {
     // Without a config the daemon is found through <data_dir>/daemon.json.
     let (ok, out, err) = cli(&data, None, &["--format", "json", "runs"]);
     assert!(ok && out == remote[0], "{err}");
-    // Without daemon.json either, the default endpoint (another port) is unreachable: one clear line.
+    // Without daemon.json either, the endpoint the config names (here an address nothing listens on,
+    // rather than the default port 9464, which something on the machine may use) is unreachable: one
+    // clear line.
+    let nobody = refusing();
+    let dead = tmp.path().join("dead.toml");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&dead, text.replace(LISTEN_ANY, &nobody.addr.to_string())).unwrap();
     let json = std::fs::read(data.join("daemon.json")).unwrap();
     std::fs::remove_file(data.join("daemon.json")).unwrap();
-    let (ok, _, err) = cli(&data, None, &["runs"]);
+    let (ok, _, err) = cli(&data, Some(&dead), &["runs"]);
     assert!(!ok && err.trim().lines().count() == 1 && err.contains("daemon"), "{err}");
     std::fs::write(data.join("daemon.json"), json).unwrap();
     // A bad query argument comes back as the daemon's error.

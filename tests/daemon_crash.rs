@@ -121,6 +121,9 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert!(w.wait().unwrap().success());
     let want_steps: Vec<u64> = (1..=n).collect();
     assert_eq!(written.iter().map(|w| w.step).collect::<Vec<_>>(), want_steps);
+    // The last daemon started chose its own port: read it from its daemon.json.
+    let json = tmp.path().join("data/daemon.json");
+    d.port = bound_port(&mut d.child, &json, &d.log, Duration::from_secs(30));
     let port = d.port;
     wait_until(Duration::from_secs(60 + n / 2), "every checkpoint recorded", || {
         recorded(port).len() as u64 == n
@@ -270,14 +273,14 @@ fn sigterm_mid_ingest_finishes_or_abandons_the_item_and_a_restart_records_each_o
     let steps = |d: &Daemon| recorded(d.port).iter().map(|(s, _)| *s).collect::<Vec<_>>();
 
     // Life 1: steps 1 and 2, then step 3 held for 1.5 s and SIGTERM while it is held: it is finished.
-    let d = start_env(tmp.path(), &[&ck], "workers = 1\n", &env);
+    let d = start_env(tmp.path(), &[&ck], "ingest_tasks = 1\n", &env);
     bring(1);
     bring(2);
     wait_until(Duration::from_secs(20), "steps 1 and 2 recorded", || steps(&d) == [1, 2]);
     stall(3, 1.5);
     bring(3);
     wait_until(Duration::from_secs(10), "step 3 being ingested", || in_flight(&d));
-    let (config, port, log1) = (d.config.clone(), d.port, d.log.clone());
+    let (config, log1) = (d.config.clone(), d.log.clone());
     assert_eq!(d.stop(), Some(0), "SIGTERM mid-ingest must exit 0");
     let text = std::fs::read_to_string(&log1).unwrap();
     assert_eq!(new_steps_in_log(&log1), [1, 2, 3], "the item held at SIGTERM was finished:\n{text}");
@@ -285,7 +288,7 @@ fn sigterm_mid_ingest_finishes_or_abandons_the_item_and_a_restart_records_each_o
 
     // Life 2: step 4 held for 60 s, past the grace: abandoned with one line, exit 0 without it.
     stall(4, 60.0);
-    let d = restart_env(config.clone(), port, tmp.path(), &env);
+    let d = restart_env(config.clone(), tmp.path(), &env);
     bring(4);
     wait_until(Duration::from_secs(10), "step 4 being ingested", || in_flight(&d));
     let log2 = d.log.clone();
@@ -297,7 +300,7 @@ fn sigterm_mid_ingest_finishes_or_abandons_the_item_and_a_restart_records_each_o
 
     // Life 3, without faults: step 4 is recorded; 1-3 are not ingested again.
     std::fs::write(&faults, "").unwrap();
-    let d = restart_env(config, port, tmp.path(), &env);
+    let d = restart_env(config, tmp.path(), &env);
     wait_until(Duration::from_secs(20), "step 4 recorded after the restart", || steps(&d) == [1, 2, 3, 4]);
     for (s, norm) in recorded(d.port) {
         assert!(close(norm, written[&s]), "step {s}: norm {norm} vs the writer's {}", written[&s]);

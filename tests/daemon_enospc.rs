@@ -8,6 +8,7 @@ mod capability;
 mod daemon_support;
 use daemon_support::*;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -40,12 +41,11 @@ fn a_full_disk_is_unhealthy_then_recovers_without_losing_a_checkpoint() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::create_dir_all(&data).unwrap();
-    let port = free_port();
     let config = dir.path().join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nrescan_interval_secs = 1\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nrescan_interval_secs = 1\n\
              [[run]]\nname = \"r\"\nwatch = [{:?}]\n",
             data.to_str().unwrap(),
             ck.to_str().unwrap()
@@ -63,6 +63,10 @@ fn a_full_disk_is_unhealthy_then_recovers_without_losing_a_checkpoint() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // daemon.json is on the tmpfs of the daemon's own mount namespace: read through /proc/PID/root.
+    let mut child = child;
+    let seen = Path::new(&format!("/proc/{}/root", child.id())).join(data.strip_prefix("/").unwrap());
+    let port = bound_port(&mut child, &seen.join("daemon.json"), &log, Duration::from_secs(20));
     let d = Daemon { child, port, config, log };
     wait_until(Duration::from_secs(20), "daemon ready", || {
         get(port, "/healthz").is_some_and(|h| h.contains("\"ready\":true"))

@@ -100,7 +100,11 @@ fn healthz_answers_past_the_connection_cap() {
     let idle: Vec<std::net::TcpStream> =
         (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", d.port)).ok()).collect();
     assert!(idle.len() >= 250, "only {} connections", idle.len());
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has accepted them all: every one past the 8 of the main lane counted as over the cap.
+    let over_cap = r#"landscaped_http_rejected_total{reason="over_cap"}"#;
+    wait_until(Duration::from_secs(10), "every idle connection accepted", || {
+        d.metric(over_cap).unwrap_or(0.0) >= (idle.len() - 8) as f64
+    });
     for _ in 0..5 {
         let (code, body) = get_status(d.port, "/healthz").expect("/healthz answered past the cap");
         assert_eq!(code, 200, "{body}");
@@ -140,7 +144,11 @@ fn metrics_answer_while_slow_clients_hold_the_cap_and_every_burst_connection_get
         })
         .collect();
     assert!(slow.len() >= 280, "only {} connections", slow.len());
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has accepted them all: every one past the 256 of the main lane counted as over the cap.
+    let over_cap = r#"landscaped_http_rejected_total{reason="over_cap"}"#;
+    wait_until(Duration::from_secs(10), "every slow connection accepted", || {
+        d.metric(over_cap).unwrap_or(0.0) >= (slow.len() - 256) as f64
+    });
     // Prometheus keeps scraping (the lane /healthz has).
     for _ in 0..5 {
         let (code, body) = get_status(d.port, "/metrics").expect("/metrics answered past the cap");
@@ -204,7 +212,7 @@ fn watch_policy_symlinks_non_files_run_names_and_missing_folders() {
     let fifo = std::ffi::CString::new(ck.join("step-60.safetensors").to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     std::fs::create_dir(ck.join("step-70.safetensors")).unwrap();
-    let d = start(tmp.path(), &[&ck, &later], "");
+    let d = start(tmp.path(), &[&ck, &later], "rescan_interval_secs = 1");
     wait_until(Duration::from_secs(20), "two steps recorded", || recorded(d.port).len() == 2);
     wait_until(Duration::from_secs(10), "skipped paths reported", || {
         d.metric(r#"landscaped_not_a_file_total{kind="not_a_file",run="r"}"#) == Some(2.0)
@@ -219,7 +227,7 @@ fn watch_policy_symlinks_non_files_run_names_and_missing_folders() {
         };
         assert_eq!(rc, 0);
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    d.settle(); // the events and a whole rescan went through: still reported once
     assert_eq!(d.metric(r#"landscaped_not_a_file_total{kind="not_a_file",run="r"}"#), Some(2.0));
     assert_eq!(d.metric(r#"landscaped_not_a_file_total{kind="outside_root",run="r"}"#), Some(1.0));
     let steps: Vec<u64> = recorded(d.port).iter().map(|r| r.0).collect();

@@ -78,7 +78,8 @@ fn two_daemons_two_stores_the_cli_reads_the_right_one() {
 
     // Nothing listening where daemon.json says: said so, with the pid and the file.
     let mut dead: serde_json::Value = serde_json::from_str(&jb).unwrap();
-    dead["listen"] = format!("127.0.0.1:{}", free_port()).into();
+    let nobody = refusing(); // held until the end of the test: no one else listens there meanwhile
+    dead["listen"] = nobody.addr.to_string().into();
     std::fs::write(data_a.join("daemon.json"), dead.to_string()).unwrap();
     let (ok, _, err) = cli(&data_a, &["checkpoints", "--run", "r"]);
     assert!(!ok && err.contains("connection refused") && err.contains("daemon.json"), "{err}");

@@ -13,19 +13,19 @@ fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let port = free_port();
     let config = dir.path().join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.pca]\nevery = 5\ncomponents = 2\n",
             dir.path().join("data").to_str().unwrap(),
             ck.to_str().unwrap()
         ),
     )
     .unwrap();
-    let d = restart(config, port, dir.path());
+    let d = restart(config, dir.path());
+    let port = d.port;
     let written = writer(&ck, &["--steps", "1-5"]);
     assert_eq!(written.len(), 5);
 

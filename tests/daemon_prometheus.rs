@@ -42,7 +42,6 @@ fn prometheus_scrapes_the_daemon() {
     let written = writer(&ck, &["--steps", "10,20,30"]);
     wait_until(Duration::from_secs(30), "3 checkpoints", || recorded(d.port).len() == 3);
 
-    let pport = free_port();
     let cfg = tmp.path().join("prometheus.yml");
     std::fs::write(
         &cfg,
@@ -52,16 +51,27 @@ fn prometheus_scrapes_the_daemon() {
         ),
     )
     .unwrap();
+    // Prometheus binds a free port itself and logs it: `msg="Listening on" address=127.0.0.1:PORT`.
+    let plog = tmp.path().join("prometheus.log");
     let _prom = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(tmp.path().join("prometheus.log")).unwrap())
+            .stderr(std::fs::File::create(&plog).unwrap())
             .spawn()
             .unwrap(),
     );
+    let mut pport = None;
+    wait_until(Duration::from_secs(40), "prometheus listening", || {
+        let log = std::fs::read_to_string(&plog).unwrap_or_default();
+        pport = log.lines().filter(|l| l.contains("msg=\"Listening on\"")).find_map(|l| {
+            l.split_once(" address=127.0.0.1:").and_then(|(_, p)| p.split_whitespace().next()?.parse().ok())
+        });
+        pport.is_some()
+    });
+    let pport: u16 = pport.unwrap();
     wait_until(Duration::from_secs(40), "prometheus has scraped the daemon", || {
         value(&promtool(pport, "landscaped_last_step{run=\"r\"}")) == Some(30.0)
     });

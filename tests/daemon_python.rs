@@ -17,12 +17,11 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
     // The Trainer's output folder, watched by the daemon while it trains.
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let port = free_port();
     let config = dir.path().join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
              backend = \"python\"\npython = {:?}\nfactory = \"gpt2_factory:build\"\nbatch_size = 4\n\
              x = \"-0.5:0.5:3\"\nseed = 1\n[run.sharpness]\nevery = 1\nbackend = \"python\"\npython = {:?}\n\
@@ -40,7 +39,8 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
     let eval_ids = made.join("eval_ids.safetensors");
     let path = root.join("tests/python");
     let env = [("PYTHONPATH", path.to_str().unwrap()), ("GPT2_EVAL_IDS", eval_ids.to_str().unwrap())];
-    let d = restart_env(config, port, dir.path(), &env);
+    let d = restart_env(config, dir.path(), &env);
+    let port = d.port;
     // The real Hugging Face Trainer, into the watched folder: checkpoint-10/, -20/, -30/ appear while the
     // daemon runs, and save_total_limit=2 deletes checkpoint-10/ behind it.
     let ok = std::process::Command::new(python())

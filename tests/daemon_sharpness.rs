@@ -33,12 +33,11 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
 
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let port = free_port();
     let config = dir.path().join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.sharpness]\nevery = 1\n\
              model_dir = {:?}\nbatch_size = 16\ntol = 1e-7\nmax_hvps = 200\nthreads = 1\n",
             dir.path().join("data").to_str().unwrap(),
@@ -47,7 +46,8 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
         ),
     )
     .unwrap();
-    let d = restart(config, port, dir.path());
+    let d = restart(config, dir.path());
+    let port = d.port;
     assert_eq!(
         get_status(port, "/api/v1/runs/r/sharpness").map(|s| s.0),
         Some(404),

@@ -84,9 +84,9 @@ fn fifos_inside_checkpoint_folders_never_stall_ingest_or_shutdown() {
     }
     assert_eq!(d.metric(r#"landscaped_not_a_file_total{kind="not_a_file",run="r"}"#), Some(3.0));
     // SIGTERM ends it (within the 20 s stop() allows), and a restart does not stall either.
-    let (config, port) = (d.config.clone(), d.port);
+    let config = d.config.clone();
     assert_eq!(d.stop(), Some(0));
-    let d = restart(config, port, tmp.path());
+    let d = restart(config, tmp.path());
     assert_eq!(get_status(d.port, "/healthz").unwrap().0, 200);
     assert_eq!(steps(&d), vec![10, 11, 12]);
     assert_eq!(d.stop(), Some(0));
@@ -138,7 +138,7 @@ fn temporaries_left_by_a_killed_daemon_are_removed_at_start() {
     writer(&ck, &["--steps", "1,2"]);
     let d = start(tmp.path(), &[&ck], "");
     wait_until(Duration::from_secs(20), "two steps recorded", || steps(&d) == vec![1, 2]);
-    let (config, port) = (d.config.clone(), d.port);
+    let config = d.config.clone();
     let pid = d.pid();
     d.kill9();
     // What a SIGKILL mid-ingest, mid-PCA and mid-handoff leaves behind, with the killed daemon's pid.
@@ -156,7 +156,7 @@ fn temporaries_left_by_a_killed_daemon_are_removed_at_start() {
     // A temporary of a live process (this test) stays.
     let live = run_dir.join(format!(".00000000000000000004.bin.{}.tmp", std::process::id()));
     std::fs::write(&live, b"x").unwrap();
-    let d = restart(config, port, tmp.path());
+    let d = restart(config, tmp.path());
     for p in &stale {
         assert!(!p.exists(), "{} left", p.display());
     }
@@ -174,12 +174,11 @@ fn temporaries_left_by_a_killed_daemon_are_removed_at_start() {
 /// drops fail and the mode alone denies it).
 fn start_without_dac(dir: &Path, watch: &Path) -> Daemon {
     use std::os::unix::process::CommandExt;
-    let port = free_port();
     let config = dir.join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n",
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n",
             dir.join("data").to_str().unwrap(),
             watch.to_str().unwrap()
         ),
@@ -201,11 +200,7 @@ fn start_without_dac(dir: &Path, watch: &Path) -> Daemon {
             Ok(())
         });
     }
-    let d = Daemon { child: cmd.spawn().unwrap(), port, config, log };
-    wait_until(Duration::from_secs(20), "daemon ready", || {
-        get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true"))
-    });
-    d
+    ready(cmd.spawn().unwrap(), config, log)
 }
 
 #[test]
@@ -272,7 +267,7 @@ fn an_ingest_without_progress_makes_healthz_unhealthy_and_does_not_hold_the_queu
     let d = start_env(
         tmp.path(),
         &[&slow, &good],
-        "workers = 1\nstall_limit_secs = 1.0\n",
+        "ingest_tasks = 1\nstall_limit_secs = 1.0\n",
         &[("LANDSCAPED_TEST_FAULTS", faults.to_str().unwrap())],
     );
     wait_until(Duration::from_secs(20), "healthz 503 for the stuck ingest", || {

@@ -13,13 +13,13 @@ fn every_checkpoint_is_recorded_with_its_step_and_norm() {
     let ck = tmp.path().join("ck");
     std::fs::create_dir(&ck).unwrap();
     let mut expected = writer(&ck, &["--steps", "1,2"]); // present before the daemon starts
-    let d = start(tmp.path(), &[&ck], "");
+    let d = start(tmp.path(), &[&ck], "rescan_interval_secs = 1");
     expected.extend(writer(&ck, &["--steps", "3,4", "--mode", "slow", "--pause", "0.5"])); // seen incomplete
     expected.extend(writer(&ck, &["--steps", "5,6", "--mode", "rename"])); // renamed into place
     // A symlink like last.ckpt pointing at the newest: not processed twice.
     std::os::unix::fs::symlink(ck.join("step-6.safetensors"), ck.join("last.safetensors")).unwrap();
     wait_until(WAIT, "6 checkpoints recorded", || recorded(d.port).len() >= 6);
-    std::thread::sleep(Duration::from_millis(800));
+    d.settle(); // the link and every file looked at again, nothing left to do: still 6, each once
     let got = recorded(d.port);
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6], "{}", d.log());
     for ((s, n), (gs, gn)) in expected.iter().zip(&got) {
@@ -62,7 +62,9 @@ fn watched_folder_deleted_and_recreated() {
     writer(&ck, &["--steps", "1"]);
     wait_until(WAIT, "step 1", || recorded(d.port).len() == 1);
     std::fs::remove_dir_all(&ck).unwrap(); // rotation / cleanup: what was recorded stays
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until(WAIT, "the daemon saw the folder go", || {
+        d.metric("landscaped_watched_folders{mode=\"inotify\",run=\"r\"}") == Some(0.0)
+    });
     assert_eq!(recorded(d.port).len(), 1);
     writer(&ck, &["--steps", "2,3"]); // recreated (the writer makes the folder)
     // Also a new subfolder whose files exist before any watch on it could.
@@ -78,7 +80,7 @@ fn garbage_and_hostile_files_are_one_error_each() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
     std::fs::create_dir(&ck).unwrap();
-    let d = start(tmp.path(), &[&ck], "");
+    let d = start(tmp.path(), &[&ck], "rescan_interval_secs = 1");
     // Random bytes with checkpoint names; a safetensors header claiming a huge tensor; a zip with a
     // pickle that would run code if executed.
     std::fs::write(ck.join("step-100.pt"), vec![0x5au8; 4096]).unwrap();
@@ -101,7 +103,7 @@ fn garbage_and_hostile_files_are_one_error_each() {
     writer(&ck, &["--steps", "104"]); // and one good one
     wait_until(WAIT, "four errors counted", || errors_total(&d.metrics()) >= 4.0);
     wait_until(WAIT, "good checkpoint recorded", || recorded(d.port).len() == 1);
-    std::thread::sleep(Duration::from_millis(1500)); // more scans/retries must not count them again
+    d.settle(); // more scans and retries must not count them again
     let m = d.metrics();
     assert_eq!(errors_total(&m), 4.0, "one error per bad file:\n{m}\n{}", d.log());
     assert!(!tmp.path().join("pwned").exists(), "pickle must never be executed");
@@ -114,8 +116,8 @@ fn burst_of_200_then_kill_9_and_restart_loses_nothing_and_counts_nothing_twice()
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
     std::fs::create_dir(&ck).unwrap();
-    let d = start(tmp.path(), &[&ck], "");
-    let (config, port) = (d.config.clone(), d.port);
+    let d = start(tmp.path(), &[&ck], "rescan_interval_secs = 1");
+    let config = d.config.clone();
     // The binary maps libtorch (hundreds of MB resident before any work): bound the growth, not the total.
     let base_kb = d.peak_rss_kb();
     let expected = writer(&ck, &["--steps", "1-200"]);
@@ -131,14 +133,14 @@ fn burst_of_200_then_kill_9_and_restart_loses_nothing_and_counts_nothing_twice()
         landscaped::store::checkpoints::checkpoints(&store, "r").unwrap().len()
     };
     assert!(before > 0 && before < 200, "kill -9 should land mid-burst (recorded {before})");
-    let d = restart(config, port, tmp.path());
+    let d = restart(config, tmp.path());
     wait_until(Duration::from_secs(90), "all 200 recorded after restart", || recorded(d.port).len() == 200);
     let got = recorded(d.port);
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<u64>>());
     for ((s, n), (_, gn)) in expected.iter().zip(&got) {
         assert!(close(*n, *gn), "step {s}");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    d.settle(); // nothing is ingested again after all 200 are recorded
     let processed = d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap();
     assert_eq!(processed as usize, 200 - before, "after restart only the missing ones are ingested");
     assert!(rss_kb < base_kb + 100_000, "peak RSS grew from {base_kb} kB to {rss_kb} kB during the burst");

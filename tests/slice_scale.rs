@@ -4,6 +4,9 @@
 //! bit, also when a worker dies in the middle and another is a straggler; intruders (wrong token,
 //! another contract) are refused with one line each and change nothing.
 
+mod daemon_support;
+use daemon_support::coordinator_addr;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -36,10 +39,6 @@ fn fixture() -> &'static Path {
 
 fn worker_bin() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn landscaped(data: &Path) -> Command {
@@ -94,37 +93,81 @@ fn assert_same_grid(got: &serde_json::Value, want: &serde_json::Value) {
     }
 }
 
-/// The coordinator: the test slice, listening on 127.0.0.1:port for `expect` workers.
-fn coordinator(data: &Path, python: bool, port: u16, expect: usize) -> Child {
-    landscaped(data)
-        .args(slice_args(python))
-        .args([
-            "--workers-listen",
-            &format!("127.0.0.1:{port}"),
-            "--expect",
-            &expect.to_string(),
-            "--wait",
-            "90",
-        ])
-        .env("LANDSCAPED_TOKEN", TOKEN)
-        .env("PYTHONPATH", python_path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A coordinator started on `127.0.0.1:0`: it binds a free port itself and names the bound address in
+/// its log line `waiting … for N worker(s) on ADDR (contract …)`, read here from its stderr (no port is
+/// picked, released and bound again, so parallel tests cannot race for one).
+struct Coordinator {
+    child: Child,
+    /// Where workers dial in (`127.0.0.1:PORT`).
+    addr: String,
+    /// The whole stderr, once the coordinator has ended.
+    stderr: std::thread::JoinHandle<String>,
 }
 
-/// A TorchScript worker dialling 127.0.0.1:port with `token`.
-fn ts_worker(port: u16, token: &str) -> Command {
+impl Coordinator {
+    /// Starts `cmd` (a slice or sharpness command with `--workers-listen 127.0.0.1:0`) and waits, up to
+    /// 60 s, for the line naming its address; fails with its stderr if it ends first.
+    fn spawn(cmd: &mut Command) -> Coordinator {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = coordinator_addr(&line) {
+                    let _ = tx.send(a);
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Coordinator { child, addr, stderr },
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the coordinator never said where it listens ({e}):\n{}", stderr.join().unwrap());
+            }
+        }
+    }
+
+    /// Waits for the coordinator to end (within `secs`); its output with the whole stderr.
+    fn finish(self, secs: u64) -> Output {
+        let mut out = finish(self.child, secs, "the coordinator");
+        out.stderr = self.stderr.join().unwrap().into_bytes();
+        out
+    }
+}
+
+/// The `--workers-listen` flags of a coordinator on a free loopback port.
+fn listen_flags(expect: usize, wait: u64) -> Vec<String> {
+    let (e, w) = (expect.to_string(), wait.to_string());
+    ["--workers-listen", "127.0.0.1:0", "--expect", &e, "--wait", &w].map(String::from).to_vec()
+}
+
+/// The coordinator: the test slice, listening on a free loopback port for `expect` workers.
+fn coordinator(data: &Path, python: bool, expect: usize) -> Coordinator {
+    Coordinator::spawn(
+        landscaped(data)
+            .args(slice_args(python))
+            .args(listen_flags(expect, 90))
+            .env("LANDSCAPED_TOKEN", TOKEN)
+            .env("PYTHONPATH", python_path()),
+    )
+}
+
+/// A TorchScript worker dialling `addr` with `token`.
+fn ts_worker(addr: &str, token: &str) -> Command {
     let mut c = Command::new(worker_bin());
-    c.args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
-        .env("LANDSCAPED_TOKEN", token);
+    c.args(["--connect", addr, "--connect-timeout", "60"]).env("LANDSCAPED_TOKEN", token);
     c
 }
 
-fn py_worker(port: u16) -> Command {
+fn py_worker(addr: &str) -> Command {
     let mut c = Command::new(venv_python());
-    c.args(["-m", "landscaped_worker", "--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+    c.args(["-m", "landscaped_worker", "--connect", addr, "--connect-timeout", "60"])
         .env("LANDSCAPED_TOKEN", TOKEN)
         .env("PYTHONPATH", python_path());
     c
@@ -150,18 +193,17 @@ fn finish(mut child: Child, secs: u64, what: &str) -> Output {
 fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused() {
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = coordinator(data.path(), false, port, 2);
+    let coord = coordinator(data.path(), false, 2);
     // Intruders first: a wrong token, then a worker started for another contract. Each is told why.
-    let out = ts_worker(port, "not-the-token").output().unwrap();
+    let out = ts_worker(&coord.addr, "not-the-token").output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused by the coordinator") && err.contains("wrong token"), "{err}");
-    let out = ts_worker(port, TOKEN).args(["--contract", "00000000deadbeef"]).output().unwrap();
+    let out = ts_worker(&coord.addr, TOKEN).args(["--contract", "00000000deadbeef"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("00000000deadbeef"));
     // Then two good workers.
-    let stderr = two_workers_finish(coord, port);
+    let stderr = two_workers_finish(coord);
     assert!(stderr.contains("refused a worker") && stderr.contains("wrong token"), "{stderr}");
     assert!(!stderr.contains("not-the-token") && !stderr.contains(TOKEN), "tokens never reach the log");
     assert!(stderr.contains("2 workers × "), "{stderr}");
@@ -170,11 +212,11 @@ fn workers_that_dial_in_compute_the_single_worker_grid_and_intruders_are_refused
 
 /// Two good workers dial in to `coord`; the coordinator succeeds with both ready and each worker ends
 /// cleanly after the job. Returns the coordinator's stderr.
-fn two_workers_finish(coord: Child, port: u16) -> String {
+fn two_workers_finish(coord: Coordinator) -> String {
     let workers: Vec<Child> = (0..2)
-        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| ts_worker(&coord.addr, TOKEN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
-    let out = finish(coord, 240, "the coordinator");
+    let out = coord.finish(240);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2 worker(s) ready"), "{stderr}");
@@ -195,18 +237,17 @@ fn two_workers_finish(coord: Child, port: u16) -> String {
 fn idle_unauthenticated_connections_do_not_stop_the_job() {
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = coordinator(data.path(), false, port, 2);
+    let coord = coordinator(data.path(), false, 2);
+    // It listens (it said where); a connection that fails (a full accept backlog) is tried again.
     let t = Instant::now();
     let mut idle = Vec::new();
     while idle.len() < 300 && t.elapsed() < Duration::from_secs(60) {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => idle.push(s),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)), // not listening yet
+        if let Ok(s) = std::net::TcpStream::connect(&coord.addr) {
+            idle.push(s);
         }
     }
     assert_eq!(idle.len(), 300);
-    let stderr = two_workers_finish(coord, port);
+    let stderr = two_workers_finish(coord);
     // A flood is a few lines, not one per connection.
     let refusals = stderr.lines().filter(|l| l.contains("refused a worker")).count();
     assert!(refusals <= 25, "{refusals} refusal lines:\n{stderr}");
@@ -217,10 +258,9 @@ fn idle_unauthenticated_connections_do_not_stop_the_job() {
 #[test]
 fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
     let out = landscaped(data.path())
         .args(slice_args(false))
-        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "1"])
+        .args(listen_flags(2, 1))
         .env("LANDSCAPED_TOKEN", TOKEN)
         .output()
         .unwrap();
@@ -230,7 +270,7 @@ fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
     // No token anywhere: refused before listening, saying what to set.
     let out = landscaped(data.path())
         .args(slice_args(false))
-        .args(["--workers-listen", &format!("127.0.0.1:{port}")])
+        .args(["--workers-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -238,16 +278,14 @@ fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
     // One of two expected workers: the job starts with it after the wait, saying so.
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
-    let coord = landscaped(data.path())
-        .args(slice_args(false))
-        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "3"])
-        .env("LANDSCAPED_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let w = ts_worker(port, TOKEN).stdout(Stdio::null()).spawn().unwrap();
-    let out = finish(coord, 240, "the coordinator");
+    let coord = Coordinator::spawn(
+        landscaped(data.path())
+            .args(slice_args(false))
+            .args(listen_flags(2, 3))
+            .env("LANDSCAPED_TOKEN", TOKEN),
+    );
+    let w = ts_worker(&coord.addr, TOKEN).stdout(Stdio::null()).spawn().unwrap();
+    let out = coord.finish(240);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("only 1 of 2 workers joined within 3 s; starting with those"), "{stderr}");
@@ -261,11 +299,10 @@ fn nobody_joining_is_one_line_and_fewer_than_expected_start_after_the_wait() {
 fn a_lost_worker_and_a_straggler_change_nothing() {
     let want = reference(true);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = coordinator(data.path(), true, port, 3);
+    let coord = coordinator(data.path(), true, 3);
     // Every worker is paced (a Python worker's first evaluation can take a second to warm up; unpaced,
     // the first worker could finish the whole grid before the others start).
-    let steady = py_worker(port)
+    let steady = py_worker(&coord.addr)
         .env("SCALE_TEST_SLOW", "0.02")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -274,9 +311,10 @@ fn a_lost_worker_and_a_straggler_change_nothing() {
     // This worker's process ends at the 7th batch it evaluates: inside the first block it takes (every
     // worker takes one at once, blocks start at up to 4 points), or during the centre's evaluation when
     // it is the first worker.
-    let dying = py_worker(port).env("SCALE_TEST_DIE_AFTER", "6").stderr(Stdio::null()).spawn().unwrap();
-    let slow = py_worker(port).env("SCALE_TEST_SLOW", "0.05").stderr(Stdio::null()).spawn().unwrap();
-    let out = finish(coord, 400, "the coordinator");
+    let dying =
+        py_worker(&coord.addr).env("SCALE_TEST_DIE_AFTER", "6").stderr(Stdio::null()).spawn().unwrap();
+    let slow = py_worker(&coord.addr).env("SCALE_TEST_SLOW", "0.05").stderr(Stdio::null()).spawn().unwrap();
+    let out = coord.finish(400);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Lost in the grid (its points go to the others) or, when it was the first, while evaluating the
@@ -294,7 +332,7 @@ fn a_lost_worker_and_a_straggler_change_nothing() {
 /// `launcher_secs`) both succeed,
 /// ranks 0 and 1 joined, and the stored grid is `want`.
 fn launched_ranks_computed_the_grid(
-    coord: Child,
+    coord: Coordinator,
     secs: u64,
     launcher: Child,
     launcher_secs: u64,
@@ -302,7 +340,7 @@ fn launched_ranks_computed_the_grid(
     data: &Path,
     want: &serde_json::Value,
 ) {
-    let out = finish(coord, secs, "the coordinator");
+    let out = coord.finish(secs);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("rank 0 on ") && stderr.contains("rank 1 on "), "{stderr}");
@@ -322,12 +360,11 @@ fn mpirun_places_the_workers() {
     );
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = coordinator(data.path(), false, port, 2);
+    let coord = coordinator(data.path(), false, 2);
     let ranks = Command::new(mpirun)
         .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "LANDSCAPED_TOKEN"])
         .arg(worker_bin())
-        .args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .args(["--connect", &coord.addr, "--connect-timeout", "60"])
         .env("LANDSCAPED_TOKEN", TOKEN)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -343,11 +380,10 @@ fn mpirun_places_the_workers() {
 fn torchrun_places_python_workers() {
     let want = reference(true);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = coordinator(data.path(), true, port, 2);
+    let coord = coordinator(data.path(), true, 2);
     let ranks = Command::new(root().join(".venv/bin/torchrun"))
         .args(["--standalone", "--nproc-per-node", "2", "-m", "landscaped_worker"])
-        .args(["--connect", &format!("127.0.0.1:{port}"), "--connect-timeout", "60"])
+        .args(["--connect", &coord.addr, "--connect-timeout", "60"])
         .env("LANDSCAPED_TOKEN", TOKEN)
         .env("PYTHONPATH", python_path())
         .env("OMP_NUM_THREADS", "1")
@@ -386,18 +422,12 @@ fn sharpness_probes_spread_over_dial_in_workers_give_the_one_worker_figures() {
     assert!(want.iter().any(|(q, _, _)| q == "trace") && want.iter().any(|(q, _, _)| q == "trace_slq"));
 
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = args(data.path())
-        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "90"])
-        .env("LANDSCAPED_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let coord =
+        Coordinator::spawn(args(data.path()).args(listen_flags(2, 90)).env("LANDSCAPED_TOKEN", TOKEN));
     let workers: Vec<Child> = (0..2)
-        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        .map(|_| ts_worker(&coord.addr, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
         .collect();
-    let out = finish(coord, 240, "the coordinator");
+    let out = coord.finish(240);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 worker(s) ready"));
     assert_eq!(rows(&out.stdout), want);
@@ -412,20 +442,17 @@ fn sharpness_probes_spread_over_dial_in_workers_give_the_one_worker_figures() {
 fn an_interrupted_distributed_slice_resumes_from_the_stored_points() {
     let want = reference(false);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let coord = landscaped(data.path())
-        .args(slice_args(false))
-        .args(["--workers-listen", &format!("127.0.0.1:{port}"), "--expect", "2", "--wait", "90"])
-        .env("LANDSCAPED_TOKEN", TOKEN)
-        .env("LANDSCAPED_STOP_AFTER_POINTS", "30")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let coord = Coordinator::spawn(
+        landscaped(data.path())
+            .args(slice_args(false))
+            .args(listen_flags(2, 90))
+            .env("LANDSCAPED_TOKEN", TOKEN)
+            .env("LANDSCAPED_STOP_AFTER_POINTS", "30"),
+    );
     let workers: Vec<Child> = (0..2)
-        .map(|_| ts_worker(port, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+        .map(|_| ts_worker(&coord.addr, TOKEN).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
         .collect();
-    let out = finish(coord, 240, "the coordinator");
+    let out = coord.finish(240);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("cancelled after"), "{stdout}");

@@ -340,11 +340,29 @@ fn a_worker_that_never_answers_the_handshake_is_stopped_and_reported() {
     let mut o = WorkerOptions::new("/bin/sleep".into());
     o.args = vec!["30".into()];
     o.handshake_timeout = Duration::from_millis(500);
-    let t = std::time::Instant::now();
+    // A Timeout error is the 500 ms deadline firing (not the process ending 30 s later by itself).
     let e = Worker::start(&o).err().unwrap();
     assert!(matches!(e, WorkerError::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("handshake"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A worker that is gone before its `hello` is even written (the write fails) is reported like one that
+/// dies after it: "during the handshake" (which of the two happens at start-up is a race).
+#[test]
+fn a_worker_gone_before_its_hello_is_written_died_during_the_handshake() {
+    let mut o = WorkerOptions::new("/bin/sh".into());
+    o.args = vec!["-c".into(), "echo cannot start >&2; exit 3".into()];
+    let mut w = Worker::spawn(&o).unwrap();
+    // Exited (a zombie: the client has not reaped it yet): nothing reads its stdin any more.
+    let stat = format!("/proc/{}/stat", w.pid());
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&stat).unwrap().rsplit(')').next().unwrap().trim_start().starts_with('Z') {
+        assert!(t.elapsed() < Duration::from_secs(30), "sh did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let e = w.handshake(Duration::from_secs(30)).err().unwrap();
+    assert_eq!(e.kind(), "worker_failed", "{e}");
+    assert!(e.to_string().contains("exited with code 3 during the handshake"), "{e}");
 }
 
 fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
@@ -355,7 +373,17 @@ fn a_worker_killed_mid_session_is_one_clear_error(t: &Impl) {
         let b = w.load_state(ckpt("ckpt_b.safetensors"), &BindRules::default()).unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(w.pid() as i32, sig) };
-        std::thread::sleep(Duration::from_millis(100));
+        // Dead (a zombie until the client reaps it, or gone) before the next call: polled, not slept on.
+        let stat = format!("/proc/{}/stat", w.pid());
+        let dead = || match std::fs::read_to_string(&stat) {
+            Ok(s) => s.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
+            Err(_) => true,
+        };
+        let t = std::time::Instant::now();
+        while !dead() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the worker did not die of {name}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let e = match w.set_state(b).and_then(|_| w.evaluate().map(|_| ())) {
             Err(e) => e,
             Ok(()) => panic!("a worker killed by {name} answered"),

@@ -495,13 +495,17 @@ impl Worker {
         let id = self.next_id;
         self.next_id += 1;
         let name = op.name();
+        let hello = matches!(op, Op::Hello { .. });
         let frame = protocol::encode(&Request { id, body: op }).map_err(|e| WorkerError::Protocol {
             what: self.what.clone(),
             why: format!("encoding {name}: {e}"),
         })?;
-        let Some(conn) = self.conn.as_mut() else { return Err(self.died(name)) };
+        // A worker dying at start-up may be gone before `hello` is written or only after: the same
+        // phase either way, named the same (which of the two happens is a race).
+        let during = if hello { "the handshake" } else { name };
+        let Some(conn) = self.conn.as_mut() else { return Err(self.died(during)) };
         if write_frame(conn, &frame).is_err() {
-            return Err(self.died(name));
+            return Err(self.died(during));
         }
         Ok(id)
     }

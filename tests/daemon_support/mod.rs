@@ -1,19 +1,90 @@
-//! Shared helpers for the daemon tests: start the real binary on a free loopback port with a config in
-//! a temp dir, scrape /metrics, wait for conditions (bounded), run the Python checkpoint writer.
+//! Shared helpers for the daemon tests: start the real binary with a config in a temp dir (it binds
+//! `127.0.0.1:0` itself and the port is read back from its `daemon.json`: no port is picked, released and
+//! bound again, so parallel tests cannot race for one), scrape /metrics, wait for conditions (bounded,
+//! polling; no sleep stands for an event), run the Python checkpoint writer.
 #![allow(dead_code)]
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_landscaped");
+
+/// What every test config says for `listen`: the daemon binds a free loopback port itself and names it in
+/// `<data_dir>/daemon.json` (see [`bound_port`]).
+pub const LISTEN_ANY: &str = "127.0.0.1:0";
 
 pub fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback address that refuses every connection for as long as this value lives: a TCP socket bound
+/// to a port the kernel chose and never listening (Linux answers a SYN to it with a reset). Holding the
+/// port means no other test can start listening there meanwhile, unlike a port bound and released.
+pub struct Refusing {
+    _socket: OwnedFd,
+    pub addr: std::net::SocketAddr,
+}
+
+pub fn refusing() -> Refusing {
+    // SAFETY: plain socket calls on a descriptor owned here; the sockaddr is a zeroed sockaddr_in.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let socket = OwnedFd::from_raw_fd(fd);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let p = &mut a as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(libc::bind(socket.as_raw_fd(), p, len), 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::getsockname(socket.as_raw_fd(), p, &mut len), 0);
+        let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(a.sin_port)));
+        Refusing { _socket: socket, addr }
+    }
+}
+
+/// The `data_dir` of a daemon config file.
+pub fn config_data_dir(config: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap();
+    let t: toml::Table = toml::from_str(&text).unwrap();
+    PathBuf::from(t["data_dir"].as_str().expect("data_dir in the config"))
+}
+
+/// The port the daemon `child` listens on, read from its `daemon.json` (`file`: `<data_dir>/daemon.json`)
+/// once that file names this pid (a daemon killed earlier leaves a stale one); fails after `limit`, or at
+/// once if the daemon exits first, with its log.
+pub fn bound_port(child: &mut Child, file: &Path, log: &Path, limit: Duration) -> u16 {
+    let pid = child.id();
+    let t = Instant::now();
+    loop {
+        let id = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter(|v| v["pid"].as_u64() == Some(pid as u64));
+        if let Some(id) = id {
+            let listen = id["listen"].as_str().unwrap();
+            return listen.parse::<std::net::SocketAddr>().unwrap().port();
+        }
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon exited ({status}) before writing {}:\n{}", file.display(), log());
+        }
+        if t.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {} to name pid {pid}:\n{}", file.display(), log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The address a coordinator listens on, from its log line `… worker(s) on ADDR (contract …)` (the
+/// coordinator binds what it was given, e.g. `127.0.0.1:0`, and names the bound address there).
+pub fn coordinator_addr(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(" worker(s) on ")?;
+    let (addr, _) = rest.split_once(" (contract ")?;
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.to_string())
 }
 
 pub struct Daemon {
@@ -29,29 +100,30 @@ pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
 }
 
 /// [`start`] with extra environment variables for the daemon (e.g. `LANDSCAPED_TEST_FAULTS`).
+/// `extra` may set `rescan_interval_secs` (30 otherwise; [`Daemon::settle`] wants a short one).
 pub fn start_env(dir: &Path, watch: &[&Path], extra: &str, env: &[(&str, &str)]) -> Daemon {
-    let port = free_port();
     let config = dir.join("landscaped.toml");
     let watch: Vec<String> = watch.iter().map(|w| format!("{:?}", w.to_str().unwrap())).collect();
+    let rescan = if extra.contains("rescan_interval_secs") { "" } else { "rescan_interval_secs = 30\n" };
     let text = format!(
-        "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\nrescan_interval_secs = 30\n{extra}\n[[run]]\nname = \"r\"\nwatch = [{}]\n",
+        "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n{rescan}{extra}\n[[run]]\nname = \"r\"\nwatch = [{}]\n",
         dir.join("data").to_str().unwrap(),
         watch.join(", ")
     );
     std::fs::write(&config, text).unwrap();
-    restart_env(config, port, dir, env)
+    restart_env(config, dir, env)
 }
 
-pub fn restart(config: PathBuf, port: u16, dir: &Path) -> Daemon {
-    restart_env(config, port, dir, &[])
+/// Starts the daemon again on `config` (a new port: read from daemon.json); waits until it is ready.
+pub fn restart(config: PathBuf, dir: &Path) -> Daemon {
+    restart_env(config, dir, &[])
 }
 
 /// Starts the daemon on an existing config without waiting for it to be ready.
 pub fn spawn_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, PathBuf) {
-    let log = dir.join(format!(
-        "daemon-{}.log",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    ));
+    // Numbered, not named by the clock: several daemons of one test each keep their log.
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let log = dir.join(format!("daemon-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
     let child = Command::new(BIN)
         .args(["daemon", "--config", config.to_str().unwrap()])
         .env("LANDSCAPED_LOG", "info")
@@ -63,8 +135,15 @@ pub fn spawn_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> (Child, Pat
     (child, log)
 }
 
-pub fn restart_env(config: PathBuf, port: u16, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+pub fn restart_env(config: PathBuf, dir: &Path, env: &[(&str, &str)]) -> Daemon {
     let (child, log) = spawn_env(&config, dir, env);
+    ready(child, config, log)
+}
+
+/// The daemon `child` started on `config`: its port from daemon.json, then /healthz ready.
+pub fn ready(mut child: Child, config: PathBuf, log: PathBuf) -> Daemon {
+    let json = config_data_dir(&config).join("daemon.json");
+    let port = bound_port(&mut child, &json, &log, Duration::from_secs(20));
     let d = Daemon { child, port, config, log };
     wait_until(Duration::from_secs(20), "daemon ready", || {
         get(d.port, "/healthz").is_some_and(|h| h.contains("\"ready\":true"))
@@ -73,6 +152,21 @@ pub fn restart_env(config: PathBuf, port: u16, dir: &Path, env: &[(&str, &str)])
 }
 
 impl Daemon {
+    /// Waits until the daemon has looked at every watched file again and has nothing left to do: two
+    /// more reconciliation scans have started (so one whole scan ran after this call) and then nothing
+    /// is queued or in flight. The positive event a test waits for before showing that something did
+    /// NOT happen (again); needs a short `rescan_interval_secs` in the config.
+    pub fn settle(&self) {
+        let scans = |d: &Daemon| d.metric("landscaped_scans_total{reason=\"reconcile\"}").unwrap_or(0.0);
+        let from = scans(self);
+        wait_until(Duration::from_secs(60), "two more reconciliation scans", || scans(self) >= from + 2.0);
+        wait_until(Duration::from_secs(60), "nothing queued or in flight", || {
+            get(self.port, "/healthz").is_some_and(|h| {
+                let v: serde_json::Value = serde_json::from_str(&h).unwrap_or_default();
+                v["queued"] == 0 && v["in_flight"] == 0
+            })
+        });
+    }
     pub fn metrics(&self) -> String {
         get(self.port, "/metrics").unwrap_or_default()
     }
@@ -229,12 +323,11 @@ pub fn start_daemon_with(
     let pids = dir.join("pids");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::create_dir_all(&pids).unwrap();
-    let port = free_port();
     let config = dir.join("landscaped.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
+            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
              rescan_interval_secs = 30\n{top}\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n{job}\nbackend = \"python\"\n\
              python = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
             dir.join("data").to_str().unwrap(),
@@ -246,7 +339,7 @@ pub fn start_daemon_with(
     let tests_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let env =
         [("PYTHONPATH", tests_python.to_str().unwrap()), ("LANDSCAPED_TEST_PID_DIR", pids.to_str().unwrap())];
-    (restart_env(config, port, dir, &env), ck, pids)
+    (restart_env(config, dir, &env), ck, pids)
 }
 
 /// The pid a worker noted in `<pids>/<what>.pid`, once it has.

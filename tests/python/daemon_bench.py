@@ -9,8 +9,8 @@
    the load+norm loop over the same files.
 """
 
+import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +26,20 @@ QUIET = 0.2
 PARAMS = int(os.environ.get("BENCH_PARAMS", "1000000"))  # floats per checkpoint (4 MB)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def bound_port(data_dir, proc, limit=30.0):
+    """The port the daemon `proc` (started with listen = "127.0.0.1:0") bound, from its daemon.json."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(os.path.join(data_dir, "daemon.json")) as f:
+                ident = json.load(f)
+            if ident.get("pid") == proc.pid:
+                return int(ident["listen"].rsplit(":", 1)[1])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("the daemon did not write its daemon.json")
 
 
 def metrics(port):
@@ -88,10 +96,9 @@ def main():
     root = tempfile.mkdtemp(prefix="landscaped-bench-")
     ck = os.path.join(root, "ck")
     os.makedirs(ck)
-    port = free_port()
     cfg = os.path.join(root, "c.toml")
     open(cfg, "w").write(
-        f'data_dir = "{root}/data"\nlisten = "127.0.0.1:{port}"\nquiet_period_secs = {QUIET}\n'
+        f'data_dir = "{root}/data"\nlisten = "127.0.0.1:0"\nquiet_period_secs = {QUIET}\n'
         f'queue_capacity = 4096\n[[run]]\nname = "b"\nwatch = ["{ck}"]\n'
     )
     d = subprocess.Popen(
@@ -99,6 +106,7 @@ def main():
         stderr=open(os.path.join(root, "log"), "w"),
         env={**os.environ, "LANDSCAPED_LOG": "warn"},
     )
+    port = bound_port(os.path.join(root, "data"), d)
     try:
         for _ in range(200):
             if '"ready":true' in (

@@ -11,8 +11,8 @@
 usage: light_bench.py LANDSCAPED [EPOCHS]
 """
 
+import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +28,20 @@ PY = sys.executable
 ENV = {**os.environ, "LANDSCAPED_LOG": "warn"}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def bound_port(data_dir, proc, limit=30.0):
+    """The port the daemon `proc` (started with listen = "127.0.0.1:0") bound, from its daemon.json."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(os.path.join(data_dir, "daemon.json")) as f:
+                ident = json.load(f)
+            if ident.get("pid") == proc.pid:
+                return int(ident["listen"].rsplit(":", 1)[1])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("the daemon did not write its daemon.json")
 
 
 def get(port, path):
@@ -65,11 +73,11 @@ def rss_mb(pid):
 
 
 def start_daemon(root, config_body):
-    port = free_port()
     cfg = os.path.join(root, "landscaped.toml")
     with open(cfg, "w") as f:
-        f.write(f'data_dir = "{root}/data"\nlisten = "127.0.0.1:{port}"\nquiet_period_secs = 0.3\n' + config_body)
+        f.write(f'data_dir = "{root}/data"\nlisten = "127.0.0.1:0"\nquiet_period_secs = 0.3\n' + config_body)
     d = subprocess.Popen([BIN, "daemon", "--config", cfg], stderr=open(os.path.join(root, "daemon.log"), "w"), env=ENV)
+    port = bound_port(os.path.join(root, "data"), d)
     for _ in range(600):
         if '"ready":true' in get(port, "/healthz"):
             return d, port

@@ -27,6 +27,7 @@ with torch.no_grad():
 data = load_file(f"{mdir}/eval.safetensors")
 x, y = data["inputs"][:sub].float(), data["targets"][:sub].long()
 params = [p for p in m.parameters() if p.requires_grad]
+torch.manual_seed(0)
 v = [torch.randn_like(p) for p in params]
 
 

@@ -38,21 +38,44 @@ def worker(addr, extra_env, *args):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def listener(port=0):
+def refusing():
+    """A socket bound to a free loopback port and not listening: connections to it are refused (Linux
+    answers the SYN with a reset), and no other process can take the port while it is held. (Binding
+    port 0, releasing it and binding the number again races with parallel tests.)"""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def listener(s=None):
+    """Listens on ``s`` (a :func:`refusing` socket, from then on accepting) or a new free port."""
+    s = s or refusing()
     s.listen(4)
     s.settimeout(WAIT)
     return s
 
 
-def free_port():
-    """A port nothing listens on (bound, then released)."""
-    s = listener()
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def resets_sent():
+    """The kernel's count of TCP resets sent (Tcp OutRsts in /proc/net/snmp): a dial to a refusing socket
+    adds one."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutRsts")])
+
+
+def wait_for(what, cond, proc):
+    """Polls ``cond`` every 20 ms for up to WAIT s while the worker runs."""
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(
+                "the worker exited (%d) before %s; stderr:\n%s" % (proc.returncode, what, err.decode(errors="replace"))
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.02)
 
 
 class Peer:
@@ -129,16 +152,19 @@ def case_closed():
     """Token from the file $LANDSCAPED_TOKEN_FILE, ranks from Slurm's variables, no contract id, and a
     listener that opens after the worker started: it retries, joins, and ends with exit 0 when the
     coordinator closes the connection."""
-    port = free_port()
-    addr = "127.0.0.1:%d" % port
+    early = refusing()
+    addr = "127.0.0.1:%d" % early.getsockname()[1]
     token_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), "tcp_join_check_token_%d" % os.getpid())
     with open(token_file, "w") as f:
         f.write("from-a-file\n")
     try:
         env = {"LANDSCAPED_TOKEN_FILE": token_file, "SLURM_PROCID": "5", "SLURM_LOCALID": "0", "SLURM_NTASKS": "6"}
+        resets = resets_sent()
         proc = worker(addr, env, "--connect-timeout", "100")
-        time.sleep(2)  # not a measurement: the worker may or may not have dialled in vain yet
-        lsock = listener(port)
+        # Refused at least once (the kernel sent a reset; another process's reset can only make this
+        # case start listening sooner, never fail it), then the same socket starts listening.
+        wait_for("a refused dial", lambda: resets_sent() > resets, proc)
+        lsock = listener(early)
         peer = Peer(lsock, proc)
         check_join(
             peer.recv(), proc, {"token": "from-a-file", "rank": 5, "local_rank": 0, "world_size": 6, "contract": None}
@@ -201,7 +227,8 @@ def case_busy():
 
 def case_no_token():
     """No token anywhere: one line naming the three places, exit 2, without dialling."""
-    proc = worker("127.0.0.1:%d" % free_port(), {})
+    nobody = refusing()
+    proc = worker("127.0.0.1:%d" % nobody.getsockname()[1], {})
     code, out, err = finish(proc)
     assert code == 2, "exit %d without a token; stderr:\n%s" % (code, err)
     assert len(lines(err)) == 1, "expected one line:\n%s" % err
@@ -211,7 +238,8 @@ def case_no_token():
 
 def case_timeout():
     """Nothing listening and --connect-timeout 1: one line, exit 1."""
-    addr = "127.0.0.1:%d" % free_port()
+    nobody = refusing()
+    addr = "127.0.0.1:%d" % nobody.getsockname()[1]
     proc = worker(addr, {"LANDSCAPED_TOKEN": "t"}, "--connect-timeout", "1")
     code, out, err = finish(proc)
     assert code == 1, "exit %d after the timeout; stderr:\n%s" % (code, err)
