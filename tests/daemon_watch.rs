@@ -141,6 +141,7 @@ fn burst_of_200_then_kill_9_and_restart_loses_nothing_and_counts_nothing_twice()
     std::thread::sleep(Duration::from_millis(500));
     let processed = d.metric("landscaped_checkpoints_processed_total{run=\"r\"}").unwrap();
     assert_eq!(processed as usize, 200 - before, "after restart only the missing ones are ingested");
+    eprintln!("peak RSS {base_kb} kB before the burst, {rss_kb} kB during it");
     assert!(rss_kb < base_kb + 100_000, "peak RSS grew from {base_kb} kB to {rss_kb} kB during the burst");
     assert_eq!(d.stop(), Some(0));
 }

@@ -385,6 +385,7 @@ fn reduced_precision_evaluates_under_autocast_and_hessian_work_stays_f32() {
     w.set_state(b).unwrap();
     let want = r["loss_b"].as_f64().unwrap();
     let (bf16, _, _) = w.evaluate().unwrap();
+    eprintln!("bf16 loss {bf16} vs f32 {want}: relative {:.2e}", (bf16 - want).abs() / want);
     assert!(bf16 != want && rel_close(bf16, want, 5e-2), "bf16 loss {bf16} vs f32 {want}");
     w.hessian_open("all").unwrap();
     let l = w.loss_at(None).unwrap();
@@ -409,13 +410,32 @@ fn both_backends_give_the_same_curvature() {
             sharpness_at(&c, &ck, &opts, "test", &std::sync::atomic::AtomicBool::new(false), |_| {}).unwrap();
         got.push(rep.extremes.unwrap());
     }
+    // The outside reference: eigvalsh of the full float64 Hessian (628 parameters, all 200 samples),
+    // tests/python/digits_hessian_reference.py, which uses neither Lanczos nor a worker.
+    let out = std::process::Command::new(venv_python())
+        .arg(root().join("tests/python/digits_hessian_reference.py"))
+        .arg(&fixture().0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (lmax, lmin) = (want["lambda_max"].as_f64().unwrap(), want["lambda_min"].as_f64().unwrap());
+    for (backend, e) in [("torchscript", &got[0]), ("python", &got[1])] {
+        eprintln!(
+            "{backend}: λmax {} (rel err {:.1e}), λmin {} (rel err {:.1e}) vs eigvalsh {lmax} {lmin}",
+            e.lambda_max,
+            ((e.lambda_max - lmax) / lmax).abs(),
+            e.lambda_min,
+            ((e.lambda_min - lmin) / lmin).abs()
+        );
+        // float32 HVPs on a float64 Hessian: measured ≤ TODO; Lanczos stops at residual 1e-6.
+        assert!(rel_close(e.lambda_max, lmax, 1e-5), "{backend}: λmax {} vs eigvalsh {lmax}", e.lambda_max);
+        assert!(rel_close(e.lambda_min, lmin, 1e-5), "{backend}: λmin {} vs eigvalsh {lmin}", e.lambda_min);
+    }
     let (ts, py) = (&got[0], &got[1]);
+    // Same float32 HVPs in two runtimes (libtorch vs eager PyTorch): measured TODO.
     assert!(rel_close(ts.lambda_max, py.lambda_max, 1e-6), "λmax {} vs {}", ts.lambda_max, py.lambda_max);
     assert!(rel_close(ts.lambda_min, py.lambda_min, 1e-6), "λmin {} vs {}", ts.lambda_min, py.lambda_min);
-    eprintln!(
-        "λmax torchscript {} python {}; λmin {} {}",
-        ts.lambda_max, py.lambda_max, ts.lambda_min, py.lambda_min
-    );
 }
 
 #[test]

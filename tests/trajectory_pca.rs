@@ -106,7 +106,11 @@ fn check(case: Case) {
     let ratio = f64s(&r["explained_variance_ratio"]);
     let var = f64s(&r["explained_variance"]);
     let sv = f64s(&r["singular_values"]);
+    let mut worst = [0.0f64; 7]; // observed: ratio, variance, sv, 1−|cos| torch, 1−|cos|, |‖v‖−1|, coords
     for j in 0..case.k {
+        worst[0] = worst[0].max((rec.explained_variance_ratio[j] - ratio[j]).abs());
+        worst[1] = worst[1].max((rec.explained_variance[j] - var[j]).abs() / var[j]);
+        worst[2] = worst[2].max((rec.singular_values[j] - sv[j]).abs() / sv[j]);
         assert!((rec.explained_variance_ratio[j] - ratio[j]).abs() < 1e-6, "ratio {j}");
         assert!((rec.explained_variance[j] - var[j]).abs() <= 1e-9 * var[j], "variance {j}");
         assert!((rec.singular_values[j] - sv[j]).abs() <= 1e-9 * sv[j], "singular value {j}");
@@ -130,6 +134,7 @@ fn check(case: Case) {
     let mut signs = Vec::new();
     for j in 0..case.k {
         let tc = r["torch_cosines"][j].as_f64().unwrap();
+        worst[3] = worst[3].max(1.0 - tc.abs());
         assert!(tc.abs() >= 0.99999, "torch cos of component {j}: {tc}");
         let dirs = load_directions_with_shapes(Path::new(&rec.direction_files[j])).unwrap();
         assert_eq!(dirs.len(), names.len());
@@ -145,6 +150,8 @@ fn check(case: Case) {
         let na: f64 = ours.iter().map(|a| a * a).sum::<f64>().sqrt();
         let nb: f64 = comps[j].iter().map(|a| a * a).sum::<f64>().sqrt();
         let cos = dotp / (na * nb);
+        worst[4] = worst[4].max(1.0 - cos.abs());
+        worst[5] = worst[5].max((na - 1.0).abs());
         assert!(cos.abs() >= 0.99999, "cos of component {j}: {cos}");
         assert!((na - 1.0).abs() < 1e-5, "direction {j} is not unit: {na}");
         // Same sign convention as sklearn's svd_flip.
@@ -165,6 +172,7 @@ fn check(case: Case) {
         let scale = coords.iter().map(|c| c[j].abs()).fold(0.0, f64::max);
         for (i, c) in coords.iter().enumerate() {
             let (got, want) = (rec.coords[i][j] * signs[j], c[j]);
+            worst[6] = worst[6].max((got - want).abs() / want.abs().max(1e-3 * scale));
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1e-3 * scale),
                 "coord step {} pc{}: {got} vs {want}",
@@ -174,6 +182,13 @@ fn check(case: Case) {
         }
     }
     let rscale = resid.iter().cloned().fold(0.0, f64::max);
+    let rworst = resid
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (rec.residuals[i] - w).abs() / w.max(1e-3 * rscale))
+        .fold(0.0, f64::max);
+    let seen: Vec<String> = worst.iter().chain([&rworst]).map(|v| format!("{v:.1e}")).collect();
+    eprintln!("observed (ratio, var, sv, 1-|cos| torch, 1-|cos|, |norm-1|, coords, residuals): {seen:?}");
     for (i, w) in resid.iter().enumerate() {
         assert!((rec.residuals[i] - w).abs() <= 1e-5 * w.max(1e-3 * rscale), "residual step {}", steps[i]);
     }

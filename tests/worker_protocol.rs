@@ -273,6 +273,7 @@ fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Imp
     w.hvp(u, hu).unwrap();
     w.hvp(v, hv).unwrap();
     let (a, b2) = (w.dots(v, &[hu]).unwrap()[0], w.dots(u, &[hv]).unwrap()[0]);
+    eprintln!("HVP symmetry: relative {:.2e}", (a - b2).abs() / a.abs().max(b2.abs()));
     assert!(rel_close(a, b2, 1e-3), "⟨v, Hu⟩ = {a} vs ⟨u, Hv⟩ = {b2}");
     // ⟨∇L, d⟩ against (L(θ + εd) − L(θ − εd)) / 2ε along d = u / ‖u‖.
     let nu = w.dots(u, &[u]).unwrap()[0].sqrt();
@@ -291,6 +292,7 @@ fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Imp
         d
     };
     let fd = (4.0 * central(5e-3) - central(1e-2)) / 3.0;
+    eprintln!("finite difference: relative {:.2e} (slope {slope})", (fd - slope).abs() / slope.abs());
     assert!((fd - slope).abs() <= 1e-2 * slope.abs().max(1e-3), "finite difference {fd} vs gradient {slope}");
     assert!(dim > 100);
     // Loss evaluations elsewhere leave the module at the centre.
