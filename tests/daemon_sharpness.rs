@@ -69,6 +69,12 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
     let (lmax, lmin) = (want["lambda_max"].as_f64().unwrap(), want["lambda_min"].as_f64().unwrap());
     let got_max = g("landscaped_hessian_lambda_max{run=\"r\"}");
     let got_min = g("landscaped_hessian_lambda_min{run=\"r\"}");
+    eprintln!(
+        "λmax rel {:.1e}, λmin rel {:.1e}, ratio rel {:.1e}",
+        rel(got_max, lmax),
+        rel(got_min, lmin),
+        rel(g("landscaped_hessian_eigen_ratio{run=\"r\"}"), (lmin / lmax).abs())
+    );
     assert!(rel(got_max, lmax) < 1e-4, "λmax {got_max} vs PyTorch {lmax}");
     assert!(rel(got_min, lmin) < 1e-4, "λmin {got_min} vs PyTorch {lmin}");
     let ratio = (lmin / lmax).abs();

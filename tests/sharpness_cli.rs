@@ -1,5 +1,5 @@
 //! `landscaped sharpness`, `sharpness-map` and `plot spectrum` end to end on the tiny model of
-//! tests/python/sharpness_reference.py: stored results match PyTorch's full-Hessian eigenvalues (1e-4
+//! tests/python/sharpness_reference.py: stored results match PyTorch's full-Hessian eigenvalues (1e-6
 //! relative), the Fig. 7 map's centre point equals |λmin/λmax| at the checkpoint, the sharpness measures
 //! and the SLQ density match float64 brute force and `eigvalsh`, and bad input gives one clear line.
 
@@ -94,12 +94,14 @@ fn sharpness_store_list_plot_and_ratio_map() {
         rel(lmin, want["lambda_min"].as_f64().unwrap()),
         rel(get("loss")["value"].as_f64().unwrap(), want["loss"].as_f64().unwrap())
     );
-    assert!(rel(lmax, want["lambda_max"].as_f64().unwrap()) < 1e-4, "{lmax}");
-    assert!(rel(lmin, want["lambda_min"].as_f64().unwrap()) < 1e-4, "{lmin}");
+    // Lanczos to residual 1e-6 on float32 HVPs against eigvalsh in float64: measured 2.0e-9 / 5.2e-8.
+    assert!(rel(lmax, want["lambda_max"].as_f64().unwrap()) < 1e-6, "{lmax}");
+    assert!(rel(lmin, want["lambda_min"].as_f64().unwrap()) < 1e-6, "{lmin}");
     let tr = get("trace");
     let tw = want["trace"].as_f64().unwrap();
     assert!((tr["value"].as_f64().unwrap() - tw).abs() < 4.0 * tr["pm"].as_f64().unwrap(), "{tr} vs {tw}");
-    assert!(rel(get("loss")["value"].as_f64().unwrap(), want["loss"].as_f64().unwrap()) < 1e-5);
+    // A float32 loss against float64: measured 1.0e-8.
+    assert!(rel(get("loss")["value"].as_f64().unwrap(), want["loss"].as_f64().unwrap()) < 1e-6);
     assert!(get("sam")["value"].as_f64().unwrap() > 0.0);
     assert!(get("fn_loss_rise")["pm"].as_f64().unwrap() > 0.0);
 
@@ -142,8 +144,9 @@ fn sharpness_store_list_plot_and_ratio_map() {
         rel(centre, want_ratio),
         rel(map.lambda_max[0][1], want["lambda_max"].as_f64().unwrap())
     );
-    assert!(rel(centre, want_ratio) < 1e-4, "{centre} vs {want_ratio}");
-    assert!(rel(map.lambda_max[0][1], want["lambda_max"].as_f64().unwrap()) < 1e-4);
+    // As above (tol 1e-6): measured 5.0e-8 (ratio), 8.8e-9 (λmax).
+    assert!(rel(centre, want_ratio) < 1e-6, "{centre} vs {want_ratio}");
+    assert!(rel(map.lambda_max[0][1], want["lambda_max"].as_f64().unwrap()) < 1e-6);
     // Away from the centre the curvature differs.
     assert!((map.ratio[1][0] - centre).abs() > 1e-6);
 }

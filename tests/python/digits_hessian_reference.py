@@ -5,8 +5,9 @@ torch.autograd.functional.hessian, and its extreme eigenvalues by torch.linalg.e
 landscaped is used (no Lanczos, no worker): the model class of slice_reference.py, the checkpoint read with
 safetensors, the evaluation set as exported.
 
-usage: digits_hessian_reference.py FIXTURE_DIR  (the folder slice_reference.py wrote; prints one JSON line:
-dim, lambda_max, lambda_min, the top 3 eigenvalues, trace, loss)
+usage: digits_hessian_reference.py FIXTURE_DIR [--gradient]  (the folder slice_reference.py wrote; prints one
+JSON line: dim, lambda_max, lambda_min, the top 3 eigenvalues, trace, loss; with --gradient only the loss
+and its float64 gradient, in the module's parameter order, without the Hessian)
 """
 
 import json
@@ -48,6 +49,10 @@ def loss_of(flat):
 
 with torch.no_grad():
     loss = loss_of(theta).item()
+if sys.argv[2:] == ["--gradient"]:
+    grad = torch.func.grad(loss_of)(theta)
+    print(json.dumps({"dim": theta.numel(), "names": names, "loss": loss, "gradient": grad.tolist()}))
+    sys.exit(0)
 h = torch.func.hessian(loss_of)(theta)  # forward-over-reverse, vectorized over the 628 columns
 h = 0.5 * (h + h.T)
 ev_ = torch.linalg.eigvalsh(h)
