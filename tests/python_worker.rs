@@ -1,6 +1,7 @@
 //! The Python backend (`python -m landscaped_worker`, the factory contract) against the TorchScript
 //! backend and the PyTorch reference, on the digits CNN of tests/python/slice_reference.py: the same
-//! directions for a seed (bit for bit), the same slice grid (1e-6 relative) and the reference code's grid;
+//! directions for a seed (bit for bit), the same slice grid (1e-12 relative; measured bit for bit) and
+//! the reference code's grid;
 //! λmax/λmin of both against `eigvalsh` of the full float64 Hessian (tests/python/digits_hessian_reference.py)
 //! and the bf16 loss against PyTorch's own autocast;
 //! checkpoints in other formats handed over as temporary safetensors (removed after); the bad-input
@@ -131,7 +132,17 @@ fn slice(python: bool, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f
     r.record
 }
 
+/// The largest relative differences seen at the 1e-12 and 1e-5 bounds (printed by the slice tests).
+static WORST: std::sync::Mutex<[f64; 2]> = std::sync::Mutex::new([0.0; 2]);
+
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
+    let e = (a - b).abs() / a.abs().max(b.abs()).max(1e-12);
+    let mut w = WORST.lock().unwrap();
+    if rel == 1e-12 {
+        w[0] = w[0].max(e);
+    } else if rel == 1e-5 {
+        w[1] = w[1].max(e);
+    }
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
 }
 
@@ -189,7 +200,8 @@ fn both_backends_draw_the_same_directions_and_compute_the_same_grid() {
     let py = slice(true, 1, plane, xs, ys);
     assert_eq!(ts.directions, py.directions, "the record's direction description (parameter list)");
     for (i, (a, b)) in ts.values.loss.iter().zip(&py.values.loss).enumerate() {
-        assert!(rel_close(*a, *b, 1e-6), "loss[{i}]: torchscript {a} vs python {b}");
+        // The same float32 kernels in both runtimes: measured bit for bit (was allowed 1e-6).
+        assert!(rel_close(*a, *b, 1e-12), "loss[{i}]: torchscript {a} vs python {b}");
     }
     assert_eq!(ts.values.accuracy, py.values.accuracy);
     assert!(rel_close(ts.centre_loss, py.centre_loss, 1e-9));
@@ -197,11 +209,14 @@ fn both_backends_draw_the_same_directions_and_compute_the_same_grid() {
         for ix in 0..3 {
             let want = g["loss"][iy][ix].as_f64().unwrap();
             let got = py.values.loss_at(iy, ix);
+            // float32 forwards, eager vs the reference code's: measured 1.0e-7.
             assert!(rel_close(got, want, 1e-5), "python: loss[{iy}][{ix}] {got} vs reference {want}");
             assert!((py.values.accuracy[iy * 3 + ix] - g["acc"][iy][ix].as_f64().unwrap()).abs() < 1e-9);
         }
     }
     assert!(py.model.model.contains("digits_factory:build"), "{:?}", py.model);
+    let w = *WORST.lock().unwrap();
+    eprintln!("grid: backends {:.1e} apart, python {:.1e} from the reference", w[0], w[1]);
 }
 
 #[test]
