@@ -133,8 +133,11 @@ fn ingest_statistics_match_pytorch_on_the_reassembled_state_dict() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(&tmp.path().join("store")).unwrap();
+    let worst = std::cell::Cell::new(0.0f64);
     let close = |what: &str, got: f64, want: f64| {
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-12), "{what}: got {got:e}, PyTorch {want:e}");
+        worst.set(worst.get().max((got - want).abs() / want.abs().max(1e-12)));
+        // float64 on both sides, different summation orders: measured ≤ 1.3e-14 (was allowed 1e-6).
+        assert!((got - want).abs() <= 1e-12 * want.abs().max(1e-12), "{what}: got {got:e}, PyTorch {want:e}");
     };
     // The same ingest streamed in the smallest chunks (8192 f32 elements: `blocks.0.weight`, sharded
     // by columns in dcp2, is read in 9 ranges, each gathered from both ranks' chunks).
@@ -193,6 +196,7 @@ fn ingest_statistics_match_pytorch_on_the_reassembled_state_dict() {
             assert_eq!(s.histogram.counts, hist, "{ctx}: torch.histc counts");
         }
     }
+    eprintln!("largest relative difference from PyTorch: {:.1e}", worst.get());
 }
 
 #[test]

@@ -69,11 +69,19 @@ fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
     let (lmax, lmin) = (want["lambda_max"].as_f64().unwrap(), want["lambda_min"].as_f64().unwrap());
     let got_max = g("landscaped_hessian_lambda_max{run=\"r\"}");
     let got_min = g("landscaped_hessian_lambda_min{run=\"r\"}");
-    assert!(rel(got_max, lmax) < 1e-4, "λmax {got_max} vs PyTorch {lmax}");
-    assert!(rel(got_min, lmin) < 1e-4, "λmin {got_min} vs PyTorch {lmin}");
+    eprintln!(
+        "λmax rel {:.1e}, λmin rel {:.1e}, ratio rel {:.1e}",
+        rel(got_max, lmax),
+        rel(got_min, lmin),
+        rel(g("landscaped_hessian_eigen_ratio{run=\"r\"}"), (lmin / lmax).abs())
+    );
+    // Lanczos to residual 1e-7 on float32 HVPs against eigvalsh in float64: measured 8.8e-9 / 4.1e-8.
+    assert!(rel(got_max, lmax) < 1e-6, "λmax {got_max} vs PyTorch {lmax}");
+    assert!(rel(got_min, lmin) < 1e-6, "λmin {got_min} vs PyTorch {lmin}");
     let ratio = (lmin / lmax).abs();
     let got_ratio = g("landscaped_hessian_eigen_ratio{run=\"r\"}");
-    assert!(rel(got_ratio, ratio) < 2e-4, "ratio {got_ratio} vs {ratio}");
+    // measured 5.0e-8
+    assert!(rel(got_ratio, ratio) < 1e-6, "ratio {got_ratio} vs {ratio}");
     assert_eq!(g("landscaped_hessian_converged{run=\"r\"}"), 1.0);
 
     // The record at the API: same numbers, how it was computed, the trace within 4 standard errors.

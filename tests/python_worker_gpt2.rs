@@ -82,7 +82,8 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     }
     let want = r["lambda_power"].as_f64().unwrap();
     eprintln!("λ by power iteration: worker {lam}, plain PyTorch {want}; loss {loss} vs own {own}");
-    assert!(rel_close(lam, want, 1e-3), "power iteration through the worker {lam} vs plain PyTorch {want}");
+    // The same 20 float32 HVPs from the same start in one torch: measured 1.2e-15 apart (was allowed 1e-3).
+    assert!(rel_close(lam, want, 1e-12), "power iteration through the worker {lam} vs plain PyTorch {want}");
     w.hessian_close().unwrap();
     let _ = w.shutdown();
 
@@ -97,7 +98,8 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     let lmax = rep.extremes.unwrap().lambda_max;
     let conv = r["lambda_converged"].as_f64().unwrap();
     eprintln!("λmax Lanczos {lmax}, power iteration to convergence {conv}");
-    assert!(rel_close(lmax, conv, 1e-3), "λmax by Lanczos {lmax} vs power iteration {conv}");
+    // Lanczos stopped at residual 1e-5 against a converged power iteration: measured 5.9e-6 (was 1e-3).
+    assert!(rel_close(lmax, conv, 1e-4), "λmax by Lanczos {lmax} vs power iteration {conv}");
     assert!(used.model.contains("gpt2_factory:build"));
 
     // The same text as dict batches with labels and loss `hf`: the model's own .loss, batch by batch.

@@ -132,7 +132,8 @@ fn a_compiled_module_gives_the_plain_modules_values() {
             .unwrap();
         w.set_state(b).unwrap();
         let (loss, _, _) = w.evaluate().unwrap();
-        assert!(rel_close(loss, r["loss_b"].as_f64().unwrap(), 1e-6), "{factory}: {loss}");
+        // The reference's own eager float32 evaluation in the same batches: measured equal (was 1e-6).
+        assert!(rel_close(loss, r["loss_b"].as_f64().unwrap(), 1e-12), "{factory}: {loss}");
         let (dirs, _) = w.random_directions(b, 3, "filter", "biasbn", 2, false).unwrap();
         w.set_plane(b, dirs[0], Some(dirs[1])).unwrap();
         let (p, _) = w.evaluate_point(0.3, -0.2).unwrap();
@@ -144,9 +145,17 @@ fn a_compiled_module_gives_the_plain_modules_values() {
         values.push((loss, p, w.read_vector(hv).unwrap()));
         let _ = w.shutdown();
     }
-    assert!(rel_close(values[0].0, values[1].0, 1e-6) && rel_close(values[0].1, values[1].1, 1e-6));
     let (a, b) = (&values[0].2, &values[1].2);
     let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let scale = b.iter().map(|x| x.abs()).fold(0.0, f64::max);
-    assert!(err <= 1e-6 * scale, "HVP through the compiled module's original: {err} vs {scale}");
+    eprintln!(
+        "compiled vs plain: loss {:.1e}, point {:.1e}, HVP {:.1e}; loss vs reference {:.1e}",
+        (values[0].0 - values[1].0).abs() / values[1].0,
+        (values[0].1 - values[1].1).abs() / values[1].1,
+        err / scale,
+        (values[0].0 - r["loss_b"].as_f64().unwrap()).abs() / values[0].0
+    );
+    // The compiled module's original runs the plain module's float32 ops: measured bit for bit (was 1e-6).
+    assert!(rel_close(values[0].0, values[1].0, 1e-12) && rel_close(values[0].1, values[1].1, 1e-12));
+    assert!(err <= 1e-12 * scale, "HVP through the compiled module's original: {err} vs {scale}");
 }

@@ -1,7 +1,8 @@
-//! Weight statistics agree with PyTorch (float64) within 1e-6 relative, on checkpoints PyTorch itself
+//! Weight statistics agree with PyTorch (float64) within 1e-11 relative, on checkpoints PyTorch itself
 //! writes in every format (safetensors, HF folder / sharded / pytorch_model.bin, torch.save flat and
-//! nested, Lightning) and dtype (f32, f16, bf16, f64). References: tests/python/stats_reference.py.
-//! Histogram counts must be identical to torch.histc's.
+//! nested, Lightning) and dtype (f32, f16, bf16, f64), and on tensors over 8 MiB streamed in ≥ 10 chunks
+//! by 4 threads. References: tests/python/stats_reference.py. Histogram counts must be identical to
+//! torch.histc's.
 
 use landscaped::ingest::{IngestOptions, IngestStatus, ingest_checkpoint};
 use landscaped::store::{Store, checkpoints as records};
@@ -9,10 +10,23 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const REL: f64 = 1e-6;
+/// Both sides accumulate in float64 (ours blocked + compensated, PyTorch its own reduction order) over at
+/// most 3.2 M values: the largest relative difference seen is 1.4e-13 (l2 of a 12.8 MB f32 tensor);
+/// 1e-11 leaves a 70× margin and still fails any float32 accumulation (≈ 1e-7).
+const REL: f64 = 1e-11;
+
+/// The largest relative error seen (printed at the end: the figure docs/tolerances.md quotes).
+static WORST: std::sync::Mutex<(f64, String)> = std::sync::Mutex::new((0.0, String::new()));
 
 fn close(what: &str, got: f64, want: f64) {
     let tol = REL * want.abs().max(1e-300);
+    let err = (got - want).abs() / want.abs().max(1e-300);
+    {
+        let mut w = WORST.lock().unwrap();
+        if err > w.0 {
+            *w = (err, what.to_string());
+        }
+    }
     assert!((got - want).abs() <= tol, "{what}: got {got:e}, PyTorch {want:e}");
 }
 
@@ -82,7 +96,8 @@ fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
             close_opt(&format!("{ctx}: dist_first"), rec.dist_first, &ck["dist_first"]);
             close_opt(&format!("{ctx}: update_norm"), rec.update_norm, &ck["update_norm"]);
             match (rec.update_cos, ck["update_cos"].as_f64()) {
-                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-6, "{ctx}: update_cos {g} vs {w}"),
+                // A cosine may be near 0: absolute, at the same float64 level.
+                (Some(g), Some(w)) => assert!((g - w).abs() < REL, "{ctx}: update_cos {g} vs {w}"),
                 (None, None) => {}
                 (g, w) => panic!("{ctx}: update_cos got {g:?}, PyTorch {w:?}"),
             }
@@ -102,6 +117,34 @@ fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
         }
     }
 
+    // Tensors over 8 MiB (12.8 MB f32, 10.6 MB bf16, 11.2 MB f64), streamed by 4 threads within a 16 MiB
+    // budget: chunks of at most 1 MiB (4 MiB per thread over raw, widened, archive and reference
+    // buffers), so each tensor is ≥ 10 chunks merged across threads, against PyTorch in float64 on the
+    // whole tensor (the project's in-memory path is not the reference).
+    let big_opts = IngestOptions { threads: 4, memory_budget: 16 << 20, ..IngestOptions::default() };
+    for ck in manifest["big"]["checkpoints"].as_array().unwrap() {
+        let (path, step) = (Path::new(ck["path"].as_str().unwrap()), ck["step"].as_u64().unwrap());
+        let ctx = format!("big step {step}");
+        let out = ingest_checkpoint(&store, "big", path, &big_opts, &mut [])
+            .unwrap_or_else(|e| panic!("{ctx}: ingest failed: {e}"));
+        assert_eq!(out.status, IngestStatus::Added, "{ctx}");
+        let rec = records::checkpoint(&store, "big", step).unwrap().unwrap();
+        close(&format!("{ctx}: global_norm"), rec.global_norm, ck["global_norm"].as_f64().unwrap());
+        close_opt(&format!("{ctx}: dist_first"), rec.dist_first, &ck["dist_first"]);
+        close_opt(&format!("{ctx}: update_norm"), rec.update_norm, &ck["update_norm"]);
+        match (rec.update_cos, ck["update_cos"].as_f64()) {
+            (Some(g), Some(w)) => assert!((g - w).abs() < REL, "{ctx}: update_cos {g} vs {w}"),
+            (None, None) => {}
+            (g, w) => panic!("{ctx}: update_cos got {g:?}, PyTorch {w:?}"),
+        }
+        let tensors = records::tensors(&store, "big", step).unwrap();
+        let want = ck["tensors"].as_object().unwrap();
+        assert_eq!(tensors.len(), want.len(), "{ctx}: tensor count");
+        for t in &tensors {
+            check_tensor(&format!("{ctx} {}", t.name), t, &want[&t.name]);
+        }
+    }
+
     // NaN and Inf: counted, left out of the moments, histogram over the finite values.
     let nf = &manifest["nonfinite"];
     let out = ingest_checkpoint(&store, "nonfinite", Path::new(nf["path"].as_str().unwrap()), &opts, &mut [])
@@ -109,4 +152,6 @@ fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
     assert_eq!((out.record.nan_count, out.record.inf_count), (1, 2));
     let t = records::tensor(&store, "nonfinite", 5, "w").unwrap().unwrap();
     check_tensor("nonfinite w", &t, &nf["tensors"]["w"]);
+    let worst = WORST.lock().unwrap();
+    eprintln!("largest relative error: {:.2e} ({})", worst.0, worst.1);
 }

@@ -273,13 +273,33 @@ fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Imp
     w.hvp(u, hu).unwrap();
     w.hvp(v, hv).unwrap();
     let (a, b2) = (w.dots(v, &[hu]).unwrap()[0], w.dots(u, &[hv]).unwrap()[0]);
-    assert!(rel_close(a, b2, 1e-3), "⟨v, Hu⟩ = {a} vs ⟨u, Hv⟩ = {b2}");
+    eprintln!("HVP symmetry: relative {:.2e}", (a - b2).abs() / a.abs().max(b2.abs()));
+    // Float32 double-backward products accumulated in f64: measured 6.7e-7 apart (was allowed 1e-3).
+    assert!(rel_close(a, b2, 1e-5), "⟨v, Hu⟩ = {a} vs ⟨u, Hv⟩ = {b2}");
     // ⟨∇L, d⟩ against (L(θ + εd) − L(θ − εd)) / 2ε along d = u / ‖u‖.
     let nu = w.dots(u, &[u]).unwrap()[0].sqrt();
     let g = w.new_vector(VectorInit::Zeros).unwrap();
     let lg = w.gradient(None, g).unwrap();
     assert!(rel_close(lg, l0, 1e-9));
     let slope = w.dots(g, &[u]).unwrap()[0] / nu;
+    // The whole gradient against PyTorch's in float64 (tests/python/digits_hessian_reference.py
+    // --gradient, in the module's parameter order, which the subset "all" keeps).
+    let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/digits_hessian_reference.py"))
+        .arg(&fixture().0)
+        .arg("--gradient")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r64: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<f64> = r64["gradient"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let got = w.read_vector(g).unwrap();
+    assert_eq!(got.len(), want.len());
+    let gnorm = want.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    eprintln!("gradient: ‖g − g64‖/‖g64‖ = {:.2e}", err / gnorm);
+    // float32 autograd against float64: measured 3.7e-7 on both workers.
+    assert!(err <= 1e-5 * gnorm, "gradient {err} from PyTorch's float64 one (norm {gnorm})");
     // Central differences at h and h/2, Richardson-extrapolated (the h² term cancels).
     let mut central = |h: f64| -> f64 {
         let plus = w.new_vector(VectorInit::Copy { of: centre }).unwrap();
@@ -291,6 +311,10 @@ fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Imp
         d
     };
     let fd = (4.0 * central(5e-3) - central(1e-2)) / 3.0;
+    eprintln!("finite difference: relative {:.2e} (slope {slope})", (fd - slope).abs() / slope.abs());
+    // Not the reference (the float64 gradient above is): a check that the gradient is one of this loss.
+    // Float32 losses differenced at h = 5e-3 across ReLU kinks (which Richardson doesn't cancel): measured
+    // 1.4e-3; the bound stays at 1e-2.
     assert!((fd - slope).abs() <= 1e-2 * slope.abs().max(1e-3), "finite difference {fd} vs gradient {slope}");
     assert!(dim > 100);
     // Loss evaluations elsewhere leave the module at the centre.

@@ -3,7 +3,8 @@
 
 Writes, under OUT, runs of three checkpoints each in every format (safetensors file, HF folder with one
 safetensors file, HF sharded safetensors, HF pytorch_model.bin, torch.save .pt (flat and nested under
-"model"), Lightning .ckpt) and dtype (f32, f16, bf16, f64), plus one checkpoint with NaN/Inf, and
+"model"), Lightning .ckpt) and dtype (f32, f16, bf16, f64), plus one checkpoint with NaN/Inf, a run of three checkpoints whose tensors are over 8 MiB each (f32,
+bf16, f64; safetensors and .pt) so that they are streamed in several chunks by several threads, and
 OUT/manifest.json with what PyTorch computes in float64 on the values as stored:
 torch.linalg.vector_norm, mean, std (unbiased), min, max, abs().max(), exact-zero fraction, NaN/Inf counts,
 torch.histc(bins=30) — over the finite elements — and per checkpoint the global norm, the distance from the
@@ -116,6 +117,48 @@ def write(fmt, sd, run_dir, step):
     return p
 
 
+def big_state(step_idx):
+    """Tensors over 8 MiB each, so that ingest streams them in several chunks on several threads: an f32
+    tensor with a large offset (cancellation in a one-pass variance) and exact zeros, a bf16 one (widened
+    chunk by chunk) and an f64 one with a heavy tail."""
+    g = torch.Generator().manual_seed(99)
+    drift = torch.Generator().manual_seed(1000 + step_idx)
+    a = torch.randn(3_200_003, generator=g) * 0.02 + 3.0  # 12.8 MB, not a multiple of any block
+    a[::97] = 0.0
+    a += torch.randn(a.shape, generator=drift) * 1e-3 * step_idx
+    b = torch.randn(2300, 2301, generator=g) * 0.5  # 10.6 MB as bf16
+    b += torch.randn(b.shape, generator=drift) * 0.01 * step_idx
+    c = torch.distributions.StudentT(3.0).sample((1_400_000,)).double()  # 11.2 MB, heavy tails
+    c += torch.randn(c.shape, generator=drift, dtype=torch.float64) * 1e-2 * step_idx
+    return {"big.f32": a, "big.bf16": b.to(torch.bfloat16), "big.f64": c}
+
+
+def big_run():
+    """Three checkpoints of big tensors: safetensors, torch.save .pt (read by byte range), safetensors."""
+    torch.manual_seed(5)  # StudentT draws from the global generator
+    states = [big_state(i + 1) for i in range(3)]
+    flats = [flat(s) for s in states]
+    cks = []
+    for i, (step, sd) in enumerate(zip(STEPS, states)):
+        fmt = "pt" if i == 1 else "safetensors"
+        path = write(fmt, sd, os.path.join(OUT, "big"), step)
+        cks.append(
+            {
+                "path": path,
+                "step": step,
+                "tensors": {k: tensor_ref(v) for k, v in sd.items()},
+                "int_tensors": [],
+                "global_norm": f(torch.linalg.vector_norm(flats[i])),
+                "dist_first": f(torch.linalg.vector_norm(flats[i] - flats[0])) if i > 0 else None,
+                "update_norm": f(torch.linalg.vector_norm(flats[i] - flats[i - 1])) if i > 0 else None,
+                "update_cos": f(torch.nn.functional.cosine_similarity(flats[i] - flats[i - 1], flats[i - 1] - flats[i - 2], dim=0))
+                if i > 1
+                else None,
+            }
+        )
+    return {"name": "big", "checkpoints": cks}
+
+
 def main():
     manifest = {"bins": BINS, "runs": []}
     for fmt in FORMATS:
@@ -155,6 +198,7 @@ def main():
     os.makedirs(os.path.dirname(p), exist_ok=True)
     save_file({"w": bad}, p)
     manifest["nonfinite"] = {"path": p, "step": 5, "tensors": {"w": tensor_ref(bad)}}
+    manifest["big"] = big_run()
     with open(os.path.join(OUT, "manifest.json"), "w") as fh:
         json.dump(manifest, fh)
 
