@@ -205,9 +205,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(latest(&store, "r").unwrap().is_none());
         let mut b = Batch::default();
-        for (run, step) in [("r", 300u64), ("r", 2), ("r", 10), ("rr", 5000), ("q", 9000), ("r", u64::MAX - 1)] {
-            b.put(keys::run_step(run, step), &CheckpointRecord { run: run.into(), step, ..Default::default() })
-                .unwrap();
+        for (run, step) in
+            [("r", 300u64), ("r", 2), ("r", 10), ("rr", 5000), ("q", 9000), ("r", u64::MAX - 1)]
+        {
+            b.put(
+                keys::run_step(run, step),
+                &CheckpointRecord { run: run.into(), step, ..Default::default() },
+            )
+            .unwrap();
         }
         store.commit(b).unwrap();
         // The same answer as the last of every record of the run, in step order.

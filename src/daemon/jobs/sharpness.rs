@@ -198,7 +198,9 @@ impl PeriodicJob for SharpnessJob {
         let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
             .map(|c| std::path::PathBuf::from(c.path))
             .ok_or_else(|| {
-                anyhow!("run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)")
+                anyhow!(
+                    "run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)"
+                )
             })?;
         let (rep, used) =
             sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", ctx.cancel_flag(), |_| {})?;
