@@ -348,3 +348,81 @@ fn ingest_one(
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file (the format's spec: u64 LE header length, JSON header, data) of one f32 tensor.
+    fn safetensors(path: &Path, values: &[f32]) {
+        let header = format!(
+            r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{}]}}}}"#,
+            values.len(),
+            values.len() * 4
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn item(path: &Path, stamp: Stamp) -> Item {
+        Item {
+            run: "r".into(),
+            path: path.to_path_buf(),
+            step: None,
+            not_before: Instant::now(),
+            attempts: 0,
+            incomplete_since: None,
+            stamp,
+        }
+    }
+
+    #[test]
+    fn the_carried_stamp_is_the_identity_and_a_change_while_read_is_retried_with_the_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let store = Store::open(&data).unwrap();
+        let metrics = Arc::new(Metrics::new(&Default::default()).unwrap());
+        let p = Processor {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            quiet: Duration::ZERO,
+            incomplete_timeout: Duration::from_secs(600),
+            data_dir: data.clone(),
+            archive: ArchiveConfig::default(),
+            archive_health: Default::default(),
+            skipped: Arc::new(crate::daemon::skipped::Skipped::new(metrics)),
+            roots: vec![tmp.path().to_path_buf()],
+            follow_symlinks: false,
+            progress: Default::default(),
+        };
+        let a = tmp.path().join("step-5.safetensors");
+        safetensors(&a, &[1.0, 2.0]);
+        let sa = stamp::stamp(&a).unwrap();
+        assert!(matches!(p.process(&item(&a, sa.clone())), Outcome::Done { step: 5, new: true }));
+        // Seen with this stamp: unchanged, by the carried stamp alone (the file is not looked at again,
+        // so even a file gone meanwhile is not stat'ed).
+        assert!(matches!(p.process(&item(&a, sa.clone())), Outcome::Unchanged));
+        std::fs::remove_file(&a).unwrap();
+        assert!(matches!(p.process(&item(&a, sa)), Outcome::Unchanged));
+
+        // Rewritten after the watcher stamped it: ingest's stamp after reading differs, nothing is
+        // recorded, and the retry carries the files' new stamp, with which it is recorded.
+        let b = tmp.path().join("step-6.safetensors");
+        safetensors(&b, &[1.0]);
+        let old = stamp::stamp(&b).unwrap();
+        safetensors(&b, &[3.0, 4.0, 5.0]);
+        let new = stamp::stamp(&b).unwrap();
+        assert_ne!(old, new);
+        match p.process(&item(&b, old)) {
+            Outcome::Retry { reason: "changed", stamp: Some(s), .. } => assert_eq!(s, new),
+            o => panic!("{o:?}"),
+        }
+        assert!(crate::store::checkpoints::checkpoint(&store, "r", 6).unwrap().is_none());
+        assert!(matches!(p.process(&item(&b, new.clone())), Outcome::Done { step: 6, new: true }));
+        let rec = crate::store::checkpoints::checkpoint(&store, "r", 6).unwrap().unwrap();
+        assert_eq!((rec.files, rec.numel), (new, 3));
+        assert_eq!(crate::store::checkpoints::latest(&store, "r").unwrap().map(|c| c.step), Some(6));
+    }
+}
