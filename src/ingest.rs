@@ -5,7 +5,8 @@
 //! **Identity.** A checkpoint is identified by (run, step); the step comes from `--step` if given, else
 //! from the layout's own record (see `checkpoint`). Its content is summarised by a fingerprint (CRC-32 of
 //! every tensor's name, dtype, shape and values, plus the element count). Ingesting:
-//! - a (run, step) whose files (paths, sizes, mtimes) match the stored record: `unchanged`, nothing read;
+//! - a (run, step) whose files (paths, sizes, mtimes: the checkpoint's [`crate::stamp`]) match the
+//!   stored record: `unchanged`, nothing read;
 //! - a (run, step) already stored with the same fingerprint (e.g. a copy, or a touched file): `unchanged`,
 //!   nothing written;
 //! - a (run, step) already stored with another fingerprint (a restarted run wrote a new checkpoint at a
@@ -26,7 +27,8 @@
 //! Distances are relative to the checkpoints present at ingest time: ingesting an earlier step later does
 //! not revise records already written.
 
-use crate::store::checkpoints::{self as records, CheckpointRecord, FileStamp, RunRecord, TensorRecord};
+use crate::stamp::{self, Stamp};
+use crate::store::checkpoints::{self as records, CheckpointRecord, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile, Precision};
 use engine::RefSource;
@@ -134,16 +136,68 @@ pub enum IngestError {
     DoesNotFit { path: PathBuf, why: String, ever: bool },
 }
 
-impl IngestError {
-    /// A short stable label for metrics.
-    pub fn kind(&self) -> &'static str {
+/// What kind of failure an [`IngestError`] is: matched on, never compared as a string; its
+/// [`ErrorKind::label`] is the metric label (`landscaped_errors_total{kind=...}`) and what the daemon
+/// records for a failed checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Reading a file failed (a short read, or an I/O error that is the file's: see the daemon's taxonomy).
+    Io,
+    Unsupported,
+    Malformed,
+    Refused,
+    /// Still being written, or its files changed while being read.
+    Incomplete,
+    /// A file it needs is a FIFO, socket, device or folder.
+    NotAFile,
+    Store,
+    NoStep,
+    RunName,
+    Sink,
+    DoesNotFit,
+}
+
+impl ErrorKind {
+    /// The short stable label for metrics and records.
+    pub fn label(self) -> &'static str {
         match self {
-            IngestError::Checkpoint(e) => e.kind(),
-            IngestError::Store(_) => "store",
-            IngestError::NoStep(_) => "no_step",
-            IngestError::RunName(_) => "run_name",
-            IngestError::Sink { .. } => "sink",
-            IngestError::DoesNotFit { .. } => "does_not_fit",
+            ErrorKind::Io => "io",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Incomplete => "incomplete",
+            ErrorKind::NotAFile => "not_a_file",
+            ErrorKind::Store => "store",
+            ErrorKind::NoStep => "no_step",
+            ErrorKind::RunName => "run_name",
+            ErrorKind::Sink => "sink",
+            ErrorKind::DoesNotFit => "does_not_fit",
+        }
+    }
+
+    /// The kind of a checkpoint reader's error.
+    pub fn of_checkpoint(e: &CheckpointError) -> ErrorKind {
+        match e {
+            CheckpointError::Io { .. } => ErrorKind::Io,
+            CheckpointError::Unsupported { .. } => ErrorKind::Unsupported,
+            CheckpointError::Malformed { .. } => ErrorKind::Malformed,
+            CheckpointError::Refused { .. } => ErrorKind::Refused,
+            CheckpointError::Incomplete { .. } => ErrorKind::Incomplete,
+            CheckpointError::NotAFile { .. } => ErrorKind::NotAFile,
+        }
+    }
+}
+
+impl IngestError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            IngestError::Checkpoint(e) => ErrorKind::of_checkpoint(e),
+            IngestError::Store(_) => ErrorKind::Store,
+            IngestError::NoStep(_) => ErrorKind::NoStep,
+            IngestError::RunName(_) => ErrorKind::RunName,
+            IngestError::Sink { .. } => ErrorKind::Sink,
+            IngestError::DoesNotFit { .. } => ErrorKind::DoesNotFit,
         }
     }
 
@@ -187,9 +241,31 @@ pub fn ingest_checkpoint_with_progress(
 ) -> Result<IngestOutcome, IngestError> {
     keys::validate_run_name(run).map_err(IngestError::RunName)?;
     let ck = Checkpoint::open(path)?;
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let before = stamp_now(&canon)?;
+    ingest_opened(store, run, &ck, &before, opts, sinks, progress)
+}
+
+/// Ingests an already opened checkpoint whose files had the stamp `before` ([`crate::stamp`], taken
+/// no later than the opening, of its canonical path) when it was opened: the daemon's one pass, where
+/// the watcher stamped the files and the processor opened it. Nothing is opened or stamped again
+/// before reading; after reading, the files are stamped once more and the checkpoint refused
+/// (`incomplete`) if they changed. See the module docs.
+pub fn ingest_opened(
+    store: &Store,
+    run: &str,
+    ck: &Checkpoint,
+    before: &Stamp,
+    opts: &IngestOptions,
+    sinks: &mut [&mut dyn TensorSink],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<IngestOutcome, IngestError> {
+    keys::validate_run_name(run).map_err(IngestError::RunName)?;
+    let path = ck.path.as_path();
     let step = opts.step.or(ck.step).ok_or_else(|| IngestError::NoStep(path.to_path_buf()))?;
-    let path_str = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-    let files = stamps(&ck)?;
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path_str = canon.display().to_string();
+    let files = before.clone();
     let existing = records::checkpoint(store, run, step)?;
     if let Some(e) = &existing
         && e.files == files
@@ -216,14 +292,14 @@ pub fn ingest_checkpoint_with_progress(
     }
 
     for i in 0..sinks.len() {
-        if let Err(e) = sinks[i].begin(run, step, &ck) {
+        if let Err(e) = sinks[i].begin(run, step, ck) {
             for s in sinks[..i].iter_mut() {
                 s.abort();
             }
             return Err(IngestError::from_sink(path, e));
         }
     }
-    let read = read_tensors(&ck, &mut refs, opts, sinks, progress);
+    let read = read_tensors(ck, &mut refs, opts, sinks, progress);
     let read = match read {
         Ok(r) => r,
         Err(e) => {
@@ -232,7 +308,7 @@ pub fn ingest_checkpoint_with_progress(
         }
     };
     // A file rewritten while we read it gives a mix of two checkpoints: refuse it.
-    if stamps(&ck)? != files {
+    if stamp_now(&canon)? != files {
         sinks.iter_mut().for_each(|s| s.abort());
         return Err(CheckpointError::Incomplete {
             path: path.to_path_buf(),
@@ -269,7 +345,7 @@ pub fn ingest_checkpoint_with_progress(
         run: run.to_string(),
         step,
         path: path_str,
-        layout: layout_name(&ck).to_string(),
+        layout: layout_name(ck).to_string(),
         files,
         fingerprint,
         tensors: ck.tensors.len() as u64,
@@ -442,9 +518,11 @@ impl Reference {
     /// Opens a stored checkpoint from its files if they are still there unchanged, else from the run's
     /// trajectory archive (f32 precision only), else a reference that yields no distances.
     fn open(rec: &CheckpointRecord, data_dir: &Path, run: &str) -> Reference {
-        let files = Checkpoint::open(Path::new(&rec.path))
-            .ok()
-            .filter(|ck| stamps(ck).map(|s| s == rec.files).unwrap_or(false));
+        // Its own files only if their stamp is the one recorded (stat'ed first: a changed or rotated
+        // checkpoint is not opened at all).
+        let path = Path::new(&rec.path);
+        let unchanged = stamp::stamp(path).is_ok_and(|s| s == rec.files);
+        let files = unchanged.then(|| Checkpoint::open(path).ok()).flatten();
         let source = match files {
             Some(ck) => Some(RefSource::Files(ck)),
             None => archive::list_run(data_dir, run)
@@ -487,20 +565,9 @@ impl Reference {
     }
 }
 
-/// Size and mtime of every file of the checkpoint.
-fn stamps(ck: &Checkpoint) -> Result<Vec<FileStamp>, CheckpointError> {
-    let mut out = Vec::new();
-    for (path, size, mtime) in ck.files() {
-        if size == 0 && mtime == std::time::UNIX_EPOCH && !path.exists() {
-            return Err(CheckpointError::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "file disappeared"),
-            });
-        }
-        let mtime_ns = mtime.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-        out.push(FileStamp { path: path.display().to_string(), size, mtime_ns });
-    }
-    Ok(out)
+/// The checkpoint's [`stamp`] now, a path gone (or unreadable) as the checkpoint's I/O error.
+fn stamp_now(path: &Path) -> Result<Stamp, CheckpointError> {
+    stamp::stamp(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
 }
 
 fn layout_name(ck: &Checkpoint) -> &'static str {

@@ -9,6 +9,7 @@ pub mod landscape;
 pub mod plot;
 pub mod query;
 pub mod sharpness;
+pub mod stamp;
 pub mod store;
 pub mod table;
 pub mod trajectory;

@@ -1,7 +1,9 @@
-//! Processing one queued checkpoint, on a blocking thread: skip it if already recorded unchanged,
-//! check completeness (layout rule + quiet period for single files), ingest it (ingest re-stats the
-//! files after reading and refuses to commit if they changed meanwhile; we then retry once quiet),
-//! then record the outcome and update the metrics.
+//! Processing one queued checkpoint, on a blocking thread, in one pass: skip it if already recorded
+//! unchanged (its [`crate::stamp`], computed by the watcher and carried with the item, compared once
+//! with what was seen), check completeness (layout rule + quiet period for single files), open it
+//! once and hand the opened checkpoint with the stamp to ingest (which stamps the files once more
+//! after reading and refuses to commit if they changed meanwhile; we then retry once quiet), then
+//! record the outcome and update the metrics.
 //!
 //! Errors follow [`crate::daemon::taxonomy`]: a content error is recorded against the file's stamp
 //! (once per version of the file); an environment error (permission, descriptors, disk, I/O, store
@@ -25,10 +27,10 @@ use crate::daemon::metrics::Metrics;
 use crate::daemon::progress::{Progress, ProgressSink, Ticket};
 use crate::daemon::queue::Item;
 use crate::daemon::seen::{self, SeenRecord};
-use crate::daemon::taxonomy::{self, Class};
-use crate::ingest::IngestStatus;
+use crate::daemon::taxonomy::{self, Class, EnvKind};
+use crate::ingest::{ErrorKind, IngestStatus};
+use crate::stamp::{self, Stamp};
 use crate::store::Store;
-use crate::store::checkpoints::FileStamp;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use landscaped_formats as checkpoint;
 use landscaped_formats::CheckpointError;
@@ -45,12 +47,12 @@ pub enum Outcome {
     Unchanged,
     /// The path no longer exists (rotated away before we got to it).
     Gone,
-    /// Not ready: try again after `after`.
-    Retry { after: Duration, reason: &'static str },
+    /// Not ready: try again after `after`; `stamp`: the files' newer stamp when it was taken.
+    Retry { after: Duration, reason: &'static str, stamp: Option<Stamp> },
     /// Counted as an error of this kind and recorded, so it isn't retried until it changes.
-    Failed { kind: String },
-    /// The environment failed (label `kind`): not recorded; try again after `after`.
-    EnvRetry { after: Duration, kind: &'static str },
+    Failed { kind: ErrorKind },
+    /// The environment failed: not recorded; try again after `after`.
+    EnvRetry { after: Duration, kind: EnvKind },
     /// Skipped for `reason` (reported once) and recorded, so it isn't looked at until it changes.
     Skipped { reason: &'static str },
 }
@@ -95,9 +97,9 @@ impl Processor {
             Outcome::Retry { reason, .. } => {
                 self.metrics.retries.with_label_values(&[run, reason]).inc();
             }
-            Outcome::Failed { kind } => self.metrics.error(run, kind),
+            Outcome::Failed { kind } => self.metrics.error(run, kind.label()),
             Outcome::EnvRetry { kind, .. } => {
-                self.metrics.env_errors.with_label_values(&[run, kind]).inc();
+                self.metrics.env_errors.with_label_values(&[run, kind.label()]).inc();
                 self.metrics.retries.with_label_values(&[run, "environment"]).inc();
             }
             Outcome::Unchanged | Outcome::Gone | Outcome::Skipped { .. } => {}
@@ -107,14 +109,7 @@ impl Processor {
 
     /// Skips the item for `reason`: one line naming `path` (the item or a file of it), a count, and a
     /// record against the item's files.
-    fn skip(
-        &self,
-        item: &Item,
-        files: Vec<FileStamp>,
-        reason: &'static str,
-        path: &Path,
-        detail: &str,
-    ) -> Outcome {
+    fn skip(&self, item: &Item, files: Stamp, reason: &'static str, path: &Path, detail: &str) -> Outcome {
         self.skipped.report(&item.run, path, reason, detail);
         self.record(&item.run, &item.path, files, None, reason);
         Outcome::Skipped { reason }
@@ -123,7 +118,8 @@ impl Processor {
     fn process_inner(&self, item: &Item, ticket: &Ticket<'_>) -> Outcome {
         let path = item.path.as_path();
         let run = item.run.as_str();
-        let Some(before) = seen::stamp(path) else { return Outcome::Gone };
+        // The one "unchanged?": the watcher's stamp against what was seen.
+        let before = item.stamp.clone();
         match seen::get(&self.store, run, path) {
             Ok(Some(rec)) if rec.files == before => return Outcome::Unchanged,
             Ok(_) => {}
@@ -143,7 +139,7 @@ impl Processor {
             return self.skip(item, before, "outside_root", &link, &detail);
         }
         ticket.tick();
-        let newest = seen::newest_unix(&before);
+        let newest = stamp::newest_unix(&before);
         let age = Duration::from_secs_f64((unix_now_f64() - newest).max(0.0));
         if let Some(hang) = crate::faults::stall(path) {
             std::thread::sleep(hang);
@@ -164,16 +160,24 @@ impl Processor {
                 return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
             }
             if matches!(e, CheckpointError::Incomplete { .. }) && age < self.incomplete_timeout {
-                return Outcome::Retry { after: backoff(item.attempts, self.quiet), reason: "incomplete" };
+                return Outcome::Retry {
+                    after: backoff(item.attempts, self.quiet),
+                    reason: "incomplete",
+                    stamp: None,
+                };
             }
-            if matches!(e, CheckpointError::Io { .. }) && seen::stamp(path).is_none() {
+            if matches!(e, CheckpointError::Io { .. }) && stamp::stamp(path).is_err() {
                 return Outcome::Gone;
             }
             tracing::warn!(run, "{e}");
-            return self.fail(item, before, e.kind());
+            return self.fail(item, before, ErrorKind::of_checkpoint(&e));
         }
         if path.is_file() && age < self.quiet {
-            return Outcome::Retry { after: self.quiet - age + Duration::from_millis(20), reason: "quiet" };
+            return Outcome::Retry {
+                after: self.quiet - age + Duration::from_millis(20),
+                reason: "quiet",
+                stamp: None,
+            };
         }
         // The export helper writes its marker last, so a model export may have been queued before the
         // marker existed; once quiet it is there.
@@ -182,29 +186,26 @@ impl Processor {
             self.record(run, path, before, None, "model-export");
             return Outcome::Unchanged;
         }
-        match ingest_one(&self.store, run, path, &self.data_dir, &self.archive, ticket) {
+        match ingest_one(&self.store, run, path, &before, &self.data_dir, &self.archive, ticket) {
             Ok(outcome) => {
+                // Ingest stamped the files after reading them and committed only if they were `before`.
                 let (step, status) = (outcome.step, outcome.status);
-                let after = seen::stamp(path);
-                if after.as_ref() != Some(&before) {
-                    // Written again while we read it: the record may be of a half-state. Read it again once
-                    // quiet (ingest is idempotent per run and step, so the redo replaces it).
-                    return Outcome::Retry {
-                        after: self.quiet.max(Duration::from_millis(100)),
-                        reason: "changed",
-                    };
-                }
-                self.record(run, path, before.clone(), Some(step), "ok");
+                self.record(run, path, before, Some(step), "ok");
                 // Ingest returns what /metrics shows: no read-back from the store.
                 self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
                 self.archive_health.ok();
                 Outcome::Done { step, new: status != IngestStatus::Unchanged }
             }
             Err(e) => {
-                if e.kind == "incomplete" || seen::stamp(path).as_ref() != Some(&before) {
+                // Written again while we read it (ingest saw it: `incomplete`; or the failure came from a
+                // half-written state): read it again once quiet (ingest is idempotent per run and step,
+                // so the redo replaces it), with the files' stamp as they are now.
+                let now = stamp::stamp(path).ok();
+                if e.kind == Class::Content(ErrorKind::Incomplete) || now.as_ref() != Some(&before) {
                     return Outcome::Retry {
                         after: self.quiet.max(Duration::from_millis(100)),
                         reason: "changed",
+                        stamp: now,
                     };
                 }
                 if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
@@ -215,25 +216,29 @@ impl Processor {
                     return self.skip(item, before, "not_a_file", &file, &detail);
                 }
                 let msg = taxonomy::with_path(path, &e.to_string());
-                if let Some(kind) = e.environment {
-                    if kind == "archive" || kind == "does_not_fit" {
-                        self.archive_health.failed(format!("{:#}", e.error));
+                match e.kind {
+                    Class::Environment(kind) => {
+                        if kind.is_archive() {
+                            self.archive_health.failed(format!("{:#}", e.error));
+                        }
+                        tracing::warn!(run, "{msg} (will retry)");
+                        Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind }
                     }
-                    tracing::warn!(run, "{msg} (will retry)");
-                    return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
+                    Class::Content(kind) => {
+                        tracing::warn!(run, "{msg}");
+                        self.fail(item, before, kind)
+                    }
                 }
-                tracing::warn!(run, "{msg}");
-                self.fail(item, before, &e.kind)
             }
         }
     }
 
-    fn fail(&self, item: &Item, files: Vec<FileStamp>, kind: &str) -> Outcome {
-        self.record(&item.run, &item.path, files, None, kind);
-        Outcome::Failed { kind: kind.to_string() }
+    fn fail(&self, item: &Item, files: Stamp, kind: ErrorKind) -> Outcome {
+        self.record(&item.run, &item.path, files, None, kind.label());
+        Outcome::Failed { kind }
     }
 
-    fn record(&self, run: &str, path: &Path, files: Vec<FileStamp>, step: Option<u64>, outcome: &str) {
+    fn record(&self, run: &str, path: &Path, files: Stamp, step: Option<u64>, outcome: &str) {
         let rec = SeenRecord {
             run: run.into(),
             path: path.to_string_lossy().into_owned(),
@@ -260,10 +265,8 @@ impl Processor {
     /// After a restart: show the newest recorded checkpoint of each run on /metrics.
     pub fn restore_gauges(&self, run: &str) {
         use crate::store::checkpoints as ck;
-        if let Ok(list) = ck::checkpoints(&self.store, run)
-            && let Some(last) = list.last()
-        {
-            let t = seen::newest_unix(&last.files);
+        if let Ok(Some(last)) = ck::latest(&self.store, run) {
+            let t = stamp::newest_unix(&last.files);
             self.update_gauges(run, last.step, t);
         }
     }
@@ -279,10 +282,9 @@ fn backoff(attempts: u32, quiet: Duration) -> Duration {
     (base * 2u32.saturating_pow(attempts.min(8))).min(Duration::from_secs(30))
 }
 
-/// A failed ingest with its metric label; `environment` is set for a failure to retry.
+/// A failed ingest: what kind of failure (content: recorded; environment: retried), and the error.
 pub struct IngestFail {
-    pub kind: String,
-    pub environment: Option<&'static str>,
+    pub kind: Class,
     pub error: anyhow::Error,
 }
 
@@ -304,44 +306,123 @@ impl std::fmt::Display for IngestFail {
     }
 }
 
-/// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place).
-/// Ingest itself re-stats the checkpoint's files (`Checkpoint::files()`) after reading and refuses to
-/// commit if they changed (an `incomplete` error), and is idempotent per (run, step).
+/// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place): opens
+/// the checkpoint, once, and hands it with the watcher's stamp `before` to
+/// [`crate::ingest::ingest_opened`], which neither opens nor stamps it again before reading; after
+/// reading it stamps the files and refuses to commit if they changed (an `incomplete` error). Ingest
+/// is idempotent per (run, step).
 /// Every checkpoint is also written to the trajectory archive ([`ArchiveSink`]), which the `pca` job
-/// reads: training frameworks delete old checkpoints, so the archive keeps what a later PCA needs.
+/// reads: training frameworks delete old checkpoints, so the archive keeps what a later PCA needs. The
+/// sink aborts when dropped, so a failed ingest leaves no partial archive file.
 fn ingest_one(
     store: &Store,
     run: &str,
     path: &Path,
+    before: &Stamp,
     data_dir: &Path,
     archive: &ArchiveConfig,
     ticket: &Ticket<'_>,
 ) -> Result<crate::ingest::IngestOutcome, IngestFail> {
+    let fail = |e: crate::ingest::IngestError| IngestFail {
+        kind: taxonomy::classify_ingest(&e),
+        error: anyhow::Error::new(e),
+    };
     let opts = crate::ingest::IngestOptions::default();
-    let mut sink = ArchiveSink::new(data_dir, archive).map_err(|error| IngestFail {
-        kind: "archive".to_string(),
-        environment: Some("archive"),
-        error,
-    })?;
+    let mut sink = ArchiveSink::new(data_dir, archive)
+        .map_err(|error| IngestFail { kind: Class::Environment(EnvKind::Archive), error })?;
+    let ck = checkpoint::Checkpoint::open(path).map_err(|e| fail(e.into()))?;
+    ticket.tick();
     let mut progress = ProgressSink(ticket);
-    match crate::ingest::ingest_checkpoint(store, run, path, &opts, &mut [&mut sink, &mut progress]) {
-        Ok(outcome) => {
-            if let Some(rep) = sink.last_report() {
-                tracing::debug!(
-                    run,
-                    step = rep.step,
-                    bytes = rep.bytes_written,
-                    "archived for trajectory PCA"
-                );
-            }
-            Ok(outcome)
+    let outcome = crate::ingest::ingest_opened(
+        store,
+        run,
+        &ck,
+        before,
+        &opts,
+        &mut [&mut sink, &mut progress],
+        &mut |_, _| {},
+    )
+    .map_err(fail)?;
+    if let Some(rep) = sink.last_report() {
+        tracing::debug!(run, step = rep.step, bytes = rep.bytes_written, "archived for trajectory PCA");
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file (the format's spec: u64 LE header length, JSON header, data) of one f32 tensor.
+    fn safetensors(path: &Path, values: &[f32]) {
+        let header = format!(
+            r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{}]}}}}"#,
+            values.len(),
+            values.len() * 4
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn item(path: &Path, stamp: Stamp) -> Item {
+        Item {
+            run: "r".into(),
+            path: path.to_path_buf(),
+            step: None,
+            not_before: Instant::now(),
+            attempts: 0,
+            incomplete_since: None,
+            stamp,
         }
-        Err(e) => {
-            let (kind, environment) = match taxonomy::classify_ingest(&e) {
-                Class::Content(k) => (k.to_string(), None),
-                Class::Environment(k) => (k.to_string(), Some(k)),
-            };
-            Err(IngestFail { kind, environment, error: anyhow::Error::new(e) })
+    }
+
+    #[test]
+    fn the_carried_stamp_is_the_identity_and_a_change_while_read_is_retried_with_the_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let store = Store::open(&data).unwrap();
+        let metrics = Arc::new(Metrics::new(&Default::default()).unwrap());
+        let p = Processor {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            quiet: Duration::ZERO,
+            incomplete_timeout: Duration::from_secs(600),
+            data_dir: data.clone(),
+            archive: ArchiveConfig::default(),
+            archive_health: Default::default(),
+            skipped: Arc::new(crate::daemon::skipped::Skipped::new(metrics)),
+            roots: vec![tmp.path().to_path_buf()],
+            follow_symlinks: false,
+            progress: Default::default(),
+        };
+        let a = tmp.path().join("step-5.safetensors");
+        safetensors(&a, &[1.0, 2.0]);
+        let sa = stamp::stamp(&a).unwrap();
+        assert!(matches!(p.process(&item(&a, sa.clone())), Outcome::Done { step: 5, new: true }));
+        // Seen with this stamp: unchanged, by the carried stamp alone (the file is not looked at again,
+        // so even a file gone meanwhile is not stat'ed).
+        assert!(matches!(p.process(&item(&a, sa.clone())), Outcome::Unchanged));
+        std::fs::remove_file(&a).unwrap();
+        assert!(matches!(p.process(&item(&a, sa)), Outcome::Unchanged));
+
+        // Rewritten after the watcher stamped it: ingest's stamp after reading differs, nothing is
+        // recorded, and the retry carries the files' new stamp, with which it is recorded.
+        let b = tmp.path().join("step-6.safetensors");
+        safetensors(&b, &[1.0]);
+        let old = stamp::stamp(&b).unwrap();
+        safetensors(&b, &[3.0, 4.0, 5.0]);
+        let new = stamp::stamp(&b).unwrap();
+        assert_ne!(old, new);
+        match p.process(&item(&b, old)) {
+            Outcome::Retry { reason: "changed", stamp: Some(s), .. } => assert_eq!(s, new),
+            o => panic!("{o:?}"),
         }
+        assert!(crate::store::checkpoints::checkpoint(&store, "r", 6).unwrap().is_none());
+        assert!(matches!(p.process(&item(&b, new.clone())), Outcome::Done { step: 6, new: true }));
+        let rec = crate::store::checkpoints::checkpoint(&store, "r", 6).unwrap().unwrap();
+        assert_eq!((rec.files, rec.numel), (new, 3));
+        assert_eq!(crate::store::checkpoints::latest(&store, "r").unwrap().map(|c| c.step), Some(6));
     }
 }

@@ -4,6 +4,7 @@
 //! When full, new arrivals are refused and `overflowed` is set: the next reconciliation scan picks
 //! them up (the store knows what was processed), so memory stays bounded.
 
+use crate::stamp::Stamp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -22,6 +23,10 @@ pub struct Item {
     pub attempts: u32,
     /// When it was first seen incomplete with the current stamp (gives up after a timeout).
     pub incomplete_since: Option<Instant>,
+    /// The checkpoint's files when last looked at ([`crate::stamp::stamp`], computed by the watcher;
+    /// a later offer of the same checkpoint brings a newer one). The processor compares it with what
+    /// was seen, once, and ingest checks the files against it after reading.
+    pub stamp: Stamp,
 }
 
 type Key = (u64, String, PathBuf);
@@ -31,8 +36,8 @@ struct Inner {
     items: BTreeMap<Key, Item>,
     by_path: HashMap<(String, PathBuf), Key>,
     in_flight: HashSet<(String, PathBuf)>,
-    /// Paths touched while in flight: re-queued when done.
-    touched: HashSet<(String, PathBuf)>,
+    /// Paths touched while in flight, with the newest offer of each: re-queued when done.
+    touched: HashMap<(String, PathBuf), Item>,
     overflowed: bool,
 }
 
@@ -65,13 +70,14 @@ impl WorkQueue {
         let mut q = self.lock();
         let id = (item.run.clone(), item.path.clone());
         if q.in_flight.contains(&id) {
-            q.touched.insert(id);
+            q.touched.insert(id, item);
             return Pushed::InFlight;
         }
         if let Some(key) = q.by_path.get(&id).cloned() {
-            // Keep the earlier time; a retry pushed back in carries its own.
+            // Keep the earlier time (a retry pushed back in carries its own) and the newer stamp.
             if let Some(existing) = q.items.get_mut(&key) {
                 existing.not_before = existing.not_before.min(item.not_before);
+                existing.stamp = item.stamp;
             }
             return Pushed::AlreadyQueued;
         }
@@ -120,6 +126,12 @@ impl WorkQueue {
 
     /// Marks an item no longer in flight; true if it was touched meanwhile (the caller re-queues it).
     pub fn done(&self, run: &str, path: &std::path::Path) -> bool {
+        self.finish(run, path).is_some()
+    }
+
+    /// Marks an item no longer in flight; the newest offer of it made meanwhile, if it was touched
+    /// (the caller re-queues it, with that offer's stamp).
+    pub fn finish(&self, run: &str, path: &std::path::Path) -> Option<Item> {
         let mut q = self.lock();
         let id = (run.to_string(), path.to_path_buf());
         q.in_flight.remove(&id);
@@ -149,7 +161,15 @@ mod tests {
     use super::*;
 
     fn item(run: &str, path: &str, step: Option<u64>, at: Instant) -> Item {
-        Item { run: run.into(), path: path.into(), step, not_before: at, attempts: 0, incomplete_since: None }
+        Item {
+            run: run.into(),
+            path: path.into(),
+            step,
+            not_before: at,
+            attempts: 0,
+            incomplete_since: None,
+            stamp: Vec::new(),
+        }
     }
 
     #[test]
@@ -178,6 +198,25 @@ mod tests {
         assert_eq!(q.push(item("r", "/d/99", Some(99), now)), Pushed::Full);
         assert!(q.take_overflow());
         assert!(!q.take_overflow());
+    }
+
+    #[test]
+    fn the_newest_offer_s_stamp_is_carried() {
+        use crate::store::checkpoints::FileStamp;
+        let q = WorkQueue::new(16);
+        let now = Instant::now();
+        let offer = |size| Item {
+            stamp: vec![FileStamp { path: "/c/1".into(), size, mtime_ns: 7 }],
+            ..item("r", "/c/1", Some(1), now)
+        };
+        assert_eq!(q.push(offer(1)), Pushed::Added);
+        assert_eq!(q.push(offer(2)), Pushed::AlreadyQueued);
+        let it = q.pop_ready(now).unwrap();
+        assert_eq!(it.stamp, offer(2).stamp, "queued once, with the newer stamp");
+        assert_eq!(q.push(offer(3)), Pushed::InFlight);
+        assert_eq!(q.push(offer(4)), Pushed::InFlight);
+        assert_eq!(q.finish(&it.run, &it.path).map(|t| t.stamp), Some(offer(4).stamp));
+        assert!(q.finish(&it.run, &it.path).is_none());
     }
 
     #[test]

@@ -81,30 +81,41 @@ pub async fn run(
                     continue;
                 };
                 processor.metrics.in_flight.dec();
-                let touched = queue.done(&item.run, &item.path);
+                // Touched while in flight: the newest offer's stamp is the one to look at next.
+                let touched = queue.finish(&item.run, &item.path);
+                let requeue_touched = |mut item: crate::daemon::queue::Item| {
+                    if let Some(t) = touched.clone() {
+                        item.stamp = t.stamp;
+                        item.not_before = Instant::now();
+                        queue.push(item);
+                    }
+                };
                 match outcome {
                     Ok(Outcome::Done { step, new }) => {
                         if new {
                             jobs.checkpoint_done(&item.run, step);
                         }
-                        if touched {
-                            item.not_before = Instant::now();
-                            queue.push(item);
-                        }
+                        requeue_touched(item);
                     }
-                    Ok(Outcome::Retry { after, .. } | Outcome::EnvRetry { after, .. }) => {
+                    Ok(Outcome::Retry { after, stamp, .. }) => {
                         item.attempts += 1;
                         item.not_before = Instant::now() + after;
+                        if let Some(s) = touched.map(|t| t.stamp).or(stamp) {
+                            item.stamp = s;
+                        }
+                        queue.push(item);
+                    }
+                    Ok(Outcome::EnvRetry { after, .. }) => {
+                        item.attempts += 1;
+                        item.not_before = Instant::now() + after;
+                        if let Some(t) = touched {
+                            item.stamp = t.stamp;
+                        }
                         queue.push(item);
                     }
                     Ok(
                         Outcome::Unchanged | Outcome::Gone | Outcome::Failed { .. } | Outcome::Skipped { .. },
-                    ) => {
-                        if touched {
-                            item.not_before = Instant::now();
-                            queue.push(item);
-                        }
-                    }
+                    ) => requeue_touched(item),
                     Err(e) => {
                         tracing::error!("processing {}: ingest task panicked: {e}", item.path.display())
                     }

@@ -132,8 +132,10 @@ impl Scanner {
             }
             Err(_) => return false,
         }
-        if let Some(stamp) = seen::stamp(&canon)
-            && let Ok(Some(rec)) = seen::get(&self.store, run, &canon)
+        // The checkpoint's one stamp: carried with the item, so the processor does not stat it again.
+        // One that cannot be stamped (gone meanwhile, a folder that cannot be listed) is not queued.
+        let Ok(stamp) = crate::stamp::stamp(&canon) else { return false };
+        if let Ok(Some(rec)) = seen::get(&self.store, run, &canon)
             && rec.files == stamp
         {
             return false;
@@ -146,6 +148,7 @@ impl Scanner {
             not_before: Instant::now(),
             attempts: 0,
             incomplete_since: None,
+            stamp,
         };
         let pushed = self.queue.push(item);
         self.metrics.queue_len.set(self.queue.len() as i64);

@@ -130,6 +130,18 @@ pub fn references_before(
     Ok((first, last))
 }
 
+/// The run's latest checkpoint (largest step), if any: one reverse range query on the key order
+/// (`run \0 step`, big-endian), decoding that one record only, however many the run has.
+pub fn latest(store: &Store, run: &str) -> Result<Option<CheckpointRecord>> {
+    let from = keys::run(run);
+    // Every key of the run lies below `run \1` (the run's prefix with its 0 byte raised by one).
+    let mut to = from.clone();
+    if let Some(last) = to.last_mut() {
+        *last = 1;
+    }
+    Ok(store.scan_range::<CheckpointRecord>(&from, &to, true, 1)?.into_iter().next().map(|(_, r)| r))
+}
+
 pub fn checkpoint(store: &Store, run: &str, step: u64) -> Result<Option<CheckpointRecord>> {
     store.get(&keys::run_step(run, step))
 }
@@ -185,6 +197,30 @@ mod tests {
         assert_eq!(run_tensors(&store, "r").unwrap().len(), 3);
         assert_eq!(tensor(&store, "r", 10, "w").unwrap().unwrap().dtype, "f32");
         assert_eq!(runs(&store).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_latest_checkpoint_is_the_largest_step_of_that_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(latest(&store, "r").unwrap().is_none());
+        let mut b = Batch::default();
+        for (run, step) in
+            [("r", 300u64), ("r", 2), ("r", 10), ("rr", 5000), ("q", 9000), ("r", u64::MAX - 1)]
+        {
+            b.put(
+                keys::run_step(run, step),
+                &CheckpointRecord { run: run.into(), step, ..Default::default() },
+            )
+            .unwrap();
+        }
+        store.commit(b).unwrap();
+        // The same answer as the last of every record of the run, in step order.
+        let all_last = checkpoints(&store, "r").unwrap().last().map(|c| c.step);
+        assert_eq!(latest(&store, "r").unwrap().map(|c| c.step), all_last);
+        assert_eq!(all_last, Some(u64::MAX - 1));
+        assert_eq!(latest(&store, "rr").unwrap().map(|c| c.step), Some(5000));
+        assert!(latest(&store, "nope").unwrap().is_none());
     }
 
     #[test]

@@ -693,6 +693,15 @@ impl ArchiveSink {
     }
 }
 
+/// A sink dropped between `begin` and `finish` (an ingest that failed, returned early or panicked)
+/// aborts: its temporary file is removed, so a half-written ingest leaves nothing behind whether or
+/// not anyone called `abort`.
+impl Drop for ArchiveSink {
+    fn drop(&mut self) {
+        self.abort_file();
+    }
+}
+
 /// Writes one archive file directly from in-memory tensors (tests and tools): the same format and
 /// atomic rename as the sink.
 pub fn write_checkpoint(
@@ -775,6 +784,26 @@ mod tests {
         assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
         std::fs::write(&p, &bytes[..10]).unwrap();
         assert!(ArchiveFile::open(&p).unwrap_err().to_string().contains("too short"));
+    }
+
+    #[test]
+    fn a_sink_dropped_mid_checkpoint_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let tensors = ck(3);
+        let infos: Vec<TensorInfo> = tensors.iter().map(|t| t.0.clone()).collect();
+        let dir = run_dir(d.path(), "r");
+        {
+            let mut sink = ArchiveSink::new(d.path(), &ArchiveConfig::default()).unwrap();
+            sink.begin_tensors("r", 3, &infos).unwrap();
+            sink.write_chunk(0, 0, ChunkValues::F32(&[1.0])).unwrap();
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the temporary file is being written");
+            // Dropped without finish or abort.
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing left behind");
+        assert!(list_run(d.path(), "r").unwrap().is_empty());
+        // A finished sink keeps its file when dropped.
+        write_checkpoint(d.path(), "r", 4, &ArchiveConfig::default(), &tensors).unwrap();
+        assert_eq!(list_run(d.path(), "r").unwrap().iter().map(|e| e.step).collect::<Vec<_>>(), vec![4]);
     }
 
     #[test]

@@ -33,7 +33,7 @@
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
-use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
+use crate::sharpness::runner::{record, sharpness_at};
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
@@ -194,7 +194,14 @@ impl PeriodicJob for SharpnessJob {
             return Ok(());
         }
         let contract = self.model.args();
-        let (path, step) = resolve_checkpoint(Some(&ctx.store), run, Some(step), None)?;
+        // The one record of (run, step): a key lookup, not a decode of every record of the run.
+        let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
+            .map(|c| std::path::PathBuf::from(c.path))
+            .ok_or_else(|| {
+                anyhow!(
+                    "run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)"
+                )
+            })?;
         let (rep, used) =
             sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", ctx.cancel_flag(), |_| {})?;
         let rec = record(run, step, &used, rep);

@@ -219,7 +219,7 @@ pub fn publish(g: &Gauges, run: &str, rec: &SliceRecord) {
 
 /// The newest ingested step of `run`.
 fn newest_step(store: &crate::store::Store, run: &str) -> Option<u64> {
-    crate::store::checkpoints::checkpoints(store, run).ok()?.last().map(|c| c.step)
+    crate::store::checkpoints::latest(store, run).ok()?.map(|c| c.step)
 }
 
 impl PeriodicJob for SliceJob {
