@@ -7,7 +7,7 @@ use landscaped_maths::curvature::density::{Quadrature, SlqRun, slq, slq_run};
 use landscaped_maths::curvature::space::HessianSpace;
 use landscaped_maths::curvature::trace::{Running, TraceEstimate, hutchinson, hutchinson_sample};
 
-use crate::landscape::dispatch::{Evaluator, PointError, run_tasks};
+use crate::workers::scheduler::{Evaluator, PointError, run_tasks};
 
 /// [`hutchinson`] with its probes spread over several spaces (workers at the same parameters): each
 /// probe is independent, handed out in blocks ([`crate::landscape::dispatch`]). The samples are folded
@@ -44,7 +44,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
             abort: None,
         })
         .collect();
-    let enough = std::sync::atomic::AtomicBool::new(false);
+    let enough = crate::cancel::Cancel::new();
     let mut got: Vec<Option<f64>> = vec![None; samples];
     let mut run = Running::default();
     run_tasks(
@@ -58,7 +58,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
                 run.push(q);
             }
             if run.enough(min_samples, rel_tol) {
-                enough.store(true, std::sync::atomic::Ordering::Relaxed);
+                enough.cancel(crate::cancel::Reason::Requested);
             }
             Ok(())
         },
@@ -106,7 +106,7 @@ pub fn slq_spread<S: HessianSpace + Send>(
         })
         .collect();
     let mut got: Vec<Option<SlqRun>> = vec![None; runs];
-    let never = std::sync::atomic::AtomicBool::new(false);
+    let never = crate::cancel::Cancel::new();
     run_tasks(
         &ids,
         evals,

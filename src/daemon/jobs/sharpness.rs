@@ -196,7 +196,7 @@ impl PeriodicJob for SharpnessJob {
         let contract = self.model.args();
         let (path, step) = resolve_checkpoint(Some(&ctx.store), run, Some(step), None)?;
         let (rep, used) =
-            sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", ctx.cancel_flag(), |_| {})?;
+            sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
         let rec = record(run, step, &used, rep);
         records::put(&ctx.store, &rec)?;
         ctx.store.flush()?;

@@ -29,6 +29,7 @@
 //! `model_dir`, `batch_size`, `subsample`, `device`, `map`, `allow_unexpected`): see
 //! [`crate::daemon::job_model`].
 
+use crate::cancel::Reason;
 use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::landscape::pca_dirs::pca_plane;
@@ -40,7 +41,6 @@ use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_maths::grid::Axis;
 use prometheus::GaugeVec;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `[run.slice]` section.
@@ -275,17 +275,20 @@ impl PeriodicJob for SliceJob {
                 (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
             }
         };
-        // Stop when the daemon shuts down, or (abandon_on_newer) once a newer checkpoint is ingested
-        // (checked at most every 0.5 s). The partial record stays, its done mask showing what was computed.
-        let stop = AtomicBool::new(false);
+        // Stop when the daemon shuts down (the job's token is a child of the daemon's, so that reaches
+        // a job still waiting for workers from a launcher too), or (abandon_on_newer) once a newer
+        // checkpoint is ingested (checked at most every 0.5 s). The partial record stays, its done mask
+        // showing what was computed.
+        let stop = ctx.cancel().child();
         let mut last_check = Instant::now();
         let mut progress = |_n: usize, _total: usize| {
-            if ctx.cancelled() {
-                stop.store(true, Ordering::Relaxed);
-            } else if self.cfg.abandon_on_newer && last_check.elapsed() >= Duration::from_millis(500) {
+            if self.cfg.abandon_on_newer
+                && !stop.is_cancelled()
+                && last_check.elapsed() >= Duration::from_millis(500)
+            {
                 last_check = Instant::now();
                 if newest_step(store, run).is_some_and(|s| s > step) {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.cancel(Reason::NewerCheckpoint);
                 }
             }
         };
@@ -307,24 +310,7 @@ impl PeriodicJob for SliceJob {
             persist_every: (points / 20).max(5),
             label: format!("slice job, run {run}"),
         };
-        // The daemon's stop also reaches a job that has no points yet to report progress on (waiting
-        // for workers from a launcher): a watcher copies it into `stop`.
-        let finished = AtomicBool::new(false);
-        let r = std::thread::scope(|s| {
-            s.spawn(|| {
-                while !finished.load(Ordering::Relaxed) {
-                    if ctx.cancelled() {
-                        stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-            let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress);
-            finished.store(true, Ordering::Relaxed);
-            r
-        })
-        .context("slice job")?;
+        let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress).context("slice job")?;
         let rec = &r.record;
         if r.already_complete {
             tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
@@ -342,6 +328,7 @@ impl PeriodicJob for SliceJob {
                 step,
                 id = rec.id,
                 done = rec.values.done_count(),
+                reason = %stop.reason().map_or_else(|| "none".to_string(), |r| r.to_string()),
                 "slice stopped early (shutdown or a newer checkpoint)"
             ),
         }
