@@ -30,12 +30,12 @@
 //! [`crate::daemon::job_model`].
 
 use crate::cancel::Reason;
-use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::store::slices::{DirectionSource, SliceRecord};
+use crate::workers::contract::ModelContract;
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_maths::grid::Axis;
@@ -77,7 +77,7 @@ pub enum JobDirs {
 /// The job, with its parsed grid and model contract.
 pub struct SliceJob {
     cfg: SliceJobConfig,
-    model: JobModel,
+    model: ModelContract,
     x: Option<Axis>,
     y: Option<Axis>,
 }
@@ -292,11 +292,11 @@ impl PeriodicJob for SliceJob {
                 }
             }
         };
-        let contract = self.model.args();
+        let contract = &self.model;
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
         let points = xs.len() * ys.len().max(1);
         let req = SliceRequest {
-            contract: &contract,
+            contract,
             plane,
             xs,
             ys,
