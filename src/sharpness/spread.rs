@@ -1,6 +1,6 @@
 //! Hutchinson's trace and SLQ's density with their probes spread over several workers at the same
 //! parameters: the estimators are [`landscaped_maths::curvature`]'s, the hand-out is the task scheduler
-//! of [`crate::landscape::dispatch`] (a lost worker's probes go to the others). Each gives the estimate
+//! of [`crate::workers::scheduler`] (a lost worker's probes go to the others). Each gives the estimate
 //! a single space gives.
 
 use landscaped_maths::curvature::density::{Quadrature, SlqRun, slq, slq_run};
@@ -10,7 +10,7 @@ use landscaped_maths::curvature::trace::{Running, TraceEstimate, hutchinson, hut
 use crate::workers::scheduler::{Evaluator, PointError, run_tasks};
 
 /// [`hutchinson`] with its probes spread over several spaces (workers at the same parameters): each
-/// probe is independent, handed out in blocks ([`crate::landscape::dispatch`]). The samples are folded
+/// probe is independent, handed out in blocks ([`crate::workers::scheduler`]). The samples are folded
 /// in probe order with the same stopping rule, so the estimate is the one a single space gives, bit for
 /// bit when the spaces compute identical HVPs; a few probes past the stopping point may be computed
 /// and are not used. `classify` tells a lost worker (its probes go to the others) from a fatal error.
@@ -74,7 +74,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
 }
 
 /// [`slq`] with its runs spread over several spaces (workers at the same parameters), handed out as in
-/// [`crate::landscape::dispatch`]; the runs are kept in run order, so the quadrature is the one a single
+/// [`crate::workers::scheduler`]; the runs are kept in run order, so the quadrature is the one a single
 /// space gives. `classify` tells a lost worker (its runs go to the others) from a fatal error.
 pub fn slq_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
