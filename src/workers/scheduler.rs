@@ -22,7 +22,7 @@
 use crate::cancel::Cancel;
 use anyhow::Result;
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 /// Most points in one block.
@@ -219,9 +219,8 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
         copied_blocks: 0,
     });
     let wake = Condvar::new();
-    let lock = || sched.lock().unwrap_or_else(|p| p.into_inner());
     let mut first_err: Option<anyhow::Error> = None;
-    let mut aborts: Vec<Option<Box<dyn Fn() + Send + Sync + '_>>> = Vec::with_capacity(n_workers);
+    let mut aborts: Vec<Abort<'_>> = Vec::with_capacity(n_workers);
     let mut runs = Vec::with_capacity(n_workers);
     for e in evals {
         aborts.push(e.abort);
@@ -231,76 +230,10 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
         // Bounded: a worker waits while the calling thread is behind (persisting), so a cancel set by
         // `on_result` is seen within a block.
         let (tx, rx) = mpsc::sync_channel::<(usize, Msg<R>)>(2 * n_workers);
-        for (me, (name, mut eval)) in runs.into_iter().enumerate() {
+        for (me, (name, eval)) in runs.into_iter().enumerate() {
             let tx = tx.clone();
-            let (wake, lock) = (&wake, &lock);
-            scope.spawn(move || {
-                loop {
-                    let ks = loop {
-                        let mut s = lock();
-                        if cancel.is_cancelled() {
-                            s.stop = true;
-                        }
-                        match s.next(me) {
-                            (Some(ks), _) => break Some(ks),
-                            (None, false) => break None,
-                            (None, true) => {
-                                let _ = wake.wait_timeout(s, Duration::from_millis(100));
-                            }
-                        }
-                    };
-                    let Some(ks) = ks else { break };
-                    let block: Vec<(usize, T)> = ks.iter().map(|&k| (k, inputs[k])).collect();
-                    let started = Instant::now();
-                    let mut count = 0usize;
-                    let r = eval(&block, &mut |k, r| {
-                        count += 1;
-                        let first = {
-                            let mut s = lock();
-                            let first = k < s.got.len() && !s.got[k];
-                            if first {
-                                s.got[k] = true;
-                                s.left -= 1;
-                            }
-                            first
-                        };
-                        let _ = tx.send((me, if first { Msg::Point { k, r } } else { Msg::Duplicate }));
-                    });
-                    let mut s = lock();
-                    match r {
-                        Ok(()) => {
-                            if count > 0 {
-                                let per = started.elapsed().as_secs_f64() / count as f64;
-                                s.pace[me] = Some(match s.pace[me] {
-                                    Some(p) => 0.5 * p + 0.5 * per,
-                                    None => per,
-                                });
-                            }
-                            s.inflight[me] = None;
-                            drop(s);
-                            wake.notify_all();
-                        }
-                        Err(PointError::Lost(err)) => {
-                            let finished = s.left == 0 || s.stop;
-                            let back = s.lost(me);
-                            drop(s);
-                            wake.notify_all();
-                            if !finished {
-                                let _ = tx.send((me, Msg::Lost { who: name.clone(), err, back }));
-                            }
-                            break;
-                        }
-                        Err(PointError::Fatal(err)) => {
-                            s.stop = true;
-                            s.inflight[me] = None;
-                            drop(s);
-                            wake.notify_all();
-                            let _ = tx.send((me, Msg::Fatal(err)));
-                            break;
-                        }
-                    }
-                }
-            });
+            let (sched, wake) = (&sched, &wake);
+            scope.spawn(move || serve(me, name, eval, inputs, cancel, sched, wake, tx));
         }
         drop(tx);
         // Ends when every worker thread has finished (each holds a sender).
@@ -311,7 +244,7 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
                     // Every finished task is delivered, also after another worker's error.
                     report.points[me] += 1;
                     if let Err(e) = on_result(k, me, r) {
-                        lock().stop = true;
+                        lock(&sched).stop = true;
                         first_err.get_or_insert(e);
                     }
                 }
@@ -322,7 +255,7 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
                     );
                     on_lost(&line);
                     report.lost.push(line);
-                    let s = lock();
+                    let s = lock(&sched);
                     if s.alive == 0 && s.left > 0 && first_err.is_none() {
                         // The last worker's error stays in the chain (a job counts a timeout as such).
                         first_err = Some(err.context(format!(
@@ -336,46 +269,134 @@ pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
             }
             // Every task is in: workers still busy hold copies (a straggler's block, or the copy of
             // one). They get a grace period to end their request cleanly, then are stopped.
-            if !stopped_stragglers && lock().left == 0 {
+            if !stopped_stragglers && lock(&sched).left == 0 {
                 stopped_stragglers = true;
-                let (lock, aborts, wake) = (&lock, &aborts, &wake);
-                scope.spawn(move || {
-                    let grace = {
-                        let s = lock();
-                        let fastest = s.pace.iter().flatten().copied().fold(f64::INFINITY, f64::min);
-                        Duration::from_secs_f64(if fastest.is_finite() {
-                            (4.0 * fastest).max(2.0)
-                        } else {
-                            2.0
-                        })
-                    };
-                    let t = Instant::now();
-                    loop {
-                        let busy: Vec<usize> = {
-                            let s = lock();
-                            (0..n_workers).filter(|&w| s.inflight[w].is_some()).collect()
-                        };
-                        if busy.is_empty() {
-                            return;
-                        }
-                        if t.elapsed() >= grace {
-                            for w in busy {
-                                if let Some(abort) = &aborts[w] {
-                                    abort();
-                                }
-                            }
-                            wake.notify_all();
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                });
+                let (sched, aborts, wake) = (&sched, &aborts, &wake);
+                scope.spawn(move || stop_stragglers(sched, aborts, wake));
             }
         }
     });
-    report.copied_blocks = lock().copied_blocks;
+    report.copied_blocks = lock(&sched).copied_blocks;
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// How another thread stops a worker.
+type Abort<'a> = Option<Box<dyn Fn() + Send + Sync + 'a>>;
+
+fn lock(sched: &Mutex<Sched>) -> MutexGuard<'_, Sched> {
+    sched.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker's thread: takes blocks until none is left (or the work stops), sends each first result
+/// (and each duplicate) to the calling thread, keeps the worker's pace, and reports a lost worker or a
+/// model error.
+#[allow(clippy::too_many_arguments)]
+fn serve<T: Copy, R>(
+    me: usize,
+    name: String,
+    mut eval: EvalFn<'_, T, R>,
+    inputs: &[T],
+    cancel: &Cancel,
+    sched: &Mutex<Sched>,
+    wake: &Condvar,
+    tx: mpsc::SyncSender<(usize, Msg<R>)>,
+) {
+    loop {
+        let ks = loop {
+            let mut s = lock(sched);
+            if cancel.is_cancelled() {
+                s.stop = true;
+            }
+            match s.next(me) {
+                (Some(ks), _) => break Some(ks),
+                (None, false) => break None,
+                (None, true) => {
+                    let _ = wake.wait_timeout(s, Duration::from_millis(100));
+                }
+            }
+        };
+        let Some(ks) = ks else { break };
+        let block: Vec<(usize, T)> = ks.iter().map(|&k| (k, inputs[k])).collect();
+        let started = Instant::now();
+        let mut count = 0usize;
+        let r = eval(&block, &mut |k, r| {
+            count += 1;
+            let first = {
+                let mut s = lock(sched);
+                let first = k < s.got.len() && !s.got[k];
+                if first {
+                    s.got[k] = true;
+                    s.left -= 1;
+                }
+                first
+            };
+            let _ = tx.send((me, if first { Msg::Point { k, r } } else { Msg::Duplicate }));
+        });
+        let mut s = lock(sched);
+        match r {
+            Ok(()) => {
+                if count > 0 {
+                    let per = started.elapsed().as_secs_f64() / count as f64;
+                    s.pace[me] = Some(match s.pace[me] {
+                        Some(p) => 0.5 * p + 0.5 * per,
+                        None => per,
+                    });
+                }
+                s.inflight[me] = None;
+                drop(s);
+                wake.notify_all();
+            }
+            Err(PointError::Lost(err)) => {
+                let finished = s.left == 0 || s.stop;
+                let back = s.lost(me);
+                drop(s);
+                wake.notify_all();
+                if !finished {
+                    let _ = tx.send((me, Msg::Lost { who: name.clone(), err, back }));
+                }
+                break;
+            }
+            Err(PointError::Fatal(err)) => {
+                s.stop = true;
+                s.inflight[me] = None;
+                drop(s);
+                wake.notify_all();
+                let _ = tx.send((me, Msg::Fatal(err)));
+                break;
+            }
+        }
+    }
+}
+
+/// Once every task is in: workers still busy (with copies) get four times the fastest worker's time
+/// per point, at least 2 s, to end their request, then are stopped.
+fn stop_stragglers(sched: &Mutex<Sched>, aborts: &[Abort<'_>], wake: &Condvar) {
+    let grace = {
+        let s = lock(sched);
+        let fastest = s.pace.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+        Duration::from_secs_f64(if fastest.is_finite() { (4.0 * fastest).max(2.0) } else { 2.0 })
+    };
+    let t = Instant::now();
+    loop {
+        let busy: Vec<usize> = {
+            let s = lock(sched);
+            (0..aborts.len()).filter(|&w| s.inflight[w].is_some()).collect()
+        };
+        if busy.is_empty() {
+            return;
+        }
+        if t.elapsed() >= grace {
+            for w in busy {
+                if let Some(abort) = &aborts[w] {
+                    abort();
+                }
+            }
+            wake.notify_all();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
