@@ -222,6 +222,46 @@ fn newest_step(store: &crate::store::Store, run: &str) -> Option<u64> {
     crate::store::checkpoints::checkpoints(store, run).ok()?.last().map(|c| c.step)
 }
 
+impl SliceJob {
+    /// The plane about `centre`: the latest trajectory PCA's (with the trajectory in it), or random
+    /// directions from the job's seed; and its grid.
+    #[allow(clippy::type_complexity)]
+    fn plane(
+        &self,
+        pca: Option<&crate::store::trajectory::PcaRecord>,
+        centre: &Path,
+    ) -> Result<(PlaneSpec, DirectionSource, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>)> {
+        let path = centre.to_path_buf();
+        Ok(match pca {
+            Some(p) => {
+                let pp = pca_plane(p, self.x, self.y)?;
+                let [fx, fy] = pp.files;
+                (
+                    PlaneSpec::Files { centre: path.clone(), x: fx, y: fy },
+                    pp.source,
+                    pp.xs,
+                    pp.ys,
+                    pp.trajectory,
+                )
+            }
+            None => {
+                let dirs = RandomDirections {
+                    seed: self.cfg.seed,
+                    norm: self.cfg.norm,
+                    ignore: Ignore::Biasbn,
+                    params: Vec::new(),
+                    orthogonalize: false,
+                };
+                let xs = self.x.map(|x| x.values()).unwrap_or_default();
+                let ys = self.y.map(|y| y.values()).unwrap_or_default();
+                let plane =
+                    PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: self.y.is_some() };
+                (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
+            }
+        })
+    }
+}
+
 impl PeriodicJob for SliceJob {
     fn name(&self) -> &'static str {
         "slice"
@@ -248,33 +288,7 @@ impl PeriodicJob for SliceJob {
         let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
         let path = Path::new(&ck_rec.path).to_path_buf();
-        let (plane, directions, xs, ys, trajectory) = match &pca {
-            Some(p) => {
-                let pp = pca_plane(p, self.x, self.y)?;
-                let [fx, fy] = pp.files;
-                (
-                    PlaneSpec::Files { centre: path.clone(), x: fx, y: fy },
-                    pp.source,
-                    pp.xs,
-                    pp.ys,
-                    pp.trajectory,
-                )
-            }
-            None => {
-                let dirs = RandomDirections {
-                    seed: self.cfg.seed,
-                    norm: self.cfg.norm,
-                    ignore: Ignore::Biasbn,
-                    params: Vec::new(),
-                    orthogonalize: false,
-                };
-                let xs = self.x.map(|x| x.values()).unwrap_or_default();
-                let ys = self.y.map(|y| y.values()).unwrap_or_default();
-                let plane =
-                    PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: self.y.is_some() };
-                (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
-            }
-        };
+        let (plane, directions, xs, ys, trajectory) = self.plane(pca.as_ref(), &path)?;
         // Stop when the daemon shuts down (the job's token is a child of the daemon's, so that reaches
         // a job still waiting for workers from a launcher too), or (abandon_on_newer) once a newer
         // checkpoint is ingested (checked at most every 0.5 s). The partial record stays, its done mask
