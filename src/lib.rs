@@ -1,6 +1,7 @@
 //! landscaped: a sidecar that watches training checkpoints and records how the weights and the loss
 //! landscape evolve. See ARCHITECTURE.md for the map of modules and the path a checkpoint takes.
 
+pub mod cancel;
 pub mod cli;
 pub mod daemon;
 pub mod faults;

@@ -9,6 +9,7 @@
 //! and `landscaped slice --backend python` end to end. The conformance suite runs on this worker too
 //! (tests/worker_protocol.rs, module `python`).
 
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
@@ -21,7 +22,6 @@ use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, ErrorKind, StateSource, VectorInit, WireContract};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -127,7 +127,7 @@ fn slice(python: bool, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f
         persist_every: 4,
         label: "test".into(),
     };
-    let r = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let r = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
     assert_eq!(r.outcome, Outcome::Complete);
     r.record
 }
@@ -440,8 +440,7 @@ fn both_backends_give_the_same_curvature() {
     let mut got = Vec::new();
     for python in [false, true] {
         let c = model_contract(python, "digits_factory:build", 1);
-        let (rep, _) =
-            sharpness_at(&c, &ck, &opts, "test", &std::sync::atomic::AtomicBool::new(false), |_| {}).unwrap();
+        let (rep, _) = sharpness_at(&c, &ck, &opts, "test", &Cancel::new(), |_| {}).unwrap();
         got.push(rep.extremes.unwrap());
     }
     // The outside reference: eigvalsh of the full float64 Hessian (628 parameters, all 200 samples),

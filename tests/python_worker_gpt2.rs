@@ -6,6 +6,7 @@
 //! batches; a power iteration driven through the protocol (HVPs by double backward in the worker) agrees
 //! with the same power iteration in plain PyTorch; a slice about the checkpoint has it at its centre.
 
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
@@ -17,7 +18,6 @@ use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,7 +94,7 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
         lanczos: LanczosOptions { max_steps: 30, tol: 1e-5, top_k: 2, seed: 3 },
         ..Default::default()
     };
-    let (rep, used) = sharpness_at(&contract, &ck, &opts, "test", &AtomicBool::new(false), |_| {}).unwrap();
+    let (rep, used) = sharpness_at(&contract, &ck, &opts, "test", &Cancel::new(), |_| {}).unwrap();
     let lmax = rep.extremes.unwrap().lambda_max;
     let conv = r["lambda_converged"].as_f64().unwrap();
     eprintln!("λmax Lanczos {lmax}, power iteration to convergence {conv}");
@@ -139,7 +139,7 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
         persist_every: 4,
         label: "test".into(),
     };
-    let run = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let run = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
     assert_eq!(run.outcome, Outcome::Complete);
     let l = &run.record.values.loss;
     assert!(rel_close(l[1], own, 1e-6) && rel_close(run.record.centre_loss, own, 1e-6), "{l:?}");

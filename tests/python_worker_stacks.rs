@@ -4,6 +4,7 @@
 //! `torch.compile`d module (names `_orig_mod.*`): evaluated compiled, differentiated through the original
 //! module, with the plain module's values.
 
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
@@ -13,7 +14,6 @@ use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,7 +108,7 @@ fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
         persist_every: 4,
         label: "test".into(),
     };
-    let run = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let run = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
     assert_eq!(run.outcome, Outcome::Complete);
     let l = &run.record.values.loss;
     assert!(rel_close(l[1], own, 1e-6), "centre {} vs the module's own loss {own}", l[1]);

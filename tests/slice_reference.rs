@@ -5,6 +5,7 @@
 //! accuracies, interpolation reproducing each checkpoint's own loss at 0 and 1, and the centre of the
 //! slice equal to the checkpoint's loss — on one worker and on several, bit for bit the same.
 
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, parameter_list, run_slice};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::Store;
@@ -14,7 +15,6 @@ use landscaped_formats::Checkpoint;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 fn fixture(dir: &Path, extra: &[&str]) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -77,7 +77,7 @@ fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64
         persist_every: 4,
         label: "test".into(),
     };
-    let r = run_slice(&store, req, &AtomicBool::new(false), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let r = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
     assert_eq!(r.outcome, Outcome::Complete);
     assert_eq!(r.plan.workers, workers);
     r.record

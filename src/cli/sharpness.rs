@@ -140,7 +140,7 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let (rep, used) =
-        sharpness_at(&a.model, &path, &opts, "sharpness", &std::sync::atomic::AtomicBool::new(false), |q| {
+        sharpness_at(&a.model, &path, &opts, "sharpness", &crate::cancel::Cancel::new(), |q| {
             pb.set_message(format!("sharpness: {q}"))
         })?;
     pb.finish_and_clear();
@@ -369,7 +369,7 @@ pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let cancel = crate::cancel::Cancel::new();
     let req = crate::sharpness::runner::RatioMapRequest {
         contract: &contract,
         plane: &plane,

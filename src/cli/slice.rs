@@ -3,6 +3,7 @@
 //! plotted.
 
 use super::Cli;
+use crate::cancel::{Cancel, Reason};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::Outcome;
@@ -15,7 +16,6 @@ use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_maths::grid::Axis;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The model contract on the command line: `--model-dir` (what examples/landscaped_export.py writes) or
 /// `--model`, `--eval-data`, `--loss`; the same type the daemon's `[run.model]` section reads.
@@ -118,25 +118,6 @@ pub struct PlotSliceArgs {
     pub title: Option<String>,
 }
 
-// ---- Ctrl-C: the first sets a flag (the slice is saved and can be resumed), the second exits. ----
-static CANCEL: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    if CANCEL.swap(true, Ordering::SeqCst) {
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) };
-    }
-}
-
-fn install_cancel_handler() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: installing a handler that only touches an atomic and calls _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-    }
-}
-
 /// A checkpoint named by path or `RUN:STEP` (looked up in the store's checkpoint records).
 fn resolve_checkpoint(store: &Store, name: &str) -> Result<(PathBuf, Option<String>, Option<u64>)> {
     let p = Path::new(name);
@@ -167,8 +148,9 @@ fn by_run_step(
     Ok((PathBuf::from(&rec.path), Some(rec.run.clone()), Some(rec.step)))
 }
 
-/// Runs a slice request with a progress bar and Ctrl-C, saving to the store; prints the outcome.
-fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
+/// Runs a slice request with a progress bar, saving to the store; `cancel` (Ctrl-C) stops it with the
+/// finished points kept. Prints the outcome.
+fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel) -> Result<()> {
     // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
     let stop_after: Option<usize> =
         std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
@@ -198,10 +180,10 @@ fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
     let mut progress = |n: usize, _total: usize| {
         bar.set_position(n as u64);
         if stop_after.is_some_and(|k| n >= start.get() + k) {
-            CANCEL.store(true, Ordering::SeqCst);
+            cancel.cancel(Reason::Signal);
         }
     };
-    let r = run_slice(store, req, &CANCEL, &mut on_start, &mut progress);
+    let r = run_slice(store, req, cancel, &mut on_start, &mut progress);
     bar.finish_and_clear();
     let r = r?;
     let rec = &r.record;
@@ -257,7 +239,8 @@ fn compute(store: &Store, req: SliceRequest<'_>) -> Result<()> {
 
 pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
     a.model.validate_flags()?;
-    install_cancel_handler();
+    // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
+    let cancel = Cancel::on_signals();
     let store = Store::open(&cli.data_dir())?;
     let (path, run, step) = match (&a.checkpoint, &a.run) {
         (Some(p), _) => (p.clone(), a.run.clone(), a.step),
@@ -314,12 +297,13 @@ pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
         persist_every: a.persist_every,
         label: "slice".into(),
     };
-    compute(&store, req)
+    compute(&store, req, &cancel)
 }
 
 pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
     a.model.validate_flags()?;
-    install_cancel_handler();
+    // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
+    let cancel = Cancel::on_signals();
     let store = Store::open(&cli.data_dir())?;
     let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;
     let (pb, _, _) = resolve_checkpoint(&store, &a.b)?;
@@ -337,7 +321,7 @@ pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
         persist_every: a.persist_every,
         label: "interpolate".into(),
     };
-    compute(&store, req)
+    compute(&store, req, &cancel)
 }
 
 fn get(store: &Store, id: u64) -> Result<SliceRecord> {

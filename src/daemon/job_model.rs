@@ -22,106 +22,27 @@
 //! # worker = "/opt/landscaped/bin/landscaped-worker"   # the TorchScript worker executable
 //! ```
 //!
-//! A job section is split in two: these keys go to [`JobModel`], the rest to the job's own struct (each
-//! rejects keys it doesn't know).
+//! `workers = N` (worker processes sharing `threads`, as `--workers`) is accepted too. In a job section
+//! `threads` defaults to 1 (the trainer keeps its CPUs), on the command line to one per core.
+//!
+//! A job section is split in two: the [`ModelContract`]'s keys (read off the type, see
+//! [`contract_keys`]) go to the contract, the rest to the job's own struct (each rejects keys it doesn't
+//! know); the contract is checked by its one validator ([`ModelContract::check`]).
 
-use crate::workers::contract::ModelContract;
-use anyhow::{Result, anyhow, bail};
-use std::path::PathBuf;
+use crate::workers::contract::{ModelContract, contract_keys};
+use anyhow::{Result, anyhow};
 
-/// Every key of [`JobModel`].
-pub const KEYS: &[&str] = &[
-    "backend",
-    "python",
-    "factory",
-    "precision",
-    "model_dir",
-    "model",
-    "eval_data",
-    "loss",
-    "batch_size",
-    "subsample",
-    "device",
-    "threads",
-    "map",
-    "allow_unexpected",
-    "worker",
-    "worker_memory_limit",
-    "worker_call_timeout",
-    "workers_listen",
-    "expect",
-    "wait",
-    "token_file",
-];
+/// A job section's `threads` when none is given: keep the trainer's CPUs free.
+pub const JOB_THREADS: usize = 1;
 
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobModel {
-    #[serde(default)]
-    pub backend: Option<String>,
-    #[serde(default)]
-    pub python: Option<PathBuf>,
-    #[serde(default)]
-    pub factory: Option<String>,
-    #[serde(default)]
-    pub precision: Option<String>,
-    #[serde(default)]
-    pub model_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    #[serde(default)]
-    pub eval_data: Option<PathBuf>,
-    #[serde(default)]
-    pub loss: Option<String>,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub subsample: Option<usize>,
-    #[serde(default = "default_device")]
-    pub device: String,
-    #[serde(default = "default_threads")]
-    pub threads: usize,
-    #[serde(default)]
-    pub map: Vec<String>,
-    #[serde(default)]
-    pub allow_unexpected: bool,
-    /// The `landscaped-worker` executable (backend torchscript).
-    #[serde(default)]
-    pub worker: Option<PathBuf>,
-    /// Address-space limit of each worker process (`RLIMIT_AS`), e.g. `8G`.
-    #[serde(default)]
-    pub worker_memory_limit: Option<String>,
-    /// Seconds any worker call is given at least (see [`crate::workers::client::CallPace`]).
-    #[serde(default)]
-    pub worker_call_timeout: Option<u64>,
-    #[serde(default)]
-    pub workers_listen: Option<String>,
-    #[serde(default)]
-    pub expect: Option<usize>,
-    #[serde(default)]
-    pub wait: Option<u64>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-}
-
-fn default_batch() -> usize {
-    256
-}
-
-fn default_device() -> String {
-    "cpu".into()
-}
-
-fn default_threads() -> usize {
-    1
-}
-
-/// Splits a job section into its model keys (checked, errors naming the key) and the job's own keys.
-pub fn split(section: &toml::Value) -> Result<(JobModel, toml::Value)> {
+/// Splits a job section into its model contract (checked, errors naming the key) and the job's own keys.
+pub fn split(section: &toml::Value) -> Result<(ModelContract, toml::Value)> {
     let table = section.as_table().ok_or_else(|| anyhow!("expected a table"))?;
+    let keys = contract_keys();
     let (mine, rest): (toml::Table, toml::Table) =
-        table.clone().into_iter().partition(|(k, _)| KEYS.contains(&k.as_str()));
-    let m: JobModel = toml::Value::Table(mine).try_into().map_err(|e| anyhow!("{e}"))?;
+        table.clone().into_iter().partition(|(k, _)| keys.iter().any(|m| m == k));
+    let mut m: ModelContract = toml::Value::Table(mine).try_into().map_err(|e| anyhow!("{e}"))?;
+    m.threads.get_or_insert(JOB_THREADS);
     m.validate()?;
     Ok((m, toml::Value::Table(rest)))
 }
@@ -130,76 +51,6 @@ pub fn split(section: &toml::Value) -> Result<(JobModel, toml::Value)> {
 pub fn gpu_device(section: &toml::Value) -> Option<&str> {
     let device = section.get("device").and_then(|d| d.as_str()).unwrap_or("cpu");
     (!device.trim().eq_ignore_ascii_case("cpu")).then_some(device)
-}
-
-impl JobModel {
-    fn validate(&self) -> Result<()> {
-        if let Some(m) = &self.worker_memory_limit {
-            crate::workers::contract::parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
-        }
-        if self.worker_call_timeout == Some(0) {
-            bail!("worker_call_timeout: must be at least 1 (seconds)");
-        }
-        let args = self.args();
-        if self.worker.is_some() && args.backend().ok() == Some(crate::workers::contract::Backend::Python) {
-            bail!(
-                "worker: the python backend runs `python -m landscaped_worker` (set python); worker is the \
-                 landscaped-worker executable of backend torchscript"
-            );
-        }
-        if args.backend().map_err(|e| anyhow!("backend: {e}"))? == crate::workers::contract::Backend::Python
-            || self.factory.is_some()
-            || self.precision.is_some()
-        {
-            return args.validate();
-        }
-        if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
-            bail!("model_dir: missing (or give both model and eval_data)");
-        }
-        if self.batch_size == 0 {
-            bail!("batch_size: must be at least 1");
-        }
-        if self.subsample == Some(0) {
-            bail!("subsample: must be at least 1");
-        }
-        if self.threads == 0 {
-            bail!("threads: must be at least 1");
-        }
-        if let Some(l) = &self.loss {
-            l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
-        }
-        crate::workers::contract::check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
-        self.args().bind_rules().map_err(|e| anyhow!("map: {e}"))?;
-        self.args().check_listen("")
-    }
-
-    /// The same contract as command-line flags.
-    pub fn args(&self) -> ModelContract {
-        ModelContract {
-            backend: self.backend.clone(),
-            python: self.python.clone(),
-            factory: self.factory.clone(),
-            precision: self.precision.clone(),
-            model_dir: self.model_dir.clone(),
-            model: self.model.clone(),
-            eval_data: self.eval_data.clone(),
-            loss: self.loss.clone(),
-            batch_size: self.batch_size,
-            subsample: self.subsample,
-            device: self.device.clone(),
-            threads: Some(self.threads),
-            workers: None,
-            map: self.map.clone(),
-            allow_unexpected: self.allow_unexpected,
-            worker: self.worker.clone(),
-            worker_memory_limit: self.worker_memory_limit.clone(),
-            worker_call_timeout: self.worker_call_timeout,
-            workers_listen: self.workers_listen.clone(),
-            expect: self.expect,
-            wait: self.wait,
-            token_file: self.token_file.clone(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -219,10 +70,38 @@ mod tests {
         let (m, rest) = split(&job).unwrap();
         assert_eq!(rest, section("every = 3\nx = \"-1:1:3\""));
         assert_eq!(gpu_device(&job), Some("cuda:1"));
-        let a = m.args();
+        let a = &m;
         assert_eq!((a.threads, a.batch_size, a.device.as_str()), (Some(2), 256, "cuda:1"));
         assert_eq!(a.protocol_contract(None).unwrap().loss.as_deref(), Some("mse"));
         assert_eq!(a.bind_rules().unwrap().mapping, vec![("a.w".to_string(), "w".to_string())]);
+    }
+
+    #[test]
+    fn the_accepted_keys_are_the_flags_and_threads_default_to_one() {
+        // Every flag of the contract is a key (clap's long names, dashes as underscores): the config
+        // can't lack one again.
+        let keys = contract_keys();
+        let cmd = <ModelContract as clap::Args>::augment_args(clap::Command::new("t"));
+        let flags: Vec<String> =
+            cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| l.replace('-', "_")).collect();
+        let mut k = keys.clone();
+        let mut f = flags.clone();
+        k.sort();
+        f.sort();
+        assert_eq!(k, f);
+        for key in ["workers", "worker", "worker_memory_limit", "threads"] {
+            assert!(keys.iter().any(|k| k == key), "{key}");
+        }
+        let (m, rest) = split(&section("every = 1\nmodel_dir = \"/m\"\nworkers = 2")).unwrap();
+        assert_eq!(rest, section("every = 1"));
+        assert_eq!((m.workers, m.threads), (Some(2), Some(1)));
+        assert!(
+            split(&section("model_dir = \"/m\"\nworkers = 0"))
+                .err()
+                .unwrap()
+                .to_string()
+                .starts_with("workers: ")
+        );
     }
 
     #[test]
@@ -236,7 +115,7 @@ mod tests {
         assert!(err("model_dir = \"/m\"\nthreads = 0").starts_with("threads: "));
         // The python backend: a factory instead of the TorchScript files, the same keys as the flags.
         let (m, _) = split(&section("factory = \"mytrain.landscape:build\"\nloss = \"causal_lm\"")).unwrap();
-        assert_eq!(m.args().backend().unwrap(), crate::workers::contract::Backend::Python);
+        assert_eq!(m.backend().unwrap(), crate::workers::contract::Backend::Python);
         assert!(err("backend = \"python\"").starts_with("factory: missing"));
         assert!(err("factory = \"nocolon\"").starts_with("factory: "));
         assert!(err("factory = \"m:f\"\nloss = \"hinge\"").starts_with("loss: "));
@@ -254,7 +133,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(rest, section("every = 2"));
-        let a = m.args();
+        let a = &m;
         assert_eq!(a.worker.as_deref(), Some(std::path::Path::new("/opt/lw")));
         assert_eq!(a.worker_memory_limit.as_deref(), Some("512M"));
         assert_eq!(a.worker_call_timeout, Some(30));
@@ -263,7 +142,7 @@ mod tests {
         let e = a.worker_options().err().unwrap().to_string();
         assert!(e.contains("/opt/lw (given)"), "{e}");
         let py = section("factory = \"m:f\"\nworker_memory_limit = \"2G\"\nworker_call_timeout = 7");
-        let o = split(&py).unwrap().0.args().worker_options().unwrap();
+        let o = split(&py).unwrap().0.worker_options().unwrap();
         assert_eq!(o.memory_limit, Some(2 << 30));
         assert_eq!(o.call_timeout, std::time::Duration::from_secs(7));
         let err = |s: &str| split(&section(s)).err().unwrap().to_string();
@@ -283,7 +162,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(rest, section("every = 2"));
-        let a = m.args();
+        let a = &m;
         assert_eq!(a.workers_listen.as_deref(), Some("0.0.0.0:9470"));
         assert_eq!((a.expect, a.wait), (Some(8), Some(300)));
         let err = |s: &str| split(&section(s)).err().unwrap().to_string();

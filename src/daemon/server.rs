@@ -134,7 +134,7 @@ async fn serve(
 
     let job_runner = JobRunner::new(run_jobs, metrics.clone());
     let ctx =
-        JobContext::new(store.clone(), config.data_dir.clone(), metrics.registry.clone(), shutdown.flag());
+        JobContext::new(store.clone(), config.data_dir.clone(), metrics.registry.clone(), shutdown.cancel());
     let jr = job_runner.clone();
     let job_thread =
         std::thread::Builder::new().name("landscaped-jobs".into()).spawn(move || jr.run_loop(ctx))?;

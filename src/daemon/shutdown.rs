@@ -1,13 +1,14 @@
-//! Graceful shutdown: SIGTERM or SIGINT sets a flag every part of the daemon checks. The watcher and
+//! Graceful shutdown: SIGTERM or SIGINT cancels the daemon's [`Cancel`] token (reason
+//! [`Reason::Shutdown`]) that every part of the daemon checks (async tasks wait on it). The watcher and
 //! scans stop taking work, workers finish the item they hold (ingest is atomic, so an abandoned item
 //! would simply be redone), jobs see `cancelled()`, then the store is flushed and the process exits 0.
 
+use crate::cancel::{Cancel, Reason};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
 pub struct Shutdown {
-    flag: Arc<AtomicBool>,
+    cancel: Cancel,
     tx: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -20,21 +21,21 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Shutdown {
         let (tx, _) = tokio::sync::watch::channel(false);
-        Shutdown { flag: Arc::new(AtomicBool::new(false)), tx: Arc::new(tx) }
+        Shutdown { cancel: Cancel::new(), tx: Arc::new(tx) }
     }
 
     pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.cancel.cancel(Reason::Shutdown);
         self.tx.send_replace(true);
     }
 
     pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.cancel.is_cancelled()
     }
 
-    /// The flag itself (for blocking code and jobs).
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.flag.clone()
+    /// The token itself (for blocking code and jobs; a job's own token is a child of it).
+    pub fn cancel(&self) -> Cancel {
+        self.cancel.clone()
     }
 
     /// Resolves once shutdown is triggered.

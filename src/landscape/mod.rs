@@ -1,6 +1,6 @@
 //! Loss-landscape slices: grid specs (`min:max:num`), directions (filter/layer/none normalized random,
 //! PCA, interpolation between checkpoints), slice values with resume, and handing grid points to
-//! workers (`dispatch`).
+//! workers (`dispatch`, on the task scheduler of `crate::workers::scheduler`).
 
 pub mod dispatch;
 pub mod export;

@@ -91,8 +91,8 @@ impl SliceValues {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::landscape::dispatch::{Evaluator, evaluate_points};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::landscape::dispatch::evaluate_points;
+    use crate::workers::scheduler::Evaluator;
 
     #[test]
     fn non_square_grid_is_row_major_with_nan_until_done() {
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!((v.ny(), v.nx()), (2, 3));
         assert!(v.loss.iter().all(|x| x.is_nan()));
         assert_eq!(v.centre(), Some(1));
-        let never = AtomicBool::new(false);
+        let never = crate::cancel::Cancel::new();
         let one = Evaluator::per_point("one", |x, y| Ok((10.0 * y + x, None)));
         let (out, _) = evaluate_points(&mut v, vec![one], &never, 2, |_| Ok(()), |_| {}, |_| {}).unwrap();
         assert_eq!(out, Outcome::Complete);
@@ -111,13 +111,13 @@ mod tests {
     #[test]
     fn resumes_after_interruption_without_recomputing() {
         let mut v = SliceValues::new((0..9).map(f64::from).collect(), vec![]);
-        let cancel = AtomicBool::new(false);
+        let cancel = crate::cancel::Cancel::new();
         let mut saved = None;
         let mut calls = 0;
         let first = Evaluator::per_point("first", |x, _| {
             calls += 1;
             if calls == 3 {
-                cancel.store(true, Ordering::Relaxed);
+                cancel.cancel(crate::cancel::Reason::Requested);
             }
             Ok((x * x, Some(0.5)))
         });
@@ -134,7 +134,7 @@ mod tests {
         assert!(resumed.done[..done].iter().all(|&d| d) && !resumed.done[done..].iter().any(|&d| d));
         assert!(resumed.loss[done].is_nan());
         let xs_seen = std::sync::Mutex::new(Vec::new());
-        let never = AtomicBool::new(false);
+        let never = crate::cancel::Cancel::new();
         let rest = Evaluator::per_point("rest", |x, _| {
             xs_seen.lock().unwrap().push(x);
             Ok((x * x, Some(0.5)))

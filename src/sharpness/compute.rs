@@ -198,7 +198,7 @@ pub fn compute_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
     opts: &SharpnessOptions,
     mut progress: impl FnMut(&str),
-    classify: fn(anyhow::Error) -> crate::landscape::dispatch::PointError,
+    classify: fn(anyhow::Error) -> crate::workers::scheduler::PointError,
 ) -> anyhow::Result<SharpnessReport> {
     anyhow::ensure!(!spaces.is_empty(), "no space to compute in");
     if spaces.len() == 1 {

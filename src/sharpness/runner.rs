@@ -5,22 +5,21 @@
 
 use super::compute::{SharpnessOptions, SharpnessReport, compute_spread};
 use super::remote::WorkerSpace;
-use crate::landscape::dispatch::{Evaluator, PointError, run_tasks};
-use crate::landscape::runner::{
-    PlaneSpec, checkpoint_weight_bytes, first_workers, model_used, prepare_plane, start_more,
-};
+use crate::cancel::Cancel;
+use crate::landscape::runner::{PlaneSpec, model_used, prepare_plane};
 use crate::store::sharpness::SharpnessRecord;
 use crate::store::slices::ModelUsed;
 use crate::store::{Store, checkpoints, unix_now};
-use crate::workers::contract::{ModelContract, WorkerSource};
-use crate::workers::pool::{ThreadPlan, default_threads, start_workers};
+use crate::workers::contract::ModelContract;
+use crate::workers::plan::{ModelPlan, Sizing};
+use crate::workers::scheduler::{Evaluator, PointError, run_tasks};
+use crate::workers::set::WorkerSet;
 use crate::workers::{Worker, WorkerError};
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::{Extremes, LanczosOptions, extremes};
 use landscaped_maths::curvature::space::ParamSubset;
 use landscaped_protocol::messages::StateSource;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The checkpoint of (run, step) as recorded at ingest (`step` None: the run's last), or the explicit
 /// `checkpoint` (then `step` names it, default 0). Returns the path and the step.
@@ -56,8 +55,8 @@ pub fn worker_at_checkpoint(
     label: &str,
 ) -> Result<(Worker, ModelUsed)> {
     let c = ModelContract { workers: Some(1), workers_listen: None, ..contract.clone() };
-    let (mut ws, used) = workers_at_checkpoint(&c, checkpoint, label, &AtomicBool::new(false))?;
-    let w = ws.pop().ok_or_else(|| anyhow!("{label}: no worker started"))?;
+    let (mut set, used) = workers_at_checkpoint(&c, checkpoint, label, &Cancel::new())?;
+    let w = set.workers.pop().ok_or_else(|| anyhow!("{label}: no worker started"))?;
     Ok((w, used))
 }
 
@@ -69,28 +68,20 @@ pub fn workers_at_checkpoint(
     contract: &ModelContract,
     checkpoint: Option<&Path>,
     label: &str,
-    cancel: &AtomicBool,
-) -> Result<(Vec<Worker>, ModelUsed)> {
-    let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
-    let threads = contract.threads.unwrap_or_else(default_threads);
-    let n = contract.workers.unwrap_or(1).max(1);
-    let mut pc = contract.protocol_contract(Some((threads / n).max(1)))?;
-    // A factory that takes the checkpoint path gets this one (python backend).
-    pc.checkpoint = checkpoint.map(Path::to_path_buf);
-    let source = contract.worker_source(&pc.id())?;
-    let mut workers = match &source {
-        WorkerSource::Local => start_workers(&contract.worker_options()?, &pc, n, label)?,
-        WorkerSource::Listen(_) => first_workers(contract, &source, &pc, label, cancel)?,
-    };
-    let first = workers.first().ok_or_else(|| anyhow!("{label}: no worker started"))?;
-    let used = model_used(first.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &pc);
+    cancel: &Cancel,
+) -> Result<(WorkerSet, ModelUsed)> {
+    let plan = ModelPlan::resolve(contract, checkpoint, Sizing::Probes)?;
+    let mut set = WorkerSet::start_all(&plan, label, cancel)?;
+    let first = set.workers.first().ok_or_else(|| anyhow!("{label}: no worker started"))?;
+    let used =
+        model_used(first.model.as_ref().ok_or_else(|| anyhow!("{label}: no model loaded"))?, &plan.wire);
     if let Some(path) = checkpoint {
-        for w in &mut workers {
-            let state = w.load_state(StateSource::Checkpoint { path: path.to_path_buf() }, &bind)?;
+        for w in &mut set.workers {
+            let state = w.load_state(StateSource::Checkpoint { path: path.to_path_buf() }, &plan.bind)?;
             w.set_state(state)?;
         }
     }
-    Ok((workers, used))
+    Ok((set, used))
 }
 
 /// The chosen quantities at the worker's current parameters (Hessian work opened and closed here).
@@ -134,13 +125,13 @@ pub fn sharpness_at(
     checkpoint: &Path,
     opts: &SharpnessOptions,
     label: &str,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
     progress: impl FnMut(&str),
 ) -> Result<(SharpnessReport, ModelUsed)> {
     opts.validate()?;
-    let (mut workers, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
-    let rep = compute_in_workers(&mut workers, opts, progress)?;
-    crate::workers::pool::shutdown_all(workers, crate::workers::pool::SHUTDOWN_WITHIN);
+    let (mut set, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
+    let rep = compute_in_workers(&mut set.workers, opts, progress)?;
+    set.shutdown();
     Ok((rep, used))
 }
 
@@ -167,47 +158,29 @@ pub struct RatioMap {
 
 /// |λmin/λmax| (and both eigenvalues) at every point θ(a, b) = centre + a·δ + b·η of a plane, for
 /// a = xs[ix], b = ys[iy]: every worker rebuilds the plane, then the points are handed out in small
-/// blocks ([`crate::landscape::dispatch`]: fast workers take more, a lost worker's points go to the
+/// blocks ([`crate::workers::scheduler`]: fast workers take more, a lost worker's points go to the
 /// others); for each, the worker moves its module there (`set_point`) and runs Lanczos. Workers are
 /// started here or dial in from a launcher (`--workers-listen`). The values don't depend on the number
 /// of workers. `progress(done, total)` after each point; `cancel` stops between blocks with an error.
 pub fn ratio_map(
     req: &RatioMapRequest<'_>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<RatioMap> {
     let RatioMapRequest { contract, plane, xs, ys, subset, lanczos } = *req;
     let (nx, ny) = (xs.len(), ys.len());
     let total = nx * ny;
-    let bind = contract.bind_rules().map_err(|e| anyhow!("--map: {e}"))?;
-    let threads = contract.threads.unwrap_or_else(default_threads);
-    let weights = checkpoint_weight_bytes(plane.centre())?;
-    let mut plan = ThreadPlan::choose(threads, contract.wants_gpu(), weights, total, contract.workers);
-    let mut pc = contract.protocol_contract(Some(plan.intra_op))?;
-    pc.checkpoint = Some(plane.centre().to_path_buf());
-    let source = contract.worker_source(&pc.id())?;
     let label = "sharpness map";
-    let mut workers = first_workers(contract, &source, &pc, label, cancel)?;
-    start_more(&mut workers, contract, &source, &pc, &mut plan, label)?;
-    let prepared: Vec<Result<()>> = std::thread::scope(|s| {
-        let hs: Vec<_> = workers
-            .iter_mut()
-            .map(|w| {
-                let bind = &bind;
-                s.spawn(move || {
-                    prepare_plane(w, plane, bind).map(|_| ()).context("rebuilding the slice's plane")
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked"))))
-            .collect()
-    });
-    for p in prepared {
-        p?;
+    let mut plan = ModelPlan::resolve(contract, Some(plane.centre()), Sizing::Grid { points: total })?;
+    let mut set = WorkerSet::start_first(&plan, label, cancel)?;
+    set.start_rest(&mut plan)?;
+    // Every worker rebuilds the plane; here any failure stops the map.
+    for p in set.each(|w| prepare_plane(w, plane, &plan.bind).map(|_| ())) {
+        p.context("rebuilding the slice's plane")?;
     }
     let points: Vec<(f64, f64)> = (0..total).map(|i| (xs[i % nx], ys[i / nx])).collect();
-    let evals: Vec<Evaluator<'_, (f64, f64), Extremes>> = workers
+    let evals: Vec<Evaluator<'_, (f64, f64), Extremes>> = set
+        .workers
         .iter_mut()
         .map(|w| {
             let name = w.what().to_string();
@@ -239,11 +212,11 @@ pub fn ratio_map(
         },
         |line| tracing::warn!("{label}: {line}"),
     )?;
-    if cancel.load(Ordering::Relaxed) && done < total {
+    if cancel.is_cancelled() && done < total {
         bail!("cancelled");
     }
-    let n = workers.len();
-    crate::workers::pool::shutdown_all(workers, crate::workers::pool::SHUTDOWN_WITHIN);
+    let n = set.len();
+    set.shutdown();
     let mut map = RatioMap {
         ratio: vec![vec![f64::NAN; nx]; ny],
         lambda_max: vec![vec![f64::NAN; nx]; ny],

@@ -1,16 +1,16 @@
 //! Hutchinson's trace and SLQ's density with their probes spread over several workers at the same
 //! parameters: the estimators are [`landscaped_maths::curvature`]'s, the hand-out is the task scheduler
-//! of [`crate::landscape::dispatch`] (a lost worker's probes go to the others). Each gives the estimate
+//! of [`crate::workers::scheduler`] (a lost worker's probes go to the others). Each gives the estimate
 //! a single space gives.
 
 use landscaped_maths::curvature::density::{Quadrature, SlqRun, slq, slq_run};
 use landscaped_maths::curvature::space::HessianSpace;
 use landscaped_maths::curvature::trace::{Running, TraceEstimate, hutchinson, hutchinson_sample};
 
-use crate::landscape::dispatch::{Evaluator, PointError, run_tasks};
+use crate::workers::scheduler::{Evaluator, PointError, run_tasks};
 
 /// [`hutchinson`] with its probes spread over several spaces (workers at the same parameters): each
-/// probe is independent, handed out in blocks ([`crate::landscape::dispatch`]). The samples are folded
+/// probe is independent, handed out in blocks ([`crate::workers::scheduler`]). The samples are folded
 /// in probe order with the same stopping rule, so the estimate is the one a single space gives, bit for
 /// bit when the spaces compute identical HVPs; a few probes past the stopping point may be computed
 /// and are not used. `classify` tells a lost worker (its probes go to the others) from a fatal error.
@@ -44,7 +44,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
             abort: None,
         })
         .collect();
-    let enough = std::sync::atomic::AtomicBool::new(false);
+    let enough = crate::cancel::Cancel::new();
     let mut got: Vec<Option<f64>> = vec![None; samples];
     let mut run = Running::default();
     run_tasks(
@@ -58,7 +58,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
                 run.push(q);
             }
             if run.enough(min_samples, rel_tol) {
-                enough.store(true, std::sync::atomic::Ordering::Relaxed);
+                enough.cancel(crate::cancel::Reason::Requested);
             }
             Ok(())
         },
@@ -74,7 +74,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
 }
 
 /// [`slq`] with its runs spread over several spaces (workers at the same parameters), handed out as in
-/// [`crate::landscape::dispatch`]; the runs are kept in run order, so the quadrature is the one a single
+/// [`crate::workers::scheduler`]; the runs are kept in run order, so the quadrature is the one a single
 /// space gives. `classify` tells a lost worker (its runs go to the others) from a fatal error.
 pub fn slq_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
@@ -106,7 +106,7 @@ pub fn slq_spread<S: HessianSpace + Send>(
         })
         .collect();
     let mut got: Vec<Option<SlqRun>> = vec![None; runs];
-    let never = std::sync::atomic::AtomicBool::new(false);
+    let never = crate::cancel::Cancel::new();
     run_tasks(
         &ids,
         evals,

@@ -1,7 +1,8 @@
 //! The model contract as a user states it — on the command line (`--model-dir`, `--loss`, …) or in the
 //! daemon's `[run.model]` section (the same names, `map` for `--map`) — and what it becomes: the
 //! protocol's [`WireContract`] for each worker, the [`BindRules`] for checkpoints, and how to start workers.
-//! One type for both front ends, so the flags and the config keys can't drift apart.
+//! One type for both front ends — its fields are the flags and the config keys, [`contract_keys`]
+//! reads the keys off it, [`ModelContract::check`] is its one validator — so they can't drift apart.
 //!
 //! Two backends: `torchscript` (`landscaped-worker`, a TorchScript file and an evaluation set) and
 //! `python` (`python -m landscaped_worker` in the user's own Python, a factory `module:function`; see
@@ -128,30 +129,39 @@ fn default_device() -> String {
 }
 
 impl Default for ModelContract {
+    /// The defaults of the `#[serde(default)]`s above (the same as the flags' when none is given).
     fn default() -> Self {
-        ModelContract {
-            backend: None,
-            python: None,
-            factory: None,
-            precision: None,
-            model_dir: None,
-            model: None,
-            eval_data: None,
-            loss: None,
-            batch_size: default_batch(),
-            subsample: None,
-            device: default_device(),
-            threads: None,
-            workers: None,
-            map: Vec::new(),
-            allow_unexpected: false,
-            worker: None,
-            worker_memory_limit: None,
-            worker_call_timeout: None,
-            workers_listen: None,
-            expect: None,
-            wait: None,
-            token_file: None,
+        use serde::Deserialize;
+        let none = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(std::iter::empty::<(
+            &str,
+            &str,
+        )>());
+        ModelContract::deserialize(none).expect("every key of ModelContract has a default")
+    }
+}
+
+/// Every key of [`ModelContract`] (its config spelling), read off the type itself: what the daemon's
+/// job sections take as the model's ([`crate::daemon::job_model::split`]).
+pub fn contract_keys() -> Vec<String> {
+    match serde_json::to_value(ModelContract::default()) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How [`ModelContract::check`] names a key: `--model-dir` on the command line, `model_dir` in a
+/// config section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    Flags,
+    Config,
+}
+
+impl Naming {
+    fn key(self, k: &str) -> String {
+        match self {
+            Naming::Config => k.to_string(),
+            Naming::Flags => format!("--{}", k.replace('_', "-")),
         }
     }
 }
@@ -311,133 +321,95 @@ impl ModelContract {
         }
     }
 
-    /// Checks every value, naming the key (`--flag` on the command line, the key in `[run.model]`).
+    /// Checks every value of a config section, naming the key; see [`ModelContract::check`].
     pub fn validate(&self) -> Result<()> {
-        let backend = self.backend().map_err(|e| anyhow!("backend: {e}"))?;
-        if backend == Backend::Python {
-            return self.validate_python();
-        }
-        if self.factory.is_some() {
-            bail!("factory: needs backend = \"python\" (the TorchScript backend takes model_dir or model)");
-        }
-        if let Some(p) = &self.precision {
-            check_precision(p).map_err(|e| anyhow!("precision: {e}"))?;
-            if is_reduced(Some(p)) {
-                bail!("precision: {p} needs backend = \"python\" (the TorchScript worker evaluates in f32)");
-            }
-        }
-        if self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
-            bail!("model_dir: missing (give model_dir, or both model and eval_data)");
-        }
-        if self.batch_size == 0 {
-            bail!("batch_size: must be at least 1");
-        }
-        if self.subsample == Some(0) {
-            bail!("subsample: must be at least 1");
-        }
-        if self.threads == Some(0) {
-            bail!("threads: must be at least 1");
-        }
-        if self.workers == Some(0) {
-            bail!("workers: must be at least 1");
-        }
-        if let Some(l) = &self.loss {
-            l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("loss: {e}"))?;
-        }
-        check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
-        self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
-        if let Some(m) = &self.worker_memory_limit {
-            parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
-        }
-        if self.worker_call_timeout == Some(0) {
-            bail!("worker_call_timeout: must be at least 1 (seconds)");
-        }
-        self.check_listen("")
+        self.check(Naming::Config)
     }
 
-    /// The checks of [`ModelContract::validate`] for the python backend.
-    fn validate_python(&self) -> Result<()> {
-        let Some(f) = &self.factory else {
-            bail!(
-                "factory: missing (backend python needs factory = \"module:function\", see docs/python-worker.md)"
-            );
-        };
-        check_factory(f).map_err(|e| anyhow!("factory: {e}"))?;
-        if self.model_dir.is_some() || self.model.is_some() || self.eval_data.is_some() {
-            bail!(
-                "model: the python backend builds the model with factory; model_dir, model and eval_data \
-                 are for backend torchscript"
-            );
-        }
-        if self.batch_size == 0 {
-            bail!("batch_size: must be at least 1");
-        }
-        if self.subsample == Some(0) {
-            bail!("subsample: must be at least 1");
-        }
-        if self.threads == Some(0) {
-            bail!("threads: must be at least 1");
-        }
-        if self.workers == Some(0) {
-            bail!("workers: must be at least 1");
-        }
-        if let Some(l) = &self.loss {
-            check_python_loss(l).map_err(|e| anyhow!("loss: {e}"))?;
-        }
-        if let Some(p) = &self.precision {
-            check_precision(p).map_err(|e| anyhow!("precision: {e}"))?;
-        }
-        check_device(&self.device).map_err(|e| anyhow!("device: {e}"))?;
-        self.bind_rules().map_err(|e| anyhow!("map: {e}"))?;
-        if let Some(m) = &self.worker_memory_limit {
-            parse_bytes(m).map_err(|e| anyhow!("worker_memory_limit: {e}"))?;
-        }
-        if self.worker_call_timeout == Some(0) {
-            bail!("worker_call_timeout: must be at least 1 (seconds)");
-        }
-        self.check_listen("")
-    }
-
-    /// The checks of [`ModelContract::validate`] that the command line can get wrong without a model
-    /// folder, named by flag.
+    /// Checks the flags, naming them; see [`ModelContract::check`].
     pub fn validate_flags(&self) -> Result<()> {
-        let backend = self.backend().map_err(|e| anyhow!("--backend: {e}"))?;
+        self.check(Naming::Flags)
+    }
+
+    /// The one validator of the contract, for flags and config sections alike: each error starts with
+    /// the key it is about (`--model-dir` or `model_dir`). A config section must name its model
+    /// (`model_dir`, or `model` and `eval_data`); on the command line a missing model is reported when
+    /// the contract is resolved ([`ModelContract::protocol_contract`]), and the config-only mix-ups
+    /// (model files or `worker` with the python backend) are ignored there as before.
+    pub fn check(&self, how: Naming) -> Result<()> {
+        let key = |k: &str| how.key(k);
+        let config = how == Naming::Config;
+        let python = if config { "backend = \"python\"" } else { "--backend python" };
+        if let Some(m) = &self.worker_memory_limit {
+            parse_bytes(m).map_err(|e| anyhow!("{}: {e}", key("worker_memory_limit")))?;
+        }
+        if self.worker_call_timeout == Some(0) {
+            bail!("{}: must be at least 1 (seconds)", key("worker_call_timeout"));
+        }
+        let backend = self.backend().map_err(|e| anyhow!("{}: {e}", key("backend")))?;
+        if let Some(p) = &self.precision {
+            check_precision(p).map_err(|e| anyhow!("{}: {e}", key("precision")))?;
+        }
         if backend == Backend::Python {
-            match &self.factory {
-                None => bail!("--factory: missing (--backend python needs --factory module:function)"),
-                Some(f) => check_factory(f).map_err(|e| anyhow!("--factory: {e}"))?,
+            if config && self.worker.is_some() {
+                bail!(
+                    "worker: the python backend runs `python -m landscaped_worker` (set python); worker is \
+                     the landscaped-worker executable of backend torchscript"
+                );
+            }
+            let Some(f) = &self.factory else {
+                bail!(
+                    "{}: missing ({python} needs {} module:function, see docs/python-worker.md)",
+                    key("factory"),
+                    if config { "factory =" } else { "--factory" }
+                );
+            };
+            check_factory(f).map_err(|e| anyhow!("{}: {e}", key("factory")))?;
+            if config && (self.model_dir.is_some() || self.model.is_some() || self.eval_data.is_some()) {
+                bail!(
+                    "model: the python backend builds the model with factory; model_dir, model and eval_data \
+                     are for backend torchscript"
+                );
             }
             if let Some(l) = &self.loss {
-                check_python_loss(l).map_err(|e| anyhow!("--loss: {e}"))?;
+                check_python_loss(l).map_err(|e| anyhow!("{}: {e}", key("loss")))?;
             }
-        } else if self.factory.is_some() {
-            bail!("--factory: needs --backend python");
-        } else if is_reduced(self.precision.as_deref()) {
-            bail!("--precision: needs --backend python (the TorchScript worker evaluates in f32)");
+        } else {
+            if self.factory.is_some() {
+                bail!(
+                    "{}: needs {python} (the TorchScript backend takes a model folder or model)",
+                    key("factory")
+                );
+            }
+            if let Some(p) = self.precision.as_deref().filter(|p| is_reduced(Some(p))) {
+                bail!("{}: {p} needs {python} (the TorchScript worker evaluates in f32)", key("precision"));
+            }
+            if config && self.model_dir.is_none() && (self.model.is_none() || self.eval_data.is_none()) {
+                bail!("model_dir: missing (give model_dir, or both model and eval_data)");
+            }
+            if let Some(l) = &self.loss {
+                l.parse::<landscaped_protocol::loss::Loss>().map_err(|e| anyhow!("{}: {e}", key("loss")))?;
+            }
         }
-        if let Some(p) = &self.precision {
-            check_precision(p).map_err(|e| anyhow!("--precision: {e}"))?;
+        for (k, zero) in [
+            ("batch_size", self.batch_size == 0),
+            ("subsample", self.subsample == Some(0)),
+            ("threads", self.threads == Some(0)),
+            ("workers", self.workers == Some(0)),
+        ] {
+            if zero {
+                bail!("{}: must be at least 1", key(k));
+            }
         }
-        if self.threads == Some(0) {
-            bail!("--threads: must be at least 1");
-        }
-        if self.workers == Some(0) {
-            bail!("--workers: must be at least 1");
-        }
-        if let Some(m) = &self.worker_memory_limit {
-            parse_bytes(m).map_err(|e| anyhow!("--worker-memory-limit: {e}"))?;
-        }
-        if self.worker_call_timeout == Some(0) {
-            bail!("--worker-call-timeout: must be at least 1 (seconds)");
-        }
-        self.check_listen("--")
+        check_device(&self.device).map_err(|e| anyhow!("{}: {e}", key("device")))?;
+        self.bind_rules().map_err(|e| anyhow!("{}: {e}", key("map")))?;
+        self.check_listen(how)
     }
 
     /// The remote-worker settings: `expect`, `wait` and `token_file` need `workers_listen`, whose
-    /// address must parse. `prefix` is `--` for flags (named `--token-file`), empty for config keys.
-    pub fn check_listen(&self, prefix: &str) -> Result<()> {
-        let name =
-            |k: &str| if prefix.is_empty() { k.to_string() } else { format!("--{}", k.replace('_', "-")) };
+    /// address must parse.
+    fn check_listen(&self, how: Naming) -> Result<()> {
+        let name = |k: &str| how.key(k);
         match &self.workers_listen {
             Some(a) => {
                 let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
@@ -454,8 +426,8 @@ impl ModelContract {
                     (self.wait.is_some(), "wait"),
                     (self.token_file.is_some(), "token_file"),
                 ];
-                if let Some((_, key)) = set.iter().find(|(on, _)| *on) {
-                    bail!("{}: only means something with {}", name(key), name("workers_listen"));
+                if let Some((_, k)) = set.iter().find(|(on, _)| *on) {
+                    bail!("{}: only means something with {}", name(k), name("workers_listen"));
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! never admitted.
 
 use super::client::{Worker, WorkerError};
+use crate::cancel::Cancel;
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_protocol::messages::{
     self as protocol, Join, JoinMessage, MAX_PEER_TEXT, PROTOCOL_VERSION, peer_text,
@@ -19,7 +20,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -328,7 +329,7 @@ impl Coordinator {
     /// retry), so connections that send nothing cannot keep an honest worker out.
     pub fn gather(
         &self,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
         mut on_refused: impl FnMut(&str),
     ) -> Result<(Vec<Joined>, GatherReport)> {
         let deadline = Instant::now() + self.opts.wait;
@@ -342,7 +343,7 @@ impl Coordinator {
         };
         let mut outcome = Ok(());
         while joined.len() < self.opts.expect {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
                 outcome = Err(anyhow!("cancelled while waiting for workers on {}", self.opts.addr));
                 break;
             }
@@ -595,7 +596,7 @@ pub fn workers_from_launcher(
     threads: Option<usize>,
     handshake_timeout: Duration,
     label: &str,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<Vec<Worker>> {
     let coordinator = Coordinator::bind(opts.clone())?;
     let at = coordinator.local_addr().map_or(opts.addr.clone(), |a| a.to_string());
@@ -634,6 +635,7 @@ pub fn workers_from_launcher(
 mod tests {
     use super::*;
     use landscaped_protocol::transport::read_frame;
+    use std::sync::atomic::AtomicBool;
 
     fn opts(token: &str) -> ListenOptions {
         ListenOptions {
@@ -742,7 +744,7 @@ mod tests {
             (bad, a, b)
         });
         let mut refused = Vec::new();
-        let (joined, report) = c.gather(&AtomicBool::new(false), |l| refused.push(l.to_string())).unwrap();
+        let (joined, report) = c.gather(&Cancel::new(), |l| refused.push(l.to_string())).unwrap();
         let (bad, a, b) = peers.join().unwrap();
         assert_eq!(bad, JoinMessage::refused("wrong token"));
         assert!(matches!(a, JoinMessage::Joined { .. }) && matches!(b, JoinMessage::Joined { .. }));
@@ -761,18 +763,29 @@ mod tests {
         let addr = c.local_addr().unwrap();
         let good = Join { protocol: PROTOCOL_VERSION, token: "tok".into(), ..Default::default() };
         let peer = std::thread::spawn(move || dial(addr, &good));
-        let (joined, report) = c.gather(&AtomicBool::new(false), |_| {}).unwrap();
+        let (joined, report) = c.gather(&Cancel::new(), |_| {}).unwrap();
         assert!(matches!(peer.join().unwrap(), JoinMessage::Joined { worker: 0 }));
         assert_eq!(joined.len(), 1);
         assert!(report.short);
         let c = Coordinator::bind(o.clone()).unwrap();
-        let e = c.gather(&AtomicBool::new(false), |_| {}).err().expect("no worker is an error").to_string();
+        let e = c.gather(&Cancel::new(), |_| {}).err().expect("no worker is an error").to_string();
         assert!(e.contains("no worker joined") && e.contains("--connect"), "{e}");
         // A cancel (the daemon stopping) ends the wait at once.
         o.wait = Duration::from_secs(60);
         let c = Coordinator::bind(o).unwrap();
         let t = Instant::now();
-        let e = c.gather(&AtomicBool::new(true), |_| {}).err().expect("cancelled").to_string();
+        let e = c
+            .gather(
+                &{
+                    let c = Cancel::new();
+                    c.cancel(crate::cancel::Reason::Shutdown);
+                    c
+                },
+                |_| {},
+            )
+            .err()
+            .expect("cancelled")
+            .to_string();
         assert!(e.contains("cancelled") && t.elapsed() < Duration::from_secs(5), "{e}");
     }
 
@@ -814,7 +827,7 @@ mod tests {
         });
         let t = Instant::now();
         let mut lines = Vec::new();
-        let (joined, report) = c.gather(&AtomicBool::new(false), |l| lines.push(l.to_string())).unwrap();
+        let (joined, report) = c.gather(&Cancel::new(), |l| lines.push(l.to_string())).unwrap();
         let (a, b, idle) = workers.join().unwrap();
         assert!(a.is_ok() && b.is_ok(), "{:?} {:?} {lines:?}", a.err(), b.err());
         assert_eq!(joined.len(), 2);
@@ -852,7 +865,7 @@ mod tests {
         let peer = std::thread::spawn(move || dial(addr, &good));
         let t = Instant::now();
         let mut lines = Vec::new();
-        let (joined, report) = c.gather(&AtomicBool::new(false), |l| lines.push(l.to_string())).unwrap();
+        let (joined, report) = c.gather(&Cancel::new(), |l| lines.push(l.to_string())).unwrap();
         let took = t.elapsed();
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(peer.join().unwrap(), JoinMessage::Joined { .. }));
@@ -900,7 +913,7 @@ mod tests {
         let peers = std::thread::spawn(move || (dial(addr, &bad), dial(addr, &good)));
         let mut lines = Vec::new();
         let before = refusals()[0].1;
-        c.gather(&AtomicBool::new(false), |l| lines.push(l.to_string())).unwrap();
+        c.gather(&Cancel::new(), |l| lines.push(l.to_string())).unwrap();
         assert!(refusals()[0].1 > before, "counted as a wrong token");
         let (refused, joined) = peers.join().unwrap();
         assert!(matches!(joined, JoinMessage::Joined { .. }));

@@ -46,10 +46,10 @@ pub mod pca;
 pub mod sharpness;
 pub mod slice;
 
+use crate::cancel::Cancel;
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A background job run every N ingested checkpoints of a run.
 pub trait PeriodicJob: Send + Sync {
@@ -68,7 +68,7 @@ pub struct JobContext {
     pub data_dir: PathBuf,
     pub registry: prometheus::Registry,
     pub gauges: Arc<JobGauges>,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 }
 
 /// Every job's gauge families, registered in one daemon's registry (a family that can't be registered,
@@ -90,24 +90,20 @@ impl JobGauges {
 }
 
 impl JobContext {
-    pub fn new(
-        store: Store,
-        data_dir: PathBuf,
-        registry: prometheus::Registry,
-        cancel: Arc<AtomicBool>,
-    ) -> Self {
+    pub fn new(store: Store, data_dir: PathBuf, registry: prometheus::Registry, cancel: Cancel) -> Self {
         let gauges = Arc::new(JobGauges::register(&registry));
         JobContext { store, data_dir, registry, gauges, cancel }
     }
 
-    /// The daemon's stop flag, for work that polls it itself (e.g. waiting for workers).
-    pub fn cancel_flag(&self) -> &AtomicBool {
+    /// The daemon's stop token, for work that polls it itself (e.g. waiting for workers); a job that
+    /// may also stop for a reason of its own takes a [`Cancel::child`] of it.
+    pub fn cancel(&self) -> &Cancel {
         &self.cancel
     }
 
     /// True once the daemon is shutting down: stop at the next safe point.
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
     }
 }
 

@@ -30,11 +30,11 @@
 //! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
 //! one ends with an error when the daemon stops its model worker (nothing is stored).
 
-use crate::daemon::job_model::JobModel;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, sharpness_at};
 use crate::store::sharpness::{self as records, SharpnessRecord};
+use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
 use prometheus::GaugeVec;
@@ -67,7 +67,7 @@ fn default_max_hvps() -> usize {
 /// The job, with its parsed options.
 pub struct SharpnessJob {
     cfg: SharpnessJobConfig,
-    model: JobModel,
+    model: ModelContract,
     opts: SharpnessOptions,
 }
 
@@ -193,7 +193,7 @@ impl PeriodicJob for SharpnessJob {
         if ctx.cancelled() {
             return Ok(());
         }
-        let contract = self.model.args();
+        let contract = &self.model;
         // The one record of (run, step): a key lookup, not a decode of every record of the run.
         let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
             .map(|c| std::path::PathBuf::from(c.path))
@@ -203,7 +203,7 @@ impl PeriodicJob for SharpnessJob {
                 )
             })?;
         let (rep, used) =
-            sharpness_at(&contract, &path, &self.opts, "daemon sharpness job", ctx.cancel_flag(), |_| {})?;
+            sharpness_at(contract, &path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
         let rec = record(run, step, &used, rep);
         records::put(&ctx.store, &rec)?;
         ctx.store.flush()?;
@@ -290,7 +290,7 @@ mod tests {
     fn defaults_are_the_cheap_quantities() {
         let v: toml::Value = toml::from_str("every = 1\nmodel_dir = \"/m\"").unwrap();
         let (model, v) = crate::daemon::job_model::split(&v).unwrap();
-        assert_eq!((model.threads, model.device.as_str()), (1, "cpu"));
+        assert_eq!((model.threads, model.device.as_str()), (Some(1), "cpu"));
         let cfg: SharpnessJobConfig = v.try_into().unwrap();
         let qs: Vec<Quantity> = cfg.measures.iter().map(|m| parse_quantity(m).unwrap()).collect();
         assert_eq!(qs, vec![Quantity::Eigs, Quantity::Trace]);

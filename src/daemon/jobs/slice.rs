@@ -29,18 +29,18 @@
 //! `model_dir`, `batch_size`, `subsample`, `device`, `map`, `allow_unexpected`): see
 //! [`crate::daemon::job_model`].
 
-use crate::daemon::job_model::JobModel;
+use crate::cancel::Reason;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::{Outcome, SliceValues};
 use crate::store::slices::{DirectionSource, SliceRecord};
+use crate::workers::contract::ModelContract;
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_maths::grid::Axis;
 use prometheus::GaugeVec;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `[run.slice]` section.
@@ -77,7 +77,7 @@ pub enum JobDirs {
 /// The job, with its parsed grid and model contract.
 pub struct SliceJob {
     cfg: SliceJobConfig,
-    model: JobModel,
+    model: ModelContract,
     x: Option<Axis>,
     y: Option<Axis>,
 }
@@ -222,6 +222,46 @@ fn newest_step(store: &crate::store::Store, run: &str) -> Option<u64> {
     crate::store::checkpoints::latest(store, run).ok()?.map(|c| c.step)
 }
 
+impl SliceJob {
+    /// The plane about `centre`: the latest trajectory PCA's (with the trajectory in it), or random
+    /// directions from the job's seed; and its grid.
+    #[allow(clippy::type_complexity)]
+    fn plane(
+        &self,
+        pca: Option<&crate::store::trajectory::PcaRecord>,
+        centre: &Path,
+    ) -> Result<(PlaneSpec, DirectionSource, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>)> {
+        let path = centre.to_path_buf();
+        Ok(match pca {
+            Some(p) => {
+                let pp = pca_plane(p, self.x, self.y)?;
+                let [fx, fy] = pp.files;
+                (
+                    PlaneSpec::Files { centre: path.clone(), x: fx, y: fy },
+                    pp.source,
+                    pp.xs,
+                    pp.ys,
+                    pp.trajectory,
+                )
+            }
+            None => {
+                let dirs = RandomDirections {
+                    seed: self.cfg.seed,
+                    norm: self.cfg.norm,
+                    ignore: Ignore::Biasbn,
+                    params: Vec::new(),
+                    orthogonalize: false,
+                };
+                let xs = self.x.map(|x| x.values()).unwrap_or_default();
+                let ys = self.y.map(|y| y.values()).unwrap_or_default();
+                let plane =
+                    PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: self.y.is_some() };
+                (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
+            }
+        })
+    }
+}
+
 impl PeriodicJob for SliceJob {
     fn name(&self) -> &'static str {
         "slice"
@@ -248,52 +288,29 @@ impl PeriodicJob for SliceJob {
         let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
         let path = Path::new(&ck_rec.path).to_path_buf();
-        let (plane, directions, xs, ys, trajectory) = match &pca {
-            Some(p) => {
-                let pp = pca_plane(p, self.x, self.y)?;
-                let [fx, fy] = pp.files;
-                (
-                    PlaneSpec::Files { centre: path.clone(), x: fx, y: fy },
-                    pp.source,
-                    pp.xs,
-                    pp.ys,
-                    pp.trajectory,
-                )
-            }
-            None => {
-                let dirs = RandomDirections {
-                    seed: self.cfg.seed,
-                    norm: self.cfg.norm,
-                    ignore: Ignore::Biasbn,
-                    params: Vec::new(),
-                    orthogonalize: false,
-                };
-                let xs = self.x.map(|x| x.values()).unwrap_or_default();
-                let ys = self.y.map(|y| y.values()).unwrap_or_default();
-                let plane =
-                    PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: self.y.is_some() };
-                (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
-            }
-        };
-        // Stop when the daemon shuts down, or (abandon_on_newer) once a newer checkpoint is ingested
-        // (checked at most every 0.5 s). The partial record stays, its done mask showing what was computed.
-        let stop = AtomicBool::new(false);
+        let (plane, directions, xs, ys, trajectory) = self.plane(pca.as_ref(), &path)?;
+        // Stop when the daemon shuts down (the job's token is a child of the daemon's, so that reaches
+        // a job still waiting for workers from a launcher too), or (abandon_on_newer) once a newer
+        // checkpoint is ingested (checked at most every 0.5 s). The partial record stays, its done mask
+        // showing what was computed.
+        let stop = ctx.cancel().child();
         let mut last_check = Instant::now();
         let mut progress = |_n: usize, _total: usize| {
-            if ctx.cancelled() {
-                stop.store(true, Ordering::Relaxed);
-            } else if self.cfg.abandon_on_newer && last_check.elapsed() >= Duration::from_millis(500) {
+            if self.cfg.abandon_on_newer
+                && !stop.is_cancelled()
+                && last_check.elapsed() >= Duration::from_millis(500)
+            {
                 last_check = Instant::now();
                 if newest_step(store, run).is_some_and(|s| s > step) {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.cancel(Reason::NewerCheckpoint);
                 }
             }
         };
-        let contract = self.model.args();
+        let contract = &self.model;
         // Each save rewrites the whole record: about 20 saves per slice, at least 5 points apart.
         let points = xs.len() * ys.len().max(1);
         let req = SliceRequest {
-            contract: &contract,
+            contract,
             plane,
             xs,
             ys,
@@ -307,24 +324,7 @@ impl PeriodicJob for SliceJob {
             persist_every: (points / 20).max(5),
             label: format!("slice job, run {run}"),
         };
-        // The daemon's stop also reaches a job that has no points yet to report progress on (waiting
-        // for workers from a launcher): a watcher copies it into `stop`.
-        let finished = AtomicBool::new(false);
-        let r = std::thread::scope(|s| {
-            s.spawn(|| {
-                while !finished.load(Ordering::Relaxed) {
-                    if ctx.cancelled() {
-                        stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-            let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress);
-            finished.store(true, Ordering::Relaxed);
-            r
-        })
-        .context("slice job")?;
+        let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress).context("slice job")?;
         let rec = &r.record;
         if r.already_complete {
             tracing::info!(run, step = centre_step, "slice job: this PCA plane is already sliced; skipped");
@@ -342,6 +342,7 @@ impl PeriodicJob for SliceJob {
                 step,
                 id = rec.id,
                 done = rec.values.done_count(),
+                reason = %stop.reason().map_or_else(|| "none".to_string(), |r| r.to_string()),
                 "slice stopped early (shutdown or a newer checkpoint)"
             ),
         }
