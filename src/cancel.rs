@@ -94,7 +94,7 @@ impl Cancel {
 
     /// A token cancelled by the process's first SIGINT or SIGTERM (reason [`Reason::Signal`]); the
     /// second exits at once with status 130. Installs the handler.
-    pub fn on_signals() -> Cancel {
+    pub(crate) fn on_signals() -> Cancel {
         let handler: extern "C" fn(libc::c_int) = on_signal;
         // SAFETY: installing a handler that only touches an atomic and calls _exit.
         unsafe {
@@ -122,7 +122,7 @@ impl Cancel {
         }
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.reason().is_some()
     }
 

@@ -28,7 +28,7 @@ pub fn stall(path: &std::path::Path) -> Option<std::time::Duration> {
 }
 
 /// The injected error at `point`, if the fault file names one.
-pub fn injected(point: &str) -> Option<std::io::Error> {
+pub(crate) fn injected(point: &str) -> Option<std::io::Error> {
     let text = fault_text()?;
     text.lines()
         .find_map(|l| {

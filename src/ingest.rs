@@ -74,7 +74,7 @@ pub struct IngestOptions {
 }
 
 /// The default [`IngestOptions::memory_budget`].
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 impl Default for IngestOptions {
     fn default() -> Self {
@@ -176,7 +176,7 @@ impl ErrorKind {
     }
 
     /// The kind of a checkpoint reader's error.
-    pub fn of_checkpoint(e: &CheckpointError) -> ErrorKind {
+    pub(crate) fn of_checkpoint(e: &CheckpointError) -> ErrorKind {
         match e {
             CheckpointError::Io { .. } => ErrorKind::Io,
             CheckpointError::Unsupported { .. } => ErrorKind::Unsupported,
@@ -214,7 +214,7 @@ impl IngestError {
 /// whole filesystem (retrying cannot help), else more than is free now.
 #[derive(Debug, thiserror::Error)]
 #[error("{why}")]
-pub struct DoesNotFit {
+pub(crate) struct DoesNotFit {
     pub why: String,
     pub ever: bool,
 }
@@ -231,7 +231,7 @@ pub fn ingest_checkpoint(
 }
 
 /// [`ingest_checkpoint`], calling `progress(bytes_done, bytes_total)` after each tensor.
-pub fn ingest_checkpoint_with_progress(
+pub(crate) fn ingest_checkpoint_with_progress(
     store: &Store,
     run: &str,
     path: &Path,
@@ -251,7 +251,7 @@ pub fn ingest_checkpoint_with_progress(
 /// the watcher stamped the files and the processor opened it. Nothing is opened or stamped again
 /// before reading; after reading, the files are stamped once more and the checkpoint refused
 /// (`incomplete`) if they changed. See the module docs.
-pub fn ingest_opened(
+pub(crate) fn ingest_opened(
     store: &Store,
     run: &str,
     ck: &Checkpoint,

@@ -14,12 +14,12 @@ use crate::store::checkpoints::FileStamp;
 use std::path::Path;
 
 /// The stamp of one checkpoint: its files, sorted by path.
-pub type Stamp = Vec<FileStamp>;
+pub(crate) type Stamp = Vec<FileStamp>;
 
 /// The stamp of the checkpoint at `path` as it is now. Fails when `path` cannot be stat'ed or, for a
 /// folder, listed ([`is_gone`] tells a path that no longer exists); a file inside a folder that
 /// vanishes while it is listed is left out (the stamp then differs from the one before).
-pub fn stamp(path: &Path) -> std::io::Result<Stamp> {
+pub(crate) fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let one = |p: &Path, m: &std::fs::Metadata| FileStamp {
         path: p.to_string_lossy().into_owned(),
         size: m.len(),
@@ -41,19 +41,20 @@ pub fn stamp(path: &Path) -> std::io::Result<Stamp> {
     Ok(out)
 }
 
+#[cfg(test)]
 /// Whether a [`stamp`] error means the checkpoint is gone (rotated away).
-pub fn is_gone(e: &std::io::Error) -> bool {
+pub(crate) fn is_gone(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound
 }
 
 /// A file's modification time in nanoseconds since the Unix epoch.
-pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+pub(crate) fn mtime_ns(m: &std::fs::Metadata) -> i128 {
     use std::os::unix::fs::MetadataExt;
     m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
 }
 
 /// The newest modification time among the files of a stamp, in Unix seconds (0 for none).
-pub fn newest_unix(files: &[FileStamp]) -> f64 {
+pub(crate) fn newest_unix(files: &[FileStamp]) -> f64 {
     files.iter().map(|f| f.mtime_ns).max().map_or(0.0, |ns| ns as f64 / 1e9)
 }
 

@@ -96,7 +96,7 @@ fn cell(v: &serde_json::Value) -> String {
 }
 
 /// A float with 6 significant digits, in scientific notation when very large or small.
-pub fn format_float(f: f64) -> String {
+pub(crate) fn format_float(f: f64) -> String {
     if f == 0.0 || !f.is_finite() {
         return f.to_string();
     }
@@ -113,12 +113,12 @@ fn csv_field(s: &str) -> String {
 }
 
 /// The table as JSON (`{headers, rows}`): how the daemon answers a query.
-pub fn table_to_json(t: &Table) -> serde_json::Value {
+pub(crate) fn table_to_json(t: &Table) -> serde_json::Value {
     serde_json::json!({ "headers": t.headers, "rows": t.rows })
 }
 
 /// The inverse of [`table_to_json`].
-pub fn table_from_json(v: &serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn table_from_json(v: &serde_json::Value) -> anyhow::Result<Table> {
     let headers: Vec<String> =
         serde_json::from_value(v.get("headers").cloned().unwrap_or(serde_json::Value::Null))?;
     let rows: Vec<Vec<serde_json::Value>> =

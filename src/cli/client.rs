@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9464";
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9464";
 
 /// The daemon endpoint the CLI talks to (see the module doc).
 pub fn endpoint(explicit: Option<&str>) -> String {
@@ -61,7 +61,7 @@ fn normalize(e: &str) -> String {
 
 /// Runs a query against the local store, or, when the daemon holds it (or `--endpoint` is given),
 /// against the daemon's API.
-pub fn query_or_open<A: Serialize>(
+pub(crate) fn query_or_open<A: Serialize>(
     cli: &Cli,
     name: &str,
     args: &A,
@@ -90,7 +90,7 @@ pub fn query_or_open<A: Serialize>(
 }
 
 /// The daemon holding the (locked) store in `dir`, checked by its identity.
-pub fn find_daemon(dir: &std::path::Path) -> anyhow::Result<Client> {
+pub(crate) fn find_daemon(dir: &std::path::Path) -> anyhow::Result<Client> {
     use crate::daemon::http::Identity;
     let file = dir.join(crate::daemon::server::DAEMON_JSON);
     let held = format!("the store at {} is locked by another process", dir.display());
@@ -124,15 +124,15 @@ pub fn find_daemon(dir: &std::path::Path) -> anyhow::Result<Client> {
 }
 
 /// How long the CLI waits for a connection to the daemon.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the identity check (`/api/v1/identity`, asked first) may take in all: a daemon that
 /// accepts and never answers (frozen, stopped, swapping) is told apart within seconds.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a query may take in all: the daemon's own request limit (60 s by default) and a margin.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(75);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// A small blocking client for the daemon's HTTP API.
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     /// For the identity check: seconds.
     probe: ureq::Agent,
@@ -163,7 +163,7 @@ impl Client {
     }
 
     /// Ok if this daemon serves the store in `dir` (same store id; the store must have one).
-    pub fn check_serves(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+    pub(crate) fn check_serves(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         let want = crate::store::read_store_id(dir);
         let id = self.identity()?;
         match want {
@@ -207,12 +207,6 @@ impl Client {
             &url,
         )?;
         table_from_json(&v).with_context(|| format!("{url}: unexpected answer"))
-    }
-
-    /// `GET path` (e.g. `/api/v1/runs`) as JSON.
-    pub fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        self.call(self.agent.get(&url).call(), &url)
     }
 
     fn call(

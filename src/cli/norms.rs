@@ -5,8 +5,8 @@
 use super::Cli;
 use super::client::query_or_open;
 use super::runs::print_table;
-pub use crate::query::norms::{
-    HistArgs, NormsArgs, find_tensor, hist_table, matching_tensors, norms_table, tensor_matcher,
+pub(crate) use crate::query::norms::{
+    HistArgs, NormsArgs, find_tensor, hist_table, matching_tensors, norms_table,
 };
 
 pub fn norms(cli: &Cli, args: &NormsArgs) -> anyhow::Result<()> {

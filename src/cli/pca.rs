@@ -138,7 +138,7 @@ pub struct PlotTrajectoryArgs {
 }
 
 /// "1st", "2nd", "3rd", "4th", ...
-pub fn ordinal(k: usize) -> String {
+pub(crate) fn ordinal(k: usize) -> String {
     let suffix = match (k % 10, k % 100) {
         (1, x) if x != 11 => "st",
         (2, x) if x != 12 => "nd",
@@ -149,7 +149,7 @@ pub fn ordinal(k: usize) -> String {
 }
 
 /// The paper's axis label for component `k` (0-based): "1st PC: 45.2 %".
-pub fn pc_label(k: usize, ratio: f64) -> String {
+pub(crate) fn pc_label(k: usize, ratio: f64) -> String {
     format!("{} PC: {:.1} %", ordinal(k + 1), ratio * 100.0)
 }
 
@@ -163,7 +163,7 @@ fn latest(cli: &Cli, run: &str) -> anyhow::Result<PcaRecord> {
 }
 
 /// `landscaped pca`: compute, store, print the components.
-pub fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
+pub(crate) fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
     let dir = cli.data_dir();
     let store = Store::open(&dir)?;
     let rec = compute_pca(&dir, &args.run, &args.config())?;
@@ -201,7 +201,7 @@ pub fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
 }
 
 /// The coordinates table of a PCA record: step, pc1..pck, residual, distance.
-pub fn coordinates_table(rec: &PcaRecord) -> Table {
+pub(crate) fn coordinates_table(rec: &PcaRecord) -> Table {
     let k = rec.explained_variance.len();
     let mut headers = vec!["step".to_string()];
     headers.extend((1..=k).map(|j| format!("pc{j}")));
@@ -219,7 +219,7 @@ pub fn coordinates_table(rec: &PcaRecord) -> Table {
 }
 
 /// `landscaped trajectory`: the latest PCA's coordinates and residuals, or the archive's contents.
-pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
+pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
     if !args.import.is_empty() {
         import(cli, args)?;
     }
@@ -263,7 +263,7 @@ pub fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
 }
 
 /// The chart of a PCA record: the path on the PC1/PC2 plane, points labelled by step.
-pub fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::PathChart> {
+pub(crate) fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::PathChart> {
     if rec.explained_variance_ratio.len() < 2 {
         anyhow::bail!(
             "run {:?}: the PCA has only {} component(s); the plot needs 2",
@@ -287,7 +287,7 @@ pub fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::PathChar
 }
 
 /// `landscaped plot trajectory` (also `plot-trajectory`): draw the latest PCA's path.
-pub fn run_plot_trajectory(cli: &Cli, args: &PlotTrajectoryArgs) -> anyhow::Result<()> {
+pub(crate) fn run_plot_trajectory(cli: &Cli, args: &PlotTrajectoryArgs) -> anyhow::Result<()> {
     let rec = latest(cli, &args.run)?;
     let chart = trajectory_chart(&rec)?;
     crate::plot::path_chart(&args.output, &chart).with_context(|| format!("{}", args.output.display()))?;

@@ -3,7 +3,7 @@
 
 use super::Cli;
 use super::client::query_or_open;
-pub use crate::query::runs::{CheckpointsArgs, RunsArgs, checkpoints_table, require_run, runs_table};
+pub(crate) use crate::query::runs::{CheckpointsArgs, RunsArgs, checkpoints_table, require_run, runs_table};
 use crate::table::{Format, Table};
 
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {
@@ -17,7 +17,7 @@ pub fn checkpoints(cli: &Cli, args: &CheckpointsArgs) -> anyhow::Result<()> {
 }
 
 /// Prints a table; a closed pipe (`landscaped checkpoints --run r | head`) is not an error.
-pub fn print_table(t: &Table, format: Format) -> anyhow::Result<()> {
+pub(crate) fn print_table(t: &Table, format: Format) -> anyhow::Result<()> {
     match t.print(format) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),

@@ -251,7 +251,7 @@ pub struct PlotSpectrumArgs {
 }
 
 /// `landscaped plot spectrum`: the SLQ spectral density of stored results.
-pub fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<()> {
+pub(crate) fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<()> {
     let store = Store::open(&cli.data_dir())?;
     let mut series = Vec::new();
     for run in &a.run {
@@ -329,7 +329,7 @@ pub struct RatioMapArgs {
 }
 
 /// `landscaped sharpness-map`: the paper's Fig. 7, |λmin/λmax| at every point of a stored 2D slice.
-pub fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
+pub(crate) fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     use crate::landscape::runner::PlaneSpec;
     use crate::store::slices::DirectionSource;
     let store = Store::open(&cli.data_dir())?;
@@ -424,7 +424,7 @@ fn nearest(v: &[f64], x: f64) -> Option<usize> {
 }
 
 /// The Fig. 7 heat map of a stored ratio map.
-pub fn plot_ratio_map(map: &records::RatioMapRecord, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn plot_ratio_map(map: &records::RatioMapRecord, out: &Path) -> anyhow::Result<()> {
     let chart = plot::HeatmapChart {
         title: format!(
             "|λmin/λmax|, slice {}{}",
@@ -452,7 +452,7 @@ pub struct PlotRatioMapArgs {
 }
 
 /// `landscaped plot ratio-map`.
-pub fn plot_ratio_map_cmd(cli: &Cli, a: &PlotRatioMapArgs) -> anyhow::Result<()> {
+pub(crate) fn plot_ratio_map_cmd(cli: &Cli, a: &PlotRatioMapArgs) -> anyhow::Result<()> {
     let store = Store::open(&cli.data_dir())?;
     let map = records::get_ratio_map(&store, a.slice)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -485,7 +485,7 @@ pub struct BenchArgs {
 
 /// `landscaped sharpness-bench`: HVPs Lanczos and PyHessian's power iteration need for λmax to a relative
 /// accuracy (against a tightly converged Lanczos reference), and the median seconds per HVP. Prints JSON.
-pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     use crate::sharpness::remote::WorkerSpace;
     use landscaped_maths::curvature::lanczos::Lanczos;
     use landscaped_maths::curvature::space::{HessianSpace, Init};

@@ -237,7 +237,7 @@ fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel) -> Result<()> 
     Ok(())
 }
 
-pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
+pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
     a.model.validate_flags()?;
     // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
     let cancel = Cancel::on_signals();
@@ -300,7 +300,7 @@ pub fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
     compute(&store, req, &cancel)
 }
 
-pub fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
+pub(crate) fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
     a.model.validate_flags()?;
     // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
     let cancel = Cancel::on_signals();
@@ -576,7 +576,7 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
     }
 }
 
-pub fn run_plot_slice(cli: &Cli, a: &PlotSliceArgs) -> Result<()> {
+pub(crate) fn run_plot_slice(cli: &Cli, a: &PlotSliceArgs) -> Result<()> {
     let store = Store::open(&cli.data_dir())?;
     let recs = a.ids.iter().map(|&id| get(&store, id)).collect::<Result<Vec<_>>>()?;
     let mut panels = Vec::new();

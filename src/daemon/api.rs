@@ -8,7 +8,7 @@
 use crate::store::Store;
 use crate::table::Table;
 
-pub type QueryFn = fn(&Store, serde_json::Value) -> anyhow::Result<Table>;
+pub(crate) type QueryFn = fn(&Store, serde_json::Value) -> anyhow::Result<Table>;
 
 pub struct QuerySpec {
     pub name: &'static str,
@@ -33,12 +33,12 @@ pub fn find(name: &str) -> Option<&'static QuerySpec> {
 
 /// Arguments of the `daemon-seen` query.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
-pub struct SeenArgs {
+pub(crate) struct SeenArgs {
     pub run: String,
 }
 
 /// What the daemon has dealt with for a run: path, step, outcome (a query of the daemon's own).
-pub fn seen_table(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn seen_table(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
     let args: SeenArgs = serde_json::from_value(args)?;
     let mut t = Table::new(["path", "step", "outcome"]);
     for (_, rec) in

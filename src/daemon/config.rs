@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The default listen address. 9464 is the port commonly used by Prometheus exporters that have no
 /// registered port of their own (it is what OpenTelemetry's Prometheus exporter uses); loopback only,
 /// because the API is unauthenticated.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// How a watched folder learns about new files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -17,14 +17,14 @@ const REMOTE: &[(i64, &str)] = &[
 
 /// The name of the remote filesystem `path` lives on, or None for a local one (or if statfs fails).
 /// A path that doesn't exist yet is judged by its nearest existing ancestor.
-pub fn remote_fs(path: &Path) -> Option<&'static str> {
+pub(crate) fn remote_fs(path: &Path) -> Option<&'static str> {
     let existing = path.ancestors().find(|a| a.exists())?;
     let magic = statfs_magic(existing)?;
     REMOTE.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n)
 }
 
 /// The statfs `f_type` of `path`.
-pub fn statfs_magic(path: &Path) -> Option<i64> {
+pub(crate) fn statfs_magic(path: &Path) -> Option<i64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };

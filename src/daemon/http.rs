@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub store: Store,
     pub archive_health: Arc<crate::daemon::health::ArchiveHealth>,
     pub metrics: Arc<Metrics>,
@@ -50,7 +50,7 @@ pub struct AppState {
 
 /// Which store a daemon serves, as `/api/v1/identity` and `daemon.json` say.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The canonical data directory.
     pub data_dir: String,
     pub store_id: String,
@@ -60,7 +60,7 @@ pub struct Identity {
     pub version: String,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let limit = state.request_timeout;
     Router::new()
         .route("/metrics", get(metrics))
@@ -82,7 +82,7 @@ pub fn router(state: AppState) -> Router {
 
 /// What a connection past the cap gets: `/healthz` and `/metrics` (scrapes keep their lane), 503 for
 /// anything else.
-pub fn overflow_router(state: AppState) -> Router {
+pub(crate) fn overflow_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

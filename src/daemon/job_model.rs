@@ -33,7 +33,7 @@ use crate::workers::contract::{ModelContract, contract_keys};
 use anyhow::{Result, anyhow};
 
 /// A job section's `threads` when none is given: keep the trainer's CPUs free.
-pub const JOB_THREADS: usize = 1;
+pub(crate) const JOB_THREADS: usize = 1;
 
 /// Splits a job section into its model contract (checked, errors naming the key) and the job's own keys.
 pub fn split(section: &toml::Value) -> Result<(ModelContract, toml::Value)> {
@@ -48,7 +48,7 @@ pub fn split(section: &toml::Value) -> Result<(ModelContract, toml::Value)> {
 }
 
 /// The device a job section asks for, if not the CPU (the daemon hides GPUs unless `gpu = true`).
-pub fn gpu_device(section: &toml::Value) -> Option<&str> {
+pub(crate) fn gpu_device(section: &toml::Value) -> Option<&str> {
     let device = section.get("device").and_then(|d| d.as_str()).unwrap_or("cpu");
     (!device.trim().eq_ignore_ascii_case("cpu")).then_some(device)
 }

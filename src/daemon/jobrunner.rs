@@ -60,7 +60,7 @@ impl JobRunner {
     }
 
     /// Called after each ingested checkpoint.
-    pub fn checkpoint_done(&self, run: &str, step: u64) {
+    pub(crate) fn checkpoint_done(&self, run: &str, step: u64) {
         let mut st = self.lock();
         let mut newly_due = Vec::new();
         if let Some(list) = st.jobs.get_mut(run) {
@@ -105,7 +105,7 @@ impl JobRunner {
     }
 
     /// The job thread's loop; returns at [`JobRunner::stop`].
-    pub fn run_loop(&self, ctx: JobContext) {
+    pub(crate) fn run_loop(&self, ctx: JobContext) {
         let metrics = &self.metrics;
         loop {
             let (run, name, step, job) = {

@@ -25,9 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connections past the cap that still get an answer (`/healthz`, or 503).
-pub const OVERFLOW_CONNECTIONS: usize = 64;
+pub(crate) const OVERFLOW_CONNECTIONS: usize = 64;
 /// How long an overflow connection may take to send its request head.
-pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -239,7 +239,7 @@ async fn serialize(res: axum::response::Response, head_only: bool) -> Vec<u8> {
 
 /// Raises the soft limit on open descriptors to the hard limit (many connections, watches and
 /// checkpoint files at once); returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
     unsafe {

@@ -13,13 +13,13 @@ use std::time::Duration;
 use crate::daemon::shutdown::Shutdown;
 
 /// How often freed memory is handed back to the kernel.
-pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Allocations from this size up are mapped on their own and unmapped when freed.
 const MMAP_THRESHOLD: i32 = 1 << 20;
 
 /// Bounds the allocator's retention (glibc only; elsewhere nothing to do). Call before threads start.
-pub fn bound_allocator() {
+pub(crate) fn bound_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before the daemon starts its threads.
     unsafe {
@@ -39,7 +39,7 @@ pub fn trim() {
 }
 
 /// Trims every [`TRIM_INTERVAL`] until shutdown.
-pub async fn return_freed(shutdown: Shutdown) {
+pub(crate) async fn return_freed(shutdown: Shutdown) {
     let mut tick = tokio::time::interval(TRIM_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

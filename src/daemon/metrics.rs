@@ -301,7 +301,12 @@ impl Metrics {
 
     /// Sets the per-run gauges from a checkpoint's records. `newest` is false when an older step was
     /// processed after a newer one (the gauges keep showing the newest).
-    pub fn record_checkpoint(&self, rec: &CheckpointRecord, tensors: &[TensorRecord], mtime_unix: f64) {
+    pub(crate) fn record_checkpoint(
+        &self,
+        rec: &CheckpointRecord,
+        tensors: &[TensorRecord],
+        mtime_unix: f64,
+    ) {
         let run = rec.run.as_str();
         let newest = self.last_step.get_metric_with_label_values(&[run]).map(|g| g.get()).ok();
         let is_newest = match newest {
@@ -341,7 +346,7 @@ impl Metrics {
     }
 
     /// Makes the per-run counters exist (at 0) from the start, so rate() and absent() behave.
-    pub fn init_run(&self, run: &str) {
+    pub(crate) fn init_run(&self, run: &str) {
         self.processed.with_label_values(&[run]);
         self.store_healthy.set(1);
         for kind in ["io", "unsupported", "malformed", "refused", "incomplete", "ingest"] {
@@ -350,7 +355,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         // The coordinators count in process-wide counters (they know nothing of this registry).
         for (kind, n) in crate::workers::listen::refusals() {
             let c = self.worker_joins_refused.with_label_values(&[kind]);

@@ -3,7 +3,7 @@
 //! hides GPUs unless the config allows them.
 
 /// Applies the config's priority settings to this process. Call before starting threads.
-pub fn lower_priority(nice: i32, io_idle: bool) {
+pub(crate) fn lower_priority(nice: i32, io_idle: bool) {
     // SAFETY: plain syscalls on this process with integer arguments.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if rc != 0 {
@@ -28,16 +28,10 @@ pub fn lower_priority(nice: i32, io_idle: bool) {
     }
 }
 
-/// The current nice value of this thread.
-pub fn current_nice() -> i32 {
-    // getpriority can legitimately return -1; errno distinguishes, but a nice of -1 is fine to report.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-}
-
 /// Hides every GPU from this process (and what it loads later, e.g. libtorch).
 ///
 /// Must be called before any other thread exists (environment writes race with reads elsewhere).
-pub fn hide_gpus() {
+pub(crate) fn hide_gpus() {
     // SAFETY: called from `daemon::server::run` before the runtime or any thread is started.
     unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", "") };
 }

@@ -253,7 +253,7 @@ impl Processor {
     }
 
     /// Sets the run's gauges from what the store now holds for `step`.
-    pub fn update_gauges(&self, run: &str, step: u64, mtime_unix: f64) {
+    pub(crate) fn update_gauges(&self, run: &str, step: u64, mtime_unix: f64) {
         use crate::store::checkpoints as ck;
         match (ck::checkpoint(&self.store, run, step), ck::tensors(&self.store, run, step)) {
             (Ok(Some(rec)), Ok(tensors)) => self.metrics.record_checkpoint(&rec, &tensors, mtime_unix),
@@ -263,7 +263,7 @@ impl Processor {
     }
 
     /// After a restart: show the newest recorded checkpoint of each run on /metrics.
-    pub fn restore_gauges(&self, run: &str) {
+    pub(crate) fn restore_gauges(&self, run: &str) {
         use crate::store::checkpoints as ck;
         if let Ok(Some(last)) = ck::latest(&self.store, run) {
             let t = stamp::newest_unix(&last.files);
@@ -283,7 +283,7 @@ fn backoff(attempts: u32, quiet: Duration) -> Duration {
 }
 
 /// A failed ingest: what kind of failure (content: recorded; environment: retried), and the error.
-pub struct IngestFail {
+pub(crate) struct IngestFail {
     pub kind: Class,
     pub error: anyhow::Error,
 }

@@ -54,7 +54,7 @@ impl Progress {
     }
 
     /// How long the item of `run` at `path` has gone without progress (None when not in flight).
-    pub fn idle_for(&self, run: &str, path: &std::path::Path) -> Option<Duration> {
+    pub(crate) fn idle_for(&self, run: &str, path: &std::path::Path) -> Option<Duration> {
         let now = Instant::now();
         self.slots()
             .values()
@@ -66,7 +66,7 @@ impl Progress {
 
 impl Ticket<'_> {
     /// The item moved.
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         if let Some(s) = self.progress.slots().get_mut(&self.id) {
             s.last = Instant::now();
         }
@@ -80,7 +80,7 @@ impl Drop for Ticket<'_> {
 }
 
 /// A [`TensorSink`] that only ticks: every chunk ingest reads is progress.
-pub struct ProgressSink<'a>(pub &'a Ticket<'a>);
+pub(crate) struct ProgressSink<'a>(pub &'a Ticket<'a>);
 
 impl TensorSink for ProgressSink<'_> {
     fn begin(&mut self, _run: &str, _step: u64, _checkpoint: &Checkpoint) -> anyhow::Result<()> {

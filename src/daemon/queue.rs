@@ -94,14 +94,8 @@ impl WorkQueue {
         Pushed::Added
     }
 
-    /// Puts back an item that was taken (a retry), at its `not_before`.
-    pub fn requeue(&self, item: Item) -> Pushed {
-        self.done(&item.run, &item.path);
-        self.push(item)
-    }
-
     /// Takes the lowest-step item that is due, marking it in flight. Else the earliest due time, if any.
-    pub fn pop_ready(&self, now: Instant) -> Result<Item, Option<Instant>> {
+    pub(crate) fn pop_ready(&self, now: Instant) -> Result<Item, Option<Instant>> {
         let mut q = self.lock();
         let mut next: Option<Instant> = None;
         let mut found = None;
@@ -151,7 +145,7 @@ impl WorkQueue {
     }
 
     /// True (once) if an item was refused since the last call.
-    pub fn take_overflow(&self) -> bool {
+    pub(crate) fn take_overflow(&self) -> bool {
         std::mem::take(&mut self.lock().overflowed)
     }
 }

@@ -210,7 +210,7 @@ async fn serve(
 const JOB_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The file in the data dir that tells the CLI where the daemon holding the store listens.
-pub const DAEMON_JSON: &str = "daemon.json";
+pub(crate) const DAEMON_JSON: &str = "daemon.json";
 
 fn write_daemon_json(path: &std::path::Path, id: &Identity) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");

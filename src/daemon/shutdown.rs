@@ -24,12 +24,12 @@ impl Shutdown {
         Shutdown { cancel: Cancel::new(), tx: Arc::new(tx) }
     }
 
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.cancel.cancel(Reason::Shutdown);
         self.tx.send_replace(true);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
@@ -49,7 +49,7 @@ impl Shutdown {
     }
 
     /// Spawns the task that turns SIGTERM/SIGINT into [`Shutdown::trigger`].
-    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+    pub(crate) fn listen_for_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -49,14 +49,14 @@ impl Skipped {
 }
 
 /// Whether a canonical path lies inside one of `roots` (canonicalized now: a root may appear later).
-pub fn inside_roots(roots: &[PathBuf], canon: &Path) -> bool {
+pub(crate) fn inside_roots(roots: &[PathBuf], canon: &Path) -> bool {
     roots.iter().any(|root| root.canonicalize().is_ok_and(|root| canon.starts_with(root)))
 }
 
 /// The first symlink directly inside the checkpoint folder `dir` that resolves outside `roots`, with
 /// its target. A checkpoint's files are plain names inside its folder (shards, DCP data files,
 /// DeepSpeed states), so these are the only links a reader can follow out of the watched tree.
-pub fn link_leaving(dir: &Path, roots: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn link_leaving(dir: &Path, roots: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
     let rd = std::fs::read_dir(dir).ok()?;
     for e in rd.flatten() {
         if !e.file_type().is_ok_and(|t| t.is_symlink()) {

@@ -12,15 +12,15 @@ pub fn status(status: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-pub fn watchdog_ping() {
+pub(crate) fn watchdog_ping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
 }
 
 /// How often to ping the watchdog (half its timeout), if systemd enabled it for us.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// What a failure means for the checkpoint. Matched on, never compared as a string: the metric
 /// labels come from [`ErrorKind::label`] and [`EnvKind::label`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// The file itself is bad: record the kind once for this version of the file.
     Content(ErrorKind),
     /// Not the file's fault: retry later; the kind says which resource failed.
@@ -54,13 +54,13 @@ impl EnvKind {
     }
 
     /// Whether this is the trajectory archive's failure (`/healthz` reports it).
-    pub fn is_archive(self) -> bool {
+    pub(crate) fn is_archive(self) -> bool {
         matches!(self, EnvKind::Archive | EnvKind::DoesNotFit)
     }
 }
 
 /// The environment kind of an I/O error, or None if it is about the file (e.g. a short read).
-pub fn io_environment(e: &std::io::Error) -> Option<EnvKind> {
+pub(crate) fn io_environment(e: &std::io::Error) -> Option<EnvKind> {
     if let Some(code) = e.raw_os_error() {
         return match code {
             libc::EACCES | libc::EPERM => Some(EnvKind::PermissionDenied),
@@ -88,7 +88,7 @@ pub fn io_environment(e: &std::io::Error) -> Option<EnvKind> {
     }
 }
 
-pub fn classify_checkpoint(e: &CheckpointError) -> Class {
+pub(crate) fn classify_checkpoint(e: &CheckpointError) -> Class {
     match e {
         CheckpointError::Io { source, .. } => match io_environment(source) {
             Some(k) => Class::Environment(k),
@@ -98,7 +98,7 @@ pub fn classify_checkpoint(e: &CheckpointError) -> Class {
     }
 }
 
-pub fn classify_ingest(e: &IngestError) -> Class {
+pub(crate) fn classify_ingest(e: &IngestError) -> Class {
     match e {
         IngestError::Checkpoint(c) => classify_checkpoint(c),
         IngestError::Store(s) if s.is_environment() => Class::Environment(EnvKind::Store),
@@ -112,12 +112,12 @@ pub fn classify_ingest(e: &IngestError) -> Class {
 }
 
 /// Retry delay after an environment error: 1 s doubling to 30 s.
-pub fn backoff(attempts: u32) -> Duration {
+pub(crate) fn backoff(attempts: u32) -> Duration {
     (Duration::from_secs(1) * 2u32.saturating_pow(attempts.min(5))).min(Duration::from_secs(30))
 }
 
 /// `err`'s message, with `path` in front unless the message already names it (no path printed twice).
-pub fn with_path(path: &std::path::Path, err: &str) -> String {
+pub(crate) fn with_path(path: &std::path::Path, err: &str) -> String {
     let p = path.display().to_string();
     if err.contains(&p) { err.to_string() } else { format!("{p}: {err}") }
 }

@@ -75,7 +75,7 @@ fn collect_handoffs(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Removes the stale temporaries (see the module doc); returns (how many, bytes).
-pub fn remove_stale(data_dir: &Path) -> (usize, u64) {
+pub(crate) fn remove_stale(data_dir: &Path) -> (usize, u64) {
     let mut victims = Vec::new();
     collect_temp_files(&data_dir.join("trajectory"), 0, &mut victims);
     collect_handoffs(data_dir, &mut victims);

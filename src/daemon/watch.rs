@@ -90,7 +90,7 @@ impl Scanner {
     }
 
     /// Maps changed paths to checkpoints and queues them.
-    pub fn on_paths(&self, paths: &[PathBuf]) {
+    pub(crate) fn on_paths(&self, paths: &[PathBuf]) {
         let mut done = std::collections::HashSet::new();
         for p in paths {
             if !done.insert(p.clone()) {
@@ -118,7 +118,7 @@ impl Scanner {
     }
 
     /// Queues one checkpoint unless it is already recorded with the same files. True if queued.
-    pub fn offer(&self, run: &str, path: &Path) -> bool {
+    pub(crate) fn offer(&self, run: &str, path: &Path) -> bool {
         let Ok(canon) = path.canonicalize() else { return false };
         if !self.follow_symlinks && canon != path && !self.inside_watched(&canon) {
             self.report(run, path, "outside_root");

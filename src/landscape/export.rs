@@ -6,7 +6,7 @@ use super::slice::SliceValues;
 use std::io::{self, Write};
 
 /// CSV: `ix,iy,x,y,loss,accuracy,done`.
-pub fn write_csv(v: &SliceValues, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write_csv(v: &SliceValues, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "ix,iy,x,y,loss,accuracy,done")?;
     for i in 0..v.loss.len() {
         let (x, y) = v.coords(i);
@@ -17,7 +17,7 @@ pub fn write_csv(v: &SliceValues, out: &mut dyn Write) -> io::Result<()> {
 
 /// VTK legacy ASCII structured grid: points (x, y, loss) so the surface has relief, with `loss` and
 /// `accuracy` as point scalars. A 1D slice is an nx × 1 grid.
-pub fn write_vtk(v: &SliceValues, title: &str, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write_vtk(v: &SliceValues, title: &str, out: &mut dyn Write) -> io::Result<()> {
     let (nx, ny) = (v.nx(), v.ny());
     writeln!(out, "# vtk DataFile Version 3.0")?;
     writeln!(out, "{}", title.replace(['\n', '\r'], " ").chars().take(250).collect::<String>())?;
@@ -62,7 +62,7 @@ fn f64_bytes(v: &[f64]) -> Vec<u8> {
 }
 
 /// NumPy `.npz`: `xs` (nx), `ys` (ny; empty for 1D), `loss`, `accuracy` (ny × nx, f8), `done` (ny × nx, bool).
-pub fn write_npz<W: Write + io::Seek>(v: &SliceValues, out: W) -> io::Result<()> {
+pub(crate) fn write_npz<W: Write + io::Seek>(v: &SliceValues, out: W) -> io::Result<()> {
     let mut zip = zip::ZipWriter::new(out);
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let grid = [v.ny(), v.nx()];

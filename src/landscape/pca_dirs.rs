@@ -9,7 +9,7 @@ use landscaped_maths::grid::Axis;
 use std::path::PathBuf;
 
 /// The plane of a PCA's first two components: direction files, grid and the trajectory in it.
-pub struct PcaPlane {
+pub(crate) struct PcaPlane {
     pub source: DirectionSource,
     /// The first two components' direction files (safetensors), which workers read.
     pub files: [PathBuf; 2],
@@ -21,7 +21,7 @@ pub struct PcaPlane {
 
 /// The plane of the first two components of `pca`; grid axes `x`/`y`, or by default 21 points over the
 /// trajectory's extent (and the origin) padded by a quarter on each side.
-pub fn pca_plane(pca: &PcaRecord, x: Option<Axis>, y: Option<Axis>) -> Result<PcaPlane> {
+pub(crate) fn pca_plane(pca: &PcaRecord, x: Option<Axis>, y: Option<Axis>) -> Result<PcaPlane> {
     let run = &pca.run;
     if pca.direction_files.len() < 2 {
         bail!("run {run:?}: the PCA has {} direction file(s); a 2D slice needs 2", pca.direction_files.len());

@@ -86,7 +86,7 @@ pub struct SliceRun {
 /// A worker as the dispatcher sees it: blocks of grid points in one `evaluate_points` request each. A
 /// worker that dies or hangs up is lost (its points go to the others); an error reply is the model's
 /// and stops the grid.
-pub fn worker_evaluator(w: &mut Worker) -> PointEvaluator<'_> {
+pub(crate) fn worker_evaluator(w: &mut Worker) -> PointEvaluator<'_> {
     let name = w.what().to_string();
     let aborter = w.aborter();
     Evaluator {
@@ -117,7 +117,10 @@ pub fn worker_evaluator(w: &mut Worker) -> PointEvaluator<'_> {
 }
 
 /// The record's description of the model contract in use.
-pub fn model_used(info: &ModelInfo, contract: &landscaped_protocol::messages::WireContract) -> ModelUsed {
+pub(crate) fn model_used(
+    info: &ModelInfo,
+    contract: &landscaped_protocol::messages::WireContract,
+) -> ModelUsed {
     ModelUsed {
         model: contract
             .model
@@ -140,7 +143,7 @@ pub fn parameter_list(info: &ModelInfo) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Rebuilds the plane in one worker: returns the centre's handle and cos(δ, η) for two directions.
-pub fn prepare_plane(
+pub(crate) fn prepare_plane(
     w: &mut Worker,
     plane: &PlaneSpec,
     bind: &BindRules,

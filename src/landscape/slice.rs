@@ -36,7 +36,7 @@ impl SliceValues {
         self.ys.len().max(1)
     }
 
-    pub fn is_2d(&self) -> bool {
+    pub(crate) fn is_2d(&self) -> bool {
         !self.ys.is_empty()
     }
 
@@ -51,19 +51,15 @@ impl SliceValues {
     }
 
     /// Rows of the loss grid, Z[iy][ix].
-    pub fn loss_rows(&self) -> Vec<Vec<f64>> {
+    pub(crate) fn loss_rows(&self) -> Vec<Vec<f64>> {
         self.loss.chunks(self.nx().max(1)).map(<[f64]>::to_vec).collect()
-    }
-
-    pub fn accuracy_rows(&self) -> Vec<Vec<f64>> {
-        self.accuracy.chunks(self.nx().max(1)).map(<[f64]>::to_vec).collect()
     }
 
     pub fn done_count(&self) -> usize {
         self.done.iter().filter(|&&d| d).count()
     }
 
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         self.done.iter().all(|&d| d)
     }
 

@@ -49,7 +49,7 @@ const TAB10: [(u8, u8, u8); 10] = [
 ];
 
 /// The i-th categorical colour (cycles).
-pub fn category(i: usize) -> RGBColor {
+pub(crate) fn category(i: usize) -> RGBColor {
     let (r, g, b) = TAB10[i % TAB10.len()];
     RGBColor(r, g, b)
 }

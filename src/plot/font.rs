@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use plotters::style::{FontStyle, register_font};
 
 /// Family name every chart uses for its text.
-pub const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Environment variable naming a .ttf/.otf file to use instead of the system search.
-pub const FONT_ENV: &str = "LANDSCAPED_FONT";
+pub(crate) const FONT_ENV: &str = "LANDSCAPED_FONT";
 
 /// Regular and bold faces, tried in this order; the first regular face found wins.
 const CANDIDATES: &[(&str, &str)] = &[
@@ -47,7 +47,7 @@ const CANDIDATES: &[(&str, &str)] = &[
 ];
 
 /// Value of [`FONT_ENV`] that skips the system search (metrics-only font: SVG works, PNG fails).
-pub const NO_SYSTEM_FONT: &str = "none";
+pub(crate) const NO_SYSTEM_FONT: &str = "none";
 
 /// Result of the one-time search: `Ok(path of the regular face)` or `Err(list of places looked at)`;
 /// on `Err` the metrics-only font is registered so SVG layout still works.
@@ -55,7 +55,7 @@ static REGISTERED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Registers the font on first call; later calls return the cached outcome. `Err` lists the places
 /// looked at (text can then be measured, for SVG, but not drawn).
-pub fn ensure_font() -> Result<PathBuf, String> {
+pub(crate) fn ensure_font() -> Result<PathBuf, String> {
     REGISTERED
         .get_or_init(|| {
             let found = find_and_register();
@@ -70,7 +70,7 @@ pub fn ensure_font() -> Result<PathBuf, String> {
 
 /// A minimal valid TrueType font (head, hhea, hmtx, maxp) with one outline-less glyph 0.55 em wide:
 /// characters without a cmap entry map to it, so every character measures 0.55 em.
-pub fn metrics_only_font() -> Vec<u8> {
+pub(crate) fn metrics_only_font() -> Vec<u8> {
     fn be16(v: &mut Vec<u8>, x: u16) {
         v.extend_from_slice(&x.to_be_bytes());
     }

@@ -18,7 +18,7 @@ use super::render::{AxesSpec, Res, Theme, build_axes, data_err, de, draw_frame, 
 use super::scale::{Scale, format_number, nice_ticks};
 use super::{ContourChart, Grid, HeatmapChart, Levels};
 
-pub fn validate_grid(g: &Grid) -> Res<()> {
+pub(crate) fn validate_grid(g: &Grid) -> Res<()> {
     for (name, v) in [("xs", &g.xs), ("ys", &g.ys)] {
         if v.len() < 2 {
             return Err(data_err(format!("grid: {name} needs at least 2 values, got {}", v.len())));
@@ -246,7 +246,7 @@ fn band_colour(k: usize, n: usize) -> RGBColor {
     viridis(if n <= 1 { 0.5 } else { k as f64 / (n - 1) as f64 })
 }
 
-pub fn draw_contour<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &ContourChart) -> Res<()> {
+pub(crate) fn draw_contour<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &ContourChart) -> Res<()> {
     let t = Theme::for_area(area);
     let g = &c.grid;
     let (zmin, zmax) = finite_range(g, false).ok_or_else(|| data_err("grid: nothing computed"))?;
@@ -442,7 +442,7 @@ fn cell_edges(axis: &[f64]) -> Vec<f64> {
     e
 }
 
-pub fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &HeatmapChart) -> Res<()> {
+pub(crate) fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &HeatmapChart) -> Res<()> {
     let t = Theme::for_area(area);
     let g = &c.grid;
     let (lo, hi) = match c.range {

@@ -69,7 +69,7 @@ fn y_scale(c: &HistogramChart, hs: &[&Histogram]) -> Res<Scale> {
     }
 }
 
-pub fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &HistogramChart) -> Res<()> {
+pub(crate) fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &HistogramChart) -> Res<()> {
     match c.layout {
         HistogramLayout::Overlay => draw_overlay(area, c),
         HistogramLayout::SmallMultiples => draw_small_multiples(area, c),

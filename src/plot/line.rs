@@ -28,7 +28,7 @@ pub fn validate(c: &LineChart) -> Res<()> {
 }
 
 /// Picks the legend corner with the fewest data points near it (in plot fractions).
-pub fn best_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
+pub(crate) fn best_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
     let corners = [
         (SeriesLabelPosition::UpperRight, 1.0, 1.0),
         (SeriesLabelPosition::UpperLeft, 0.0, 1.0),
@@ -45,7 +45,7 @@ pub fn best_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
     best.0
 }
 
-pub fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -> Res<()> {
+pub(crate) fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &LineChart) -> Res<()> {
     let t = Theme::for_area(area);
     let has_right = c.series.iter().any(|s| s.axis == Axis::Right);
     let has_left = c.series.iter().any(|s| s.axis == Axis::Left);

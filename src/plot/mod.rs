@@ -102,7 +102,7 @@ impl Series {
         self.axis = Axis::Right;
         self
     }
-    pub fn with_markers(mut self) -> Self {
+    pub(crate) fn with_markers(mut self) -> Self {
         self.markers = true;
         self
     }
@@ -295,11 +295,6 @@ pub fn heatmap_chart(out: &Path, chart: &HeatmapChart) -> Result<(), PlotError> 
 /// Write labelled paths (trajectories) to `out` (`.svg` or `.png`).
 pub fn path_chart(out: &Path, chart: &PathChart) -> Result<(), PlotError> {
     render::render(out, render::Figure::Path(chart))
-}
-
-/// Alias of [`path_chart`] (the name the design notes use).
-pub fn scatter_path_chart(out: &Path, chart: &PathChart) -> Result<(), PlotError> {
-    path_chart(out, chart)
 }
 
 /// Write several charts in one image to `out` (`.svg` or `.png`).

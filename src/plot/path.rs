@@ -12,7 +12,7 @@ use super::render::{Axes2d, AxesSpec, Res, Theme, build_axes, data_err, de, draw
 use super::scale::Scale;
 use super::{LabeledPath, PathChart};
 
-pub fn validate_paths(paths: &[LabeledPath]) -> Res<()> {
+pub(crate) fn validate_paths(paths: &[LabeledPath]) -> Res<()> {
     for (i, p) in paths.iter().enumerate() {
         if let Some(k) = p.points.iter().position(|(x, y)| !x.is_finite() || !y.is_finite()) {
             let name =
@@ -23,7 +23,7 @@ pub fn validate_paths(paths: &[LabeledPath]) -> Res<()> {
     Ok(())
 }
 
-pub fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &PathChart) -> Res<()> {
+pub(crate) fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &PathChart) -> Res<()> {
     let t = Theme::for_area(area);
     let pts = || c.paths.iter().flat_map(|p| p.points.iter().copied());
     let mut x = Scale::fit(pts().map(|p| p.0), false, 0.08).ok_or_else(|| data_err("no points to plot"))?;
@@ -63,7 +63,7 @@ pub fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &PathChart) ->
 
 /// Draws the paths (lines, markers, point labels with a white halo box) on an existing chart.
 /// `on_colour`: the background is a filled colour map, so use black/white rather than palette colours.
-pub fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
+pub(crate) fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
     area: &DrawingArea<DB, Shift>,
     chart: &mut ChartContext<'a, DB, Axes2d>,
     paths: &[LabeledPath],
@@ -128,6 +128,6 @@ pub fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
     Ok(())
 }
 
-pub fn overlaps(a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)) -> bool {
+pub(crate) fn overlaps(a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)) -> bool {
     a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
 }

@@ -36,7 +36,7 @@ impl OutputFormat {
 
 /// Any chart, borrowed.
 #[derive(Clone, Copy)]
-pub enum Figure<'a> {
+pub(crate) enum Figure<'a> {
     Line(&'a LineChart),
     Histogram(&'a HistogramChart),
     Contour(&'a ContourChart),
@@ -46,7 +46,7 @@ pub enum Figure<'a> {
 }
 
 impl<'a> Figure<'a> {
-    pub fn of_panel(p: &'a Panel) -> Figure<'a> {
+    pub(crate) fn of_panel(p: &'a Panel) -> Figure<'a> {
         match p {
             Panel::Line(c) => Figure::Line(c),
             Panel::Histogram(c) => Figure::Histogram(c),
@@ -90,7 +90,7 @@ impl<'a> Figure<'a> {
 }
 
 /// Rows and columns for `n` panels (`columns == 0`: one row for ≤ 3 panels, else a near-square grid).
-pub fn grid_shape(n: usize, columns: usize) -> (usize, usize) {
+pub(crate) fn grid_shape(n: usize, columns: usize) -> (usize, usize) {
     let n = n.max(1);
     let cols = if columns > 0 {
         columns.min(n)
@@ -104,24 +104,24 @@ pub fn grid_shape(n: usize, columns: usize) -> (usize, usize) {
 
 /// Failure inside a chart: bad data (reported as [`PlotError::InvalidData`]) or a drawing error.
 #[derive(Debug)]
-pub enum Fail {
+pub(crate) enum Fail {
     Data(String),
     Draw(String),
 }
 
-pub type Res<T> = Result<T, Fail>;
+pub(crate) type Res<T> = Result<T, Fail>;
 
 /// Maps any plotters error into [`Fail::Draw`].
 pub fn de<E: std::fmt::Display>(e: E) -> Fail {
     Fail::Draw(e.to_string())
 }
 
-pub fn data_err(msg: impl Into<String>) -> Fail {
+pub(crate) fn data_err(msg: impl Into<String>) -> Fail {
     Fail::Data(msg.into())
 }
 
 /// Draws `fig` into `out`, in the format its extension names.
-pub fn render(out: &Path, fig: Figure<'_>) -> Result<(), PlotError> {
+pub(crate) fn render(out: &Path, fig: Figure<'_>) -> Result<(), PlotError> {
     let format = OutputFormat::from_path(out)?;
     let wrap = |f: Fail| match f {
         Fail::Data(reason) => PlotError::InvalidData { path: out.to_path_buf(), reason },
@@ -193,7 +193,7 @@ fn validate(fig: Figure<'_>) -> Res<()> {
     }
 }
 
-pub fn draw_figure<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: Figure<'_>) -> Res<()> {
+pub(crate) fn draw_figure<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: Figure<'_>) -> Res<()> {
     area.fill(&WHITE).map_err(de)?;
     match fig {
         Figure::Line(c) => super::line::draw(area, c),
@@ -220,36 +220,36 @@ pub fn draw_figure<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: Figur
 
 /// Text sizes scaled to the drawing area, so panels and small multiples stay proportionate.
 #[derive(Debug, Clone, Copy)]
-pub struct Theme {
+pub(crate) struct Theme {
     pub base: f64,
 }
 
 impl Theme {
-    pub fn for_area<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Theme {
+    pub(crate) fn for_area<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Theme {
         let (w, h) = area.dim_in_pixel();
         let m = (w.min(h * 3 / 2)) as f64;
         Theme { base: (m / 48.0).clamp(10.0, 17.0) }
     }
-    pub fn title_font(&self) -> (&'static str, f64) {
+    pub(crate) fn title_font(&self) -> (&'static str, f64) {
         (font::FAMILY, self.base * 1.3)
     }
-    pub fn label_font(&self) -> (&'static str, f64) {
+    pub(crate) fn label_font(&self) -> (&'static str, f64) {
         (font::FAMILY, self.base * 1.1)
     }
-    pub fn tick_font(&self) -> (&'static str, f64) {
+    pub(crate) fn tick_font(&self) -> (&'static str, f64) {
         (font::FAMILY, self.base)
     }
-    pub fn small_font(&self) -> (&'static str, f64) {
+    pub(crate) fn small_font(&self) -> (&'static str, f64) {
         (font::FAMILY, self.base * 0.85)
     }
-    pub fn px(&self, k: f64) -> u32 {
+    pub(crate) fn px(&self, k: f64) -> u32 {
         (self.base * k).round() as u32
     }
 }
 
 /// A linear f64 axis whose ticks are given (bold mesh lines and labels at exactly these values).
 #[derive(Debug, Clone)]
-pub struct TickAxis {
+pub(crate) struct TickAxis {
     pub lo: f64,
     pub hi: f64,
     pub ticks: Vec<f64>,
@@ -289,10 +289,10 @@ impl ValueFormatter<f64> for TickAxis {
     }
 }
 
-pub type Axes2d = Cartesian2d<TickAxis, TickAxis>;
+pub(crate) type Axes2d = Cartesian2d<TickAxis, TickAxis>;
 
 /// Axis titles, scales and tick targets for [`build_axes`].
-pub struct AxesSpec<'s> {
+pub(crate) struct AxesSpec<'s> {
     pub title: &'s str,
     pub x_label: &'s str,
     pub y_label: &'s str,
@@ -309,7 +309,7 @@ pub struct AxesSpec<'s> {
 }
 
 /// A titled chart with labelled axes and our tick positions and labels, mesh drawn.
-pub fn build_axes<'a, DB: DrawingBackend>(
+pub(crate) fn build_axes<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     spec: &AxesSpec<'_>,
 ) -> Res<ChartContext<'a, DB, Axes2d>> {
@@ -371,7 +371,7 @@ pub fn build_axes<'a, DB: DrawingBackend>(
 
 /// Pixel position of a data point relative to `area`'s top-left corner (for drawing text and boxes in
 /// pixels on `area`; `backend_coord` is absolute, which differs inside panels).
-pub fn px_in<DB: DrawingBackend>(
+pub(crate) fn px_in<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     chart: &ChartContext<'_, DB, Axes2d>,
     p: &(f64, f64),
@@ -382,7 +382,7 @@ pub fn px_in<DB: DrawingBackend>(
 }
 
 /// Draws the plotting area's frame (top and right edges too, like matplotlib's default box).
-pub fn draw_frame<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, Axes2d>) -> Res<()> {
+pub(crate) fn draw_frame<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, Axes2d>) -> Res<()> {
     let (xr, yr) = (chart.x_range(), chart.y_range());
     chart
         .draw_series(std::iter::once(PathElement::new(
@@ -394,7 +394,7 @@ pub fn draw_frame<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, 
 }
 
 /// Standard legend styling.
-pub fn draw_legend<'a, DB: DrawingBackend + 'a>(
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Axes2d>,
     theme: Theme,
     position: SeriesLabelPosition,

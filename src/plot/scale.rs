@@ -3,7 +3,7 @@
 /// A linear or log10 axis: data values are mapped to plot coordinates (log10 for a log axis), so every
 /// chart can use plain f64 coordinates with its own ticks.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
+pub(crate) struct Scale {
     pub log: bool,
     /// Range in plot coordinates.
     pub lo: f64,
@@ -48,7 +48,7 @@ impl Scale {
     }
 
     /// Tick positions (plot coordinates) inside the range, about `target` of them.
-    pub fn ticks(&self, target: usize) -> Vec<f64> {
+    pub(crate) fn ticks(&self, target: usize) -> Vec<f64> {
         if self.log { log_ticks(self.lo, self.hi, target) } else { nice_ticks(self.lo, self.hi, target) }
     }
 
@@ -70,7 +70,7 @@ fn to_plot(v: f64, log: bool) -> Option<f64> {
 }
 
 /// The "nice" step (1, 2 or 5 × 10^k) giving about `target` intervals over `span`.
-pub fn nice_step(span: f64, target: usize) -> f64 {
+pub(crate) fn nice_step(span: f64, target: usize) -> f64 {
     let raw = span / target.max(1) as f64;
     if raw.is_nan() || raw <= 0.0 || !raw.is_finite() {
         return 1.0;
@@ -92,7 +92,7 @@ pub fn nice_step(span: f64, target: usize) -> f64 {
 }
 
 /// Multiples of a nice step inside `[lo, hi]`.
-pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let step = nice_step(hi - lo, target);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
@@ -138,7 +138,7 @@ fn log_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 
 /// Compact number for ticks and labels: up to 4 significant digits, no trailing zeros, exponent form for
 /// very small or very large magnitudes.
-pub fn format_number(v: f64) -> String {
+pub(crate) fn format_number(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }

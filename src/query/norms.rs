@@ -30,7 +30,7 @@ pub struct HistArgs {
 }
 
 /// A glob matcher for tensor names (`*` and `?`, `[...]`; `.` is literal).
-pub fn tensor_matcher(glob: &str) -> anyhow::Result<globset::GlobMatcher> {
+pub(crate) fn tensor_matcher(glob: &str) -> anyhow::Result<globset::GlobMatcher> {
     Ok(globset::GlobBuilder::new(glob)
         .literal_separator(false)
         .build()
@@ -39,7 +39,7 @@ pub fn tensor_matcher(glob: &str) -> anyhow::Result<globset::GlobMatcher> {
 }
 
 /// Per-tensor rows (step, record) of a run whose name matches `glob`; error if none match.
-pub fn matching_tensors(
+pub(crate) fn matching_tensors(
     store: &Store,
     run: &str,
     glob: &str,
@@ -56,11 +56,11 @@ pub fn matching_tensors(
 }
 
 /// The daemon's entry for the `norms` query.
-pub fn norms_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn norms_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
     norms_table(store, &serde_json::from_value(args)?)
 }
 
-pub fn norms_table(store: &Store, args: &NormsArgs) -> anyhow::Result<Table> {
+pub(crate) fn norms_table(store: &Store, args: &NormsArgs) -> anyhow::Result<Table> {
     let cks = require_run(store, &args.run)?;
     match &args.tensor {
         None => {
@@ -116,7 +116,7 @@ pub fn norms_table(store: &Store, args: &NormsArgs) -> anyhow::Result<Table> {
 }
 
 /// The record of one tensor at one step (default: the run's last step), with clear errors.
-pub fn find_tensor(
+pub(crate) fn find_tensor(
     store: &Store,
     run: &str,
     step: Option<u64>,
@@ -145,11 +145,11 @@ pub fn find_tensor(
 }
 
 /// The daemon's entry for the `hist` query.
-pub fn hist_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn hist_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
     hist_table(store, &serde_json::from_value(args)?)
 }
 
-pub fn hist_table(store: &Store, args: &HistArgs) -> anyhow::Result<Table> {
+pub(crate) fn hist_table(store: &Store, args: &HistArgs) -> anyhow::Result<Table> {
     let (_, rec) = find_tensor(store, &args.run, args.step, &args.tensor)?;
     let Some(s) = rec.stats else { anyhow::bail!("no statistics for {:?}", args.tensor) };
     let edges = s.histogram.edges();

@@ -17,11 +17,11 @@ pub struct CheckpointsArgs {
 }
 
 /// The daemon's entry for the `runs` query.
-pub fn runs_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn runs_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
     runs_table(store, &serde_json::from_value(args)?)
 }
 
-pub fn runs_table(store: &Store, _args: &RunsArgs) -> anyhow::Result<Table> {
+pub(crate) fn runs_table(store: &Store, _args: &RunsArgs) -> anyhow::Result<Table> {
     let mut t =
         Table::new(["run", "checkpoints", "first_step", "last_step", "last_global_norm", "created_unix"]);
     for r in records::runs(store)? {
@@ -39,7 +39,7 @@ pub fn runs_table(store: &Store, _args: &RunsArgs) -> anyhow::Result<Table> {
 }
 
 /// The run's checkpoints, or an error naming the known runs when it has none.
-pub fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::CheckpointRecord>> {
+pub(crate) fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::CheckpointRecord>> {
     let cks = records::checkpoints(store, run)?;
     if cks.is_empty() {
         let known: Vec<String> = records::runs(store)?.into_iter().map(|r| r.name).collect();
@@ -52,11 +52,11 @@ pub fn require_run(store: &Store, run: &str) -> anyhow::Result<Vec<records::Chec
 }
 
 /// The daemon's entry for the `checkpoints` query.
-pub fn checkpoints_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
+pub(crate) fn checkpoints_query(store: &Store, args: serde_json::Value) -> anyhow::Result<Table> {
     checkpoints_table(store, &serde_json::from_value(args)?)
 }
 
-pub fn checkpoints_table(store: &Store, args: &CheckpointsArgs) -> anyhow::Result<Table> {
+pub(crate) fn checkpoints_table(store: &Store, args: &CheckpointsArgs) -> anyhow::Result<Table> {
     let mut t = Table::new([
         "step",
         "layout",

@@ -194,7 +194,7 @@ pub fn compute(
 /// are spread over all of them (each is independent; the results are folded in probe order, so they
 /// are those of one space), everything else runs in the first. `classify` tells a lost worker from a
 /// fatal error.
-pub fn compute_spread<S: HessianSpace + Send>(
+pub(crate) fn compute_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
     opts: &SharpnessOptions,
     mut progress: impl FnMut(&str),

@@ -13,7 +13,7 @@ use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector
 use landscaped_protocol::messages::{VectorInit, f64_bytes};
 
 /// The Hessian of the worker's loss at its current parameters, over `subset`.
-pub struct WorkerSpace<'w> {
+pub(crate) struct WorkerSpace<'w> {
     w: &'w mut Worker,
     dim: usize,
     layout: Vec<ParamSlot>,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 /// The checkpoint of (run, step) as recorded at ingest (`step` None: the run's last), or the explicit
 /// `checkpoint` (then `step` names it, default 0). Returns the path and the step.
-pub fn resolve_checkpoint(
+pub(crate) fn resolve_checkpoint(
     store: Option<&Store>,
     run: &str,
     step: Option<u64>,
@@ -49,7 +49,7 @@ pub fn resolve_checkpoint(
 /// Starts one worker for `contract` (all the budget's threads inside it) and binds `checkpoint` into its
 /// module (`None`: the model keeps its own weights). Returns the worker and the description of the model
 /// for records.
-pub fn worker_at_checkpoint(
+pub(crate) fn worker_at_checkpoint(
     contract: &ModelContract,
     checkpoint: Option<&Path>,
     label: &str,
@@ -64,7 +64,7 @@ pub fn worker_at_checkpoint(
 /// `--workers N` started here (the thread budget split between them; default one), or those that dial
 /// in with `--workers-listen`. Hutchinson's probes and SLQ's runs are spread over them
 /// ([`compute_in_workers`]). Returns them and the description of the model for records.
-pub fn workers_at_checkpoint(
+pub(crate) fn workers_at_checkpoint(
     contract: &ModelContract,
     checkpoint: Option<&Path>,
     label: &str,
@@ -84,18 +84,9 @@ pub fn workers_at_checkpoint(
     Ok((set, used))
 }
 
-/// The chosen quantities at the worker's current parameters (Hessian work opened and closed here).
-pub fn compute_in_worker(
-    w: &mut Worker,
-    opts: &SharpnessOptions,
-    progress: impl FnMut(&str),
-) -> Result<SharpnessReport> {
-    compute_in_workers(std::slice::from_mut(w), opts, progress)
-}
-
 /// The chosen quantities with the workers at the same parameters: probes spread over all of them,
 /// the rest in the first (Hessian work opened and closed in each).
-pub fn compute_in_workers(
+pub(crate) fn compute_in_workers(
     workers: &mut [Worker],
     opts: &SharpnessOptions,
     progress: impl FnMut(&str),
@@ -137,7 +128,7 @@ pub fn sharpness_at(
 
 /// What [`ratio_map`] computes: Lanczos with `lanczos` over `subset` at θ(xs[ix], ys[iy]) of `plane`.
 #[derive(Clone, Copy)]
-pub struct RatioMapRequest<'a> {
+pub(crate) struct RatioMapRequest<'a> {
     pub contract: &'a ModelContract,
     pub plane: &'a PlaneSpec,
     pub xs: &'a [f64],
@@ -162,7 +153,7 @@ pub struct RatioMap {
 /// others); for each, the worker moves its module there (`set_point`) and runs Lanczos. Workers are
 /// started here or dial in from a launcher (`--workers-listen`). The values don't depend on the number
 /// of workers. `progress(done, total)` after each point; `cancel` stops between blocks with an error.
-pub fn ratio_map(
+pub(crate) fn ratio_map(
     req: &RatioMapRequest<'_>,
     cancel: &Cancel,
     progress: &mut (dyn FnMut(usize, usize) + Send),

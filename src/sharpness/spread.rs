@@ -14,7 +14,7 @@ use crate::workers::scheduler::{Evaluator, PointError, run_tasks};
 /// in probe order with the same stopping rule, so the estimate is the one a single space gives, bit for
 /// bit when the spaces compute identical HVPs; a few probes past the stopping point may be computed
 /// and are not used. `classify` tells a lost worker (its probes go to the others) from a fatal error.
-pub fn hutchinson_spread<S: HessianSpace + Send>(
+pub(crate) fn hutchinson_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
     samples: usize,
     min_samples: usize,
@@ -76,7 +76,7 @@ pub fn hutchinson_spread<S: HessianSpace + Send>(
 /// [`slq`] with its runs spread over several spaces (workers at the same parameters), handed out as in
 /// [`crate::workers::scheduler`]; the runs are kept in run order, so the quadrature is the one a single
 /// space gives. `classify` tells a lost worker (its runs go to the others) from a fatal error.
-pub fn slq_spread<S: HessianSpace + Send>(
+pub(crate) fn slq_spread<S: HessianSpace + Send>(
     spaces: &mut [S],
     runs: usize,
     steps: usize,

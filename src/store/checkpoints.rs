@@ -115,7 +115,7 @@ pub fn checkpoints(store: &Store, run: &str) -> Result<Vec<CheckpointRecord>> {
 
 /// The run's first checkpoint below `step` (smallest step) and its last `n` below `step` (largest steps
 /// first): range queries on the key order, decoding only the records returned.
-pub fn references_before(
+pub(crate) fn references_before(
     store: &Store,
     run: &str,
     step: u64,
@@ -152,7 +152,7 @@ pub fn tensors(store: &Store, run: &str, step: u64) -> Result<Vec<TensorRecord>>
 }
 
 /// Every tensor record of a run as (step, record), in step then name order.
-pub fn run_tensors(store: &Store, run: &str) -> Result<Vec<(u64, TensorRecord)>> {
+pub(crate) fn run_tensors(store: &Store, run: &str) -> Result<Vec<(u64, TensorRecord)>> {
     Ok(store
         .scan_prefix::<TensorRecord>(&keys::run(run))?
         .into_iter()

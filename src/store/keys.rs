@@ -10,21 +10,21 @@ pub fn run(run: &str) -> Vec<u8> {
 }
 
 /// `run \0 step(u64 BE)`
-pub fn run_step(run_name: &str, step: u64) -> Vec<u8> {
+pub(crate) fn run_step(run_name: &str, step: u64) -> Vec<u8> {
     let mut k = run(run_name);
     k.extend_from_slice(&step.to_be_bytes());
     k
 }
 
 /// `run \0 step(u64 BE) name`
-pub fn run_step_name(run_name: &str, step: u64, name: &str) -> Vec<u8> {
+pub(crate) fn run_step_name(run_name: &str, step: u64, name: &str) -> Vec<u8> {
     let mut k = run_step(run_name, step);
     k.extend_from_slice(name.as_bytes());
     k
 }
 
 /// The step encoded in a key made by [`run_step`] or [`run_step_name`] for `run_name`.
-pub fn step_of(run_name: &str, key: &[u8]) -> Option<u64> {
+pub(crate) fn step_of(run_name: &str, key: &[u8]) -> Option<u64> {
     let at = run_name.len() + 1;
     let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -37,7 +37,7 @@ pub fn name_of<'a>(run_name: &str, key: &'a [u8]) -> Option<&'a str> {
 
 /// A run name that keys can hold: non-empty, no NUL, no control characters, no `/` (it names the run's
 /// folder in the trajectory archive), not `.` or `..`, at most 200 bytes.
-pub fn validate_run_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_run_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("run name is empty".into());
     }

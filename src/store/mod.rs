@@ -54,7 +54,7 @@ pub enum StoreError {
 impl StoreError {
     /// True for errors of the environment (disk full, I/O, a closed or locked store), which a retry
     /// may cure; false for a record that cannot be encoded or decoded.
-    pub fn is_environment(&self) -> bool {
+    pub(crate) fn is_environment(&self) -> bool {
         !matches!(self, StoreError::Decode { .. } | StoreError::Encode { .. })
     }
 }
@@ -88,9 +88,9 @@ struct Shared {
 }
 
 /// The name of the file in the data dir that holds the store's id.
-pub const STORE_ID_FILE: &str = "store_id";
+pub(crate) const STORE_ID_FILE: &str = "store_id";
 /// Beside it: the directory the id was made for (`dir DEV:INO CANONICAL_PATH`), to catch a copy.
-pub const STORE_DIR_FILE: &str = "store_id.dir";
+pub(crate) const STORE_DIR_FILE: &str = "store_id.dir";
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Another process holding it gives
@@ -118,7 +118,7 @@ impl Store {
     }
 
     /// None when the last write succeeded; else the cause of the failure.
-    pub fn health(&self) -> Option<String> {
+    pub(crate) fn health(&self) -> Option<String> {
         self.shared.unhealthy.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -128,7 +128,7 @@ impl Store {
 
     /// After a failed write: reopens the database (sled refuses every write after one failed) and
     /// probes a write. Ok once writes succeed again (the store is healthy then).
-    pub fn try_recover(&self) -> Result<()> {
+    pub(crate) fn try_recover(&self) -> Result<()> {
         let path = &self.shared.path;
         let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
         // Drop the old handle first: it holds the lock file.
@@ -226,7 +226,7 @@ impl Store {
     }
 
     /// All records of a kind whose key starts with `prefix`, in key order.
-    pub fn scan_prefix<R: Record>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, R)>> {
+    pub(crate) fn scan_prefix<R: Record>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, R)>> {
         let tree = self.tree(R::TREE)?;
         let mut out = Vec::new();
         for item in tree.scan_prefix(prefix) {
@@ -238,7 +238,7 @@ impl Store {
 
     /// At most `limit` records of a kind with keys in `[from, to)`, in key order or (`rev`) in
     /// reverse; only those records are decoded (a range query, not a scan of the whole prefix).
-    pub fn scan_range<R: Record>(
+    pub(crate) fn scan_range<R: Record>(
         &self,
         from: &[u8],
         to: &[u8],
@@ -265,7 +265,7 @@ impl Store {
     }
 
     /// Applies every operation of the batch atomically: all of them or none.
-    pub fn commit(&self, batch: Batch) -> Result<()> {
+    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
         if batch.ops.is_empty() {
             return Ok(());
         }
@@ -319,7 +319,7 @@ impl Store {
 }
 
 /// Seconds since 1970 (0 if the clock is before it): the time stamp of stored records.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -417,7 +417,7 @@ impl DirPlace {
 
 /// What a data dir's id file says, checked against the directory it is in.
 #[derive(Debug, PartialEq)]
-pub enum StoreIdCheck {
+pub(crate) enum StoreIdCheck {
     /// No id yet.
     Missing,
     /// The id belongs to this directory (`recorded`: the file says where it was made; ids from before
@@ -429,7 +429,7 @@ pub enum StoreIdCheck {
 }
 
 /// Reads the id file in `dir` without opening the store (see [`StoreIdCheck`]).
-pub fn check_store_id(dir: &Path) -> StoreIdCheck {
+pub(crate) fn check_store_id(dir: &Path) -> StoreIdCheck {
     let Ok(text) = std::fs::read_to_string(dir.join(STORE_ID_FILE)) else { return StoreIdCheck::Missing };
     let id = text.trim().to_string();
     if id.is_empty() {

@@ -87,7 +87,7 @@ pub fn list(store: &Store, run: &str) -> Result<Vec<SharpnessRecord>> {
     Ok(store.scan_prefix::<SharpnessRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
 }
 
-pub fn put_ratio_map(store: &Store, rec: &RatioMapRecord) -> Result<()> {
+pub(crate) fn put_ratio_map(store: &Store, rec: &RatioMapRecord) -> Result<()> {
     store.put(&rec.slice_id.to_be_bytes(), rec)
 }
 

@@ -96,17 +96,17 @@ pub fn put(store: &Store, rec: &SliceRecord) -> super::Result<()> {
 }
 
 /// The next free id (1 for an empty store).
-pub fn next_id(store: &Store) -> super::Result<u64> {
+pub(crate) fn next_id(store: &Store) -> super::Result<u64> {
     Ok(list(store)?.iter().map(|r| r.id).max().unwrap_or(0) + 1)
 }
 
 /// An unfinished slice made by the same request, to resume.
-pub fn find_unfinished(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
+pub(crate) fn find_unfinished(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
     find(store, signature, false)
 }
 
 /// A complete slice made by the same request (nothing left to compute).
-pub fn find_complete(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
+pub(crate) fn find_complete(store: &Store, signature: &str) -> super::Result<Option<SliceRecord>> {
     find(store, signature, true)
 }
 

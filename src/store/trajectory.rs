@@ -63,17 +63,18 @@ impl PcaRecord {
 }
 
 /// Stores a PCA result (replacing one computed at the same newest step).
-pub fn put_pca(store: &Store, rec: &PcaRecord) -> super::Result<()> {
+pub(crate) fn put_pca(store: &Store, rec: &PcaRecord) -> super::Result<()> {
     store.put(&rec.key(), rec)
 }
 
 /// The latest PCA of a run, if any.
-pub fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRecord>> {
+pub(crate) fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRecord>> {
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.pop().map(|(_, r)| r))
 }
 
+#[cfg(test)]
 /// Every PCA of a run, oldest first.
-pub fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
+pub(crate) fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
 }
 

@@ -357,12 +357,17 @@ impl ArchiveSink {
     }
 
     /// What the last `finish` did.
-    pub fn last_report(&self) -> Option<&ArchiveReport> {
+    pub(crate) fn last_report(&self) -> Option<&ArchiveReport> {
         self.last.as_ref()
     }
 
     /// `TensorSink::chunk`: elements `start ..` of checkpoint tensor `index`.
-    pub fn write_chunk(&self, index: usize, start: usize, values: ChunkValues<'_>) -> anyhow::Result<()> {
+    pub(crate) fn write_chunk(
+        &self,
+        index: usize,
+        start: usize,
+        values: ChunkValues<'_>,
+    ) -> anyhow::Result<()> {
         let Some(p) = self.pending.as_ref() else { return Ok(()) };
         let Some(slot) = p.slot.get(index).copied().flatten() else { return Ok(()) };
         let t = &p.tensors[slot];
@@ -416,7 +421,7 @@ fn ordinals(entries: &[ArchiveEntry]) -> Vec<(u64, u64, u64)> {
 
 /// The interior file whose removal leaves the most even spacing: the one with the smallest gap between
 /// its neighbours. With fewer than three files, the first (oldest) one.
-pub fn thinning_victim(steps: &[u64]) -> Option<usize> {
+pub(crate) fn thinning_victim(steps: &[u64]) -> Option<usize> {
     match steps.len() {
         0 | 1 => None,
         2 => Some(0),
@@ -494,7 +499,12 @@ impl TensorSink for ArchiveSink {
 impl ArchiveSink {
     /// `TensorSink::begin` given the checkpoint's tensor list (which sizes the budget check and fixes
     /// every tensor's place in the file).
-    pub fn begin_tensors(&mut self, run: &str, step: u64, tensors: &[TensorInfo]) -> anyhow::Result<()> {
+    pub(crate) fn begin_tensors(
+        &mut self,
+        run: &str,
+        step: u64,
+        tensors: &[TensorInfo],
+    ) -> anyhow::Result<()> {
         self.abort_file();
         self.last = None;
         crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!("trajectory archive: {e}"))?;
@@ -601,7 +611,7 @@ impl ArchiveSink {
     }
 
     /// `TensorSink::finish`.
-    pub fn finish_file(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn finish_file(&mut self) -> anyhow::Result<()> {
         if let Some((run, step)) = self.skipped.take() {
             let (files_kept, bytes_used) = usage(&self.data_dir, &run)?;
             self.last = Some(ArchiveReport {
@@ -684,7 +694,7 @@ impl ArchiveSink {
     }
 
     /// `TensorSink::abort`.
-    pub fn abort_file(&mut self) {
+    pub(crate) fn abort_file(&mut self) {
         self.skipped = None;
         if let Some(p) = self.pending.take() {
             drop(p.file);

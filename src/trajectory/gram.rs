@@ -97,7 +97,7 @@ impl Trajectory {
     /// Streams the differences θ_i − θ_c chunk by chunk: `f(tensor, start, rows)` gets, for every
     /// checkpoint i, `rows[i]` = elements `start..start+len` of the tensor minus the centre's.
     /// `progress` is called with the number of elements done after each chunk.
-    pub fn for_each_chunk(
+    pub(crate) fn for_each_chunk(
         &self,
         center: usize,
         mut f: impl FnMut(usize, usize, &[Vec<f64>]),
@@ -135,7 +135,7 @@ impl Trajectory {
 }
 
 /// Adds the inner products of `rows` to the lower triangle of `g` (n × n, row-major).
-pub fn gram_update(rows: &[Vec<f64>], g: &mut [f64]) {
+pub(crate) fn gram_update(rows: &[Vec<f64>], g: &mut [f64]) {
     let n = rows.len();
     let len = rows.first().map_or(0, |r| r.len());
     let mut b = 0;
@@ -170,7 +170,7 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// The full Gram matrix G_ij = ⟨θ_i − θ_c, θ_j − θ_c⟩ (symmetric, row-major), in one pass.
-pub fn accumulate_gram(
+pub(crate) fn accumulate_gram(
     traj: &Trajectory,
     center: usize,
     progress: impl FnMut(u64),
@@ -188,7 +188,7 @@ pub fn accumulate_gram(
 
 /// The Gram matrix centred as scikit-learn centres rows: Gc = J G J with J = I − 11ᵀ/n, i.e. the inner
 /// products of the rows after subtracting their mean.
-pub fn center_gram(g: &[f64], n: usize) -> Vec<f64> {
+pub(crate) fn center_gram(g: &[f64], n: usize) -> Vec<f64> {
     let nf = n as f64;
     let row_mean: Vec<f64> = (0..n).map(|i| g[i * n..(i + 1) * n].iter().sum::<f64>() / nf).collect();
     let all_mean = row_mean.iter().sum::<f64>() / nf;

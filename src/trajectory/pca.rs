@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where component `k` (0-based) of a run's latest PCA is written: `<run dir>/pca/pc<k+1>.safetensors`.
-pub fn direction_path(data_dir: &Path, run: &str, k: usize) -> PathBuf {
+pub(crate) fn direction_path(data_dir: &Path, run: &str, k: usize) -> PathBuf {
     run_dir(data_dir, run).join("pca").join(format!("pc{}.safetensors", k + 1))
 }
 
@@ -207,13 +207,4 @@ pub fn compute_pca(data_dir: &Path, run: &str, cfg: &PcaConfig) -> anyhow::Resul
             .map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string())
             .collect(),
     })
-}
-
-/// The tensors of a direction file (safetensors; F32, F64, F16 or BF16), as `(name, values)` in the
-/// file's data order (the parameter order of the checkpoint). For slices along PCA directions.
-pub fn load_directions(path: &Path) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-    Ok(landscaped_formats::safetensors_file::load_float_tensors(path)?
-        .into_iter()
-        .map(|(n, _, v)| (n, v))
-        .collect())
 }

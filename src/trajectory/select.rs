@@ -6,7 +6,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Name suffixes of float buffers that a state dict holds beside the parameters.
-pub const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
+pub(crate) const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
 
 /// The user's choice of tensors, as configured (plain data, serializable).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ impl TensorFilter {
     }
 
     /// Whether the float tensor `name` with `shape` takes part.
-    pub fn selects(&self, name: &str, shape: &[usize]) -> bool {
+    pub(crate) fn selects(&self, name: &str, shape: &[usize]) -> bool {
         if self.exclude_1d && shape.len() <= 1 {
             return false;
         }

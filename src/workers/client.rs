@@ -28,10 +28,10 @@ pub const WORKER_BIN: &str = "landscaped-worker";
 
 /// Default of `worker_call_timeout` / `--worker-call-timeout`: the least seconds any call after the
 /// handshake is given before the worker counts as hung.
-pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
+pub(crate) const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
 
 /// A call may take this many times the slowest earlier call of the same operation on the same worker.
-pub const PACE_FACTOR: u32 = 10;
+pub(crate) const PACE_FACTOR: u32 = 10;
 
 /// The most a `shutdown` request is given (the worker is killed after it anyway).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// point), not per request, so blocks of any size get the same allowance per point. A worker past its
 /// deadline is stopped and the call fails with [`WorkerError::CallTimeout`].
 #[derive(Clone, Debug)]
-pub struct CallPace {
+pub(crate) struct CallPace {
     floor: Duration,
     slowest: HashMap<&'static str, Duration>,
 }
@@ -91,7 +91,7 @@ fn live() -> std::sync::MutexGuard<'static, (bool, Vec<(u64, Aborter)>)> {
 /// Stops every worker this process runs, at once, and refuses to start new ones: the daemon's shutdown,
 /// which must never wait on a worker's call. Pending calls fail with [`WorkerError::Stopped`]. Returns
 /// how many workers were stopped.
-pub fn stop_all_workers() -> usize {
+pub(crate) fn stop_all_workers() -> usize {
     let mut l = live();
     l.0 = true;
     for (_, a) in &l.1 {
@@ -101,7 +101,7 @@ pub fn stop_all_workers() -> usize {
 }
 
 /// Whether [`stop_all_workers`] was called.
-pub fn stopping_all() -> bool {
+pub(crate) fn stopping_all() -> bool {
     live().0
 }
 
@@ -167,7 +167,7 @@ impl WorkerError {
     }
 
     /// True when a call outlived its deadline (the worker hung, or the model is slower than allowed).
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, WorkerError::CallTimeout { .. })
     }
 }
@@ -270,13 +270,13 @@ const TAIL_LINES: usize = 8;
 /// Stops a worker from another thread, e.g. a straggler whose points others have finished: kills the
 /// process, or hangs up on a connected worker. Its pending call then fails as a lost worker.
 #[derive(Clone, Debug)]
-pub enum Aborter {
+pub(crate) enum Aborter {
     Process(u32),
     Connection(Arc<TcpStream>),
 }
 
 impl Aborter {
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         match self {
             // SAFETY: kill(2) on the pid of a child this process started and has not yet reaped
             // (Worker's drop reaps it after any abort).
@@ -404,7 +404,7 @@ impl Worker {
 
     /// A worker that dialled in and was admitted ([`super::listen`]): the protocol continues on
     /// `stream` with the handshake. `what` names it in messages (rank, host, address).
-    pub fn from_tcp(stream: TcpStream, what: String) -> Result<Worker, WorkerError> {
+    pub(crate) fn from_tcp(stream: TcpStream, what: String) -> Result<Worker, WorkerError> {
         let _ = stream.set_nodelay(true);
         // A frozen peer with a full receive buffer must not block a write for ever.
         let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
@@ -439,12 +439,12 @@ impl Worker {
 
     /// Sets the least time a call is given before the worker counts as hung (see [`CallPace`]), e.g.
     /// for a worker that dialled in.
-    pub fn set_call_timeout(&mut self, floor: Duration) {
+    pub(crate) fn set_call_timeout(&mut self, floor: Duration) {
         self.pace.floor = floor.max(Duration::from_secs(1));
     }
 
     /// A handle that stops this worker from another thread.
-    pub fn aborter(&self) -> Aborter {
+    pub(crate) fn aborter(&self) -> Aborter {
         self.aborter.clone()
     }
 

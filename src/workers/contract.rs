@@ -142,7 +142,7 @@ impl Default for ModelContract {
 
 /// Every key of [`ModelContract`] (its config spelling), read off the type itself: what the daemon's
 /// job sections take as the model's ([`crate::daemon::job_model::split`]).
-pub fn contract_keys() -> Vec<String> {
+pub(crate) fn contract_keys() -> Vec<String> {
     match serde_json::to_value(ModelContract::default()) {
         Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
         _ => Vec::new(),
@@ -176,7 +176,7 @@ pub enum WorkerSource {
 }
 
 /// Parses `4G`, `512M`, `100k`, `1GiB` or plain bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -196,7 +196,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` (without asking whether the device exists).
-pub fn check_device(s: &str) -> Result<(), String> {
+pub(crate) fn check_device(s: &str) -> Result<(), String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("cpu") || s == "cuda" {
         return Ok(());
@@ -217,10 +217,10 @@ pub enum Backend {
 }
 
 /// Loss names the Python worker knows (besides a callable the factory returns).
-pub const PYTHON_LOSSES: &[&str] = &["cross_entropy", "mse", "nll", "causal_lm", "hf"];
+pub(crate) const PYTHON_LOSSES: &[&str] = &["cross_entropy", "mse", "nll", "causal_lm", "hf"];
 
 /// Checks a loss name for the Python backend (the worker accepts the same spellings).
-pub fn check_python_loss(l: &str) -> Result<(), String> {
+pub(crate) fn check_python_loss(l: &str) -> Result<(), String> {
     let n = l.trim().to_ascii_lowercase().replace('-', "_");
     let n = match n.as_str() {
         "ce" | "crossentropy" => "cross_entropy",
@@ -240,7 +240,7 @@ pub fn check_python_loss(l: &str) -> Result<(), String> {
 }
 
 /// Checks an evaluation precision: `f32`, `bf16` or `fp16`.
-pub fn check_precision(p: &str) -> Result<(), String> {
+pub(crate) fn check_precision(p: &str) -> Result<(), String> {
     match p.trim().to_ascii_lowercase().as_str() {
         "f32" | "float32" | "bf16" | "bfloat16" | "fp16" | "f16" | "float16" => Ok(()),
         _ => Err(format!("unknown precision {p:?} (expected f32, bf16 or fp16)")),
@@ -253,7 +253,7 @@ fn is_reduced(p: Option<&str>) -> bool {
 }
 
 /// Checks the form `module:function` (module a dotted name).
-pub fn check_factory(f: &str) -> Result<(), String> {
+pub(crate) fn check_factory(f: &str) -> Result<(), String> {
     let ok = f.split_once(':').is_some_and(|(m, func)| {
         let ident = |s: &str| {
             !s.is_empty()
@@ -275,7 +275,7 @@ pub fn check_factory(f: &str) -> Result<(), String> {
 /// installing it: `$LANDSCAPED_PYTHONPATH`, else `<prefix>/share/landscaped/python` for a `landscaped`
 /// installed in `<prefix>/bin` (`make install`), else the checkout's `python/` this binary was built
 /// from. `None` when none holds the package (then it must be pip-installed into that Python).
-pub fn python_package_dir() -> Option<PathBuf> {
+pub(crate) fn python_package_dir() -> Option<PathBuf> {
     let has = |d: &Path| d.join("landscaped_worker").join("__main__.py").is_file();
     if let Some(p) = std::env::var_os("LANDSCAPED_PYTHONPATH").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
@@ -327,7 +327,7 @@ impl ModelContract {
     }
 
     /// Checks the flags, naming them; see [`ModelContract::check`].
-    pub fn validate_flags(&self) -> Result<()> {
+    pub(crate) fn validate_flags(&self) -> Result<()> {
         self.check(Naming::Flags)
     }
 
@@ -435,7 +435,7 @@ impl ModelContract {
     }
 
     /// Where the job's workers come from: started here, or dialling in ([`WorkerSource::Listen`]).
-    pub fn worker_source(&self, contract_id: &str) -> Result<WorkerSource> {
+    pub(crate) fn worker_source(&self, contract_id: &str) -> Result<WorkerSource> {
         let Some(addr) = &self.workers_listen else { return Ok(WorkerSource::Local) };
         let token = super::listen::coordinator_token(self.token_file.as_deref())?;
         Ok(WorkerSource::Listen(super::listen::ListenOptions {
@@ -448,7 +448,7 @@ impl ModelContract {
     }
 
     /// Whether this asks for a GPU.
-    pub fn wants_gpu(&self) -> bool {
+    pub(crate) fn wants_gpu(&self) -> bool {
         !self.device.trim().eq_ignore_ascii_case("cpu")
     }
 
@@ -506,7 +506,7 @@ impl ModelContract {
     }
 
     /// How checkpoint keys map to the module's names (`--map`, `--allow-unexpected`).
-    pub fn bind_rules(&self) -> Result<BindRules, String> {
+    pub(crate) fn bind_rules(&self) -> Result<BindRules, String> {
         let mut b = BindRules { allow_unexpected: self.allow_unexpected, ..BindRules::default() };
         for p in &self.map {
             let Some((from, to)) = p.split_once('=') else {

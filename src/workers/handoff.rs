@@ -75,7 +75,7 @@ fn st_dtype(d: Dtype) -> &'static str {
 }
 
 /// The checkpoint at `path` as a safetensors file the worker can read (see the module docs).
-pub fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
+pub(crate) fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
     if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") {
         return Ok(Handoff { path: path.to_path_buf(), dir: None });
     }

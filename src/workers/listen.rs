@@ -26,19 +26,19 @@ use std::time::{Duration, Instant};
 
 /// How long a peer has to send its whole `join` frame after connecting: one deadline for the frame,
 /// not per read (a peer dripping a byte at a time does not extend it).
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Once the wait is over, peers still sending their join get at most this long before the job starts.
-pub const JOIN_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const JOIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a joined worker has to answer `hello`: it dialled in ready (the Python worker imports torch
 /// first), so a worker that does not answer promptly is stalled, not starting.
-pub const JOINED_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const JOINED_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most connections whose `join` is awaited at once (each has a thread for at most [`JOIN_TIMEOUT`]).
 /// Past it the oldest is closed (told to retry) to make room: an honest worker sends its join at once,
 /// so idle connections cannot keep it out.
-pub const MAX_CHECKING: usize = 256;
+pub(crate) const MAX_CHECKING: usize = 256;
 
 /// What a worker closed for room is told to wait before dialling again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -76,7 +76,7 @@ pub struct Joined {
 
 /// The token: `$LANDSCAPED_TOKEN`, else the file (created with a fresh random token, mode 0600, when
 /// missing). Errors say what to set.
-pub fn coordinator_token(token_file: Option<&Path>) -> Result<String> {
+pub(crate) fn coordinator_token(token_file: Option<&Path>) -> Result<String> {
     if let Some(t) =
         std::env::var("LANDSCAPED_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
     {
@@ -231,7 +231,7 @@ fn read_join(
 /// Why peers were refused, for the daemon's metrics: a wrong token, another protocol version or
 /// contract, no (whole, valid) join in time, a job already full, too late, closed to make room
 /// (`evicted`), or out of descriptors or threads (`resources`).
-pub const REFUSAL_KINDS: [&str; 8] =
+pub(crate) const REFUSAL_KINDS: [&str; 8] =
     ["token", "version", "contract", "no_join", "full", "late", "evicted", "resources"];
 
 static REFUSALS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
@@ -507,7 +507,7 @@ impl Coordinator {
 /// The device a joined worker uses: the contract's, except that a bare `cuda` becomes
 /// `cuda:{local_rank mod G}` with G the CUDA devices the worker listed in its `hello` (`arrival` — the
 /// worker's index among those from its host — when the launcher gave no local rank).
-pub fn device_for(contract_device: &str, join: &Join, arrival: usize, devices: &[String]) -> String {
+pub(crate) fn device_for(contract_device: &str, join: &Join, arrival: usize, devices: &[String]) -> String {
     let d = contract_device.trim();
     if !d.eq_ignore_ascii_case("cuda") {
         return d.to_string();
@@ -523,7 +523,7 @@ pub fn device_for(contract_device: &str, join: &Join, arrival: usize, devices: &
 /// Handshake and contract loading for every joined worker, in parallel: each gets `contract` with its
 /// device chosen by [`device_for`] and `threads` (the user's, else the backend default). Workers that
 /// fail here are dropped with a line through `on_lost`; an error only when none is left.
-pub fn prepare_joined(
+pub(crate) fn prepare_joined(
     joined: Vec<Joined>,
     contract: &protocol::WireContract,
     threads: Option<usize>,
@@ -590,7 +590,7 @@ pub fn prepare_joined(
 /// The whole coordinator side for a job: listen, say where and for which contract, gather, log
 /// refusals and a short count, stop listening, hand-shake and load the contract. `label` names the job
 /// in messages (`slice`, `sharpness map`).
-pub fn workers_from_launcher(
+pub(crate) fn workers_from_launcher(
     opts: &ListenOptions,
     contract: &protocol::WireContract,
     threads: Option<usize>,

@@ -24,4 +24,3 @@ pub mod set;
 
 pub use client::{Worker, WorkerError, WorkerOptions, locate_worker};
 pub use contract::ModelContract;
-pub use pool::{ThreadPlan, start_workers};

@@ -79,7 +79,7 @@ impl ModelPlan {
 
     /// A stored record's identity: `prefix|centre|hash`, the hash over `parts` (each a canonical
     /// JSON text) and [`ModelPlan::identity`]. Stable across builds (FNV-1a, not `Debug` text).
-    pub fn record_signature(&self, prefix: &str, centre: &Path, parts: &[String]) -> String {
+    pub(crate) fn record_signature(&self, prefix: &str, centre: &Path, parts: &[String]) -> String {
         let mut h = Fnv::default();
         for p in parts {
             h.write(p.as_bytes());
@@ -91,7 +91,7 @@ impl ModelPlan {
 }
 
 /// Bytes the checkpoint's float tensors take as f32: what each extra worker adds in weights.
-pub fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
+pub(crate) fn checkpoint_weight_bytes(path: &Path) -> Result<usize> {
     let ck = Checkpoint::open(path)?;
     Ok(ck.float_tensors().map(|(_, t)| t.numel() * 4).sum())
 }

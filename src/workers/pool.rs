@@ -10,10 +10,10 @@
 //! GPU one worker is used.
 
 use super::client::{Worker, WorkerError, WorkerOptions};
-use landscaped_protocol::messages::{ModelInfo, WireContract};
+use landscaped_protocol::messages::WireContract;
 
 /// Most bytes of extra model weights automatic sizing may add (the sidecar stays small).
-pub const WORKER_WEIGHT_BUDGET: usize = 256 << 20;
+pub(crate) const WORKER_WEIGHT_BUDGET: usize = 256 << 20;
 
 /// How many workers evaluate points at once, and libtorch threads inside each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ impl ThreadPlan {
     /// `threads`: the whole budget; `points`: grid points left to compute; `requested`: an explicit
     /// worker count (`--workers`), otherwise chosen: one per thread on the CPU while their weights fit
     /// the budget, one on a GPU.
-    pub fn choose(
+    pub(crate) fn choose(
         threads: usize,
         gpu: bool,
         weight_bytes: usize,
@@ -48,19 +48,14 @@ impl ThreadPlan {
 }
 
 /// The CPU threads a command may use when none are given: one per core this process may run on.
-pub fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-/// Bytes of a model's slots (f32): what each extra worker adds in weights.
-pub fn weight_bytes(info: &ModelInfo) -> usize {
-    info.slots.iter().map(|s| s.shape.iter().product::<usize>() * 4).sum()
 }
 
 /// Starts `n` workers with `opts` (labelled `label i/n`) and loads `contract` in each, the handshakes
 /// and loading in parallel; on any failure the others are stopped and the first error is returned.
 /// The processes are started on the calling thread, which must outlive them (see [`Worker::spawn`]).
-pub fn start_workers(
+pub(crate) fn start_workers(
     opts: &WorkerOptions,
     contract: &WireContract,
     n: usize,
@@ -99,13 +94,13 @@ pub fn start_workers(
 }
 
 /// How long workers get to answer `shutdown` after a job before they are stopped.
-pub const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Ends every worker after a job: `shutdown` to each at once; one that has not answered `within` (a
 /// stalled worker, or one whose node went away with its connection left open) is stopped — its process
 /// killed, its connection closed — so the command ends when the work is done. Returns how many were
 /// stopped that way.
-pub fn shutdown_all(workers: Vec<Worker>, within: std::time::Duration) -> usize {
+pub(crate) fn shutdown_all(workers: Vec<Worker>, within: std::time::Duration) -> usize {
     let aborters: Vec<_> = workers.iter().map(|w| w.aborter()).collect();
     std::thread::scope(|s| {
         let hs: Vec<_> = workers

@@ -26,9 +26,9 @@ use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 /// Most points in one block.
-pub const MAX_BLOCK: usize = 16;
+pub(crate) const MAX_BLOCK: usize = 16;
 /// Blocks are sized to take about this long on their worker (once its speed is known).
-pub const BLOCK_SECONDS: f64 = 2.0;
+pub(crate) const BLOCK_SECONDS: f64 = 2.0;
 
 /// Why a block was not finished.
 #[derive(Debug)]
@@ -40,9 +40,10 @@ pub enum PointError {
 }
 
 /// Called with `(k, result)` as each task of a block is finished.
-pub type Sink<'s, R> = &'s mut dyn FnMut(usize, R);
+pub(crate) type Sink<'s, R> = &'s mut dyn FnMut(usize, R);
 /// Evaluates a block of `(k, input)` tasks, reporting each result as it comes.
-pub type EvalFn<'a, T, R> = Box<dyn FnMut(&[(usize, T)], Sink<'_, R>) -> Result<(), PointError> + Send + 'a>;
+pub(crate) type EvalFn<'a, T, R> =
+    Box<dyn FnMut(&[(usize, T)], Sink<'_, R>) -> Result<(), PointError> + Send + 'a>;
 
 /// One worker as the dispatcher sees it: tasks of input `T` (a grid point's coordinates) give `R`.
 pub struct Evaluator<'a, T, R> {
@@ -54,11 +55,12 @@ pub struct Evaluator<'a, T, R> {
 }
 
 /// A slice's evaluator: grid point (x, y) → (loss, accuracy).
-pub type PointEvaluator<'a> = Evaluator<'a, (f64, f64), (f64, Option<f64>)>;
+pub(crate) type PointEvaluator<'a> = Evaluator<'a, (f64, f64), (f64, Option<f64>)>;
 
 impl<'a, T: Copy, R> Evaluator<'a, T, R> {
+    #[cfg(test)]
     /// An evaluator from a function of one task; its errors are fatal.
-    pub fn per_task(
+    pub(crate) fn per_task(
         name: impl Into<String>,
         mut f: impl FnMut(T) -> Result<R> + Send + 'a,
     ) -> Evaluator<'a, T, R> {
@@ -76,8 +78,9 @@ impl<'a, T: Copy, R> Evaluator<'a, T, R> {
 }
 
 impl<'a> PointEvaluator<'a> {
+    #[cfg(test)]
     /// A slice evaluator from a function of one point; its errors are fatal.
-    pub fn per_point(
+    pub(crate) fn per_point(
         name: impl Into<String>,
         mut f: impl FnMut(f64, f64) -> Result<(f64, Option<f64>)> + Send + 'a,
     ) -> PointEvaluator<'a> {
@@ -196,7 +199,7 @@ enum Msg<R> {
 /// called on the calling thread with each first result; an error from it stops the run and is
 /// returned. `on_lost` gets one line per lost worker. Stops between blocks when `cancel` is set. Errors:
 /// a model error, every worker lost, or `on_result`'s; tasks finished before are delivered either way.
-pub fn run_tasks<T: Copy + Send + Sync, R: Send>(
+pub(crate) fn run_tasks<T: Copy + Send + Sync, R: Send>(
     inputs: &[T],
     evals: Vec<Evaluator<'_, T, R>>,
     cancel: &Cancel,

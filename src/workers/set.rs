@@ -20,7 +20,7 @@ pub struct WorkerSet {
 /// The devices of extra local workers for a bare `--device cuda` on a node with several GPUs: one
 /// worker per GPU the first worker's `hello` listed (`cuda:1`, `cuda:2`, …; the first has `cuda`,
 /// i.e. `cuda:0`). Empty when the device names one GPU, or the count of workers was given.
-pub fn extra_gpu_devices(device: &str, workers_given: bool, hello_devices: &[String]) -> Vec<String> {
+pub(crate) fn extra_gpu_devices(device: &str, workers_given: bool, hello_devices: &[String]) -> Vec<String> {
     if workers_given || !device.trim().eq_ignore_ascii_case("cuda") {
         return Vec::new();
     }
@@ -31,12 +31,12 @@ pub fn extra_gpu_devices(device: &str, workers_given: bool, hello_devices: &[Str
 impl WorkerSet {
     /// The first of a grid job's workers: one started here (its model's parameter list may show there
     /// is nothing to compute, see [`WorkerSet::start_rest`]), or every worker from a launcher.
-    pub fn start_first(plan: &ModelPlan, label: &str, cancel: &Cancel) -> Result<WorkerSet> {
+    pub(crate) fn start_first(plan: &ModelPlan, label: &str, cancel: &Cancel) -> Result<WorkerSet> {
         Self::start(plan, 1, label, cancel)
     }
 
     /// All of a job's workers at once: the plan's count started here, or those that dial in.
-    pub fn start_all(plan: &ModelPlan, label: &str, cancel: &Cancel) -> Result<WorkerSet> {
+    pub(crate) fn start_all(plan: &ModelPlan, label: &str, cancel: &Cancel) -> Result<WorkerSet> {
         Self::start(plan, plan.threads.workers, label, cancel)
     }
 
@@ -69,7 +69,7 @@ impl WorkerSet {
 
     /// Starts the rest of a local job's workers (nothing for workers from a launcher): one per further
     /// GPU for a bare `--device cuda`, else up to the plan's count. The plan's count becomes the set's.
-    pub fn start_rest(&mut self, plan: &mut ModelPlan) -> Result<()> {
+    pub(crate) fn start_rest(&mut self, plan: &mut ModelPlan) -> Result<()> {
         let label = &self.label;
         if let (WorkerSource::Local, Some(opts)) = (&plan.source, &plan.options) {
             let devices = self.workers.first().map(|w| w.hello.devices.clone()).unwrap_or_default();
@@ -119,7 +119,7 @@ impl WorkerSet {
     /// Runs `f` in every worker at once and keeps the workers it succeeded in: a worker lost meanwhile
     /// is left out (with a line naming `what`), a model error is returned. Errors when every worker was
     /// lost.
-    pub fn prepare<T: Send>(
+    pub(crate) fn prepare<T: Send>(
         &mut self,
         what: &str,
         f: impl Fn(&mut Worker) -> Result<T, WorkerError> + Sync,
@@ -149,7 +149,7 @@ impl WorkerSet {
     }
 
     /// Leaves out worker `i` (lost), with a line saying while doing `what`.
-    pub fn lose(&mut self, i: usize, what: &str, e: &WorkerError) {
+    pub(crate) fn lose(&mut self, i: usize, what: &str, e: &WorkerError) {
         if i < self.workers.len() {
             let w = self.workers.remove(i);
             tracing::warn!("{}: worker {} was lost {what}: {e}", self.label, w.what());

@@ -80,7 +80,7 @@ pub struct JobGauges {
 }
 
 impl JobGauges {
-    pub fn register(reg: &prometheus::Registry) -> JobGauges {
+    pub(crate) fn register(reg: &prometheus::Registry) -> JobGauges {
         JobGauges {
             pca: pca::Gauges::register(reg),
             slice: slice::Gauges::register(reg),
@@ -108,7 +108,7 @@ impl JobContext {
 }
 
 /// Builds a job from its config section.
-pub type JobBuilder = fn(&toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>>;
+pub(crate) type JobBuilder = fn(&toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>>;
 
 /// A kind of job the config may enable, by the name of its section.
 pub struct JobSpec {
@@ -131,7 +131,7 @@ pub fn find(name: &str) -> Option<&'static JobSpec> {
 }
 
 /// Builds the jobs a run's config enables.
-pub fn build_all(
+pub(crate) fn build_all(
     sections: &std::collections::BTreeMap<String, toml::Value>,
 ) -> anyhow::Result<Vec<Box<dyn PeriodicJob>>> {
     let mut out = Vec::new();
@@ -161,7 +161,7 @@ pub const JOB_METRIC_NAMES: &[&str] = &[
 
 /// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the
 /// name is already taken), so a job publishes nothing rather than failing its computation.
-pub fn register_gauge_vec(
+pub(crate) fn register_gauge_vec(
     reg: &prometheus::Registry,
     name: &str,
     help: &str,

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PcaJobConfig {
+pub(crate) struct PcaJobConfig {
     pub every: u64,
     pub components: usize,
     pub exclude_1d: bool,
@@ -44,7 +44,7 @@ impl Default for PcaJobConfig {
     }
 }
 
-pub struct PcaJob {
+pub(crate) struct PcaJob {
     cfg: PcaJobConfig,
 }
 
@@ -82,7 +82,7 @@ pub struct Gauges {
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
-    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+    pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
         let mk = |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
         Some(Gauges {
             ratio: mk(
@@ -105,7 +105,7 @@ impl Gauges {
 }
 
 /// Sets the gauges from a PCA record (PC1 and PC2 only, to keep the series few).
-pub fn publish(g: &Gauges, rec: &PcaRecord) {
+pub(crate) fn publish(g: &Gauges, rec: &PcaRecord) {
     let last = rec.steps.len().saturating_sub(1);
     for k in 0..rec.explained_variance_ratio.len().min(2) {
         let c = (k + 1).to_string();

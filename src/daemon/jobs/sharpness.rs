@@ -42,7 +42,7 @@ use prometheus::GaugeVec;
 /// The `[run.sharpness]` section.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SharpnessJobConfig {
+pub(crate) struct SharpnessJobConfig {
     pub every: u64,
     #[serde(default = "default_measures")]
     pub measures: Vec<String>,
@@ -65,7 +65,7 @@ fn default_max_hvps() -> usize {
 }
 
 /// The job, with its parsed options.
-pub struct SharpnessJob {
+pub(crate) struct SharpnessJob {
     cfg: SharpnessJobConfig,
     model: ModelContract,
     opts: SharpnessOptions,
@@ -126,7 +126,7 @@ pub struct Gauges {
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
-    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+    pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
         let make =
             |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
         Some(Gauges {
@@ -165,7 +165,7 @@ impl Gauges {
 }
 
 /// Sets the run's gauges from a record (only the quantities it holds).
-pub fn publish(g: &Gauges, run: &str, rec: &SharpnessRecord) {
+pub(crate) fn publish(g: &Gauges, run: &str, rec: &SharpnessRecord) {
     if let Some(e) = &rec.extremes {
         g.lambda_max.with_label_values(&[run]).set(e.lambda_max);
         g.lambda_min.with_label_values(&[run]).set(e.lambda_min);

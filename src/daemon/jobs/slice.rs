@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// The `[run.slice]` section.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SliceJobConfig {
+pub(crate) struct SliceJobConfig {
     pub every: u64,
     /// `random` (default): seeded filter-normalized directions about the new checkpoint; `pca`: the
     /// run's latest trajectory PCA (first two components) about its centre checkpoint.
@@ -68,14 +68,14 @@ pub struct SliceJobConfig {
 /// Which directions the job's slices use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum JobDirs {
+pub(crate) enum JobDirs {
     #[default]
     Random,
     Pca,
 }
 
 /// The job, with its parsed grid and model contract.
-pub struct SliceJob {
+pub(crate) struct SliceJob {
     cfg: SliceJobConfig,
     model: ModelContract,
     x: Option<Axis>,
@@ -108,7 +108,7 @@ pub struct Gauges {
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
-    pub fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+    pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
         let make =
             |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
         Some(Gauges {
@@ -132,13 +132,13 @@ impl Gauges {
 }
 
 /// The loss row along x through y ≈ 0 (the only row of a 1D slice).
-pub fn x_row(v: &SliceValues) -> Vec<f64> {
+pub(crate) fn x_row(v: &SliceValues) -> Vec<f64> {
     let iy = if v.is_2d() { nearest(&v.ys, 0.0) } else { 0 };
     (0..v.nx()).map(|ix| v.loss_at(iy, ix)).collect()
 }
 
 /// The loss column along y through x ≈ 0 (2D slices; empty for 1D).
-pub fn y_column(v: &SliceValues) -> Vec<f64> {
+pub(crate) fn y_column(v: &SliceValues) -> Vec<f64> {
     if !v.is_2d() {
         return Vec::new();
     }
@@ -158,7 +158,7 @@ fn nearest(xs: &[f64], t: f64) -> usize {
 
 /// Curvature at 0 along x: `(L[i+1] − 2 L[i] + L[i−1]) / h²` about the grid point nearest 0 (moved in
 /// by one at the ends of the grid); NaN with fewer than 3 points.
-pub fn curvature_at_zero(xs: &[f64], loss: &[f64]) -> f64 {
+pub(crate) fn curvature_at_zero(xs: &[f64], loss: &[f64]) -> f64 {
     if xs.len() < 3 || loss.len() != xs.len() {
         return f64::NAN;
     }
@@ -183,7 +183,7 @@ pub fn interpolate(xs: &[f64], loss: &[f64], t: f64) -> Option<f64> {
 }
 
 /// Mean of L(−r) and L(+r) minus `centre`; NaN where ±r is outside the grid.
-pub fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
+pub(crate) fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
     match (interpolate(xs, loss, -r), interpolate(xs, loss, r)) {
         (Some(a), Some(b)) => (a + b) / 2.0 - centre,
         _ => f64::NAN,
@@ -191,7 +191,7 @@ pub fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
 }
 
 /// Sets the run's gauges from a complete slice.
-pub fn publish(g: &Gauges, run: &str, rec: &SliceRecord) {
+pub(crate) fn publish(g: &Gauges, run: &str, rec: &SliceRecord) {
     let v = &rec.values;
     g.centre_loss.with_label_values(&[run]).set(rec.centre_loss);
     let mut lines = vec![("x", v.xs.as_slice(), x_row(v))];
