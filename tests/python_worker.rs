@@ -51,26 +51,7 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
 /// The contract for either backend on the fixture (the factory's module comes from tests/python, which
 /// the worker finds on PYTHONPATH: the caller adds the package folder in front of ours).
 fn model_contract(python: bool, factory: &str, workers: usize) -> ModelContract {
-    let dir = &fixture().0;
-    if python {
-        ModelContract {
-            factory: Some(factory.into()),
-            python: Some(venv_python()),
-            batch_size: 64,
-            threads: Some(workers),
-            workers: Some(workers),
-            ..Default::default()
-        }
-    } else {
-        ModelContract {
-            model: Some(dir.join("model/model.pt")),
-            eval_data: Some(dir.join("model/eval.safetensors")),
-            batch_size: 64,
-            threads: Some(workers),
-            workers: Some(workers),
-            ..Default::default()
-        }
-    }
+    if python { python_contract(factory, workers) } else { torchscript_contract(&fixture().0, workers) }
 }
 
 /// A started worker of either backend with the model loaded.

@@ -6,7 +6,7 @@
 
 use landscaped::landscape::runner::PlaneSpec;
 use landscaped::landscape::slice::Outcome;
-use landscaped::workers::{ModelContract, Worker};
+use landscaped::workers::Worker;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::PathBuf;
@@ -29,19 +29,8 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
     })
 }
 
-fn contract(factory: &str) -> ModelContract {
-    ModelContract {
-        factory: Some(factory.into()),
-        python: Some(venv_python()),
-        batch_size: 64,
-        threads: Some(1),
-        workers: Some(1),
-        ..Default::default()
-    }
-}
-
 fn started(factory: &str) -> Worker {
-    let c = contract(factory);
+    let c = python_contract(factory, 1);
     let mut pc = c.protocol_contract(Some(1)).unwrap();
     pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
     let mut w = Worker::start(&c.worker_options().unwrap()).unwrap();
@@ -66,7 +55,7 @@ fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
     let r: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
     let own = r["own_loss"].as_f64().unwrap();
 
-    let c = contract("lightning_factory:build");
+    let c = python_contract("lightning_factory:build", 1);
     let dirs = RandomDirections {
         seed: 2,
         norm: Normalization::Filter,

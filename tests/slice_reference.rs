@@ -8,7 +8,7 @@
 use landscaped::landscape::runner::{PlaneSpec, parameter_list};
 use landscaped::landscape::slice::Outcome;
 use landscaped::store::slices::SliceRecord;
-use landscaped::workers::{ModelContract, Worker, WorkerOptions, locate_worker};
+use landscaped::workers::{Worker, WorkerOptions, locate_worker};
 use landscaped_formats::Checkpoint;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource};
@@ -19,17 +19,6 @@ use support::*;
 
 fn fixture(dir: &Path, extra: &[&str]) -> serde_json::Value {
     python_reference("slice_reference.py", dir, extra)
-}
-
-fn contract(dir: &Path, workers: usize) -> ModelContract {
-    ModelContract {
-        model: Some(dir.join("model/model.pt")),
-        eval_data: Some(dir.join("model/eval.safetensors")),
-        batch_size: 64,
-        threads: Some(workers),
-        workers: Some(workers),
-        ..Default::default()
-    }
 }
 
 /// The largest relative difference from the reference code's losses (printed by each test).
@@ -45,7 +34,7 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
 
 /// Computes a slice through the runner on `workers` worker processes, in a fresh store.
 fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64>) -> SliceRecord {
-    let c = contract(dir, workers);
+    let c = torchscript_contract(dir, workers);
     let r = slice_in_fresh_store(&c, plane, xs, ys, "test");
     assert_eq!(r.outcome, Outcome::Complete);
     assert_eq!(r.plan.workers, workers);
@@ -54,7 +43,7 @@ fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64
 
 fn worker(dir: &Path) -> Worker {
     let mut w = Worker::start(&WorkerOptions::new(locate_worker(None).unwrap())).unwrap();
-    w.load_model(&contract(dir, 1).protocol_contract(Some(1)).unwrap()).unwrap();
+    w.load_model(&torchscript_contract(dir, 1).protocol_contract(Some(1)).unwrap()).unwrap();
     w
 }
 

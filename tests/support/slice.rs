@@ -1,12 +1,40 @@
-//! A loss-landscape slice computed through the app's runner in a fresh store, the way the worker tests
-//! drive it (no run, step or trajectory; never cancelled; progress ignored).
+//! The model contracts of the worker tests (the digits CNN on either backend) and a loss-landscape slice
+//! computed through the app's runner in a fresh store (no run, step or trajectory; never cancelled).
 #![allow(dead_code)]
 
+use super::paths::venv_python;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, SliceRun, run_slice};
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
 use landscaped::workers::ModelContract;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
+
+/// The TorchScript contract for tests/python/slice_reference.py's digits CNN in `dir` (its export in
+/// `model/`), batches of 64, `workers` worker processes and `workers` intra-op threads.
+pub fn torchscript_contract(dir: &Path, workers: usize) -> ModelContract {
+    ModelContract {
+        model: Some(dir.join("model/model.pt")),
+        eval_data: Some(dir.join("model/eval.safetensors")),
+        batch_size: 64,
+        threads: Some(workers),
+        workers: Some(workers),
+        ..Default::default()
+    }
+}
+
+/// The Python-backend contract for the factory `factory` (a module on the worker's PYTHONPATH) in the
+/// venv's Python, batches of 64, `workers` worker processes and `workers` intra-op threads.
+pub fn python_contract(factory: &str, workers: usize) -> ModelContract {
+    ModelContract {
+        factory: Some(factory.into()),
+        python: Some(venv_python()),
+        batch_size: 64,
+        threads: Some(workers),
+        workers: Some(workers),
+        ..Default::default()
+    }
+}
 
 /// Computes the slice of `contract` over `plane` at `xs` × `ys` (the stored direction description
 /// follows the plane; `prefix` distinguishes its signature) in a store in a temporary folder.
