@@ -13,6 +13,9 @@ use landscaped_formats::{
     Checkpoint, CheckpointError, Dtype, Layout, Values, check_complete, find_checkpoints,
 };
 
+mod support;
+use support::*;
+
 struct Fixture {
     dir: tempfile::TempDir,
     manifest: serde_json::Value,
@@ -21,16 +24,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = std::process::Command::new(format!("{root}/.venv/bin/python"))
-            .arg(format!("{root}/tests/python/checkpoint_make.py"))
-            .arg(dir.path())
-            .output()
-            .expect("run .venv/bin/python (make setup)");
-        assert!(out.status.success(), "checkpoint_make.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        let manifest =
-            serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+        let (dir, manifest) = python_made("checkpoint_make.py", "manifest.json");
         Fixture { dir, manifest }
     })
 }
@@ -271,11 +265,8 @@ fn half_written_hf_folder_is_incomplete() {
 
 /// A safetensors file from a header string and a data section.
 fn st_file(dir: &Path, name: &str, header: &str, data_len: usize) -> PathBuf {
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(std::iter::repeat_n(0u8, data_len));
     let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
+    std::fs::write(&p, safetensors_bytes(header, &vec![0u8; data_len])).unwrap();
     p
 }
 
@@ -409,7 +400,6 @@ fn mutated_files_never_panic() {
 #[test]
 fn nesting_at_the_bound_reads_on_a_small_stack_and_past_it_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     // Depth: the top dict is one level, `deep` adds `n` lists.
     let py = r#"
 import sys, torch
@@ -419,7 +409,7 @@ for n, name in ((255, "at.pt"), (256, "past.pt")):
         deep = [deep]
     torch.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "deep": deep}, sys.argv[1] + "/" + name)
 "#;
-    let ok = std::process::Command::new(format!("{root}/.venv/bin/python"))
+    let ok = std::process::Command::new(venv_python())
         .args(["-c", py, tmp.path().to_str().unwrap()])
         .status()
         .unwrap()

@@ -12,8 +12,9 @@
 //! inputs must be one error naming the file and the cause; the daemon watching the layouts records
 //! each checkpoint once with its step.
 
-mod daemon_support;
 mod mutation;
+mod support;
+use support::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -31,22 +32,13 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = std::process::Command::new(format!("{root}/.venv/bin/python"))
-            .arg(format!("{root}/tests/python/large_runs_make.py"))
-            .arg(dir.path())
-            .output()
-            .expect("run .venv/bin/python (make setup)");
-        assert!(out.status.success(), "large_runs_make.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        let reference =
-            serde_json::from_slice(&std::fs::read(dir.path().join("reference.json")).unwrap()).unwrap();
+        let (dir, reference) = python_made("large_runs_make.py", "reference.json");
         Fixture { dir, reference }
     })
 }
 
 fn deepspeed(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepspeed").join(rel)
+    root().join("tests/fixtures/deepspeed").join(rel)
 }
 
 const LAYOUTS: [&str; 5] = ["dcp1", "dcp_st", "dcp2", "megatron", "lightning"];
@@ -318,7 +310,6 @@ fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
 
 #[test]
 fn daemon_records_each_layout_once_with_its_step() {
-    use daemon_support::*;
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
@@ -397,7 +388,6 @@ fn nested_lists_pickle(depth: usize) -> Vec<u8> {
 /// and the bound, one `refused` count each, the good checkpoint beside them recorded, a clean restart.
 #[test]
 fn deeply_nested_pickles_are_refused_in_one_line_and_the_daemon_lives() {
-    use daemon_support::*;
     use std::io::Write;
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();

@@ -5,29 +5,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Writes a safetensors file of f32 tensors (the format is: u64 header length, JSON header, data).
-fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, shape, vals) in tensors {
-        let start = data.len();
-        for v in vals {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&h);
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).unwrap();
-}
+mod support;
+use support::*;
 
 fn checkpoint(dir: &Path, step: u64, scale: f32) {
     let w: Vec<f32> = (0..200).map(|i| ((i as f32) * 0.37).sin() * scale).collect();
@@ -39,12 +18,7 @@ fn checkpoint(dir: &Path, step: u64, scale: f32) {
 }
 
 fn landscaped(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run landscaped")
+    landscaped_cmd(data).args(args).output().expect("run landscaped")
 }
 
 fn json_ok(data: &Path, args: &[&str]) -> Vec<Value> {
@@ -213,7 +187,7 @@ fn a_frozen_daemon_fails_within_seconds_with_one_line() {
     let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let at = frozen.local_addr().unwrap().to_string();
     for data_dir in [None, Some(tmp.path().join("data"))] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+        let mut c = Command::new(BIN);
         if let Some(d) = &data_dir {
             c.arg("--data-dir").arg(d);
         }
@@ -291,20 +265,12 @@ fn a_copied_data_dir_is_not_taken_for_its_original() {
     });
     let (at, server) = fake_daemon(4, identity);
     // The original is matched to it.
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--endpoint", &at, "runs"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).arg("--data-dir").arg(&data).args(["--endpoint", &at, "runs"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The copy is not: one line saying it is a copy.
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .arg("--data-dir")
-        .arg(&copy)
-        .args(["--endpoint", &at, "runs"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).arg("--data-dir").arg(&copy).args(["--endpoint", &at, "runs"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the copy was answered by the original's daemon");
     assert!(err.contains("is a copy of the store in"), "{err}");

@@ -5,13 +5,11 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_landscaped");
+mod support;
+use support::*;
 
 fn write_checkpoints(dir: &Path, steps: &str) {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/daemon_writer.py");
-    let out = Command::new(py).arg(script).arg(dir).args(["--steps", steps]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    writer(dir, &["--steps", steps]);
 }
 
 #[test]

@@ -2,25 +2,9 @@
 //! the lock, found through daemon.json or $LANDSCAPED_CONFIG, or with --endpoint) and print exactly what
 //! they print from the store directly once the daemon is stopped.
 
-mod daemon_support;
-use daemon_support::*;
-use std::process::Command;
+mod support;
 use std::time::Duration;
-
-fn cli(data: &std::path::Path, config: Option<&std::path::Path>, args: &[&str]) -> (bool, String, String) {
-    let mut c = Command::new(BIN);
-    c.arg("--data-dir").arg(data).args(args).env_remove("LANDSCAPED_ENDPOINT");
-    match config {
-        Some(p) => c.env("LANDSCAPED_CONFIG", p),
-        None => c.env("LANDSCAPED_CONFIG", "/nonexistent/landscaped.toml"),
-    };
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::*;
 
 #[test]
 fn queries_go_through_the_daemon_and_match_the_local_answers() {
@@ -42,19 +26,19 @@ fn queries_go_through_the_daemon_and_match_the_local_answers() {
     let mut remote = Vec::new();
     for q in &queries {
         // The store is locked; the endpoint comes from the daemon's config.
-        let (ok, out, err) = cli(&data, Some(&d.config), q);
+        let (ok, out, err) = cli_query(&data, Some(&d.config), q);
         assert!(ok, "{q:?} via the daemon: {err}");
         assert!(out.len() > 10, "{q:?}: {out}");
         // And with an explicit --endpoint.
         let mut with = vec!["--endpoint", endpoint.as_str()];
         with.extend(q.iter());
-        let (ok2, out2, err2) = cli(&data, None, &with);
+        let (ok2, out2, err2) = cli_query(&data, None, &with);
         assert!(ok2, "{with:?}: {err2}");
         assert_eq!(out, out2);
         remote.push(out);
     }
     // Without a config the daemon is found through <data_dir>/daemon.json.
-    let (ok, out, err) = cli(&data, None, &["--format", "json", "runs"]);
+    let (ok, out, err) = cli_query(&data, None, &["--format", "json", "runs"]);
     assert!(ok && out == remote[0], "{err}");
     // Without daemon.json either, the endpoint the config names (here an address nothing listens on,
     // rather than the default port 9464, which something on the machine may use) is unreachable: one
@@ -65,15 +49,15 @@ fn queries_go_through_the_daemon_and_match_the_local_answers() {
     std::fs::write(&dead, text.replace(LISTEN_ANY, &nobody.addr.to_string())).unwrap();
     let json = std::fs::read(data.join("daemon.json")).unwrap();
     std::fs::remove_file(data.join("daemon.json")).unwrap();
-    let (ok, _, err) = cli(&data, Some(&dead), &["runs"]);
+    let (ok, _, err) = cli_query(&data, Some(&dead), &["runs"]);
     assert!(!ok && err.trim().lines().count() == 1 && err.contains("daemon"), "{err}");
     std::fs::write(data.join("daemon.json"), json).unwrap();
     // A bad query argument comes back as the daemon's error.
-    let (ok, _, err) = cli(&data, Some(&d.config), &["checkpoints", "--run", "nope"]);
+    let (ok, _, err) = cli_query(&data, Some(&d.config), &["checkpoints", "--run", "nope"]);
     assert!(!ok && err.contains("nope"), "{err}");
     assert_eq!(d.stop(), Some(0));
     for (q, r) in queries.iter().zip(&remote) {
-        let (ok, local, err) = cli(&data, None, q);
+        let (ok, local, err) = cli_query(&data, None, q);
         assert!(ok, "{q:?} locally: {err}");
         assert_eq!(&local, r, "{q:?}: same output from the store and from the daemon");
     }

@@ -16,15 +16,15 @@
 //! The short variant runs in the suite (40 checkpoints, 5 kills); `make soak` runs the long one
 //! (`SOAK_CHECKPOINTS`, `SOAK_KILLS`, default 200 and 20 there).
 
-mod daemon_support;
+mod support;
 
-use daemon_support::*;
 use landscaped::trajectory::archive::{ArchiveFile, list_run};
 use landscaped_formats::Checkpoint;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// The kill schedules: fixed, so a failure names a seed that replays it.
 const SEEDS: [u64; 4] =
@@ -86,9 +86,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     std::fs::create_dir(&ck).unwrap();
     // Spread the writes over the kills: about one kill per n/kills checkpoints.
     let interval = 0.15f64;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/daemon_writer.py");
-    let mut w = Command::new(python())
-        .arg(&script)
+    let mut w = Command::new(venv_python())
+        .arg(script("daemon_writer.py"))
         .arg(&ck)
         .args(["--steps", &format!("1-{n}"), "--interval", &interval.to_string()])
         .stdout(Stdio::piped())

@@ -5,8 +5,8 @@
 //! every checkpoint is recorded once with its true norm (0 lost, 0 duplicated).
 
 mod capability;
-mod daemon_support;
-use daemon_support::*;
+mod support;
+use support::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,17 +41,7 @@ fn a_full_disk_is_unhealthy_then_recovers_without_losing_a_checkpoint() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::create_dir_all(&data).unwrap();
-    let config = dir.path().join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nrescan_interval_secs = 1\n\
-             [[run]]\nname = \"r\"\nwatch = [{:?}]\n",
-            data.to_str().unwrap(),
-            ck.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &[&ck], "rescan_interval_secs = 1", "");
     let log = dir.path().join("daemon.log");
     let child = Command::new("unshare")
         .args(["-m", "sh", "-c", "mount -t tmpfs -o size=32m none \"$0\" && exec \"$@\""])

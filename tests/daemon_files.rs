@@ -7,9 +7,8 @@ use landscaped::daemon::metrics::METRIC_NAMES;
 use std::path::Path;
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::*;
 
 #[test]
 fn systemd_units_verify_cleanly() {
@@ -36,7 +35,7 @@ fn systemd_units_verify_cleanly() {
             assert!(text.contains(needed), "{unit} lacks {needed}");
         }
         // verify checks that ExecStart's binary exists: point it at the one just built.
-        let text = text.replace("/usr/local/bin/landscaped", env!("CARGO_BIN_EXE_landscaped"));
+        let text = text.replace("/usr/local/bin/landscaped", BIN);
         std::fs::write(tmp.path().join(name), text).unwrap();
         let out = Command::new(analyze).arg("verify").arg(tmp.path().join(name)).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -121,7 +120,7 @@ fn grafana_dashboard_queries_only_exported_metrics() {
 
 #[test]
 fn example_config_passes_check_and_bad_key_is_named() {
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let out = Command::new(BIN)
         .args(["daemon", "--check", "--config"])
         .arg(root().join("config/landscaped.toml"))
         .output()
@@ -131,11 +130,7 @@ fn example_config_passes_check_and_bad_key_is_named() {
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "data_dir = \"/tmp/x\"\nworkerz = 2\n[[run]]\nname = \"a\"\nwatch = [\"/tmp\"]\n")
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .args(["daemon", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["daemon", "--config"]).arg(&bad).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("workerz") && err.lines().count() == 1, "{err}");
 }

@@ -3,12 +3,12 @@
 //! the watch-folder policy (symlinks, non-regular files, run names, missing folders); one-line errors.
 //! Faults are injected through `LANDSCAPED_TEST_FAULTS` (see `landscaped::faults`).
 
-mod daemon_support;
+mod support;
 
-use daemon_support::*;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
+use support::*;
 
 fn faults(dir: &Path, text: &str) {
     std::fs::write(dir.join("faults"), text).unwrap();

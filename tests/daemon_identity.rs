@@ -1,27 +1,14 @@
 //! The CLI asks a daemon only when it serves the store asked for: it finds the daemon through
 //! `<data_dir>/daemon.json`, checks `/api/v1/identity`, and otherwise says why it cannot answer.
 
-mod daemon_support;
+mod support;
 
-use daemon_support::*;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+use support::*;
 
 fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("LANDSCAPED_ENDPOINT")
-        .env("LANDSCAPED_CONFIG", "/nonexistent/landscaped.toml")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_query(data_dir, None, args)
 }
 
 #[test]

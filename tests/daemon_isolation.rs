@@ -5,9 +5,9 @@
 //! `kill -9` of the daemon its worker is gone (PR_SET_PDEATHSIG), with nobody left to stop it.
 //! (A worker over that limit at run time, and one that cannot load torch within it: tests/daemon_jobs.rs.)
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::time::Duration;
+use support::*;
 
 /// The fields of `/proc/.../stat` after the command name (field 3, the state, is index 0).
 fn stat_fields(stat_path: &str) -> Vec<String> {

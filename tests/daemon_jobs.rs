@@ -8,9 +8,9 @@
 //! again at its next checkpoint; a checkpoint rotated away (HF `save_total_limit`) while its job's worker
 //! starts is counted `outcome="skipped"`, not as the factory's error.
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::time::Duration;
+use support::*;
 
 /// A loss that hangs at step 10: the call is stopped at its deadline (the floor given by
 /// `worker_call_timeout`), the worker process is gone, the run counted `outcome="timeout"` with one line.

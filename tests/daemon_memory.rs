@@ -4,10 +4,10 @@
 //! whose `data.pkl` is 28 MB of small dicts and lists (parsed into a value tree of ~500 MB) left
 //! 548 MB resident for good. `daemon::memory` bounds the arenas and trims the heaps every few seconds.
 
-mod daemon_support;
+mod support;
 
-use daemon_support::*;
 use std::time::Duration;
+use support::*;
 
 fn rss_kb(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -34,7 +34,7 @@ d["w"] = torch.ones(3)
 torch.save(d, sys.argv[1])
 "#;
     let file = tmp.path().join("step-1.pt");
-    let ok = std::process::Command::new(python())
+    let ok = std::process::Command::new(venv_python())
         .args(["-c", py, file.to_str().unwrap()])
         .status()
         .unwrap()

@@ -4,26 +4,16 @@
 //! tests/trajectory_pca.rs; here the wiring: archive files, one coordinate row per step, the gauge equals
 //! the served ratio.)
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::time::Duration;
+use support::*;
 
 #[test]
 fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let config = dir.path().join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.pca]\nevery = 5\ncomponents = 2\n",
-            dir.path().join("data").to_str().unwrap(),
-            ck.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &[&ck], "", "[run.pca]\nevery = 5\ncomponents = 2\n");
     let d = restart(config, dir.path());
     let port = d.port;
     let written = writer(&ck, &["--steps", "1-5"]);

@@ -2,10 +2,10 @@
 //! loopback scrapes the daemon every second; `promtool query instant` must return the values the
 //! writer produced (step exactly, norm to 1e-9 relative).
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::*;
 
 struct Killed(std::process::Child);
 impl Drop for Killed {

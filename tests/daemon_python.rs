@@ -5,46 +5,41 @@
 //! (tests/python/gpt2_factory.py); the daemon computes the slice and λmax on Python workers: the slice's
 //! centre is the model's own loss, λmax the plain-PyTorch power iteration's (1e-3).
 
-mod daemon_support;
-use daemon_support::*;
-use std::path::Path;
+mod support;
 use std::time::Duration;
+use support::*;
 
 #[test]
 fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The Trainer's output folder, watched by the daemon while it trains.
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let config = dir.path().join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
+    let config = write_config(
+        dir.path(),
+        &[&ck],
+        "",
+        &format!(
+            "[run.slice]\nevery = 1\n\
              backend = \"python\"\npython = {:?}\nfactory = \"gpt2_factory:build\"\nbatch_size = 4\n\
              x = \"-0.5:0.5:3\"\nseed = 1\n[run.sharpness]\nevery = 1\nbackend = \"python\"\npython = {:?}\n\
              factory = \"gpt2_factory:build\"\nbatch_size = 4\nmeasures = [\"eigs\"]\ntol = 1e-4\nmax_hvps = 30\n",
-            dir.path().join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
-            python().to_str().unwrap(),
-            python().to_str().unwrap(),
+            venv_python().to_str().unwrap(),
+            venv_python().to_str().unwrap(),
         ),
-    )
-    .unwrap();
+    );
     // gpt2_make.py writes the evaluation ids (before training) and its reference values here.
     let made = dir.path().join("made");
     std::fs::create_dir_all(&made).unwrap();
     let eval_ids = made.join("eval_ids.safetensors");
-    let path = root.join("tests/python");
+    let path = tests_python();
     let env = [("PYTHONPATH", path.to_str().unwrap()), ("GPT2_EVAL_IDS", eval_ids.to_str().unwrap())];
     let d = restart_env(config, dir.path(), &env);
     let port = d.port;
     // The real Hugging Face Trainer, into the watched folder: checkpoint-10/, -20/, -30/ appear while the
     // daemon runs, and save_total_limit=2 deletes checkpoint-10/ behind it.
-    let ok = std::process::Command::new(python())
-        .arg(root.join("tests/python/gpt2_make.py"))
+    let ok = std::process::Command::new(venv_python())
+        .arg(script("gpt2_make.py"))
         .arg(&made)
         .arg("--trainer-out")
         .arg(&ck)
@@ -55,8 +50,7 @@ fn the_daemon_slices_a_hugging_face_checkpoint_on_the_python_worker() {
         .unwrap()
         .success();
     assert!(ok, "gpt2_make.py failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(made.join("reference.json")).unwrap()).unwrap();
+    let r = read_json(&made.join("reference.json"));
     let own = r["own_loss"].as_f64().unwrap();
     assert!(!ck.join("checkpoint-10").exists(), "save_total_limit kept only the last two");
 

@@ -5,11 +5,9 @@
 //! eigenvalues (as tests/sharpness_hessian.rs), the ratio |λmin/λmax| to the same, converged = 1, the
 //! trace gauge within 4 standard errors of the exact trace, the record at the API, clean shutdown.
 
-mod daemon_support;
-use daemon_support::*;
-use std::path::Path;
-use std::process::Command;
+mod support;
 use std::time::Duration;
+use support::*;
 
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
@@ -18,34 +16,21 @@ fn rel(a: f64, b: f64) -> f64 {
 #[test]
 fn daemon_sharpness_job_publishes_eigenvalues_matching_pytorch() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fx = dir.path().join("fixture");
-    let ok = Command::new(python())
-        .arg(root.join("tests/python/sharpness_reference.py"))
-        .arg(&fx)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "sharpness_reference.py failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let r = python_reference("sharpness_reference.py", &fx, &[]);
     let want = &r["all"];
 
     let ck = dir.path().join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let config = dir.path().join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.sharpness]\nevery = 1\n\
-             model_dir = {:?}\nbatch_size = 16\ntol = 1e-7\nmax_hvps = 200\nthreads = 1\n",
-            dir.path().join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
+    let config = write_config(
+        dir.path(),
+        &[&ck],
+        "",
+        &format!(
+            "[run.sharpness]\nevery = 1\nmodel_dir = {:?}\nbatch_size = 16\ntol = 1e-7\nmax_hvps = 200\nthreads = 1\n",
             fx.to_str().unwrap(),
         ),
-    )
-    .unwrap();
+    );
     let d = restart(config, dir.path());
     let port = d.port;
     assert_eq!(

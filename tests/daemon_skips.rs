@@ -6,12 +6,12 @@
 //! Checkpoint folders are written by PyTorch (tests/python/daemon_layouts.py), DeepSpeed's by
 //! DeepSpeed (tests/fixtures/deepspeed).
 
-mod daemon_support;
+mod support;
 
-use daemon_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::*;
 
 /// Runs tests/python/daemon_layouts.py: (path, step, norm) of every folder written.
 fn layouts(out: &Path, specs: &[&str]) -> Vec<(PathBuf, u64, f64)> {
@@ -54,7 +54,7 @@ fn fifos_inside_checkpoint_folders_never_stall_ingest_or_shutdown() {
     }
     // DeepSpeed ZeRO-2 step 3 with its model states a FIFO; DCP step 7 with meta.pt a FIFO; HF step 5
     // with trainer_state.json a FIFO. Each blocked open() for good before.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepspeed/zero2/global_step3");
+    let fixture = root().join("tests/fixtures/deepspeed/zero2/global_step3");
     copy_dir(&fixture, &ds.join("global_step3"));
     mkfifo(&ds.join("global_step3/mp_rank_00_model_states.pt"));
     layouts(&dcpd, &["dcp:epoch=0-step=7.ckpt"]);

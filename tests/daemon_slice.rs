@@ -6,11 +6,11 @@
 //! (1e-5 relative), the JSON and CSV API; a slice in the trajectory-PCA plane against scikit-learn's
 //! PCA and the loss in plain PyTorch (1e-5 relative).
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::*;
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
@@ -38,19 +38,11 @@ fn start_daemon_with(
 ) -> (Daemon, PathBuf) {
     let ck = dir.join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    let config = dir.join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n[run.slice]\nevery = 1\n\
-             {model}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
-             batch_size = {batch}\nabandon_on_newer = true\n{tail}\n",
-            dir.join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
-        ),
-    )
-    .unwrap();
+    let run = format!(
+        "[run.slice]\nevery = 1\n{model}\n{grid}\nnorm = \"filter\"\nseed = {seed}\n\
+         batch_size = {batch}\nabandon_on_newer = true\n{tail}\n"
+    );
+    let config = write_config(dir, &[&ck], "", &run);
     (restart(config, dir), ck)
 }
 
@@ -70,16 +62,8 @@ fn drop_checkpoint(from: &Path, ck: &Path, name: &str) {
 
 /// The fixture folder made by tests/python/slice_reference.py (model export, checkpoints, reference).
 fn fixture(dir: &Path) -> (PathBuf, serde_json::Value) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fx = dir.join("fixture");
-    let ok = Command::new(python())
-        .arg(root.join("tests/python/slice_reference.py"))
-        .arg(&fx)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "slice_reference.py failed");
-    let r = serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let r = python_reference("slice_reference.py", &fx, &[]);
     (fx, r)
 }
 
@@ -269,7 +253,7 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
     let (seed, batch) = (r["seed"].as_u64().unwrap(), r["batch_size"].as_u64().unwrap());
     // A third checkpoint off the line between a and b, so that the trajectory spans a plane.
     let mid = fx.join("ckpt_mid.safetensors");
-    let ok = Command::new(python())
+    let ok = Command::new(venv_python())
         .args(["-c", "import sys, torch\nfrom safetensors.torch import load_file, save_file\n\
              a, b = load_file(sys.argv[1]), load_file(sys.argv[2]); g = torch.Generator().manual_seed(1)\n\
              save_file({k: (0.5 * (a[k] + b[k]) + 0.3 * a[k].abs().mean() * torch.randn(a[k].shape, generator=g))\n\
@@ -355,7 +339,7 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
     assert_eq!(d.stop(), Some(0));
 
     // The command line, on the same store and PCA, slices the same plane to the same values.
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let out = Command::new(BIN)
         .env("LANDSCAPED_LOG", "warn")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -365,7 +349,7 @@ fn daemon_pca_slice_lies_in_the_trajectory_plane() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let show = Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let show = Command::new(BIN)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--format", "json", "slices", "show", &(id + 1).to_string()])
@@ -405,16 +389,9 @@ fn flat_grid(v: &serde_json::Value) -> Vec<f64> {
 fn pca_plane_reference(fx: &Path, rec: &serde_json::Value) -> serde_json::Value {
     let record = fx.join("pca_slice_record.json");
     std::fs::write(&record, rec.to_string()).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python())
-        .arg(root.join("tests/python/pca_slice_reference.py"))
-        .arg(fx)
-        .arg(&record)
-        .args(["ckpt_a", "ckpt_mid", "ckpt_b"].map(|n| fx.join(format!("{n}.safetensors"))))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pca_slice_reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut args = vec![fx.to_path_buf(), record];
+    args.extend(["ckpt_a", "ckpt_mid", "ckpt_b"].map(|n| fx.join(format!("{n}.safetensors"))));
+    serde_json::from_str(&run_script_args("pca_slice_reference.py", args)).unwrap()
 }
 
 /// A `[run.slice]` job computing on workers from a launcher (`workers_listen`): each run of the job
@@ -443,7 +420,7 @@ fn daemon_slice_job_on_workers_that_dial_in() {
     });
     let at = at.unwrap();
     // The worker reads the token file the job creates (it waits for it within its connect timeout).
-    let worker = Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker");
+    let worker = worker_bin();
     let w = Command::new(&worker)
         .args(["--connect", &at, "--connect-timeout", "90", "--token-file"])
         .arg(&token)

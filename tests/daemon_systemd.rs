@@ -4,10 +4,10 @@
 //! `STATUS=` line once the initial scan is done, `WATCHDOG=1` pings after it, `STOPPING=1` at SIGTERM.
 //! (The unit files themselves: tests/daemon_files.rs.)
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
+use support::*;
 
 /// Reads datagrams from `sock` into `got` until `done(got)` or `limit` passes (then panics, showing them).
 fn read_until(sock: &UnixDatagram, got: &mut Vec<String>, limit: Duration, done: impl Fn(&[String]) -> bool) {

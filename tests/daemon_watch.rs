@@ -1,9 +1,9 @@
 //! The daemon as a subprocess watching real folders while a Python writer produces checkpoints, with
 //! the faults a training job produces. Each test bounds its waits (seconds).
 
-mod daemon_support;
-use daemon_support::*;
+mod support;
 use std::time::Duration;
+use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -84,11 +84,8 @@ fn garbage_and_hostile_files_are_one_error_each() {
     // Random bytes with checkpoint names; a safetensors header claiming a huge tensor; a zip with a
     // pickle that would run code if executed.
     std::fs::write(ck.join("step-100.pt"), vec![0x5au8; 4096]).unwrap();
-    let mut st = Vec::new();
-    let header = br#"{"w":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}}"#;
-    st.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    st.extend_from_slice(header);
-    st.extend_from_slice(&[0u8; 64]);
+    let header = r#"{"w":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}}"#;
+    let st = safetensors_bytes(header, &[0u8; 64]);
     std::fs::write(ck.join("step-101.safetensors"), &st).unwrap();
     std::fs::write(ck.join("step-102.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xff{").unwrap();
     let evil = tmp.path().join("evil.pt");
@@ -97,7 +94,7 @@ fn garbage_and_hostile_files_are_one_error_each() {
         tmp.path().join("pwned").display(),
         evil.to_str().unwrap()
     );
-    let ok = std::process::Command::new(python()).args(["-c", &py]).status().unwrap().success();
+    let ok = std::process::Command::new(venv_python()).args(["-c", &py]).status().unwrap().success();
     assert!(ok);
     std::fs::rename(&evil, ck.join("step-103.pt")).unwrap();
     writer(&ck, &["--steps", "104"]); // and one good one

@@ -8,7 +8,6 @@
 mod capability;
 
 use std::io::Write;
-use std::path::Path;
 
 use landscaped::ingest::{IngestOptions, ingest_checkpoint};
 use landscaped::store::Store;
@@ -17,28 +16,8 @@ use landscaped_formats::{Checkpoint, ValuesChunk};
 use landscaped_maths::stats;
 use landscaped_maths::stats::TensorStats;
 
-/// Writes a safetensors file by hand: `tensors` are (name, dtype, shape, bytes).
-fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut off = 0u64;
-    for (name, dtype, shape, bytes) in tensors {
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + bytes.len() as u64]}),
-        );
-        off += bytes.len() as u64;
-    }
-    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(&h).unwrap();
-    for (_, _, _, bytes) in tensors {
-        f.write_all(bytes).unwrap();
-    }
-}
+mod support;
+use support::*;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut x = seed;
@@ -118,7 +97,7 @@ fn tensor_over_the_limit_is_refused_in_one_line() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("step-3.safetensors");
     let v = values(1000, 1);
-    write_safetensors(
+    write_safetensors_raw(
         &p,
         &[("small", "F32", vec![10], f32_bytes(&v[..10])), ("big", "F32", vec![1000], f32_bytes(&v))],
     );
@@ -138,7 +117,7 @@ fn chunk_boundaries_give_identical_statistics() {
     // Sizes that are not multiples of any chunk or block: 3 blocks + 17, and a big one.
     let a = values(3 * 4096 + 17, 7);
     let b = values(100_003, 11);
-    write_safetensors(
+    write_safetensors_raw(
         &p,
         &[
             ("a", "F32", vec![a.len() as u64], f32_bytes(&a)),
@@ -203,7 +182,7 @@ fn distances_stream_against_files_and_the_archive() {
     let mut paths = Vec::new();
     for (s, v) in steps.iter().enumerate() {
         let p = d.path().join(format!("step-{s}.safetensors"));
-        write_safetensors(&p, &[("w", "F32", vec![n as u64], f32_bytes(v))]);
+        write_safetensors_raw(&p, &[("w", "F32", vec![n as u64], f32_bytes(v))]);
         let opts = IngestOptions { memory_budget: 1, ..Default::default() };
         ingest_checkpoint(&store, "r", &p, &opts, &mut [&mut sink]).unwrap();
         paths.push(p);
@@ -229,7 +208,7 @@ fn distances_stream_against_files_and_the_archive() {
     let store2 = Store::open(&d.path().join("data2")).unwrap();
     let mut sink2 = ArchiveSink::new(&d.path().join("data2"), &ArchiveConfig::default()).unwrap();
     for (s, v) in clean.iter().enumerate() {
-        write_safetensors(&paths[s], &[("w", "F32", vec![n as u64], f32_bytes(v))]);
+        write_safetensors_raw(&paths[s], &[("w", "F32", vec![n as u64], f32_bytes(v))]);
         if s == 2 {
             std::fs::remove_file(&paths[0]).unwrap();
             std::fs::remove_file(&paths[1]).unwrap();

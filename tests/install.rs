@@ -11,9 +11,8 @@ use landscaped::store::{Store, slices};
 use std::path::Path;
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::*;
 
 /// Runs `cmd` with the checkout hidden, when this machine allows a private mount namespace (root or user
 /// namespaces); otherwise, outside CI only, as it is (the RUNPATH check below still guards the layout).
@@ -50,7 +49,7 @@ fn slice_losses(data: &Path, id: u64) -> Vec<f64> {
 fn an_installed_landscaped_runs_slices_on_both_backends_without_the_checkout() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("prefix");
-    let build = Path::new(env!("CARGO_BIN_EXE_landscaped")).parent().unwrap();
+    let build = Path::new(BIN).parent().unwrap();
     let st = Command::new("make")
         .args(["-s", "-C"])
         .arg(root())
@@ -84,12 +83,7 @@ fn an_installed_landscaped_runs_slices_on_both_backends_without_the_checkout() {
     let fx = tmp.path().join("fx");
     // The venv itself (a link into the cache outside the checkout), not its python (a link to the base one).
     let python = std::fs::canonicalize(root().join(".venv")).unwrap().join("bin/python");
-    let ok = Command::new(&python)
-        .arg(root().join("tests/python/slice_reference.py"))
-        .arg(&fx)
-        .status()
-        .unwrap()
-        .success();
+    let ok = Command::new(&python).arg(script("slice_reference.py")).arg(&fx).status().unwrap().success();
     assert!(ok);
     for f in
         ["tests/python/slice_reference.py", "tests/python/digits_factory.py", "examples/landscaped_export.py"]

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
+mod support;
+use support::*;
+
 fn needed(bin: &Path) -> Vec<String> {
     let out = Command::new("readelf").arg("-d").arg(bin).output().expect("readelf (binutils) runs");
     assert!(out.status.success(), "readelf -d {}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
@@ -17,12 +20,12 @@ fn needed(bin: &Path) -> Vec<String> {
 
 #[test]
 fn landscaped_needs_no_libtorch_and_the_worker_does() {
-    let light = needed(Path::new(env!("CARGO_BIN_EXE_landscaped")));
+    let light = needed(Path::new(BIN));
     assert!(light.iter().any(|l| l.starts_with("libc.so")), "no NEEDED entries parsed: {light:?}");
     let torchy = |l: &String| l.contains("torch") || l.contains("c10");
     assert!(!light.iter().any(torchy), "landscaped links {light:?}");
     // The worker sits beside it (cargo builds the whole workspace before the tests).
-    let worker = Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker");
+    let worker = worker_bin();
     if worker.exists() {
         let heavy = needed(&worker);
         assert!(
@@ -34,7 +37,7 @@ fn landscaped_needs_no_libtorch_and_the_worker_does() {
 
 #[test]
 fn the_root_package_has_no_tch_dependency() {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     let table: toml::Table = toml::from_str(&manifest).unwrap();
     for section in ["dependencies", "build-dependencies"] {
         if let Some(deps) = table.get(section).and_then(|d| d.as_table()) {

@@ -6,9 +6,12 @@
 //! target/plot-gallery/ for a look.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use landscaped::plot::*;
+
+mod support;
+use support::*;
 
 // ---------- sample data ----------
 
@@ -225,7 +228,7 @@ fn all_samples() -> Vec<(&'static str, Writer)> {
 #[test]
 #[ignore = "writes sample charts to target/plot-gallery for a visual check"]
 fn gallery() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/plot-gallery");
+    let dir = root().join("target/plot-gallery");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, f) in all_samples() {
         for ext in ["png", "svg"] {

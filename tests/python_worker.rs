@@ -9,27 +9,20 @@
 //! and `landscaped slice --backend python` end to end. The conformance suite runs on this worker too
 //! (tests/worker_protocol.rs, module `python`).
 
-use landscaped::cancel::Cancel;
-use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::runner::PlaneSpec;
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
 use landscaped::sharpness::runner::sharpness_at;
-use landscaped::store::Store;
-use landscaped::store::slices::{DirectionSource, SliceRecord};
+use landscaped::store::slices::SliceRecord;
 use landscaped::workers::{ModelContract, Worker, WorkerError};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, ErrorKind, StateSource, VectorInit, WireContract};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_python() -> PathBuf {
-    root().join(".venv/bin/python")
-}
+mod support;
+use support::*;
 
 /// The fixture folder (made once per test binary), its reference values, and a torch.save copy of
 /// checkpoint b (a zip pickle, which only the caller's readers read).
@@ -39,15 +32,8 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
         // The factories' module folder for every worker this binary starts (the caller puts the
         // package folder in front). Set before any process is spawned: every test comes here first.
         // SAFETY: no other thread reads the environment yet (they all wait on this initialisation).
-        unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = std::process::Command::new(venv_python())
-            .arg(root().join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "slice_reference.py failed");
+        unsafe { std::env::set_var("PYTHONPATH", tests_python()) };
+        let (dir, r) = slice_fixture().clone();
         let code = "import sys, torch; from safetensors.torch import load_file; \
                     torch.save(load_file(sys.argv[1]), sys.argv[2])";
         let ok = std::process::Command::new(venv_python())
@@ -58,7 +44,6 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
             .unwrap()
             .success();
         assert!(ok);
-        let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
         (dir, r)
     })
 }
@@ -66,26 +51,7 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
 /// The contract for either backend on the fixture (the factory's module comes from tests/python, which
 /// the worker finds on PYTHONPATH: the caller adds the package folder in front of ours).
 fn model_contract(python: bool, factory: &str, workers: usize) -> ModelContract {
-    let dir = &fixture().0;
-    if python {
-        ModelContract {
-            factory: Some(factory.into()),
-            python: Some(venv_python()),
-            batch_size: 64,
-            threads: Some(workers),
-            workers: Some(workers),
-            ..Default::default()
-        }
-    } else {
-        ModelContract {
-            model: Some(dir.join("model/model.pt")),
-            eval_data: Some(dir.join("model/eval.safetensors")),
-            batch_size: 64,
-            threads: Some(workers),
-            workers: Some(workers),
-            ..Default::default()
-        }
-    }
+    if python { python_contract(factory, workers) } else { torchscript_contract(&fixture().0, workers) }
 }
 
 /// A started worker of either backend with the model loaded.
@@ -103,31 +69,8 @@ fn ckpt(name: &str) -> StateSource {
 }
 
 fn slice(python: bool, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64>) -> SliceRecord {
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_dir.path()).unwrap();
-    let directions = match &plane {
-        PlaneSpec::Random { dirs, .. } => DirectionSource::Random(dirs.clone()),
-        PlaneSpec::Interpolation { to, .. } => {
-            DirectionSource::Interpolation { to: to.display().to_string() }
-        }
-        PlaneSpec::Files { .. } => unreachable!(),
-    };
     let c = model_contract(python, "digits_factory:build", workers);
-    let req = SliceRequest {
-        contract: &c,
-        plane,
-        xs,
-        ys,
-        run: None,
-        step: None,
-        directions,
-        trajectory: vec![],
-        signature_prefix: "test".into(),
-        skip_if_complete: false,
-        persist_every: 4,
-        label: "test".into(),
-    };
-    let r = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let r = slice_in_fresh_store(&c, plane, xs, ys, "test");
     assert_eq!(r.outcome, Outcome::Complete);
     r.record
 }
@@ -338,10 +281,10 @@ fn bad_factories_and_pythons_are_one_line_each() {
 fn the_slice_command_runs_the_python_backend() {
     let dir = &fixture().0;
     let data = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let out = std::process::Command::new(BIN)
         .env("LANDSCAPED_DATA_DIR", data.path())
         .env("LANDSCAPED_LOG", "warn")
-        .env("PYTHONPATH", root().join("tests/python"))
+        .env("PYTHONPATH", tests_python())
         .args(["--format", "json", "slice", "--checkpoint"])
         .arg(dir.join("ckpt_b.pt"))
         .args(["--backend", "python", "--python"])
@@ -350,7 +293,7 @@ fn the_slice_command_runs_the_python_backend() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let show = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let show = std::process::Command::new(BIN)
         .env("LANDSCAPED_DATA_DIR", data.path())
         .args(["--format", "json", "slices", "show", "1"])
         .output()
@@ -362,7 +305,7 @@ fn the_slice_command_runs_the_python_backend() {
     let want = fixture().1["loss_b"].as_f64().unwrap();
     assert!(rel_close(loss[1].as_f64().unwrap(), want, 1e-5), "{v}");
     // A factory without the python backend is refused with the flag named.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let out = std::process::Command::new(BIN)
         .env("LANDSCAPED_DATA_DIR", data.path())
         .args(["slice", "--checkpoint"])
         .arg(dir.join("ckpt_b.pt"))
@@ -380,8 +323,8 @@ fn the_workers_codecs_and_contract_pass_their_python_tests() {
     // tests/python/worker_factory_test.py: factory returns, data, losses, binding, without a process.
     let out = std::process::Command::new(venv_python())
         .args(["-m", "unittest", "-q"])
-        .arg(root().join("tests/python/worker_codecs_test.py"))
-        .arg(root().join("tests/python/worker_factory_test.py"))
+        .arg(script("worker_codecs_test.py"))
+        .arg(script("worker_factory_test.py"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -405,14 +348,8 @@ fn reduced_precision_evaluates_under_autocast_and_hessian_work_stays_f32() {
     let (bf16, _, _) = w.evaluate().unwrap();
     // The reference: PyTorch's own CPU autocast to bfloat16 on the same model, data and batches
     // (tests/python/autocast_reference.py). Same kernels: measured equal; 1e-6 is a few float32 ulps.
-    let out = std::process::Command::new(venv_python())
-        .arg(root().join("tests/python/autocast_reference.py"))
-        .arg(&fixture().0)
-        .arg(c.batch_size.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let autocast: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_script("autocast_reference.py", &fixture().0, &[&c.batch_size.to_string()]);
+    let autocast: serde_json::Value = serde_json::from_str(&out).unwrap();
     let reference = autocast["loss_bf16"].as_f64().unwrap();
     eprintln!(
         "bf16 loss {bf16} vs PyTorch autocast {reference}, f32 {want}: {:.2e} from f32",
@@ -440,18 +377,14 @@ fn both_backends_give_the_same_curvature() {
     let mut got = Vec::new();
     for python in [false, true] {
         let c = model_contract(python, "digits_factory:build", 1);
-        let (rep, _) = sharpness_at(&c, &ck, &opts, "test", &Cancel::new(), |_| {}).unwrap();
+        let (rep, _) =
+            sharpness_at(&c, &ck, &opts, "test", &landscaped::cancel::Cancel::new(), |_| {}).unwrap();
         got.push(rep.extremes.unwrap());
     }
     // The outside reference: eigvalsh of the full float64 Hessian (628 parameters, all 200 samples),
     // tests/python/digits_hessian_reference.py, which uses neither Lanczos nor a worker.
-    let out = std::process::Command::new(venv_python())
-        .arg(root().join("tests/python/digits_hessian_reference.py"))
-        .arg(&fixture().0)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&run_script("digits_hessian_reference.py", &fixture().0, &[])).unwrap();
     let (lmax, lmin) = (want["lambda_max"].as_f64().unwrap(), want["lambda_min"].as_f64().unwrap());
     for (backend, e) in [("torchscript", &got[0]), ("python", &got[1])] {
         eprintln!(
@@ -475,7 +408,7 @@ fn both_backends_give_the_same_curvature() {
 
 #[test]
 fn info_asks_the_python_worker_in_a_given_python() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
+    let out = std::process::Command::new(BIN)
         .args(["--format", "json", "info", "--python"])
         .arg(venv_python())
         .output()
@@ -484,9 +417,7 @@ fn info_asks_the_python_worker_in_a_given_python() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"python\"") && text.contains("PyTorch 2.13"), "{text}");
     // A Python that doesn't exist: the reason instead of the worker's answers.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .args(["info", "--python", "/nonexistent/python"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["info", "--python", "/nonexistent/python"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("unavailable: python /nonexistent/python"));
 }

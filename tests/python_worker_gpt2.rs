@@ -6,22 +6,19 @@
 //! batches; a power iteration driven through the protocol (HVPs by double backward in the worker) agrees
 //! with the same power iteration in plain PyTorch; a slice about the checkpoint has it at its centre.
 
-use landscaped::cancel::Cancel;
-use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::runner::PlaneSpec;
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
 use landscaped::sharpness::runner::sharpness_at;
-use landscaped::store::Store;
-use landscaped::store::slices::DirectionSource;
 use landscaped::workers::{ModelContract, Worker};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use landscaped::cancel::Cancel;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::*;
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
@@ -30,19 +27,11 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
 #[test]
 fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() {
     let dir = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/python/gpt2_make.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "gpt2_make.py failed");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap()).unwrap();
+    let r = python_reference("gpt2_make.py", dir.path(), &[]);
     let ck = PathBuf::from(r["checkpoint"].as_str().unwrap());
     let contract = ModelContract {
         factory: Some("gpt2_factory:build".into()),
-        python: Some(root().join(".venv/bin/python")),
+        python: Some(venv_python()),
         batch_size: 4,
         threads: Some(1),
         workers: Some(1),
@@ -50,7 +39,7 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     };
     // The factory module's folder for the worker (the caller puts the package folder in front).
     // SAFETY: this binary's only test; no other thread reads the environment.
-    unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
+    unsafe { std::env::set_var("PYTHONPATH", tests_python()) };
 
     let mut pc = contract.protocol_contract(Some(1)).unwrap();
     pc.checkpoint = Some(ck.clone());
@@ -116,8 +105,6 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
     let _ = w.shutdown();
 
     // A 1D slice about the checkpoint folder: the centre is the checkpoint's own loss.
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_dir.path()).unwrap();
     let dirs = RandomDirections {
         seed: 1,
         norm: Normalization::Filter,
@@ -125,21 +112,8 @@ fn a_tiny_gpt2_from_its_checkpoint_folder_evaluates_differentiates_and_slices() 
         params: vec![],
         orthogonalize: false,
     };
-    let req = SliceRequest {
-        contract: &contract,
-        plane: PlaneSpec::Random { centre: ck.clone(), dirs: dirs.clone(), two_d: false },
-        xs: vec![-0.5, 0.0, 0.5],
-        ys: vec![],
-        run: None,
-        step: None,
-        directions: DirectionSource::Random(dirs),
-        trajectory: vec![],
-        signature_prefix: "gpt2".into(),
-        skip_if_complete: false,
-        persist_every: 4,
-        label: "test".into(),
-    };
-    let run = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let plane = PlaneSpec::Random { centre: ck.clone(), dirs, two_d: false };
+    let run = slice_in_fresh_store(&contract, plane, vec![-0.5, 0.0, 0.5], vec![], "gpt2");
     assert_eq!(run.outcome, Outcome::Complete);
     let l = &run.record.values.loss;
     assert!(rel_close(l[1], own, 1e-6) && rel_close(run.record.centre_loss, own, 1e-6), "{l:?}");

@@ -4,24 +4,16 @@
 //! `torch.compile`d module (names `_orig_mod.*`): evaluated compiled, differentiated through the original
 //! module, with the plain module's values.
 
-use landscaped::cancel::Cancel;
-use landscaped::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
+use landscaped::landscape::runner::PlaneSpec;
 use landscaped::landscape::slice::Outcome;
-use landscaped::store::Store;
-use landscaped::store::slices::DirectionSource;
-use landscaped::workers::{ModelContract, Worker};
+use landscaped::workers::Worker;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    root().join(".venv/bin/python")
-}
+mod support;
+use support::*;
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
@@ -32,33 +24,13 @@ fn fixture() -> &'static (PathBuf, serde_json::Value) {
     static F: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
     F.get_or_init(|| {
         // SAFETY: set before any process is spawned; every test comes here first.
-        unsafe { std::env::set_var("PYTHONPATH", root().join("tests/python")) };
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = std::process::Command::new(python())
-            .arg(root().join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "slice_reference.py failed");
-        let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-        (dir, r)
+        unsafe { std::env::set_var("PYTHONPATH", tests_python()) };
+        slice_fixture().clone()
     })
 }
 
-fn contract(factory: &str) -> ModelContract {
-    ModelContract {
-        factory: Some(factory.into()),
-        python: Some(python()),
-        batch_size: 64,
-        threads: Some(1),
-        workers: Some(1),
-        ..Default::default()
-    }
-}
-
 fn started(factory: &str) -> Worker {
-    let c = contract(factory);
+    let c = python_contract(factory, 1);
     let mut pc = c.protocol_contract(Some(1)).unwrap();
     pc.checkpoint = Some(fixture().0.join("ckpt_b.safetensors"));
     let mut w = Worker::start(&c.worker_options().unwrap()).unwrap();
@@ -70,11 +42,10 @@ fn started(factory: &str) -> Worker {
 fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
     let (dir, _) = fixture();
     let ckpt = dir.join("lit.ckpt");
-    let mut cmd = std::process::Command::new(python());
-    let path = std::env::join_paths([root().join("python"), root().join("tests/python")]).unwrap();
+    let mut cmd = std::process::Command::new(venv_python());
     let out = cmd
-        .env("PYTHONPATH", path)
-        .arg(root().join("tests/python/lightning_make.py"))
+        .env("PYTHONPATH", worker_python_path())
+        .arg(script("lightning_make.py"))
         .arg(dir)
         .arg(&ckpt)
         .output()
@@ -84,9 +55,7 @@ fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
     let r: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
     let own = r["own_loss"].as_f64().unwrap();
 
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_dir.path()).unwrap();
-    let c = contract("lightning_factory:build");
+    let c = python_contract("lightning_factory:build", 1);
     let dirs = RandomDirections {
         seed: 2,
         norm: Normalization::Filter,
@@ -94,21 +63,8 @@ fn a_lightning_module_is_sliced_about_its_trainer_checkpoint() {
         params: vec![],
         orthogonalize: false,
     };
-    let req = SliceRequest {
-        contract: &c,
-        plane: PlaneSpec::Random { centre: ckpt, dirs: dirs.clone(), two_d: false },
-        xs: vec![-0.25, 0.0, 0.25],
-        ys: vec![],
-        run: None,
-        step: None,
-        directions: DirectionSource::Random(dirs),
-        trajectory: vec![],
-        signature_prefix: "lightning".into(),
-        skip_if_complete: false,
-        persist_every: 4,
-        label: "test".into(),
-    };
-    let run = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let plane = PlaneSpec::Random { centre: ckpt, dirs, two_d: false };
+    let run = slice_in_fresh_store(&c, plane, vec![-0.25, 0.0, 0.25], vec![], "lightning");
     assert_eq!(run.outcome, Outcome::Complete);
     let l = &run.record.values.loss;
     assert!(rel_close(l[1], own, 1e-6), "centre {} vs the module's own loss {own}", l[1]);

@@ -7,21 +7,15 @@
 //! (exit 2, one line naming where it looked); nothing listening within `--connect-timeout` (exit 1,
 //! one line).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_python() -> PathBuf {
-    root().join(".venv/bin/python")
-}
+mod support;
+use support::*;
 
 /// Runs one case of the check script and asserts it passed (its own asserts print what differed).
 fn case(name: &str) {
     let out = Command::new(venv_python())
-        .arg(root().join("tests/python/tcp_join_check.py"))
+        .arg(script("tcp_join_check.py"))
         .arg(name)
         .env("PYTHONPATH", root().join("python"))
         .output()

@@ -6,36 +6,17 @@
 use landscaped::store::Store;
 use landscaped::store::sharpness as records;
 use std::path::Path;
-use std::process::Command;
+
+mod support;
+use support::*;
 
 fn reference() -> &'static (tempfile::TempDir, serde_json::Value) {
     static REF: std::sync::OnceLock<(tempfile::TempDir, serde_json::Value)> = std::sync::OnceLock::new();
-    REF.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let st = Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("tests/python/sharpness_reference.py"))
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let text = std::fs::read_to_string(dir.path().join("reference.json")).unwrap();
-        (dir, serde_json::from_str(&text).unwrap())
-    })
+    REF.get_or_init(|| python_made("sharpness_reference.py", "reference.json"))
 }
 
 fn landscaped(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    outcome(landscaped_cmd(data).args(args).output().unwrap())
 }
 
 fn rel(a: f64, b: f64) -> f64 {

@@ -2,28 +2,18 @@
 //! stopped (same record, same values as an uninterrupted run), exports (CSV, JSON, VTK, NPZ read back
 //! by NumPy), plots, and one-line errors for bad grids and missing files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+
+mod support;
+use support::*;
 
 fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        dir
-    })
+    &slice_fixture().0
 }
 
 fn bin(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+    let mut c = Command::new(BIN);
     c.env("LANDSCAPED_DATA_DIR", data).env("LANDSCAPED_LOG", "warn");
     c
 }
@@ -145,8 +135,7 @@ fn exports_and_plots() {
     let npz = d.join("s2.npz");
     assert!(bin(d).args(["slices", "export", "2", "-o"]).arg(&npz).status().unwrap().success());
     let json = show_json(d, "2");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let py = Command::new(root.join(".venv/bin/python"))
+    let py = Command::new(venv_python())
         .arg("-c")
         .arg("import sys, json, numpy as np; z=np.load(sys.argv[1]); print(json.dumps({'shape': list(z['loss'].shape), 'xs': z['xs'].tolist(), 'loss': z['loss'].tolist(), 'done': bool(z['done'].all())}))")
         .arg(&npz)

@@ -5,39 +5,20 @@
 //! accuracies, interpolation reproducing each checkpoint's own loss at 0 and 1, and the centre of the
 //! slice equal to the checkpoint's loss — on one worker and on several, bit for bit the same.
 
-use landscaped::cancel::Cancel;
-use landscaped::landscape::runner::{PlaneSpec, SliceRequest, parameter_list, run_slice};
+use landscaped::landscape::runner::{PlaneSpec, parameter_list};
 use landscaped::landscape::slice::Outcome;
-use landscaped::store::Store;
-use landscaped::store::slices::{DirectionSource, SliceRecord};
-use landscaped::workers::{ModelContract, Worker, WorkerOptions, locate_worker};
+use landscaped::store::slices::SliceRecord;
+use landscaped::workers::{Worker, WorkerOptions, locate_worker};
 use landscaped_formats::Checkpoint;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource};
 use std::path::{Path, PathBuf};
 
-fn fixture(dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ok = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/python/slice_reference.py"))
-        .arg(dir)
-        .args(extra)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "slice_reference.py failed");
-    serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap()
-}
+mod support;
+use support::*;
 
-fn contract(dir: &Path, workers: usize) -> ModelContract {
-    ModelContract {
-        model: Some(dir.join("model/model.pt")),
-        eval_data: Some(dir.join("model/eval.safetensors")),
-        batch_size: 64,
-        threads: Some(workers),
-        workers: Some(workers),
-        ..Default::default()
-    }
+fn fixture(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    python_reference("slice_reference.py", dir, extra)
 }
 
 /// The largest relative difference from the reference code's losses (printed by each test).
@@ -53,31 +34,8 @@ fn rel_close(a: f64, b: f64, rel: f64) -> bool {
 
 /// Computes a slice through the runner on `workers` worker processes, in a fresh store.
 fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64>) -> SliceRecord {
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_dir.path()).unwrap();
-    let directions = match &plane {
-        PlaneSpec::Random { dirs, .. } => DirectionSource::Random(dirs.clone()),
-        PlaneSpec::Interpolation { to, .. } => {
-            DirectionSource::Interpolation { to: to.display().to_string() }
-        }
-        PlaneSpec::Files { .. } => unreachable!(),
-    };
-    let c = contract(dir, workers);
-    let req = SliceRequest {
-        contract: &c,
-        plane,
-        xs,
-        ys,
-        run: None,
-        step: None,
-        directions,
-        trajectory: vec![],
-        signature_prefix: "test".into(),
-        skip_if_complete: false,
-        persist_every: 4,
-        label: "test".into(),
-    };
-    let r = run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+    let c = torchscript_contract(dir, workers);
+    let r = slice_in_fresh_store(&c, plane, xs, ys, "test");
     assert_eq!(r.outcome, Outcome::Complete);
     assert_eq!(r.plan.workers, workers);
     r.record
@@ -85,7 +43,7 @@ fn slice(dir: &Path, workers: usize, plane: PlaneSpec, xs: Vec<f64>, ys: Vec<f64
 
 fn worker(dir: &Path) -> Worker {
     let mut w = Worker::start(&WorkerOptions::new(locate_worker(None).unwrap())).unwrap();
-    w.load_model(&contract(dir, 1).protocol_contract(Some(1)).unwrap()).unwrap();
+    w.load_model(&torchscript_contract(dir, 1).protocol_contract(Some(1)).unwrap()).unwrap();
     w
 }
 

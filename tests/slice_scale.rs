@@ -4,45 +4,22 @@
 //! bit, also when a worker dies in the middle and another is a straggler; intruders (wrong token,
 //! another contract) are refused with one line each and change nothing.
 
-mod daemon_support;
-use daemon_support::coordinator_addr;
+mod support;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::*;
 
 const TOKEN: &str = "test-token-3f9a";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_python() -> PathBuf {
-    root().join(".venv/bin/python")
-}
-
 fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new(venv_python())
-            .arg(root().join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        dir
-    })
+    &slice_fixture().0
 }
 
-fn worker_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_landscaped")).with_file_name("landscaped-worker")
-}
-
+/// The CLI on the store `data` (named by LANDSCAPED_DATA_DIR), logging at info, no token in the environment.
 fn landscaped(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_landscaped"));
+    let mut c = Command::new(BIN);
     c.env("LANDSCAPED_DATA_DIR", data).env("LANDSCAPED_LOG", "info").env_remove("LANDSCAPED_TOKEN");
     c
 }
@@ -64,10 +41,6 @@ fn slice_args(python: bool) -> Vec<String> {
     a
 }
 
-fn python_path() -> String {
-    format!("{}:{}", root().join("python").display(), root().join("tests/python").display())
-}
-
 /// The grid as JSON (loss, accuracy, centre loss) of slice `id`.
 fn show(data: &Path, id: &str) -> serde_json::Value {
     let out = landscaped(data).args(["--format", "json", "slices", "show", id]).output().unwrap();
@@ -80,7 +53,7 @@ fn reference(python: bool) -> serde_json::Value {
     let out = landscaped(data.path())
         .args(slice_args(python))
         .args(["--workers", "1"])
-        .env("PYTHONPATH", python_path())
+        .env("PYTHONPATH", worker_python_path())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -154,7 +127,7 @@ fn coordinator(data: &Path, python: bool, expect: usize) -> Coordinator {
             .args(slice_args(python))
             .args(listen_flags(expect, 90))
             .env("LANDSCAPED_TOKEN", TOKEN)
-            .env("PYTHONPATH", python_path()),
+            .env("PYTHONPATH", worker_python_path()),
     )
 }
 
@@ -169,7 +142,7 @@ fn py_worker(addr: &str) -> Command {
     let mut c = Command::new(venv_python());
     c.args(["-m", "landscaped_worker", "--connect", addr, "--connect-timeout", "60"])
         .env("LANDSCAPED_TOKEN", TOKEN)
-        .env("PYTHONPATH", python_path());
+        .env("PYTHONPATH", worker_python_path());
     c
 }
 
@@ -385,7 +358,7 @@ fn torchrun_places_python_workers() {
         .args(["--standalone", "--nproc-per-node", "2", "-m", "landscaped_worker"])
         .args(["--connect", &coord.addr, "--connect-timeout", "60"])
         .env("LANDSCAPED_TOKEN", TOKEN)
-        .env("PYTHONPATH", python_path())
+        .env("PYTHONPATH", worker_python_path())
         .env("OMP_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -8,7 +8,9 @@ use landscaped::ingest::{IngestOptions, IngestStatus, ingest_checkpoint};
 use landscaped::store::{Store, checkpoints as records};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
+
+mod support;
+use support::*;
 
 /// Both sides accumulate in float64 (ours blocked + compensated, PyTorch its own reduction order) over at
 /// most 3.2 M values: the largest relative difference seen is 1.4e-13 (l2 of a 12.8 MB f32 tensor);
@@ -38,12 +40,9 @@ fn close_opt(what: &str, got: Option<f64>, want: &Value) {
     }
 }
 
-fn python_reference(dir: &Path) -> Value {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/stats_reference.py");
-    let out = Command::new(py).arg(script).arg(dir).output().expect("run python");
-    assert!(out.status.success(), "stats_reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+fn stats_reference(dir: &Path) -> Value {
+    run_script("stats_reference.py", dir, &[]);
+    read_json(&dir.join("manifest.json"))
 }
 
 fn check_tensor(ctx: &str, got: &records::TensorRecord, want: &Value) {
@@ -76,7 +75,7 @@ fn check_tensor(ctx: &str, got: &records::TensorRecord, want: &Value) {
 fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("ckpts");
-    let manifest = python_reference(&data);
+    let manifest = stats_reference(&data);
     let store = Store::open(&tmp.path().join("store")).unwrap();
     let opts = IngestOptions::default();
     let runs = manifest["runs"].as_array().unwrap();

@@ -2,21 +2,17 @@
 //! `trajectory` as JSON/CSV, `plot trajectory` as SVG, and the one-line errors for bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod support;
+use support::*;
 
 fn bin(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_landscaped"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("LANDSCAPED_LOG", "warn")
-        .output()
-        .expect("run landscaped")
+    landscaped_cmd(data).args(args).env("LANDSCAPED_LOG", "warn").output().expect("run landscaped")
 }
 
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
+    stdout_ok(o)
 }
 
 #[test]
@@ -24,11 +20,7 @@ fn import_pca_trajectory_plot() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
     let data = tmp.path().join("data");
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pca_reference.py");
-    let st =
-        Command::new(py).arg(script).args(["make", ck.to_str().unwrap(), "6", "4", "f32"]).status().unwrap();
-    assert!(st.success());
+    run_script_args("pca_reference.py", ["make", ck.to_str().unwrap(), "6", "4", "f32"]);
 
     // Too early: no PCA yet, and no archive yet.
     let o = bin(&data, &["trajectory", "--run", "r"]);

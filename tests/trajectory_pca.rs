@@ -13,20 +13,13 @@ use landscaped::trajectory::select::Selection;
 use landscaped_formats::safetensors_file::load_float_tensors as load_directions_with_shapes;
 use landscaped_formats::{Checkpoint, Dtype, TensorInfo, Values};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pca_reference.py")
-}
+mod support;
+use support::*;
 
 fn py(args: &[&str]) {
-    let out = Command::new(python()).arg(script()).args(args).output().expect("run python");
-    assert!(out.status.success(), "python {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    run_script_args("pca_reference.py", args);
 }
 
 /// Ingests every checkpoint of `ckdir` into the archive of `run` through the TensorSink path.

@@ -17,25 +17,14 @@ use landscaped_protocol::messages::{
     VectorInit, WireContract, capability, f64_bytes,
 };
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
+
+mod support;
+use support::*;
 
 /// The fixture folder (made once per test binary) and its PyTorch reference values.
 fn fixture() -> &'static (PathBuf, serde_json::Value) {
-    static F: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
-    F.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::temp_dir().join(format!("landscaped-protocol-{}", std::process::id()));
-        let ok = std::process::Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "slice_reference.py failed");
-        let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-        (dir, r)
-    })
+    slice_fixture()
 }
 
 /// A worker implementation under test: how to start it, and the contract it loads.
@@ -52,11 +41,9 @@ fn torchscript() -> Impl {
 /// `python -m landscaped_worker` in the venv's Python with the digits-CNN factory, which finds the
 /// fixture folder from the checkpoint path the contract passes it.
 fn python() -> Impl {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut o = WorkerOptions::new(root.join(".venv/bin/python"));
+    let mut o = WorkerOptions::new(venv_python());
     o.args = vec!["-m".into(), "landscaped_worker".into()];
-    let path = std::env::join_paths([root.join("python"), root.join("tests/python")]).unwrap();
-    o.env.push(("PYTHONPATH".into(), path.to_string_lossy().into_owned()));
+    o.env.push(("PYTHONPATH".into(), worker_python_path().to_string_lossy().into_owned()));
     let contract = WireContract {
         factory: Some("digits_factory:build".into()),
         checkpoint: Some(fixture().0.join("ckpt_b.safetensors")),
@@ -205,7 +192,7 @@ fn bad_requests_and_checkpoints_are_typed_errors_and_the_worker_goes_on(t: &Impl
     // A checkpoint that doesn't fit: one error naming the missing tensors.
     let dir = tempfile::tempdir().unwrap();
     let partial = dir.path().join("partial.safetensors");
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let py = venv_python();
     let src = fixture().0.join("ckpt_b.safetensors");
     let code = "import sys; from safetensors.torch import load_file, save_file; \
                 d = load_file(sys.argv[1]); k = sorted(d)[0]; d.pop(k); save_file(d, sys.argv[2]); print(k)";
@@ -284,14 +271,8 @@ fn hessian_products_are_symmetric_and_gradients_match_finite_differences(t: &Imp
     let slope = w.dots(g, &[u]).unwrap()[0] / nu;
     // The whole gradient against PyTorch's in float64 (tests/python/digits_hessian_reference.py
     // --gradient, in the module's parameter order, which the subset "all" keeps).
-    let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/digits_hessian_reference.py"))
-        .arg(&fixture().0)
-        .arg("--gradient")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r64: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_script("digits_hessian_reference.py", &fixture().0, &["--gradient"]);
+    let r64: serde_json::Value = serde_json::from_str(&out).unwrap();
     let want: Vec<f64> = r64["gradient"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let got = w.read_vector(g).unwrap();
     assert_eq!(got.len(), want.len());
@@ -442,7 +423,7 @@ fn exit_statuses_are_described_in_words() {
 fn output_that_does_not_fit_the_targets_names_both_shapes() {
     // A TorchScript model whose output is [N, C, T] against the fixture's [N] class targets.
     let dir = tempfile::tempdir().unwrap();
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let py = venv_python();
     // torch.jit.script reads the module's source, so it must come from a file.
     let script = dir.path().join("make_lm.py");
     std::fs::write(

@@ -23,11 +23,10 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::*;
 
 // ---- what serde's derived Deserialize says about a type -------------------------------------------------
 
@@ -541,9 +540,9 @@ fn the_python_module_is_generated_from_the_rust_types() {
 fn the_python_package_speaks_the_generated_protocol() {
     // Versions, error kinds, one handler per operation, every field a handler reads and every field of
     // every reply it sends, on a real session (tests/python/worker_protocol_test.py).
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
+    let out = std::process::Command::new(venv_python())
         .args(["-m", "unittest", "-q"])
-        .arg(root().join("tests/python/worker_protocol_test.py"))
+        .arg(script("worker_protocol_test.py"))
         .output()
         .unwrap();
     assert!(

@@ -4,27 +4,22 @@
 
 use landscaped_formats::{Dtype, TensorInfo};
 use landscaped_worker::model::{BindOptions, Model, ModelSpec, SlotKind, read_state};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
+
+// The workspace's test support (tests/support): its paths (root, the venv's Python) and fixture makers;
+// the rest of it needs the app's binaries and crates. `fixtures` finds `paths` as `super::paths`.
+#[path = "../../../tests/support/fixtures.rs"]
+mod fixtures;
+#[path = "../../../tests/support/paths.rs"]
+mod paths;
+use fixtures::*;
 
 fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = std::process::Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("tests/python/slice_reference.py"))
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "slice_reference.py failed");
-        dir
-    })
+    &slice_fixture().0
 }
 
 fn reference() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap()
+    slice_fixture().1.clone()
 }
 
 fn spec() -> ModelSpec {

@@ -13,21 +13,18 @@ use landscaped_worker::model::hvp::{ModelHessian, ParamSubset};
 use landscaped_worker::model::{Model, ModelSpec};
 use std::path::Path;
 
+// The workspace's test support (tests/support): its paths (root, the venv's Python) and fixture makers;
+// the rest of it needs the app's binaries and crates. `fixtures` finds `paths` as `super::paths`.
+#[path = "../../../tests/support/fixtures.rs"]
+mod fixtures;
+#[path = "../../../tests/support/paths.rs"]
+mod paths;
+use fixtures::*;
+
 /// Runs the Python reference once per test binary (the tests share it).
 fn reference() -> &'static (tempfile::TempDir, serde_json::Value) {
     static REF: std::sync::OnceLock<(tempfile::TempDir, serde_json::Value)> = std::sync::OnceLock::new();
-    REF.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let st = std::process::Command::new(root.join(".venv/bin/python"))
-            .arg(root.join("tests/python/sharpness_reference.py"))
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let text = std::fs::read_to_string(dir.path().join("reference.json")).unwrap();
-        (dir, serde_json::from_str(&text).unwrap())
-    })
+    REF.get_or_init(|| python_made("sharpness_reference.py", "reference.json"))
 }
 
 fn load(dir: &Path, model: &str, eval: &str) -> anyhow::Result<Model> {

@@ -1,24 +1,23 @@
-//! Shared helpers for the daemon tests: start the real binary with a config in a temp dir (it binds
-//! `127.0.0.1:0` itself and the port is read back from its `daemon.json`: no port is picked, released and
-//! bound again, so parallel tests cannot race for one), scrape /metrics, wait for conditions (bounded,
-//! polling; no sleep stands for an event), run the Python checkpoint writer.
+//! The daemon harness: start the real binary with a config in a temp dir (it binds `127.0.0.1:0` itself and
+//! the port is read back from its `daemon.json`: no port is picked, released and bound again, so parallel
+//! tests cannot race for one), stop it, kill it, read its metrics and log; the Python checkpoint writer and
+//! the misbehaving factories' checkpoints; a refusing address.
 #![allow(dead_code)]
 
+use super::cli::BIN;
+use super::fixtures::{python_lines, safetensors_bytes};
+use super::http::{get, metric};
+use super::paths::{tests_python, venv_python};
+use super::wait::wait_until;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_landscaped");
-
 /// What every test config says for `listen`: the daemon binds a free loopback port itself and names it in
 /// `<data_dir>/daemon.json` (see [`bound_port`]).
 pub const LISTEN_ANY: &str = "127.0.0.1:0";
-
-pub fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-}
 
 /// A loopback address that refuses every connection for as long as this value lives: a TCP socket bound
 /// to a port the kernel chose and never listening (Linux answers a SYN to it with a reset). Holding the
@@ -102,16 +101,28 @@ pub fn start(dir: &Path, watch: &[&Path], extra: &str) -> Daemon {
 /// [`start`] with extra environment variables for the daemon (e.g. `LANDSCAPED_TEST_FAULTS`).
 /// `extra` may set `rescan_interval_secs` (30 otherwise; [`Daemon::settle`] wants a short one).
 pub fn start_env(dir: &Path, watch: &[&Path], extra: &str, env: &[(&str, &str)]) -> Daemon {
+    let config = write_config(dir, watch, extra, "");
+    restart_env(config, dir, env)
+}
+
+/// Writes `<dir>/landscaped.toml`: data in `<dir>/data`, [`LISTEN_ANY`], a 0.3 s quiet period, a 2 s
+/// incomplete timeout and a 30 s rescan interval (unless `top` sets them), the top-level keys `top`, then
+/// one run `r` watching `watch` followed by `run` (its sections, e.g. `[run.pca]` and its keys).
+pub fn write_config(dir: &Path, watch: &[&Path], top: &str, run: &str) -> PathBuf {
     let config = dir.join("landscaped.toml");
     let watch: Vec<String> = watch.iter().map(|w| format!("{:?}", w.to_str().unwrap())).collect();
-    let rescan = if extra.contains("rescan_interval_secs") { "" } else { "rescan_interval_secs = 30\n" };
+    let default =
+        |key: &str, value: &str| if top.contains(key) { String::new() } else { format!("{key} = {value}\n") };
     let text = format!(
-        "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n{rescan}{extra}\n[[run]]\nname = \"r\"\nwatch = [{}]\n",
+        "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\n{}{}{}{top}\n[[run]]\nname = \"r\"\nwatch = [{}]\n{run}",
         dir.join("data").to_str().unwrap(),
+        default("quiet_period_secs", "0.3"),
+        default("incomplete_timeout_secs", "2.0"),
+        default("rescan_interval_secs", "30"),
         watch.join(", ")
     );
     std::fs::write(&config, text).unwrap();
-    restart_env(config, dir, env)
+    config
 }
 
 /// Starts the daemon again on `config` (a new port: read from daemon.json); waits until it is ready.
@@ -216,60 +227,6 @@ impl Drop for Daemon {
     }
 }
 
-/// GET http://127.0.0.1:port/path: (status, body), None if no answer came.
-pub fn get_status(port: u16, path: &str) -> Option<(u16, String)> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut r = agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.body_mut().read_to_string().ok()?))
-}
-
-/// GET http://127.0.0.1:port/path as text (None on any failure).
-pub fn get(port: u16, path: &str) -> Option<String> {
-    let agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
-    let mut r = agent.get(format!("http://127.0.0.1:{port}{path}")).call().ok()?;
-    r.body_mut().read_to_string().ok()
-}
-
-/// The value of the sample whose name and labels are exactly `key` (e.g. `landscaped_last_step{run="r"}`).
-pub fn metric(text: &str, key: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
-    })
-}
-
-/// The sum of `landscaped_errors_total` over every kind and run in a /metrics text.
-pub fn errors_total(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("landscaped_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        if t.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs `tests/python/<script>` on `dir` with `args`; the JSON object of each line it printed.
-pub fn python_lines(script: &str, dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let out = Command::new(python()).arg(path).arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 /// Runs tests/python/daemon_writer.py; returns (step, norm) for every checkpoint it wrote.
 pub fn writer(dir: &Path, args: &[&str]) -> Vec<(u64, f64)> {
     python_lines("daemon_writer.py", dir, args)
@@ -296,12 +253,8 @@ pub fn close(a: f64, b: f64) -> bool {
 pub fn drop_checkpoint(ck: &Path, name: &str, seed: f32) {
     let values: Vec<f32> = (0..15).map(|i| ((i as f32) * 0.37 + seed).sin() * 0.5).collect();
     let header = r#"{"weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"bias":{"dtype":"F32","shape":[3],"data_offsets":[48,60]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(ck.join("tmp.part"), bytes).unwrap();
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(ck.join("tmp.part"), safetensors_bytes(header, &data)).unwrap();
     std::fs::rename(ck.join("tmp.part"), ck.join(name)).unwrap();
 }
 
@@ -323,20 +276,12 @@ pub fn start_daemon_with(
     let pids = dir.join("pids");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::create_dir_all(&pids).unwrap();
-    let config = dir.join("landscaped.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"{LISTEN_ANY}\"\nquiet_period_secs = 0.3\nincomplete_timeout_secs = 2.0\n\
-             rescan_interval_secs = 30\n{top}\n[[run]]\nname = \"r\"\nwatch = [{:?}]\n{job}\nbackend = \"python\"\n\
-             python = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
-            dir.join("data").to_str().unwrap(),
-            ck.to_str().unwrap(),
-            python().to_str().unwrap(),
-        ),
-    )
-    .unwrap();
-    let tests_python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let model = format!(
+        "{job}\nbackend = \"python\"\npython = {:?}\nfactory = {factory:?}\nbatch_size = 32\nthreads = 1\n{model_extra}\n",
+        venv_python().to_str().unwrap(),
+    );
+    let config = write_config(dir, &[&ck], top, &model);
+    let tests_python = tests_python();
     let env =
         [("PYTHONPATH", tests_python.to_str().unwrap()), ("LANDSCAPED_TEST_PID_DIR", pids.to_str().unwrap())];
     (restart_env(config, dir, &env), ck, pids)
