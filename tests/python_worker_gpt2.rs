@@ -6,6 +6,7 @@
 //! batches; a power iteration driven through the protocol (HVPs by double backward in the worker) agrees
 //! with the same power iteration in plain PyTorch; a slice about the checkpoint has it at its centre.
 
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::PlaneSpec;
 use landscaped::landscape::slice::Outcome;
 use landscaped::sharpness::compute::{Quantity, SharpnessOptions};
@@ -15,7 +16,6 @@ use landscaped_maths::curvature::lanczos::LanczosOptions;
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_protocol::messages::{BindRules, StateSource, VectorInit};
 use std::path::PathBuf;
-use landscaped::cancel::Cancel;
 
 mod support;
 use support::*;

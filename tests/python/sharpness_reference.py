@@ -147,6 +147,8 @@ def batch_loss(pts):
 def batch_grad(pts):
     pts = pts.detach().requires_grad_(True)
     return torch.autograd.grad(batch_loss(pts).sum(), pts)[0]  # each point's loss has its own parameters
+
+
 L0 = loss_flat(theta0).item()
 g0 = torch.func.grad(loss_flat)(theta0)
 assert abs(batch_loss(theta0[None]).item() - L0) < 1e-14 and (batch_grad(theta0[None])[0] - g0).abs().max() < 1e-14
@@ -197,8 +199,14 @@ def keskar_max():
     best = max(L0, losses.max().item())
     starts = [theta0, theta0 + w * torch.sign(g0)] + list(corners[losses.argsort(descending=True)[:8]])
     for start in starts:
-        res = minimize(f, start.numpy(), jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-                       options={"maxiter": 200, "ftol": 1e-15, "gtol": 1e-12})
+        res = minimize(
+            f,
+            start.numpy(),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=list(zip(lo, hi)),
+            options={"maxiter": 200, "ftol": 1e-15, "gtol": 1e-12},
+        )
         best = max(best, -res.fun)
     return 100.0 * (best - L0) / (1.0 + L0)
 
@@ -206,7 +214,9 @@ def keskar_max():
 def asam_t():
     return torch.cat(
         [
-            (params64[n].detach().abs() + ASAM_ETA).reshape(-1) if n.endswith("weight") else torch.ones(shapes[n].numel(), dtype=torch.float64)
+            (params64[n].detach().abs() + ASAM_ETA).reshape(-1)
+            if n.endswith("weight")
+            else torch.ones(shapes[n].numel(), dtype=torch.float64)
             for n in names
         ]
     )

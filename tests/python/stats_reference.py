@@ -151,7 +151,9 @@ def big_run():
                 "global_norm": f(torch.linalg.vector_norm(flats[i])),
                 "dist_first": f(torch.linalg.vector_norm(flats[i] - flats[0])) if i > 0 else None,
                 "update_norm": f(torch.linalg.vector_norm(flats[i] - flats[i - 1])) if i > 0 else None,
-                "update_cos": f(torch.nn.functional.cosine_similarity(flats[i] - flats[i - 1], flats[i - 1] - flats[i - 2], dim=0))
+                "update_cos": f(
+                    torch.nn.functional.cosine_similarity(flats[i] - flats[i - 1], flats[i - 1] - flats[i - 2], dim=0)
+                )
                 if i > 1
                 else None,
             }

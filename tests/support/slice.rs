@@ -3,12 +3,12 @@
 #![allow(dead_code)]
 
 use super::paths::venv_python;
+use landscaped::cancel::Cancel;
 use landscaped::landscape::runner::{PlaneSpec, SliceRequest, SliceRun, run_slice};
 use landscaped::store::Store;
 use landscaped::store::slices::DirectionSource;
 use landscaped::workers::ModelContract;
 use std::path::Path;
-use landscaped::cancel::Cancel;
 
 /// The TorchScript contract for tests/python/slice_reference.py's digits CNN in `dir` (its export in
 /// `model/`), batches of 64, `workers` worker processes and `workers` intra-op threads.
