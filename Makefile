@@ -54,11 +54,14 @@ test: setup test-deps
 demo: build
 	@scripts/demo.sh
 
-# Every benchmark, each printing ratios against its baseline run in the same invocation:
-# ingest (bench.sh), daemon, /healthz under idle connections, the footprint (light: idle RSS, `runs`, worker
-# start-up, cost to a trainer), trajectory PCA, slices, sharpness, the Python
-# worker (vs bare PyTorch and the TorchScript worker), scale-out (1, 2, 4 workers over TCP), the daemon's
-# peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in f32 and bf16). `make bench BENCH=pca` runs one.
+# Every benchmark, each printing ratios against its baseline run in the same invocation (not part of
+# `make test`): ingest (bench.sh; vs cat and three plain-Python ways, whole-load f64 and mmap per tensor
+# f64/f32), daemon, /healthz under idle connections, the footprint (light: idle RSS, `runs`, worker
+# start-up, cost to a trainer, each vs a Python baseline), trajectory PCA (vs scikit-learn's default solver
+# and "full"), slices, sharpness (Lanczos by its own stopping rule vs the real PyHessian at its defaults),
+# the Python worker (vs an independent bare PyTorch HVP loop and the TorchScript worker), scale-out (1, 2, 4
+# workers over TCP), the daemon's peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in
+# f32 and bf16; peak/idle and size/peak ratios). `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi

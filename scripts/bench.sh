@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make bench (ingest): ingest throughput on a 1 GiB checkpoint (torch.save .pt, and the same weights as
 # .safetensors and as a 4-file DCP folder) against (a) `cat FILE > /dev/null` of the page-cached file
-# (the page cache's read speed) and (b) the Python way (torch.load / safetensors load_file + the same
-# statistics with torch ops in float64), with CPU seconds per GB and peak RSS, whole processes, in one
-# invocation.
+# (the page cache's read speed) and (b) the Python way, three of them (scripts/bench_stats.py): the plain
+# one (torch.load / safetensors load_file of the whole file + the same statistics with torch ops in
+# float64), and the strongest plain Python we know (memory-mapped, one tensor at a time: torch.load(mmap=True)
+# / safetensors safe_open, statistics in float64 and in float32 — f32 tensors not copied), with CPU
+# seconds per GB and peak RSS, whole processes, in one invocation.
 #
 # The page cache can't be dropped without root, so every contender reads the file warm: BENCH_REPEAT
 # rounds (default 3) alternate the contenders, each file read once just before its contenders, and
@@ -74,8 +76,11 @@ for round in $(seq "$REPEAT"); do
         cp "$OUT/last.out" "$OUT/ingest.$fmt.csv"
         run_1 "archive.$fmt" bash -c "ingest $F"
         if [ "${BENCH_PY:-1}" = 1 ]; then
-            run_1 "python.$fmt" "$PY" scripts/bench_stats.py stats "$F" f64
+            run_1 "python.$fmt" "$PY" scripts/bench_stats.py stats "$F" f64 load
             cp "$OUT/last.out" "$OUT/python.$fmt.txt"
+            run_1 "mmap64.$fmt" "$PY" scripts/bench_stats.py stats "$F" f64 mmap
+            run_1 "mmap32.$fmt" "$PY" scripts/bench_stats.py stats "$F" f32 mmap
+            cp "$OUT/last.out" "$OUT/mmap32.$fmt.txt"
         fi
     done
     cat "$DCP"/* > /dev/null
@@ -100,9 +105,10 @@ BIG_BYTES=0
 [ -n "${BENCH_BIG_GIB:-}" ] && BIG_BYTES=$(stat -c %s "$OUT/g$BENCH_BIG_GIB/step-1000.pt")
 NORM_L=$(awk -F, 'NR == 2 { print $5 }' "$OUT/ingest.pt.csv")
 NORM_P=$( [ -f "$OUT/python.pt.txt" ] && awk '{ print $2 }' "$OUT/python.pt.txt" || echo -)
+NORM_P32=$( [ -f "$OUT/mmap32.pt.txt" ] && awk '{ print $2 }' "$OUT/mmap32.pt.txt" || echo -)
 
 # Medians per contender, then the table and the ratios.
-awk -v bytes="$BYTES" -v big="$BIG_BYTES" -v rep="$REPEAT" -v nl="$NORM_L" -v np="$NORM_P" '
+awk -v bytes="$BYTES" -v big="$BIG_BYTES" -v rep="$REPEAT" -v nl="$NORM_L" -v np="$NORM_P" -v np32="$NORM_P32" '
 function median(name,   n, i, j, t, a) {
     n = cnt[name]; for (i = 1; i <= n; i++) a[i] = w[name, i]
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -118,14 +124,16 @@ END {
     gb = bytes / 1e9
     printf "\n%.2f GB checkpoint, warm page cache, median of %d alternated rounds, whole processes\n", gb, rep
     printf "%-42s %8s %8s %9s %10s\n", "", "wall s", "CPU s", "CPU s/GB", "peak RSS"
-    split("cat.pt ingest.pt archive.pt python.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors cat.dcp ingest.dcp idle big.pt", order, " ")
+    split("cat.pt ingest.pt archive.pt python.pt mmap64.pt mmap32.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors mmap64.safetensors mmap32.safetensors cat.dcp ingest.dcp idle big.pt", order, " ")
+    label["mmap64.pt"] = "Python: torch.load(mmap) per tensor, f64"; label["mmap32.pt"] = "Python: torch.load(mmap) per tensor, f32"
+    label["mmap64.safetensors"] = "Python: safe_open per tensor, f64"; label["mmap32.safetensors"] = "Python: safe_open per tensor, f32"
     label["cat.pt"] = "cat step-1000.pt > /dev/null"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
     label["archive.pt"] = "landscaped ingest .pt (+ archive, fsync)"; label["python.pt"] = "Python: torch.load + torch ops (f64)"
     label["cat.safetensors"] = "cat step-1000.safetensors > /dev/null"; label["ingest.safetensors"] = "landscaped ingest .safetensors --no-archive"
     label["archive.safetensors"] = "landscaped ingest .safetensors (+ archive)"; label["python.safetensors"] = "Python: load_file + torch ops (f64)"
     label["cat.dcp"] = "cat the DCP folder (4 .distcp files) > /dev/null"; label["ingest.dcp"] = "landscaped ingest DCP folder --no-archive"
     label["idle"] = "landscaped --help (start-up floor)"; label["big.pt"] = sprintf("ingest %.1f GB .pt --no-archive (1 run)", big / 1e9)
-    for (i = 1; i <= 12; i++) {
+    for (i = 1; i <= 16; i++) {
         n = order[i]; if (!(n in cnt)) continue
         m[n] = median(n); cm[n] = cpu_median(n)
         g = (n == "big.pt") ? big / 1e9 : gb
@@ -134,11 +142,12 @@ END {
     for (f = 1; f <= 2; f++) {
         x = (f == 1) ? "pt" : "safetensors"
         printf "\n%s: ingest vs cat %.2fx (target >= 0.3x)", x, m["cat." x] / m["ingest." x]
-        if (("python." x) in m) printf "; vs the Python way %.1fx (target >= 15x)", m["python." x] / m["ingest." x]
+        if (("python." x) in m) printf "; vs the Python way: whole load f64 %.1fx, mmap per tensor f64 %.1fx, mmap per tensor f32 %.1fx (target >= 15x); peak RSS ratio Python/ingest %.0fx / %.0fx / %.0fx", m["python." x] / m["ingest." x], m["mmap64." x] / m["ingest." x], m["mmap32." x] / m["ingest." x], rss["python." x] / rss["ingest." x], rss["mmap64." x] / rss["ingest." x], rss["mmap32." x] / rss["ingest." x]
         printf "; with the archive vs cat %.2fx", m["cat." x] / m["archive." x]
     }
     if ("ingest.dcp" in m) printf "\nDCP folder (same weights, 4 files): ingest %.2fx the single-file .pt ingest run beside it (%.2f vs %.2f s; target <= 1.2x); vs cat %.2fx", m["ingest.dcp"] / median("ingest.pt2"), m["ingest.dcp"], median("ingest.pt2"), m["cat.dcp"] / m["ingest.dcp"]
     printf "\n"
-    if ("big.pt" in m) printf "peak RSS: %.0f MB at %.1f GB vs %.0f MB at %.1f GB\n", rss["big.pt"] * 1024 / 1e6, big / 1e9, rss["ingest.pt"] * 1024 / 1e6, gb
-    printf "global norm: landscaped %s, PyTorch %s\n", nl, np
+    if ("big.pt" in m) printf "peak RSS: %.0f MB at %.1f GB vs %.0f MB at %.1f GB (ratio %.2fx for %.1fx the bytes)\n", rss["big.pt"] * 1024 / 1e6, big / 1e9, rss["ingest.pt"] * 1024 / 1e6, gb, rss["big.pt"] / rss["ingest.pt"], big / bytes
+    printf "peak RSS of the ingest / checkpoint size: %.3f (.pt), %.3f (.safetensors)\n", rss["ingest.pt"] * 1024 / bytes, rss["ingest.safetensors"] * 1024 / bytes
+    printf "global norm: landscaped %s, PyTorch f64 %s, PyTorch f32 (mmap) %s\n", nl, np, np32
 }' "$OUT/runs.txt" | tee "$OUT/bench.txt"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sidecar's footprint (release build), printed: idle daemon RSS/CPU with two watched runs,
 # `landscaped runs` wall time and peak RSS (through the daemon and opening the store), worker start-up,
-# and the cost to a trainer (examples/train_digits.py alone vs watched with PCA/slice/sharpness jobs).
+# and the cost to a trainer (examples/train_digits.py alone vs watched with PCA/slice/sharpness jobs),
+# each against a Python baseline measured in the same run (tests/python/light_bench.py says which).
 # Env: BENCH_ROUNDS (default 3), BENCH_TRAIN_EPOCHS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."

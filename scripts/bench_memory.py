@@ -89,13 +89,20 @@ def feed(label, make):
     port = free_port()
     cfg = os.path.join(case, "landscaped.toml")
     with open(cfg, "w") as f:
-        f.write('data_dir = "%s"\nlisten = "127.0.0.1:%d"\nquiet_period_secs = 0.5\n[[run]]\nname = "m"\nwatch = ["%s"]\n'
-                % (data, port, watch))
+        f.write(
+            'data_dir = "%s"\nlisten = "127.0.0.1:%d"\nquiet_period_secs = 0.5\n[[run]]\nname = "m"\nwatch = ["%s"]\n'
+            % (data, port, watch)
+        )
     src = make(staging)
     on_disk = os.stat(src).st_blocks * 512
+    claimed = os.stat(src).st_size  # the apparent size (the sparse file's claim)
     log = open(os.path.join(case, "daemon.log"), "w")
-    d = subprocess.Popen([L, "daemon", "--config", cfg], stdout=subprocess.DEVNULL, stderr=log,
-                         env=dict(os.environ, LANDSCAPED_LOG="info"))
+    d = subprocess.Popen(
+        [L, "daemon", "--config", cfg],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=dict(os.environ, LANDSCAPED_LOG="info"),
+    )
     t = time.time()
     while "landscaped_" not in metrics(port):
         time.sleep(0.1)
@@ -118,8 +125,24 @@ def feed(label, make):
     d.send_signal(signal.SIGTERM)
     d.wait(timeout=60)
     archive = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(data) for f in fs)
-    print("  %-28s %8.1f MB peak RSS (idle %.1f MB); %s in %.1f s; file %.2f GB on disk, store+archive %.2f GB"
-          % (label, peak / 1024, idle / 1024, outcome or "no outcome", secs, on_disk / 1e9, archive / 1e9), flush=True)
+    print(
+        "  %-28s %8.1f MB peak RSS (idle %.1f MB; peak/idle %.2fx; checkpoint size/peak %.0fx); %s in %.1f s; "
+        "file %.2f GB on disk, %.3g GB claimed, store+archive %.2f GB"
+        % (
+            label,
+            peak / 1024,
+            idle / 1024,
+            peak / idle,
+            claimed / (peak * 1024),
+            outcome or "no outcome",
+            secs,
+            on_disk / 1e9,
+            claimed / 1e9,
+            archive / 1e9,
+        ),
+        flush=True,
+    )
+    PEAKS[label] = (peak, claimed)
     subprocess.run(["rm", "-rf", case], check=True)
 
 
@@ -136,11 +159,23 @@ def dense(gib, dt):
         rows = 4096
         write_safetensors(p, [("layer%02d.weight" % i, dt, [rows, per // rows]) for i in range(16)], random_fill)
         return p
+
     return make
 
 
-print("daemon peak memory per checkpoint fed (a fresh daemon each; default budget and limits):")
+PEAKS = {}
+print("load before: %.2f %.2f %.2f" % os.getloadavg())
+print(
+    "daemon peak memory per checkpoint fed (a fresh daemon each; default budget and limits); ratios: peak/idle "
+    "(the same daemon before the file arrived), checkpoint size/peak (what loading it whole would hold):"
+)
 feed("sparse 2^40 f32 claim", sparse)
 for g in SIZES:
     for dt in ("F32", "BF16"):
         feed("%d GiB %s" % (g, dt.lower()), dense(g, dt))
+if len(SIZES) > 1:  # bounded: the peak's growth against the size's
+    lo, hi = min(SIZES), max(SIZES)
+    for dt in ("f32", "bf16"):
+        (p1, c1), (p2, c2) = PEAKS["%d GiB %s" % (lo, dt)], PEAKS["%d GiB %s" % (hi, dt)]
+        print("  %s: peak RSS %d GiB / %d GiB %.2fx for %.0fx the bytes" % (dt, hi, lo, p2 / p1, c2 / c1))
+print("load after: %.2f %.2f %.2f" % os.getloadavg())

@@ -1,6 +1,8 @@
 """Driver for scripts/bench_pca.sh: trajectory PCA, landscaped (streaming Gram, release build) against
-scikit-learn (whole matrix in memory), on the same checkpoints, at several sizes, in one run.
-Prints wall time and peak RSS of each process and their ratios, and checks the answers agree.
+scikit-learn (whole matrix in memory) with its default solver ("auto": randomized SVD here) and with
+svd_solver="full" beside it, each in float32 and float64, on the same checkpoints, at several sizes, in one
+run. Prints wall time and peak RSS of each process and their ratios (sklearn / landscaped), and the largest
+difference in explained-variance ratio.
 
 usage: bench_pca.py BIN WORKDIR N1xD1 [N2xD2 ...]
 """
@@ -8,6 +10,7 @@ usage: bench_pca.py BIN WORKDIR N1xD1 [N2xD2 ...]
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from safetensors.numpy import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
+ROUNDS = int(os.environ.get("BENCH_REPEAT", "3"))
 
 
 def make(ckdir, n, d, seed=0):
@@ -59,14 +63,13 @@ def main():
     binary, work, sizes = sys.argv[1], sys.argv[2], sys.argv[3:]
     ours_idle = idle_rss([binary, "--help"])
     py_idle = idle_rss([PY, "-c", "import numpy, sklearn.decomposition, safetensors.numpy"])
-    print(f"idle peak RSS: landscaped --help {ours_idle:.0f} MiB (libtorch + CUDA libraries loaded at start), "
-          f"python with numpy+sklearn imported {py_idle:.0f} MiB")
-    print("time ratio and memory ratio = sklearn / landscaped (whole-process wall time and peak RSS); "
-          "'above idle' subtracts each process's idle RSS")
-    hdr = (f"{'n x d':>16} {'ours s':>7} {'sk f32 s':>8} {'sk f64 s':>8} {'t ratio f32/f64':>15} "
-           f"{'ours MiB':>8} {'sk f32':>7} {'sk f64':>7} {'mem ratio f32/f64':>17} {'above idle f32':>14} "
-           f"{'archive s':>9} {'|dratio| f64':>12} {'f32':>8}")
-    print(hdr)
+    print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    print(f"idle peak RSS: landscaped --help {ours_idle:.0f} MiB, python with numpy+sklearn imported {py_idle:.0f} MiB")
+    print(
+        "ratios = sklearn / landscaped, whole-process wall time and peak RSS; 'auto' is scikit-learn's default "
+        "svd_solver, 'full' the exact LAPACK one; |dratio| the largest explained-variance-ratio difference"
+    )
+    contenders = [("auto", "float32"), ("auto", "float64"), ("full", "float32"), ("full", "float64")]
     for size in sizes:
         n, d = (int(float(x)) for x in size.lower().split("x"))
         base = os.path.join(work, f"{n}x{d}")
@@ -76,23 +79,37 @@ def main():
         env = dict(os.environ, LANDSCAPED_DATA_DIR=data, LANDSCAPED_LOG="warn")
         a_wall, _, _, err = timed([binary, "trajectory", "--run", "b", "--import", ck], env)
         assert "error" not in err, err
-        ours, ours_mem, out, err = timed([binary, "--format", "json", "pca", "--run", "b"], env)
-        assert out.strip(), err
-        ours_ratio = [r["explained_variance_ratio"] for r in json.loads(out)]
-        res = {}
-        for dt in ("float32", "float64"):
-            ref_json = os.path.join(base, f"ref_{dt}.json")
-            wall, mem, _, err = timed([PY, os.path.join(HERE, "bench_pca_sklearn.py"), ck, "2", dt, ref_json])
-            assert os.path.exists(ref_json), err
-            ref = json.load(open(ref_json))
-            dr = max(abs(a - b) for a, b in zip(ours_ratio, ref["explained_variance_ratio"]))
-            res[dt] = (wall, mem, dr)
-        (w32, m32, d32), (w64, m64, d64) = res["float32"], res["float64"]
-        above = (m32 - py_idle) / max(ours_mem - ours_idle, 1.0)
-        print(f"{n:>5} x {d:>9,} {ours:7.2f} {w32:8.2f} {w64:8.2f} {w32 / ours:7.1f}x/{w64 / ours:5.1f}x "
-              f"{ours_mem:8.0f} {m32:7.0f} {m64:7.0f} {m32 / ours_mem:8.1f}x/{m64 / ours_mem:6.1f}x "
-              f"{above:13.0f}x {a_wall:9.2f} {d64:12.1e} {d32:8.1e}", flush=True)
+        walls, mems, drs = {c: [] for c in ["ours"] + contenders}, {c: [] for c in ["ours"] + contenders}, {}
+        for _ in range(ROUNDS):  # alternated rounds, medians compared
+            ours, ours_mem, out, err = timed([binary, "--format", "json", "pca", "--run", "b"], env)
+            assert out.strip(), err
+            ours_ratio = [r["explained_variance_ratio"] for r in json.loads(out)]
+            walls["ours"].append(ours)
+            mems["ours"].append(ours_mem)
+            for solver, dt in contenders:
+                ref_json = os.path.join(base, f"ref_{solver}_{dt}.json")
+                cmd = [PY, os.path.join(HERE, "bench_pca_sklearn.py"), ck, "2", dt, ref_json, solver]
+                wall, mem, _, err = timed(cmd)
+                assert os.path.exists(ref_json), err
+                ref = json.load(open(ref_json))
+                drs[(solver, dt)] = max(abs(a - b) for a, b in zip(ours_ratio, ref["explained_variance_ratio"]))
+                walls[(solver, dt)].append(wall)
+                mems[(solver, dt)].append(mem)
+        med = statistics.median
+        ours, ours_mem = med(walls["ours"]), max(mems["ours"])
+        print(
+            f"{n} x {d:,} (medians of {ROUNDS} alternated rounds; peak RSS the largest): landscaped {ours:.2f} s, "
+            f"{ours_mem:.0f} MiB peak RSS (archiving the checkpoints, done once at ingest: {a_wall:.2f} s)"
+        )
+        for solver, dt in contenders:
+            wall, mem = med(walls[(solver, dt)]), max(mems[(solver, dt)])
+            print(
+                f"  sklearn {solver:>4} {dt}: {wall:6.2f} s, {mem:6.0f} MiB; time ratio {wall / ours:5.1f}x, "
+                f"memory ratio {mem / ours_mem:5.1f}x; |dratio| {drs[(solver, dt)]:.1e}",
+                flush=True,
+            )
         shutil.rmtree(base, ignore_errors=True)
+    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
 
 if __name__ == "__main__":

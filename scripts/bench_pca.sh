@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Trajectory PCA benchmark: landscaped (release build, streaming Gram matrix) against scikit-learn PCA on
-# the whole matrix in memory (float32, as the reference code builds it), same checkpoints, one run.
-# Prints wall time and peak RSS of each and the ratios (sklearn / ours), and the largest difference in
-# explained-variance ratio. "archive s" is the one-off cost of archiving the checkpoints (done at ingest).
+# the whole matrix in memory, with scikit-learn's default svd_solver ("auto", what the reference code uses)
+# and "full" beside it, in float32 (as the reference code builds it) and float64, same checkpoints,
+# BENCH_REPEAT (default 3) alternated rounds. Prints median wall time and peak RSS of each and the ratios
+# (sklearn / ours), and the largest difference in explained-variance ratio; the archive time is the one-off
+# cost of archiving the checkpoints (done at ingest).
 # Sizes: N checkpoints x D parameters; default 20x1e6 and 20x1e7. Override: scripts/bench_pca.sh 10x1e6 ...
 set -euo pipefail
 cd "$(dirname "$0")/.."

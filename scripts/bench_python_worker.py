@@ -1,5 +1,5 @@
 """Per-HVP time through model workers (the Python worker, the TorchScript worker) and in this bare
-PyTorch process, alternated product by product so that all see the same machine load; for
+PyTorch process (an HVP loop written independently of the worker: see `bare`), alternated product by product so that all see the same machine load; for
 scripts/bench_python.sh.
 
 usage: bench_python_worker.py FACTORY CHECKPOINT BATCH K THREADS NAME=CONTRACT_JSON=CMD [...]
@@ -59,43 +59,56 @@ def worker(contract, ckpt, cmd):
 
 
 def bare(factory, ckpt, batch, threads):
-    """The same HVP written as a user would in one PyTorch process: double backward of each batch's
-    mean loss, weighted, with the math attention kernel."""
+    """The same HVP written as a user would in one PyTorch process, independently of the worker's code
+    (nothing imported from landscaped_worker): the factory's model (the user's own code) with the
+    checkpoint's weights (safetensors.torch.load_file), double backward of each batch's mean loss
+    (F.cross_entropy; or the model's own causal-LM loss with labels = the input ids), weighted by the
+    batch's share of samples (or of predicted tokens), under the math attention kernel (the fused ones
+    have no double backward)."""
     import torch
-
-    from landscaped_worker import contract as C
-    from landscaped_worker import safetensors as st
-    from landscaped_worker.hessian import sdpa_math
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.set_num_threads(threads)
     mod, fn = factory.split(":")
-    model, data, loss = C.unpack(getattr(importlib.import_module(mod), fn)(ckpt), factory, None)
+    model, data, loss = getattr(importlib.import_module(mod), fn)(ckpt)
     path = ckpt if ckpt.endswith(".safetensors") else os.path.join(ckpt, "model.safetensors")
     sd = {}
-    for key, t in st.read_tensors(path):
+    for key, t in load_file(path).items():
         for p in ("module.", "model.", "_orig_mod."):
-            key = key[len(p) :] if key.startswith(p) else key
+            key = key.removeprefix(p)
         sd[key] = t
     model.load_state_dict(sd, strict=False)
     model.eval()
-    batches = C.prepare_targets(C.materialize(data, batch, None), loss)
-    units = [C.batch_loss(model, b, loss, False).units for b in batches]
-    weights = [u / sum(units) for u in units]
+    if loss == "cross_entropy":
+        x, y = data
+        batches = [(x[i : i + batch].float(), y[i : i + batch].long()) for i in range(0, len(y), batch)]
+        sizes = [len(b[1]) for b in batches]
+
+        def batch_loss(b):
+            return F.cross_entropy(model(b[0]), b[1])
+    elif loss == "causal_lm":
+        batches = list(data.split(batch))
+        sizes = [b.numel() - b.shape[0] for b in batches]  # tokens predicted
+
+        def batch_loss(b):
+            return model(input_ids=b, labels=b).loss
+    else:
+        raise SystemExit(f"bench_python_worker: the bare loop knows cross_entropy and causal_lm, not {loss!r}")
+    weights = [s / sum(sizes) for s in sizes]
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(0)
-    v = torch.randn(sum(p.numel() for p in params))
-    vs, off = [], 0
-    for p in params:
-        vs.append(v[off : off + p.numel()].view_as(p))
-        off += p.numel()
+    vs = [torch.randn_like(p) for p in params]
 
     def hvp():
-        acc = 0
-        with sdpa_math():
+        acc = [torch.zeros_like(p) for p in params]
+        with sdpa_kernel([SDPBackend.MATH]):
             for b, w in zip(batches, weights):
-                g = torch.autograd.grad(C.batch_loss(model, b, loss, False).loss, params, create_graph=True)
+                g = torch.autograd.grad(batch_loss(b), params, create_graph=True)
                 dot = sum((gi * vi).sum() for gi, vi in zip(g, vs))
-                acc = acc + torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, params)]).double() * w
+                for a, h in zip(acc, torch.autograd.grad(dot, params)):
+                    a.add_(h, alpha=w)
         return acc
 
     return hvp

@@ -1,14 +1,22 @@
 #!/usr/bin/env python3
 """Helpers for scripts/bench.sh.
 
-    bench_stats.py make OUT_STEM GIB      write a checkpoint of about GIB GiB (f32 tensors of 128 MiB
-                                          each, plus a few small ones) as OUT_STEM.pt (torch.save) and
-                                          OUT_STEM.safetensors (the same weights)
-    bench_stats.py stats FILE [f64|f32]   the Python way: load the checkpoint (safetensors.torch.load_file
-                                          for .safetensors, torch.load(weights_only=True) otherwise) and
-                                          compute landscaped's per-tensor statistics with torch ops
-                                          (float64 by default, like landscaped), printing the global norm
+bench_stats.py make OUT_STEM GIB      write a checkpoint of about GIB GiB (f32 tensors of 128 MiB
+                                      each, plus a few small ones) as OUT_STEM.pt (torch.save) and
+                                      OUT_STEM.safetensors (the same weights)
+bench_stats.py stats FILE [f64|f32] [load|mmap]
+                                      the Python way: compute landscaped's per-tensor statistics with
+                                      torch ops in float64 (like landscaped) or float32, printing the
+                                      global norm, after loading the checkpoint either
+                                      load: whole, into memory (safetensors.torch.load_file for
+                                            .safetensors, torch.load(weights_only=True) otherwise) —
+                                            the plain way, and the default;
+                                      mmap: memory-mapped, one tensor at a time (safetensors safe_open
+                                            + get_tensor per tensor; torch.load(mmap=True)), f32 tensors
+                                            not copied when accumulating in f32 — the strongest plain
+                                            Python we know of.
 """
+
 import sys
 import time
 
@@ -29,17 +37,30 @@ def make(out, gib):
     save_file(sd, out + ".safetensors")
 
 
-def stats(path, precision="f64"):
-    t0 = time.time()
-    if path.endswith(".safetensors"):
+def tensors(path, how):
+    """(name, tensor) pairs of the checkpoint, loaded as `how` says (see the module docs)."""
+    if how == "mmap":
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        else:
+            yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
+    elif path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        sd = load_file(path)
+        yield from load_file(path).items()
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        yield from torch.load(path, map_location="cpu", weights_only=True).items()
+
+
+def stats(path, precision="f64", how="load"):
+    t0 = time.time()
     dt = torch.float64 if precision == "f64" else torch.float32
     total = torch.zeros((), dtype=torch.float64)
-    for name, t in sd.items():
+    for name, t in tensors(path, how):
         if not t.is_floating_point():
             continue
         x = t.to(dt).flatten()
@@ -52,7 +73,7 @@ def stats(path, precision="f64"):
         nan, inf = torch.isnan(x).sum(), torch.isinf(x).sum()
         hist = torch.histc(fin, bins=30, min=0, max=0)
         total += l2.double() ** 2
-        del x, fin, hist, mean, std, lo, hi, amax, zeros, nan, inf
+        del x, fin, hist, mean, std, lo, hi, amax, zeros, nan, inf, t
     print(f"global_norm {total.sqrt().item():.9g} in {time.time() - t0:.3f} s")
 
 
@@ -60,4 +81,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], float(sys.argv[3]))
     else:
-        stats(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "f64")
+        stats(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "f64", sys.argv[4] if len(sys.argv) > 4 else "load")

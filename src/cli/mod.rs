@@ -74,7 +74,7 @@ pub enum Command {
     Sharpness(Box<sharpness::SharpnessArgs>),
     /// The paper's Fig. 7: |λmin/λmax| at every point of a stored 2D slice (Lanczos at each point).
     SharpnessMap(sharpness::RatioMapArgs),
-    /// Benchmark: HVPs for λmax (Lanczos vs PyHessian's power iteration) and seconds per HVP.
+    /// Benchmark: Lanczos by its own stopping rule (HVPs, seconds, error vs a tight reference) and seconds per HVP.
     SharpnessBench(Box<sharpness::BenchArgs>),
 }
 

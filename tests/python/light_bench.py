@@ -8,6 +8,11 @@
    while the daemon watches it with PCA after every checkpoint, a PCA-plane slice every 2nd and sharpness
    every 4th (job defaults otherwise), alternated BENCH_ROUNDS times, medians (target <= 5 % slower).
 
+Every figure is printed with a ratio against a baseline measured in the same invocation: the idle RSS
+against a bare Python process that has imported torch and sleeps (the least a Python sidecar holds), the
+CLI's wall time and peak RSS against `python -c pass` (the least any Python CLI costs), the worker start-up
+against `python -c "import torch"` (the least a Python worker's start-up costs).
+
 usage: light_bench.py LANDSCAPED [EPOCHS]
 """
 
@@ -107,6 +112,31 @@ def timed_runs(args, n=21):
     return statistics.median(times), max(peaks)
 
 
+def py_timed(code, n=21):
+    """Median wall seconds and the peak RSS (MB) of `python -c CODE` as whole processes."""
+    times, peaks = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", PY, "-c", code], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        peaks.append(int(out.stderr.strip().splitlines()[-1]) / 1024)
+    return statistics.median(times), max(peaks)
+
+
+def python_torch_idle_rss():
+    """RSS (MB) of a Python process that has imported torch and sleeps."""
+    p = subprocess.Popen(
+        [PY, "-c", "import torch, time; print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        p.stdout.readline()
+        time.sleep(1.0)
+        return rss_mb(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
 def train(out):
     t0 = time.perf_counter()
     subprocess.run(
@@ -120,6 +150,13 @@ def train(out):
 
 def main():
     root = tempfile.mkdtemp(prefix="landscaped-light-")
+    py_torch_rss = python_torch_idle_rss()
+    py_pass_wall, py_pass_peak = py_timed("pass")
+    py_torch_wall, _ = py_timed("import torch", n=5)
+    print(
+        f"baselines: idle python with torch imported RSS {py_torch_rss:.1f} MB; `python -c pass` "
+        f"{py_pass_wall * 1e3:.1f} ms, peak RSS {py_pass_peak:.1f} MB; `python -c 'import torch'` {py_torch_wall * 1e3:.0f} ms"
+    )
     # Two runs with a few checkpoints each.
     for name in ("a", "b"):
         subprocess.run(
@@ -140,23 +177,28 @@ def main():
         c0, t0 = proc_stat(d.pid), time.perf_counter()
         time.sleep(10)
         cpu = (proc_stat(d.pid) - c0) / (time.perf_counter() - t0) * 100
+        rss = rss_mb(d.pid)
         print(
-            f"idle daemon, two watched runs (3 checkpoints each): RSS {rss_mb(d.pid):.1f} MB (target < 30), "
-            f"CPU {cpu:.3f} % of one core over 10 s"
+            f"idle daemon, two watched runs (3 checkpoints each): RSS {rss:.1f} MB (target < 30; "
+            f"idle python+torch / daemon {py_torch_rss / rss:.1f}x), CPU {cpu:.3f} % of one core over 10 s"
         )
         wall, peak = timed_runs(["--data-dir", f"{root}/data", "runs"])
         print(
             f"`landscaped runs` through the running daemon: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB "
-            f"(median of 21 whole processes; targets < 20 ms, < 15 MB)"
+            f"(median of 21 whole processes; targets < 20 ms, < 15 MB; `python -c pass` / this: "
+            f"wall {py_pass_wall / wall:.2f}x, peak RSS {py_pass_peak / peak:.2f}x)"
         )
     finally:
         stop(d)
     wall, peak = timed_runs(["--data-dir", f"{root}/data", "runs"])
-    print(f"`landscaped runs` opening the store itself: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB")
+    print(
+        f"`landscaped runs` opening the store itself: {wall * 1e3:.1f} ms, peak RSS {peak:.1f} MB "
+        f"(`python -c pass` / this: wall {py_pass_wall / wall:.2f}x, peak RSS {py_pass_peak / peak:.2f}x)"
+    )
     wall, peak = timed_runs(["--data-dir", f"{root}/data", "info"], n=5)
     print(
         f"worker start-up (`landscaped info`: start landscaped-worker, handshake, stop): {wall * 1e3:.0f} ms, "
-        f"peak RSS of landscaped {peak:.1f} MB"
+        f"peak RSS of landscaped {peak:.1f} MB (`python -c 'import torch'` / this: wall {py_torch_wall / wall:.2f}x)"
     )
 
     # The trainer's cost.
