@@ -773,7 +773,6 @@ mod tests {
         // A cancel (the daemon stopping) ends the wait at once.
         o.wait = Duration::from_secs(60);
         let c = Coordinator::bind(o).unwrap();
-        let t = Instant::now();
         let e = c
             .gather(
                 &{
@@ -786,7 +785,8 @@ mod tests {
             .err()
             .expect("cancelled")
             .to_string();
-        assert!(e.contains("cancelled") && t.elapsed() < Duration::from_secs(5), "{e}");
+        // The error names the cancel, not the 60 s wait running out ("no worker joined").
+        assert!(e.contains("cancelled") && !e.contains("no worker joined"), "{e}");
     }
 
     /// An honest worker's side, through [`landscaped_protocol::connect::connect`] (with its retries).
@@ -825,13 +825,13 @@ mod tests {
             let b = honest(addr, &tf);
             (a.join().unwrap(), b, idle)
         });
-        let t = Instant::now();
         let mut lines = Vec::new();
         let (joined, report) = c.gather(&Cancel::new(), |l| lines.push(l.to_string())).unwrap();
         let (a, b, idle) = workers.join().unwrap();
         assert!(a.is_ok() && b.is_ok(), "{:?} {:?} {lines:?}", a.err(), b.err());
         assert_eq!(joined.len(), 2);
-        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        // Both joined before the wait ran out, through the flood.
+        assert!(!report.short, "{report:?}");
         assert!(report.evicted >= 300 - MAX_CHECKING, "{report:?}");
         // Few lines for a flood: the first closure, then one summing up.
         assert!(lines.len() <= MAX_REFUSAL_LINES + 1, "{lines:?}");
