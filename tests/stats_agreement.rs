@@ -32,6 +32,19 @@ fn close(what: &str, got: f64, want: f64) {
     assert!((got - want).abs() <= tol, "{what}: got {got:e}, PyTorch {want:e}");
 }
 
+/// A checkpoint record's norms, distances and update cosine against PyTorch's (`ck`).
+fn check_checkpoint(ctx: &str, rec: &records::CheckpointRecord, ck: &Value) {
+    close(&format!("{ctx}: global_norm"), rec.global_norm, ck["global_norm"].as_f64().unwrap());
+    close_opt(&format!("{ctx}: dist_first"), rec.dist_first, &ck["dist_first"]);
+    close_opt(&format!("{ctx}: update_norm"), rec.update_norm, &ck["update_norm"]);
+    match (rec.update_cos, ck["update_cos"].as_f64()) {
+        // A cosine may be near 0: absolute, at the same float64 level.
+        (Some(g), Some(w)) => assert!((g - w).abs() < REL, "{ctx}: update_cos {g} vs {w}"),
+        (None, None) => {}
+        (g, w) => panic!("{ctx}: update_cos got {g:?}, PyTorch {w:?}"),
+    }
+}
+
 fn close_opt(what: &str, got: Option<f64>, want: &Value) {
     match (got, want.as_f64()) {
         (Some(g), Some(w)) => close(what, g, w),
@@ -91,15 +104,7 @@ fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
             assert_eq!(out.status, IngestStatus::Added, "{ctx}");
             assert_eq!(out.record.step, step, "{ctx}: step rule");
             let rec = records::checkpoint(&store, name, step).unwrap().unwrap();
-            close(&format!("{ctx}: global_norm"), rec.global_norm, ck["global_norm"].as_f64().unwrap());
-            close_opt(&format!("{ctx}: dist_first"), rec.dist_first, &ck["dist_first"]);
-            close_opt(&format!("{ctx}: update_norm"), rec.update_norm, &ck["update_norm"]);
-            match (rec.update_cos, ck["update_cos"].as_f64()) {
-                // A cosine may be near 0: absolute, at the same float64 level.
-                (Some(g), Some(w)) => assert!((g - w).abs() < REL, "{ctx}: update_cos {g} vs {w}"),
-                (None, None) => {}
-                (g, w) => panic!("{ctx}: update_cos got {g:?}, PyTorch {w:?}"),
-            }
+            check_checkpoint(&ctx, &rec, ck);
             let tensors = records::tensors(&store, name, step).unwrap();
             let want = ck["tensors"].as_object().unwrap();
             let ints: Vec<&str> =
@@ -128,14 +133,7 @@ fn statistics_agree_with_pytorch_in_every_format_and_dtype() {
             .unwrap_or_else(|e| panic!("{ctx}: ingest failed: {e}"));
         assert_eq!(out.status, IngestStatus::Added, "{ctx}");
         let rec = records::checkpoint(&store, "big", step).unwrap().unwrap();
-        close(&format!("{ctx}: global_norm"), rec.global_norm, ck["global_norm"].as_f64().unwrap());
-        close_opt(&format!("{ctx}: dist_first"), rec.dist_first, &ck["dist_first"]);
-        close_opt(&format!("{ctx}: update_norm"), rec.update_norm, &ck["update_norm"]);
-        match (rec.update_cos, ck["update_cos"].as_f64()) {
-            (Some(g), Some(w)) => assert!((g - w).abs() < REL, "{ctx}: update_cos {g} vs {w}"),
-            (None, None) => {}
-            (g, w) => panic!("{ctx}: update_cos got {g:?}, PyTorch {w:?}"),
-        }
+        check_checkpoint(&ctx, &rec, ck);
         let tensors = records::tensors(&store, "big", step).unwrap();
         let want = ck["tensors"].as_object().unwrap();
         assert_eq!(tensors.len(), want.len(), "{ctx}: tensor count");

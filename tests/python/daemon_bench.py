@@ -9,7 +9,6 @@
    the load+norm loop over the same files.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -18,28 +17,13 @@ import time
 import urllib.request
 
 import numpy as np
+from daemon_port import bound_port
 from safetensors.numpy import load_file, save_file
 
 BIN = sys.argv[1]
 N_BURST = int(os.environ.get("BENCH_BURST", "200"))
 QUIET = 0.2
 PARAMS = int(os.environ.get("BENCH_PARAMS", "1000000"))  # floats per checkpoint (4 MB)
-
-
-def bound_port(data_dir, proc, limit=30.0):
-    """The port the daemon `proc` (started with listen = "127.0.0.1:0") bound, from its daemon.json."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with open(os.path.join(data_dir, "daemon.json")) as f:
-                ident = json.load(f)
-            if ident.get("pid") == proc.pid:
-                return int(ident["listen"].rsplit(":", 1)[1])
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("the daemon did not write its daemon.json")
 
 
 def metrics(port):

@@ -16,7 +16,6 @@ against `python -c "import torch"` (the least a Python worker's start-up costs).
 usage: light_bench.py LANDSCAPED [EPOCHS]
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -25,28 +24,14 @@ import tempfile
 import time
 import urllib.request
 
+from daemon_port import bound_port
+
 BIN = sys.argv[1]
 EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
 ENV = {**os.environ, "LANDSCAPED_LOG": "warn"}
-
-
-def bound_port(data_dir, proc, limit=30.0):
-    """The port the daemon `proc` (started with listen = "127.0.0.1:0") bound, from its daemon.json."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with open(os.path.join(data_dir, "daemon.json")) as f:
-                ident = json.load(f)
-            if ident.get("pid") == proc.pid:
-                return int(ident["listen"].rsplit(":", 1)[1])
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("the daemon did not write its daemon.json")
 
 
 def get(port, path):
