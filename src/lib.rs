@@ -10,6 +10,7 @@ pub mod landscape;
 pub mod plot;
 pub mod query;
 pub mod sharpness;
+pub mod sink;
 pub mod stamp;
 pub mod store;
 pub mod table;

@@ -5,7 +5,7 @@
 //! after PyTorch loads our safetensors directions), coordinates within 1e-10 relative (see
 //! docs/tolerances.md for what each achieves).
 
-use landscaped::ingest::TensorSink;
+use landscaped::sink::TensorSink;
 use landscaped::store::trajectory::PcaConfig;
 use landscaped::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, write_checkpoint};
 use landscaped::trajectory::pca::compute_pca;

@@ -3,7 +3,8 @@
 //! piped.
 
 use super::Cli;
-use crate::ingest::{IngestError, IngestOptions, TensorSink, ingest_checkpoint_with_progress};
+use crate::ingest::{IngestError, IngestOptions, ingest_checkpoint_with_progress};
+use crate::sink::TensorSink;
 use crate::store::Store;
 use crate::table::Table;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};

@@ -3,7 +3,7 @@
 //! the PC1/PC2 plane.
 
 use super::Cli;
-use crate::ingest::TensorSink;
+use crate::sink::TensorSink;
 use crate::store::Store;
 use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
 use crate::table::Table;

@@ -3,7 +3,7 @@
 //! that has not moved for longer than `stall_limit` makes `/healthz` answer 503 with the path and how
 //! long it has been stuck; the scheduler stops waiting for it (see [`crate::daemon::scheduler`]).
 
-use crate::ingest::TensorSink;
+use crate::sink::TensorSink;
 use landscaped_formats::{Checkpoint, ChunkValues};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -13,7 +13,7 @@
 //! Reading is by `pread`, a chunk of one tensor at a time.
 
 use super::select::{Selection, TensorFilter};
-use crate::ingest::TensorSink;
+use crate::sink::{DoesNotFit, TensorSink};
 use anyhow::{Context, bail};
 use landscaped_formats::{Checkpoint, ChunkValues, TensorInfo, Values};
 use serde::{Deserialize, Serialize};
@@ -542,7 +542,7 @@ impl ArchiveSink {
         if let Some(total) = total_bytes(&dir)
             && need > total
         {
-            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+            return Err(anyhow::Error::new(DoesNotFit {
                 why: format!(
                     "trajectory archive: {}: run {run} step {step} needs {need} bytes, more than the whole filesystem holds ({total} bytes): it can never be archived there",
                     dir.display()
@@ -553,7 +553,7 @@ impl ArchiveSink {
         if let Some(free) = free_bytes(&dir)
             && need > free
         {
-            return Err(anyhow::Error::new(crate::ingest::DoesNotFit {
+            return Err(anyhow::Error::new(DoesNotFit {
                 why: format!(
                     "trajectory archive: {}: run {run} step {step} needs {need} bytes but only {free} are free there",
                     dir.display()
@@ -886,7 +886,7 @@ mod tests {
         // 2^62 f32 values: a header no disk holds.
         let huge = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![1 << 31, 1 << 31] };
         let e = sink.begin_tensors("r", 1, &[huge]).unwrap_err();
-        let fit = e.downcast_ref::<crate::ingest::DoesNotFit>().expect("a DoesNotFit");
+        let fit = e.downcast_ref::<DoesNotFit>().expect("a DoesNotFit");
         assert!(fit.ever && fit.why.contains("more than the whole filesystem"), "{}", fit.why);
         assert!(list_run(d.path(), "r").unwrap().is_empty());
     }
