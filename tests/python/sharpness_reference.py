@@ -77,9 +77,9 @@ buffers = dict(net64.named_buffers())
 x64 = x.double()
 
 
-def reference(subset):
+def loss_over(subset):
+    """The float64 loss as a function of the flat vector of the parameters in `subset` (the others fixed)."""
     fixed = {n: p.detach() for n, p in net64.named_parameters() if n not in subset}
-    theta = torch.cat([dict(net64.named_parameters())[n].detach().reshape(-1) for n in subset])
 
     def loss_of(flat):
         params, i = {}, 0
@@ -91,6 +91,12 @@ def reference(subset):
         params.update(buffers)
         return F.cross_entropy(functional_call(net64, params, (x64,)), y)
 
+    return loss_of
+
+
+def reference(subset):
+    theta = torch.cat([dict(net64.named_parameters())[n].detach().reshape(-1) for n in subset])
+    loss_of = loss_over(subset)
     h = torch.autograd.functional.hessian(loss_of, theta)
     ev = torch.linalg.eigvalsh(h)
     g = torch.Generator().manual_seed(1)
@@ -120,14 +126,7 @@ theta0 = torch.cat([params64[n].detach().reshape(-1) for n in names])
 dim = theta0.numel()
 
 
-def loss_flat(flat):
-    p, i = {}, 0
-    for n in names:
-        k = shapes[n].numel()
-        p[n] = flat[i : i + k].reshape(shapes[n])
-        i += k
-    p.update(buffers)
-    return F.cross_entropy(functional_call(net64, p, (x64,)), y)
+loss_flat = loss_over(names)  # every parameter
 
 
 assert names == ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias"], names
