@@ -4,8 +4,8 @@
 //! One concept per file:
 //! - [`config`]: the TOML file; [`jobs`]: the periodic-job extension point others plug into;
 //!   [`job_model`]: the model-contract keys the slice and sharpness job sections share;
-//! - [`watch`]: inotify/poll watching and scans → [`queue`] (bounded, by step) → [`worker`] (the
-//!   scheduler) → [`process`] (one checkpoint on a blocking thread) → [`seen`] (what was dealt with);
+//! - [`watch`]: inotify/poll watching and scans → [`queue`] (bounded, by step) → [`scheduler`] (the
+//!   ingest tasks) → [`process`] (one checkpoint on a blocking thread) → [`seen`] (what was dealt with);
 //! - [`jobrunner`]: runs due jobs on one low-priority thread;
 //! - [`http`] + [`api`]: axum routes and the CLI's queries; [`metrics`]: the Prometheus registry;
 //!   [`health`]: whether the trajectory archive is writable (the store keeps its own health);

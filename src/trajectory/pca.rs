@@ -8,9 +8,9 @@
 //! component (tensors named as the parameters; `safetensors.torch.load_file` reads them). Signs follow
 //! scikit-learn (`svd_flip(u_based_decision=False)`: the largest-magnitude entry of each v_k positive).
 //!
-//! For slices along PCA directions (engineer E), call [`load_directions`] on the files listed in the
-//! stored record's `direction_files` (or [`direction_path`]): it returns `(parameter name, values)` in
-//! parameter order. Tensors not selected for the PCA (e.g. 1-D with `exclude_1d`, BN running stats)
+//! Slices along PCA directions read the files listed in the stored record's `direction_files` (or
+//! [`direction_path`]) with `landscaped_formats::safetensors_file::load_float_tensors`: `(parameter
+//! name, shape, values)` in parameter order. Tensors not selected for the PCA (e.g. 1-D with `exclude_1d`, BN running stats)
 //! are absent: their direction is zero.
 
 use super::archive::run_dir;

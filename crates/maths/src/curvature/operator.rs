@@ -19,8 +19,8 @@ pub trait LinearOperator {
 }
 
 /// An explicit dense symmetric matrix A (row major), for tests and benchmarks; also the quadratic
-/// objective L(x) = ½ xᵀAx + bᵀx about a centre θ (b = 0, θ = 0 unless set by
-/// [`DenseSymmetric::with_objective`]), whose Hessian is A everywhere.
+/// objective L(x) = ½ xᵀAx + bᵀx about a centre θ (b = 0, θ = 0 unless a test sets them
+/// with `with_objective`), whose Hessian is A everywhere.
 pub struct DenseSymmetric {
     n: usize,
     a: Vec<f64>,
