@@ -217,9 +217,11 @@ pub(crate) fn ingest_checkpoint_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<IngestOutcome, IngestError> {
     keys::validate_run_name(run).map_err(IngestError::RunName)?;
-    let ck = Checkpoint::open(path)?;
+    // Stamped before it is opened, as `ingest_opened` requires: a file replaced between the two then
+    // shows as a changed stamp after reading instead of slipping through.
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let before = stamp_now(&canon)?;
+    let ck = Checkpoint::open(path)?;
     ingest_opened(store, run, &ck, &before, opts, sinks, progress)
 }
 
