@@ -14,5 +14,6 @@ pub mod sink;
 pub mod stamp;
 pub mod store;
 pub mod table;
+pub mod tensorboard;
 pub mod trajectory;
 pub mod workers;

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod export;
 pub mod info;
 pub mod ingest;
 pub mod norms;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Charts as .svg or .png.
     #[command(subcommand)]
     Plot(plot::PlotCmd),
+    /// Stored runs in other tools' formats: `export tensorboard --run R --out DIR`.
+    #[command(subcommand)]
+    Export(export::ExportCmd),
     /// Run the sidecar: watch checkpoint folders, record every checkpoint once, serve /metrics and the API.
     Daemon(daemon::DaemonArgs),
     /// PCA of a run's archived trajectory (the paper's optimizer-path directions); stores the result.
@@ -163,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Norms(ref args) => norms::norms(&cli, args),
         Command::Hist(ref args) => norms::hist(&cli, args),
         Command::Plot(ref cmd) => plot::run(&cli, cmd),
+        Command::Export(ref cmd) => export::run(&cli, cmd),
         Command::Daemon(args) => daemon::run(&args),
         Command::Pca(ref args) => pca::run_pca(&cli, args),
         Command::Trajectory(ref args) => pca::run_trajectory(&cli, args),

@@ -70,6 +70,9 @@ struct RawConfig {
 struct RawRun {
     name: String,
     watch: Vec<String>,
+    /// The run's TensorBoard folder (e.g. HF Trainer's `logging_dir`): landscaped writes its events there.
+    #[serde(default)]
+    tensorboard: Option<PathBuf>,
     /// Everything else in a `[[run]]` table: job sections (`[run.pca]`, ...), checked against the job
     /// registry so an unknown key is still rejected by name.
     #[serde(flatten)]
@@ -199,6 +202,9 @@ impl WatchSpec {
 pub struct RunConfig {
     pub name: String,
     pub watch: Vec<WatchSpec>,
+    /// Where this run's records go as TensorBoard events (`tensorboard = "DIR"`, default off); see
+    /// [`crate::tensorboard`].
+    pub tensorboard: Option<PathBuf>,
     /// Job sections by job name (`pca`, `slice`, ...), as written; see [`crate::daemon::jobs`].
     pub jobs: BTreeMap<String, toml::Value>,
 }
@@ -313,7 +319,7 @@ impl Config {
                         return Err(bad(
                             &format!("run.{key}"),
                             format!(
-                                "unknown key in run {:?} (expected name, watch{}{})",
+                                "unknown key in run {:?} (expected name, watch, tensorboard{}{})",
                                 r.name,
                                 if known.is_empty() { "" } else { ", or a job section: " },
                                 known.join(", ")
@@ -338,7 +344,26 @@ impl Config {
                     }
                 }
             }
-            runs.push(RunConfig { name: r.name, watch, jobs: r.rest });
+            if let Some(tb) = &r.tensorboard {
+                if !tb.is_absolute() {
+                    return Err(bad(
+                        "run.tensorboard",
+                        format!("run {:?}: {} must be an absolute path", r.name, tb.display()),
+                    ));
+                }
+                if let Some(other) = runs.iter().find(|o: &&RunConfig| o.tensorboard.as_ref() == Some(tb)) {
+                    return Err(bad(
+                        "run.tensorboard",
+                        format!(
+                            "runs {:?} and {:?} both write to {} (one TensorBoard folder per run)",
+                            other.name,
+                            r.name,
+                            tb.display()
+                        ),
+                    ));
+                }
+            }
+            runs.push(RunConfig { name: r.name, watch, tensorboard: r.tensorboard, jobs: r.rest });
         }
         Ok(Config {
             path: path.to_path_buf(),
@@ -441,6 +466,21 @@ mod tests {
         // Model keys are checked with the job's own: a bad one is named.
         let e = parse(&format!("{MIN}{}", job.replace("cuda:0", "gpu0"))).unwrap_err().to_string();
         assert!(e.contains("run.slice") && e.contains("device"), "{e}");
+    }
+
+    #[test]
+    fn the_tensorboard_folder_is_optional_absolute_and_one_per_run() {
+        assert_eq!(parse(MIN).unwrap().runs[0].tensorboard, None);
+        let with = MIN.replace("watch = [", "tensorboard = \"/scratch/job42/runs\"\nwatch = [");
+        assert_eq!(parse(&with).unwrap().runs[0].tensorboard, Some(PathBuf::from("/scratch/job42/runs")));
+        let e = parse(&with.replace("/scratch/job42/runs", "runs")).unwrap_err().to_string();
+        assert!(e.contains("run.tensorboard") && e.contains("absolute"), "{e}");
+        let twice = format!(
+            "{with}\n{}",
+            with.lines().skip(3).collect::<Vec<_>>().join("\n").replace("resnet-sgd", "other")
+        );
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(e.contains("run.tensorboard") && e.contains("both write"), "{e}");
     }
 
     #[test]

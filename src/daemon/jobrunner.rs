@@ -40,6 +40,8 @@ pub struct JobRunner {
     state: Mutex<State>,
     cv: Condvar,
     metrics: Arc<Metrics>,
+    /// Where a job's records go after it ran (runs with a `tensorboard` folder).
+    tensorboard: std::sync::OnceLock<Arc<crate::daemon::tensorboard::TensorBoardLogs>>,
 }
 
 impl JobRunner {
@@ -52,7 +54,13 @@ impl JobRunner {
             state: Mutex::new(State { jobs, ..Default::default() }),
             cv: Condvar::new(),
             metrics,
+            tensorboard: std::sync::OnceLock::new(),
         })
+    }
+
+    /// After each job that succeeds, its run's new records are written to TensorBoard (set once).
+    pub(crate) fn write_tensorboard(&self, logs: Arc<crate::daemon::tensorboard::TensorBoardLogs>) {
+        let _ = self.tensorboard.set(logs);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -187,6 +195,11 @@ impl JobRunner {
                     }
                 };
             metrics.job_runs.with_label_values(&[&run, name, outcome]).inc();
+            if outcome == "ok"
+                && let Some(tb) = self.tensorboard.get()
+            {
+                tb.jobs(&ctx.store, &run);
+            }
             metrics.job_duration.with_label_values(&[&run, name]).observe(t.elapsed().as_secs_f64());
         }
     }

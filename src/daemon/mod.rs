@@ -13,7 +13,8 @@
 //!   [`fstype`] (statfs: network filesystems are polled), [`memory`] (freed memory handed back);
 //!   [`server`]: wires it all together;
 //! - [`skipped`]: paths passed over, reported once; [`progress`]: ingest progress and the stall
-//!   limit; [`temps`]: stale temporaries removed at start.
+//!   limit; [`temps`]: stale temporaries removed at start;
+//! - [`tensorboard`]: each run's records as TensorBoard events in its `tensorboard` folder.
 
 pub mod api;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod skipped;
 pub mod systemd;
 pub mod taxonomy;
 pub mod temps;
+pub mod tensorboard;
 pub mod watch;
 
 pub use config::Config;

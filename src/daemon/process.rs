@@ -75,6 +75,8 @@ pub struct Processor {
     pub follow_symlinks: bool,
     /// The ingests in flight and when each last moved.
     pub progress: Arc<Progress>,
+    /// Runs whose records also go to TensorBoard.
+    pub tensorboard: Arc<crate::daemon::tensorboard::TensorBoardLogs>,
 }
 
 impl Processor {
@@ -93,6 +95,7 @@ impl Processor {
                 // `new`: counted in landscaped_checkpoints_processed_total (the crash test sums these lines
                 // over a daemon's SIGKILLed lives).
                 tracing::info!(run, step, new, path = %item.path.display(), "checkpoint recorded");
+                self.tensorboard.checkpoint(&self.store, run, *step);
             }
             Outcome::Retry { reason, .. } => {
                 self.metrics.retries.with_label_values(&[run, reason]).inc();
@@ -395,6 +398,7 @@ mod tests {
             skipped: Arc::new(crate::daemon::skipped::Skipped::new(metrics)),
             roots: vec![tmp.path().to_path_buf()],
             follow_symlinks: false,
+            tensorboard: Arc::new(crate::daemon::tensorboard::TensorBoardLogs::none()),
             progress: Default::default(),
         };
         let a = tmp.path().join("step-5.safetensors");

@@ -71,6 +71,7 @@ async fn serve(
     let archive_health = Arc::new(crate::daemon::health::ArchiveHealth::default());
     let skipped = Arc::new(crate::daemon::skipped::Skipped::new(metrics.clone()));
     let progress = Arc::new(crate::daemon::progress::Progress::default());
+    let tensorboard = Arc::new(crate::daemon::tensorboard::TensorBoardLogs::new(&config, &metrics.registry));
     let processor = Arc::new(Processor {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -83,11 +84,17 @@ async fn serve(
         roots: config.runs.iter().flat_map(|r| r.watch.iter()).map(|w| w.root.clone()).collect(),
         follow_symlinks: config.follow_symlinks,
         progress: progress.clone(),
+        tensorboard: tensorboard.clone(),
     });
     for r in &config.runs {
         let p = processor.clone();
         let name = r.name.clone();
         let _ = tokio::task::spawn_blocking(move || p.restore_gauges(&name)).await;
+    }
+    // Whatever the store holds that a run's TensorBoard file lacks, before new checkpoints come.
+    for r in config.runs.iter().filter(|r| r.tensorboard.is_some()) {
+        let (tb, s, name) = (tensorboard.clone(), store.clone(), r.name.clone());
+        let _ = tokio::task::spawn_blocking(move || tb.catch_up(&s, &name)).await;
     }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -133,6 +140,7 @@ async fn serve(
     let trimmer = tokio::spawn(memory::return_freed(shutdown.clone()));
 
     let job_runner = JobRunner::new(run_jobs, metrics.clone());
+    job_runner.write_tensorboard(tensorboard.clone());
     let ctx =
         JobContext::new(store.clone(), config.data_dir.clone(), metrics.registry.clone(), shutdown.cancel());
     let jr = job_runner.clone();

@@ -72,7 +72,6 @@ pub(crate) fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRe
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.pop().map(|(_, r)| r))
 }
 
-#[cfg(test)]
 /// Every PCA of a run, oldest first.
 pub(crate) fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())

@@ -4,14 +4,15 @@ no downloads) trained for a few steps on a synthetic next-token task by the Hugg
 trainer_state.json and the optimizer's files; save_total_limit=2), plus the fixed evaluation token ids
 and plain-PyTorch reference values.
 
-usage: gpt2_make.py OUT_DIR [--trainer-out DIR] [--steps N] [--power-iterations K]
+usage: gpt2_make.py OUT_DIR [--trainer-out DIR] [--steps N] [--power-iterations K] [--tensorboard]
 
 Writes OUT_DIR/checkpoint-N/, OUT_DIR/eval_ids.safetensors (input_ids [8, 16]) and OUT_DIR/reference.json:
 `own_loss` (the mean of model(input_ids, labels=input_ids).loss over the evaluation batches of 4) and
 `lambda_power` (a power iteration on the Hessian of that loss, double backward in plain PyTorch, from
 torch.manual_seed(0); torch.randn(d), after --power-iterations steps) and `lambda_converged` (the same
 iteration continued until λ changes by < 1e-6 relative), with the math attention kernel (the fused ones
-have no double backward).
+have no double backward). With --tensorboard the Trainer logs to TensorBoard every step
+(`report_to=["tensorboard"]`, into $TENSORBOARD_LOGGING_DIR, as a user's run does).
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--trainer-out", help="where the Trainer writes checkpoint-N/ (default OUT_DIR)")
     ap.add_argument("--power-iterations", type=int, default=20)
+    ap.add_argument("--tensorboard", action="store_true", help="report_to tensorboard, logging every step")
     ap.add_argument("--converge", type=int, default=300, help="further iterations at most, until λ changes < 1e-6")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -71,8 +73,9 @@ def main():
         save_strategy="steps",
         save_steps=max(1, a.steps // 3),
         save_total_limit=2,
-        logging_strategy="no",
-        report_to=[],
+        logging_strategy="steps" if a.tensorboard else "no",
+        logging_steps=1,
+        report_to=["tensorboard"] if a.tensorboard else [],
         use_cpu=True,
         seed=0,
         dataloader_num_workers=0,

@@ -33,7 +33,7 @@ use crate::cancel::Reason;
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
-use crate::landscape::slice::{Outcome, SliceValues};
+use crate::landscape::slice::{Outcome, curvature_at_zero, x_row, y_column};
 use crate::store::slices::{DirectionSource, SliceRecord};
 use crate::workers::contract::ModelContract;
 use anyhow::{Context, Result, anyhow, bail};
@@ -129,42 +129,6 @@ impl Gauges {
             )?,
         })
     }
-}
-
-/// The loss row along x through y ≈ 0 (the only row of a 1D slice).
-pub(crate) fn x_row(v: &SliceValues) -> Vec<f64> {
-    let iy = if v.is_2d() { nearest(&v.ys, 0.0) } else { 0 };
-    (0..v.nx()).map(|ix| v.loss_at(iy, ix)).collect()
-}
-
-/// The loss column along y through x ≈ 0 (2D slices; empty for 1D).
-pub(crate) fn y_column(v: &SliceValues) -> Vec<f64> {
-    if !v.is_2d() {
-        return Vec::new();
-    }
-    let ix = nearest(&v.xs, 0.0);
-    (0..v.ny()).map(|iy| v.loss_at(iy, ix)).collect()
-}
-
-fn nearest(xs: &[f64], t: f64) -> usize {
-    let mut best = 0;
-    for (i, x) in xs.iter().enumerate() {
-        if (x - t).abs() < (xs[best] - t).abs() {
-            best = i;
-        }
-    }
-    best
-}
-
-/// Curvature at 0 along x: `(L[i+1] − 2 L[i] + L[i−1]) / h²` about the grid point nearest 0 (moved in
-/// by one at the ends of the grid); NaN with fewer than 3 points.
-pub(crate) fn curvature_at_zero(xs: &[f64], loss: &[f64]) -> f64 {
-    if xs.len() < 3 || loss.len() != xs.len() {
-        return f64::NAN;
-    }
-    let i = nearest(xs, 0.0).clamp(1, xs.len() - 2);
-    let h = (xs[i + 1] - xs[i - 1]) / 2.0;
-    (loss[i + 1] - 2.0 * loss[i] + loss[i - 1]) / (h * h)
 }
 
 /// Loss at `t` by linear interpolation on the grid (`xs` ascending); None outside it.
@@ -353,6 +317,7 @@ impl PeriodicJob for SliceJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::landscape::slice::SliceValues;
 
     #[test]
     fn curvature_of_a_parabola_is_exact() {

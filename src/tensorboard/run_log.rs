@@ -1,0 +1,202 @@
+//! A run's landscape in its TensorBoard folder: [`RunLog`] turns the store's records of one run into
+//! events of landscaped's event file there, the same way for `landscaped export tensorboard` (every
+//! record at once) and the daemon (each checkpoint as it lands, each job's records after it runs, and
+//! everything missing at start). Each tag's steps only go up ([`super::writer`]): a step written before
+//! is skipped, so writing again after a restart adds only what is new.
+
+use super::images::{IMAGE_SOURCES, render_png};
+use super::proto::HistogramProto;
+use super::scalars::{CHECKPOINT_SOURCES, CheckpointView, JOB_SOURCES, Scalar};
+use super::select::TensorChoice;
+use super::texts::{CONVENTIONS, SETTINGS_TAG};
+use super::writer::{EventFile, Reopened};
+use crate::store::{self, Store};
+use anyhow::Context;
+use landscaped_maths::stats::TensorStats;
+use std::path::Path;
+
+/// What a call wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub scalars: usize,
+    pub histograms: usize,
+    pub images: usize,
+    pub texts: usize,
+}
+
+impl Written {
+    fn add(&mut self, o: Written) {
+        self.scalars += o.scalars;
+        self.histograms += o.histograms;
+        self.images += o.images;
+        self.texts += o.texts;
+    }
+}
+
+pub struct RunLog {
+    run: String,
+    file: EventFile,
+    choice: TensorChoice,
+    settings: String,
+    /// Set once charts cannot be drawn (no font): images are left out from then on.
+    no_images: bool,
+}
+
+impl RunLog {
+    /// Opens (or creates) landscaped's event file in `dir` for `run`; `settings` is the markdown
+    /// written as the run's settings.
+    pub fn open(
+        dir: &Path,
+        run: &str,
+        choice: TensorChoice,
+        settings: String,
+    ) -> anyhow::Result<(RunLog, Reopened)> {
+        let (file, reopened) = EventFile::open(dir)?;
+        Ok((RunLog { run: run.to_string(), file, choice, settings, no_images: false }, reopened))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Everything the store holds for the run: the texts, every checkpoint in step order, the jobs'
+    /// records.
+    pub fn all(&mut self, store: &Store) -> anyhow::Result<Written> {
+        let mut w = self.texts()?;
+        let cks = store::checkpoints::checkpoints(store, &self.run)
+            .with_context(|| format!("reading run {:?}'s checkpoints", self.run))?;
+        for c in &cks {
+            w.add(self.write_checkpoint(store, c)?);
+        }
+        self.file.flush()?;
+        w.add(self.jobs(store)?);
+        Ok(w)
+    }
+
+    /// The settings and the conventions, at step 0 (once).
+    pub fn texts(&mut self) -> anyhow::Result<Written> {
+        let mut w = Written::default();
+        let wall = super::writer::now();
+        if !self.settings.is_empty() && self.file.text(SETTINGS_TAG, 0, wall, &self.settings) {
+            w.texts += 1;
+        }
+        for (tag, text) in CONVENTIONS {
+            w.texts += usize::from(self.file.text(tag, 0, wall, text));
+        }
+        self.file.flush()?;
+        Ok(w)
+    }
+
+    /// One checkpoint just recorded: its scalars and the chosen tensors' histograms.
+    pub fn checkpoint(&mut self, store: &Store, step: u64) -> anyhow::Result<Written> {
+        let Some(rec) = store::checkpoints::checkpoint(store, &self.run, step)
+            .with_context(|| format!("reading run {:?} step {step}", self.run))?
+        else {
+            return Ok(Written::default());
+        };
+        let w = self.write_checkpoint(store, &rec)?;
+        self.file.flush()?;
+        Ok(w)
+    }
+
+    fn write_checkpoint(
+        &mut self,
+        store: &Store,
+        rec: &store::checkpoints::CheckpointRecord,
+    ) -> anyhow::Result<Written> {
+        let mut w = Written::default();
+        // Written as a whole (one flush): a checkpoint whose first tag is there is there.
+        if !self.file.wants("landscaped/weights/global_norm", rec.step) {
+            return Ok(w);
+        }
+        let tensors = store::checkpoints::tensors(store, &self.run, rec.step)
+            .with_context(|| format!("reading run {:?} step {}'s tensors", self.run, rec.step))?;
+        let chosen = self.choice.choose(&tensors);
+        let view = CheckpointView { record: rec, chosen: &chosen };
+        for source in CHECKPOINT_SOURCES {
+            for s in source(&view) {
+                w.scalars += usize::from(self.file.scalar(&s.tag, s.step, s.wall_time, s.value));
+            }
+        }
+        for t in &chosen {
+            let Some(h) = t.stats.as_ref().and_then(histogram_proto) else { continue };
+            let tag = format!("landscaped/histogram/{}", t.name);
+            w.histograms += usize::from(self.file.histogram(&tag, rec.step, rec.ingested_unix as f64, h));
+        }
+        Ok(w)
+    }
+
+    /// The periodic jobs' records of the run (sharpness, slices, PCA, ...): scalars and charts not
+    /// written yet.
+    pub fn jobs(&mut self, store: &Store) -> anyhow::Result<Written> {
+        let mut w = Written::default();
+        let mut scalars: Vec<Scalar> = Vec::new();
+        for source in JOB_SOURCES {
+            scalars.extend(
+                source(store, &self.run)
+                    .with_context(|| format!("reading run {:?}'s job records", self.run))?,
+            );
+        }
+        scalars.sort_by_key(|s| s.step);
+        for s in &scalars {
+            w.scalars += usize::from(self.file.scalar(&s.tag, s.step, s.wall_time, s.value));
+        }
+        self.file.flush()?;
+        if self.no_images {
+            return Ok(w);
+        }
+        let mut pictures = Vec::new();
+        for source in IMAGE_SOURCES {
+            pictures.extend(
+                source(store, &self.run)
+                    .with_context(|| format!("reading run {:?}'s job records", self.run))?,
+            );
+        }
+        pictures.sort_by_key(|p| p.step);
+        for p in pictures {
+            if !self.file.wants(&p.tag, p.step) {
+                continue;
+            }
+            match render_png(&p.panel) {
+                Ok((png, width, height)) => {
+                    w.images += usize::from(self.file.image(&p.tag, p.step, p.wall_time, png, width, height));
+                    // One chart at a time: a PNG is large.
+                    self.file.flush()?;
+                }
+                Err(e @ crate::plot::PlotError::NoFont { .. }) => {
+                    tracing::warn!("TensorBoard images of run {:?} left out: {e}", self.run);
+                    self.no_images = true;
+                    break;
+                }
+                Err(e) => tracing::warn!(
+                    "TensorBoard image {} of run {:?} at step {}: {e}",
+                    p.tag,
+                    self.run,
+                    p.step
+                ),
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// The stored histogram as TensorBoard's legacy `HistogramProto`, from its first to its last non-empty
+/// bucket (TensorBoard drops empty buckets at both ends when it reads one, and takes `min` and `max`
+/// as the outer edges): bucket i spans (`bucket_limit[i-1]`, `bucket_limit[i]`], the first starting at
+/// `min`. None when every bucket is empty.
+pub fn histogram_proto(s: &TensorStats) -> Option<HistogramProto> {
+    let h = &s.histogram;
+    let start = h.counts.iter().position(|&c| c > 0)?;
+    let end = h.counts.iter().rposition(|&c| c > 0)?;
+    let edges = h.edges();
+    let finite = s.numel.saturating_sub(s.nan_count + s.inf_count) as f64;
+    Some(HistogramProto {
+        min: edges[start],
+        max: edges[end + 1],
+        num: h.counts.iter().sum::<u64>() as f64,
+        sum: s.mean * finite,
+        sum_squares: s.sum_sq(),
+        bucket_limit: edges[start + 1..=end + 1].to_vec(),
+        bucket: h.counts[start..=end].iter().map(|&c| c as f64).collect(),
+    })
+}
