@@ -33,6 +33,9 @@ impl Written {
     }
 }
 
+/// The tag written last for each checkpoint: when the file has it at a step, it has all of that step.
+const CHECKPOINT_MARKER: &str = "landscaped/weights/global_norm";
+
 pub struct RunLog {
     run: String,
     file: EventFile,
@@ -105,23 +108,27 @@ impl RunLog {
         rec: &store::checkpoints::CheckpointRecord,
     ) -> anyhow::Result<Written> {
         let mut w = Written::default();
-        // Written as a whole (one flush): a checkpoint whose first tag is there is there.
-        if !self.file.wants("landscaped/weights/global_norm", rec.step) {
+        // The marker goes last: present, the whole checkpoint is (a cut tail loses the end first).
+        if !self.file.wants(CHECKPOINT_MARKER, rec.step) {
             return Ok(w);
         }
         let tensors = store::checkpoints::tensors(store, &self.run, rec.step)
             .with_context(|| format!("reading run {:?} step {}'s tensors", self.run, rec.step))?;
         let chosen = self.choice.choose(&tensors);
         let view = CheckpointView { record: rec, chosen: &chosen };
-        for source in CHECKPOINT_SOURCES {
-            for s in source(&view) {
-                w.scalars += usize::from(self.file.scalar(&s.tag, s.step, s.wall_time, s.value));
-            }
+        let scalars: Vec<Scalar> = CHECKPOINT_SOURCES.iter().flat_map(|source| source(&view)).collect();
+        let (marker, rest): (Vec<Scalar>, Vec<Scalar>) =
+            scalars.into_iter().partition(|s| s.tag == CHECKPOINT_MARKER);
+        for s in &rest {
+            w.scalars += usize::from(self.file.scalar(&s.tag, s.step, s.wall_time, s.value));
         }
         for t in &chosen {
             let Some(h) = t.stats.as_ref().and_then(histogram_proto) else { continue };
             let tag = format!("landscaped/histogram/{}", t.name);
             w.histograms += usize::from(self.file.histogram(&tag, rec.step, rec.ingested_unix as f64, h));
+        }
+        for s in &marker {
+            w.scalars += usize::from(self.file.scalar(&s.tag, s.step, s.wall_time, s.value));
         }
         Ok(w)
     }
