@@ -207,3 +207,122 @@ pub fn histogram_proto(s: &TensorStats) -> Option<HistogramProto> {
         bucket: h.counts[start..=end].iter().map(|&c| c as f64).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::landscape::slice::SliceValues;
+    use crate::store::sharpness::SharpnessRecord;
+    use crate::store::slices::{DirectionSource, ModelUsed, SliceRecord};
+    use crate::tensorboard::proto::{Event, Kind, What};
+    use crate::tensorboard::record::read_records;
+    use landscaped_maths::curvature::lanczos::Extremes;
+    use landscaped_maths::curvature::measures::Measure;
+    use landscaped_maths::curvature::trace::TraceEstimate;
+    use prost::Message;
+    use std::collections::BTreeMap;
+
+    /// Every (tag → [(step, value)]) of the scalars in the file, and the image tags.
+    fn read_back(path: &Path) -> (BTreeMap<String, Vec<(i64, f32)>>, Vec<(String, i64)>) {
+        let bytes = std::fs::read(path).unwrap();
+        let (mut scalars, mut images) = (BTreeMap::<String, Vec<(i64, f32)>>::new(), Vec::new());
+        for p in read_records(&bytes).payloads {
+            let ev = Event::decode(p).unwrap();
+            let Some(What::Summary(s)) = ev.what else { continue };
+            for v in s.value {
+                match v.kind {
+                    Some(Kind::SimpleValue(x)) => scalars.entry(v.tag).or_default().push((ev.step, x)),
+                    Some(Kind::Image(_)) => images.push((v.tag, ev.step)),
+                    _ => {}
+                }
+            }
+        }
+        (scalars, images)
+    }
+
+    fn parabola_slice(run: &str, step: u64) -> SliceRecord {
+        let axis = vec![-1.0, -0.5, 0.0, 0.5, 1.0];
+        let mut v = SliceValues::new(axis.clone(), axis.clone());
+        for iy in 0..5 {
+            for ix in 0..5 {
+                let (x, y) = (axis[ix], axis[iy]);
+                v.loss[iy * 5 + ix] = 1.0 + 3.0 * x * x + 5.0 * y * y;
+                v.done[iy * 5 + ix] = true;
+            }
+        }
+        SliceRecord {
+            id: step,
+            run: Some(run.into()),
+            step: Some(step),
+            checkpoint: "c".into(),
+            directions: DirectionSource::Pca {
+                run: run.into(),
+                pca_step: step,
+                components: vec![0, 1],
+                explained_variance_ratio: vec![0.6, 0.3],
+                files: vec![],
+            },
+            cosine: None,
+            model: ModelUsed::default(),
+            centre_loss: 1.0,
+            centre_accuracy: None,
+            values: v,
+            trajectory: vec![(0.5, 0.5, 1), (0.0, 0.0, step)],
+            created: 0,
+            updated: 0,
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn job_records_become_scalars_and_charts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let sharp = SharpnessRecord {
+            run: "r".into(),
+            step: 7,
+            base_loss: 0.25,
+            extremes: Some(Extremes { lambda_max: 4.0, lambda_min: -1.0, ratio: 0.25, ..Default::default() }),
+            trace: Some(TraceEstimate { trace: 12.5, std_error: 0.5, samples: 4, hvps: 4 }),
+            measures: vec![Measure { name: "sam".into(), value: 0.125, ..Default::default() }],
+            ..Default::default()
+        };
+        store::sharpness::put(&store, &sharp).unwrap();
+        store::slices::put(&store, &parabola_slice("r", 7)).unwrap();
+        // Another run's slice and an unfinished one stay out.
+        store::slices::put(&store, &parabola_slice("other", 9)).unwrap();
+        let mut partial = parabola_slice("r", 11);
+        partial.values.done[0] = false;
+        store::slices::put(&store, &partial).unwrap();
+
+        let tb = dir.path().join("tb");
+        let (mut log, _) = RunLog::open(&tb, "r", TensorChoice::default(), String::new()).unwrap();
+        let w = log.jobs(&store).unwrap();
+        assert_eq!(w.scalars, 10, "{w:?}");
+        assert_eq!(log.jobs(&store).unwrap(), Written::default(), "nothing twice");
+        let (scalars, images) = read_back(log.path());
+        let at7 = |tag: &str| scalars[tag].as_slice() == [(7, scalars[tag][0].1)] && scalars[tag].len() == 1;
+        for (tag, want) in [
+            ("landscaped/sharpness/lambda_max", 4.0),
+            ("landscaped/sharpness/lambda_min", -1.0),
+            ("landscaped/sharpness/ratio", 0.25),
+            ("landscaped/sharpness/trace", 12.5),
+            ("landscaped/sharpness/trace_std_error", 0.5),
+            ("landscaped/sharpness/base_loss", 0.25),
+            ("landscaped/sharpness/measure/sam", 0.125),
+            ("landscaped/slice/pca/centre_loss", 1.0),
+            // The second difference of 1 + 3x² + 5y² is exact: 6 along x, 10 along y.
+            ("landscaped/slice/pca/curvature_x", 6.0),
+            ("landscaped/slice/pca/curvature_y", 10.0),
+        ] {
+            assert!(at7(tag), "{tag}: {:?}", scalars.get(tag));
+            assert_eq!(scalars[tag][0].1, want as f32, "{tag}");
+        }
+        // Charts need a font; without one they are left out (and said so) while the scalars are there.
+        if images.is_empty() {
+            assert!(log.no_images, "no chart, and no missing font to say why");
+        } else {
+            assert_eq!(images, vec![("landscaped/image/slice_pca".to_string(), 7)]);
+        }
+    }
+}
