@@ -4,6 +4,7 @@
 
 use landscaped::daemon::jobs::JOB_METRIC_NAMES;
 use landscaped::daemon::metrics::METRIC_NAMES;
+use landscaped::daemon::tensorboard::TENSORBOARD_METRIC_NAMES;
 use std::path::Path;
 use std::process::Command;
 
@@ -90,7 +91,11 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         }
         assert!(!names.is_empty(), "expression names no landscaped metric: {e}");
         for n in names {
-            let exported = |b: &str| METRIC_NAMES.contains(&b) || JOB_METRIC_NAMES.contains(&b);
+            let exported = |b: &str| {
+                METRIC_NAMES.contains(&b)
+                    || JOB_METRIC_NAMES.contains(&b)
+                    || TENSORBOARD_METRIC_NAMES.contains(&b)
+            };
             let base = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| n.strip_suffix(s).filter(|b| exported(b)))

@@ -17,6 +17,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// The metrics registered here (beside [`crate::daemon::metrics::METRIC_NAMES`]), when a run writes to
+/// TensorBoard.
+pub const TENSORBOARD_METRIC_NAMES: &[&str] =
+    &["landscaped_tensorboard_errors_total", "landscaped_tensorboard_events_total"];
+
 struct Target {
     dir: PathBuf,
     settings: String,

@@ -222,10 +222,12 @@ mod tests {
     use prost::Message;
     use std::collections::BTreeMap;
 
+    type Scalars = BTreeMap<String, Vec<(i64, f32)>>;
+
     /// Every (tag → [(step, value)]) of the scalars in the file, and the image tags.
-    fn read_back(path: &Path) -> (BTreeMap<String, Vec<(i64, f32)>>, Vec<(String, i64)>) {
+    fn read_back(path: &Path) -> (Scalars, Vec<(String, i64)>) {
         let bytes = std::fs::read(path).unwrap();
-        let (mut scalars, mut images) = (BTreeMap::<String, Vec<(i64, f32)>>::new(), Vec::new());
+        let (mut scalars, mut images) = (Scalars::new(), Vec::new());
         for p in read_records(&bytes).payloads {
             let ev = Event::decode(p).unwrap();
             let Some(What::Summary(s)) = ev.what else { continue };
