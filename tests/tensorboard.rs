@@ -222,40 +222,45 @@ fn assert_no_step_twice(raw: &Value) {
 }
 
 #[test]
-fn the_daemon_writes_each_checkpoint_as_it_lands_and_repairs_its_file_after_a_kill() {
+fn the_daemon_writes_each_checkpoint_and_job_as_they_land_and_repairs_its_file_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let (ck, tb_dir) = (dir.path().join("ck"), dir.path().join("logs/run1"));
     std::fs::create_dir_all(&ck).unwrap();
-    let config =
-        write_config(dir.path(), &[&ck], "", &format!("tensorboard = {:?}\n", tb_dir.to_str().unwrap()));
+    // A trajectory PCA after every third checkpoint: a job whose records (and chart) follow it.
+    let run = format!("tensorboard = {:?}\n[run.pca]\nevery = 3\n", tb_dir.to_str().unwrap());
+    let config = write_config(dir.path(), &[&ck], "", &run);
     let d = restart(config.clone(), dir.path());
-    let norm_steps = |want: &[u64]| {
+    let written = |tag: &'static str, want: &[u64]| {
         let want = want.to_vec();
         let tb_dir = tb_dir.clone();
         move || {
             tb_dir.is_dir()
                 && std::fs::read_dir(&tb_dir).unwrap().count() == 1
-                && steps_of(&tb_read(&our_file(&tb_dir), true), "landscaped/weights/global_norm") == want
+                && steps_of(&tb_read(&our_file(&tb_dir), true), tag) == want
         }
     };
+    const NORM: &str = "landscaped/weights/global_norm";
+    const CHART: &str = "landscaped/image/trajectory";
     for (i, step) in [1u64, 2, 3].into_iter().enumerate() {
         drop_checkpoint(&ck, &format!("step_{step}.safetensors"), i as f32);
-        wait_until(Duration::from_secs(30), "the checkpoint in TensorBoard", norm_steps(&[1, 2, 3][..=i]));
+        wait_until(Duration::from_secs(30), "the checkpoint in TensorBoard", written(NORM, &[1, 2, 3][..=i]));
     }
+    wait_until(Duration::from_secs(60), "the PCA's chart in TensorBoard", written(CHART, &[3]));
     d.kill9();
-    // Killed mid-write: the last record cut short. TensorBoard reads the whole ones and skips it.
+    // Killed mid-write: the last record (the chart) cut short. TensorBoard reads the whole ones and
+    // skips it.
     let file = our_file(&tb_dir);
     let before = tb_read(&file, true);
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 7).unwrap();
     let cut = tb_read(&file, true);
     assert_eq!(cut["records"].as_u64().unwrap() + 1, before["records"].as_u64().unwrap());
-    assert_eq!(steps_of(&cut, "landscaped/weights/global_norm"), vec![1, 2], "the marker is the last record");
+    assert_eq!((steps_of(&cut, NORM), steps_of(&cut, CHART)), (vec![1, 2, 3], vec![]));
 
-    // Restarted: the tail cut off, step 3 completed, then step 4 as it lands; no step twice.
+    // Restarted: the tail cut off and the chart written again, then step 4 as it lands; no step twice.
     let d = restart(config, dir.path());
     drop_checkpoint(&ck, "step_4.safetensors", 3.0);
-    wait_until(Duration::from_secs(30), "step 4 in TensorBoard", norm_steps(&[1, 2, 3, 4]));
+    wait_until(Duration::from_secs(30), "step 4 in TensorBoard", written(NORM, &[1, 2, 3, 4]));
     assert!(d.log().contains("cut the last"), "the repair is logged");
     let m = d.metrics();
     assert!(
@@ -265,6 +270,8 @@ fn the_daemon_writes_each_checkpoint_as_it_lands_and_repairs_its_file_after_a_ki
     d.stop();
     let raw = tb_read(&our_file(&tb_dir), true);
     assert_no_step_twice(&raw);
+    assert_eq!(steps_of(&raw, CHART), vec![3], "the chart cut off is written again, once");
+    assert_eq!(steps_of(&raw, "landscaped/pca/explained_variance_ratio/pc1"), vec![3]);
     let hist_tags: Vec<&String> =
         raw["steps"].as_object().unwrap().keys().filter(|t| t.starts_with("landscaped/histogram/")).collect();
     assert_eq!(hist_tags.len(), 2, "weight and bias: {hist_tags:?}");
@@ -273,6 +280,8 @@ fn the_daemon_writes_each_checkpoint_as_it_lands_and_repairs_its_file_after_a_ki
     }
     let tb = tb_read(&tb_dir, false);
     check_checkpoint_scalars(&dir.path().join("data"), &tb);
+    let img = &tb["images"][CHART][0];
+    assert_eq!((&img[1], &img[2]), (&img[3], &img[4]), "event size vs decoded PNG: {img}");
 }
 
 /// A port no one listens on now.
