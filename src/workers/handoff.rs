@@ -82,19 +82,29 @@ pub(crate) fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
     let ck = Checkpoint::open(path)?;
     let dir = private_dir()?;
     let h = Handoff { path: dir.join("state.safetensors"), dir: Some(dir) };
-    let tensors: Vec<(String, &str, usize, Vec<usize>)> = ck
+    // Every name of the state dict: the tensors, then each alias (tied weights) as a copy of its
+    // owner, so a worker loading by name finds the state dict as saved.
+    let order: Vec<(String, usize)> = ck
         .tensors
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .chain(ck.aliases.iter().filter_map(|a| Some((a.name.clone(), ck.index_of(&a.owner)?))))
+        .collect();
+    let tensors: Vec<(String, &str, usize, Vec<usize>)> = order
+        .iter()
+        .map(|(name, i)| {
+            let t = &ck.tensors[*i];
             let size = if t.dtype.is_float() { 4 } else { t.dtype.size() };
-            (t.name.clone(), st_dtype(t.dtype), size, t.shape.clone())
+            (name.clone(), st_dtype(t.dtype), size, t.shape.clone())
         })
         .collect();
     let mut meta = BTreeMap::new();
     meta.insert("source".to_string(), path.display().to_string());
     let mut w = SafetensorsWriter::create_typed(&h.path, &tensors, &meta)?;
     let mut wide = Vec::new();
-    for (i, t) in ck.tensors.iter().enumerate() {
+    for (_, i) in &order {
+        let (i, t) = (*i, &ck.tensors[*i]);
         if t.dtype.is_float() {
             ck.read_chunks(i, 4 << 20, |c| -> Result<()> {
                 match c.values {
