@@ -120,6 +120,11 @@ fn without_the_master_copy_the_module_weights_are_read_and_said_so() {
     // Rank 1's partition missing: incomplete, naming the ranks (not a silent fallback).
     let half = tmp.path().join("half/global_step3");
     copy_without(&src, &half, &optims[1..]);
+    let e = check_complete(&half).unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::Incomplete { .. }) && e.to_string().contains("of 1 of 2 ranks written"),
+        "{e}"
+    );
     let e = Checkpoint::open(&half).unwrap_err();
     assert!(
         matches!(e, CheckpointError::Incomplete { .. }) && e.to_string().contains("2 ranks expected"),
@@ -232,4 +237,35 @@ fn tied_weights_count_once_in_every_format() {
         let got = row["global_norm"].as_f64().unwrap();
         assert!(rel_close(got, gpt2, 1e-12), "{what}: ‖θ‖ {got} vs PyTorch's {gpt2}");
     }
+}
+
+/// Adam's `exp_avg` and `exp_avg_sq` of every trainable parameter, cut from the ranks' partitions like
+/// the master weights: bit-equal to what DeepSpeed's own `safe_get_full_optimizer_state` gathered in
+/// the training run, under ZeRO-2 and ZeRO-3, fp32 and bf16, one and two ranks.
+#[test]
+fn deepspeed_optimizer_states_are_cut_like_the_master_weights() {
+    for name in ["zero2", "zero3", "zero2_bf16", "zero2_fp16", "zero3_bf16", "tied_zero2", "tied_zero3"] {
+        let dir = deepspeed(&format!("{name}/global_step3"));
+        let want = Checkpoint::open(&deepspeed(&format!("{name}_optim.safetensors"))).unwrap();
+        for key in ["exp_avg", "exp_avg_sq"] {
+            let ck = landscaped_formats::deepspeed::optimizer_state(&dir, key)
+                .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+            assert!(ck.source.starts_with(&format!("optimizer state '{key}' (ZeRO-")), "{}", ck.source);
+            let prefix = format!("{key}.");
+            let expected = want.tensors.iter().filter(|t| t.name.starts_with(&prefix)).count();
+            assert_eq!(ck.tensors.len(), expected, "{name} {key}: every trainable parameter");
+            for (i, t) in ck.tensors.iter().enumerate() {
+                let j = want.index_of(&format!("{prefix}{}", t.name)).unwrap();
+                assert_eq!((t.dtype, &t.shape), (Dtype::F32, &want.tensors[j].shape), "{name} {}", t.name);
+                assert_eq!(ck.read_raw(i).unwrap(), want.read_raw(j).unwrap(), "{name} {key} {}", t.name);
+            }
+            if name.contains("tied") || name.contains("16") {
+                assert_eq!(ck.aliases, tied_alias(), "{name}");
+            }
+        }
+    }
+    let e =
+        landscaped_formats::deepspeed::optimizer_state(&deepspeed("zero2/global_step3"), "momentum_buffer")
+            .unwrap_err();
+    assert!(e.to_string().contains("has no 'momentum_buffer'"), "{e}");
 }

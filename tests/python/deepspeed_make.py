@@ -21,7 +21,9 @@ rebuilds from it (get_fp32_state_dict_from_zero_checkpoint; the tied name's alia
 safetensors can't hold shared tensors: OUT/<name>.json lists it), for ZeRO-2 OUT/<name>_module.safetensors
 (the module's own low-precision weights, `module.*` keys, aliases dropped likewise), and in OUT/<name>.json
 the norm PyTorch gives: sqrt of the sum of squares over `model.parameters()` of a fresh model loaded
-with zero_to_fp32's state dict (each shared Parameter once), in float64.
+with zero_to_fp32's state dict (each shared Parameter once), in float64; OUT/<name>_optim.safetensors:
+Adam's `exp_avg.<param>` and `exp_avg_sq.<param>` of every trainable parameter as DeepSpeed's
+`safe_get_full_optimizer_state` gathers them from the ranks.
 zero_to_fp32.py / zero_to_torch.py copies DeepSpeed drops into the save dir are removed.
 """
 
@@ -114,6 +116,16 @@ def train(name):
         eng.backward(loss)
         eng.step()
     eng.save_checkpoint(os.path.join(OUT, name))
+    # Adam's state of every trainable parameter, gathered by DeepSpeed itself (a collective call).
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    optim = {}
+    for n, p in eng.module.named_parameters():
+        if p.requires_grad:
+            for key in ["exp_avg", "exp_avg_sq"]:
+                optim[f"{key}.{n}"] = safe_get_full_optimizer_state(p, key).detach().float().contiguous()
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_file(optim, os.path.join(OUT, f"{name}_optim.safetensors"))
     if stage == 2 and int(os.environ.get("RANK", "0")) == 0:
         sd = {"module." + k: v.contiguous() for k, v in without_aliases(eng.module.state_dict()).items()}
         save_file(sd, os.path.join(OUT, f"{name}_module.safetensors"))

@@ -128,6 +128,17 @@ pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
     for (_, p) in models.iter().map(|(d, p)| (d, p)).chain(optims.iter().map(|(_, p)| (&None, p))) {
         super::complete::check_file(p)?;
     }
+    // ZeRO-1/2: every rank writes its partition; rank 0's says how many there are.
+    if !zero3 && let Some((_, first)) = optims.first() {
+        let (_, a) = open_archive(first, pickle_scan::allowed_deepspeed)?;
+        let count = a.root.get("optimizer_state_dict").as_ref().and_then(partition_count);
+        if count.is_some_and(|c| c > optims.len()) {
+            return Err(CheckpointError::Incomplete {
+                path: dir.to_path_buf(),
+                why: format!("optimizer states of {} of {} ranks written", optims.len(), count.unwrap_or(0)),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -242,8 +253,13 @@ fn partition_count(osd: &Val) -> Option<usize> {
 
 /// A list of flat 1-D f32 tensors of an optimizer-states file, as (file, absolute byte offset,
 /// elements) each.
-fn flat_f32(path: &Path, a: &Archive, list: &Val, fi: usize, what: &str) -> Result<Pieces, CheckpointError> {
-    let items = list.items().ok_or_else(|| malformed(path, format!("{what} is not a list")))?;
+fn flat_f32(
+    path: &Path,
+    a: &Archive,
+    items: &[Val],
+    fi: usize,
+    what: &str,
+) -> Result<Pieces, CheckpointError> {
     let mut out = Vec::new();
     for (g, v) in items.iter().enumerate() {
         let (start, t) = tensor_at(path, a, v, &format!("{what}[{g}]"))?;
@@ -312,11 +328,69 @@ fn zero12_trainable(
     Ok(out)
 }
 
+/// What is cut out of the ranks' partitions into the model's parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cut<'a> {
+    /// The fp32 master weights (`single_partition_of_fp32_groups` / `fp32_flat_groups`), with the
+    /// buffers and frozen parameters beside them.
+    Master,
+    /// A per-element state of the base optimizer (Adam's `exp_avg`, `exp_avg_sq`), one flat tensor per
+    /// partition under `base_optimizer_state.state[g]` (ZeRO-1/2) or `optimizer_state_dict.state[g]`
+    /// (ZeRO-3): the trainable parameters only.
+    State(&'a str),
+}
+
+/// One rank's flat partitions of `cut`, in group order; None when the file holds none.
+fn rank_flats(
+    p: &Path,
+    oa: &Archive,
+    osd: &Val,
+    cut: Cut,
+    zero3: bool,
+    fi: usize,
+    r: usize,
+) -> Result<Option<Pieces>, CheckpointError> {
+    let items = match cut {
+        Cut::Master => {
+            let key = if zero3 { "fp32_flat_groups" } else { "single_partition_of_fp32_groups" };
+            let Some(list) = osd.get(key) else { return Ok(None) };
+            list.items().ok_or_else(|| malformed(p, format!("{key} is not a list")))?
+        }
+        Cut::State(key) => {
+            let base = if zero3 { "optimizer_state_dict" } else { "base_optimizer_state" };
+            let Some(state) = osd.get(base).and_then(|b| b.get("state")) else { return Ok(None) };
+            let mut groups: Vec<(i64, Val)> = state
+                .entries()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.as_int()?, v)))
+                .collect();
+            groups.sort_by_key(|g| g.0);
+            let mut items = Vec::new();
+            for (g, v) in groups {
+                items.push(
+                    v.get(key).ok_or_else(|| malformed(p, format!("{base}.state[{g}] has no '{key}'")))?,
+                );
+            }
+            items
+        }
+    };
+    let what = match cut {
+        Cut::Master => format!("rank {r} fp32 partitions"),
+        Cut::State(key) => format!("rank {r} optimizer state '{key}'"),
+    };
+    flat_f32(p, oa, &items, fi, &what).map(Some)
+}
+
 /// The folder's tensors so far: (info, source), and the aliases.
 type Listing = (Vec<(TensorInfo, Source)>, Vec<Alias>);
 
 impl DeepSpeedFolder {
     pub(crate) fn open(dir: &Path) -> Result<DeepSpeedFolder, CheckpointError> {
+        Self::open_cut(dir, Cut::Master)
+    }
+
+    fn open_cut(dir: &Path, cut: Cut) -> Result<DeepSpeedFolder, CheckpointError> {
         let (models, optims) = state_files(dir)?;
         let zero3 = models.iter().any(|(dp, _)| dp.is_some());
         let all: Vec<PathBuf> =
@@ -329,8 +403,14 @@ impl DeepSpeedFolder {
         let module = a.root.get("module").ok_or_else(|| malformed(&main, "no 'module' state dict"))?;
         let mut files = vec![main.clone()];
         if !zero3 {
-            let ((tensors, aliases), copy) = match zero12_master(dir, &main, &a, &optims, &mut files)? {
+            let ((tensors, aliases), copy) = match zero12_master(dir, &main, &a, &optims, &mut files, cut)? {
                 Ok((listing, copy)) => (listing, copy),
+                Err(why) if cut != Cut::Master => {
+                    return Err(CheckpointError::Unsupported {
+                        path: dir.to_path_buf(),
+                        why: format!("no optimizer state to read: {why}"),
+                    });
+                }
                 Err(why) => {
                     files.truncate(1);
                     (
@@ -341,8 +421,8 @@ impl DeepSpeedFolder {
             };
             return Ok(DeepSpeedFolder { files, all, tensors, aliases, step, copy });
         }
-        let (tensors, aliases) = zero3_master(dir, &models, &optims, &main, a, &module, &mut files)?;
-        let copy = format!("fp32 master weights (ZeRO-3 optimizer partitions, {} ranks)", models.len());
+        let (tensors, aliases) = zero3_master(dir, &models, &optims, a, &mut files, cut)?;
+        let copy = format!("{} (ZeRO-3 optimizer partitions, {} ranks)", cut.what(), models.len());
         Ok(DeepSpeedFolder { files, all, tensors, aliases, step, copy })
     }
 
@@ -445,6 +525,7 @@ fn zero12_master(
     a: &Archive,
     optims: &[(usize, PathBuf)],
     files: &mut Vec<PathBuf>,
+    cut: Cut,
 ) -> Result<Result<(Listing, String), String>, CheckpointError> {
     if optims.is_empty() {
         return Ok(Err("no per-rank optimizer-state files in the folder".into()));
@@ -454,9 +535,14 @@ fn zero12_master(
         let (_, oa) = open_archive(p, pickle_scan::allowed_deepspeed)?;
         let osd =
             oa.root.get("optimizer_state_dict").ok_or_else(|| malformed(p, "no optimizer_state_dict"))?;
-        let Some(groups) = osd.get("single_partition_of_fp32_groups") else {
+        let fi = files.len();
+        let Some(flats) = rank_flats(p, &oa, &osd, cut, false, fi, *r)? else {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            return Ok(Err(format!("{name} holds no single_partition_of_fp32_groups")));
+            let key = match cut {
+                Cut::Master => "single_partition_of_fp32_groups",
+                Cut::State(_) => "base_optimizer_state",
+            };
+            return Ok(Err(format!("{name} holds no {key}")));
         };
         if i == 0 {
             stage = zero_stage(&osd);
@@ -466,9 +552,8 @@ fn zero12_master(
                 .and_then(|v| v.items())
                 .map(|groups| groups.iter().map(|g| g.as_usizes().unwrap_or_default()).collect::<Vec<_>>());
         }
-        let fi = files.len();
         files.push(p.clone());
-        ranks.push(flat_f32(p, &oa, &groups, fi, &format!("rank {r} single_partition_of_fp32_groups"))?);
+        ranks.push(flats);
     }
     let world =
         world.ok_or_else(|| malformed(&optims[0].1, "optimizer_state_dict has no partition_count"))?;
@@ -484,8 +569,14 @@ fn zero12_master(
     let module = a.root.get("module").ok_or_else(|| malformed(main, "no 'module' state dict"))?;
     let shapes = param_shapes(main, &a.root)?;
     let trainable = zero12_trainable(dir, &shapes, &ranks, paddings.as_deref(), world)?;
-    let mut tensors = buffers(main, a, &module)?;
-    for (name, shape) in a.root.get("frozen_param_shapes").map(|f| str_entries(&f)).unwrap_or_default() {
+    let (mut tensors, frozen) = match cut {
+        Cut::Master => (
+            buffers(main, a, &module)?,
+            a.root.get("frozen_param_shapes").map(|f| str_entries(&f)).unwrap_or_default(),
+        ),
+        Cut::State(_) => (Vec::new(), Vec::new()),
+    };
+    for (name, shape) in frozen {
         let shape =
             shape.as_usizes().ok_or_else(|| malformed(main, format!("frozen '{name}': bad shape")))?;
         let frag = a
@@ -508,7 +599,7 @@ fn zero12_master(
     let plural = if world == 1 { "" } else { "s" };
     Ok(Ok((
         (tensors, aliases),
-        format!("fp32 master weights ({stage} optimizer partitions, {world} rank{plural})"),
+        format!("{} ({stage} optimizer partitions, {world} rank{plural})", cut.what()),
     )))
 }
 
@@ -578,12 +669,12 @@ fn zero3_master(
     dir: &Path,
     models: &[(Option<usize>, PathBuf)],
     optims: &[(usize, PathBuf)],
-    main: &Path,
     a: Archive,
-    module: &Val,
     files: &mut Vec<PathBuf>,
+    cut: Cut,
 ) -> Result<Listing, CheckpointError> {
-    let main = main.to_path_buf();
+    let main = files[0].clone();
+    let module = &a.root.get("module").ok_or_else(|| malformed(&main, "no 'module' state dict"))?;
     // ZeRO-3: buffers, frozen parameters, trainable parameters, shared parameters.
     let world = models.len();
     if optims.len() != world || models.iter().enumerate().any(|(i, (dp, _))| *dp != Some(i)) {
@@ -595,9 +686,14 @@ fn zero3_master(
             ),
         ));
     }
-    let mut tensors = buffers(&main, &a, module)?;
+    let (mut tensors, frozen) = match cut {
+        Cut::Master => (
+            buffers(&main, &a, module)?,
+            a.root.get("frozen_param_shapes").map(|f| str_entries(&f)).unwrap_or_default(),
+        ),
+        Cut::State(_) => (Vec::new(), Vec::new()),
+    };
     // Frozen parameters: each rank's fragment, concatenated, first numel kept.
-    let frozen = a.root.get("frozen_param_shapes").map(|f| str_entries(&f)).unwrap_or_default();
     let mut rank_archives = vec![(main.clone(), a)];
     let mut rank_file = vec![0usize];
     if !frozen.is_empty() {
@@ -645,20 +741,12 @@ fn zero3_master(
                 format!("partition_count {count:?} but {world} ranks' files in the folder"),
             ));
         }
-        let groups = osd
-            .get("fp32_flat_groups")
-            .and_then(|g| g.items())
-            .ok_or_else(|| malformed(p, "no fp32_flat_groups (not a ZeRO-3 optimizer state)"))?;
         let fi = files.len();
+        let mine = rank_flats(p, &oa, &osd, cut, true, fi, *r)?.ok_or_else(|| match cut {
+            Cut::Master => malformed(p, "no fp32_flat_groups (not a ZeRO-3 optimizer state)"),
+            Cut::State(_) => malformed(p, "no optimizer_state_dict.state"),
+        })?;
         files.push(p.clone());
-        let mut mine = Vec::new();
-        for (g, v) in groups.iter().enumerate() {
-            let (start, t) = tensor_at(p, &oa, v, &format!("rank {r} fp32_flat_groups[{g}]"))?;
-            if t.dtype != Dtype::F32 || t.shape.len() != 1 || (t.shape[0] > 1 && t.stride != [1]) {
-                return Err(malformed(p, format!("fp32_flat_groups[{g}] is not a flat f32 tensor")));
-            }
-            mine.push((fi, start + (t.offset * 4) as u64, t.shape[0]));
-        }
         flats.push(mine);
     }
     let avail: usize = flats[0].iter().map(|f| f.2).sum();
@@ -689,6 +777,36 @@ fn zero3_master(
     }
     let aliases = aliases_of(&mut tensors, shared);
     Ok((tensors, aliases))
+}
+
+impl Cut<'_> {
+    /// How the copy read is named.
+    fn what(&self) -> String {
+        match self {
+            Cut::Master => "fp32 master weights".into(),
+            Cut::State(key) => format!("optimizer state '{key}'"),
+        }
+    }
+}
+
+/// One per-element state of the optimizer (Adam's `exp_avg`, `exp_avg_sq`) of every trainable
+/// parameter of a DeepSpeed ZeRO-1/2/3 folder, as a [`super::Checkpoint`] whose tensors are named by
+/// the parameters (f32, their shapes; `shared_params` as aliases): cut out of every rank's flat
+/// partitions of that state exactly as the master weights are (the partitions of the state and of the
+/// master weights have the same layout), streamed by range like them. For the optimizer-state API; an
+/// error naming the folder when it holds no such state.
+pub fn optimizer_state(dir: &Path, key: &str) -> Result<super::Checkpoint, CheckpointError> {
+    let folder = DeepSpeedFolder::open_cut(dir, Cut::State(key))?;
+    let members = folder.members();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let step = folder.step.or_else(|| super::layout::step_from_name(&name));
+    Ok(super::Checkpoint::from_sources(
+        dir.to_path_buf(),
+        super::Layout::DeepSpeed,
+        step,
+        vec![Box::new(folder)],
+        members,
+    ))
 }
 
 /// Elements `[offset, offset + n)` of a rank's concatenated flat groups, as pieces.
