@@ -180,6 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn tied_weights_are_handed_over_under_every_name() {
+        // DeepSpeed ZeRO-2 of an embedding tied to the LM head: `head.weight` is an alias of
+        // `emb.weight` in the checkpoint, and the worker gets both names with the same values.
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepspeed/tied_zero2/global_step3");
+        let ck = Checkpoint::open(&dir).unwrap();
+        assert_eq!(ck.aliases.len(), 1);
+        let h = checkpoint_to_safetensors(&dir).unwrap();
+        let out = Checkpoint::open(&h.path).unwrap();
+        assert_eq!(out.tensors.len(), ck.tensors.len() + 1);
+        let (e, t) = (out.index_of("emb.weight").unwrap(), out.index_of("head.weight").unwrap());
+        assert_ne!(e, t, "two tensors in the hand-off file");
+        assert_eq!(out.read_raw(e).unwrap(), out.read_raw(t).unwrap());
+        assert_eq!(out.read_raw(e).unwrap(), ck.read_raw(ck.index_of("emb.weight").unwrap()).unwrap());
+    }
+
+    #[test]
     fn the_private_folder_goes_with_the_handoff() {
         let d = private_dir().unwrap();
         use std::os::unix::fs::PermissionsExt;
