@@ -269,3 +269,33 @@ fn deepspeed_optimizer_states_are_cut_like_the_master_weights() {
             .unwrap_err();
     assert!(e.to_string().contains("has no 'momentum_buffer'"), "{e}");
 }
+
+/// The daemon records the same: a ZeRO-2 bf16 folder dropped into a watched folder is recorded from
+/// its master weights, and the API's checkpoint records and the `checkpoints` query through the daemon
+/// name the copy, the dtypes and the alias.
+#[test]
+fn the_daemon_api_names_the_copy_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = tmp.path().join("ds");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::copy(deepspeed("zero2_bf16/latest"), watched.join("latest")).unwrap();
+    let d = start(tmp.path(), &[&watched], "");
+    copy_without(&deepspeed("zero2_bf16/global_step3"), &watched.join("global_step3"), &[]);
+    wait_until(std::time::Duration::from_secs(30), "the checkpoint recorded", || recorded(d.port).len() == 1);
+    let records: Value = serde_json::from_str(&get(d.port, "/api/v1/runs/r/checkpoints").unwrap()).unwrap();
+    let r = &records[0];
+    assert_eq!(r["source"], "fp32 master weights (ZeRO-2 optimizer partitions, 2 ranks)", "{r}");
+    assert_eq!(r["dtypes"], "f32+bf16");
+    assert_eq!(r["aliases"], serde_json::json!([{"name": "head.weight", "owner": "emb.weight"}]));
+    let want = reference("zero2_bf16")["parameters_norm"].as_f64().unwrap();
+    assert!(rel_close(r["global_norm"].as_f64().unwrap(), want, 1e-12));
+    let (ok, out, err) = cli_query(
+        &tmp.path().join("data"),
+        Some(&d.config),
+        &["--format", "json", "checkpoints", "--run", "r"],
+    );
+    assert!(ok, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["source"], r["source"]);
+    assert_eq!(d.stop(), Some(0));
+}
