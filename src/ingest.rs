@@ -28,7 +28,7 @@
 //! not revise records already written.
 
 use crate::stamp::{self, Stamp};
-use crate::store::checkpoints::{self as records, CheckpointRecord, RunRecord, TensorRecord};
+use crate::store::checkpoints::{self as records, AliasRecord, CheckpointRecord, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile, Precision};
 use engine::RefSource;
@@ -343,6 +343,13 @@ pub(crate) fn ingest_opened(
         update_cos,
         unmatched_tensors: refs.iter().map(|r| r.unmatched).max().unwrap_or(0),
         ingested_unix: now,
+        source: ck.source.clone(),
+        dtypes: ck.dtypes(),
+        aliases: ck
+            .aliases
+            .iter()
+            .map(|a| AliasRecord { name: a.name.clone(), owner: a.owner.clone() })
+            .collect(),
     };
 
     let mut batch = Batch::default();

@@ -115,7 +115,9 @@ fn sharded_tensors_are_read_by_range_straight_from_their_chunks() {
         let path = PathBuf::from(f.reference[name]["path"].as_str().unwrap());
         assert_ranges_read_back(&Checkpoint::open(&path).unwrap(), name);
     }
-    for rel in ["zero2/global_step3", "zero3/global_step3"] {
+    for rel in
+        ["zero2/global_step3", "zero3/global_step3", "zero2_bf16/global_step3", "zero3_bf16/global_step3"]
+    {
         assert_ranges_read_back(&Checkpoint::open(&deepspeed(rel)).unwrap(), rel);
     }
 }
@@ -216,13 +218,14 @@ fn folders_are_found_once_and_markers_never() {
 }
 
 #[test]
-fn deepspeed_zero2_is_the_module_weights() {
+fn deepspeed_zero2_is_read_from_the_fp32_master_partitions() {
     let dir = deepspeed("zero2/global_step3");
     check_complete(&dir).unwrap();
     let ck = Checkpoint::open(&dir).unwrap();
     assert_eq!((ck.layout, ck.step), (Layout::DeepSpeed, Some(3)));
     assert_same_tensors(&ck, &deepspeed("zero2_module.safetensors"), |n| format!("module.{n}"));
-    // fp32 training: the module weights are zero_to_fp32's master weights too.
+    // fp32 training: the master weights read are the module's weights too (bf16/fp16 runs:
+    // tests/checkpoint_copies.rs).
     let fp32 = Checkpoint::open(&deepspeed("zero2_fp32.safetensors")).unwrap();
     for (i, t) in fp32.tensors.iter().enumerate() {
         let j = ck.index_of(&t.name).unwrap();
@@ -457,6 +460,7 @@ fn mutated_folders_never_panic() {
         .collect();
     folders.push(("zero2".into(), deepspeed("zero2/global_step3")));
     folders.push(("zero3".into(), deepspeed("zero3/global_step3")));
+    folders.push(("zero2_bf16".into(), deepspeed("zero2_bf16/global_step3")));
     for (name, src) in folders {
         let opened = mutation::mutate_folder(&src, &scratch.path().join(&name), 300, &mut rng);
         eprintln!("{name}: {opened} of 300 mutants opened");

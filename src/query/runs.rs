@@ -68,6 +68,9 @@ pub(crate) fn checkpoints_table(store: &Store, args: &CheckpointsArgs) -> anyhow
         "update_cos",
         "nan",
         "inf",
+        "source",
+        "dtype",
+        "aliases",
         "path",
     ]);
     for c in require_run(store, &args.run)? {
@@ -82,6 +85,9 @@ pub(crate) fn checkpoints_table(store: &Store, args: &CheckpointsArgs) -> anyhow
             json!(c.update_cos),
             json!(c.nan_count),
             json!(c.inf_count),
+            json!(c.source),
+            json!(c.dtypes),
+            json!(c.aliases.iter().map(|a| format!("{}={}", a.name, a.owner)).collect::<Vec<_>>().join(",")),
             json!(c.path),
         ]);
     }

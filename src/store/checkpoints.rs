@@ -73,6 +73,23 @@ pub struct CheckpointRecord {
     pub unmatched_tensors: u64,
     /// Unix seconds of the ingest.
     pub ingested_unix: u64,
+    /// Which copy of the weights was read (formats' `Checkpoint::source`): `state dict`, `fp32 master
+    /// weights (ZeRO-2 optimizer partitions, 2 ranks)`, `module weights (no fp32 master copy: ...)`.
+    /// Empty in records written before it was recorded.
+    pub source: String,
+    /// The float dtypes read, most elements first (`f32`, `f32+bf16`).
+    pub dtypes: String,
+    /// Names sharing the storage of a recorded tensor (tied weights): not recorded as tensors, not
+    /// counted in ‖θ‖ or the distances.
+    pub aliases: Vec<AliasRecord>,
+}
+
+/// A state-dict name sharing the storage of the recorded tensor `owner`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AliasRecord {
+    pub name: String,
+    pub owner: String,
 }
 
 impl Record for CheckpointRecord {

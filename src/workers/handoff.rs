@@ -82,19 +82,29 @@ pub(crate) fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
     let ck = Checkpoint::open(path)?;
     let dir = private_dir()?;
     let h = Handoff { path: dir.join("state.safetensors"), dir: Some(dir) };
-    let tensors: Vec<(String, &str, usize, Vec<usize>)> = ck
+    // Every name of the state dict: the tensors, then each alias (tied weights) as a copy of its
+    // owner, so a worker loading by name finds the state dict as saved.
+    let order: Vec<(String, usize)> = ck
         .tensors
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .chain(ck.aliases.iter().filter_map(|a| Some((a.name.clone(), ck.index_of(&a.owner)?))))
+        .collect();
+    let tensors: Vec<(String, &str, usize, Vec<usize>)> = order
+        .iter()
+        .map(|(name, i)| {
+            let t = &ck.tensors[*i];
             let size = if t.dtype.is_float() { 4 } else { t.dtype.size() };
-            (t.name.clone(), st_dtype(t.dtype), size, t.shape.clone())
+            (name.clone(), st_dtype(t.dtype), size, t.shape.clone())
         })
         .collect();
     let mut meta = BTreeMap::new();
     meta.insert("source".to_string(), path.display().to_string());
     let mut w = SafetensorsWriter::create_typed(&h.path, &tensors, &meta)?;
     let mut wide = Vec::new();
-    for (i, t) in ck.tensors.iter().enumerate() {
+    for (_, i) in &order {
+        let (i, t) = (*i, &ck.tensors[*i]);
         if t.dtype.is_float() {
             ck.read_chunks(i, 4 << 20, |c| -> Result<()> {
                 match c.values {
@@ -167,6 +177,23 @@ mod tests {
         assert!(!file.exists(), "removed once the last holder is done");
         let again = shared(&pt).unwrap();
         assert!(again.path.exists() && again.path != file, "a later load converts afresh");
+    }
+
+    #[test]
+    fn tied_weights_are_handed_over_under_every_name() {
+        // DeepSpeed ZeRO-2 of an embedding tied to the LM head: `head.weight` is an alias of
+        // `emb.weight` in the checkpoint, and the worker gets both names with the same values.
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepspeed/tied_zero2/global_step3");
+        let ck = Checkpoint::open(&dir).unwrap();
+        assert_eq!(ck.aliases.len(), 1);
+        let h = checkpoint_to_safetensors(&dir).unwrap();
+        let out = Checkpoint::open(&h.path).unwrap();
+        assert_eq!(out.tensors.len(), ck.tensors.len() + 1);
+        let (e, t) = (out.index_of("emb.weight").unwrap(), out.index_of("head.weight").unwrap());
+        assert_ne!(e, t, "two tensors in the hand-off file");
+        assert_eq!(out.read_raw(e).unwrap(), out.read_raw(t).unwrap());
+        assert_eq!(out.read_raw(e).unwrap(), ck.read_raw(ck.index_of("emb.weight").unwrap()).unwrap());
     }
 
     #[test]

@@ -3,17 +3,32 @@
 not in python/requirements.txt (it builds from source and pulls in pydantic etc.); the small files it
 writes are committed instead. To regenerate:
 
-    pip install --target /tmp/dspkgs deepspeed hjson py-cpuinfo ninja einops msgpack pydantic psutil tqdm
+    pip install --no-deps --target /tmp/dspkgs deepspeed hjson py-cpuinfo ninja einops msgpack pydantic \
+        pydantic-core annotated-types typing-inspection psutil tqdm packaging
     PYTHONPATH=/tmp/dspkgs .venv/bin/python tests/python/deepspeed_make.py tests/fixtures/deepspeed
 
-It writes OUT/zero2/ (ZeRO-2, world size 1) and OUT/zero3/ (ZeRO-3, world size 2, with a frozen
-parameter and a buffer), each after 3 optimizer steps of a small model, and beside each
-OUT/<name>.safetensors: the state dict DeepSpeed's own zero_to_fp32 rebuilds from it
-(get_fp32_state_dict_from_zero_checkpoint), plus for ZeRO-2 the module weights (`module.*` keys).
+(`--no-deps`: DeepSpeed's own requirements would download a second torch.) It writes, each after 3
+optimizer steps:
+- OUT/zero2/ (ZeRO-2, fp32, world size 1) and OUT/zero3/ (ZeRO-3, fp32, world size 2), of `Net`: a frozen
+  parameter and a buffer;
+- OUT/zero2_bf16/, OUT/zero2_fp16/, OUT/zero3_bf16/ (world size 2) and OUT/tied_zero2/, OUT/tied_zero3/
+  (fp32, world size 2), of `TiedNet`: an embedding tied to the LM head (one Parameter under two names),
+  a LayerNorm, a frozen parameter, no buffer. The bf16/fp16 runs train the module in low precision
+  with fp32 master weights in the optimizer partitions; the three bf16/fp16 runs see the same data.
+
+Beside each OUT/<name>/: OUT/<name>_fp32.safetensors, the state dict DeepSpeed's own zero_to_fp32
+rebuilds from it (get_fp32_state_dict_from_zero_checkpoint; the tied name's alias dropped, since
+safetensors can't hold shared tensors: OUT/<name>.json lists it), for ZeRO-2 OUT/<name>_module.safetensors
+(the module's own low-precision weights, `module.*` keys, aliases dropped likewise), and in OUT/<name>.json
+the norm PyTorch gives: sqrt of the sum of squares over `model.parameters()` of a fresh model loaded
+with zero_to_fp32's state dict (each shared Parameter once), in float64; OUT/<name>_optim.safetensors:
+Adam's `exp_avg.<param>` and `exp_avg_sq.<param>` of every trainable parameter as DeepSpeed's
+`safe_get_full_optimizer_state` gathers them from the ranks.
 zero_to_fp32.py / zero_to_torch.py copies DeepSpeed drops into the save dir are removed.
 """
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -36,63 +51,127 @@ class Net(torch.nn.Module):
     def forward(self, x):
         return self.fc2(self.norm(self.fc1(x)) * self.scale) + self.frozen.sum()
 
+    @staticmethod
+    def batch(g):
+        return torch.randn(2, 5, generator=g)
 
-def train(stage, save_dir):
+
+class TiedNet(torch.nn.Module):
+    """An embedding tied to the LM head, as GPT-2 / Llama with tie_word_embeddings do."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(11, 6)
+        self.norm = torch.nn.LayerNorm(6)
+        self.fc = torch.nn.Linear(6, 6)
+        self.head = torch.nn.Linear(6, 11, bias=False)
+        self.head.weight = self.emb.weight
+        self.frozen = torch.nn.Parameter(torch.linspace(-1, 1, 5), requires_grad=False)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.fc(self.norm(self.emb(x))))) + self.frozen.sum()
+
+    @staticmethod
+    def batch(g):
+        return torch.randint(0, 11, (2, 4), generator=g)
+
+
+# name: (model, ZeRO stage, precision, world size)
+RUNS = {
+    "zero2": (Net, 2, "fp32", 1),
+    "zero3": (Net, 3, "fp32", 2),
+    "zero2_bf16": (TiedNet, 2, "bf16", 2),
+    "zero2_fp16": (TiedNet, 2, "fp16", 2),
+    "zero3_bf16": (TiedNet, 3, "bf16", 2),
+    "tied_zero2": (TiedNet, 2, "fp32", 2),
+    "tied_zero3": (TiedNet, 3, "fp32", 2),
+}
+
+
+def train(name):
     import deepspeed
 
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None  # no JIT op build on CPU
+    # DeepSpeed's CPU accelerator declines fp16 in its sanity check; torch runs these fp16 ops on CPU.
+    acc = deepspeed.accelerator.get_accelerator()
+    acc.is_fp16_supported = lambda: True
+    acc.supported_dtypes = lambda: [torch.float, torch.half, torch.bfloat16]
+    model, stage, precision, _ = RUNS[name]
     torch.manual_seed(0)
-    m = Net()
+    m = model()
     cfg = {
         "train_micro_batch_size_per_gpu": 2,
         "zero_optimization": {"stage": stage},
         "zero_allow_untested_optimizer": True,
     }
+    if precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    if precision == "fp16":
+        cfg["fp16"] = {"enabled": True, "initial_scale_power": 4}
     params = [p for p in m.parameters() if p.requires_grad]
     eng, _, _, _ = deepspeed.initialize(model=m, optimizer=torch.optim.Adam(params, lr=0.05), config=cfg)
     g = torch.Generator().manual_seed(1 + int(os.environ.get("RANK", "0")))
     for _ in range(3):
-        loss = eng(torch.randn(2, 5, generator=g)).pow(2).sum()
+        loss = eng(model.batch(g)).float().pow(2).mean()
         eng.backward(loss)
         eng.step()
-    eng.save_checkpoint(save_dir)
-    return eng
+    eng.save_checkpoint(os.path.join(OUT, name))
+    # Adam's state of every trainable parameter, gathered by DeepSpeed itself (a collective call).
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    optim = {}
+    for n, p in eng.module.named_parameters():
+        if p.requires_grad:
+            for key in ["exp_avg", "exp_avg_sq"]:
+                optim[f"{key}.{n}"] = safe_get_full_optimizer_state(p, key).detach().float().contiguous()
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_file(optim, os.path.join(OUT, f"{name}_optim.safetensors"))
+    if stage == 2 and int(os.environ.get("RANK", "0")) == 0:
+        sd = {"module." + k: v.contiguous() for k, v in without_aliases(eng.module.state_dict()).items()}
+        save_file(sd, os.path.join(OUT, f"{name}_module.safetensors"))
+
+
+def without_aliases(sd):
+    """The state dict with every name after the first of a shared storage dropped."""
+    seen, out = set(), {}
+    for k, v in sd.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()))
+        if key not in seen:
+            seen.add(key)
+            out[k] = v
+    return out
+
+
+def references(name):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    d = os.path.join(OUT, name)
+    sd = get_fp32_state_dict_from_zero_checkpoint(d)
+    kept = without_aliases(sd)
+    save_file({k: v.contiguous() for k, v in kept.items()}, os.path.join(OUT, f"{name}_fp32.safetensors"))
+    m = RUNS[name][0]()
+    m.load_state_dict({k: v.float() for k, v in sd.items()})
+    norm = sum(p.detach().double().pow(2).sum() for p in m.parameters()).sqrt().item()
+    meta = {"aliases": sorted(set(sd) - set(kept)), "parameters_norm": norm}
+    with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    for extra in ["zero_to_fp32.py", "zero_to_torch.py"]:
+        if os.path.exists(os.path.join(d, extra)):
+            os.remove(os.path.join(d, extra))
 
 
 def main():
-    if "--zero3" in sys.argv:
-        train(3, os.path.join(OUT, "zero3"))
+    if "--train" in sys.argv:
+        train(sys.argv[sys.argv.index("--train") + 1])
         return
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29561", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    eng = train(2, os.path.join(OUT, "zero2"))
-    sd = {"module." + k: v.contiguous() for k, v in eng.module.state_dict().items()}
-    save_file(sd, os.path.join(OUT, "zero2_module.safetensors"))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29562",
-            __file__,
-            OUT,
-            "--zero3",
-        ],
-        check=True,
-        env=env,
-    )
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    for name in ["zero2", "zero3"]:
-        d = os.path.join(OUT, name)
-        sd = get_fp32_state_dict_from_zero_checkpoint(d)
-        save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(OUT, f"{name}_fp32.safetensors"))
-        for extra in ["zero_to_fp32.py", "zero_to_torch.py"]:
-            if os.path.exists(os.path.join(d, extra)):
-                os.remove(os.path.join(d, extra))
+    only = sys.argv[2:] or list(RUNS)
+    for port, name in enumerate(only, start=29562):
+        world = RUNS[name][3]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world)]
+        cmd += ["--master-port", str(port), __file__, OUT, "--train", name]
+        subprocess.run(cmd, check=True, env=env)
+        references(name)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,14 @@ pub fn python_made(name: &str, json: &str) -> (tempfile::TempDir, serde_json::Va
     (dir, v)
 }
 
+/// [`python_made`] with `args` after the folder.
+pub fn python_made_args(name: &str, json: &str, args: &[&str]) -> (tempfile::TempDir, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    run_script(name, dir.path(), args);
+    let v = read_json(&dir.path().join(json));
+    (dir, v)
+}
+
 /// A folder (kept) with tests/python/slice_reference.py's digits CNN (`model/`), checkpoints
 /// (`ckpt_*.safetensors`) and PyTorch's values (`reference.json`), made once per test binary.
 pub fn slice_fixture() -> &'static (PathBuf, serde_json::Value) {

@@ -13,6 +13,24 @@
 //! users that need it: model binding), [`find_checkpoints`], [`check_complete`], [`step_from_name`].
 //! The step rule and the layouts are documented in [`layout`]; the completeness rules in [`complete`].
 //!
+//! ## Which copy, and each storage once
+//!
+//! [`Checkpoint::source`] says which copy of the weights the tensors are: `state dict` where the layout
+//! holds one; for DeepSpeed the fp32 master weights rebuilt from the optimizer partitions as
+//! `zero_to_fp32` does (ZeRO-1/2 and ZeRO-3), or, only when the folder holds no master copy, the
+//! module's own (low-precision) weights, saying why ([`deepspeed`]). [`Checkpoint::dtypes`] names the
+//! dtypes read.
+//!
+//! Shared storage (tied weights): a state-dict name whose tensor is the same storage as an earlier one's
+//! is an [`Alias`] in [`Checkpoint::aliases`], not a tensor of [`Checkpoint::tensors`]: every storage is
+//! listed, read and counted once, as `model.parameters()` yields a shared parameter once, and
+//! [`Checkpoint::index_of`] resolves an alias to its owner. Found per layout: torch zip — the same view
+//! (storage key, offset, shape, stride, dtype) under two names; safetensors — `__metadata__` mapping a
+//! name that is not a tensor to one that is (what `safetensors.torch.save_model` writes for the names
+//! it drops; Hugging Face's `save_pretrained` drops tied names with no record); DeepSpeed —
+//! `shared_params`. DCP records no sharing (each name is written as its own copy), so nothing is
+//! an alias there.
+//!
 //! ## Streaming: memory bounded by a budget, never by what a header claims
 //!
 //! Every layout reader implements [`TensorSource`]: it lists its tensors and reads **byte ranges** of
@@ -116,6 +134,18 @@ impl TensorInfo {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+}
+
+/// A name of the state dict that shares its storage with an earlier tensor (tied weights: an embedding
+/// and the LM head, one `Parameter` under two names). Not in [`Checkpoint::tensors`]: every storage is
+/// listed, read and counted once (‖θ‖, distances, statistics), as `model.parameters()` yields a shared
+/// parameter once; the alias is listed here with its owner (see "Shared storage" in the crate docs).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alias {
+    /// The name dropped from the tensor list (`head.weight`).
+    pub name: String,
+    /// The listed tensor it shares its storage with (`emb.weight`).
+    pub owner: String,
 }
 
 /// How a checkpoint is laid out on disk.
@@ -225,6 +255,15 @@ pub(crate) trait TensorSource: Send + Sync + std::fmt::Debug {
     /// row-major order. A range past the tensor's end is an error; so is a file that ended early
     /// (`Malformed`, "changed since it was opened?").
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError>;
+    /// Names sharing a listed tensor's storage, left out of [`TensorSource::tensors`].
+    fn aliases(&self) -> Vec<Alias> {
+        Vec::new()
+    }
+    /// Which copy of the weights the tensors are, when the layout holds more than one (DeepSpeed: the
+    /// fp32 master partitions or the module's own weights); None: the state dict as saved.
+    fn copy(&self) -> Option<String> {
+        None
+    }
     /// False when a range read costs reading the whole tensor (then readers take it whole, once).
     fn streamable(&self, _i: usize) -> bool {
         true
@@ -246,8 +285,15 @@ pub struct Checkpoint {
     pub layout: Layout,
     /// The training step by the layout's own record (see the step rule in `layout`), if any.
     pub step: Option<u64>,
-    /// Every tensor of the state dict, float or not, in the file's order.
+    /// Every tensor of the state dict, float or not, in the file's order; each storage once (see
+    /// [`Checkpoint::aliases`]).
     pub tensors: Vec<TensorInfo>,
+    /// Names sharing the storage of a tensor in `tensors` (tied weights), not listed there.
+    pub aliases: Vec<Alias>,
+    /// Which copy of the weights was read: `state dict` (what was saved), `fp32 master weights
+    /// (ZeRO-2 optimizer partitions, 2 ranks)`, `module weights (no fp32 master copy: ...)`. The
+    /// dtypes read are [`Checkpoint::dtypes`].
+    pub source: String,
     /// The open files behind the tensors (one per shard).
     parts: Vec<Box<dyn TensorSource>>,
     /// For each tensor: (part, index within that part).

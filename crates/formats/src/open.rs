@@ -11,7 +11,7 @@ use super::safetensors::SafetensorsFile;
 use super::torchzip::{self, TorchFile};
 use super::values::ChunkBuf;
 use super::{
-    Checkpoint, CheckpointError, ChunkValues, Layout, TensorInfo, TensorSource, Values, ValuesChunk,
+    Alias, Checkpoint, CheckpointError, ChunkValues, Layout, TensorInfo, TensorSource, Values, ValuesChunk,
 };
 
 /// One open file behind a checkpoint, as opened (before it becomes a [`TensorSource`]).
@@ -81,6 +81,12 @@ impl TensorSource for DeepSpeedFolder {
     fn tensors(&self) -> Vec<TensorInfo> {
         self.infos()
     }
+    fn aliases(&self) -> Vec<Alias> {
+        self.aliases.clone()
+    }
+    fn copy(&self) -> Option<String> {
+        Some(self.copy.clone())
+    }
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
         if DeepSpeedFolder::streamable(self, i) {
             return self.read_range(i, offset, buf);
@@ -97,6 +103,9 @@ impl TensorSource for SafetensorsFile {
     fn tensors(&self) -> Vec<TensorInfo> {
         self.entries.iter().map(|e| e.info.clone()).collect()
     }
+    fn aliases(&self) -> Vec<Alias> {
+        self.aliases.clone()
+    }
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
         SafetensorsFile::read_at(self, i, offset, buf)
     }
@@ -105,6 +114,9 @@ impl TensorSource for SafetensorsFile {
 impl TensorSource for TorchFile {
     fn tensors(&self) -> Vec<TensorInfo> {
         self.entries.iter().map(|e| e.0.clone()).collect()
+    }
+    fn aliases(&self) -> Vec<Alias> {
+        self.aliases.clone()
     }
     fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<(), CheckpointError> {
         TorchFile::read_at(self, i, offset, buf)
@@ -290,13 +302,19 @@ impl Checkpoint {
     ) -> Checkpoint {
         let mut tensors = Vec::new();
         let mut locs = Vec::new();
+        let mut aliases = Vec::new();
+        let mut copies = Vec::new();
         for (pi, part) in sources.iter().enumerate() {
             for (ti, info) in part.tensors().into_iter().enumerate() {
                 tensors.push(info);
                 locs.push((pi, ti));
             }
+            aliases.extend(part.aliases());
+            copies.extend(part.copy());
         }
-        Checkpoint { path, layout, step, tensors, parts: sources, locs, members }
+        copies.dedup();
+        let source = if copies.is_empty() { "state dict".to_string() } else { copies.join("; ") };
+        Checkpoint { path, layout, step, tensors, aliases, source, parts: sources, locs, members }
     }
 
     fn info(&self, index: usize) -> Result<&TensorInfo, CheckpointError> {
@@ -486,9 +504,23 @@ impl Checkpoint {
         })
     }
 
-    /// The index of the tensor named `name`.
+    /// The index of the tensor named `name`; an alias (see [`Checkpoint::aliases`]) gives its owner's.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.tensors.iter().position(|t| t.name == name)
+        let owner = self.aliases.iter().find(|a| a.name == name).map_or(name, |a| a.owner.as_str());
+        self.tensors.iter().position(|t| t.name == owner)
+    }
+
+    /// The dtypes of the float tensors read, most elements first: `f32`, `f32+bf16`, `bf16`.
+    pub fn dtypes(&self) -> String {
+        let mut by: Vec<(super::Dtype, usize)> = Vec::new();
+        for (_, t) in self.float_tensors() {
+            match by.iter_mut().find(|(d, _)| *d == t.dtype) {
+                Some((_, n)) => *n += t.numel(),
+                None => by.push((t.dtype, t.numel())),
+            }
+        }
+        by.sort_by_key(|d| std::cmp::Reverse(d.1));
+        by.iter().map(|(d, _)| d.name()).collect::<Vec<_>>().join("+")
     }
 
     /// The float tensors (f64, f32, f16, bf16), with their indices.

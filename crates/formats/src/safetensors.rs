@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{CheckpointError, Dtype, TensorInfo};
+use super::{Alias, CheckpointError, Dtype, TensorInfo};
 
 /// The largest JSON header accepted (the same bound as huggingface/safetensors).
 pub(crate) const MAX_HEADER: u64 = 100_000_000;
@@ -32,11 +32,16 @@ pub(crate) struct SafetensorsFile {
     file: File,
     /// Tensors in the order of their bytes in the file.
     pub entries: Vec<Entry>,
+    /// Names `safetensors.torch.save_model` dropped as sharing a kept tensor's storage (its
+    /// `__metadata__` maps each to the name kept).
+    pub aliases: Vec<Alias>,
 }
 
 /// What a parsed header says: where the data starts and how many bytes it needs.
 pub(crate) struct Header {
     pub entries: Vec<Entry>,
+    /// The `__metadata__` strings.
+    pub metadata: Vec<(String, String)>,
     /// 8 + header length + the largest end offset: the size a complete file has.
     pub expected_len: u64,
 }
@@ -129,6 +134,7 @@ pub(crate) fn read_header(path: &Path, file: &File, file_len: u64) -> Result<Hea
     };
     let data_start = 8 + header_len;
     let mut entries = Vec::with_capacity(map.len());
+    let mut metadata = Vec::new();
     // (begin, end) in data-relative offsets, kept with the entry index for sorting.
     let mut ranges: Vec<(u64, u64, usize)> = Vec::with_capacity(map.len());
     for (name, value) in map {
@@ -136,6 +142,9 @@ pub(crate) fn read_header(path: &Path, file: &File, file_len: u64) -> Result<Hea
             let ok = value.as_object().is_some_and(|m| m.values().all(|v| v.is_string()));
             if !ok {
                 return Err(malformed(path, "safetensors __metadata__ must map strings to strings"));
+            }
+            for (k, v) in value.as_object().into_iter().flatten() {
+                metadata.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
             continue;
         }
@@ -237,7 +246,7 @@ pub(crate) fn read_header(path: &Path, file: &File, file_len: u64) -> Result<Hea
             e
         })
         .collect();
-    Ok(Header { entries, expected_len: data_start + max_end })
+    Ok(Header { entries, metadata, expected_len: data_start + max_end })
 }
 
 /// The cheap completeness check: the header parses and the file is exactly as long as it says.
@@ -273,6 +282,19 @@ fn check_length(
     Ok(())
 }
 
+/// The aliases `safetensors.torch.save_model` records: a `__metadata__` key that is not a tensor of
+/// the file, mapped to one that is (the name kept of a shared storage). HF's `save_pretrained` drops
+/// tied names without a record; those are simply absent.
+fn metadata_aliases(header: &Header) -> Vec<Alias> {
+    let is_tensor = |n: &str| header.entries.iter().any(|e| e.info.name == n);
+    header
+        .metadata
+        .iter()
+        .filter(|(k, v)| !is_tensor(k) && is_tensor(v))
+        .map(|(k, v)| Alias { name: k.clone(), owner: v.clone() })
+        .collect()
+}
+
 impl SafetensorsFile {
     /// Open and validate a safetensors file; reads only the header.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
@@ -284,7 +306,8 @@ impl SafetensorsFile {
             e => e,
         })?;
         check_length(path, &header, file_len, false)?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), file, entries: header.entries })
+        let aliases = metadata_aliases(&header);
+        Ok(SafetensorsFile { path: path.to_path_buf(), file, entries: header.entries, aliases })
     }
 
     /// Bytes `[offset, offset + buf.len())` of entry `i`.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 
 use super::pickle_scan::{self, ScanError};
-use super::{CheckpointError, Dtype, TensorInfo};
+use super::{Alias, CheckpointError, Dtype, TensorInfo};
 
 /// Keys under which a checkpoint dict nests its state dict, in order of preference.
 pub(crate) const NESTING_KEYS: [&str; 4] = ["state_dict", "model", "module", "model_state_dict"];
@@ -35,6 +35,9 @@ pub(crate) struct TorchFile {
     file: File,
     /// `global_step` from the top-level dict, if it holds a non-negative integer.
     pub global_step: Option<u64>,
+    /// Names whose tensor is the same view of the same storage as an earlier entry's (tied weights),
+    /// left out of `entries`.
+    pub aliases: Vec<Alias>,
     /// The dict looks like Lightning's (`state_dict` plus `pytorch-lightning_version`,
     /// `global_step` or `optimizer_states`).
     pub lightning: bool,
@@ -223,7 +226,9 @@ impl TorchFile {
         let file_len = std::fs::metadata(path).map_err(|e| io_err(path, e))?.len();
         let mut entries = Vec::new();
         let mut spans = HashMap::new();
+        let mut views = HashMap::new();
         for (full, tensor) in reader.into_tensors() {
+            let full_name = full.clone();
             let span = located.get(&full).filter(|l| l.contiguous()).and_then(|l| {
                 let st = storages.get(&l.key)?;
                 let es = tensor.dtype().size() as u64;
@@ -254,11 +259,18 @@ impl TorchFile {
                 ));
             }
             spans.insert(name.clone(), span);
+            if let Some(l) = located.get(&full_name) {
+                views.insert(
+                    name.clone(),
+                    (l.key.clone(), l.offset, l.shape.clone(), l.stride.clone(), dtype),
+                );
+            }
             entries.push((TensorInfo { name, dtype, shape }, tensor));
         }
         sort_in_file_order(&mut entries, &scan.string_order);
+        let aliases = drop_aliases(&mut entries, &views);
         let spans = entries.iter().map(|e| spans.get(&e.0.name).copied().flatten()).collect();
-        Ok(TorchFile { path: path.to_path_buf(), entries, spans, file, global_step, lightning })
+        Ok(TorchFile { path: path.to_path_buf(), entries, spans, file, global_step, lightning, aliases })
     }
 
     /// Whether entry `i` is read by byte range (else each read goes through the whole tensor).
@@ -318,6 +330,36 @@ impl TorchFile {
         }
         Ok(bytes)
     }
+}
+
+/// A tensor's view of its storage: (storage key, offset, shape, stride, dtype).
+type View = (String, u64, Vec<u64>, Vec<u64>, Dtype);
+
+/// Removes every entry whose view (storage, offset, shape, stride, dtype) equals an earlier entry's,
+/// returning them as aliases of that entry: `torch.save(model.state_dict())` of tied weights stores
+/// one storage under two names. Views that merely overlap (a slice of another tensor) stay listed.
+fn drop_aliases(
+    entries: &mut Vec<(TensorInfo, pytorch_reader::Tensor)>,
+    views: &HashMap<String, View>,
+) -> Vec<Alias> {
+    let mut owners: HashMap<&View, String> = HashMap::new();
+    let mut aliases = Vec::new();
+    let mut keep = vec![true; entries.len()];
+    for (i, (info, _)) in entries.iter().enumerate() {
+        let Some(view) = views.get(&info.name) else { continue };
+        match owners.get(view) {
+            Some(owner) => {
+                aliases.push(Alias { name: info.name.clone(), owner: owner.clone() });
+                keep[i] = false;
+            }
+            None => {
+                owners.insert(view, info.name.clone());
+            }
+        }
+    }
+    let mut k = keep.into_iter();
+    entries.retain(|_| k.next().unwrap_or(true));
+    aliases
 }
 
 /// Order tensors as their names first appear in the pickle (the state dict's order); names the
