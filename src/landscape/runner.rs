@@ -128,7 +128,13 @@ pub(crate) fn model_used(
             .map(|p| p.display().to_string())
             .or_else(|| contract.factory.clone())
             .unwrap_or_default(),
-        eval_data: contract.eval_data.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        // With a factory the data is the factory's own: named so, rather than left empty.
+        eval_data: contract
+            .eval_data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| contract.factory.as_ref().map(|f| format!("{f} (the factory's data)")))
+            .unwrap_or_default(),
         loss: info.loss.clone(),
         batch_size: contract.batch_size,
         subsample: contract.subsample,
