@@ -333,6 +333,7 @@ pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
         skip_if_complete: false,
         persist_every: a.persist_every,
         label: "slice".into(),
+        recorded_as: None,
     };
     compute(&store, req, &cancel, cli.format)
 }
@@ -357,6 +358,7 @@ pub(crate) fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
         skip_if_complete: false,
         persist_every: a.persist_every,
         label: "interpolate".into(),
+        recorded_as: None,
     };
     compute(&store, req, &cancel, cli.format)
 }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod fstype;
 pub mod health;
+pub(crate) mod hold;
 pub mod http;
 pub mod job_model;
 pub mod jobrunner;
