@@ -160,3 +160,60 @@ fn poll_mode_finds_checkpoints_without_inotify() {
     assert!(d.metric("landscaped_scans_total{reason=\"poll\"}").unwrap_or(0.0) >= 1.0);
     assert_eq!(d.stop(), Some(0));
 }
+
+/// A trainer rotating HF folders (`checkpoint-N/` moved in whole, the one before removed at once, as
+/// `save_total_limit = 1` does) and copying its newest checkpoint under a second name (as Lightning's
+/// `last.ckpt` copy): every step recorded once, one `checkpoint recorded` line per step (the copy is not
+/// announced again), and no warning from the watcher at each rotation.
+#[test]
+fn rotations_and_copies_are_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let d = start(tmp.path(), &[&ck], "rescan_interval_secs = 1");
+    let stage = tmp.path().join("stage");
+    for step in 1..=5u64 {
+        let s = stage.join(format!("checkpoint-{step}"));
+        std::fs::create_dir_all(&s).unwrap();
+        drop_checkpoint(&s, "model.safetensors", step as f32);
+        std::fs::write(s.join("trainer_state.json"), format!(r#"{{"global_step": {step}}}"#)).unwrap();
+        std::fs::rename(&s, ck.join(format!("checkpoint-{step}"))).unwrap();
+        wait_until(WAIT, &format!("step {step}"), || recorded(d.port).iter().any(|r| r.0 == step));
+        if step > 1 {
+            std::fs::remove_dir_all(ck.join(format!("checkpoint-{}", step - 1))).unwrap();
+        }
+    }
+    // The newest again, copied under names with the same step (the same content).
+    let newest = ck.join("checkpoint-5/model.safetensors");
+    std::fs::copy(&newest, ck.join("step-5.safetensors")).unwrap();
+    std::fs::copy(&newest, ck.join("step-5-last.safetensors")).unwrap();
+    d.settle();
+    let log = d.log();
+    assert_eq!(recorded(d.port).iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "{log}");
+    let announced: Vec<&str> = log.lines().filter(|l| l.contains("checkpoint recorded")).collect();
+    let steps: std::collections::BTreeSet<String> = announced
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("step=")).map(str::to_string))
+        .collect();
+    assert!(announced.len() == 5 && steps.len() == 5, "{announced:#?}");
+    assert!(!log.lines().any(|l| l.contains("WARN")), "{log}");
+    assert_eq!(d.stop(), Some(0));
+}
+
+/// A port already in use: the daemon ends with that error alone, not after a "stopped cleanly" line.
+#[test]
+fn a_port_in_use_is_an_error_without_stopped_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = write_config(tmp.path(), &[&ck], "", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(LISTEN_ANY, &taken.local_addr().unwrap().to_string())).unwrap();
+    let (mut child, log) = spawn_env(&config, tmp.path(), &[]);
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(!log.contains("stopped cleanly"), "{log}");
+    assert!(log.to_lowercase().contains("in use"), "{log}");
+}

@@ -73,6 +73,7 @@ fn trajectory() -> LabeledPath {
         label: "SGD trajectory".into(),
         points,
         point_labels: steps.iter().map(|s| format!("{s}")).collect(),
+        ..Default::default()
     }
 }
 

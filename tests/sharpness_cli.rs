@@ -267,3 +267,51 @@ fn measures_and_density_agree_with_float64_brute_force() {
     );
     assert!(rel(top, hi) < TOL_NODE, "largest SLQ node {top} vs λmax {hi}");
 }
+
+/// A checkpoint named by path gets the step its name gives (the rule `ingest` applies to the same
+/// file), not 0; `--run` is needed only to store the result.
+#[test]
+fn a_checkpoint_by_path_records_the_step_of_its_name() {
+    let (dir, _) = reference();
+    let data = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |n: &str| d.join(n).display().to_string();
+    let (ck, model, eval) = (p("ck.safetensors"), p("model.pt"), p("eval.safetensors"));
+    // The same tensors as torch.save writes them, under a name with a step.
+    let pt = data.path().join("step_00120.pt");
+    let status = std::process::Command::new(venv_python())
+        .env("PYTHONPATH", worker_python_path())
+        .args([
+            "-c",
+            "import sys, torch; from landscaped_worker import safetensors as st; torch.save(st.load(sys.argv[1]), sys.argv[2])",
+            &ck,
+            pt.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pt = pt.display().to_string();
+    let store = data.path().join("data");
+    let base =
+        ["--model", model.as_str(), "--eval-data", eval.as_str(), "--measures", "eigs", "--max-steps", "10"];
+    let mut args = vec!["--format", "json", "sharpness", "--run", "tiny", "--checkpoint", &pt];
+    args.extend(base);
+    let (ok, out, err) = landscaped(&store, &args);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(rows.iter().all(|r| r["step"] == 120), "{out}");
+    let (ok, out, err) = landscaped(&store, &["--format", "json", "sharpness", "--run", "tiny", "--list"]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["step"] == 120), "{out}");
+    // Without --run: computed and printed, not stored, and the store is not even opened.
+    let elsewhere = data.path().join("never");
+    let mut args = vec!["--format", "json", "sharpness", "--checkpoint", &pt];
+    args.extend(base);
+    let (ok, out, err) = landscaped(&elsewhere, &args);
+    assert!(ok, "{err}");
+    assert!(err.contains("not stored"), "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(rows.iter().all(|r| r["step"] == 120), "{out}");
+    assert!(!elsewhere.exists(), "a store was created without --run");
+}

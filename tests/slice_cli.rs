@@ -111,8 +111,10 @@ fn exports_and_plots() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The interpolation's summary names α = 0 for what it is.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("loss at α = 0"));
     let out = bin(d)
-        .args(["slice", "--checkpoint"])
+        .args(["--format", "json", "slice", "--checkpoint"])
         .arg(f.join("ckpt_b.safetensors"))
         .arg("--model-dir")
         .arg(f.join("model"))
@@ -120,6 +122,10 @@ fn exports_and_plots() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --format json: the summary as one JSON object, not the human line.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["id"].as_u64(), summary["points"].as_u64()), (Some(2), Some(12)), "{summary}");
+    assert_eq!((summary["complete"].as_bool(), summary["nan_points"].as_u64()), (Some(true), Some(0)));
 
     let csv = bin(d).args(["--format", "csv", "slices", "export", "1"]).output().unwrap();
     let text = String::from_utf8(csv.stdout).unwrap();

@@ -28,10 +28,15 @@ use crate::table::Table;
 use crate::table::table_from_json;
 use anyhow::Context;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::Duration;
 
 pub(crate) const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9464";
+/// The media type of the records the daemon sends the CLI.
+pub(crate) const MSGPACK: &str = "application/msgpack";
+/// The largest records answer read (slices with their values, every sharpness record of a run).
+const RECORDS_LIMIT: u64 = 1 << 30;
 
 /// The daemon endpoint the CLI talks to (see the module doc).
 pub fn endpoint(explicit: Option<&str>) -> String {
@@ -59,14 +64,15 @@ fn normalize(e: &str) -> String {
     if e.starts_with("http://") || e.starts_with("https://") { e.to_string() } else { format!("http://{e}") }
 }
 
-/// Runs a query against the local store, or, when the daemon holds it (or `--endpoint` is given),
-/// against the daemon's API.
-pub(crate) fn query_or_open<A: Serialize>(
-    cli: &Cli,
-    name: &str,
-    args: &A,
-    local: impl FnOnce(&Store) -> anyhow::Result<Table>,
-) -> anyhow::Result<Table> {
+/// Where a command's answer comes from: the store opened here, or the daemon that holds it.
+pub(crate) enum Source {
+    Local(Store),
+    Daemon(Client),
+}
+
+/// The store when this process can open it; the daemon when `--endpoint` names one (a local store is
+/// then never opened, nor created) or when the daemon holds the store's lock.
+pub(crate) fn open_or_daemon(cli: &Cli) -> anyhow::Result<Source> {
     if let Some(e) = cli.endpoint.as_deref() {
         let client = Client::new(&endpoint(Some(e)));
         // Both named: make sure the daemon serves that data dir. Either way a daemon that does not
@@ -76,16 +82,61 @@ pub(crate) fn query_or_open<A: Serialize>(
         } else {
             client.identity()?;
         }
-        return client.query(name, args);
+        return Ok(Source::Daemon(client));
     }
     let dir = cli.data_dir();
     match Store::open(&dir) {
-        Ok(store) => local(&store),
-        Err(StoreError::Locked(_)) => {
-            let client = find_daemon(&dir)?;
-            client.query(name, args)
-        }
+        Ok(store) => Ok(Source::Local(store)),
+        Err(StoreError::Locked(_)) => Ok(Source::Daemon(find_daemon(&dir)?)),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The store, for a command that writes to it (or needs files beside it): refused with `--endpoint`,
+/// which names a daemon to ask and never a local store to open or create.
+pub(crate) fn open_local(cli: &Cli, command: &str) -> anyhow::Result<Store> {
+    no_endpoint(cli, command)?;
+    Ok(Store::open(&cli.data_dir())?)
+}
+
+/// Refuses `--endpoint` for a command that works on the store or the files beside it.
+pub(crate) fn no_endpoint(cli: &Cli, command: &str) -> anyhow::Result<()> {
+    if let Some(e) = cli.endpoint.as_deref().filter(|e| !e.is_empty()) {
+        anyhow::bail!(
+            "`{command}` works on the store itself, not through the daemon's API: drop --endpoint {e} \
+             (or unset LANDSCAPED_ENDPOINT) and run it where the store is"
+        );
+    }
+    Ok(())
+}
+
+/// Runs a query against the local store, or, when the daemon holds it (or `--endpoint` is given),
+/// against the daemon's API.
+pub(crate) fn query_or_open<A: Serialize>(
+    cli: &Cli,
+    name: &str,
+    args: &A,
+    local: impl FnOnce(&Store) -> anyhow::Result<Table>,
+) -> anyhow::Result<Table> {
+    match open_or_daemon(cli)? {
+        Source::Local(store) => local(&store),
+        Source::Daemon(client) => client.query(name, args),
+    }
+}
+
+/// The records a command renders (slices, PCA, sharpness, ...): read from the local store by `local`,
+/// or computed by the daemon with the same function (registered under `name` in
+/// `crate::daemon::api::records`) and sent as MessagePack, so NaN and ±∞ arrive as they are stored and
+/// the command prints the same either way.
+pub(crate) fn records_or_open<A: Serialize, T: DeserializeOwned>(
+    cli: &Cli,
+    name: &str,
+    args: &A,
+    local: impl FnOnce(&Store) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match open_or_daemon(cli)? {
+        Source::Local(store) => local(&store),
+        Source::Daemon(client) => client.records(name, args),
     }
 }
 
@@ -207,6 +258,36 @@ impl Client {
             &url,
         )?;
         table_from_json(&v).with_context(|| format!("{url}: unexpected answer"))
+    }
+
+    /// `POST /api/v1/records/{name}` with the arguments, asking for MessagePack; the records decoded.
+    pub fn records<A: Serialize, T: DeserializeOwned>(&self, name: &str, args: &A) -> anyhow::Result<T> {
+        let body = serde_json::to_string(args)?;
+        let url = format!("{}/api/v1/records/{name}", self.base);
+        let res = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", MSGPACK)
+            .send(body.as_str());
+        let mut res =
+            res.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {url}: {}", describe_ureq(&e)))?;
+        let status = res.status();
+        let bytes = res
+            .body_mut()
+            .with_config()
+            .limit(RECORDS_LIMIT)
+            .read_to_vec()
+            .with_context(|| format!("{url}: reading the answer"))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| text.into_owned());
+            anyhow::bail!("daemon at {url}: {status}: {msg}");
+        }
+        rmp_serde::from_slice(&bytes).with_context(|| format!("{url}: unexpected answer"))
     }
 
     fn call(

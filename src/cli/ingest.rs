@@ -5,7 +5,6 @@
 use super::Cli;
 use crate::ingest::{IngestError, IngestOptions, ingest_checkpoint_with_progress};
 use crate::sink::TensorSink;
-use crate::store::Store;
 use crate::table::Table;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use landscaped_formats as checkpoint;
@@ -56,6 +55,7 @@ fn parse_bins(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
+    super::client::no_endpoint(cli, "ingest")?;
     // Expand folders into the checkpoints they hold, in step order.
     let mut paths = Vec::new();
     for p in &args.paths {
@@ -77,7 +77,7 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
     if args.step.is_some() && paths.len() != 1 {
         anyhow::bail!("--step applies to a single checkpoint, but {} were given", paths.len());
     }
-    let store = Store::open(&cli.data_dir())?;
+    let store = crate::store::Store::open(&cli.data_dir())?;
     let opts = IngestOptions {
         bins: args.bins,
         step: args.step,

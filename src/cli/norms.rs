@@ -5,9 +5,7 @@
 use super::Cli;
 use super::client::query_or_open;
 use super::runs::print_table;
-pub(crate) use crate::query::norms::{
-    HistArgs, NormsArgs, find_tensor, hist_table, matching_tensors, norms_table,
-};
+pub(crate) use crate::query::norms::{HistArgs, NormsArgs, hist_table, norms_table};
 
 pub fn norms(cli: &Cli, args: &NormsArgs) -> anyhow::Result<()> {
     print_table(&query_or_open(cli, "norms", args, |s| norms_table(s, args))?, cli.format)?;

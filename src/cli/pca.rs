@@ -3,12 +3,12 @@
 //! the PC1/PC2 plane.
 
 use super::Cli;
+use super::client::records_or_open;
+use crate::query::records;
 use crate::sink::TensorSink;
-use crate::store::Store;
-use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
+use crate::store::trajectory::{PcaConfig, PcaRecord};
 use crate::table::Table;
-use crate::trajectory::archive::{ArchiveConfig, ArchiveFile, ArchiveSink, Precision, Retention, list_run};
-use crate::trajectory::pca::compute_pca;
+use crate::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, Retention};
 use crate::trajectory::select::Selection;
 use anyhow::Context;
 use serde_json::json;
@@ -82,6 +82,7 @@ pub struct TrajectoryArgs {
 
 /// Archives checkpoints into the run's trajectory (the same sink ingest uses), one tensor at a time.
 pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
+    super::client::no_endpoint(cli, "trajectory --import")?;
     let cfg = ArchiveConfig {
         precision: args.precision,
         retention: args.retention.clone(),
@@ -154,8 +155,8 @@ pub(crate) fn pc_label(k: usize, ratio: f64) -> String {
 }
 
 fn latest(cli: &Cli, run: &str) -> anyhow::Result<PcaRecord> {
-    let store = Store::open(&cli.data_dir())?;
-    latest_pca(&store, run)?.ok_or_else(|| {
+    let by = records::ByRun { run: run.to_string() };
+    records_or_open(cli, "pca-latest", &by, |s| records::latest_pca(s, &by))?.ok_or_else(|| {
         anyhow::anyhow!(
             "run {run:?} has no PCA yet: run `landscaped pca --run {run}` (or enable [run.pca] in the daemon)"
         )
@@ -164,11 +165,8 @@ fn latest(cli: &Cli, run: &str) -> anyhow::Result<PcaRecord> {
 
 /// `landscaped pca`: compute, store, print the components.
 pub(crate) fn run_pca(cli: &Cli, args: &PcaArgs) -> anyhow::Result<()> {
-    let dir = cli.data_dir();
-    let store = Store::open(&dir)?;
-    let rec = compute_pca(&dir, &args.run, &args.config())?;
-    put_pca(&store, &rec)?;
-    store.flush()?;
+    let req = records::PcaRequest { run: args.run.clone(), config: args.config() };
+    let rec = records_or_open(cli, "pca", &req, |s| records::compute_pca(s, &req))?;
     let mut t =
         Table::new(["component", "explained_variance", "explained_variance_ratio", "singular_value", "file"]);
     for k in 0..rec.explained_variance.len() {
@@ -224,21 +222,19 @@ pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result
         import(cli, args)?;
     }
     if args.archive || !args.import.is_empty() {
-        let dir = cli.data_dir();
-        let entries = list_run(&dir, &args.run)?;
+        let by = records::ByRun { run: args.run.clone() };
+        let entries = records_or_open(cli, "archive", &by, |s| records::archived_steps(s, &by))?;
         if entries.is_empty() {
-            anyhow::bail!("run {:?} has no archived checkpoints in {}", args.run, dir.display());
+            anyhow::bail!("run {:?} has no archived checkpoints", args.run);
         }
         let mut t = Table::new(["step", "bytes", "precision", "tensors", "parameters"]);
         for e in &entries {
-            let f = ArchiveFile::open(&e.path)?;
-            let params: usize = f.tensors.iter().map(|x| x.numel()).sum();
             t.push(vec![
                 json!(e.step),
                 json!(e.bytes),
-                json!(format!("{:?}", f.precision).to_lowercase()),
-                json!(f.tensors.len()),
-                json!(params),
+                json!(e.precision),
+                json!(e.tensors),
+                json!(e.parameters),
             ]);
         }
         t.print(cli.format)?;
@@ -280,6 +276,7 @@ pub(crate) fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::P
             label: String::new(),
             points,
             point_labels: rec.steps.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }],
         equal_aspect: false,
         ..Default::default()

@@ -4,10 +4,8 @@
 //! kinds (trajectory, slice, spectrum, ...) the same way, ideally in a file of your own.
 
 use super::Cli;
-use super::norms::{find_tensor, matching_tensors};
-use super::runs::require_run;
+use super::client::records_or_open;
 use crate::plot;
-use crate::store::Store;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
@@ -74,10 +72,11 @@ pub fn run(cli: &Cli, cmd: &PlotCmd) -> anyhow::Result<()> {
 }
 
 fn norms(cli: &Cli, a: &PlotNormsArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.data_dir())?;
+    use crate::query::records::{self as r, ByRun, TensorGlob};
     let mut series = Vec::new();
     for run in &a.run {
-        let cks = require_run(&store, run)?;
+        let by = ByRun { run: run.clone() };
+        let cks = records_or_open(cli, "checkpoints", &by, |s| r::run_checkpoints(s, &by))?;
         match &a.tensor {
             None => {
                 let pts = cks.iter().map(|c| (c.step as f64, c.global_norm)).collect();
@@ -85,7 +84,8 @@ fn norms(cli: &Cli, a: &PlotNormsArgs) -> anyhow::Result<()> {
             }
             Some(glob) => {
                 let mut by_name: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
-                for (step, t) in matching_tensors(&store, run, glob)? {
+                let q = TensorGlob { run: run.clone(), glob: glob.clone() };
+                for (step, t) in records_or_open(cli, "tensors", &q, |s| r::matching_tensors(s, &q))? {
                     if let Some(s) = t.stats {
                         by_name.entry(t.name).or_default().push((step as f64, s.l2));
                     }
@@ -115,13 +115,14 @@ fn norms(cli: &Cli, a: &PlotNormsArgs) -> anyhow::Result<()> {
 }
 
 fn hist(cli: &Cli, a: &PlotHistArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.data_dir())?;
+    use crate::query::records::{self as r, TensorAt};
     let mut hs = Vec::new();
     for run in &a.run {
         let steps: Vec<Option<u64>> =
             if a.step.is_empty() { vec![None] } else { a.step.iter().map(|s| Some(*s)).collect() };
         for step in steps {
-            let (step, rec) = find_tensor(&store, run, step, &a.tensor)?;
+            let q = TensorAt { run: run.clone(), step, tensor: a.tensor.clone() };
+            let (step, rec) = records_or_open(cli, "tensor", &q, |s| r::tensor_at(s, &q))?;
             let Some(s) = rec.stats else { continue };
             let label = if a.run.len() > 1 { format!("{run}, step {step}") } else { format!("step {step}") };
             hs.push(plot::Histogram {

@@ -3,7 +3,7 @@
 
 use super::Cli;
 use super::client::query_or_open;
-pub(crate) use crate::query::runs::{CheckpointsArgs, RunsArgs, checkpoints_table, require_run, runs_table};
+pub(crate) use crate::query::runs::{CheckpointsArgs, RunsArgs, checkpoints_table, runs_table};
 use crate::table::{Format, Table};
 
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<()> {

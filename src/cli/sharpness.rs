@@ -3,10 +3,10 @@
 //! draws a stored spectral density.
 
 use super::Cli;
+use super::client::{open_local, records_or_open};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
-use crate::store::Store;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::unix_now;
 use crate::table::Table;
@@ -21,14 +21,15 @@ pub use super::slice::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct SharpnessArgs {
-    /// Run name (as ingested).
+    /// Run name (as ingested); the result is stored under it. Without --checkpoint it also picks the
+    /// checkpoint; with --checkpoint and no --run the result is printed, not stored.
     #[arg(long)]
-    pub run: String,
-    /// Step (default: the run's last ingested checkpoint).
+    pub run: Option<String>,
+    /// Step (default: the run's last ingested checkpoint; with --checkpoint, the step its name or layout
+    /// gives, as `ingest` reads it).
     #[arg(long)]
     pub step: Option<u64>,
-    /// Checkpoint file or folder to use instead of the one recorded at ingest (then --step names it;
-    /// default 0).
+    /// Checkpoint file or folder to use instead of the one recorded at ingest.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Print the stored results of the run instead of computing.
@@ -116,14 +117,21 @@ impl SharpnessArgs {
 }
 
 pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
-    crate::store::keys::validate_run_name(&a.run).map_err(|e| anyhow::anyhow!(e))?;
-    let store = Store::open(&cli.data_dir())?;
+    if let Some(run) = &a.run {
+        crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!(e))?;
+    }
     if a.list {
-        let recs = records::list(&store, &a.run)?;
+        let run = a
+            .run
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--list needs --run (the run whose results to print)"))?;
+        let by = crate::query::records::ByRun { run };
+        let recs =
+            records_or_open(cli, "sharpness", &by, |s| crate::query::records::sharpness_records(s, &by))?;
         if recs.is_empty() {
             bail!(
                 "no sharpness results stored for run {:?} (compute them with `landscaped sharpness --run ...`)",
-                a.run
+                by.run
             );
         }
         return print_records(cli, &recs);
@@ -131,7 +139,14 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     let opts = a.options();
     opts.validate()?;
     a.model.validate_flags()?;
-    let (path, step) = resolve_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref())?;
+    if a.run.is_none() && a.checkpoint.is_none() {
+        bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE");
+    }
+    // The store is opened only when it is read (a run's checkpoint) or written (the result).
+    let keep = a.run.is_some() && !a.no_store;
+    let store = if keep || a.checkpoint.is_none() { Some(open_local(cli, "sharpness")?) } else { None };
+    let run = a.run.clone().unwrap_or_default();
+    let (path, step) = resolve_checkpoint(store.as_ref(), &run, a.step, a.checkpoint.as_deref())?;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -144,10 +159,14 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
             pb.set_message(format!("sharpness: {q}"))
         })?;
     pb.finish_and_clear();
-    let rec = record(&a.run, step, &used, rep);
-    if !a.no_store {
-        records::put(&store, &rec)?;
-        store.flush()?;
+    let rec = record(&run, step, &used, rep);
+    match &store {
+        Some(store) if keep => {
+            records::put(store, &rec)?;
+            store.flush()?;
+        }
+        _ if a.run.is_none() => eprintln!("not stored: pass --run R to keep the result under a run"),
+        _ => {}
     }
     print_records(cli, std::slice::from_ref(&rec))?;
     if let Some(e) = &rec.extremes
@@ -252,10 +271,11 @@ pub struct PlotSpectrumArgs {
 
 /// `landscaped plot spectrum`: the SLQ spectral density of stored results.
 pub(crate) fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.data_dir())?;
     let mut series = Vec::new();
     for run in &a.run {
-        let recs = records::list(&store, run)?;
+        let by = crate::query::records::ByRun { run: run.clone() };
+        let recs =
+            records_or_open(cli, "sharpness", &by, |s| crate::query::records::sharpness_records(s, &by))?;
         let rec = recs
             .iter()
             .rev()
@@ -332,7 +352,7 @@ pub struct RatioMapArgs {
 pub(crate) fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     use crate::landscape::runner::PlaneSpec;
     use crate::store::slices::DirectionSource;
-    let store = Store::open(&cli.data_dir())?;
+    let store = open_local(cli, "sharpness-map")?;
     let rec = crate::store::slices::get(&store, a.slice)?.ok_or_else(|| {
         anyhow::anyhow!("no slice with id {} in the store (see `landscaped slices list`)", a.slice)
     })?;
@@ -453,14 +473,15 @@ pub struct PlotRatioMapArgs {
 
 /// `landscaped plot ratio-map`.
 pub(crate) fn plot_ratio_map_cmd(cli: &Cli, a: &PlotRatioMapArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.data_dir())?;
-    let map = records::get_ratio_map(&store, a.slice)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no ratio map stored for slice {} (compute it with `landscaped sharpness-map --slice {}`)",
-            a.slice,
-            a.slice
-        )
-    })?;
+    let by = crate::query::records::ById { id: a.slice };
+    let map = records_or_open(cli, "ratio-map", &by, |s| crate::query::records::ratio_map(s, &by))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no ratio map stored for slice {} (compute it with `landscaped sharpness-map --slice {}`)",
+                a.slice,
+                a.slice
+            )
+        })?;
     plot_ratio_map(&map, &a.out)?;
     println!("wrote {}", a.out.display());
     Ok(())

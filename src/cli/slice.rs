@@ -3,12 +3,14 @@
 //! plotted.
 
 use super::Cli;
+use super::client::records_or_open;
 use crate::cancel::{Cancel, Reason};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::Outcome;
+use crate::query::records;
 use crate::store::Store;
-use crate::store::slices::{self, DirectionSource, SliceRecord};
+use crate::store::slices::{DirectionSource, SliceRecord};
 use crate::table::{Format, Table};
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_formats::Checkpoint;
@@ -122,7 +124,9 @@ pub struct PlotSliceArgs {
 fn resolve_checkpoint(store: &Store, name: &str) -> Result<(PathBuf, Option<String>, Option<u64>)> {
     let p = Path::new(name);
     if p.exists() {
-        return Ok((p.to_path_buf(), None, None));
+        // The step rule `ingest` applies to the same file (name, layout or metadata).
+        let step = Checkpoint::open(p).ok().and_then(|c| c.step);
+        return Ok((p.to_path_buf(), None, step));
     }
     if let Some((run, step)) = name.rsplit_once(':')
         && let Ok(step) = step.parse::<u64>()
@@ -150,7 +154,7 @@ fn by_run_step(
 
 /// Runs a slice request with a progress bar, saving to the store; `cancel` (Ctrl-C) stops it with the
 /// finished points kept. Prints the outcome.
-fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel) -> Result<()> {
+fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel, format: Format) -> Result<()> {
     // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
     let stop_after: Option<usize> =
         std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
@@ -188,13 +192,36 @@ fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel) -> Result<()> 
     let r = r?;
     let rec = &r.record;
     let total = rec.values.done.len();
-    let finite: Vec<f64> = rec.values.loss.iter().copied().filter(|x| x.is_finite()).collect();
-    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (nan, inf) = rec.values.nonfinite_counts();
+    if format == Format::Json {
+        // One JSON object for machines: the outcome and the summary's numbers.
+        let range = rec.values.finite_loss_range();
+        let summary = json!({
+            "id": rec.id, "kind": rec.kind(), "run": rec.run, "step": rec.step,
+            "complete": r.outcome == Outcome::Complete, "points": total,
+            "done": rec.values.done_count(), "computed": r.computed, "seconds": r.seconds,
+            "centre_loss": crate::landscape::export::cell(rec.centre_loss, true),
+            "centre_accuracy": rec.centre_accuracy,
+            "min_loss": range.map(|r| r.0), "max_loss": range.map(|r| r.1),
+            "nan_points": nan, "inf_points": inf, "cosine": rec.cosine,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let range = match rec.values.finite_loss_range() {
+        Some((min, max)) => format!("loss range {min:.6} .. {max:.6}"),
+        None => "no finite loss".to_string(),
+    };
+    let nonfinite = nonfinite_note(nan, inf);
+    let centre = match rec.directions {
+        // α = 0 is the start checkpoint, not the centre of anything.
+        DirectionSource::Interpolation { .. } => "loss at α = 0",
+        _ => "centre loss",
+    };
     match r.outcome {
         Outcome::Complete => {
             println!(
-                "slice {}: {} points, centre loss {:.6}{}, loss range {min:.6} .. {max:.6}{}",
+                "slice {}: {} points, {centre} {:.6}{}, {range}{nonfinite}{}",
                 rec.id,
                 total,
                 rec.centre_loss,
@@ -237,11 +264,21 @@ fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel) -> Result<()> 
     Ok(())
 }
 
+/// ", 3 NaN and 1 ±Inf points (computed, not missing)" when there are any.
+fn nonfinite_note(nan: usize, inf: usize) -> String {
+    match (nan, inf) {
+        (0, 0) => String::new(),
+        (n, 0) => format!(", {n} NaN point(s) (computed, not missing)"),
+        (0, i) => format!(", {i} ±Inf point(s) (computed, not missing)"),
+        (n, i) => format!(", {n} NaN and {i} ±Inf point(s) (computed, not missing)"),
+    }
+}
+
 pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
     a.model.validate_flags()?;
     // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
     let cancel = Cancel::on_signals();
-    let store = Store::open(&cli.data_dir())?;
+    let store = super::client::open_local(cli, "slice")?;
     let (path, run, step) = match (&a.checkpoint, &a.run) {
         (Some(p), _) => (p.clone(), a.run.clone(), a.step),
         (None, Some(run)) => {
@@ -296,15 +333,16 @@ pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
         skip_if_complete: false,
         persist_every: a.persist_every,
         label: "slice".into(),
+        recorded_as: None,
     };
-    compute(&store, req, &cancel)
+    compute(&store, req, &cancel, cli.format)
 }
 
 pub(crate) fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
     a.model.validate_flags()?;
     // Ctrl-C: the first stops the slice (saved, resumable), the second exits.
     let cancel = Cancel::on_signals();
-    let store = Store::open(&cli.data_dir())?;
+    let store = super::client::open_local(cli, "interpolate")?;
     let (pa, run, step) = resolve_checkpoint(&store, &a.a)?;
     let (pb, _, _) = resolve_checkpoint(&store, &a.b)?;
     let req = SliceRequest {
@@ -320,15 +358,15 @@ pub(crate) fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
         skip_if_complete: false,
         persist_every: a.persist_every,
         label: "interpolate".into(),
+        recorded_as: None,
     };
-    compute(&store, req, &cancel)
+    compute(&store, req, &cancel, cli.format)
 }
 
-fn get(store: &Store, id: u64) -> Result<SliceRecord> {
-    let r = slices::get(store, id)?
-        .ok_or_else(|| anyhow!("no slice with id {id} (see `landscaped slices list`)"))?;
-    r.values.check().map_err(|e| anyhow!("stored slice {id}: {e}"))?;
-    Ok(r)
+/// One stored slice, from the store or the daemon holding it.
+fn get(cli: &Cli, id: u64) -> Result<SliceRecord> {
+    let by = records::ById { id };
+    records_or_open(cli, "slice", &by, |s| records::slice(s, &by))
 }
 
 fn describe(r: &SliceRecord) -> String {
@@ -356,25 +394,27 @@ fn describe(r: &SliceRecord) -> String {
     }
 }
 
+/// The record as JSON: `loss` and `accuracy` rows with `null` where a point was not computed and
+/// `"nan"`/`"inf"`/`"-inf"` where its computed value is not finite (`crate::landscape::export::cell`).
 fn record_json(r: &SliceRecord) -> serde_json::Value {
-    let nan = |v: &[f64]| -> Vec<serde_json::Value> {
-        v.iter().map(|x| if x.is_finite() { json!(x) } else { serde_json::Value::Null }).collect()
+    use crate::landscape::export::{accuracy_cells, loss_cells};
+    let rows = |v: Vec<serde_json::Value>| -> Vec<Vec<serde_json::Value>> {
+        v.chunks(r.values.nx().max(1)).map(<[serde_json::Value]>::to_vec).collect()
     };
-    let rows =
-        |v: &[f64]| -> Vec<Vec<serde_json::Value>> { v.chunks(r.values.nx().max(1)).map(nan).collect() };
+    let (nan, inf) = r.values.nonfinite_counts();
     json!({
         "id": r.id, "kind": r.kind(), "run": r.run, "step": r.step, "checkpoint": r.checkpoint,
         "directions": r.directions, "description": describe(r), "cosine": r.cosine, "model": r.model,
         "centre_loss": r.centre_loss, "centre_accuracy": r.centre_accuracy,
         "xs": r.values.xs, "ys": r.values.ys, "shape": [r.values.ny(), r.values.nx()],
-        "loss": rows(&r.values.loss), "accuracy": rows(&r.values.accuracy),
+        "loss": rows(loss_cells(&r.values)), "accuracy": rows(accuracy_cells(&r.values)),
+        "nan_points": nan, "inf_points": inf,
         "done": r.values.done.chunks(r.values.nx().max(1)).collect::<Vec<_>>(),
         "trajectory": r.trajectory, "created": r.created, "updated": r.updated,
     })
 }
 
 pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
-    let store = Store::open(&cli.data_dir())?;
     match cmd {
         SlicesCmd::List => {
             let mut t = Table::new([
@@ -386,11 +426,13 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
                 "done",
                 "centre_loss",
                 "min_loss",
+                "nan",
+                "inf",
                 "directions",
             ]);
-            for r in slices::list(&store)? {
-                let min =
-                    r.values.loss.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+            for r in records_or_open(cli, "slices", &(), |s| records::all_slices(s, &()))? {
+                let min = r.values.finite_loss_range().map(|r| r.0);
+                let (nan, inf) = r.values.nonfinite_counts();
                 t.push(vec![
                     json!(r.id),
                     json!(r.kind()),
@@ -402,15 +444,17 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
                         r.values.nx().to_string()
                     }),
                     json!(format!("{}/{}", r.values.done_count(), r.values.done.len())),
-                    json!(r.centre_loss),
-                    if min.is_finite() { json!(min) } else { serde_json::Value::Null },
+                    crate::landscape::export::cell(r.centre_loss, true),
+                    json!(min),
+                    json!(nan),
+                    json!(inf),
                     json!(describe(&r)),
                 ]);
             }
             t.print(cli.format)?;
         }
         SlicesCmd::Show { id } => {
-            let r = get(&store, *id)?;
+            let r = get(cli, *id)?;
             match cli.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
                 Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
@@ -420,28 +464,65 @@ pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
                     if let Some(c) = r.cosine {
                         println!("cos(δ, η): {c:.3e}");
                     }
+                    let on = if r.model.eval_data.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on {}", r.model.eval_data)
+                    };
                     println!(
-                        "model: {} on {} ({} samples, loss {})",
-                        r.model.model, r.model.eval_data, r.model.samples, r.model.loss
+                        "model: {}{on} ({} samples, loss {})",
+                        r.model.model, r.model.samples, r.model.loss
                     );
+                    let centre = match r.directions {
+                        DirectionSource::Interpolation { .. } => "loss at α = 0",
+                        _ => "centre loss",
+                    };
                     println!(
-                        "centre loss: {:.6}{}",
+                        "{centre}: {:.6}{}",
                         r.centre_loss,
                         r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default()
                     );
-                    println!("points done: {}/{}", r.values.done_count(), r.values.done.len());
-                    let mut t = Table::new(["x", "y", "loss", "accuracy"]);
+                    let (nan, inf) = r.values.nonfinite_counts();
+                    println!(
+                        "points done: {}/{}{}",
+                        r.values.done_count(),
+                        r.values.done.len(),
+                        nonfinite_note(nan, inf)
+                    );
+                    // A 1D slice has no y: its column would be all zeros.
+                    let two_d = r.values.is_2d();
+                    let x_name = if matches!(r.directions, DirectionSource::Interpolation { .. }) {
+                        "alpha"
+                    } else {
+                        "x"
+                    };
+                    let mut t = Table::new(if two_d {
+                        vec![x_name, "y", "loss", "accuracy"]
+                    } else {
+                        vec![x_name, "loss", "accuracy"]
+                    });
                     for i in 0..r.values.loss.len() {
                         let (x, y) = r.values.coords(i);
-                        let f = |v: f64| if v.is_finite() { json!(v) } else { json!("") };
-                        t.push(vec![json!(x), json!(y), f(r.values.loss[i]), f(r.values.accuracy[i])]);
+                        let d = r.values.done[i];
+                        let loss = if d {
+                            crate::landscape::export::cell(r.values.loss[i], true)
+                        } else {
+                            json!("")
+                        };
+                        let acc = crate::landscape::export::accuracy_cell(r.values.accuracy[i], d);
+                        let mut row = vec![json!(x)];
+                        if two_d {
+                            row.push(json!(y));
+                        }
+                        row.extend([loss, acc]);
+                        t.push(row);
                     }
                     t.print(Format::Table)?;
                 }
             }
         }
         SlicesCmd::Export { id, out } => {
-            let r = get(&store, *id)?;
+            let r = get(cli, *id)?;
             match out {
                 None => match cli.format {
                     Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
@@ -497,6 +578,21 @@ fn title_of(r: &SliceRecord) -> String {
     format!("slice {}: {who}", r.id)
 }
 
+/// (x, y) of every computed point whose loss is NaN or ±∞.
+fn nonfinite_points(r: &SliceRecord) -> Vec<(f64, f64)> {
+    let v = &r.values;
+    (0..v.loss.len()).filter(|&i| v.done[i] && !v.loss[i].is_finite()).map(|i| v.coords(i)).collect()
+}
+
+/// "loss NaN: 3 points", "loss NaN/Inf: 2 + 1 points".
+fn nonfinite_label(v: &crate::landscape::slice::SliceValues) -> String {
+    match v.nonfinite_counts() {
+        (n, 0) => format!("loss NaN: {n} point(s)"),
+        (0, i) => format!("loss ±Inf: {i} point(s)"),
+        (n, i) => format!("loss NaN/±Inf: {n} + {i} point(s)"),
+    }
+}
+
 fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot::Panel> {
     use crate::plot::{ContourChart, Grid, HeatmapChart, LabeledPath, Levels, LineChart, Panel, Series};
     let (xl, yl) = axis_labels(r);
@@ -509,6 +605,19 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
         if has_acc {
             series.push(Series::new("accuracy", pts(&v.accuracy)).on_right().dashed());
         }
+        // Computed NaN/±Inf losses: marked at the top of the finite range (each point apart), counted
+        // in the legend; points not computed are simply absent.
+        let bad = nonfinite_points(r);
+        if !bad.is_empty() {
+            let top = v.finite_loss_range().map(|r| r.1).unwrap_or(1.0);
+            let mut marks = Vec::new();
+            for (x, _) in &bad {
+                marks.push((*x, top));
+                marks.push((f64::NAN, f64::NAN));
+            }
+            series
+                .push(Series::new(format!("{}, drawn at the top", nonfinite_label(v)), marks).with_markers());
+        }
         return vec![Panel::Line(LineChart {
             title: title_of(r),
             x_label: xl,
@@ -519,10 +628,17 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
         })];
     }
     let grid = Grid { xs: v.xs.clone(), ys: v.ys.clone(), z: v.loss_rows() };
+    let bad = nonfinite_points(r);
     let positive = v.loss.iter().filter(|x| x.is_finite()).all(|&x| x > 0.0);
     let lv = if positive { Levels::Log(levels) } else { Levels::Linear(levels) };
-    let paths = if r.trajectory.is_empty() {
-        Vec::new()
+    let marks = (!bad.is_empty()).then(|| LabeledPath {
+        label: nonfinite_label(v),
+        points: bad.clone(),
+        point_labels: Vec::new(),
+        markers_only: true,
+    });
+    let paths: Vec<LabeledPath> = if r.trajectory.is_empty() {
+        marks.into_iter().collect()
     } else {
         let n = r.trajectory.len();
         vec![LabeledPath {
@@ -540,7 +656,11 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
                     }
                 })
                 .collect(),
+            markers_only: false,
         }]
+        .into_iter()
+        .chain(marks)
+        .collect()
     };
     let contour = |filled: bool| {
         Panel::Contour(ContourChart {
@@ -558,7 +678,11 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
     };
     let heat = || {
         Panel::Heatmap(HeatmapChart {
-            title: format!("{} (heat map)", title_of(r)),
+            title: if bad.is_empty() {
+                format!("{} (heat map)", title_of(r))
+            } else {
+                format!("{} (heat map; {} blank)", title_of(r), nonfinite_label(v))
+            },
             x_label: xl.clone(),
             y_label: yl.clone(),
             grid: grid.clone(),
@@ -577,8 +701,7 @@ fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot
 }
 
 pub(crate) fn run_plot_slice(cli: &Cli, a: &PlotSliceArgs) -> Result<()> {
-    let store = Store::open(&cli.data_dir())?;
-    let recs = a.ids.iter().map(|&id| get(&store, id)).collect::<Result<Vec<_>>>()?;
+    let recs = a.ids.iter().map(|&id| get(cli, id)).collect::<Result<Vec<_>>>()?;
     let mut panels = Vec::new();
     for r in &recs {
         let kind = if recs.len() > 1 && a.kind == PlotKind::All { PlotKind::Contour } else { a.kind };

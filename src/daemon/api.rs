@@ -31,6 +31,49 @@ pub fn find(name: &str) -> Option<&'static QuerySpec> {
     queries().iter().find(|q| q.name == name)
 }
 
+pub(crate) type RecordsFn = fn(&Store, serde_json::Value) -> anyhow::Result<Vec<u8>>;
+
+/// A records query: the arguments (JSON) decoded, the function of [`crate::query::records`] called on
+/// the daemon's store, its answer encoded as MessagePack (NaN and ±∞ kept).
+pub struct RecordsSpec {
+    pub name: &'static str,
+    pub run: RecordsFn,
+}
+
+/// One [`RecordsSpec`] from a function `fn(&Store, &Args) -> anyhow::Result<T>`.
+macro_rules! records {
+    ($name:literal, $f:path) => {
+        RecordsSpec {
+            name: $name,
+            run: |store: &Store, args: serde_json::Value| -> anyhow::Result<Vec<u8>> {
+                Ok(rmp_serde::to_vec_named(&$f(store, &serde_json::from_value(args)?)?)?)
+            },
+        }
+    };
+}
+
+/// Every records query the daemon answers at `POST /api/v1/records/{name}` (the CLI's
+/// `cli::client::records_or_open` names them).
+pub fn records() -> &'static [RecordsSpec] {
+    use crate::query::records as r;
+    &[
+        records!("slices", r::all_slices),
+        records!("slice", r::slice),
+        records!("ratio-map", r::ratio_map),
+        records!("pca-latest", r::latest_pca),
+        records!("pca", r::compute_pca),
+        records!("sharpness", r::sharpness_records),
+        records!("checkpoints", r::run_checkpoints),
+        records!("tensors", r::matching_tensors),
+        records!("tensor", r::tensor_at),
+        records!("archive", r::archived_steps),
+    ]
+}
+
+pub fn find_records(name: &str) -> Option<&'static RecordsSpec> {
+    records().iter().find(|q| q.name == name)
+}
+
 /// Arguments of the `daemon-seen` query.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 pub(crate) struct SeenArgs {
@@ -47,4 +90,30 @@ pub(crate) fn seen_table(store: &Store, args: serde_json::Value) -> anyhow::Resu
         t.push(vec![rec.path.into(), rec.step.into(), rec.outcome.into()]);
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_with_nan_and_infinity_survive_messagepack() {
+        let mut v = crate::landscape::slice::SliceValues::new(vec![0.0, 1.0, 2.0], vec![]);
+        v.loss = vec![1.0, f64::NAN, f64::INFINITY];
+        v.done = vec![true, true, false];
+        let bytes = rmp_serde::to_vec_named(&v).unwrap();
+        let back: crate::landscape::slice::SliceValues = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.loss[0], 1.0);
+        assert!(back.loss[1].is_nan());
+        assert_eq!(back.loss[2], f64::INFINITY);
+        assert_eq!(back.done, v.done);
+    }
+
+    #[test]
+    fn every_records_name_is_unique() {
+        let mut names: Vec<_> = records().iter().map(|r| r.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), records().len());
+    }
 }

@@ -9,13 +9,16 @@
 //! | `GET /api/v1/runs/{run}/checkpoints` | every `CheckpointRecord` of a run, by step |
 //! | `GET /api/v1/runs/{run}/checkpoints/{step}/tensors` | the `TensorRecord`s (statistics, histograms) of one checkpoint |
 //! | `GET /api/v1/runs/{run}/tensors?name=T` | one tensor's records over every step (norm history) |
-//! | `GET /api/v1/runs/{run}/trajectory` | the run's latest trajectory PCA (`PcaRecord`: `steps`, `coords[i][k]`, `residuals`, `explained_variance_ratio`, ...); 404 until the `pca` job has run |
+//! | `GET /api/v1/runs/{run}/trajectory` | the run's latest trajectory PCA (`PcaRecord`: `steps`, `coords[i][k]`, `residuals`, `explained_variance_ratio`, ...); 404 until the `pca` job has run; `?all=true`: every PCA of the run, oldest first |
+//! | `GET /api/v1/runs/{run}/trajectory/{step}` | the PCA whose newest step is `step` (a PCA's id within its run, the last of its `steps`) |
 //! | `GET /api/v1/runs/{run}/slices` | the run's stored loss-landscape slices, one summary each (`id`, `step`, `kind`, `centre_loss`, `complete`, `points`, `created`), by id |
 //! | `GET /api/v1/runs/{run}/slices/latest` (`.csv`) | the run's newest complete slice, as `/api/v1/slices/{id}` (`.csv`) answers |
 //! | `GET /api/v1/runs/{run}/sharpness` | the run's latest `SharpnessRecord` (Hessian `extremes` with `converged`, `trace`, `measures`, ...; from the `sharpness` job or `landscaped sharpness`); `?all=true`: every record, by step; 404 until one is stored |
+//! | `GET /api/v1/runs/{run}/sharpness/{step}` | the `SharpnessRecord` of that step (a sharpness record's id within its run) |
 //! | `GET /api/v1/slices/{id}` | one `SliceRecord` (how it was made, `values`: `xs`, `ys`, `loss`, `accuracy`, `done`) |
 //! | `GET /api/v1/slices/{id}.csv` | its values as CSV, `ix,iy,x,y,loss,accuracy,done` (for Grafana's Infinity data source) |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
+//! | `POST /api/v1/records/{name}` | the records a CLI command renders itself ([`crate::daemon::api::records`]: slices, PCA, sharpness, ...): body = arguments as JSON, answer = MessagePack (`application/msgpack`, NaN and ±∞ kept); `pca` computes and stores a PCA |
 //!
 //! Store reads run on blocking threads. Errors answer `{"error": "..."}` with 400/404/500; a run name
 //! that no run can have (NUL, `/`, control characters) is a 400. Every request must finish within
@@ -71,11 +74,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/checkpoints/{step}/tensors", get(tensors))
         .route("/api/v1/runs/{run}/tensors", get(tensor_history))
         .route("/api/v1/runs/{run}/trajectory", get(trajectory))
+        .route("/api/v1/runs/{run}/trajectory/{step}", get(trajectory_at))
         .route("/api/v1/runs/{run}/slices", get(run_slices))
         .route("/api/v1/runs/{run}/sharpness", get(run_sharpness))
+        .route("/api/v1/runs/{run}/sharpness/{step}", get(sharpness_at))
         .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
         .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
+        .route("/api/v1/records/{name}", post(records))
         .layer(axum::middleware::from_fn(move |req, next| request_timeout(limit, req, next)))
         .with_state(state)
 }
@@ -224,13 +230,49 @@ async fn tensor_history(
     Ok(Json(rows))
 }
 
+#[derive(serde::Deserialize)]
+struct AllQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// The run's latest PCA, or (`?all=true`) every PCA of the run, oldest first.
 async fn trajectory(
     State(st): State<AppState>,
     Path(run): Path<String>,
+    Query(q): Query<AllQuery>,
+) -> Result<Response, ApiError> {
+    valid_run(&run)?;
+    let mut recs = blocking(move || Ok(crate::store::trajectory::pca_history(&st.store, &run)?)).await?;
+    if q.all {
+        return Ok(Json(recs).into_response());
+    }
+    let last = recs
+        .pop()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))?;
+    Ok(Json(last).into_response())
+}
+
+/// One PCA of a run by its id: the newest step it covers.
+async fn trajectory_at(
+    State(st): State<AppState>,
+    Path((run, step)): Path<(String, u64)>,
 ) -> Result<Json<crate::store::trajectory::PcaRecord>, ApiError> {
     valid_run(&run)?;
-    let rec = blocking(move || Ok(crate::store::trajectory::latest_pca(&st.store, &run)?)).await?;
-    rec.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))
+    let rec = blocking(move || Ok(crate::store::trajectory::pca_at(&st.store, &run, step)?)).await?;
+    rec.map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no trajectory PCA ending at step {step}")))
+}
+
+/// One sharpness record of a run by its step.
+async fn sharpness_at(
+    State(st): State<AppState>,
+    Path((run, step)): Path<(String, u64)>,
+) -> Result<Json<crate::store::sharpness::SharpnessRecord>, ApiError> {
+    valid_run(&run)?;
+    let rec = blocking(move || Ok(crate::store::sharpness::get(&st.store, &run, step)?)).await?;
+    rec.map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sharpness record at step {step}")))
 }
 
 async fn run_slices(
@@ -260,17 +302,11 @@ async fn run_slices(
     Ok(Json(rows))
 }
 
-#[derive(serde::Deserialize)]
-struct SharpnessQuery {
-    #[serde(default)]
-    all: bool,
-}
-
 /// The run's latest sharpness record, or (`?all=true`) all of them by step.
 async fn run_sharpness(
     State(st): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<SharpnessQuery>,
+    Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
     valid_run(&run)?;
     let mut recs = blocking(move || Ok(crate::store::sharpness::list(&st.store, &run)?)).await?;
@@ -330,7 +366,15 @@ fn slice_answer(rec: crate::store::slices::SliceRecord, csv: bool) -> Result<Res
         crate::landscape::export::write_csv(&rec.values, &mut out)?;
         Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
     } else {
-        Ok(Json(rec).into_response())
+        // NaN and ±∞ computed are "nan"/"inf"/"-inf", a point not computed is null
+        // (crate::landscape::export).
+        let mut v = serde_json::to_value(&rec)?;
+        v["values"]["loss"] = crate::landscape::export::loss_cells(&rec.values).into();
+        v["values"]["accuracy"] = crate::landscape::export::accuracy_cells(&rec.values).into();
+        let (nan, inf) = rec.values.nonfinite_counts();
+        v["values"]["nan_points"] = nan.into();
+        v["values"]["inf_points"] = inf.into();
+        Ok(Json(v).into_response())
     }
 }
 
@@ -349,4 +393,22 @@ async fn query(
     })
     .await?;
     Ok(Json(crate::table::table_to_json(&table)))
+}
+
+/// A records query ([`api::records`]): the records as MessagePack.
+async fn records(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(args): Json<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let spec = api::find_records(&name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no records query named {name:?}")))?;
+    if let Some(run) = args.get("run").and_then(|r| r.as_str()) {
+        valid_run(run)?;
+    }
+    let bytes = blocking(move || {
+        (spec.run)(&st.store, args).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/msgpack")], bytes).into_response())
 }

@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod fstype;
 pub mod health;
+pub(crate) mod hold;
 pub mod http;
 pub mod job_model;
 pub mod jobrunner;

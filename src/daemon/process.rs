@@ -94,7 +94,17 @@ impl Processor {
                 self.metrics.duration.with_label_values(&[run]).observe(started.elapsed().as_secs_f64());
                 // `new`: counted in landscaped_checkpoints_processed_total (the crash test sums these lines
                 // over a daemon's SIGKILLed lives).
-                tracing::info!(run, step, new, path = %item.path.display(), "checkpoint recorded");
+                // A copy of a recorded checkpoint (Lightning's `last.ckpt`) is not recorded again.
+                if *new {
+                    tracing::info!(run, step, new, path = %item.path.display(), "checkpoint recorded");
+                } else {
+                    tracing::debug!(
+                        run,
+                        step,
+                        path = %item.path.display(),
+                        "checkpoint already recorded (the same content at this step)"
+                    );
+                }
                 self.tensorboard.checkpoint(&self.store, run, *step);
             }
             Outcome::Retry { reason, .. } => {

@@ -54,7 +54,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let result = runtime.block_on(serve(config, store.clone(), metrics, run_jobs));
     runtime.shutdown_timeout(Duration::from_secs(5));
     store.flush().context("flushing the store")?;
-    tracing::info!("stopped cleanly");
+    // Only a clean stop says so: a start that failed (the port in use) ends with its error alone.
+    if result.is_ok() {
+        tracing::info!("stopped cleanly");
+    }
     result
 }
 

@@ -464,10 +464,20 @@ fn setup_root(
                 }
             }
             Err(errors) => {
+                let mut rescan = false;
                 for e in errors {
-                    tracing::warn!("watching {}: {e}", root_path.display());
+                    // A folder that went before its watch was added (a trainer's rotation removing
+                    // `checkpoint-N/` just written): nothing to watch, nothing to say.
+                    if vanished(&e) {
+                        tracing::debug!("watching {}: {e} (gone meanwhile)", root_path.display());
+                    } else {
+                        tracing::warn!("watching {}: {e}", root_path.display());
+                        rescan = true;
+                    }
                 }
-                overflow.store(true, Ordering::SeqCst);
+                if rescan {
+                    overflow.store(true, Ordering::SeqCst);
+                }
             }
         };
         match new_debouncer(Duration::from_millis(50), None, handler) {
@@ -483,6 +493,15 @@ fn setup_root(
                 root.poll = true;
             }
         }
+    }
+}
+
+/// Whether a watcher error is about a path that no longer exists.
+fn vanished(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }
 

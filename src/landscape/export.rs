@@ -1,16 +1,71 @@
 //! Writing slice values for other tools: JSON, CSV (one row per point), NumPy `.npz` (xs, ys, loss,
-//! accuracy, done) and VTK legacy ASCII structured grids (ParaView, as the paper used). Not-computed
-//! points are NaN everywhere (`nan` in text formats).
+//! accuracy, done) and VTK legacy ASCII structured grids (ParaView, as the paper used).
+//!
+//! A point not computed and a point whose computed loss is NaN or ±∞ (e.g. batch-norm variances driven
+//! negative past the end of an interpolation) are told apart everywhere text can: in JSON a missing
+//! point is `null` and a computed non-finite value the string `"nan"`, `"inf"` or `"-inf"` ([`cell`]); in
+//! CSV the field is empty for a missing point and `nan`/`inf`/`-inf` for a computed one (with the `done`
+//! column beside it). Binary formats (npz, VTK) hold NaN for both, with `done` (npz) to tell them apart.
 
 use super::slice::SliceValues;
 use std::io::{self, Write};
+
+/// A value of a computed point as JSON: a number, or `"nan"`, `"inf"`, `"-inf"`; `null` for a point
+/// not computed.
+pub(crate) fn cell(value: f64, done: bool) -> serde_json::Value {
+    match nonfinite_name(value) {
+        _ if !done => serde_json::Value::Null,
+        Some(name) => serde_json::Value::from(name),
+        None => serde_json::Value::from(value),
+    }
+}
+
+/// An accuracy as JSON: NaN also means "not a classification loss", so it is `null` like a missing
+/// point; ±∞ cannot be an accuracy.
+pub(crate) fn accuracy_cell(value: f64, done: bool) -> serde_json::Value {
+    if done && value.is_finite() { serde_json::Value::from(value) } else { serde_json::Value::Null }
+}
+
+/// `"nan"`, `"inf"` or `"-inf"` for a non-finite value.
+pub(crate) fn nonfinite_name(value: f64) -> Option<&'static str> {
+    if value.is_nan() {
+        Some("nan")
+    } else if value == f64::INFINITY {
+        Some("inf")
+    } else if value == f64::NEG_INFINITY {
+        Some("-inf")
+    } else {
+        None
+    }
+}
+
+/// A value as a CSV or table field: empty for a point not computed, `nan`/`inf`/`-inf` for a computed
+/// non-finite value.
+pub(crate) fn text_cell(value: f64, done: bool) -> String {
+    match nonfinite_name(value) {
+        _ if !done => String::new(),
+        Some(name) => name.to_string(),
+        None => value.to_string(),
+    }
+}
+
+/// The values as JSON arrays (`loss`, `accuracy`: [`cell`], [`accuracy_cell`]), flat and row-major.
+pub(crate) fn loss_cells(v: &SliceValues) -> Vec<serde_json::Value> {
+    v.loss.iter().zip(&v.done).map(|(&l, &d)| cell(l, d)).collect()
+}
+
+pub(crate) fn accuracy_cells(v: &SliceValues) -> Vec<serde_json::Value> {
+    v.accuracy.iter().zip(&v.done).map(|(&a, &d)| accuracy_cell(a, d)).collect()
+}
 
 /// CSV: `ix,iy,x,y,loss,accuracy,done`.
 pub(crate) fn write_csv(v: &SliceValues, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "ix,iy,x,y,loss,accuracy,done")?;
     for i in 0..v.loss.len() {
         let (x, y) = v.coords(i);
-        writeln!(out, "{},{},{x},{y},{},{},{}", i % v.nx(), i / v.nx(), v.loss[i], v.accuracy[i], v.done[i])?;
+        let d = v.done[i];
+        let acc = if d && v.accuracy[i].is_finite() { v.accuracy[i].to_string() } else { String::new() };
+        writeln!(out, "{},{},{x},{y},{},{acc},{d}", i % v.nx(), i / v.nx(), text_cell(v.loss[i], d))?;
     }
     Ok(())
 }

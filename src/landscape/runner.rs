@@ -66,6 +66,16 @@ pub struct SliceRequest<'a> {
     pub persist_every: usize,
     /// Shown in worker error messages, e.g. `slice` or `daemon slice job`.
     pub label: String,
+    /// The centre as the record names it (and its signature), when the plane reads a held copy of it
+    /// (the daemon's jobs: `crate::daemon::hold`); `None`: the plane's centre.
+    pub recorded_as: Option<PathBuf>,
+}
+
+impl SliceRequest<'_> {
+    /// The centre checkpoint as records name it.
+    pub fn centre_name(&self) -> &Path {
+        self.recorded_as.as_deref().unwrap_or_else(|| self.plane.centre())
+    }
 }
 
 /// How the computation went.
@@ -128,7 +138,13 @@ pub(crate) fn model_used(
             .map(|p| p.display().to_string())
             .or_else(|| contract.factory.clone())
             .unwrap_or_default(),
-        eval_data: contract.eval_data.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        // With a factory the data is the factory's own: named so, rather than left empty.
+        eval_data: contract
+            .eval_data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| contract.factory.as_ref().map(|f| format!("{f} (the factory's data)")))
+            .unwrap_or_default(),
         loss: info.loss.clone(),
         batch_size: contract.batch_size,
         subsample: contract.subsample,
@@ -232,7 +248,7 @@ pub fn run_slice(
                 id: slices::next_id(store)?,
                 run: req.run.clone(),
                 step: req.step,
-                checkpoint: centre.display().to_string(),
+                checkpoint: req.centre_name().display().to_string(),
                 directions,
                 cosine,
                 model: model_used(&info, &plan.wire),
@@ -304,7 +320,7 @@ fn slice_signature(plan: &ModelPlan, req: &SliceRequest<'_>, directions: &Direct
         serde_json::to_string(&req.xs)?,
         serde_json::to_string(&req.ys)?,
     ];
-    Ok(plan.record_signature(&req.signature_prefix, req.plane.centre(), &parts))
+    Ok(plan.record_signature(&req.signature_prefix, req.centre_name(), &parts))
 }
 
 /// The centre's loss and accuracy on the first worker; one lost meanwhile is left out and the next

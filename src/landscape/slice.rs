@@ -55,6 +55,28 @@ impl SliceValues {
         self.loss.chunks(self.nx().max(1)).map(<[f64]>::to_vec).collect()
     }
 
+    /// Computed points whose loss is NaN, and those whose loss is ±∞ (a point not computed is neither:
+    /// it is missing, not NaN).
+    pub fn nonfinite_counts(&self) -> (usize, usize) {
+        let mut nan = 0;
+        let mut inf = 0;
+        for (l, &d) in self.loss.iter().zip(&self.done) {
+            if d && l.is_nan() {
+                nan += 1;
+            } else if d && l.is_infinite() {
+                inf += 1;
+            }
+        }
+        (nan, inf)
+    }
+
+    /// The smallest and largest finite computed loss, if any.
+    pub fn finite_loss_range(&self) -> Option<(f64, f64)> {
+        let mut it = self.loss.iter().zip(&self.done).filter(|(l, d)| **d && l.is_finite()).map(|(l, _)| *l);
+        let first = it.next()?;
+        Some(it.fold((first, first), |(a, b), x| (a.min(x), b.max(x))))
+    }
+
     pub fn done_count(&self) -> usize {
         self.done.iter().filter(|&&d| d).count()
     }

@@ -202,6 +202,8 @@ pub struct LabeledPath {
     pub points: Vec<(f64, f64)>,
     /// One label per point (may be shorter than `points`; empty strings are skipped).
     pub point_labels: Vec<String>,
+    /// Marks only (crosses, no line joining them): points of note such as NaN grid points.
+    pub markers_only: bool,
 }
 
 /// A 2D field as labelled isolines, optionally with filled bands and overlaid paths.

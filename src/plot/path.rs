@@ -81,6 +81,21 @@ pub(crate) fn draw_paths_on<'a, DB: DrawingBackend + 'a>(
         } else {
             category(i)
         };
+        if p.markers_only {
+            let mark = if on_colour { RGBColor(255, 0, 255) } else { color };
+            let anno = chart
+                .draw_series(
+                    p.points
+                        .iter()
+                        .map(|&pt| EmptyElement::at(pt) + Cross::new((0, 0), r + 1, mark.stroke_width(2))),
+                )
+                .map_err(de)?;
+            if !p.label.is_empty() {
+                anno.label(p.label.clone())
+                    .legend(move |(lx, ly)| Cross::new((lx + 8, ly), 4, mark.stroke_width(2)));
+            }
+            continue;
+        }
         let anno = chart
             .draw_series(LineSeries::new(p.points.iter().copied(), color.stroke_width(2)))
             .map_err(de)?;

@@ -21,8 +21,28 @@ use landscaped_maths::curvature::space::ParamSubset;
 use landscaped_protocol::messages::StateSource;
 use std::path::{Path, PathBuf};
 
+/// The step of a checkpoint named by path: `explicit` (`--step`), else the step its name, layout or
+/// metadata gives ([`landscaped_formats::Checkpoint::open`], the rule `ingest` applies to the same file),
+/// else 0 with one line saying so.
+pub(crate) fn step_of(path: &Path, explicit: Option<u64>) -> u64 {
+    if let Some(s) = explicit {
+        return s;
+    }
+    match landscaped_formats::Checkpoint::open(path).map(|c| c.step) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            tracing::warn!(path = %path.display(), "no training step in its name or metadata: recorded as step 0 (pass --step)");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot read its step ({e}): recorded as step 0 (pass --step)");
+            0
+        }
+    }
+}
+
 /// The checkpoint of (run, step) as recorded at ingest (`step` None: the run's last), or the explicit
-/// `checkpoint` (then `step` names it, default 0). Returns the path and the step.
+/// `checkpoint` (its step by [`step_of`]). Returns the path and the step.
 pub(crate) fn resolve_checkpoint(
     store: Option<&Store>,
     run: &str,
@@ -30,7 +50,7 @@ pub(crate) fn resolve_checkpoint(
     checkpoint: Option<&Path>,
 ) -> Result<(PathBuf, u64)> {
     if let Some(p) = checkpoint {
-        return Ok((p.to_path_buf(), step.unwrap_or(0)));
+        return Ok((p.to_path_buf(), step_of(p, step)));
     }
     let Some(store) = store else { bail!("no store to find run {run:?} in; pass --checkpoint") };
     let cks = checkpoints::checkpoints(store, run)?;

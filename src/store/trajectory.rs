@@ -72,6 +72,11 @@ pub(crate) fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRe
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.pop().map(|(_, r)| r))
 }
 
+/// The PCA of a run whose newest step is `step` (its id within the run), if any.
+pub(crate) fn pca_at(store: &Store, run: &str, step: u64) -> super::Result<Option<PcaRecord>> {
+    store.get(&keys::run_step(run, step))
+}
+
 /// Every PCA of a run, oldest first.
 pub(crate) fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
     Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())

@@ -11,7 +11,12 @@
 //!   them. Only when every worker is lost does the grid fail. A model error ([`PointError::Fatal`]) is
 //!   the same on every worker: it stops the grid.
 //! - **A straggler**: once the queue is empty, an idle worker takes a copy of the unfinished points of
-//!   the busiest other block (each block is copied at most once); the first result for a point wins,
+//!   the busiest other block (each block is copied at most once) when that is worth it: the idle
+//!   worker's pace is known, the block's owner has been at it [`STRAGGLER_MARGIN`] times longer than
+//!   the copy would take, and the owner is slower by that margin (or its pace is not known yet, or it
+//!   has overrun its own expected time for the block by that margin). Equal workers on one machine
+//!   thus never compute points twice (two workers on two cores would only slow each other); the first
+//!   result for a point wins,
 //!   later ones are dropped. When every point is in, workers still busy with copies get a grace period
 //!   (four times the fastest worker's time per point, at least 2 s) to finish their request, then are
 //!   stopped (their [`Evaluator::abort`]).
@@ -25,6 +30,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+/// How much slower (or longer overdue) a block's owner must be before an idle worker copies its block.
+pub(crate) const STRAGGLER_MARGIN: f64 = 2.0;
 /// Most points in one block.
 pub(crate) const MAX_BLOCK: usize = 16;
 /// Blocks are sized to take about this long on their worker (once its speed is known).
@@ -104,6 +111,7 @@ pub struct DispatchReport {
 struct InFlight {
     ks: Vec<usize>,
     copied: bool,
+    started: Instant,
 }
 
 struct Sched {
@@ -143,16 +151,17 @@ impl Sched {
             }
         }
         if !ks.is_empty() {
-            self.inflight[me] = Some(InFlight { ks: ks.clone(), copied: false });
+            self.inflight[me] = Some(InFlight { ks: ks.clone(), copied: false, started: Instant::now() });
             return (Some(ks), false);
         }
-        // The queue is empty: copy the uncopied block with the most unfinished points.
+        // The queue is empty: copy the uncopied straggler's block with the most unfinished points.
+        let now = Instant::now();
         let best = (0..self.inflight.len())
             .filter(|&w| w != me)
             .filter_map(|w| {
                 let b = self.inflight[w].as_ref()?;
                 let open = b.ks.iter().filter(|&&k| !self.got[k]).count();
-                (!b.copied && open > 0).then_some((open, w))
+                (!b.copied && open > 0 && self.worth_copying(me, w, b, open, now)).then_some((open, w))
             })
             .max();
         if let Some((_, w)) = best
@@ -160,12 +169,28 @@ impl Sched {
         {
             b.copied = true;
             let ks: Vec<usize> = b.ks.iter().copied().filter(|&k| !self.got[k]).collect();
-            self.inflight[me] = Some(InFlight { ks: ks.clone(), copied: true });
+            self.inflight[me] = Some(InFlight { ks: ks.clone(), copied: true, started: now });
             self.copied_blocks += 1;
             return (Some(ks), false);
         }
         // Others are still working: wait, their points may come back if they are lost.
         (None, self.inflight.iter().any(|b| b.is_some()))
+    }
+
+    /// Whether idle worker `me` should copy worker `w`'s block `b` (`open` points unfinished): see the
+    /// module docs.
+    fn worth_copying(&self, me: usize, w: usize, b: &InFlight, open: usize, now: Instant) -> bool {
+        let Some(mine) = self.pace[me] else { return false };
+        let elapsed = now.saturating_duration_since(b.started).as_secs_f64();
+        if elapsed < STRAGGLER_MARGIN * open as f64 * mine {
+            return false;
+        }
+        match self.pace[w] {
+            Some(theirs) => {
+                theirs > STRAGGLER_MARGIN * mine || elapsed > STRAGGLER_MARGIN * b.ks.len() as f64 * theirs
+            }
+            None => true,
+        }
     }
 
     /// Worker `me` is gone: its unfinished points go back to the front of the queue.
@@ -401,5 +426,47 @@ fn stop_stragglers(sched: &Mutex<Sched>, aborts: &[Abort<'_>], wake: &Condvar) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two workers, worker 1 holding block [0, 1, 2, 3] for `held` seconds with `pace` (s/point) each;
+    /// worker 0, idle at 0.01 s/point, asks for work with the queue empty.
+    fn idle_asks(held: f64, pace: Option<f64>) -> Option<Vec<usize>> {
+        let started = Instant::now().checked_sub(Duration::from_secs_f64(held)).unwrap();
+        let mut s = Sched {
+            queue: VecDeque::new(),
+            got: vec![false; 4],
+            left: 4,
+            inflight: vec![None, Some(InFlight { ks: vec![0, 1, 2, 3], copied: false, started })],
+            alive: 2,
+            stop: false,
+            pace: vec![Some(0.01), pace],
+            copied_blocks: 0,
+        };
+        s.next(0).0
+    }
+
+    #[test]
+    fn equal_workers_do_not_copy_each_others_blocks() {
+        // As fast, and within its expected 0.04 s: nothing to gain from a copy.
+        assert_eq!(idle_asks(0.035, Some(0.01)), None);
+        // Slower, but not by more than the margin, and within twice its own expected 0.08 s.
+        assert_eq!(idle_asks(0.1, Some(0.02)), None);
+    }
+
+    #[test]
+    fn a_slower_or_overdue_worker_has_its_block_copied() {
+        // Three times slower, and at it long enough for the copy to pay.
+        assert_eq!(idle_asks(0.1, Some(0.03)), Some(vec![0, 1, 2, 3]));
+        // As fast by its pace, but overdue past twice its expected 0.04 s (stalled, swapping).
+        assert_eq!(idle_asks(0.5, Some(0.01)), Some(vec![0, 1, 2, 3]));
+        // Pace not known yet (its first block), held longer than the copy takes.
+        assert_eq!(idle_asks(0.5, None), Some(vec![0, 1, 2, 3]));
+        // Just started: the copy would not finish first.
+        assert_eq!(idle_asks(0.0, None), None);
     }
 }

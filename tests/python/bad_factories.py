@@ -95,18 +95,36 @@ def allocates_at_step_10(checkpoint):
     return model, data, loss
 
 
+def _wait_for_rotation(checkpoint, name):
+    """At the folder ``name``: notes this worker's pid as ``slow_start`` and waits (at most 120 s) until
+    the test says the trainer has rotated that folder away (``$LANDSCAPED_TEST_PID_DIR/rotated``), as a
+    worker importing torch on a busy machine may find it."""
+    d = os.environ.get("LANDSCAPED_TEST_PID_DIR")
+    if d and os.path.basename(str(checkpoint).rstrip("/")) == name:
+        _note_pid("slow_start")
+        deadline = time.time() + 120
+        while not os.path.exists(os.path.join(d, "rotated")) and time.time() < deadline:
+            time.sleep(0.05)
+
+
 def from_pretrained_after_rotation(checkpoint):
     """A Hugging Face factory (``AutoConfig.from_pretrained(checkpoint)`` for the model's config) in a worker
-    that starts slowly: at the folder ``checkpoint-10`` it notes its pid and waits (at most 60 s) until the
-    trainer's ``save_total_limit`` has rotated the folder away, as a worker importing torch on a busy machine
-    may find it; then it reads the config as usual."""
+    that starts slowly: at ``checkpoint-10`` it waits until the trainer has rotated the folder away, then
+    reads the config as usual."""
     from transformers import AutoConfig
 
-    if os.path.basename(str(checkpoint).rstrip("/")) == "checkpoint-10":
-        _note_pid("slow_start")
-        deadline = time.time() + 60
-        while os.path.exists(checkpoint) and time.time() < deadline:
-            time.sleep(0.05)
+    _wait_for_rotation(checkpoint, "checkpoint-10")
     AutoConfig.from_pretrained(checkpoint)
     model, data = _tiny()
     return model, data, "cross_entropy"
+
+
+def hf_trainer_slow_start(checkpoint):
+    """The factory of tests/python/hf_trainer_rotate.py's tiny GPT-2 (model from the folder's config.json,
+    fixed token ids), slow at ``checkpoint-1`` until the Trainer's ``save_total_limit`` has rotated it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _wait_for_rotation(checkpoint, "checkpoint-1")
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint))
+    ids = torch.arange(64).remainder(50).view(4, 16)
+    return model, ids, "causal_lm"

@@ -67,6 +67,7 @@ pub fn slice_in_fresh_store(
         skip_if_complete: false,
         persist_every: 4,
         label: "test".into(),
+        recorded_as: None,
     };
     run_slice(&store, req, &Cancel::new(), &mut |_, _| {}, &mut |_, _| {}).unwrap()
 }

@@ -202,8 +202,10 @@ impl PeriodicJob for SharpnessJob {
                     "run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)"
                 )
             })?;
+        // Held before the worker starts: a rotation while it imports can't take it away.
+        let held = crate::daemon::hold::hold(&ctx.data_dir, &path)?;
         let (rep, used) =
-            sharpness_at(contract, &path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
+            sharpness_at(contract, &held.path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
         let rec = record(run, step, &used, rep);
         records::put(&ctx.store, &rec)?;
         ctx.store.flush()?;

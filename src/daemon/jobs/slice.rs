@@ -252,7 +252,9 @@ impl PeriodicJob for SliceJob {
         let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
             .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
         let path = Path::new(&ck_rec.path).to_path_buf();
-        let (plane, directions, xs, ys, trajectory) = self.plane(pca.as_ref(), &path)?;
+        // Held before the workers start: a rotation while they import can't take it away.
+        let held = crate::daemon::hold::hold(&ctx.data_dir, &path)?;
+        let (plane, directions, xs, ys, trajectory) = self.plane(pca.as_ref(), &held.path)?;
         // Stop when the daemon shuts down (the job's token is a child of the daemon's, so that reaches
         // a job still waiting for workers from a launcher too), or (abandon_on_newer) once a newer
         // checkpoint is ingested (checked at most every 0.5 s). The partial record stays, its done mask
@@ -287,6 +289,7 @@ impl PeriodicJob for SliceJob {
             skip_if_complete: pca.is_some(),
             persist_every: (points / 20).max(5),
             label: format!("slice job, run {run}"),
+            recorded_as: Some(path.clone()),
         };
         let r = run_slice(store, req, &stop, &mut |_, _| {}, &mut progress).context("slice job")?;
         let rec = &r.record;
