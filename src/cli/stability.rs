@@ -161,7 +161,8 @@ pub fn table(recs: &[StabilityRecord]) -> Table {
                 json!(note),
             ]);
         };
-        row("loss", r.base_loss, None, None, String::new(), format!("{} params, {}", r.dim, r.optimizer));
+        let total = format!("{:.3} s, {} HVPs, {} forward passes", r.seconds, r.hvps, r.forward_passes);
+        row("loss", r.base_loss, None, None, total, format!("{} params, {}", r.dim, r.optimizer));
         let conv = |e: &landscaped_maths::curvature::lanczos::Extremes, warm: bool| {
             format!(
                 "{} HVPs{}{}",
