@@ -1,6 +1,6 @@
 """Runs PyTorch's own optimizers on a 1-D quadratic L = ½λx² at λ = factor·threshold for each case given
 as JSON on argv[1] ([{"lr", "momentum", "dampening", "nesterov", "threshold"}]), factor 0.98 and 1.02,
-2000 steps from x = 1, and prints one JSON line per case: |x| at the end below and above (inf/nan: diverged).
+2000 steps from x = 1, and prints one JSON line per case: |x| at the end below and above (null: diverged).
 torch.optim.SGD(momentum=β1, dampening=β1) is Adam's frozen-preconditioner dynamics."""
 
 import json
@@ -28,4 +28,6 @@ def run(case, lam):
 
 for case in json.loads(sys.argv[1]):
     thr = case["threshold"]
-    print(json.dumps({"below": run(case, 0.98 * thr), "above": run(case, 1.02 * thr)}))
+    below, above = run(case, 0.98 * thr), run(case, 1.02 * thr)
+    # null: diverged (JSON has no infinity)
+    print(json.dumps({k: (v if math.isfinite(v) else None) for k, v in (("below", below), ("above", above))}))
