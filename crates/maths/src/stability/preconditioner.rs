@@ -62,8 +62,8 @@ mod tests {
     #[test]
     fn preconditioner_is_pytorchs_denominator() {
         let a = AdamMoments { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 3 };
-        let v = 2.5e-4;
-        let torch_denom = (v as f64).sqrt() / (1.0f64 - 0.999f64.powi(3)).sqrt() + 1e-8;
+        let v: f64 = 2.5e-4;
+        let torch_denom = v.sqrt() / (1.0f64 - 0.999f64.powi(3)).sqrt() + 1e-8;
         let want = (1.0 - 0.9f64.powi(3)) * torch_denom;
         assert!((a.preconditioner(v) - want).abs() < 1e-15 * want);
         let mut d = [0.0; 2];
