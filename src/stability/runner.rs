@@ -6,7 +6,7 @@
 //! 2. for Adam/AdamW with the second moment given: λ1(P⁻¹H) by Lanczos on D·H·D, D = P^{-1/2} loaded into
 //!    the worker from a file the app writes ([`super::scaling`]), warm-started likewise;
 //! 3. critical sharpness: a forward-only line search along the update direction (the gradient; P⁻¹g
-//!    for Adam with the second moment given);
+//!    for Adam with the second moment given), its first guess from the slope gᵀu;
 //!
 //! and each against the optimizer's threshold, with the convention named, into a [`StabilityRecord`].
 
@@ -158,20 +158,23 @@ pub(crate) fn measure(
     // 3. Critical sharpness along the update direction.
     if req.opts.critical {
         let u = space.new_vector(Init::Zeros)?;
+        let g = space.new_vector(Init::Zeros)?;
         let r = (|| {
-            space.gradient(None, u)?;
+            space.gradient(None, g)?;
+            space.combine(u, 0.0, &[(1.0, g)])?;
             if let Some(d) = scale {
                 space.multiply(u, d)?;
                 space.multiply(u, d)?;
             }
+            let slope = space.dots(g, &[u])?[0];
             let scale_of = rec.preconditioned.as_ref().or(rec.hessian.as_ref()).map(|e| e.lambda_max);
             let eta0 = match (res.lr, res.folded) {
                 (Some(lr), false) => lr,
                 _ => scale_of.filter(|l| *l > 0.0).map_or(1e-3, |l| 2.0 / l),
             };
-            critical_sharpness_along(space, u, eta0, &req.opts.line_search)
+            critical_sharpness_along(space, u, eta0, Some(slope), &req.opts.line_search)
         })();
-        space.free(&[u])?;
+        space.free(&[u, g])?;
         let c = r.context("critical sharpness (line search)")?;
         rec.forward_passes = c.forward_passes;
         if !c.found {

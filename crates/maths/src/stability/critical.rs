@@ -2,11 +2,13 @@
 //! size along the optimizer's update direction u at which the loss rises, L(θ − ηc u) > L(θ). Forward
 //! passes only (no double backward), so it works where HVPs don't.
 //!
-//! The line search: one forward pass at θ, then a bracket from the learning rate η0 (doubling while the
-//! loss does not rise, halving while it does: at the edge of stability ηc ≈ η, one or two passes), then
-//! bisection in log scale until the bracket [lo, hi] is within `rel_tol`, and ηc read off by linear
-//! interpolation of the loss change between lo (no rise) and hi (rise). Every loss evaluation is one
-//! forward pass over the evaluation set, counted in the result; the paper reports 5–10.
+//! The line search: one forward pass at θ and one at the learning rate η0; when the slope gᵀu is known
+//! (it is, from the gradient that formed u: no forward pass), the parabola through L(θ), the slope and
+//! L(θ − η0 u) gives a first estimate 2gᵀu/c of ηc, exact on a quadratic; from there (or from η0) a
+//! bracket (up while the loss does not rise, down while it does: by a factor that squares at each step
+//! from 1 + `rel_tol` after the estimate, by 2 without one), then bisection in log scale until the bracket [lo, hi] is within `rel_tol`, and ηc read off by
+//! linear interpolation of the loss change between lo (no rise) and hi (rise). Every loss evaluation is
+//! one forward pass over the evaluation set, counted in the result; the paper reports 5–10.
 //!
 //! On a quadratic with gradient g, L(θ − ηu) − L(θ) = −η gᵀu + ½η² uᵀHu, so ηc = 2 gᵀu / uᵀHu and
 //! λc = uᵀHu / gᵀu: for gradient descent (u = g) the curvature along the gradient, ≤ λmax.
@@ -47,12 +49,13 @@ pub struct CriticalSharpness {
     pub forward_passes: usize,
 }
 
-/// The line search along −`direction` from the space's centre, starting at step `eta0` (see the module
-/// docs). `direction` is left as it was.
+/// The line search along −`direction` from the space's centre, starting at step `eta0`, with the slope
+/// gᵀu of the loss along the direction when known (see the module docs). `direction` is left as it was.
 pub fn critical_sharpness_along(
     space: &mut dyn HessianSpace,
     direction: Vector,
     eta0: f64,
+    slope: Option<f64>,
     opts: &LineSearchOptions,
 ) -> anyhow::Result<CriticalSharpness> {
     anyhow::ensure!(eta0.is_finite() && eta0 > 0.0, "line search: start step {eta0} is not positive");
@@ -60,7 +63,7 @@ pub fn critical_sharpness_along(
     anyhow::ensure!(opts.rel_tol > 0.0, "line search: rel_tol must be positive");
     let centre = space.centre();
     let point = space.new_vector(Init::Copy(centre))?;
-    let r = search(space, centre, point, direction, eta0, opts);
+    let r = search(space, centre, point, direction, eta0, slope, opts);
     space.free(&[point])?;
     r
 }
@@ -89,6 +92,7 @@ fn search(
     point: Vector,
     u: Vector,
     eta0: f64,
+    slope: Option<f64>,
     opts: &LineSearchOptions,
 ) -> anyhow::Result<CriticalSharpness> {
     let base = space.loss(None)?;
@@ -96,12 +100,28 @@ fn search(
     let budget = opts.max_forward;
     // Bracket: (lo, dlo) no rise, (hi, dhi) rise.
     let mut eta = eta0;
-    let d0 = line.change(eta)?;
+    let mut d0 = line.change(eta)?;
+    let mut factor = 2.0;
+    let mut widen = false;
+    // The parabola L0 − η s + ½cη² through L(η0): c = 2(Δ0 + η0 s)/η0², ηc ≈ 2s/c.
+    if let Some(s) = slope.filter(|s| s.is_finite() && *s > 0.0) {
+        let c = 2.0 * (d0 + eta0 * s) / (eta0 * eta0);
+        let est = 2.0 * s / c;
+        if c > 0.0 && est.is_finite() && est > 0.0 && line.passes < budget {
+            eta = est;
+            d0 = line.change(eta)?;
+            factor = 1.0 + opts.rel_tol;
+            widen = true;
+        }
+    }
     let (mut lo, mut dlo, mut hi, mut dhi);
     if d0 > 0.0 {
         (lo, dlo, hi, dhi) = (0.0, 0.0, eta, d0);
         while line.passes < budget {
-            eta *= 0.5;
+            eta /= factor;
+            if widen {
+                factor *= factor;
+            }
             let d = line.change(eta)?;
             if d > 0.0 {
                 (hi, dhi) = (eta, d);
@@ -113,7 +133,10 @@ fn search(
     } else {
         (lo, dlo, hi, dhi) = (eta, d0, f64::INFINITY, f64::NAN);
         while line.passes < budget {
-            eta *= 2.0;
+            eta *= factor;
+            if widen {
+                factor *= factor;
+            }
             let d = line.change(eta)?;
             if d > 0.0 {
                 (hi, dhi) = (eta, d);
@@ -182,8 +205,12 @@ mod tests {
             let d = s.dots(g, &[g, hg]).unwrap();
             let want = 2.0 * d[0] / d[1];
             let opts = LineSearchOptions { max_forward: 20, rel_tol: 0.01 };
-            let c = critical_sharpness_along(&mut s, g, eta0, &opts).unwrap();
+            let c = critical_sharpness_along(&mut s, g, eta0, None, &opts).unwrap();
             assert!(c.found, "{c:?}");
+            // With the slope gᵀg the parabola's estimate is exact on a quadratic: a few passes.
+            let fast = critical_sharpness_along(&mut s, g, eta0, Some(d[0]), &opts).unwrap();
+            assert!(fast.found && (fast.eta_c - want).abs() < 0.01 * want, "{fast:?} vs {want}");
+            assert!(fast.forward_passes <= 5, "{} passes with the slope", fast.forward_passes);
             assert!(c.lo <= want && want <= c.hi, "{want} outside [{}, {}]", c.lo, c.hi);
             // The loss change is a parabola through 0: interpolation in a 1 % bracket is within 1 %.
             assert!((c.eta_c - want).abs() < 0.01 * want, "{} vs {want}", c.eta_c);
@@ -201,7 +228,7 @@ mod tests {
         let g = s.new_vector(Init::Zeros).unwrap();
         s.gradient(None, g).unwrap();
         s.combine(g, -1.0, &[]).unwrap();
-        let c = critical_sharpness_along(&mut s, g, 1.0, &LineSearchOptions::default()).unwrap();
+        let c = critical_sharpness_along(&mut s, g, 1.0, None, &LineSearchOptions::default()).unwrap();
         assert!(!c.found && c.lo == 0.0, "{c:?}");
         assert_eq!(c.forward_passes, LineSearchOptions::default().max_forward);
     }
