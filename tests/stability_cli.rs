@@ -3,7 +3,8 @@
 //! top eigenvalue of the dense P^{-1/2} H P^{-1/2} PyTorch builds (torch.func.hessian + eigvalsh) to 1e-6,
 //! λmax to the dense Hessian's, critical sharpness to a brute-force line search in PyTorch on the same
 //! direction; the ratios are the thresholds' own; a second run warm-starts from the first's top vectors;
-//! bad input (no lr, unknown optimizer) says what is needed; the plot is drawn.
+//! the Python backend gives the same λ1; bad input (no lr, unknown optimizer) says what is needed; the
+//! plot is drawn.
 
 use landscaped::store::Store;
 use landscaped::store::stability as records;
@@ -81,6 +82,33 @@ fn preconditioned_sharpness_and_critical_sharpness_match_pytorch() {
     let want_c = r["eta_c_preconditioned"].as_f64().unwrap();
     eprintln!("ηc (P⁻¹g) rel {:.1e}, {}", rel(eta_c, want_c), crit["cost"]);
     assert!(rel(eta_c, want_c) < 1e-2, "ηc {eta_c} vs brute force {want_c}");
+
+    // The Python backend (the factory contract) gives the same preconditioned λ1.
+    let out = landscaped_cmd(data.path())
+        .env("PYTHONPATH", tests_python())
+        .args(["--format", "json", "stability", "--run", "py", "--step", "6", "--checkpoint", &ck])
+        .args(["--backend", "python", "--python"])
+        .arg(venv_python())
+        .args([
+            "--factory",
+            "stability_factory:build",
+            "--batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--tol",
+            "1e-10",
+        ])
+        .args(["--max-steps", "200", "--no-critical", "--no-store"])
+        .args(adam)
+        .output()
+        .unwrap();
+    let (ok, out, err) = outcome(out);
+    assert!(ok, "{err}");
+    let rows_py: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let got_py = get(&rows_py, "preconditioned_lambda_1")["value"].as_f64().unwrap();
+    eprintln!("Python backend: λ1(P⁻¹H) rel {:.1e}", rel(got_py, want));
+    assert!(rel(got_py, want) < 1e-6, "Python backend: preconditioned λ1 {got_py} vs PyTorch {want}");
 
     // SGD: critical sharpness along ∇L; a second run warm-starts λmax from the stored top vector.
     let sgd = ["--optimizer", "sgd", "--lr", "0.5"];
