@@ -160,9 +160,13 @@ fn op_examples() -> Vec<Op> {
         Op::NewVector { init: VectorInit::Rademacher { seed: 1 } },
         Op::NewVector { init: VectorInit::Copy { of: 1 } },
         Op::NewVector { init: VectorInit::Values { data: protocol::f64_bytes(&[1.0]) } },
+        Op::NewVector {
+            init: VectorInit::Tensors { path: "/v.safetensors".into(), bind: BindRules::default() },
+        },
         Op::ReadVector { v: 1 },
         Op::Dots { x: 1, ys: vec![2] },
         Op::Combine { y: 1, scale: 1.0, terms: vec![(2.0, 3)] },
+        Op::Multiply { y: 1, x: 2 },
         Op::Free { handles: vec![1] },
         Op::Hvp { v: 1, out: 2 },
         Op::Loss { at: Some(1) },

@@ -9,7 +9,7 @@ import math
 import torch
 
 from . import factory as C
-from .errors import NON_FINITE, Failure, bad
+from .errors import BAD_CHECKPOINT, NON_FINITE, Failure, bad
 from .states import bytes_f64, f64_bytes
 
 
@@ -212,6 +212,8 @@ class HessianOps:
             v = (torch.randint(0, 2, (dim,), dtype=torch.int64).double() * 2.0 - 1.0).to(self.device)
         elif kind == "copy":
             v = self.vector(init.get("of")).clone()
+        elif kind == "tensors":
+            v = self.tensors_vector(init.get("path"), init.get("bind") or {})
         elif kind == "values":
             data = init.get("data")
             if not isinstance(data, bytes) or len(data) % 8:
@@ -224,6 +226,31 @@ class HessianOps:
         h = self.handle()
         self.vectors[h] = v
         return {"reply": "handle", "handle": h}
+
+    def tensors_vector(self, path, rules):
+        """A vector from per-parameter tensors of a safetensors file, bound like a checkpoint: every
+        parameter of the subset must be there (zeros with ``missing_zero``), other slots are skipped."""
+        hs = self.need_hessian()
+        if not isinstance(path, str):
+            raise bad("new_vector: tensors needs a path")
+        state = self.bind_file(path, dict(rules, missing_zero=True))
+        index = {id(s): i for i, s in enumerate(self.slots)}
+        if not rules.get("missing_zero"):
+            for s in hs.slots:
+                if index[id(s)] not in self.bound_slots:
+                    raise Failure(BAD_CHECKPOINT, "%s: no tensor for the parameter %r" % (path, s.name))
+        parts = [state[index[id(s)]].reshape(-1).double() for s in hs.slots]
+        return torch.cat(parts).to(self.device)
+
+    def op_multiply(self, body):
+        y, x = body.get("y"), body.get("x")
+        if x == y:
+            raise bad("multiply: y and x must be distinct vectors")
+        yv, xv = self.vector(y), self.vector(x)
+        if yv.numel() != xv.numel():
+            raise bad("multiply: %d values by %d" % (yv.numel(), xv.numel()))
+        yv.mul_(xv)
+        return {"reply": "ok"}
 
     def op_read_vector(self, body):
         return {"reply": "values", "data": f64_bytes(self.vector(body.get("v")))}

@@ -35,6 +35,7 @@ OPS = {
     "read_vector": {"v": None},
     "dots": {"x": None, "ys": None},
     "combine": {"y": None, "scale": None, "terms": None},
+    "multiply": {"y": None, "x": None},
     "free": {"handles": None},
     "hvp": {"v": None, "out": None},
     "loss": {"at": None},
@@ -79,6 +80,7 @@ VECTOR_INITS = {
     "rademacher": {"seed": None},
     "copy": {"of": None},
     "values": {"data": None},
+    "tensors": {"path": None, "bind": "BindRules"},
 }
 
 # Tagged structures inside messages: their tag field.

@@ -64,6 +64,7 @@ class Session(ModelOps, StateOps, PlaneOps, HessianOps):
         # States and Hessian-space vectors by handle (states.py, hessian.py), the plane (plane.py), the
         # open Hessian work (hessian.py).
         self.states = {}
+        self.bound_slots = set()
         self.vectors = {}
         self.plane = None
         self.hessian = None

@@ -41,6 +41,8 @@ class StateOps:
         return {"reply": "handle", "handle": h}
 
     def bind_file(self, path, rules):
+        """The state bound from a safetensors file (zeros for slots it lacks with ``missing_zero``); the
+        indices of the slots it supplied are left in ``self.bound_slots``."""
         prefixes = rules.get("strip_prefixes")
         if prefixes is None:
             prefixes = ["module.", "model.", "_orig_mod."]
@@ -96,6 +98,7 @@ class StateOps:
             problems.append("no tensor of the file is in the module")
         if problems:
             raise Failure(BAD_CHECKPOINT, "checkpoint %s does not fit the model: %s" % (path, "; ".join(problems)))
+        self.bound_slots = set(source)
         want = {source[i]: i for i in source}
         state = [None] * len(self.slots)
         try:

@@ -12,6 +12,7 @@ pub mod plot;
 pub mod runs;
 pub mod sharpness;
 pub mod slice;
+pub mod stability;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ pub enum Command {
     SharpnessMap(sharpness::RatioMapArgs),
     /// Benchmark: Lanczos by its own stopping rule (HVPs, seconds, error vs a tight reference) and seconds per HVP.
     SharpnessBench(Box<sharpness::BenchArgs>),
+    /// Is the run at the edge of stability? λmax, Adam's preconditioned λ1 and critical sharpness of one
+    /// checkpoint against the optimizer's thresholds (docs/stability.md).
+    Stability(Box<stability::StabilityArgs>),
 }
 
 impl Cli {
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sharpness(ref args) => sharpness::run(&cli, args),
         Command::SharpnessMap(ref args) => sharpness::run_ratio_map(&cli, args),
         Command::SharpnessBench(ref args) => sharpness::run_bench(args),
+        Command::Stability(ref args) => stability::run(&cli, args),
         Command::Ingest(ref args) => ingest::run(&cli, args),
         Command::Runs(ref args) => runs::runs(&cli, args),
         Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),

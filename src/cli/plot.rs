@@ -23,6 +23,8 @@ pub enum PlotCmd {
     Spectrum(super::sharpness::PlotSpectrumArgs),
     /// The |λmin/λmax| heat map (the paper's Fig. 7) stored for a slice by `landscaped sharpness-map`.
     RatioMap(super::sharpness::PlotRatioMapArgs),
+    /// Stability ratios over steps with the 1.0 line (the edge of stability), stored by `landscaped stability`.
+    Stability(super::stability::PlotStabilityArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,6 +66,7 @@ pub fn run(cli: &Cli, cmd: &PlotCmd) -> anyhow::Result<()> {
     match cmd {
         PlotCmd::Spectrum(a) => super::sharpness::plot_spectrum(cli, a),
         PlotCmd::RatioMap(a) => super::sharpness::plot_ratio_map_cmd(cli, a),
+        PlotCmd::Stability(a) => super::stability::plot_stability(cli, a),
         PlotCmd::Norms(a) => norms(cli, a),
         PlotCmd::Hist(a) => hist(cli, a),
         PlotCmd::Trajectory(a) => super::pca::run_plot_trajectory(cli, a),

@@ -1,5 +1,5 @@
 //! A [`HessianSpace`] whose vectors live in a model worker (see `docs/worker-protocol.md`): every
-//! operation is one protocol request (`new_vector`, `dots`, `combine`, `free`, `hvp`, `loss`,
+//! operation is one protocol request (`new_vector`, `dots`, `combine`, `multiply`, `free`, `hvp`, `loss`,
 //! `gradient`, `read_vector`), so Lanczos, Hutchinson and SLQ drive any backend — the TorchScript worker,
 //! the Python worker — without d numbers crossing the pipe per step.
 //!
@@ -10,7 +10,7 @@
 use crate::workers::Worker;
 use landscaped_maths::curvature::measures::ParamSlot;
 use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector};
-use landscaped_protocol::messages::{VectorInit, f64_bytes};
+use landscaped_protocol::messages::{BindRules, VectorInit, f64_bytes};
 
 /// The Hessian of the worker's loss at its current parameters, over `subset`.
 pub(crate) struct WorkerSpace<'w> {
@@ -36,6 +36,12 @@ impl<'w> WorkerSpace<'w> {
             w.what()
         );
         Ok(WorkerSpace { w, dim, layout, centre, hvps: 0 })
+    }
+
+    /// A vector from per-parameter tensors of a safetensors file (`new_vector {kind: tensors}`), bound
+    /// by `bind` (e.g. a preconditioner's scaling, a stored Lanczos vector): read by the worker.
+    pub fn load_tensors(&mut self, path: &std::path::Path, bind: &BindRules) -> anyhow::Result<Vector> {
+        Ok(self.w.new_vector(VectorInit::Tensors { path: path.to_path_buf(), bind: bind.clone() })?)
     }
 
     /// Ends the Hessian work (`hessian_close`): the worker frees every vector.
@@ -80,6 +86,9 @@ impl HessianSpace for WorkerSpace<'_> {
     }
     fn free(&mut self, vs: &[Vector]) -> anyhow::Result<()> {
         Ok(self.w.free(vs)?)
+    }
+    fn multiply(&mut self, y: Vector, x: Vector) -> anyhow::Result<()> {
+        Ok(self.w.multiply(y, x)?)
     }
     fn hvp(&mut self, v: Vector, out: Vector) -> anyhow::Result<()> {
         self.w.hvp(v, out)?;

@@ -17,6 +17,7 @@ pub mod checkpoints;
 pub mod keys;
 pub mod sharpness;
 pub mod slices;
+pub mod stability;
 pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -817,6 +817,11 @@ impl Worker {
         self.call_ok(Op::Combine { y, scale, terms: terms.to_vec() })
     }
 
+    /// y ← y ⊙ x elementwise.
+    pub fn multiply(&mut self, y: Handle, x: Handle) -> Result<(), WorkerError> {
+        self.call_ok(Op::Multiply { y, x })
+    }
+
     pub fn free(&mut self, handles: &[Handle]) -> Result<(), WorkerError> {
         if handles.is_empty() {
             return Ok(());

@@ -74,6 +74,13 @@ fn st_dtype(d: Dtype) -> &'static str {
     }
 }
 
+/// A path named `name` in a new private folder (removed with the returned [`Handoff`]), for another file
+/// a worker reads (e.g. the stability job's preconditioner scaling).
+pub(crate) fn private_file(name: &str) -> Result<Handoff> {
+    let dir = private_dir()?;
+    Ok(Handoff { path: dir.join(name), dir: Some(dir) })
+}
+
 /// The checkpoint at `path` as a safetensors file the worker can read (see the module docs).
 pub(crate) fn checkpoint_to_safetensors(path: &Path) -> Result<Handoff> {
     if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") {

@@ -224,6 +224,17 @@ class ProtocolTest(unittest.TestCase):
         s("read_vector", v=v)
         s("dots", x=v, ys=[c, w])
         s("combine", y=w, scale=0.5, terms=[[1.0, v], [-1.0, c]])
+        # The state dict's parameters as a vector (buffers skipped), then scaled elementwise.
+        t = s("new_vector", init={"kind": "tensors", "path": path, "bind": bind})["handle"]
+        want = torch.cat([p.detach().reshape(-1).double() for p in factory()[0].parameters()])
+        got = s("dots", x=t, ys=[t])["values"][0]
+        self.assertAlmostEqual(got, float(want @ want), places=4)
+        u = s("new_vector", init={"kind": "copy", "of": t})["handle"]
+        s("multiply", y=u, x=t)
+        ones = s("new_vector", init={"kind": "values", "data": struct.pack("<%dd" % h["dim"], *[1.0] * h["dim"])})[
+            "handle"
+        ]
+        self.assertAlmostEqual(s("dots", x=u, ys=[ones])["values"][0], float(want @ want), places=4)
         s("hvp", v=v, out=w)
         s("loss", at=c)
         s("gradient", at=None, out=w)

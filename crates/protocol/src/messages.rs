@@ -150,6 +150,16 @@ pub enum VectorInit {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Per-parameter tensors from a safetensors file (float dtypes, widened to f64), named like the
+    /// module's parameters and bound by `bind`'s renames and prefixes: each tensor of the Hessian's
+    /// subset must be there with its exact shape (zeros for the absent ones with `missing_zero`); tensors
+    /// of other slots (buffers, parameters outside the subset) are skipped; names the module lacks are an
+    /// error unless `allow_unexpected`. E.g. a diagonal preconditioner's scaling, or a stored Lanczos
+    /// vector for a warm start: nothing of size d crosses the pipe.
+    Tensors {
+        path: PathBuf,
+        bind: BindRules,
+    },
 }
 
 /// Operations, at the grain the algorithms need.
@@ -205,6 +215,8 @@ pub enum Op {
     Dots { x: Handle, ys: Vec<Handle> },
     /// y ← s·y + Σ cᵢ·xᵢ. Answer: `ok`.
     Combine { y: Handle, scale: f64, terms: Vec<(f64, Handle)> },
+    /// y ← y ⊙ x, elementwise (x ≠ y): a diagonal scaling. Answer: `ok`.
+    Multiply { y: Handle, x: Handle },
     /// Forget these handles (states or vectors). Answer: `ok`.
     Free { handles: Vec<Handle> },
     /// out ← H v at the current parameters (the loss averaged over the evaluation set, each batch
@@ -240,6 +252,7 @@ impl Op {
             Op::ReadVector { .. } => "read_vector",
             Op::Dots { .. } => "dots",
             Op::Combine { .. } => "combine",
+            Op::Multiply { .. } => "multiply",
             Op::Free { .. } => "free",
             Op::Hvp { .. } => "hvp",
             Op::Loss { .. } => "loss",
@@ -549,6 +562,10 @@ mod tests {
             Op::NewVector { init: VectorInit::Values { data: f64_bytes(&[1.0, -2.5]) } },
             Op::NewVector { init: VectorInit::Rademacher { seed: 9 } },
             Op::Combine { y: 1, scale: 0.5, terms: vec![(2.0, 3), (-1.0, 4)] },
+            Op::Multiply { y: 1, x: 2 },
+            Op::NewVector {
+                init: VectorInit::Tensors { path: "/v.safetensors".into(), bind: BindRules::default() },
+            },
             Op::Loss { at: None },
             Op::Shutdown,
             Op::ReadState { state: 1 },

@@ -27,6 +27,7 @@ struct Hessian {
     subset: ParamSubset,
     dim: usize,
     centre: Handle,
+    layout: Vec<LayoutSlot>,
 }
 
 #[derive(Default)]
@@ -243,6 +244,18 @@ impl Session {
                 self.vectors.insert(y, yv);
                 r.map(|_| Reply::Ok)
             }
+            Op::Multiply { y, x } => {
+                if x == y {
+                    return Err(bad("multiply: y and x must be distinct vectors"));
+                }
+                let xv = self.vector(x)?.clone();
+                let yv = self.vectors.get_mut(&y).ok_or_else(|| bad(format!("unknown vector handle {y}")))?;
+                if xv.len() != yv.len() {
+                    return Err(bad(format!("multiply: {} values by {}", yv.len(), xv.len())));
+                }
+                yv.iter_mut().zip(&xv).for_each(|(a, b)| *a *= b);
+                Ok(Reply::Ok)
+            }
             Op::Free { handles } => {
                 for h in handles {
                     self.states.remove(&h);
@@ -374,7 +387,7 @@ impl Session {
         drop(mh);
         let centre = self.handle();
         self.vectors.insert(centre, centre_v);
-        self.hessian = Some(Hessian { subset, dim, centre });
+        self.hessian = Some(Hessian { subset, dim, centre, layout: layout.clone() });
         Ok(Reply::Hessian { dim, layout, centre })
     }
 
@@ -392,10 +405,52 @@ impl Session {
                 }
                 v
             }
+            VectorInit::Tensors { path, bind } => self.tensors_vector(&path, &bind)?,
         };
         let h = self.handle();
         self.vectors.insert(h, v);
         Ok(Reply::Handle { handle: h })
+    }
+
+    /// A Hessian-space vector from per-parameter tensors of a safetensors file (`new_vector {kind:
+    /// tensors}`; docs/worker-protocol.md).
+    fn tensors_vector(&self, path: &std::path::Path, bind: &BindRules) -> Result<Vec<f64>, Failure> {
+        let h = self.hessian()?;
+        let model = self.model.as_ref().ok_or_else(|| bad("no model loaded"))?;
+        let opts = bind_options(bind);
+        let p = path.display();
+        let bad_file = |m: String| fail(ErrorKind::BadCheckpoint, format!("{p}: {m}"));
+        let tensors = landscaped_formats::safetensors_file::load_float_tensors(path)
+            .map_err(|e| fail(ErrorKind::BadCheckpoint, format!("{e:#}")))?;
+        let mut v = vec![0.0; h.dim];
+        let mut seen = vec![false; h.layout.len()];
+        for (name, shape, values) in tensors {
+            let target = opts.module_name(&name);
+            if let Some(i) = h.layout.iter().position(|s| s.name == target) {
+                let slot = &h.layout[i];
+                if slot.shape != shape {
+                    return Err(bad_file(format!(
+                        "tensor {name:?} has shape {shape:?}, the parameter {target:?} {:?}",
+                        slot.shape
+                    )));
+                }
+                for (o, x) in v[slot.offset..slot.offset + values.len()].iter_mut().zip(&values) {
+                    *o = f64::from(*x);
+                }
+                seen[i] = true;
+            } else if !bind.allow_unexpected
+                && !model.slots().iter().any(|s| s.name == target)
+                && !model.ignored_buffers().contains(&target)
+            {
+                return Err(bad_file(format!("tensor {name:?} is not in the model")));
+            }
+        }
+        if !bind.missing_zero
+            && let Some(i) = seen.iter().position(|s| !s)
+        {
+            return Err(bad_file(format!("no tensor for the parameter {:?}", h.layout[i].name)));
+        }
+        Ok(v)
     }
 
     /// Streams `point` answers for `evaluate_points` through `send`; stops at the first error.

@@ -2,7 +2,9 @@
 //! run (trajectory PCA, loss-landscape slices, sharpness), at low priority, beside ingest.
 //!
 //! The jobs live here, one file each: [`pca`] (trajectory PCA), [`slice`] (loss-landscape slices),
-//! [`sharpness`] (Hessian extremes, trace, sharpness measures); they call the same runners as the CLI.
+//! [`sharpness`] (Hessian extremes, trace, sharpness measures), [`stability`] (the optimizer's stability
+//! thresholds against λmax, Adam's preconditioned λ1 and critical sharpness); they call the same runners
+//! as the CLI.
 //!
 //! # Adding a job
 //! 1. Implement [`PeriodicJob`] in a file of this folder, e.g. `pca.rs`'s `PcaJob`.
@@ -45,6 +47,7 @@
 pub mod pca;
 pub mod sharpness;
 pub mod slice;
+pub mod stability;
 
 use crate::cancel::Cancel;
 use crate::store::Store;
@@ -77,6 +80,7 @@ pub struct JobGauges {
     pub pca: Option<pca::Gauges>,
     pub slice: Option<slice::Gauges>,
     pub sharpness: Option<sharpness::Gauges>,
+    pub stability: Option<stability::Gauges>,
 }
 
 impl JobGauges {
@@ -85,6 +89,7 @@ impl JobGauges {
             pca: pca::Gauges::register(reg),
             slice: slice::Gauges::register(reg),
             sharpness: sharpness::Gauges::register(reg),
+            stability: stability::Gauges::register(reg),
         }
     }
 }
@@ -122,6 +127,7 @@ pub fn registry() -> &'static [JobSpec] {
         JobSpec { name: "pca", build: pca::build },
         JobSpec { name: "slice", build: slice::build },
         JobSpec { name: "sharpness", build: sharpness::build },
+        JobSpec { name: "stability", build: stability::build },
     ]
 }
 
@@ -157,6 +163,9 @@ pub const JOB_METRIC_NAMES: &[&str] = &[
     "landscaped_hessian_converged",
     "landscaped_hessian_trace",
     "landscaped_sharpness",
+    "landscaped_stability_ratio",
+    "landscaped_stability_value",
+    "landscaped_stability_threshold",
 ];
 
 /// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the

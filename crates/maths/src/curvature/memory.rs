@@ -122,6 +122,16 @@ impl<F: LinearOperator + Objective> HessianSpace for MemorySpace<F> {
         }
         Ok(())
     }
+    fn multiply(&mut self, y: Vector, x: Vector) -> Result<()> {
+        self.ops += 1;
+        if x == y {
+            bail!("multiply: y and x must be distinct vectors");
+        }
+        let xv = self.get(x)?.clone();
+        let yv = self.vectors.get_mut(&y).ok_or_else(|| anyhow!("unknown vector handle {y}"))?;
+        yv.iter_mut().zip(&xv).for_each(|(a, b)| *a *= b);
+        Ok(())
+    }
     fn hvp(&mut self, v: Vector, out: Vector) -> Result<()> {
         self.ops += 1;
         let vv = self.get(v)?.clone();
@@ -183,6 +193,12 @@ mod tests {
         assert_eq!(s.loss(Some(e0)).unwrap(), 1.0);
         assert_eq!(s.gradient(Some(e0), hx).unwrap(), 1.0);
         assert_eq!(s.read(hx).unwrap(), vec![2.0, 1.0, 0.0]);
+        let m = s.new_vector(Init::Values(vec![1.0, -2.0, 0.5])).unwrap();
+        let k = s.new_vector(Init::Values(vec![3.0, 3.0, 4.0])).unwrap();
+        s.multiply(m, k).unwrap();
+        assert_eq!(s.read(m).unwrap(), vec![3.0, -6.0, 2.0]);
+        assert!(s.multiply(m, m).is_err());
+        s.free(&[m, k]).unwrap();
         let r = s.new_vector(Init::Rademacher { seed: 3 }).unwrap();
         assert!(s.read(r).unwrap().iter().all(|v| v.abs() == 1.0));
         s.free(&[x, y, e0, hx, r]).unwrap();

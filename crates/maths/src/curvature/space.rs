@@ -5,7 +5,8 @@
 //! The operations are the worker protocol's, at the grain Lanczos, Hutchinson and SLQ need: a new vector
 //! (zeros, Gaussian or Rademacher by seed, a copy, explicit values), batched inner products
 //! ([`HessianSpace::dots`]: one round trip for ⟨x, y⟩ against a whole Krylov basis), linear combinations
-//! ([`HessianSpace::combine`]: y ← s·y + Σ cᵢxᵢ), `free`, `hvp`, `loss` and `gradient`. No d-dimensional
+//! ([`HessianSpace::combine`]: y ← s·y + Σ cᵢxᵢ), the elementwise product ([`HessianSpace::multiply`]:
+//! a diagonal scaling), `free`, `hvp`, `loss` and `gradient`. No d-dimensional
 //! vector crosses to the caller except through the escape hatches [`HessianSpace::read`] and
 //! [`Init::Values`]; the eigenvalue and trace estimators never use them. (The sharpness measures do,
 //! through [`SpaceObjective`]: they need elementwise operations such as sign, clip and |θ|; see there.)
@@ -70,6 +71,9 @@ pub trait HessianSpace {
     /// y ← scale·y + Σ cᵢ·xᵢ (`y` must not be among the xᵢ).
     fn combine(&mut self, y: Vector, scale: f64, terms: &[(f64, Vector)]) -> anyhow::Result<()>;
     fn free(&mut self, vs: &[Vector]) -> anyhow::Result<()>;
+    /// y ← y ⊙ x, elementwise (`y` and `x` distinct): a diagonal scaling such as the preconditioner's
+    /// P^{-1/2} applied without the vector leaving the space.
+    fn multiply(&mut self, y: Vector, x: Vector) -> anyhow::Result<()>;
     /// out ← H v (counted by [`HessianSpace::applications`]).
     fn hvp(&mut self, v: Vector, out: Vector) -> anyhow::Result<()>;
     /// L(θ') with θ' = `at` (`None`: the centre).

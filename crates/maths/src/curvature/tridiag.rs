@@ -4,11 +4,13 @@
 /// Eigen-decomposition of the symmetric tridiagonal matrix with diagonal `alpha` (length m) and
 /// off-diagonal `beta` (length m−1). Returns eigenvalues in ascending order and, for each, the first and
 /// last components of its unit eigenvector (`first[i]`, `last[i]`): the SLQ weights and the Lanczos
-/// residual bounds need only these.
+/// residual bounds need only these; and the whole unit eigenvector of the largest eigenvalue (`top`),
+/// from which Lanczos forms the top Ritz vector (a warm start for the next checkpoint).
 pub struct TridiagEigen {
     pub values: Vec<f64>,
     pub first: Vec<f64>,
     pub last: Vec<f64>,
+    pub top: Vec<f64>,
 }
 
 pub(crate) fn tridiag_eigen(alpha: &[f64], beta: &[f64]) -> anyhow::Result<TridiagEigen> {
@@ -84,6 +86,7 @@ pub(crate) fn tridiag_eigen(alpha: &[f64], beta: &[f64]) -> anyhow::Result<Tridi
         values: order.iter().map(|&i| d[i]).collect(),
         first: order.iter().map(|&i| z[i]).collect(),
         last: order.iter().map(|&i| z[(n - 1) * n + i]).collect(),
+        top: (0..n).map(|k| z[k * n + order[n - 1]]).collect(),
     })
 }
 
@@ -107,6 +110,12 @@ mod tests {
             assert!((te.first[k - 1].abs() - first.abs()).abs() < 1e-10);
             let last = norm * (n as f64 * k as f64 * h).sin();
             assert!((te.last[k - 1].abs() - last.abs()).abs() < 1e-10);
+        }
+        // The top eigenvector whole: sin(jnπ/(n+1)) up to sign.
+        let norm = (2.0 / (n as f64 + 1.0)).sqrt();
+        for (j, t) in te.top.iter().enumerate() {
+            let want = norm * ((j + 1) as f64 * n as f64 * h).sin();
+            assert!((t.abs() - want.abs()).abs() < 1e-10, "top[{j}] {t} vs {want}");
         }
         let one = tridiag_eigen(&[3.5], &[]).unwrap();
         assert_eq!(one.values, vec![3.5]);

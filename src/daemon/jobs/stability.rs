@@ -1,0 +1,224 @@
+//! The daemon's `stability` job: every N ingested checkpoints of a run, the checkpoint just ingested
+//! against the optimizer's stability thresholds (λmax, Adam's preconditioned λ1, critical sharpness;
+//! docs/stability.md), computed with the same runner as `landscaped stability`
+//! ([`stability_at`], warm-started from the run's previous top vectors under `<data dir>/stability/`),
+//! stored as a [`StabilityRecord`]; then gauges (label `run`, and `quantity` = `lambda_max`,
+//! `preconditioned_lambda_1`, `critical_sharpness`):
+//!
+//! - `landscaped_stability_ratio`: measured / threshold (1.0 = at the edge of stability);
+//! - `landscaped_stability_value`, `landscaped_stability_threshold`: the raw numbers beside it.
+//!
+//! ```toml
+//! [run.stability]
+//! every = 10
+//! model_dir = "/scratch/job42/landscaped-model"
+//! optimizer = "sgd"          # sgd, adam, adamw; another name: no threshold
+//! lr = 0.05                  # until the checkpoint's optimizer state is read
+//! momentum = 0.0             # dampening, nesterov; for Adam: betas = [0.9, 0.999], eps, amsgrad, adam_step
+//! # exp_avg_sq = "/scratch/job42/v-{step}.safetensors"   # expert/testing: Adam's second moment
+//! tol = 1e-3                 # Lanczos
+//! max_hvps = 100
+//! warm_start = true
+//! critical = true            # the critical-sharpness line search
+//! ```
+//! plus the model keys every model-running job takes (see [`crate::daemon::job_model`]).
+
+use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::stability::optimizer::OptimizerInput;
+use crate::stability::runner::{StabilityOptions, StabilityRequest, stability_at, warm_dir};
+use crate::store::stability::{self as records, StabilityRecord};
+use crate::workers::contract::ModelContract;
+use anyhow::{Result, anyhow, bail};
+use landscaped_maths::curvature::lanczos::LanczosOptions;
+use prometheus::GaugeVec;
+use std::path::PathBuf;
+
+/// The `[run.stability]` section (the optimizer's keys are [`OptimizerInput`]'s).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StabilityJobConfig {
+    every: u64,
+    #[serde(default = "default_tol")]
+    tol: f64,
+    #[serde(default = "default_max_hvps")]
+    max_hvps: usize,
+    #[serde(default = "yes")]
+    warm_start: bool,
+    #[serde(default = "yes")]
+    critical: bool,
+    optimizer: Option<String>,
+    lr: Option<f64>,
+    #[serde(default)]
+    momentum: f64,
+    #[serde(default)]
+    dampening: f64,
+    #[serde(default)]
+    nesterov: bool,
+    betas: Option<(f64, f64)>,
+    eps: Option<f64>,
+    #[serde(default)]
+    amsgrad: bool,
+    adam_step: Option<u64>,
+    exp_avg_sq: Option<PathBuf>,
+}
+
+fn default_tol() -> f64 {
+    1e-3
+}
+fn default_max_hvps() -> usize {
+    100
+}
+fn yes() -> bool {
+    true
+}
+
+struct StabilityJob {
+    every: u64,
+    model: ModelContract,
+    input: OptimizerInput,
+    opts: StabilityOptions,
+}
+
+/// Builds the job from its `[run.stability]` section (errors name the key).
+pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
+    let (model, section) = crate::daemon::job_model::split(section)?;
+    let c: StabilityJobConfig = section.try_into().map_err(|e| anyhow!("{e}"))?;
+    if c.every == 0 {
+        bail!("every: must be at least 1");
+    }
+    if !(c.tol.is_finite() && c.tol > 0.0) {
+        bail!("tol: must be positive, not {}", c.tol);
+    }
+    if c.max_hvps < 2 {
+        bail!("max_hvps: must be at least 2");
+    }
+    let d = OptimizerInput::default();
+    let input = OptimizerInput {
+        optimizer: c.optimizer,
+        lr: c.lr,
+        momentum: c.momentum,
+        dampening: c.dampening,
+        nesterov: c.nesterov,
+        betas: c.betas.unwrap_or(d.betas),
+        eps: c.eps.unwrap_or(d.eps),
+        amsgrad: c.amsgrad,
+        adam_step: c.adam_step,
+        exp_avg_sq: c.exp_avg_sq,
+        source: "config [run.stability]".into(),
+        ..d
+    };
+    input.check()?;
+    let opts = StabilityOptions {
+        lanczos: LanczosOptions { max_steps: c.max_hvps, tol: c.tol, top_k: 1, seed: 0 },
+        warm_start: c.warm_start,
+        critical: c.critical,
+        ..Default::default()
+    };
+    Ok(Box::new(StabilityJob { every: c.every, model, input, opts }))
+}
+
+/// The stability job's gauge families (see [`super::JobGauges`]).
+pub struct Gauges {
+    ratio: GaugeVec,
+    value: GaugeVec,
+    threshold: GaugeVec,
+}
+
+impl Gauges {
+    pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
+        let make = |name: &str, help: &str| super::register_gauge_vec(reg, name, help, &["run", "quantity"]);
+        Some(Gauges {
+            ratio: make(
+                "landscaped_stability_ratio",
+                "Measured curvature / the optimizer's stability threshold at the latest checkpoint (1 = edge of stability)",
+            )?,
+            value: make(
+                "landscaped_stability_value",
+                "The measured curvature (lambda_max, preconditioned_lambda_1, critical_sharpness) at the latest checkpoint",
+            )?,
+            threshold: make(
+                "landscaped_stability_threshold",
+                "The optimizer's stability threshold the curvature is compared with (e.g. 2/lr)",
+            )?,
+        })
+    }
+}
+
+/// Sets the run's gauges from a record (only the rows it holds).
+pub(crate) fn publish(g: &Gauges, run: &str, rec: &StabilityRecord) {
+    for a in &rec.rows {
+        let l = [run, a.quantity.as_str()];
+        g.ratio.with_label_values(&l).set(a.ratio);
+        g.value.with_label_values(&l).set(a.value);
+        g.threshold.with_label_values(&l).set(a.threshold);
+    }
+}
+
+impl PeriodicJob for StabilityJob {
+    fn name(&self) -> &'static str {
+        "stability"
+    }
+
+    fn every(&self) -> u64 {
+        self.every
+    }
+
+    fn run(&self, ctx: &JobContext, run: &str, step: u64) -> Result<()> {
+        if ctx.cancelled() {
+            return Ok(());
+        }
+        let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
+            .map(|c| PathBuf::from(c.path))
+            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint at step {step} in the store"))?;
+        let req = StabilityRequest {
+            run,
+            step,
+            checkpoint: &path,
+            input: &self.input,
+            opts: &self.opts,
+            warm: Some(warm_dir(&ctx.data_dir, run)),
+        };
+        let rec = stability_at(&self.model, &req, "daemon stability job", ctx.cancel())?;
+        records::put(&ctx.store, &rec)?;
+        ctx.store.flush()?;
+        if let Some(g) = &ctx.gauges.stability {
+            publish(g, run, &rec);
+        }
+        for n in &rec.notes {
+            tracing::warn!(run, step, "stability: {n}");
+        }
+        tracing::info!(
+            run,
+            step,
+            hvps = rec.hvps,
+            forward = rec.forward_passes,
+            seconds = rec.seconds,
+            "stability stored"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        let v: toml::Value = toml::from_str(s).unwrap();
+        build(&v).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(err("every = 0\nmodel_dir = \"/m\"").starts_with("every"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nbogus = 1").contains("bogus"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\nlr = -1.0").starts_with("lr"));
+        assert!(err("every = 1\nmodel_dir = \"/m\"\noptimizer = \"sgd\"\nmomentum = 0.9\nnesterov = true\ndampening = 0.5").contains("Nesterov"));
+        let v: toml::Value = toml::from_str(
+            "every = 3\nmodel_dir = \"/m\"\noptimizer = \"adam\"\nlr = 1e-3\nbetas = [0.9, 0.99]",
+        )
+        .unwrap();
+        let j = build(&v).unwrap();
+        assert_eq!((j.name(), j.every()), ("stability", 3));
+    }
+}
