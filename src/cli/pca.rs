@@ -7,7 +7,7 @@ use crate::sink::TensorSink;
 use crate::store::Store;
 use crate::store::trajectory::{PcaConfig, PcaRecord, latest_pca, put_pca};
 use crate::table::Table;
-use crate::trajectory::archive::{ArchiveConfig, ArchiveFile, ArchiveSink, Precision, Retention, list_run};
+use crate::trajectory::archive::{ArchiveFile, ArchiveOptions, ArchiveSink, list_run};
 use crate::trajectory::pca::compute_pca;
 use crate::trajectory::select::Selection;
 use anyhow::Context;
@@ -66,28 +66,14 @@ pub struct TrajectoryArgs {
     /// statistics, e.g. to backfill the trajectory of an earlier run; then list the archive.
     #[arg(long, num_args = 1..)]
     pub import: Vec<PathBuf>,
-    /// Archive precision for --import.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
-    /// Retention for --import: all, every:K or max:N.
-    #[arg(long, default_value = "all")]
-    pub retention: Retention,
-    /// Disk budget in MiB for the run's archive, for --import.
-    #[arg(long)]
-    pub budget_mib: Option<u64>,
-    /// With --import: leave out tensors with at most one dimension.
-    #[arg(long)]
-    pub exclude_1d: bool,
+    /// How --import keeps the run's archive (the same options as `ingest`'s).
+    #[command(flatten)]
+    pub keep: ArchiveOptions,
 }
 
 /// Archives checkpoints into the run's trajectory (the same sink ingest uses), one tensor at a time.
 pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
-    let cfg = ArchiveConfig {
-        precision: args.precision,
-        retention: args.retention.clone(),
-        budget_bytes: args.budget_mib.map(|m| m << 20),
-        selection: Selection { exclude_1d: args.exclude_1d, ..Default::default() },
-    };
+    let cfg = args.keep.config()?;
     let mut paths = Vec::new();
     for p in &args.import {
         if p.is_dir() && !landscaped_formats::is_hf_folder(p) {
@@ -236,7 +222,7 @@ pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result
             t.push(vec![
                 json!(e.step),
                 json!(e.bytes),
-                json!(format!("{:?}", f.precision).to_lowercase()),
+                json!(f.stored_types()),
                 json!(f.tensors.len()),
                 json!(params),
             ]);
@@ -244,7 +230,7 @@ pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result
         t.print(cli.format)?;
         if cli.format == crate::table::Format::Table {
             let total: u64 = entries.iter().map(|e| e.bytes).sum();
-            let budget = match args.budget_mib {
+            let budget = match args.keep.budget_mib {
                 Some(b) => format!(" of a {b} MiB budget"),
                 None => String::new(),
             };

@@ -169,7 +169,29 @@ pub(crate) fn block2<T: Element>(
     hist: Option<(f64, f64, usize)>,
     sub: &mut [u64],
 ) -> Block2 {
-    let (s_ds, s_d1, s_sq) = deviations_and_histogram(block, mean, hist, sub);
+    let sums = deviations_and_histogram(block, mean, hist, sub);
+    block2_rest(block, mean, scale, sums)
+}
+
+/// [`block2`] of a block of 16-bit floats widened to `block`, whose bit patterns `bits` index the
+/// bucket table `table` ([`bucket_table`]): the same sums and counts, without a division per element.
+pub(crate) fn block2_table(
+    block: &[f32],
+    bits: &[u16],
+    mean: f64,
+    scale: Option<f64>,
+    table: &[u16],
+    sub: &mut [u64],
+) -> Block2 {
+    histogram_by_table(bits, table, sub);
+    let sums = deviations_only(block, mean);
+    block2_rest(block, mean, scale, sums)
+}
+
+/// The part of [`block2`] after the lane sums: the non-finite fallback and the scaled norm.
+#[inline(always)]
+fn block2_rest<T: Element>(block: &[T], mean: f64, scale: Option<f64>, sums: (f64, f64, f64)) -> Block2 {
+    let (s_ds, s_d1, s_sq) = sums;
     let mut out = if s_ds.is_finite() && s_sq.is_finite() {
         Block2 { dev_sq: s_ds, dev: s_d1, sq: s_sq, scaled: 0.0 }
     } else {
@@ -229,6 +251,62 @@ fn deviations_and_histogram<T: Element>(
         histogram_block(block, lo, hi, bins, sub);
     }
     deviations_any(block, mean)
+}
+
+/// (Σ(x − mean)², Σ(x − mean), Σx²) over a block, with AVX2 where the CPU has it.
+#[inline(always)]
+fn deviations_only<T: Element>(block: &[T], mean: f64) -> (f64, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::deviations(block, mean) };
+    }
+    deviations_any(block, mean)
+}
+
+/// Marks a 16-bit pattern outside the histogram's range (or NaN) in a bucket table.
+pub(crate) const TABLE_OUT: u16 = u16::MAX;
+
+/// The bucket of every 16-bit pattern whose value is `widen(bits)`, by exactly the rule of
+/// [`histogram_block`] (torch.histc's), or [`TABLE_OUT`]; `bins` must be below `u16::MAX`.
+pub(crate) fn bucket_table(widen: impl Fn(u16) -> f64, lo: f64, hi: f64, bins: usize) -> Vec<u16> {
+    let nb = bins as f64;
+    let range = hi - lo;
+    (0..=u16::MAX)
+        .map(|h| {
+            let v = widen(h);
+            if v >= lo && v <= hi {
+                let q = (v - lo) * nb / range;
+                let q = if q > 0.0 { q } else { 0.0 };
+                let q = if q < nb { q } else { nb };
+                (q as usize).min(bins - 1) as u16
+            } else {
+                TABLE_OUT
+            }
+        })
+        .collect()
+}
+
+/// Adds a block's counts by table lookup into the interleaved sub-histograms (element i into lane
+/// i mod SUB, as [`histogram_block`] does).
+#[inline(always)]
+fn histogram_by_table(bits: &[u16], table: &[u16], sub: &mut [u64]) {
+    let groups = bits.chunks_exact(SUB);
+    let rest = groups.remainder();
+    for g in groups {
+        for j in 0..SUB {
+            let k = table[g[j] as usize];
+            if k != TABLE_OUT {
+                sub[k as usize * SUB + j] += 1;
+            }
+        }
+    }
+    for (j, &b) in rest.iter().enumerate() {
+        let k = table[b as usize];
+        if k != TABLE_OUT {
+            sub[k as usize * SUB + j] += 1;
+        }
+    }
 }
 
 /// Per-lane accumulators of the second pass: Σ(x − mean)², Σ(x − mean), Σx².
