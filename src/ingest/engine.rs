@@ -10,6 +10,11 @@
 //! chunk; a bigger one is read twice (the second read usually comes from the page cache). A tensor
 //! whose reader cannot read by range (a torch.save strided view) is read whole, once.
 //!
+//! **Cache**: a chunk is read, widened (bf16 by a 16-bit shift, f16 by `half`'s slice conversion) and
+//! processed a piece of [`PIECE`] elements at a time, so the fused work on it runs while the piece is in
+//! the core's cache. The second pass of a large f16/bf16 tensor finds each value's histogram bucket in a
+//! table of its 65,536 bit patterns instead of dividing (the same counts).
+//!
 //! **Pipelining**: workers take the next chunk of the earliest unfinished tensor; second-pass chunks
 //! come first, and several tensors are in flight at once, so reading (pread) and computing overlap
 //! across workers and tensors. **Determinism**: results are merged in tensor and block order

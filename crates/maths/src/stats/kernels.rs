@@ -287,24 +287,29 @@ pub(crate) fn bucket_table(widen: impl Fn(u16) -> f64, lo: f64, hi: f64, bins: u
         .collect()
 }
 
-/// Adds a block's counts by table lookup into the interleaved sub-histograms (element i into lane
-/// i mod SUB, as [`histogram_block`] does).
+/// Interleaved sub-histograms per bucket of the table-driven histogram: more than [`SUB`], because
+/// the lookup leaves the increments as the only work, and a hot bucket's consecutive increments in one
+/// lane would wait for each other.
+pub(crate) const SUB_TABLE: usize = 32;
+
+/// Adds a block's counts by table lookup into `sub` (bucket i, lane j at `i * SUB_TABLE + j`: element
+/// e into lane e mod SUB_TABLE).
 #[inline(always)]
 fn histogram_by_table(bits: &[u16], table: &[u16], sub: &mut [u64]) {
-    let groups = bits.chunks_exact(SUB);
+    let groups = bits.chunks_exact(SUB_TABLE);
     let rest = groups.remainder();
     for g in groups {
-        for j in 0..SUB {
+        for j in 0..SUB_TABLE {
             let k = table[g[j] as usize];
             if k != TABLE_OUT {
-                sub[k as usize * SUB + j] += 1;
+                sub[k as usize * SUB_TABLE + j] += 1;
             }
         }
     }
     for (j, &b) in rest.iter().enumerate() {
         let k = table[b as usize];
         if k != TABLE_OUT {
-            sub[k as usize * SUB + j] += 1;
+            sub[k as usize * SUB_TABLE + j] += 1;
         }
     }
 }

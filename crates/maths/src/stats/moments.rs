@@ -272,13 +272,14 @@ impl Plan2 {
 /// histogram by `table` (from this `plan`): the same result, bit for bit.
 pub fn part2_table(xs: &[f32], bits: &[u16], plan: &Plan2, table: &BucketTable) -> Part2 {
     assert_eq!(xs.len(), bits.len(), "part2_table: values and bit patterns differ in length");
-    let mut sub = vec![0u64; plan.bins * kernels::SUB];
+    const W: usize = kernels::SUB_TABLE;
+    let mut sub = vec![0u64; plan.bins * W];
     let blocks = xs
         .chunks(BLOCK)
         .zip(bits.chunks(BLOCK))
         .map(|(b, h)| kernels::block2_table(b, h, plan.mean, plan.scale, &table.table, &mut sub))
         .collect();
-    let counts = (0..plan.bins).map(|i| sub[i * kernels::SUB..(i + 1) * kernels::SUB].iter().sum()).collect();
+    let counts = (0..plan.bins).map(|i| sub[i * W..(i + 1) * W].iter().sum()).collect();
     Part2 { blocks, counts }
 }
 
