@@ -79,7 +79,7 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 # file's page cache warmed just before its contenders.
 # copy_1 NAME FILE: `cp` FILE into the (emptied) data folder and fsync the copy: what archiving the
 # checkpoint's bytes costs at the least. link_1 NAME FILE: a hard link instead (same filesystem).
-copy_1() { mkdir -p "$OUT/data"; run_1 "$1" bash -c "cp $2 $OUT/data/copy && sync $OUT/data/copy"; }
+copy_1() { run_1 "$1" bash -c "mkdir -p $OUT/data && cp $2 $OUT/data/copy && sync $OUT/data/copy"; }
 link_1() { run_1 "$1" bash -c "mkdir -p $OUT/data && ln $2 $OUT/data/link"; }
 bf16_round() {
     for x in safetensors bf16; do

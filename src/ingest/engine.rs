@@ -28,7 +28,9 @@ use super::{IngestError, TensorSink};
 use crate::trajectory::archive::ArchiveFile;
 use landscaped_formats::{Checkpoint, ChunkBuf, ChunkValues, Dtype, widen_into};
 use landscaped_maths::stats;
-use landscaped_maths::stats::{BucketTable, DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats};
+use landscaped_maths::stats::{
+    BucketTable, DistanceAcc, Part1, Part2, PatternCounts, Plan2, TensorAcc, TensorStats,
+};
 
 /// Where a reference checkpoint's tensors are read from.
 pub(crate) enum RefSource {
@@ -215,6 +217,8 @@ struct Bufs {
     refs: RefBufs,
     /// The histogram bucket table of the 16-bit tensor whose second pass this worker last did.
     table: Option<(usize, BucketTable)>,
+    /// The bit patterns its second pass counted, folded into buckets at the end of each chunk.
+    patterns: PatternCounts,
 }
 
 /// 16-bit tensors with at least this many elements get a bucket table for their second pass (65,536
@@ -402,22 +406,33 @@ impl Ctx<'_> {
         if big && bufs.table.as_ref().is_none_or(|(u, _)| *u != t) {
             bufs.table = plan.bucket_table(dtype).map(|b| (t, b));
         }
-        let table = bufs.table.as_ref().filter(|(u, _)| big && *u == t).map(|(_, b)| b);
+        // The pattern counters are u32: a chunk never comes near 2^32 elements, a tensor read whole might.
+        let table =
+            bufs.table.as_ref().filter(|(u, _)| big && *u == t && n < u32::MAX as usize).map(|(_, b)| b);
         let mut part = Part2::empty();
+        let patterns = &mut bufs.patterns;
         self.pieces(t, start, n, src, &mut bufs.piece, |_, values, raw| {
             // SAFETY: u16 has no invalid bit patterns; only the aligned middle part is used.
             let (pre, bits, post) = unsafe { raw.align_to::<u16>() };
             let p = match (table, values) {
-                (Some(tb), ChunkValues::F32(v))
+                (Some(_), ChunkValues::F32(v))
                     if cfg!(target_endian = "little") && pre.is_empty() && post.is_empty() =>
                 {
-                    stats::part2_table(v, bits, plan, tb)
+                    stats::part2_patterns(v, bits, plan, patterns)
                 }
                 _ => stats::part2(values, plan),
             };
             part.append(p);
             Ok(())
         })?;
+        if let Some(tb) = table
+            && patterns.seen() > 0
+        {
+            // The table's counts of the pieces counted by pattern, added to those counted directly.
+            let mut by_table = Part2::empty();
+            tb.fold(patterns, &mut by_table);
+            part.append(by_table);
+        }
         Ok(part)
     }
 

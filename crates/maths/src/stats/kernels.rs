@@ -173,17 +173,18 @@ pub(crate) fn block2<T: Element>(
     block2_rest(block, mean, scale, sums)
 }
 
-/// [`block2`] of a block of 16-bit floats widened to `block`, whose bit patterns `bits` index the
-/// bucket table `table` ([`bucket_table`]): the same sums and counts, without a division per element.
-pub(crate) fn block2_table(
+/// [`block2`] of a block of 16-bit floats widened to `block`, with the histogram left to the count of
+/// each bit pattern in `bits`, added to `patterns` (65,536 counters; folded into buckets by a table
+/// later, [`bucket_table`]): the same sums, and the same counts once folded, without a division per
+/// element.
+pub(crate) fn block2_patterns(
     block: &[f32],
     bits: &[u16],
     mean: f64,
     scale: Option<f64>,
-    table: &[u16],
-    sub: &mut [u64],
+    patterns: &mut [u32],
 ) -> Block2 {
-    histogram_by_table(bits, table, sub);
+    count_patterns(bits, patterns);
     let sums = deviations_only(block, mean);
     block2_rest(block, mean, scale, sums)
 }
@@ -287,30 +288,14 @@ pub(crate) fn bucket_table(widen: impl Fn(u16) -> f64, lo: f64, hi: f64, bins: u
         .collect()
 }
 
-/// Interleaved sub-histograms per bucket of the table-driven histogram: more than [`SUB`], because
-/// the lookup leaves the increments as the only work, and a hot bucket's consecutive increments in one
-/// lane would wait for each other.
-pub(crate) const SUB_TABLE: usize = 32;
-
-/// Adds a block's counts by table lookup into `sub` (bucket i, lane j at `i * SUB_TABLE + j`: element
-/// e into lane e mod SUB_TABLE).
+/// Adds one to the counter of each bit pattern: with values spread over thousands of patterns,
+/// consecutive increments rarely hit the same counter (a bucket's would), so they do not wait for each
+/// other.
 #[inline(always)]
-fn histogram_by_table(bits: &[u16], table: &[u16], sub: &mut [u64]) {
-    let groups = bits.chunks_exact(SUB_TABLE);
-    let rest = groups.remainder();
-    for g in groups {
-        for j in 0..SUB_TABLE {
-            let k = table[g[j] as usize];
-            if k != TABLE_OUT {
-                sub[k as usize * SUB_TABLE + j] += 1;
-            }
-        }
-    }
-    for (j, &b) in rest.iter().enumerate() {
-        let k = table[b as usize];
-        if k != TABLE_OUT {
-            sub[k as usize * SUB_TABLE + j] += 1;
-        }
+fn count_patterns(bits: &[u16], patterns: &mut [u32]) {
+    let Some(patterns) = patterns.get_mut(..1 << 16) else { return };
+    for &b in bits {
+        patterns[b as usize] += 1;
     }
 }
 

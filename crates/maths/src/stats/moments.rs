@@ -247,6 +247,7 @@ pub fn part2(xs: ChunkValues<'_>, plan: &Plan2) -> Part2 {
 #[derive(Clone, Debug)]
 pub struct BucketTable {
     table: Vec<u16>,
+    bins: usize,
 }
 
 impl Plan2 {
@@ -264,23 +265,59 @@ impl Plan2 {
             ChunkValues::F32(v) => v,
             ChunkValues::F64(_) => return None,
         };
-        Some(BucketTable { table: kernels::bucket_table(|h| values[h as usize] as f64, lo, hi, bins) })
+        Some(BucketTable { table: kernels::bucket_table(|h| values[h as usize] as f64, lo, hi, bins), bins })
+    }
+}
+
+/// The count of each 16-bit pattern seen by [`part2_patterns`], until [`BucketTable::fold`] turns
+/// them into histogram counts.
+#[derive(Clone, Debug)]
+pub struct PatternCounts {
+    counts: Vec<u32>,
+    seen: u64,
+}
+
+impl Default for PatternCounts {
+    fn default() -> Self {
+        PatternCounts { counts: vec![0; 1 << 16], seen: 0 }
+    }
+}
+
+impl PatternCounts {
+    /// Elements counted since the last fold (a fold is due before 2^32 of them).
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+impl BucketTable {
+    /// The histogram counts of the patterns counted in `patterns` (which start again from zero),
+    /// into `part` (a [`part2_patterns`] part, whose counts they become).
+    pub fn fold(&self, patterns: &mut PatternCounts, part: &mut Part2) {
+        let mut counts = vec![0u64; self.bins];
+        for (c, &k) in patterns.counts.iter_mut().zip(&self.table) {
+            if k != kernels::TABLE_OUT && *c > 0 {
+                counts[k as usize] += *c as u64;
+            }
+            *c = 0;
+        }
+        patterns.seen = 0;
+        part.counts = counts;
     }
 }
 
 /// [`part2`] of 16-bit floats given both widened (`xs`) and as their bit patterns (`bits`), with the
-/// histogram by `table` (from this `plan`): the same result, bit for bit.
-pub fn part2_table(xs: &[f32], bits: &[u16], plan: &Plan2, table: &BucketTable) -> Part2 {
-    assert_eq!(xs.len(), bits.len(), "part2_table: values and bit patterns differ in length");
-    const W: usize = kernels::SUB_TABLE;
-    let mut sub = vec![0u64; plan.bins * W];
+/// histogram left to counting the patterns into `patterns`: after [`BucketTable::fold`] (with the table
+/// of this `plan`), the same result, bit for bit.
+pub fn part2_patterns(xs: &[f32], bits: &[u16], plan: &Plan2, patterns: &mut PatternCounts) -> Part2 {
+    assert_eq!(xs.len(), bits.len(), "part2_patterns: values and bit patterns differ in length");
     let blocks = xs
         .chunks(BLOCK)
         .zip(bits.chunks(BLOCK))
-        .map(|(b, h)| kernels::block2_table(b, h, plan.mean, plan.scale, &table.table, &mut sub))
+        .map(|(b, h)| kernels::block2_patterns(b, h, plan.mean, plan.scale, &mut patterns.counts))
         .collect();
-    let counts = (0..plan.bins).map(|i| sub[i * W..(i + 1) * W].iter().sum()).collect();
-    Part2 { blocks, counts }
+    patterns.seen += xs.len() as u64;
+    Part2 { blocks, counts: vec![0; plan.bins] }
 }
 
 /// Accumulates one tensor's parts, in order: all [`Part1`]s, then (if [`TensorAcc::plan`] says a
@@ -644,11 +681,14 @@ mod tests {
             let plan = acc.plan().unwrap();
             let table = plan.bucket_table(dt).unwrap();
             let want = part2(ChunkValues::F32(&xs), &plan);
-            let got = part2_table(&xs, &bits, &plan, &table);
+            let mut patterns = PatternCounts::default();
+            let mut got = part2_patterns(&xs, &bits, &plan, &mut patterns);
+            table.fold(&mut patterns, &mut got);
             let mut pieced = Part2::empty();
             for (a, b) in xs.chunks(2 * BLOCK).zip(bits.chunks(2 * BLOCK)) {
-                pieced.append(part2_table(a, b, &plan, &table));
+                pieced.append(part2_patterns(a, b, &plan, &mut patterns));
             }
+            table.fold(&mut patterns, &mut pieced);
             let key = |p: &Part2| {
                 let b: Vec<[u64; 4]> =
                     p.blocks.iter().map(|b| [b.dev_sq, b.dev, b.sq, b.scaled].map(f64::to_bits)).collect();
