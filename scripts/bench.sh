@@ -13,8 +13,12 @@
 # Targets (issue 13): ingest >= 0.3x cat, >= 15x the Python way; the DCP folder within 1.2x of the
 # single file; peak RSS independent of checkpoint size (BENCH_BIG_GIB=8 adds one ingest of an 8 GiB
 # checkpoint to compare).
+# bf16 (issue 25): a bf16 .safetensors of the same size (twice the parameters) against the same `cat`,
+# beside the f32 .safetensors, and the trajectory archive on both (native precision: the checkpoint's own
+# bytes) against `cp` + `fsync` of the same file into the data folder, and a hard link (`ln`) for
+# comparison. Targets: bf16 ingest >= 0.3x cat, archive-on ingest >= 0.5x cp + fsync.
 # Env: BENCH_GIB (default 1), BENCH_REPEAT (3), BENCH_BIG_GIB (unset: skipped), BENCH_PY (1: run the
-# Python way; 0 skips it), LANDSCAPED_BIN.
+# Python way; 0 skips it), BENCH_ONLY=bf16 (only the f32/bf16 .safetensors contenders), LANDSCAPED_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"
@@ -35,9 +39,15 @@ make_ckpt() { # make_ckpt GIB: bench-out/gGIB/step-1000.{pt,safetensors}
     fi
 }
 make_ckpt "$GIB"
+BF16="$OUT/g$GIB/step-1000-bf16.safetensors"
+if [ ! -f "$BF16" ]; then
+    echo "generating a $GIB GiB bf16 checkpoint in $BF16 ..."
+    "$PY" scripts/bench_stats.py make16 "$BF16" "$GIB"
+fi
+ONLY="${BENCH_ONLY:-}"
 # The same weights as a torch.distributed.checkpoint folder (4 data files, as 4 writer threads save it).
 DCP="$OUT/g$GIB/dcp/step-1000"
-if [ ! -f "$DCP/.metadata" ]; then
+if [ -z "$ONLY" ] && [ ! -f "$DCP/.metadata" ]; then
     rm -rf "$DCP"; mkdir -p "$(dirname "$DCP")"
     "$PY" - "$OUT/g$GIB/step-1000.pt" "$DCP" <<'PY'
 import sys, torch
@@ -67,14 +77,32 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 : > "$OUT/runs.txt"
 # Rounds alternate the contenders (the machine's speed drifts; medians over rounds are compared), each
 # file's page cache warmed just before its contenders.
+# copy_1 NAME FILE: `cp` FILE into the (emptied) data folder and fsync the copy: what archiving the
+# checkpoint's bytes costs at the least. link_1 NAME FILE: a hard link instead (same filesystem).
+copy_1() { run_1 "$1" bash -c "mkdir -p $OUT/data && cp $2 $OUT/data/copy && sync $OUT/data/copy"; }
+link_1() { run_1 "$1" bash -c "mkdir -p $OUT/data && ln $2 $OUT/data/link"; }
+bf16_round() {
+    for x in safetensors bf16; do
+        F="$OUT/g$GIB/step-1000.safetensors"
+        [ "$x" = bf16 ] && F="$BF16"
+        cat "$F" > /dev/null
+        run_1 "cat.$x" bash -c "cat $F > /dev/null"
+        run_1 "ingest.$x" bash -c "ingest $F --no-archive"
+        run_1 "archive.$x" bash -c "ingest $F"
+        copy_1 "cp.$x" "$F"
+        [ "$x" = bf16 ] && link_1 "ln.$x" "$F"
+    done
+}
 for round in $(seq "$REPEAT"); do
+    if [ -n "$ONLY" ]; then bf16_round; continue; fi
+    bf16_round
     for fmt in pt safetensors; do
         F="$OUT/g$GIB/step-1000.$fmt"
         cat "$F" > /dev/null   # warm the page cache
         run_1 "cat.$fmt" bash -c "cat $F > /dev/null"   # read speed of the page cache (nothing written)
         run_1 "ingest.$fmt" bash -c "ingest $F --no-archive"
         cp "$OUT/last.out" "$OUT/ingest.$fmt.csv"
-        run_1 "archive.$fmt" bash -c "ingest $F"
+        [ "$fmt" = pt ] && run_1 "archive.$fmt" bash -c "ingest $F"
         if [ "${BENCH_PY:-1}" = 1 ]; then
             run_1 "python.$fmt" "$PY" scripts/bench_stats.py stats "$F" f64 load
             cp "$OUT/last.out" "$OUT/python.$fmt.txt"
@@ -83,6 +111,7 @@ for round in $(seq "$REPEAT"); do
             cp "$OUT/last.out" "$OUT/mmap32.$fmt.txt"
         fi
     done
+    [ -n "$ONLY" ] && continue
     cat "$DCP"/* > /dev/null
     run_1 "cat.dcp" bash -c "cat $DCP/* $DCP/.metadata > /dev/null"
     run_1 "ingest.dcp" bash -c "ingest $DCP --no-archive"
@@ -103,7 +132,7 @@ echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 BYTES=$(stat -c %s "$OUT/g$GIB/step-1000.pt")
 BIG_BYTES=0
 [ -n "${BENCH_BIG_GIB:-}" ] && BIG_BYTES=$(stat -c %s "$OUT/g$BENCH_BIG_GIB/step-1000.pt")
-NORM_L=$(awk -F, 'NR == 2 { print $5 }' "$OUT/ingest.pt.csv")
+NORM_L=$( [ -f "$OUT/ingest.pt.csv" ] && awk -F, 'NR == 2 { print $5 }' "$OUT/ingest.pt.csv" || echo -)
 NORM_P=$( [ -f "$OUT/python.pt.txt" ] && awk '{ print $2 }' "$OUT/python.pt.txt" || echo -)
 NORM_P32=$( [ -f "$OUT/mmap32.pt.txt" ] && awk '{ print $2 }' "$OUT/mmap32.pt.txt" || echo -)
 
@@ -124,7 +153,10 @@ END {
     gb = bytes / 1e9
     printf "\n%.2f GB checkpoint, warm page cache, median of %d alternated rounds, whole processes\n", gb, rep
     printf "%-42s %8s %8s %9s %10s\n", "", "wall s", "CPU s", "CPU s/GB", "peak RSS"
-    split("cat.pt ingest.pt archive.pt python.pt mmap64.pt mmap32.pt cat.safetensors ingest.safetensors archive.safetensors python.safetensors mmap64.safetensors mmap32.safetensors cat.dcp ingest.dcp idle big.pt", order, " ")
+    split("cat.pt ingest.pt archive.pt python.pt mmap64.pt mmap32.pt cat.safetensors ingest.safetensors archive.safetensors cp.safetensors python.safetensors mmap64.safetensors mmap32.safetensors cat.bf16 ingest.bf16 archive.bf16 cp.bf16 ln.bf16 cat.dcp ingest.dcp idle big.pt", order, " ")
+    label["cat.bf16"] = "cat step-1000-bf16.safetensors > /dev/null"; label["ingest.bf16"] = "landscaped ingest bf16 --no-archive"
+    label["archive.bf16"] = "landscaped ingest bf16 (+ archive, bf16)"; label["cp.bf16"] = "cp bf16 file + fsync"; label["ln.bf16"] = "ln bf16 file (hard link)"
+    label["cp.safetensors"] = "cp .safetensors + fsync"
     label["mmap64.pt"] = "Python: torch.load(mmap) per tensor, f64"; label["mmap32.pt"] = "Python: torch.load(mmap) per tensor, f32"
     label["mmap64.safetensors"] = "Python: safe_open per tensor, f64"; label["mmap32.safetensors"] = "Python: safe_open per tensor, f32"
     label["cat.pt"] = "cat step-1000.pt > /dev/null"; label["ingest.pt"] = "landscaped ingest .pt --no-archive"
@@ -133,14 +165,19 @@ END {
     label["archive.safetensors"] = "landscaped ingest .safetensors (+ archive)"; label["python.safetensors"] = "Python: load_file + torch ops (f64)"
     label["cat.dcp"] = "cat the DCP folder (4 .distcp files) > /dev/null"; label["ingest.dcp"] = "landscaped ingest DCP folder --no-archive"
     label["idle"] = "landscaped --help (start-up floor)"; label["big.pt"] = sprintf("ingest %.1f GB .pt --no-archive (1 run)", big / 1e9)
-    for (i = 1; i <= 16; i++) {
+    for (i = 1; i <= 22; i++) {
         n = order[i]; if (!(n in cnt)) continue
         m[n] = median(n); cm[n] = cpu_median(n)
         g = (n == "big.pt") ? big / 1e9 : gb
         printf "%-42s %8.2f %8.2f %9.2f %7.0f MB\n", label[n], m[n], cm[n], (n == "idle" ? 0 : cm[n] / g), rss[n] * 1024 / 1e6
     }
+    if ("ingest.bf16" in m) {
+        printf "\nbf16 vs f32, the same %.2f GB page-cached (.safetensors): ingest vs cat: bf16 %.2fx, f32 %.2fx (target >= 0.3x)", gb, m["cat.bf16"] / m["ingest.bf16"], m["cat.safetensors"] / m["ingest.safetensors"]
+        printf "\narchive-on ingest vs cp + fsync of the same bytes: bf16 %.2fx, f32 %.2fx (target >= 0.5x); a hard link takes %.3f s", m["cp.bf16"] / m["archive.bf16"], m["cp.safetensors"] / m["archive.safetensors"], m["ln.bf16"]
+    }
     for (f = 1; f <= 2; f++) {
         x = (f == 1) ? "pt" : "safetensors"
+        if (!(("ingest." x) in m)) continue
         printf "\n%s: ingest vs cat %.2fx (target >= 0.3x)", x, m["cat." x] / m["ingest." x]
         if (("python." x) in m) printf "; vs the Python way: whole load f64 %.1fx, mmap per tensor f64 %.1fx, mmap per tensor f32 %.1fx (target >= 15x); peak RSS ratio Python/ingest %.0fx / %.0fx / %.0fx", m["python." x] / m["ingest." x], m["mmap64." x] / m["ingest." x], m["mmap32." x] / m["ingest." x], rss["python." x] / rss["ingest." x], rss["mmap64." x] / rss["ingest." x], rss["mmap32." x] / rss["ingest." x]
         printf "; with the archive vs cat %.2fx", m["cat." x] / m["archive." x]
@@ -148,6 +185,6 @@ END {
     if ("ingest.dcp" in m) printf "\nDCP folder (same weights, 4 files): ingest %.2fx the single-file .pt ingest run beside it (%.2f vs %.2f s; target <= 1.2x); vs cat %.2fx", m["ingest.dcp"] / median("ingest.pt2"), m["ingest.dcp"], median("ingest.pt2"), m["cat.dcp"] / m["ingest.dcp"]
     printf "\n"
     if ("big.pt" in m) printf "peak RSS: %.0f MB at %.1f GB vs %.0f MB at %.1f GB (ratio %.2fx for %.1fx the bytes)\n", rss["big.pt"] * 1024 / 1e6, big / 1e9, rss["ingest.pt"] * 1024 / 1e6, gb, rss["big.pt"] / rss["ingest.pt"], big / bytes
-    printf "peak RSS of the ingest / checkpoint size: %.3f (.pt), %.3f (.safetensors)\n", rss["ingest.pt"] * 1024 / bytes, rss["ingest.safetensors"] * 1024 / bytes
+    if ("ingest.pt" in m) printf "peak RSS of the ingest / checkpoint size: %.3f (.pt), %.3f (.safetensors)\n", rss["ingest.pt"] * 1024 / bytes, rss["ingest.safetensors"] * 1024 / bytes
     printf "global norm: landscaped %s, PyTorch f64 %s, PyTorch f32 (mmap) %s\n", nl, np, np32
 }' "$OUT/runs.txt" | tee "$OUT/bench.txt"

@@ -4,6 +4,8 @@
 bench_stats.py make OUT_STEM GIB      write a checkpoint of about GIB GiB (f32 tensors of 128 MiB
                                       each, plus a few small ones) as OUT_STEM.pt (torch.save) and
                                       OUT_STEM.safetensors (the same weights)
+bench_stats.py make16 OUT GIB          write a bf16 .safetensors of about GIB GiB (bf16 tensors of 64 MiB
+                                      each: twice the f32 file's parameters in the same bytes)
 bench_stats.py stats FILE [f64|f32] [load|mmap]
                                       the Python way: compute landscaped's per-tensor statistics with
                                       torch ops in float64 (like landscaped) or float32, printing the
@@ -35,6 +37,19 @@ def make(out, gib):
     sd["norm.weight"] = torch.ones(8192)
     torch.save(sd, out + ".pt")
     save_file(sd, out + ".safetensors")
+
+
+def make16(out, gib):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    n_big = max(1, round(gib * 16))  # 64 MiB = 32 Mi bf16 each
+    sd = {}
+    for i in range(n_big):
+        sd[f"layers.{i}.weight"] = (torch.randn(4096, 8192) * 0.02 + (0.001 * i)).to(torch.bfloat16)
+    sd["embed.bias"] = torch.zeros(8192, dtype=torch.bfloat16)
+    sd["norm.weight"] = torch.ones(8192, dtype=torch.bfloat16)
+    save_file(sd, out)
 
 
 def tensors(path, how):
@@ -80,5 +95,7 @@ def stats(path, precision="f64", how="load"):
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], float(sys.argv[3]))
+    elif sys.argv[1] == "make16":
+        make16(sys.argv[2], float(sys.argv[3]))
     else:
         stats(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "f64", sys.argv[4] if len(sys.argv) > 4 else "load")

@@ -21,7 +21,8 @@
 //! with the size and mtime recorded at its own ingest. When they were rotated away (HF `save_total_limit`)
 //! or rewritten, its copy in the run's trajectory archive (`trajectory::archive`, kept at ingest by the
 //! archive sink, kept by default by `landscaped ingest` and the daemon) is used instead, a chunk at a time, if
-//! it is stored in f32 (exact for f32/f16/bf16 checkpoints). Otherwise the distances that need it are
+//! it is stored exactly (precision `native`, the default: each tensor in its own type; or f32, exact for
+//! f32/f16/bf16 checkpoints). Otherwise the distances that need it are
 //! `None` (shown empty), never a wrong number. The update
 //! cosine needs ‖θ_prev − θ_prev2‖, taken from prev's own record when it was measured against prev2.
 //! Distances are relative to the checkpoints present at ingest time: ingesting an earlier step later does
@@ -30,7 +31,7 @@
 use crate::stamp::{self, Stamp};
 use crate::store::checkpoints::{self as records, AliasRecord, CheckpointRecord, RunRecord, TensorRecord};
 use crate::store::{Batch, Store, StoreError, keys, unix_now};
-use crate::trajectory::archive::{self, ArchiveFile, Precision};
+use crate::trajectory::archive::{self, ArchiveFile};
 use engine::RefSource;
 use landscaped_formats::{Checkpoint, CheckpointError};
 use landscaped_maths::stats;
@@ -491,7 +492,7 @@ fn read_tensors(
 /// A reference checkpoint (first/previous) whose tensors are read again, chunk by chunk, for distances.
 struct Reference {
     step: u64,
-    /// Its own files if unchanged, else its f32 copy in the trajectory archive, else None (distances
+    /// Its own files if unchanged, else its exact copy in the trajectory archive, else None (distances
     /// that need it are None).
     source: Option<RefSource>,
     index: HashMap<String, usize>,
@@ -502,7 +503,8 @@ struct Reference {
 
 impl Reference {
     /// Opens a stored checkpoint from its files if they are still there unchanged, else from the run's
-    /// trajectory archive (f32 precision only), else a reference that yields no distances.
+    /// trajectory archive (an exact precision only: native or f32), else a reference that yields no
+    /// distances.
     fn open(rec: &CheckpointRecord, data_dir: &Path, run: &str) -> Reference {
         // Its own files only if their stamp is the one recorded (stat'ed first: a changed or rotated
         // checkpoint is not opened at all).
@@ -515,7 +517,7 @@ impl Reference {
                 .ok()
                 .and_then(|l| l.into_iter().find(|e| e.step == rec.step))
                 .and_then(|e| ArchiveFile::open(&e.path).ok())
-                .filter(|a| a.precision == Precision::F32)
+                .filter(|a| a.precision.exact())
                 .map(RefSource::Archive),
         };
         let index = match &source {

@@ -63,3 +63,25 @@ fn daemon_archives_checkpoints_and_serves_trajectory_pca() {
     assert_eq!(get_status(port, "/api/v1/runs/nope/trajectory").map(|s| s.0), Some(404));
     assert_eq!(d.stop(), Some(0));
 }
+
+/// A run's `[run.archive]` section (the options of `ingest`) is obeyed by the daemon: retention max:2
+/// keeps the first and the newest checkpoint; each is archived in its own precision (f32 here).
+#[test]
+fn daemon_obeys_the_runs_archive_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let config =
+        write_config(dir.path(), &[&ck], "", "[run.archive]\nretention = \"max:2\"\nbudget_mib = 64\n");
+    let d = restart(config, dir.path());
+    assert_eq!(writer(&ck, &["--steps", "1-4"]).len(), 4);
+    wait_until(Duration::from_secs(60), "4 checkpoints recorded", || recorded(d.port).len() == 4);
+    let data = dir.path().join("data");
+    let kept = landscaped::trajectory::archive::list_run(&data, "r").unwrap();
+    assert_eq!(kept.iter().map(|e| e.step).collect::<Vec<_>>(), vec![1, 4]);
+    for e in &kept {
+        let a = landscaped::trajectory::archive::ArchiveFile::open(&e.path).unwrap();
+        assert_eq!(a.stored_types(), "f32");
+    }
+    assert_eq!(d.stop(), Some(0));
+}

@@ -67,3 +67,58 @@ fn import_pca_trajectory_plot() {
         text.split("</text>").filter_map(|t| t.rsplit('>').next()).map(str::trim).collect();
     assert!(labels.contains(&"600") && labels.contains(&"100"), "step labels missing: {labels:?}");
 }
+
+/// `ingest` archives each tensor in the checkpoint's own precision (bf16 stays bf16, values exact)
+/// and obeys the archive's budget and retention flags (the same options as `trajectory --import`); it
+/// says what the archive did in one line at its end, not an INFO line per checkpoint.
+#[test]
+fn ingest_archives_bf16_as_bf16_within_budget_and_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let data = tmp.path().join("data");
+    // d = 112,540 parameters: about 225 KB per archived bf16 checkpoint, so 1 MiB holds 4 of the 6.
+    run_script_args("pca_reference.py", ["make", ck.to_str().unwrap(), "6", "5", "bf16", "1050"]);
+    let ingest = |run: &str, flags: &[&str]| {
+        let mut c = landscaped_cmd(&data);
+        c.args(["--format", "csv", "ingest", ck.to_str().unwrap(), "--run", run]).args(flags);
+        c.env("LANDSCAPED_LOG", "info").output().expect("run landscaped")
+    };
+    let o = ingest("b", &["--archive-budget-mib", "1"]);
+    assert_eq!(ok(&o).lines().count(), 7);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("trajectory archived"), "a log line per checkpoint: {err}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("trajectory archive")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].starts_with("trajectory archive: 6 checkpoints archived"), "{}", said[0]);
+    assert!(said[0].contains("of a 1 MiB budget") && said[0].contains("removed"), "{}", said[0]);
+
+    let kept = landscaped::trajectory::archive::list_run(&data, "b").unwrap();
+    let steps: Vec<u64> = kept.iter().map(|e| e.step).collect();
+    assert!(kept.iter().map(|e| e.bytes).sum::<u64>() <= 1 << 20, "over the budget: {kept:?}");
+    assert!(steps.len() >= 2 && steps.len() < 6, "{steps:?}");
+    assert_eq!((steps[0], steps[steps.len() - 1]), (100, 600), "the first and the newest are kept");
+    let mut scratch = Vec::new();
+    for e in &kept {
+        let a = landscaped::trajectory::archive::ArchiveFile::open(&e.path).unwrap();
+        assert_eq!(a.stored_types(), "bf16");
+        let c =
+            landscaped_formats::Checkpoint::open(&ck.join(format!("step_{}.safetensors", e.step))).unwrap();
+        for (i, t) in a.tensors.iter().enumerate() {
+            let j = c.tensors.iter().position(|x| x.name == t.name).unwrap();
+            assert_eq!(c.tensors[j].dtype, landscaped_formats::Dtype::BF16);
+            let v = c.read(j).unwrap();
+            let mut got = vec![0.0; t.numel()];
+            a.read_f64(i, 0, &mut got, &mut scratch).unwrap();
+            assert!((0..v.len()).all(|k| v.get(k) == Some(got[k])), "step {} {}", e.step, t.name);
+        }
+    }
+    let listed = ok(&bin(&data, &["--format", "csv", "trajectory", "--run", "b", "--archive"]));
+    assert!(listed.lines().skip(1).all(|l| l.split(',').nth(2) == Some("bf16")), "{listed}");
+
+    // Retention every:2: the 0th, 2nd and 4th checkpoints seen, and the newest.
+    let o = ingest("e", &["--archive-retention", "every:2", "--no-distances"]);
+    ok(&o);
+    let steps: Vec<u64> =
+        landscaped::trajectory::archive::list_run(&data, "e").unwrap().iter().map(|e| e.step).collect();
+    assert_eq!(steps, vec![100, 300, 500, 600]);
+}

@@ -7,7 +7,9 @@
 
 use landscaped::sink::TensorSink;
 use landscaped::store::trajectory::PcaConfig;
-use landscaped::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, write_checkpoint};
+use landscaped::trajectory::archive::{
+    ArchiveConfig, ArchiveFile, ArchiveSink, Precision, list_run, write_checkpoint,
+};
 use landscaped::trajectory::pca::compute_pca;
 use landscaped::trajectory::select::Selection;
 use landscaped_formats::safetensors_file::load_float_tensors as load_directions_with_shapes;
@@ -72,8 +74,23 @@ fn check(case: Case) {
     let rec = compute_pca(&data, "run", &cfg).unwrap();
     let pcdir = Path::new(&rec.direction_files[0]).parent().unwrap().to_path_buf();
     let out = tmp.path().join("ref.json");
+    if case.precision == Precision::Native {
+        // Each tensor archived in the checkpoint's own type (bf16 stays bf16): sklearn sees the same
+        // values widened, exactly.
+        for e in list_run(&data, "run").unwrap() {
+            let f = ArchiveFile::open(&e.path).unwrap();
+            assert_eq!(f.stored_types(), case.dtype, "step {}", e.step);
+            let params: usize = f.tensors.iter().map(|t| t.numel()).sum();
+            let elem = if case.dtype == "bf16" { 2 } else { 4 };
+            assert!(
+                e.bytes >= (elem * params) as u64 && e.bytes < (elem * params) as u64 + 4096,
+                "{}",
+                e.bytes
+            );
+        }
+    }
     let prec = match case.precision {
-        Precision::F32 => "f32",
+        Precision::Native | Precision::F32 => "f32",
         Precision::Bf16 => "bf16",
     };
     let center = case.center.map(|c| c as i64).unwrap_or(-1).to_string();
@@ -222,6 +239,7 @@ fn agrees_with_sklearn_f32_default() {
     });
 }
 
+/// bf16 checkpoints archived at the default precision (native: stored as bf16, half the bytes of f32).
 #[test]
 fn agrees_with_sklearn_bf16_checkpoints_excluding_1d_centre_step() {
     check(Case {
@@ -231,7 +249,7 @@ fn agrees_with_sklearn_bf16_checkpoints_excluding_1d_centre_step() {
         k: 3,
         center: Some(500),
         exclude_1d: true,
-        precision: Precision::F32,
+        precision: Precision::Native,
         hidden: 0,
     });
 }

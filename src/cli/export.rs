@@ -3,7 +3,7 @@
 //! Run again, it adds only what is new (see [`crate::tensorboard::writer`]).
 
 use super::Cli;
-use super::runs::require_run;
+use crate::query::runs::require_run;
 use crate::store::Store;
 use crate::tensorboard::{RunLog, TensorChoice};
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use super::Cli;
 use crate::ingest::{IngestError, IngestOptions, ingest_checkpoint_with_progress};
 use crate::sink::TensorSink;
 use crate::table::Table;
-use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
+use crate::trajectory::archive::{ArchiveOptions, ArchiveReport, ArchiveSink};
 use landscaped_formats as checkpoint;
 use landscaped_formats::CheckpointError;
 use serde_json::json;
@@ -30,11 +30,14 @@ pub struct IngestArgs {
     /// Skip distances to the first and previous checkpoints (don't re-read them).
     #[arg(long)]
     pub no_distances: bool,
-    /// Don't keep this checkpoint's parameters (f32) in the run's trajectory archive. By default they
-    /// are kept, because `landscaped pca` and the distances need them once training rotates old
-    /// checkpoints away.
+    /// Don't keep this checkpoint's parameters in the run's trajectory archive. By default they are
+    /// kept (in the checkpoint's own precision), because `landscaped pca` and the distances need them
+    /// once training rotates old checkpoints away.
     #[arg(long)]
     pub no_archive: bool,
+    /// How the run's archive is kept (precision, retention, budget, tensors).
+    #[command(flatten)]
+    pub keep: ArchiveOptions,
     /// Tensor data held in memory at once, in MiB, whatever the checkpoint's size (values are streamed
     /// in chunks within it).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
@@ -114,10 +117,11 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         "path",
     ]);
     let mut archive = match args.no_archive {
-        false => Some(ArchiveSink::new(&cli.data_dir(), &ArchiveConfig::default())?),
+        false => Some(ArchiveSink::new(&cli.data_dir(), &args.keep.config()?)?),
         true => None,
     };
     let mut skipped = 0;
+    let mut archived = ArchiveSummary::default();
     for (i, (p, in_folder)) in paths.iter().enumerate() {
         bar.set_message(format!("{}/{} {}", i + 1, paths.len(), p.display()));
         let base = 1000 * i as u64;
@@ -145,6 +149,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+        if let Some(rep) = archive.as_mut().and_then(|a| a.take_report()) {
+            archived.add(&rep);
+        }
         let r = &out.record;
         t.push(vec![
             json!(r.step),
@@ -167,5 +174,64 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
     }
     store.flush()?;
     super::runs::print_table(&t, cli.format)?;
+    if let Some(line) = archived.line(&args.run) {
+        eprintln!("{line}");
+    }
     Ok(())
+}
+
+/// What the archive did over one `ingest` command, said in one line at the end (not one per checkpoint).
+#[derive(Default)]
+struct ArchiveSummary {
+    written: usize,
+    bytes: u64,
+    over_budget: Vec<u64>,
+    removed: Vec<u64>,
+    last: Option<ArchiveReport>,
+}
+
+impl ArchiveSummary {
+    fn add(&mut self, rep: &ArchiveReport) {
+        if rep.written {
+            self.written += 1;
+            self.bytes += rep.bytes_written;
+        } else {
+            self.over_budget.push(rep.step);
+        }
+        self.removed.extend_from_slice(&rep.removed_steps);
+        self.last = Some(rep.clone());
+    }
+
+    /// `trajectory archive: 3 checkpoints archived (1.2 MB); run r keeps 5 (2.0 MB of a 10 MiB budget);
+    /// removed steps 10, 20`; None when no checkpoint reached the archive.
+    fn line(&self, run: &str) -> Option<String> {
+        let last = self.last.as_ref()?;
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let mut s = format!(
+            "trajectory archive: {} checkpoint{} archived ({})",
+            self.written,
+            if self.written == 1 { "" } else { "s" },
+            mb(self.bytes)
+        );
+        if !self.over_budget.is_empty() {
+            s += &format!(
+                ", {} not (each alone over the budget: step {})",
+                self.over_budget.len(),
+                join(&self.over_budget)
+            );
+        }
+        s += &format!("; run {run} keeps {} ({}", last.files_kept, mb(last.bytes_used));
+        if let Some(b) = last.budget_bytes {
+            s += &format!(" of a {} MiB budget", b >> 20);
+        }
+        s += ")";
+        if !self.removed.is_empty() {
+            s += &format!("; removed by retention or the budget: step {}", join(&self.removed));
+        }
+        Some(s)
+    }
+}
+
+fn join(steps: &[u64]) -> String {
+    steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
 }

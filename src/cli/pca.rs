@@ -8,7 +8,7 @@ use crate::query::records;
 use crate::sink::TensorSink;
 use crate::store::trajectory::{PcaConfig, PcaRecord};
 use crate::table::Table;
-use crate::trajectory::archive::{ArchiveConfig, ArchiveSink, Precision, Retention};
+use crate::trajectory::archive::{ArchiveOptions, ArchiveSink};
 use crate::trajectory::select::Selection;
 use anyhow::Context;
 use serde_json::json;
@@ -66,29 +66,15 @@ pub struct TrajectoryArgs {
     /// statistics, e.g. to backfill the trajectory of an earlier run; then list the archive.
     #[arg(long, num_args = 1..)]
     pub import: Vec<PathBuf>,
-    /// Archive precision for --import.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
-    /// Retention for --import: all, every:K or max:N.
-    #[arg(long, default_value = "all")]
-    pub retention: Retention,
-    /// Disk budget in MiB for the run's archive, for --import.
-    #[arg(long)]
-    pub budget_mib: Option<u64>,
-    /// With --import: leave out tensors with at most one dimension.
-    #[arg(long)]
-    pub exclude_1d: bool,
+    /// How --import keeps the run's archive (the same options as `ingest`'s).
+    #[command(flatten)]
+    pub keep: ArchiveOptions,
 }
 
 /// Archives checkpoints into the run's trajectory (the same sink ingest uses), one tensor at a time.
 pub fn import(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result<()> {
     super::client::no_endpoint(cli, "trajectory --import")?;
-    let cfg = ArchiveConfig {
-        precision: args.precision,
-        retention: args.retention.clone(),
-        budget_bytes: args.budget_mib.map(|m| m << 20),
-        selection: Selection { exclude_1d: args.exclude_1d, ..Default::default() },
-    };
+    let cfg = args.keep.config()?;
     let mut paths = Vec::new();
     for p in &args.import {
         if p.is_dir() && !landscaped_formats::is_hf_folder(p) {
@@ -240,7 +226,7 @@ pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result
         t.print(cli.format)?;
         if cli.format == crate::table::Format::Table {
             let total: u64 = entries.iter().map(|e| e.bytes).sum();
-            let budget = match args.budget_mib {
+            let budget = match args.keep.budget_mib {
                 Some(b) => format!(" of a {b} MiB budget"),
                 None => String::new(),
             };

@@ -2,6 +2,7 @@
 //! runs to watch. Every option but `data_dir` and the runs has a default; unknown keys and bad values
 //! are rejected at start with the key's name. `config/landscaped.toml` is the commented example.
 
+use crate::trajectory::archive::{ArchiveConfig, ArchiveOptions};
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -73,6 +74,9 @@ struct RawRun {
     /// The run's TensorBoard folder (e.g. HF Trainer's `logging_dir`): landscaped writes its events there.
     #[serde(default)]
     tensorboard: Option<PathBuf>,
+    /// `[run.archive]`: how this run's trajectory archive is kept (the options of `ingest`).
+    #[serde(default)]
+    archive: ArchiveOptions,
     /// Everything else in a `[[run]]` table: job sections (`[run.pca]`, ...), checked against the job
     /// registry so an unknown key is still rejected by name.
     #[serde(flatten)]
@@ -207,6 +211,8 @@ pub struct RunConfig {
     pub tensorboard: Option<PathBuf>,
     /// Job sections by job name (`pca`, `slice`, ...), as written; see [`crate::daemon::jobs`].
     pub jobs: BTreeMap<String, toml::Value>,
+    /// How its checkpoints are archived for trajectory PCA (`[run.archive]`).
+    pub archive: ArchiveConfig,
 }
 
 /// The validated configuration.
@@ -363,7 +369,11 @@ impl Config {
                     ));
                 }
             }
-            runs.push(RunConfig { name: r.name, watch, tensorboard: r.tensorboard, jobs: r.rest });
+            let archive = r
+                .archive
+                .config()
+                .map_err(|e| bad("run.archive.budget_mib", format!("run {:?}: {e}", r.name)))?;
+            runs.push(RunConfig { name: r.name, watch, tensorboard: r.tensorboard, jobs: r.rest, archive });
         }
         Ok(Config {
             path: path.to_path_buf(),
@@ -418,6 +428,29 @@ mod tests {
     }
 
     const MIN: &str = "data_dir = \"/var/lib/landscaped\"\nlisten = \"127.0.0.1:9464\"\n\n[[run]]\nname = \"resnet-sgd\"\nwatch = [\"/scratch/job42/checkpoints\"]\n";
+
+    #[test]
+    fn run_archive_section_is_the_ingest_options() {
+        let c = parse(&format!(
+            "{MIN}[run.archive]\nprecision = \"bf16\"\nretention = \"max:5\"\nbudget_mib = 100\nexclude_1d = true\n"
+        ))
+        .unwrap();
+        let a = &c.runs[0].archive;
+        assert_eq!(a.precision, crate::trajectory::archive::Precision::Bf16);
+        assert_eq!(a.retention, crate::trajectory::archive::Retention::AtMost(5));
+        assert_eq!(a.budget_bytes, Some(100 << 20));
+        assert!(a.selection.exclude_1d);
+        assert_eq!(parse(MIN).unwrap().runs[0].archive, ArchiveConfig::default());
+        for (bad, named) in [
+            ("retention = \"often\"", "retention"),
+            ("precision = \"f8\"", "precision"),
+            ("budget_mb = 3", "budget_mb"),
+            ("budget_mib = 0", "budget"),
+        ] {
+            let e = format!("{:#}", parse(&format!("{MIN}[run.archive]\n{bad}\n")).unwrap_err());
+            assert!(e.contains(named), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn minimal_config_has_defaults() {

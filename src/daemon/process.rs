@@ -34,6 +34,7 @@ use crate::store::Store;
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use landscaped_formats as checkpoint;
 use landscaped_formats::CheckpointError;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -64,8 +65,9 @@ pub struct Processor {
     pub incomplete_timeout: Duration,
     /// Where the trajectory archive lives (`<data_dir>/trajectory/<run>/`): the store's data dir.
     pub data_dir: PathBuf,
-    /// How every ingested checkpoint is archived for trajectory PCA (defaults: f32, keep all, no budget).
-    pub archive: ArchiveConfig,
+    /// How each run's checkpoints are archived for trajectory PCA (its `[run.archive]` section; runs
+    /// not listed: the defaults, native precision, keep all, no budget).
+    pub archive: BTreeMap<String, ArchiveConfig>,
     /// Whether the last archive write succeeded (`/healthz` reports it).
     pub archive_health: Arc<crate::daemon::health::ArchiveHealth>,
     /// Skipped paths, reported once.
@@ -199,7 +201,8 @@ impl Processor {
             self.record(run, path, before, None, "model-export");
             return Outcome::Unchanged;
         }
-        match ingest_one(&self.store, run, path, &before, &self.data_dir, &self.archive, ticket) {
+        let archive = self.archive.get(run).cloned().unwrap_or_default();
+        match ingest_one(&self.store, run, path, &before, &self.data_dir, &archive, ticket) {
             Ok(outcome) => {
                 // Ingest stamped the files after reading them and committed only if they were `before`.
                 let (step, status) = (outcome.step, outcome.status);
@@ -403,7 +406,7 @@ mod tests {
             quiet: Duration::ZERO,
             incomplete_timeout: Duration::from_secs(600),
             data_dir: data.clone(),
-            archive: ArchiveConfig::default(),
+            archive: Default::default(),
             archive_health: Default::default(),
             skipped: Arc::new(crate::daemon::skipped::Skipped::new(metrics)),
             roots: vec![tmp.path().to_path_buf()],

@@ -81,7 +81,7 @@ async fn serve(
         quiet: config.quiet_period,
         incomplete_timeout: config.incomplete_timeout,
         data_dir: config.data_dir.clone(),
-        archive: crate::trajectory::archive::ArchiveConfig::default(),
+        archive: config.runs.iter().map(|r| (r.name.clone(), r.archive.clone())).collect(),
         archive_health: archive_health.clone(),
         skipped: skipped.clone(),
         roots: config.runs.iter().flat_map(|r| r.watch.iter()).map(|w| w.root.clone()).collect(),

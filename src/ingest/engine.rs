@@ -10,6 +10,11 @@
 //! chunk; a bigger one is read twice (the second read usually comes from the page cache). A tensor
 //! whose reader cannot read by range (a torch.save strided view) is read whole, once.
 //!
+//! **Cache**: a chunk is read, widened (bf16 by a 16-bit shift, f16 by `half`'s slice conversion) and
+//! processed a piece of [`PIECE`] elements at a time, so the fused work on it runs while the piece is in
+//! the core's cache. The second pass of a large f16/bf16 tensor finds each value's histogram bucket in a
+//! table of its 65,536 bit patterns instead of dividing (the same counts).
+//!
 //! **Pipelining**: workers take the next chunk of the earliest unfinished tensor; second-pass chunks
 //! come first, and several tensors are in flight at once, so reading (pread) and computing overlap
 //! across workers and tensors. **Determinism**: results are merged in tensor and block order
@@ -21,15 +26,17 @@ use std::sync::{Condvar, Mutex};
 
 use super::{IngestError, TensorSink};
 use crate::trajectory::archive::ArchiveFile;
-use landscaped_formats::{Checkpoint, ChunkBuf, ChunkValues, Dtype};
+use landscaped_formats::{Checkpoint, ChunkBuf, ChunkValues, Dtype, widen_into};
 use landscaped_maths::stats;
-use landscaped_maths::stats::{DistanceAcc, Part1, Part2, Plan2, TensorAcc, TensorStats};
+use landscaped_maths::stats::{
+    BucketTable, DistanceAcc, Part1, Part2, PatternCounts, Plan2, TensorAcc, TensorStats,
+};
 
 /// Where a reference checkpoint's tensors are read from.
 pub(crate) enum RefSource {
     /// Its own files, unchanged since its ingest.
     Files(Checkpoint),
-    /// Its f32 copy in the trajectory archive.
+    /// Its exact copy in the trajectory archive.
     Archive(ArchiveFile),
 }
 
@@ -198,13 +205,48 @@ struct Ctx<'a> {
     done_bytes: &'a AtomicU64,
 }
 
+/// Elements per piece: a chunk is read and widened a piece at a time, and every computation on the
+/// piece (moments, checksum, sinks, distances) runs while it is in the core's cache (a 16-bit piece is
+/// 64 KiB as read, 128 KiB widened). A multiple of the statistics' block, so the blocks are the same.
+const PIECE: usize = 8 * landscaped_maths::stats::BLOCK_ELEMENTS;
+
 /// Per-worker buffers.
 #[derive(Default)]
 struct Bufs {
-    main: ChunkBuf,
-    refs: ChunkBuf,
+    piece: PieceBufs,
+    refs: RefBufs,
+    /// The histogram bucket table of the 16-bit tensor whose second pass this worker last did.
+    table: Option<(usize, BucketTable)>,
+    /// The bit patterns its second pass counted, folded into buckets at the end of each chunk.
+    patterns: PatternCounts,
+}
+
+/// 16-bit tensors with at least this many elements get a bucket table for their second pass (65,536
+/// entries, built once per tensor and worker).
+const TABLE_MIN: u64 = 1 << 18;
+
+/// The buffers a piece is read and widened into.
+#[derive(Default)]
+struct PieceBufs {
+    raw: ChunkBuf,
+    wide: Vec<f32>,
+    wide64: Vec<f64>,
+}
+
+/// The buffers the reference checkpoints' pieces are read into.
+#[derive(Default)]
+struct RefBufs {
+    chunk: ChunkBuf,
     f64s: Vec<f64>,
     scratch: Vec<u8>,
+}
+
+/// Where a run of elements comes from: read from the checkpoint a piece at a time, or bytes already
+/// in memory (a tensor read whole).
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Read,
+    Bytes(Dtype, &'a [u8]),
 }
 
 impl Ctx<'_> {
@@ -291,44 +333,128 @@ impl Ctx<'_> {
         IngestError::Sink { path: self.ck.path.clone(), why: format!("{e:#}") }
     }
 
-    /// The first-pass work on one chunk: moments, checksum, sinks, distances.
+    /// Calls `f(offset, values)` for consecutive pieces of elements `start .. start + n` of tensor
+    /// `t` (offset from `start`), each widened just before `f` sees it.
+    fn pieces(
+        &self,
+        t: usize,
+        start: usize,
+        n: usize,
+        src: Src<'_>,
+        bufs: &mut PieceBufs,
+        mut f: impl FnMut(usize, ChunkValues<'_>, &[u8]) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let mut off = 0;
+        while off < n {
+            let m = PIECE.min(n - off);
+            let (dtype, raw) = match src {
+                Src::Read => bufs.raw.fill_raw(self.ck, t, start + off, m)?,
+                Src::Bytes(dtype, b) => (dtype, &b[off * dtype.size()..(off + m) * dtype.size()]),
+            };
+            f(off, widen_into(dtype, raw, &mut bufs.wide, &mut bufs.wide64), raw)?;
+            off += m;
+        }
+        Ok(())
+    }
+
+    /// The first-pass work on elements `start .. start + n` of tensor `t`, a piece at a time: moments,
+    /// checksum, sinks, distances.
     fn fused1(
         &self,
         t: usize,
         start: usize,
-        values: ChunkValues<'_>,
+        n: usize,
+        src: Src<'_>,
         bufs: &mut Bufs,
     ) -> Result<Done1, IngestError> {
-        let part = stats::part1(values);
+        let mut part = Part1::empty();
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&values.le_bytes());
-        for s in self.sinks {
-            s.chunk(t, start, values).map_err(|e| self.sink_err(e))?;
-        }
-        let mut dists = Vec::with_capacity(self.refs.len());
-        for r in self.refs {
-            dists.push(r.matches[t].and_then(|j| ref_blocks(r.source, j, start, values, bufs)));
-        }
+        let mut dists: Vec<Option<Vec<f64>>> =
+            self.refs.iter().map(|r| r.matches[t].map(|_| Vec::new())).collect();
+        let Bufs { piece, refs, .. } = bufs;
+        self.pieces(t, start, n, src, piece, |off, values, _| {
+            part.append(stats::part1(values));
+            crc.update(&values.le_bytes());
+            for s in self.sinks {
+                s.chunk(t, start + off, values).map_err(|e| self.sink_err(e))?;
+            }
+            for (r, d) in self.refs.iter().zip(dists.iter_mut()) {
+                let (Some(j), Some(acc)) = (r.matches[t], d.as_mut()) else { continue };
+                match ref_blocks(r.source, j, start + off, values, refs) {
+                    Some(b) => acc.extend_from_slice(&b),
+                    None => *d = None,
+                }
+            }
+            Ok(())
+        })?;
         Ok(Done1 { part, crc, dists })
+    }
+
+    /// The second pass on elements `start .. start + n` of tensor `t`, a piece at a time; a large f16 or
+    /// bf16 tensor's histogram by its bucket table.
+    fn fused2(
+        &self,
+        t: usize,
+        start: usize,
+        n: usize,
+        src: Src<'_>,
+        plan: &Plan2,
+        bufs: &mut Bufs,
+    ) -> Result<Part2, IngestError> {
+        let dtype = self.ck.tensors[t].dtype;
+        let big = self.ck.tensor_bytes(t) / dtype.size() as u64 >= TABLE_MIN;
+        if big && bufs.table.as_ref().is_none_or(|(u, _)| *u != t) {
+            bufs.table = plan.bucket_table(dtype).map(|b| (t, b));
+        }
+        // The pattern counters are u32: a chunk never comes near 2^32 elements, a tensor read whole might.
+        let table =
+            bufs.table.as_ref().filter(|(u, _)| big && *u == t && n < u32::MAX as usize).map(|(_, b)| b);
+        let mut part = Part2::empty();
+        let patterns = &mut bufs.patterns;
+        self.pieces(t, start, n, src, &mut bufs.piece, |_, values, raw| {
+            // SAFETY: u16 has no invalid bit patterns; only the aligned middle part is used.
+            let (pre, bits, post) = unsafe { raw.align_to::<u16>() };
+            let p = match (table, values) {
+                (Some(_), ChunkValues::F32(v))
+                    if cfg!(target_endian = "little") && pre.is_empty() && post.is_empty() =>
+                {
+                    stats::part2_patterns(v, bits, plan, patterns)
+                }
+                _ => stats::part2(values, plan),
+            };
+            part.append(p);
+            Ok(())
+        })?;
+        if let Some(tb) = table
+            && patterns.seen() > 0
+        {
+            // The table's counts of the pieces counted by pattern, added to those counted directly.
+            let mut by_table = Part2::empty();
+            tb.fold(patterns, &mut by_table);
+            part.append(by_table);
+        }
+        Ok(part)
     }
 
     fn whole(&self, t: usize, bufs: &mut Bufs) -> Result<(), IngestError> {
         let info = &self.ck.tensors[t];
         let numel = (self.ck.tensor_bytes(t) / info.dtype.size() as u64) as usize;
-        let mut main = std::mem::take(&mut bufs.main);
+        let mut held = std::mem::take(&mut bufs.piece.raw);
         let res = (|| {
-            let raw;
-            let values = if self.ck.streamable(t) {
-                main.fill(self.ck, t, 0, numel)?
+            // Read once, in one piece of memory, for both passes.
+            let owned;
+            let (dtype, raw) = if self.ck.streamable(t) {
+                held.fill_raw(self.ck, t, 0, numel)?
             } else {
-                raw = self.ck.read_raw(t)?;
-                main.decode(info.dtype, &raw)
+                owned = self.ck.read_raw(t)?;
+                (info.dtype, owned.as_slice())
             };
-            let d = self.fused1(t, 0, values, bufs)?;
+            let src = Src::Bytes(dtype, raw);
+            let d = self.fused1(t, 0, numel, src, bufs)?;
             let mut acc = TensorAcc::new(numel as u64, self.opts.bins);
             acc.add1(&d.part);
             if let Some(plan) = acc.plan() {
-                acc.add2(&stats::part2(values, &plan));
+                acc.add2(&self.fused2(t, 0, numel, src, &plan, bufs)?);
             }
             let dists = d
                 .dists
@@ -344,8 +470,8 @@ impl Ctx<'_> {
             Ok::<_, IngestError>(TensorResult { stats: acc.finish(), dists, crc: d.crc })
         })();
         // A tensor read whole for lack of range reads does not keep its buffer.
-        if main.capacity_bytes() <= 4 * self.chunk {
-            bufs.main = main;
+        if held.capacity_bytes() <= 4 * self.chunk {
+            bufs.piece.raw = held;
         }
         let r = res?;
         self.done_bytes.fetch_add(self.ck.tensor_bytes(t), Ordering::Relaxed);
@@ -358,13 +484,7 @@ impl Ctx<'_> {
     }
 
     fn pass1(&self, t: usize, k: usize, start: usize, n: usize, bufs: &mut Bufs) -> Result<(), IngestError> {
-        let mut main = std::mem::take(&mut bufs.main);
-        let res = (|| {
-            let values = main.fill(self.ck, t, start, n)?;
-            self.fused1(t, start, values, bufs)
-        })();
-        bufs.main = main;
-        let d = res?;
+        let d = self.fused1(t, start, n, Src::Read, bufs)?;
         let es = self.ck.tensors[t].dtype.size() as u64;
         self.done_bytes.fetch_add(n as u64 * es, Ordering::Relaxed);
         let mut g = lock(self.sched);
@@ -406,8 +526,7 @@ impl Ctx<'_> {
         plan: &Plan2,
         bufs: &mut Bufs,
     ) -> Result<(), IngestError> {
-        let values = bufs.main.fill(self.ck, t, start, n)?;
-        let p = stats::part2(values, plan);
+        let p = self.fused2(t, start, n, Src::Read, plan, bufs)?;
         let mut g = lock(self.sched);
         let Some(pos) = g.jobs.iter().position(|j| j.t == t) else { return Ok(()) };
         let job = &mut g.jobs[pos];
@@ -431,19 +550,19 @@ fn finish_job(g: &mut Sched, pos: usize) {
     g.finished += 1;
 }
 
-/// Σ(x − ref)² per block for this chunk against the same range of reference tensor `j`; None when
+/// Σ(x − ref)² per block for this piece against the same range of reference tensor `j`; None when
 /// the reference could not be read.
 fn ref_blocks(
     src: &RefSource,
     j: usize,
     start: usize,
     values: ChunkValues<'_>,
-    bufs: &mut Bufs,
+    bufs: &mut RefBufs,
 ) -> Option<Vec<f64>> {
     let n = values.len();
     match src {
         RefSource::Files(rck) => {
-            let r = bufs.refs.fill(rck, j, start, n).ok()?;
+            let r = bufs.chunk.fill(rck, j, start, n).ok()?;
             stats::sq_diff_blocks(values, r)
         }
         RefSource::Archive(a) => {

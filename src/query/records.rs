@@ -107,7 +107,7 @@ pub(crate) fn archived_steps(store: &Store, a: &ByRun) -> anyhow::Result<Vec<Arc
         out.push(ArchivedStep {
             step: e.step,
             bytes: e.bytes,
-            precision: format!("{:?}", f.precision).to_lowercase(),
+            precision: f.stored_types(),
             tensors: f.tensors.len(),
             parameters: f.tensors.iter().map(|x| x.numel()).sum(),
         });

@@ -70,6 +70,7 @@ fn slice_panel(r: &SliceRecord) -> Panel {
             label: "optimizer path".into(),
             points: r.trajectory.iter().map(|&(x, y, _)| (x, y)).collect(),
             point_labels: r.trajectory.iter().map(|&(_, _, s)| s.to_string()).collect(),
+            markers_only: false,
         }]
     };
     Panel::Contour(ContourChart {
@@ -103,6 +104,7 @@ fn trajectory_pictures(store: &Store, run: &str) -> store::Result<Vec<Picture>> 
                     label: String::new(),
                     points: r.coords.iter().filter(|c| c.len() >= 2).map(|c| (c[0], c[1])).collect(),
                     point_labels: r.steps.iter().map(|s| s.to_string()).collect(),
+                    markers_only: false,
                 }],
                 ..Default::default()
             }),

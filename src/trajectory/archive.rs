@@ -3,11 +3,13 @@
 //!
 //! One file per checkpoint, `<data_dir>/trajectory/<run>/<step, 20 digits>.bin`:
 //! ```text
-//! magic "LSTRAJ01" | tensor data, in checkpoint order, f32 LE or bf16 LE | index (JSON) |
+//! magic "LSTRAJ01" | tensor data, in checkpoint order, LE in each tensor's stored type | index (JSON) |
 //! index offset u64 LE | index length u64 LE | index crc32 u32 LE | magic "LSTRAJ01"
 //! ```
 //! The index lists run, step, ordinal (the n-th checkpoint of the run seen), precision and each tensor's
-//! name, shape and byte offset. A file is written to a hidden temp file and renamed into place by
+//! name, shape, byte offset and (precision `native`) stored type. By default (`native`) every tensor is
+//! kept in the checkpoint's own type (bf16 stays bf16, f16 f16, f32 f32, f64 f64): exact, and no larger
+//! than the checkpoint; readers widen it ([`ArchiveFile::read_f64`]). A file is written to a hidden temp file and renamed into place by
 //! `finish`, so readers never see a partial file. Retention (all / every k-th / at most N, thinned
 //! evenly) and a disk budget are applied after each new file; the newest step is always kept.
 //! Reading is by `pread`, a chunk of one tensor at a time.
@@ -15,7 +17,7 @@
 use super::select::{Selection, TensorFilter};
 use crate::sink::{DoesNotFit, TensorSink};
 use anyhow::{Context, bail};
-use landscaped_formats::{Checkpoint, ChunkValues, TensorInfo, Values};
+use landscaped_formats::{Checkpoint, ChunkValues, Dtype, TensorInfo, Values};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -53,18 +55,60 @@ const TRAILER: usize = 8 + 8 + 4 + 8;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// 4 bytes per parameter; exact for f32/f16/bf16 checkpoints.
+    /// Each tensor in the checkpoint's own type (bf16, f16, f32 or f64): exact, as many bytes as the
+    /// checkpoint's tensors.
     #[default]
+    Native,
+    /// 4 bytes per parameter; exact for f32/f16/bf16 checkpoints.
     F32,
     /// 2 bytes per parameter, rounded to nearest even (as `tensor.to(torch.bfloat16)`).
     Bf16,
 }
 
 impl Precision {
+    /// How a tensor stored as `dtype` in the checkpoint is kept.
+    pub fn stored(self, dtype: Dtype) -> Stored {
+        match (self, dtype) {
+            (Precision::F32, _) => Stored::F32,
+            (Precision::Bf16, _) => Stored::Bf16,
+            (Precision::Native, Dtype::BF16) => Stored::Bf16,
+            (Precision::Native, Dtype::F16) => Stored::F16,
+            (Precision::Native, Dtype::F64) => Stored::F64,
+            (Precision::Native, _) => Stored::F32,
+        }
+    }
+
+    /// Whether values read back are the checkpoint's own, exactly (for f32/f16/bf16 checkpoints).
+    pub fn exact(self) -> bool {
+        self != Precision::Bf16
+    }
+}
+
+/// The type one archived tensor is stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stored {
+    F32,
+    Bf16,
+    F16,
+    F64,
+}
+
+impl Stored {
     pub fn bytes(self) -> usize {
         match self {
-            Precision::F32 => 4,
-            Precision::Bf16 => 2,
+            Stored::F32 => 4,
+            Stored::Bf16 | Stored::F16 => 2,
+            Stored::F64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stored::F32 => "f32",
+            Stored::Bf16 => "bf16",
+            Stored::F16 => "f16",
+            Stored::F64 => "f64",
         }
     }
 }
@@ -116,6 +160,49 @@ pub struct ArchiveConfig {
     pub selection: Selection,
 }
 
+/// How a run's archive is kept, as the user gives it: the flags of `ingest` and `trajectory --import`
+/// and the `[run.archive]` section of the daemon's config are this one type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveOptions {
+    /// Archive precision: native (each tensor in the checkpoint's own type: bf16 stays bf16; exact),
+    /// f32 (exact for f32/f16/bf16 checkpoints, twice the bytes of a bf16 one) or bf16 (rounded).
+    #[arg(long = "archive-precision", visible_alias = "precision", value_enum, default_value_t = Precision::Native)]
+    pub precision: Precision,
+    /// Which of the run's archived checkpoints are kept: all, every:K (every K-th seen, plus the newest)
+    /// or max:N (at most N, thinned evenly; the first and the newest kept).
+    #[arg(long = "archive-retention", visible_alias = "retention", default_value = "all")]
+    #[serde(deserialize_with = "retention_from_str")]
+    pub retention: Retention,
+    /// Disk budget of the run's archive, in MiB: the most evenly spaced checkpoints are thinned to stay
+    /// under it (the newest is always kept; a checkpoint alone larger than it is not archived).
+    #[arg(long = "archive-budget-mib", visible_alias = "budget-mib", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_mib: Option<u64>,
+    /// Leave tensors with at most one dimension (biases, norms) out of the archive.
+    #[arg(long = "archive-exclude-1d", visible_alias = "exclude-1d")]
+    pub exclude_1d: bool,
+}
+
+fn retention_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Retention, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl ArchiveOptions {
+    /// The archive's configuration; a budget of 0 MiB is refused (clap refuses it on the command line).
+    pub fn config(&self) -> anyhow::Result<ArchiveConfig> {
+        if self.budget_mib == Some(0) {
+            bail!("the archive's budget must be at least 1 MiB");
+        }
+        Ok(ArchiveConfig {
+            precision: self.precision,
+            retention: self.retention.clone(),
+            budget_bytes: self.budget_mib.map(|m| m.saturating_mul(1 << 20)),
+            selection: Selection { exclude_1d: self.exclude_1d, ..Default::default() },
+        })
+    }
+}
+
 /// What one `finish` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ArchiveReport {
@@ -138,11 +225,22 @@ pub struct ArchivedTensor {
     pub shape: Vec<usize>,
     /// Byte offset of the first element in the file.
     pub offset: u64,
+    /// The type it is stored in (files of precision `native`; otherwise the file's precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Stored>,
 }
 
 impl ArchivedTensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Its stored type in a file of precision `p`.
+    pub fn stored(&self, p: Precision) -> Stored {
+        self.dtype.unwrap_or(match p {
+            Precision::Bf16 => Stored::Bf16,
+            _ => Stored::F32,
+        })
     }
 }
 
@@ -253,8 +351,8 @@ impl ArchiveFile {
         }
         let idx: Index = serde_json::from_slice(&ib)
             .map_err(|e| anyhow::anyhow!("{p}: corrupt trajectory archive index: {e}"))?;
-        let eb = idx.precision.bytes() as u64;
         for t in &idx.tensors {
+            let eb = t.stored(idx.precision).bytes() as u64;
             let n = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
             let end = n.and_then(|n| n.checked_mul(eb)).and_then(|b| b.checked_add(t.offset));
             match end {
@@ -287,25 +385,48 @@ impl ArchiveFile {
         if start + out.len() > info.numel() {
             bail!("{}: read past the end of tensor {}", self.path.display(), info.name);
         }
-        let eb = self.precision.bytes();
+        let stored = info.stored(self.precision);
+        let eb = stored.bytes();
         scratch.resize(out.len() * eb, 0);
         let at = info.offset + (start * eb) as u64;
         self.file
             .read_exact_at(scratch, at)
             .with_context(|| format!("{}: tensor {}", self.path.display(), info.name))?;
-        match self.precision {
-            Precision::F32 => {
+        match stored {
+            Stored::F32 => {
                 for (o, b) in out.iter_mut().zip(scratch.chunks_exact(4)) {
                     *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
                 }
             }
-            Precision::Bf16 => {
+            Stored::Bf16 => {
                 for (o, b) in out.iter_mut().zip(scratch.chunks_exact(2)) {
-                    *o = half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f64();
+                    *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64;
+                }
+            }
+            Stored::F16 => {
+                for (o, b) in out.iter_mut().zip(scratch.chunks_exact(2)) {
+                    *o = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f64();
+                }
+            }
+            Stored::F64 => {
+                for (o, b) in out.iter_mut().zip(scratch.chunks_exact(8)) {
+                    *o = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The stored types of its tensors, distinct, in order of first appearance ("bf16", "bf16+f32").
+    pub fn stored_types(&self) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for t in &self.tensors {
+            let n = t.stored(self.precision).name();
+            if !seen.contains(&n) {
+                seen.push(n);
+            }
+        }
+        seen.join("+")
     }
 }
 
@@ -356,6 +477,11 @@ impl ArchiveSink {
         })
     }
 
+    /// What the last `finish` did, handed over once (None until the next `finish`).
+    pub fn take_report(&mut self) -> Option<ArchiveReport> {
+        self.last.take()
+    }
+
     /// What the last `finish` did.
     pub(crate) fn last_report(&self) -> Option<&ArchiveReport> {
         self.last.as_ref()
@@ -371,8 +497,8 @@ impl ArchiveSink {
         let Some(p) = self.pending.as_ref() else { return Ok(()) };
         let Some(slot) = p.slot.get(index).copied().flatten() else { return Ok(()) };
         let t = &p.tensors[slot];
-        let prec = self.cfg.precision;
-        let eb = prec.bytes() as u64;
+        let stored = t.stored(self.cfg.precision);
+        let eb = stored.bytes() as u64;
         if start.checked_add(values.len()).is_none_or(|end| end > t.numel()) {
             bail!(
                 "trajectory archive: tensor {} has {} values but shape {:?}",
@@ -386,13 +512,27 @@ impl ArchiveSink {
             let _serial = p.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             p.file.write_all_at(b, at)
         };
-        let res = match (prec, values) {
-            (Precision::F32, ChunkValues::F32(_)) => write(&values.le_bytes()),
-            (Precision::F32, ChunkValues::F64(v)) => {
+        // `native` keeps each tensor's own type, so narrowing the widened values back is exact.
+        let exact = self.cfg.precision == Precision::Native;
+        let res = match (stored, values) {
+            (Stored::F32, ChunkValues::F32(_)) | (Stored::F64, ChunkValues::F64(_)) => {
+                write(&values.le_bytes())
+            }
+            (Stored::F32, ChunkValues::F64(v)) => {
                 let b: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
                 write(&b)
             }
-            (Precision::Bf16, v) => {
+            (Stored::F64, ChunkValues::F32(v)) => {
+                let b: Vec<u8> = v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect();
+                write(&b)
+            }
+            (Stored::Bf16, ChunkValues::F32(v)) if exact => write(&bf16_bits_le(v)),
+            (Stored::F16, ChunkValues::F32(v)) => write(&f16_le(v)),
+            (Stored::F16, ChunkValues::F64(v)) => {
+                let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                write(&f16_le(&v))
+            }
+            (Stored::Bf16, v) => {
                 let mut b = Vec::with_capacity(v.len() * 2);
                 match v {
                     ChunkValues::F32(v) => {
@@ -409,6 +549,22 @@ impl ArchiveSink {
         p.written[slot].fetch_add(values.len() as u64 * eb, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// bf16 values (widened exactly from bf16) back to their bf16 bits, little endian: the top half of
+/// each f32, in a loop the compiler vectorizes.
+fn bf16_bits_le(v: &[f32]) -> Vec<u8> {
+    let bits: Vec<u16> = v.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+    bits.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// f32 values as f16 (rounded to nearest even; exact for values widened from f16), little endian,
+/// through `half`'s slice conversion.
+fn f16_le(v: &[f32]) -> Vec<u8> {
+    use half::slice::HalfFloatSliceExt;
+    let mut h = vec![half::f16::ZERO; v.len()];
+    h.convert_from_f32_slice(v);
+    h.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Files of a run with their ordinals (opening each index).
@@ -510,7 +666,6 @@ impl ArchiveSink {
         crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!("trajectory archive: {e}"))?;
         let dir = run_dir(&self.data_dir, run);
         std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
-        let eb = self.cfg.precision.bytes() as u64;
         // Layout: the selected float tensors in checkpoint order, after the magic.
         let mut layout = Vec::new();
         let mut slot = vec![None; tensors.len()];
@@ -523,9 +678,11 @@ impl ArchiveSink {
             if !seen.insert(t.name.as_str()) {
                 bail!("trajectory archive: tensor {} given twice", t.name);
             }
-            let bytes = t.shape.iter().fold(eb, |a, &d| a.saturating_mul(d as u64));
+            let stored = self.cfg.precision.stored(t.dtype);
+            let bytes = t.shape.iter().fold(stored.bytes() as u64, |a, &d| a.saturating_mul(d as u64));
             slot[i] = Some(layout.len());
-            layout.push(ArchivedTensor { name: t.name.clone(), shape: t.shape.clone(), offset });
+            let dtype = (self.cfg.precision == Precision::Native).then_some(stored);
+            layout.push(ArchivedTensor { name: t.name.clone(), shape: t.shape.clone(), offset, dtype });
             offset = offset.saturating_add(bytes);
         }
         let need = offset - MAGIC.len() as u64;
@@ -626,9 +783,8 @@ impl ArchiveSink {
             return Ok(());
         }
         let Some(mut p) = self.pending.take() else { return Ok(()) };
-        let eb = self.cfg.precision.bytes() as u64;
         for (t, w) in p.tensors.iter().zip(&p.written) {
-            let want = (t.numel() as u64) * eb;
+            let want = (t.numel() as u64) * t.stored(self.cfg.precision).bytes() as u64;
             let got = w.load(Ordering::Relaxed);
             if got != want {
                 let _ = std::fs::remove_file(&p.tmp);
@@ -679,7 +835,8 @@ impl ArchiveSink {
             bytes_used,
             budget_bytes: self.cfg.budget_bytes,
         };
-        tracing::info!(
+        // Debug: `ingest` says what the archive did in one line at its end, the daemon in its metrics.
+        tracing::debug!(
             run = %rep.run,
             step = rep.step,
             bytes = rep.bytes_written,
@@ -737,7 +894,6 @@ pub fn write_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use landscaped_formats::Dtype;
 
     fn t(name: &str, shape: &[usize], vals: Vec<f32>) -> (TensorInfo, Values) {
         (TensorInfo { name: name.into(), dtype: Dtype::F32, shape: shape.to_vec() }, Values::F32(vals))

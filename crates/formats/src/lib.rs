@@ -67,7 +67,7 @@ mod torch_locate;
 mod torchzip;
 mod values;
 
-pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
+pub use values::{ChunkBuf, ChunkValues, ValuesChunk, widen_into};
 
 pub use complete::check_complete;
 pub use layout::{

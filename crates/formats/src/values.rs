@@ -127,6 +127,28 @@ impl ChunkBuf {
         Ok(self.widen(info.dtype, nbytes))
     }
 
+    /// Reads elements `start .. start + n` of float tensor `index` of `ck` as they are stored (little
+    /// endian, the tensor's own dtype, 8-byte aligned), without widening them: for callers that widen
+    /// a piece at a time with [`widen_into`] while it is in cache.
+    pub fn fill_raw(
+        &mut self,
+        ck: &Checkpoint,
+        index: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<(Dtype, &[u8]), CheckpointError> {
+        let info = ck.float_info(index)?;
+        let es = info.dtype.size();
+        let nbytes = n.checked_mul(es).ok_or_else(|| ck.malformed("chunk size overflows"))?;
+        let words = nbytes.div_ceil(8);
+        if self.raw.len() < words {
+            self.raw.resize(words, 0);
+        }
+        let bytes = &mut as_bytes_mut(&mut self.raw)[..nbytes];
+        ck.read_at(index, (start as u64) * es as u64, bytes)?;
+        Ok((info.dtype, &as_bytes(&self.raw)[..nbytes]))
+    }
+
     /// Widens `bytes` (whole elements of float `dtype`) through this buffer.
     pub fn decode<'a>(&'a mut self, dtype: Dtype, bytes: &[u8]) -> ChunkValues<'a> {
         let words = bytes.len().div_ceil(8);
@@ -172,22 +194,89 @@ impl ChunkBuf {
             }
             Dtype::F16 | Dtype::BF16 => {
                 let b = &as_bytes(&self.raw)[..nbytes];
-                self.wide.clear();
-                self.wide.reserve(n);
-                if dtype == Dtype::BF16 {
-                    self.wide.extend(
-                        b.chunks_exact(2)
-                            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
-                    );
-                } else {
-                    self.wide.extend(
-                        b.chunks_exact(2)
-                            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
-                    );
-                }
+                widen_halves(dtype, b, &mut self.wide);
                 ChunkValues::F32(&self.wide)
             }
             _ => ChunkValues::F32(&[]),
+        }
+    }
+}
+
+/// Widens whole elements of float `dtype` in little-endian `bytes` (as [`ChunkBuf::fill_raw`] gives
+/// them): f32 and f64 borrowed in place when `bytes` is aligned for them (on little-endian targets),
+/// else converted into `wide` (f32, for f32/f16/bf16) or `wide64` (f64).
+pub fn widen_into<'a>(
+    dtype: Dtype,
+    bytes: &'a [u8],
+    wide: &'a mut Vec<f32>,
+    wide64: &'a mut Vec<f64>,
+) -> ChunkValues<'a> {
+    let n = bytes.len() / dtype.size().max(1);
+    let bytes = &bytes[..n * dtype.size()];
+    match dtype {
+        Dtype::F32 => {
+            // SAFETY: every bit pattern is a valid f32; `align_to` only yields a middle part that is
+            // properly aligned, and it covers all of `bytes` only when the prefix and suffix are empty.
+            let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+            if cfg!(target_endian = "little") && pre.is_empty() && post.is_empty() {
+                return ChunkValues::F32(mid);
+            }
+            wide.clear();
+            wide.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            ChunkValues::F32(wide)
+        }
+        Dtype::F64 => {
+            // SAFETY: as above, for f64.
+            let (pre, mid, post) = unsafe { bytes.align_to::<f64>() };
+            if cfg!(target_endian = "little") && pre.is_empty() && post.is_empty() {
+                return ChunkValues::F64(mid);
+            }
+            wide64.clear();
+            wide64.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+            );
+            ChunkValues::F64(wide64)
+        }
+        Dtype::F16 | Dtype::BF16 => {
+            widen_halves(dtype, bytes, wide);
+            ChunkValues::F32(wide)
+        }
+        _ => ChunkValues::F32(&[]),
+    }
+}
+
+/// f16 or bf16 little-endian bytes widened exactly into `out` (replacing its contents). bf16 is the
+/// top half of an f32, so widening it is a 16-bit shift, in a loop the compiler vectorizes; f16 goes
+/// through `half`'s slice conversion (F16C instructions where the CPU has them).
+fn widen_halves(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    let n = bytes.len() / 2;
+    out.clear();
+    // SAFETY: u16 has no invalid bit patterns; the middle part is aligned for u16.
+    let (pre, mid, post) = unsafe { bytes.align_to::<u16>() };
+    let aligned = cfg!(target_endian = "little") && pre.is_empty() && post.is_empty();
+    if dtype == Dtype::BF16 {
+        if aligned {
+            out.extend(mid.iter().map(|&h| f32::from_bits((h as u32) << 16)));
+        } else {
+            out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
+            );
+        }
+        return;
+    }
+    out.resize(n, 0.0);
+    if aligned {
+        use half::slice::HalfFloatSliceExt;
+        // SAFETY: half::f16 is a transparent wrapper of u16 (any bit pattern is an f16).
+        let halves: &[half::f16] = unsafe { std::slice::from_raw_parts(mid.as_ptr() as *const half::f16, n) };
+        halves.convert_to_f32_slice(out);
+    } else {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
         }
     }
 }
@@ -221,5 +310,39 @@ mod tests {
         let v = b.decode(Dtype::F32, &f32s);
         assert_eq!(v, ChunkValues::F32(&[7.0, 0.5, -1.0]));
         assert_eq!(&*v.le_bytes(), &f32s[..]);
+    }
+
+    /// Every f16 and bf16 bit pattern widens to what `half` gives one element at a time (any NaN to a
+    /// NaN), through the buffer, through `widen_into`, aligned or not.
+    #[test]
+    fn slice_widening_equals_elementwise_for_every_pattern() {
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        for dt in [Dtype::F16, Dtype::BF16] {
+            let want: Vec<u32> = (0..=u16::MAX)
+                .map(|h| match dt {
+                    Dtype::F16 => half::f16::from_bits(h).to_f32().to_bits(),
+                    _ => half::bf16::from_bits(h).to_f32().to_bits(),
+                })
+                .collect();
+            // NaN as one pattern: a signalling NaN may come back quieted.
+            let canon = |x: f32| if x.is_nan() { u32::MAX } else { x.to_bits() };
+            let want: Vec<u32> = want.into_iter().map(|b| canon(f32::from_bits(b))).collect();
+            let bits = |v: ChunkValues<'_>| match v {
+                ChunkValues::F32(v) => v.iter().map(|&x| canon(x)).collect::<Vec<u32>>(),
+                ChunkValues::F64(_) => panic!("f64"),
+            };
+            let mut b = ChunkBuf::new();
+            assert_eq!(bits(b.decode(dt, &all)), want);
+            let (mut w, mut w64) = (Vec::new(), Vec::new());
+            assert_eq!(bits(widen_into(dt, &all, &mut w, &mut w64)), want);
+            let mut odd = vec![0u8];
+            odd.extend_from_slice(&all);
+            assert_eq!(bits(widen_into(dt, &odd[1..], &mut w, &mut w64)), want, "unaligned");
+        }
+        let f32s: Vec<u8> = [7.0f32, 0.5, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut odd = vec![0u8];
+        odd.extend_from_slice(&f32s);
+        let (mut w, mut w64) = (Vec::new(), Vec::new());
+        assert_eq!(widen_into(Dtype::F32, &odd[1..], &mut w, &mut w64), ChunkValues::F32(&[7.0, 0.5, -1.0]));
     }
 }

@@ -8,7 +8,7 @@
 
 use super::histogram::Histogram;
 use super::kernels::{self, BLOCK, Block2, CompensatedSum, Element};
-use landscaped_formats::{ChunkValues, Values};
+use landscaped_formats::{ChunkValues, Dtype, Values};
 use serde::{Deserialize, Serialize};
 
 /// Statistics of one float tensor. Moments are over its finite elements (see the module docs); fields
@@ -127,6 +127,33 @@ pub struct Part1 {
     max: f64,
 }
 
+impl Part1 {
+    /// A part of no blocks, to [`Part1::append`] runs to.
+    pub fn empty() -> Part1 {
+        Part1 {
+            sums: Vec::new(),
+            finite: 0,
+            zeros: 0,
+            nan: 0,
+            inf: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Appends `next`, the run of whole blocks that follows this part's (the result is the part of
+    /// both runs together, exactly).
+    pub fn append(&mut self, next: Part1) {
+        self.sums.extend_from_slice(&next.sums);
+        self.finite += next.finite;
+        self.zeros += next.zeros;
+        self.nan += next.nan;
+        self.inf += next.inf;
+        self.min = self.min.min(next.min);
+        self.max = self.max.max(next.max);
+    }
+}
+
 /// [`Part1`] of `xs`.
 pub fn part1(xs: ChunkValues<'_>) -> Part1 {
     fn go<T: Element>(xs: &[T]) -> Part1 {
@@ -174,6 +201,25 @@ pub struct Part2 {
     counts: Vec<u64>,
 }
 
+impl Part2 {
+    /// A part of no blocks, to [`Part2::append`] runs to.
+    pub fn empty() -> Part2 {
+        Part2 { blocks: Vec::new(), counts: Vec::new() }
+    }
+
+    /// Appends `next`, the run of whole blocks that follows this part's (same plan).
+    pub fn append(&mut self, next: Part2) {
+        self.blocks.extend_from_slice(&next.blocks);
+        if self.counts.is_empty() {
+            self.counts = next.counts;
+        } else {
+            for (a, b) in self.counts.iter_mut().zip(&next.counts) {
+                *a += b;
+            }
+        }
+    }
+}
+
 /// [`Part2`] of `xs`.
 pub fn part2(xs: ChunkValues<'_>, plan: &Plan2) -> Part2 {
     fn go<T: Element>(xs: &[T], plan: &Plan2) -> Part2 {
@@ -193,6 +239,85 @@ pub fn part2(xs: ChunkValues<'_>, plan: &Plan2) -> Part2 {
         ChunkValues::F32(v) => go(v, plan),
         ChunkValues::F64(v) => go(v, plan),
     }
+}
+
+/// The histogram bucket of every bit pattern of a 16-bit float type under one [`Plan2`]: built once
+/// per tensor (65,536 entries), it replaces the division per element of the second pass by a lookup,
+/// with the same counts.
+#[derive(Clone, Debug)]
+pub struct BucketTable {
+    table: Vec<u16>,
+    bins: usize,
+}
+
+impl Plan2 {
+    /// The bucket table of 16-bit float type `dtype` (f16 or bf16) for this plan; None for other types,
+    /// when there is no histogram, or for too many buckets.
+    pub fn bucket_table(&self, dtype: Dtype) -> Option<BucketTable> {
+        let (lo, hi, bins) = self.hist?;
+        if !matches!(dtype, Dtype::F16 | Dtype::BF16) || bins >= kernels::TABLE_OUT as usize {
+            return None;
+        }
+        // Every bit pattern, widened the way the readers widen values.
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        let (mut wide, mut wide64) = (Vec::new(), Vec::new());
+        let values = match landscaped_formats::widen_into(dtype, &all, &mut wide, &mut wide64) {
+            ChunkValues::F32(v) => v,
+            ChunkValues::F64(_) => return None,
+        };
+        Some(BucketTable { table: kernels::bucket_table(|h| values[h as usize] as f64, lo, hi, bins), bins })
+    }
+}
+
+/// The count of each 16-bit pattern seen by [`part2_patterns`], until [`BucketTable::fold`] turns
+/// them into histogram counts.
+#[derive(Clone, Debug)]
+pub struct PatternCounts {
+    counts: Vec<u32>,
+    seen: u64,
+}
+
+impl Default for PatternCounts {
+    fn default() -> Self {
+        PatternCounts { counts: vec![0; 1 << 16], seen: 0 }
+    }
+}
+
+impl PatternCounts {
+    /// Elements counted since the last fold (a fold is due before 2^32 of them).
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+impl BucketTable {
+    /// The histogram counts of the patterns counted in `patterns` (which start again from zero),
+    /// into `part` (a [`part2_patterns`] part, whose counts they become).
+    pub fn fold(&self, patterns: &mut PatternCounts, part: &mut Part2) {
+        let mut counts = vec![0u64; self.bins];
+        for (c, &k) in patterns.counts.iter_mut().zip(&self.table) {
+            if k != kernels::TABLE_OUT && *c > 0 {
+                counts[k as usize] += *c as u64;
+            }
+            *c = 0;
+        }
+        patterns.seen = 0;
+        part.counts = counts;
+    }
+}
+
+/// [`part2`] of 16-bit floats given both widened (`xs`) and as their bit patterns (`bits`), with the
+/// histogram left to counting the patterns into `patterns`: after [`BucketTable::fold`] (with the table
+/// of this `plan`), the same result, bit for bit.
+pub fn part2_patterns(xs: &[f32], bits: &[u16], plan: &Plan2, patterns: &mut PatternCounts) -> Part2 {
+    assert_eq!(xs.len(), bits.len(), "part2_patterns: values and bit patterns differ in length");
+    let blocks = xs
+        .chunks(BLOCK)
+        .zip(bits.chunks(BLOCK))
+        .map(|(b, h)| kernels::block2_patterns(b, h, plan.mean, plan.scale, &mut patterns.counts))
+        .collect();
+    patterns.seen += xs.len() as u64;
+    Part2 { blocks, counts: vec![0; plan.bins] }
 }
 
 /// Accumulates one tensor's parts, in order: all [`Part1`]s, then (if [`TensorAcc::plan`] says a
@@ -517,5 +642,73 @@ mod tests {
         let b = Values::F64(vec![1.0, 0.0, 7.0]);
         assert_eq!(squared_distance(&a, &b), Some(20.0));
         assert_eq!(squared_distance(&a, &Values::F32(vec![1.0])), None);
+    }
+
+    /// The second pass by bucket table gives the same sums and counts, bit for bit, as by division,
+    /// on f16 and bf16 values including NaN, ±Inf, zeros, subnormals and a partial block; and parts
+    /// appended piece by piece equal the part of the whole run.
+    #[test]
+    fn bucket_table_pass_equals_the_computed_one() {
+        for dt in [Dtype::BF16, Dtype::F16] {
+            let mut x = 5u64;
+            let mut bits: Vec<u16> = (0..3 * BLOCK + 77)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let v = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 0.3;
+                    match dt {
+                        Dtype::BF16 => (v.to_bits() >> 16) as u16,
+                        _ => half_bits(v),
+                    }
+                })
+                .collect();
+            // NaN, +Inf, -Inf, +0, -0, the smallest subnormal, in both types' encodings.
+            for (i, b) in [0x7fc0u16, 0x7f80, 0xff80, 0, 0x8000, 1].iter().enumerate() {
+                bits[100 + 17 * i] = match (dt, *b) {
+                    (Dtype::F16, 0x7fc0) => 0x7e00,
+                    (Dtype::F16, 0x7f80) => 0x7c00,
+                    (Dtype::F16, 0xff80) => 0xfc00,
+                    (_, b) => b,
+                };
+            }
+            let bytes: Vec<u8> = bits.iter().flat_map(|h| h.to_le_bytes()).collect();
+            let (mut w, mut w64) = (Vec::new(), Vec::new());
+            let xs = match landscaped_formats::widen_into(dt, &bytes, &mut w, &mut w64) {
+                ChunkValues::F32(v) => v.to_vec(),
+                ChunkValues::F64(_) => unreachable!(),
+            };
+            let mut acc = TensorAcc::new(xs.len() as u64, 30);
+            acc.add1(&part1(ChunkValues::F32(&xs)));
+            let plan = acc.plan().unwrap();
+            let table = plan.bucket_table(dt).unwrap();
+            let want = part2(ChunkValues::F32(&xs), &plan);
+            let mut patterns = PatternCounts::default();
+            let mut got = part2_patterns(&xs, &bits, &plan, &mut patterns);
+            table.fold(&mut patterns, &mut got);
+            let mut pieced = Part2::empty();
+            for (a, b) in xs.chunks(2 * BLOCK).zip(bits.chunks(2 * BLOCK)) {
+                pieced.append(part2_patterns(a, b, &plan, &mut patterns));
+            }
+            table.fold(&mut patterns, &mut pieced);
+            let key = |p: &Part2| {
+                let b: Vec<[u64; 4]> =
+                    p.blocks.iter().map(|b| [b.dev_sq, b.dev, b.sq, b.scaled].map(f64::to_bits)).collect();
+                (b, p.counts.clone())
+            };
+            assert_eq!(key(&got), key(&want), "{dt:?}");
+            assert_eq!(key(&pieced), key(&want), "{dt:?} in pieces");
+            assert!(want.counts.iter().sum::<u64>() > 3 * BLOCK as u64);
+        }
+    }
+
+    /// f32 → f16 bits, rounded to nearest (enough for test data in f16's normal range).
+    fn half_bits(v: f32) -> u16 {
+        let b = v.to_bits();
+        let sign = ((b >> 16) & 0x8000) as u16;
+        let e = ((b >> 23) & 0xff) as i32 - 127 + 15;
+        if e <= 0 {
+            return sign;
+        }
+        let m = (b & 0x7f_ffff) >> 13;
+        sign | ((e as u16) << 10) | m as u16
     }
 }
