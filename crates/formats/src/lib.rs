@@ -39,6 +39,7 @@ pub mod dcp;
 pub mod deepspeed;
 pub mod layout;
 mod open;
+pub mod optimizer;
 mod pickle_scan;
 mod pickle_value;
 mod regular;
@@ -50,6 +51,10 @@ mod torchzip;
 mod values;
 
 pub use values::{ChunkBuf, ChunkValues, ValuesChunk};
+
+pub use optimizer::{
+    Hyper, OptimizerKind, OptimizerState, ParamGroup, ParamRef, ParamShape, ParamState, Scalar,
+};
 
 pub use complete::check_complete;
 pub use layout::{
