@@ -168,3 +168,94 @@ fn shapes_that_do_not_match_the_model_are_one_line() {
     let e = st.map_names(&order).unwrap_err();
     assert!(e.contains("4 parameters, the model only 2"), "{e}");
 }
+
+/// `landscaped ingest` of the case's checkpoint, then `landscaped optimizer --tensors` as JSON rows.
+fn ingested_tensor_rows(name: &str, data: &std::path::Path, step: Option<&str>) -> Vec<serde_json::Value> {
+    let case = &fixture().reference[name];
+    let path = case["path"].as_str().unwrap();
+    let mut args = vec!["ingest", "--run", name, "--no-archive", path];
+    if let Some(s) = step {
+        args.extend(["--step", s]);
+    }
+    let (ok, _, err) = cli_query(data, None, &args);
+    assert!(ok, "{name}: ingest failed: {err}");
+    assert!(!err.contains("optimizer state not read"), "{name}: {err}");
+    let (ok, out, err) =
+        cli_query(data, None, &["--format", "json", "optimizer", "--run", name, "--tensors"]);
+    assert!(ok, "{name}: {err}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+}
+
+/// The telemetry recorded at ingest equals NumPy's float64 figures from the same state: harmonic mean
+/// of the effective step size and the update RMS to 1e-6 relative, its quantiles within half a
+/// histogram bin (1.2e-3 relative), SGD's momentum norm to 1e-6; per group the lr and step.
+#[test]
+fn telemetry_at_ingest_matches_numpy_on_the_same_state() {
+    let data = tempfile::tempdir().unwrap();
+    for (name, step) in [("hf", None), ("lightning", None), ("plain", Some("3")), ("dcp", None)] {
+        let rows = ingested_tensor_rows(name, data.path(), step);
+        let params = fixture().reference[name]["params"].as_object().unwrap();
+        assert_eq!(rows.len(), params.len(), "{name}: one row per parameter with state");
+        // PyTorch's index of each name (where ingest, which has no model, could not map the names,
+        // the rows are `#i`).
+        let by_index: Vec<String> = fixture().reference[name]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["params"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()))
+            .collect();
+        for (pname, p) in params {
+            let index = format!("#{}", by_index.iter().position(|n| n == pname).unwrap());
+            let row = rows
+                .iter()
+                .find(|r| r["tensor"] == pname.as_str() || r["tensor"] == index.as_str())
+                .unwrap_or_else(|| panic!("{name}: no row for {pname}: {rows:?}"));
+            if let Some(a) = p.get("adam") {
+                let hm = row["step_size_hmean"].as_f64().unwrap();
+                assert!(
+                    close(hm, a["harmonic_mean"].as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: hmean {hm} vs {}",
+                    a["harmonic_mean"]
+                );
+                let u = row["update_rms"].as_f64().unwrap();
+                assert!(
+                    close(u, a["update_rms"].as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: update rms {u} vs {}",
+                    a["update_rms"]
+                );
+                for (i, h) in
+                    ["step_size_q01", "step_size_q10", "step_size_q50", "step_size_q90", "step_size_q99"]
+                        .iter()
+                        .enumerate()
+                {
+                    let (ours, theirs) = (row[h].as_f64().unwrap(), a["quantiles"][i].as_f64().unwrap());
+                    assert!(close(ours, theirs, 1.2e-3), "{name} {pname}: {h} {ours} vs {theirs}");
+                }
+            }
+            if let Some(m) = p.get("momentum_norm") {
+                let ours = row["momentum_norm"].as_f64().unwrap();
+                assert!(
+                    close(ours, m.as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: momentum norm {ours} vs {m}"
+                );
+            }
+        }
+        let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", name]);
+        assert!(ok, "{err}");
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        for (g, theirs) in fixture().reference[name]["groups"].as_array().unwrap().iter().enumerate() {
+            let row = groups.iter().find(|r| r["group"] == g.to_string().as_str()).unwrap();
+            assert_eq!(row["lr"].as_f64(), theirs["hyper"]["lr"].as_f64(), "{name}: group {g} lr");
+        }
+    }
+    // Without optimizer state: no rows, said once, no error.
+    let bare = fixture().dir.path().join("plain/bare.pt");
+    let (ok, _, err) = cli_query(
+        data.path(),
+        None,
+        &["ingest", "--run", "bare", "--step", "1", "--no-archive", bare.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", "bare"]);
+    assert!(ok && out.trim() == "[]" && err.matches("no optimizer state").count() == 1, "{out} {err}");
+}

@@ -145,6 +145,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+        if let Some(note) = &out.optimizer_note {
+            bar.suspend(|| eprintln!("{note}"));
+        }
         let r = &out.record;
         t.push(vec![
             json!(r.step),

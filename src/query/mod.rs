@@ -4,4 +4,5 @@
 //! command prints, so the output is the same either way.
 
 pub mod norms;
+pub mod optimizer;
 pub mod runs;

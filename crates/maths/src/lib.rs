@@ -15,4 +15,5 @@ pub mod curvature;
 pub mod directions;
 pub mod eigen;
 pub mod grid;
+pub mod optimizer;
 pub mod stats;

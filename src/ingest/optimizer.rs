@@ -1,0 +1,160 @@
+//! Optimizer-state telemetry at ingest: one pass over a checkpoint's optimizer state (formats'
+//! [`OptimizerState`]), one bounded chunk of each state tensor at a time, into an
+//! [`OptimizerRecord`]: per group the learning rate, betas, eps, weight decay and step; for Adam-family
+//! states the effective step size η/(√v̂+ε) and the RMS of m̂/(√v̂+ε) (maths' `optimizer`); for SGD
+//! with momentum the momentum buffer's norm; per tensor the same figures.
+//!
+//! Parameters are named where the layout names them; index-keyed states are mapped to names by the
+//! checkpoint's own tensor order, checked by shape and taken only when unique (else they stay `#i`
+//! and `names_note` says why). Unknown optimizers get their keys listed and no figures.
+
+use crate::store::optimizer::{GroupFigures, OptimizerRecord, TensorFigures};
+use landscaped_formats::{Checkpoint, CheckpointError, ChunkBuf, OptimizerKind, OptimizerState, ParamShape};
+use landscaped_maths::optimizer::{AdamConsts, AdamFigures, Figures, MomentumFigures};
+
+/// Elements read per chunk (per tensor of a pair).
+const CHUNK: usize = 1 << 20;
+
+/// The telemetry of `ck`'s optimizer state: `Ok(None)` when it has none.
+pub fn optimizer_telemetry(
+    ck: &Checkpoint,
+    run: &str,
+    step: u64,
+) -> Result<Option<OptimizerRecord>, CheckpointError> {
+    let Some(mut st) = OptimizerState::open(ck)? else { return Ok(None) };
+    let order: Vec<ParamShape> = ck
+        .float_tensors()
+        .map(|(_, t)| ParamShape { name: t.name.clone(), shape: t.shape.clone() })
+        .collect();
+    let names_note = st.map_names(&order).err();
+    Ok(Some(figures_of(&st, run, step, names_note)?))
+}
+
+/// Every figure of `st`, in one pass over its tensors.
+pub fn figures_of(
+    st: &OptimizerState,
+    run: &str,
+    step: u64,
+    names_note: Option<String>,
+) -> Result<OptimizerRecord, CheckpointError> {
+    let (group_keys, state_keys) = match &st.kind {
+        OptimizerKind::Unknown { group_keys, state_keys } => (group_keys.clone(), state_keys.clone()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut groups: Vec<GroupFigures> = st
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(g, gr)| GroupFigures {
+            index: g,
+            lr: st.lr(g),
+            beta1: gr.hyper.betas.map(|b| b.0),
+            beta2: gr.hyper.betas.map(|b| b.1),
+            eps: gr.hyper.eps,
+            weight_decay: gr.hyper.weight_decay,
+            momentum: gr.hyper.momentum,
+            step: None,
+            params: gr.params.len() as u64,
+            figures: Figures::default(),
+        })
+        .collect();
+    let mut adam_groups: Vec<AdamFigures> = Vec::new();
+    let mut mom_groups: Vec<MomentumFigures> = vec![MomentumFigures::default(); groups.len()];
+    let mut adam_total = AdamFigures::default();
+    let mut mom_total = MomentumFigures::default();
+    let adam = st.kind.is_adam();
+    if adam {
+        adam_groups = vec![AdamFigures::default(); groups.len()];
+    }
+    let mut tensors = Vec::new();
+    let (mut b1, mut b2) = (ChunkBuf::new(), ChunkBuf::new());
+    for p in &st.params {
+        if let Some(g) = groups.get_mut(p.group) {
+            g.step = match (g.step, p.step) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let mut figures = Figures::default();
+        let hyper = st.groups.get(p.group).map(|g| &g.hyper);
+        if adam {
+            let amsgrad = hyper.and_then(|h| h.amsgrad).unwrap_or(false);
+            let v_key = if amsgrad { "max_exp_avg_sq" } else { "exp_avg_sq" };
+            let consts = (|| {
+                let h = hyper?;
+                let (beta1, beta2) = h.betas?;
+                Some(AdamConsts { lr: st.lr(p.group)?, beta1, beta2, eps: h.eps?, step: p.step? })
+            })();
+            if let (Some(c), Some(mi), Some(vi)) = (consts, p.tensor("exp_avg"), p.tensor(v_key)) {
+                let mut acc = AdamFigures::default();
+                let n = st.tensors.tensors[mi].numel();
+                if st.tensors.tensors[vi].numel() != n {
+                    return Err(st
+                        .tensors
+                        .malformed(format!("state of '{}': exp_avg and {v_key} differ in size", p.param)));
+                }
+                let mut start = 0;
+                while start < n {
+                    let k = CHUNK.min(n - start);
+                    let m = b1.fill(&st.tensors, mi, start, k)?;
+                    let v = b2.fill(&st.tensors, vi, start, k)?;
+                    acc.push(
+                        &c,
+                        (0..k).map(|i| m.get(i).unwrap_or(f64::NAN)),
+                        (0..k).map(|i| v.get(i).unwrap_or(f64::NAN)),
+                    );
+                    start += k;
+                }
+                figures = acc.figures();
+                if let Some(g) = adam_groups.get_mut(p.group) {
+                    g.merge(&acc);
+                }
+                adam_total.merge(&acc);
+            }
+        } else if st.kind == OptimizerKind::Sgd
+            && let Some(bi) = p.tensor("momentum_buffer")
+        {
+            let mut acc = MomentumFigures::default();
+            st.tensors.read_chunks(bi, CHUNK * 4, |c| -> Result<(), CheckpointError> {
+                acc.push((0..c.values.len()).map(|i| c.values.get(i).unwrap_or(f64::NAN)));
+                Ok(())
+            })?;
+            figures = acc.figures();
+            if let Some(g) = mom_groups.get_mut(p.group) {
+                g.merge(&acc);
+            }
+            mom_total.merge(&acc);
+        }
+        tensors.push(TensorFigures { name: p.param.to_string(), group: p.group, step: p.step, figures });
+    }
+    for (g, gf) in groups.iter_mut().enumerate() {
+        gf.figures = if adam {
+            adam_groups[g].figures()
+        } else if st.kind == OptimizerKind::Sgd {
+            mom_groups[g].figures()
+        } else {
+            Figures::default()
+        };
+    }
+    let total = if adam {
+        adam_total.figures()
+    } else if st.kind == OptimizerKind::Sgd {
+        mom_total.figures()
+    } else {
+        Figures::default()
+    };
+    Ok(OptimizerRecord {
+        run: run.to_string(),
+        step,
+        source: st.source.display().to_string(),
+        kind: st.kind.name().to_string(),
+        group_keys,
+        state_keys,
+        scheduler_last_lr: st.lr_sources.scheduler_last_lr.clone(),
+        logged_lr: st.lr_sources.logged,
+        names_note,
+        groups,
+        tensors,
+        total,
+    })
+}
