@@ -19,6 +19,12 @@ pub struct ParamShape {
     pub shape: Vec<usize>,
 }
 
+impl From<(String, Vec<usize>)> for ParamShape {
+    fn from((name, shape): (String, Vec<usize>)) -> ParamShape {
+        ParamShape { name, shape }
+    }
+}
+
 /// The most DP cells tried (groups' sizes product × parameters) before refusing as too large.
 const MAX_CELLS: usize = 64 << 20;
 
