@@ -188,7 +188,7 @@ fn ingested_tensor_rows(name: &str, data: &std::path::Path, step: Option<&str>) 
 
 /// The telemetry recorded at ingest equals NumPy's float64 figures from the same state: harmonic mean
 /// of the effective step size and the update RMS to 1e-6 relative, its quantiles within half a
-/// histogram bin (1.2e-3 relative), SGD's momentum norm to 1e-6; per group the lr and step.
+/// histogram bin (5e-4 relative), SGD's momentum norm to 1e-6; per group the lr and step.
 #[test]
 fn telemetry_at_ingest_matches_numpy_on_the_same_state() {
     let data = tempfile::tempdir().unwrap();
@@ -229,7 +229,7 @@ fn telemetry_at_ingest_matches_numpy_on_the_same_state() {
                         .enumerate()
                 {
                     let (ours, theirs) = (row[h].as_f64().unwrap(), a["quantiles"][i].as_f64().unwrap());
-                    assert!(close(ours, theirs, 1.2e-3), "{name} {pname}: {h} {ours} vs {theirs}");
+                    assert!(close(ours, theirs, 5e-4), "{name} {pname}: {h} {ours} vs {theirs}");
                 }
             }
             if let Some(m) = p.get("momentum_norm") {
