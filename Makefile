@@ -60,14 +60,14 @@ demo: build
 # start-up, cost to a trainer, each vs a Python baseline), trajectory PCA (vs scikit-learn's default solver
 # and "full"), slices, sharpness (Lanczos by its own stopping rule vs the real PyHessian at its defaults),
 # the Python worker (vs an independent bare PyTorch HVP loop and the TorchScript worker), scale-out (1, 2, 4
-# workers over TCP), the daemon's peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in
+# workers over TCP), optimizer-state ingest (vs cat of the same file, and peak RSS), the daemon's peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in
 # f32 and bf16; peak/idle and size/peak ratios), TensorBoard events per checkpoint (vs its ingest; goal < 1 %), stability (HVPs and seconds per checkpoint with
 # vs without the warm start, critical sharpness forward passes, full-batch Adam at 38/η).
 # `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
-	@for b in daemon healthz light memory pca slice sharpness python scale tensorboard stability; do \
+	@for b in daemon healthz light memory pca slice sharpness python scale tensorboard stability optimizer; do \
 	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
 	done
 

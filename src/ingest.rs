@@ -30,6 +30,7 @@
 
 use crate::stamp::{self, Stamp};
 use crate::store::checkpoints::{self as records, AliasRecord, CheckpointRecord, RunRecord, TensorRecord};
+use crate::store::optimizer::{self as optimizer_records, OptimizerRecord};
 use crate::store::{Batch, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile};
 use engine::RefSource;
@@ -39,6 +40,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod engine;
+mod optimizer;
 
 use crate::sink::{DoesNotFit, TensorSink};
 
@@ -104,6 +106,10 @@ pub struct IngestOutcome {
     pub record: CheckpointRecord,
     /// Its tensors' records, in name order (as the store lists them).
     pub tensors: Vec<TensorRecord>,
+    /// Its optimizer state's telemetry (None: the checkpoint carries no optimizer state, or it could
+    /// not be read: then `optimizer_note` says why, once).
+    pub optimizer: Option<OptimizerRecord>,
+    pub optimizer_note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +258,15 @@ pub(crate) fn ingest_opened(
         && e.path == path_str
     {
         let tensors = records::tensors(store, run, step)?;
-        return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone(), tensors });
+        let optimizer = optimizer_records::get(store, run, step)?;
+        return Ok(IngestOutcome {
+            step,
+            status: IngestStatus::Unchanged,
+            record: e.clone(),
+            tensors,
+            optimizer,
+            optimizer_note: None,
+        });
     }
     ck.check_limits(opts.max_tensor_bytes)?;
 
@@ -301,7 +315,15 @@ pub(crate) fn ingest_opened(
         Some(e) if e.fingerprint == fingerprint => {
             sinks.iter_mut().for_each(|s| s.abort());
             let tensors = records::tensors(store, run, step)?;
-            return Ok(IngestOutcome { step, status: IngestStatus::Unchanged, record: e.clone(), tensors });
+            let optimizer = optimizer_records::get(store, run, step)?;
+            return Ok(IngestOutcome {
+                step,
+                status: IngestStatus::Unchanged,
+                record: e.clone(),
+                tensors,
+                optimizer,
+                optimizer_note: None,
+            });
         }
         Some(_) => IngestStatus::Replaced,
         None => IngestStatus::Added,
@@ -353,6 +375,14 @@ pub(crate) fn ingest_opened(
             .collect(),
     };
 
+    // The optimizer state, when the checkpoint carries one: its figures in the same batch. Unreadable:
+    // no figures, one note, never a failed ingest.
+    let (optimizer, optimizer_note) = match optimizer::optimizer_telemetry(ck, run, step) {
+        Ok(Some(r)) => (Some(r), None),
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(format!("optimizer state not read: {e}"))),
+    };
+
     let mut batch = Batch::default();
     if records::run(store, run)?.is_none() {
         batch.put(keys::run(run), &RunRecord { name: run.to_string(), created_unix: now })?;
@@ -365,6 +395,11 @@ pub(crate) fn ingest_opened(
         }
     }
     batch.put(keys::run_step(run, step), &record)?;
+    match &optimizer {
+        Some(o) => batch.put(keys::run_step(run, step), o)?,
+        None if existing.is_some() => batch.remove::<OptimizerRecord>(keys::run_step(run, step)),
+        None => {}
+    }
     let mut tensors = Vec::with_capacity(read.tensors.len());
     for (t, per) in read.tensors.iter().zip(&read.per_tensor) {
         let mut t = t.clone();
@@ -384,7 +419,7 @@ pub(crate) fn ingest_opened(
     store.commit(batch)?;
     // In name order, as the store lists them.
     tensors.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(IngestOutcome { step, status, record, tensors })
+    Ok(IngestOutcome { step, status, record, tensors, optimizer, optimizer_note })
 }
 
 /// What reading every tensor gave.

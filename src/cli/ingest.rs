@@ -152,6 +152,9 @@ pub fn run(cli: &Cli, args: &IngestArgs) -> anyhow::Result<()> {
         if let Some(rep) = archive.as_mut().and_then(|a| a.take_report()) {
             archived.add(&rep);
         }
+        if let Some(note) = &out.optimizer_note {
+            bar.suspend(|| eprintln!("{note}"));
+        }
         let r = &out.record;
         t.push(vec![
             json!(r.step),

@@ -63,6 +63,9 @@ pub enum Command {
     Norms(norms::NormsArgs),
     /// One tensor's histogram at one step.
     Hist(norms::HistArgs),
+    /// Optimizer-state telemetry recorded at ingest: per param group (lr, betas, eps, weight decay,
+    /// step, Adam's effective step size and update RMS, SGD's momentum norm), or per tensor.
+    Optimizer(norms::OptimizerArgs),
     /// Charts as .svg or .png.
     #[command(subcommand)]
     Plot(plot::PlotCmd),
@@ -171,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),
         Command::Norms(ref args) => norms::norms(&cli, args),
         Command::Hist(ref args) => norms::hist(&cli, args),
+        Command::Optimizer(ref args) => norms::optimizer(&cli, args),
         Command::Plot(ref cmd) => plot::run(&cli, cmd),
         Command::Export(ref cmd) => export::run(&cli, cmd),
         Command::Daemon(args) => daemon::run(&args),

@@ -8,6 +8,7 @@
 
 use crate::daemon::config::MetricsConfig;
 use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
+use crate::store::optimizer::OptimizerRecord;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -44,6 +45,12 @@ pub const METRIC_NAMES: &[&str] = &[
     "landscaped_job_runs_total",
     "landscaped_job_duration_seconds",
     "landscaped_job_replaced_total",
+    "landscaped_optimizer_lr",
+    "landscaped_optimizer_step",
+    "landscaped_optimizer_step_size",
+    "landscaped_optimizer_update_rms",
+    "landscaped_optimizer_momentum_norm",
+    "landscaped_optimizer_tensor_update_rms",
 ];
 
 pub struct Metrics {
@@ -74,6 +81,8 @@ pub struct Metrics {
     pub job_runs: IntCounterVec,
     pub job_duration: HistogramVec,
     pub job_replaced: IntCounterVec,
+    /// The optimizer-state telemetry's gauges.
+    pub optimizer: super::metrics_optimizer::OptimizerGauges,
     select: TensorSelect,
     exported_tensors: Mutex<HashMap<String, BTreeSet<String>>>,
 }
@@ -293,6 +302,7 @@ impl Metrics {
                     &["run", "job"],
                 )?,
             )?,
+            optimizer: super::metrics_optimizer::OptimizerGauges::new(&r)?,
             registry: r,
             select: TensorSelect::new(cfg)?,
             exported_tensors: Mutex::new(HashMap::new()),
@@ -339,6 +349,17 @@ impl Metrics {
             self.tensor_norm.with_label_values(&[run, &name]).set(norm);
             prev.insert(name);
         }
+    }
+
+    /// Shows the optimizer telemetry of the run's checkpoint just recorded by
+    /// [`Metrics::record_checkpoint`] (`None`: it has none; the run's series are removed). Call it
+    /// only for the newest checkpoint of the run (`newest_step`).
+    pub(crate) fn record_optimizer(&self, run: &str, step: u64, rec: Option<&OptimizerRecord>) {
+        let newest = self.last_step.get_metric_with_label_values(&[run]).map(|g| g.get()).ok();
+        if newest.is_some_and(|s| s > step as i64) {
+            return;
+        }
+        self.optimizer.record(run, rec, &self.select.allow);
     }
 
     pub fn error(&self, run: &str, kind: &str) {
@@ -453,6 +474,30 @@ mod tests {
             ..Default::default()
         };
         m.record_checkpoint(&rec, &[tensor("w", 4, 2.0)], 1.0);
+        let opt = OptimizerRecord {
+            groups: vec![crate::store::optimizer::GroupFigures {
+                lr: Some(0.1),
+                step: Some(5.0),
+                ..Default::default()
+            }],
+            total: landscaped_maths::optimizer::Figures {
+                n: 4,
+                step_size: Some(Default::default()),
+                update_rms: Some(0.5),
+                momentum_norm: Some(1.0),
+            },
+            tensors: vec![crate::store::optimizer::TensorFigures {
+                name: "w".into(),
+                figures: landscaped_maths::optimizer::Figures { update_rms: Some(0.5), ..Default::default() },
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m.optimizer.record(
+            "r",
+            Some(&opt),
+            &globset::GlobSetBuilder::new().add(globset::Glob::new("w").unwrap()).build().unwrap(),
+        );
         m.processed.with_label_values(&["r"]).inc();
         m.duration.with_label_values(&["r"]).observe(0.1);
         m.retries.with_label_values(&["r", "quiet"]).inc();

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+mod metrics_optimizer;
 pub mod priority;
 pub mod process;
 pub mod progress;

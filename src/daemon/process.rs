@@ -209,6 +209,10 @@ impl Processor {
                 self.record(run, path, before, Some(step), "ok");
                 // Ingest returns what /metrics shows: no read-back from the store.
                 self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
+                self.metrics.record_optimizer(run, step, outcome.optimizer.as_ref());
+                if let Some(note) = &outcome.optimizer_note {
+                    tracing::warn!(run, step, "{}: {note}", path.display());
+                }
                 self.archive_health.ok();
                 Outcome::Done { step, new: status != IngestStatus::Unchanged }
             }
@@ -272,7 +276,11 @@ impl Processor {
     pub(crate) fn update_gauges(&self, run: &str, step: u64, mtime_unix: f64) {
         use crate::store::checkpoints as ck;
         match (ck::checkpoint(&self.store, run, step), ck::tensors(&self.store, run, step)) {
-            (Ok(Some(rec)), Ok(tensors)) => self.metrics.record_checkpoint(&rec, &tensors, mtime_unix),
+            (Ok(Some(rec)), Ok(tensors)) => {
+                self.metrics.record_checkpoint(&rec, &tensors, mtime_unix);
+                let opt = crate::store::optimizer::get(&self.store, run, step).ok().flatten();
+                self.metrics.record_optimizer(run, step, opt.as_ref());
+            }
             (Err(e), _) | (_, Err(e)) => tracing::warn!("reading back {run} step {step}: {e}"),
             (Ok(None), _) => tracing::warn!("{run} step {step}: no record after ingest"),
         }

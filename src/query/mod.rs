@@ -5,5 +5,6 @@
 //! MessagePack), so the output is the same either way.
 
 pub mod norms;
+pub mod optimizer;
 pub mod records;
 pub mod runs;

@@ -15,6 +15,7 @@
 
 pub mod checkpoints;
 pub mod keys;
+pub mod optimizer;
 pub mod sharpness;
 pub mod slices;
 pub mod stability;

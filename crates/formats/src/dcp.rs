@@ -151,8 +151,8 @@ fn is_weight_key(key: &str, has_model: bool) -> bool {
     }
 }
 
-/// Read and parse `.metadata`: the tensors (filtered by [`is_weight_key`]) with their chunks.
-fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
+/// `.metadata` scanned and built into its value tree (the `Metadata` object).
+fn metadata_root(dir: &Path) -> Result<Val, CheckpointError> {
     let path = dir.join(METADATA);
     let file = super::regular::open_regular(&path).map_err(|e| match e {
         CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -175,6 +175,21 @@ fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
     if root.class().map(|c| c.1) != Some("Metadata".into()) {
         return Err(malformed(&path, "the pickle is not a DCP Metadata object"));
     }
+    Ok(root)
+}
+
+/// Read and parse `.metadata`: the weight tensors (filtered by [`is_weight_key`]) with their chunks.
+fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
+    read_metadata_selected(dir, is_weight_key)
+}
+
+/// Which tensors of a folder are taken: `select(key, any key starts with "model.")`.
+pub(crate) type Select = fn(&str, bool) -> bool;
+
+/// Read and parse `.metadata`: the tensors `select` takes, with their chunks.
+fn read_metadata_selected(dir: &Path, select: Select) -> Result<Vec<Item>, CheckpointError> {
+    let path = dir.join(METADATA);
+    let root = metadata_root(dir)?;
     let sd = root
         .get("state_dict_metadata")
         .and_then(|v| v.entries())
@@ -206,7 +221,7 @@ fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
             Some((_, n)) if n == "TensorStorageMetadata" => {}
             _ => return Err(malformed(&path, format!("'{key}': unknown storage metadata"))),
         }
-        if !is_weight_key(key, has_model) {
+        if !select(key, has_model) {
             continue;
         }
         let props =
@@ -379,9 +394,67 @@ pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// The non-tensor items (`BytesStorageMetadata`) whose keys `select` takes, each as the value its
+/// `torch.save` payload pickles (scanned against the state-dict allow-list, never executed), in
+/// `.metadata`'s order. Optimizer hyperparameters (`optim.param_groups.…`) are stored this way.
+pub(crate) fn bytes_items(
+    dir: &Path,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(String, Val)>, CheckpointError> {
+    let path = dir.join(METADATA);
+    let root = metadata_root(dir)?;
+    let sd = root
+        .get("state_dict_metadata")
+        .and_then(|v| v.entries())
+        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
+    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
+        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
+    })?;
+    let mut where_: HashMap<String, Val> = HashMap::new();
+    for (k, v) in &storage {
+        if let (Some(fqn), Some(Val::None) | None) = (k.get("fqn"), k.get("offset"))
+            && let Some(fqn) = fqn.as_str()
+        {
+            where_.insert(fqn.to_string(), v.clone());
+        }
+    }
+    let mut out = Vec::new();
+    let mut files: HashMap<String, File> = HashMap::new();
+    for (k, md) in &sd {
+        let Some(key) = k.as_str() else { continue };
+        if md.class().map(|c| c.1).as_deref() != Some("BytesStorageMetadata") || !select(key) {
+            continue;
+        }
+        let info =
+            where_.get(key).ok_or_else(|| malformed(&path, format!("'{key}': no entry in storage_data")))?;
+        let file = info.get("relative_path").and_then(|p| p.as_str().map(str::to_string));
+        let offset = info.get("offset").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
+        let length = info.get("length").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
+        let (Some(file), Some(offset), Some(length)) = (file, offset, length) else {
+            return Err(malformed(&path, format!("'{key}': bad storage record")));
+        };
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
+            return Err(malformed(&path, format!("'{key}': data file {file:?} is not a file in the folder")));
+        }
+        let p = dir.join(&file);
+        if !files.contains_key(&file) {
+            files.insert(file.clone(), super::regular::open_regular(&p)?);
+        }
+        let f = &files[&file];
+        let archive = Archive::open(f, &p, offset, length, pickle_scan::allowed)?;
+        out.push((key.to_string(), archive.root));
+    }
+    Ok(out)
+}
+
 impl DcpFolder {
     pub(crate) fn open(dir: &Path) -> Result<DcpFolder, CheckpointError> {
-        let items = read_metadata(dir)?;
+        Self::open_selected(dir, is_weight_key)
+    }
+
+    /// The folder with the tensors `select` takes (the optimizer reader takes `optim.` keys).
+    pub(crate) fn open_selected(dir: &Path, select: Select) -> Result<DcpFolder, CheckpointError> {
+        let items = read_metadata_selected(dir, select)?;
         let lens = check_files(dir, &items)?;
         let mut files = HashMap::new();
         let mut names: Vec<&String> = lens.keys().collect();

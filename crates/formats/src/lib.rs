@@ -57,6 +57,7 @@ pub mod dcp;
 pub mod deepspeed;
 pub mod layout;
 mod open;
+pub mod optimizer;
 mod pickle_scan;
 mod pickle_value;
 mod regular;
@@ -68,6 +69,10 @@ mod torchzip;
 mod values;
 
 pub use values::{ChunkBuf, ChunkValues, ValuesChunk, widen_into};
+
+pub use optimizer::{
+    Hyper, OptimizerKind, OptimizerState, ParamGroup, ParamRef, ParamShape, ParamState, Scalar,
+};
 
 pub use complete::check_complete;
 pub use layout::{

@@ -18,7 +18,7 @@ pub(crate) enum Val {
     Int(i64),
     /// An integer that does not fit in i64.
     BigInt,
-    Float(#[allow(dead_code)] f64), // kept: a faithful tree (no reader needs floats yet)
+    Float(f64),
     Str(Rc<str>),
     Bytes(#[allow(dead_code)] Rc<[u8]>),
     Tuple(Rc<Vec<Val>>),
@@ -54,6 +54,16 @@ impl Val {
         match self {
             Val::Int(i) => Some(*i),
             Val::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+
+    /// A number as f64 (floats, integers, bools).
+    pub(crate) fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::Float(x) => Some(*x),
+            Val::Int(i) => Some(*i as f64),
+            Val::Bool(b) => Some(*b as i64 as f64),
             _ => None,
         }
     }

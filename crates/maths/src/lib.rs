@@ -16,5 +16,6 @@ pub mod curvature;
 pub mod directions;
 pub mod eigen;
 pub mod grid;
+pub mod optimizer;
 pub mod stability;
 pub mod stats;

@@ -274,7 +274,11 @@ pub struct SlotInfo {
 /// What a loaded model looks like.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ModelInfo {
-    /// Parameters in module order, then float buffers.
+    /// Parameters in module order, then float buffers. The parameters (`parameter: true`) are in
+    /// `named_parameters()` order, tied weights once under their first name on the Python backend:
+    /// the model's parameter order, the order in which PyTorch's optimizers number them
+    /// ([`ModelInfo::parameter_order`]; formats' `OptimizerState::map_names` maps index-keyed
+    /// optimizer state by it).
     pub slots: Vec<SlotInfo>,
     /// Module buffers that are not slots (integers such as `num_batches_tracked`): accepted and skipped.
     pub ignored_buffers: Vec<String>,
@@ -288,6 +292,13 @@ pub struct ModelInfo {
     pub device: String,
     /// A short description for records, e.g. the model file or the factory.
     pub source: String,
+}
+
+impl ModelInfo {
+    /// The trainable parameters, in the model's parameter order: (name, shape).
+    pub fn parameter_order(&self) -> Vec<(String, Vec<usize>)> {
+        self.slots.iter().filter(|s| s.parameter).map(|s| (s.name.clone(), s.shape.clone())).collect()
+    }
 }
 
 /// One parameter tensor's place in a Hessian-space vector.

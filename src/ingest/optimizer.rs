@@ -1,0 +1,232 @@
+//! Optimizer-state telemetry at ingest: one pass over a checkpoint's optimizer state (formats'
+//! [`OptimizerState`]), one bounded chunk of each state tensor at a time, into an
+//! [`OptimizerRecord`]: per group the learning rate, betas, eps, weight decay and step; for Adam-family
+//! states the effective step size η/(√v̂+ε) and the RMS of m̂/(√v̂+ε) (maths' `optimizer`); for SGD
+//! with momentum the momentum buffer's norm; per tensor the same figures.
+//!
+//! Parameters are named where the layout names them; index-keyed states are mapped to names by the
+//! checkpoint's own tensor order, checked by shape and taken only when unique (else they stay `#i`
+//! and `names_note` says why). Unknown optimizers get their keys listed and no figures.
+
+use crate::store::optimizer::{GroupFigures, OptimizerRecord, TensorFigures};
+use landscaped_formats::{
+    Checkpoint, CheckpointError, ChunkBuf, ChunkValues, OptimizerKind, OptimizerState, ParamShape,
+};
+use landscaped_maths::optimizer::{AdamConsts, AdamFigures, Figures, MomentumFigures};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Elements read per chunk (per tensor of a pair).
+const CHUNK: usize = 1 << 20;
+
+/// The telemetry of `ck`'s optimizer state: `Ok(None)` when it has none.
+pub fn optimizer_telemetry(
+    ck: &Checkpoint,
+    run: &str,
+    step: u64,
+) -> Result<Option<OptimizerRecord>, CheckpointError> {
+    let Some(mut st) = OptimizerState::open(ck)? else { return Ok(None) };
+    let order: Vec<ParamShape> = ck
+        .float_tensors()
+        .map(|(_, t)| ParamShape { name: t.name.clone(), shape: t.shape.clone() })
+        .collect();
+    let names_note = st.map_names(&order).err();
+    Ok(Some(figures_of(&st, run, step, names_note)?))
+}
+
+/// One parameter's accumulated figures.
+enum Acc {
+    Adam(AdamFigures),
+    Momentum(MomentumFigures),
+    None,
+}
+
+/// The accumulators of every parameter of `st`, in order, computed on all cores.
+fn per_parameter(st: &OptimizerState) -> Result<Vec<Acc>, CheckpointError> {
+    let n = st.params.len();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8).min(n.max(1));
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<Vec<(usize, Acc)>, CheckpointError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut b1, mut b2) = (ChunkBuf::new(), ChunkBuf::new());
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= n {
+                            return Ok(out);
+                        }
+                        out.push((k, accumulate(st, k, &mut b1, &mut b2)?));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(st.tensors.malformed("a telemetry thread panicked"))))
+            .collect()
+    });
+    let mut all: Vec<(usize, Acc)> = Vec::with_capacity(n);
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(k, _)| *k);
+    Ok(all.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Parameter `k`'s accumulator: one pass over its `exp_avg` and `exp_avg_sq` (Adam) or its
+/// momentum buffer (SGD), a bounded chunk at a time.
+fn accumulate(
+    st: &OptimizerState,
+    k: usize,
+    b1: &mut ChunkBuf,
+    b2: &mut ChunkBuf,
+) -> Result<Acc, CheckpointError> {
+    let p = &st.params[k];
+    let hyper = st.groups.get(p.group).map(|g| &g.hyper);
+    if st.kind.is_adam() {
+        let amsgrad = hyper.and_then(|h| h.amsgrad).unwrap_or(false);
+        let v_key = if amsgrad { "max_exp_avg_sq" } else { "exp_avg_sq" };
+        let consts = (|| {
+            let h = hyper?;
+            let (beta1, beta2) = h.betas?;
+            Some(AdamConsts { lr: st.lr(p.group)?, beta1, beta2, eps: h.eps?, step: p.step? })
+        })();
+        let (Some(c), Some(mi), Some(vi)) = (consts, p.tensor("exp_avg"), p.tensor(v_key)) else {
+            return Ok(Acc::None);
+        };
+        let n = st.tensors.tensors[mi].numel();
+        if st.tensors.tensors[vi].numel() != n {
+            return Err(st
+                .tensors
+                .malformed(format!("state of '{}': exp_avg and {v_key} differ in size", p.param)));
+        }
+        let mut acc = AdamFigures::default();
+        let mut start = 0;
+        while start < n {
+            let len = CHUNK.min(n - start);
+            let m = b1.fill(&st.tensors, mi, start, len)?;
+            let v = b2.fill(&st.tensors, vi, start, len)?;
+            match (m, v) {
+                (ChunkValues::F32(m), ChunkValues::F32(v)) => acc.push_f32(&c, m, v),
+                (ChunkValues::F64(m), ChunkValues::F64(v)) => acc.push_f64(&c, m, v),
+                (m, v) => acc.push(
+                    &c,
+                    (0..len).map(|i| m.get(i).unwrap_or(f64::NAN)),
+                    (0..len).map(|i| v.get(i).unwrap_or(f64::NAN)),
+                ),
+            }
+            start += len;
+        }
+        return Ok(Acc::Adam(acc));
+    }
+    if st.kind == OptimizerKind::Sgd
+        && let Some(bi) = p.tensor("momentum_buffer")
+    {
+        let mut acc = MomentumFigures::default();
+        st.tensors.read_chunks(bi, CHUNK * 4, |c| -> Result<(), CheckpointError> {
+            acc.push((0..c.values.len()).map(|i| c.values.get(i).unwrap_or(f64::NAN)));
+            Ok(())
+        })?;
+        return Ok(Acc::Momentum(acc));
+    }
+    Ok(Acc::None)
+}
+
+/// Every figure of `st`, in one pass over its tensors.
+pub fn figures_of(
+    st: &OptimizerState,
+    run: &str,
+    step: u64,
+    names_note: Option<String>,
+) -> Result<OptimizerRecord, CheckpointError> {
+    let (group_keys, state_keys) = match &st.kind {
+        OptimizerKind::Unknown { group_keys, state_keys } => (group_keys.clone(), state_keys.clone()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut groups: Vec<GroupFigures> = st
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(g, gr)| GroupFigures {
+            index: g,
+            lr: st.lr(g),
+            beta1: gr.hyper.betas.map(|b| b.0),
+            beta2: gr.hyper.betas.map(|b| b.1),
+            eps: gr.hyper.eps,
+            weight_decay: gr.hyper.weight_decay,
+            momentum: gr.hyper.momentum,
+            step: None,
+            params: gr.params.len() as u64,
+            figures: Figures::default(),
+        })
+        .collect();
+    let mut adam_groups: Vec<AdamFigures> = Vec::new();
+    let mut mom_groups: Vec<MomentumFigures> = vec![MomentumFigures::default(); groups.len()];
+    let mut adam_total = AdamFigures::default();
+    let mut mom_total = MomentumFigures::default();
+    let adam = st.kind.is_adam();
+    if adam {
+        adam_groups = vec![AdamFigures::default(); groups.len()];
+    }
+    // Every parameter's accumulators, on all cores (parameters handed out in order); merged below in
+    // parameter order, so the figures are the same whatever the threads.
+    let accs = per_parameter(st)?;
+    let mut tensors = Vec::new();
+    for (p, acc) in st.params.iter().zip(accs) {
+        if let Some(g) = groups.get_mut(p.group) {
+            g.step = match (g.step, p.step) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let figures = match &acc {
+            Acc::Adam(a) => {
+                if let Some(g) = adam_groups.get_mut(p.group) {
+                    g.merge(a);
+                }
+                adam_total.merge(a);
+                a.figures()
+            }
+            Acc::Momentum(m) => {
+                if let Some(g) = mom_groups.get_mut(p.group) {
+                    g.merge(m);
+                }
+                mom_total.merge(m);
+                m.figures()
+            }
+            Acc::None => Figures::default(),
+        };
+        tensors.push(TensorFigures { name: p.param.to_string(), group: p.group, step: p.step, figures });
+    }
+    for (g, gf) in groups.iter_mut().enumerate() {
+        gf.figures = if adam {
+            adam_groups[g].figures()
+        } else if st.kind == OptimizerKind::Sgd {
+            mom_groups[g].figures()
+        } else {
+            Figures::default()
+        };
+    }
+    let total = if adam {
+        adam_total.figures()
+    } else if st.kind == OptimizerKind::Sgd {
+        mom_total.figures()
+    } else {
+        Figures::default()
+    };
+    Ok(OptimizerRecord {
+        run: run.to_string(),
+        step,
+        source: st.source.display().to_string(),
+        kind: st.kind.name().to_string(),
+        group_keys,
+        state_keys,
+        scheduler_last_lr: st.lr_sources.scheduler_last_lr.clone(),
+        logged_lr: st.lr_sources.logged,
+        names_note,
+        groups,
+        tensors,
+        total,
+    })
+}

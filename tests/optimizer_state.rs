@@ -1,0 +1,261 @@
+//! Optimizer state read by landscaped against PyTorch's own reading of the same files
+//! (tests/python/optimizer_make.py): HF Trainer + AdamW (decay / no-decay groups, tied embeddings),
+//! Lightning (Adam with amsgrad + StepLR), a plain torch.save with `named_parameters()` groups (SGD,
+//! Nesterov momentum), and DCP written by two FSDP2 ranks under torchrun from `get_state_dict`.
+//! PyTorch's side maps its state with its own parameter objects; landscaped's maps indices with the
+//! model's parameter order, checked by shape. Every tensor must read back bit-exactly; steps and
+//! hyperparameters exactly; the telemetry (effective step size, update RMS, momentum norm) to 1e-6
+//! relative of float64 NumPy. An unknown optimizer (Adafactor) is listed, never guessed; a model
+//! whose shapes don't match is one line naming the first mismatch.
+
+mod support;
+use support::*;
+
+use std::sync::OnceLock;
+
+use landscaped_formats::{Checkpoint, OptimizerKind, OptimizerState, ParamRef, ParamShape};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    reference: serde_json::Value,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let (dir, reference) = python_made("optimizer_make.py", "reference.json");
+        Fixture { dir, reference }
+    })
+}
+
+fn order_of(case: &serde_json::Value) -> Vec<ParamShape> {
+    case["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ParamShape {
+            name: p["name"].as_str().unwrap().to_string(),
+            shape: p["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+        })
+        .collect()
+}
+
+fn open_case(name: &str) -> (OptimizerState, &'static serde_json::Value) {
+    let case = &fixture().reference[name];
+    let ck = Checkpoint::open(std::path::Path::new(case["path"].as_str().unwrap())).unwrap();
+    let mut st = OptimizerState::open(&ck).unwrap().unwrap_or_else(|| panic!("{name}: no optimizer state"));
+    st.map_names(&order_of(case)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    (st, case)
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
+}
+
+/// Groups, parameters, steps, keys, hyperparameters and every tensor equal PyTorch's.
+fn assert_same_state(name: &str, kind: OptimizerKind) {
+    let (st, case) = open_case(name);
+    assert_eq!(st.kind, kind, "{name}: kind");
+    let want = Checkpoint::open(&fixture().dir.path().join(format!("{name}.safetensors"))).unwrap();
+    let groups = case["groups"].as_array().unwrap();
+    assert_eq!(st.groups.len(), groups.len(), "{name}: groups");
+    for (g, (ours, theirs)) in st.groups.iter().zip(groups).enumerate() {
+        let names: Vec<ParamRef> = theirs["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| ParamRef::Name(n.as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(ours.params, names, "{name}: group {g}'s parameters");
+        let h = &theirs["hyper"];
+        assert_eq!(ours.hyper.lr, h["lr"].as_f64(), "{name}: group {g} lr");
+        assert_eq!(ours.hyper.eps, h["eps"].as_f64(), "{name}: group {g} eps");
+        assert_eq!(ours.hyper.weight_decay, h["weight_decay"].as_f64(), "{name}: group {g} weight_decay");
+        assert_eq!(ours.hyper.momentum, h["momentum"].as_f64(), "{name}: group {g} momentum");
+        assert_eq!(ours.hyper.nesterov, h["nesterov"].as_bool(), "{name}: group {g} nesterov");
+        assert_eq!(ours.hyper.amsgrad, h["amsgrad"].as_bool(), "{name}: group {g} amsgrad");
+        let betas = h["betas"].as_array().map(|b| (b[0].as_f64().unwrap(), b[1].as_f64().unwrap()));
+        assert_eq!(ours.hyper.betas, betas, "{name}: group {g} betas");
+        for (k, v) in h.as_object().unwrap() {
+            assert!(ours.raw.contains_key(k), "{name}: group {g}: hyperparameter '{k}' ({v}) not read");
+        }
+    }
+    let params = case["params"].as_object().unwrap();
+    assert_eq!(st.params.len(), params.len(), "{name}: parameters with state");
+    for (pname, p) in params {
+        let ps = st.param(pname).unwrap_or_else(|| panic!("{name}: no state for '{pname}'"));
+        assert_eq!(ps.group as u64, p["group"].as_u64().unwrap(), "{name}: '{pname}' group");
+        assert_eq!(ps.step, p["step"].as_f64(), "{name}: '{pname}' step");
+        let mut keys: Vec<String> = ps.tensors.keys().cloned().collect();
+        if ps.step.is_some() {
+            keys.push("step".into());
+        }
+        keys.sort();
+        let want_keys: Vec<String> =
+            p["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+        assert_eq!(keys, want_keys, "{name}: '{pname}' state keys");
+        for (k, &i) in &ps.tensors {
+            let j = want.index_of(&format!("{pname}/{k}")).unwrap();
+            assert_eq!(st.tensors.tensors[i].shape, want.tensors[j].shape, "{name}: {pname}/{k} shape");
+            assert_eq!(
+                st.tensors.read_raw(i).unwrap(),
+                want.read_raw(j).unwrap(),
+                "{name}: {pname}/{k} values"
+            );
+        }
+    }
+}
+
+#[test]
+fn hf_trainer_adamw_decay_groups_and_tied_weights_read_as_pytorch_does() {
+    assert_same_state("hf", OptimizerKind::AdamW);
+    let (st, case) = open_case("hf");
+    // Tied lm_head/wte: one parameter, one state, under the first name.
+    assert!(st.param("transformer.wte.weight").is_some());
+    assert!(st.param("lm_head.weight").is_none());
+    let last: Vec<f64> =
+        case["scheduler_last_lr"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(st.lr_sources.scheduler_last_lr.as_deref(), Some(last.as_slice()));
+    assert_eq!(st.lr_sources.logged.map(|l| l.0), Some(3), "trainer_state.json's last learning_rate");
+}
+
+#[test]
+fn lightning_adam_amsgrad_reads_as_pytorch_does() {
+    assert_same_state("lightning", OptimizerKind::Adam);
+    let (st, _) = open_case("lightning");
+    assert!(st.lr_sources.scheduler_last_lr.is_some(), "lr_schedulers[0]._last_lr");
+}
+
+#[test]
+fn plain_torch_save_with_named_groups_reads_as_pytorch_does() {
+    assert_same_state("plain", OptimizerKind::Sgd);
+}
+
+#[test]
+fn dcp_from_two_fsdp2_ranks_reads_as_pytorch_does() {
+    assert_same_state("dcp", OptimizerKind::AdamW);
+}
+
+#[test]
+fn an_unknown_optimizer_is_listed_never_guessed() {
+    let case = &fixture().reference["adafactor"];
+    let ck = Checkpoint::open(std::path::Path::new(case["path"].as_str().unwrap())).unwrap();
+    let st = OptimizerState::open(&ck).unwrap().unwrap();
+    let keys = |k: &str| -> Vec<String> {
+        case[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(
+        st.kind,
+        OptimizerKind::Unknown { group_keys: keys("group_keys"), state_keys: keys("state_keys") }
+    );
+    // Without optimizer state: None, no error.
+    let bare = Checkpoint::open(&fixture().dir.path().join("plain/bare.pt")).unwrap();
+    assert!(OptimizerState::open(&bare).unwrap().is_none());
+}
+
+#[test]
+fn shapes_that_do_not_match_the_model_are_one_line() {
+    let case = &fixture().reference["lightning"];
+    let ck = Checkpoint::open(std::path::Path::new(case["path"].as_str().unwrap())).unwrap();
+    let mut st = OptimizerState::open(&ck).unwrap().unwrap();
+    let mut order = order_of(case);
+    order[2].shape = vec![9, 9];
+    let e = st.map_names(&order).unwrap_err();
+    assert!(!e.contains('\n') && e.contains("first mismatch") && e.contains("b.weight"), "{e}");
+    assert!(matches!(st.params[0].param, ParamRef::Index(0)), "nothing renamed on error");
+    order.pop();
+    order.pop();
+    let e = st.map_names(&order).unwrap_err();
+    assert!(e.contains("4 parameters, the model only 2"), "{e}");
+}
+
+/// `landscaped ingest` of the case's checkpoint, then `landscaped optimizer --tensors` as JSON rows.
+fn ingested_tensor_rows(name: &str, data: &std::path::Path, step: Option<&str>) -> Vec<serde_json::Value> {
+    let case = &fixture().reference[name];
+    let path = case["path"].as_str().unwrap();
+    let mut args = vec!["ingest", "--run", name, "--no-archive", path];
+    if let Some(s) = step {
+        args.extend(["--step", s]);
+    }
+    let (ok, _, err) = cli_query(data, None, &args);
+    assert!(ok, "{name}: ingest failed: {err}");
+    assert!(!err.contains("optimizer state not read"), "{name}: {err}");
+    let (ok, out, err) =
+        cli_query(data, None, &["--format", "json", "optimizer", "--run", name, "--tensors"]);
+    assert!(ok, "{name}: {err}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+}
+
+/// The telemetry recorded at ingest equals NumPy's float64 figures from the same state: harmonic mean
+/// of the effective step size and the update RMS to 1e-6 relative, its quantiles within half a
+/// histogram bin (5e-4 relative), SGD's momentum norm to 1e-6; per group the lr and step.
+#[test]
+fn telemetry_at_ingest_matches_numpy_on_the_same_state() {
+    let data = tempfile::tempdir().unwrap();
+    for (name, step) in [("hf", None), ("lightning", None), ("plain", Some("3")), ("dcp", None)] {
+        let rows = ingested_tensor_rows(name, data.path(), step);
+        let params = fixture().reference[name]["params"].as_object().unwrap();
+        assert_eq!(rows.len(), params.len(), "{name}: one row per parameter with state");
+        // PyTorch's index of each name (where ingest, which has no model, could not map the names,
+        // the rows are `#i`).
+        let by_index: Vec<String> = fixture().reference[name]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["params"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()))
+            .collect();
+        for (pname, p) in params {
+            let index = format!("#{}", by_index.iter().position(|n| n == pname).unwrap());
+            let row = rows
+                .iter()
+                .find(|r| r["tensor"] == pname.as_str() || r["tensor"] == index.as_str())
+                .unwrap_or_else(|| panic!("{name}: no row for {pname}: {rows:?}"));
+            if let Some(a) = p.get("adam") {
+                let hm = row["step_size_hmean"].as_f64().unwrap();
+                assert!(
+                    close(hm, a["harmonic_mean"].as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: hmean {hm} vs {}",
+                    a["harmonic_mean"]
+                );
+                let u = row["update_rms"].as_f64().unwrap();
+                assert!(
+                    close(u, a["update_rms"].as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: update rms {u} vs {}",
+                    a["update_rms"]
+                );
+                for (i, h) in
+                    ["step_size_q01", "step_size_q10", "step_size_q50", "step_size_q90", "step_size_q99"]
+                        .iter()
+                        .enumerate()
+                {
+                    let (ours, theirs) = (row[h].as_f64().unwrap(), a["quantiles"][i].as_f64().unwrap());
+                    assert!(close(ours, theirs, 5e-4), "{name} {pname}: {h} {ours} vs {theirs}");
+                }
+            }
+            if let Some(m) = p.get("momentum_norm") {
+                let ours = row["momentum_norm"].as_f64().unwrap();
+                assert!(
+                    close(ours, m.as_f64().unwrap(), 1e-6),
+                    "{name} {pname}: momentum norm {ours} vs {m}"
+                );
+            }
+        }
+        let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", name]);
+        assert!(ok, "{err}");
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        for (g, theirs) in fixture().reference[name]["groups"].as_array().unwrap().iter().enumerate() {
+            let row = groups.iter().find(|r| r["group"] == g.to_string().as_str()).unwrap();
+            assert_eq!(row["lr"].as_f64(), theirs["hyper"]["lr"].as_f64(), "{name}: group {g} lr");
+        }
+    }
+    // Without optimizer state: no rows, said once, no error.
+    let bare = fixture().dir.path().join("plain/bare.pt");
+    let (ok, _, err) = cli_query(
+        data.path(),
+        None,
+        &["ingest", "--run", "bare", "--step", "1", "--no-archive", bare.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", "bare"]);
+    assert!(ok && out.trim() == "[]" && err.matches("no optimizer state").count() == 1, "{out} {err}");
+}
