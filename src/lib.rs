@@ -11,6 +11,7 @@ pub mod plot;
 pub mod query;
 pub mod sharpness;
 pub mod sink;
+pub mod spectra;
 pub mod stamp;
 pub mod store;
 pub mod table;

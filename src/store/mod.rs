@@ -17,6 +17,7 @@ pub mod checkpoints;
 pub mod keys;
 pub mod sharpness;
 pub mod slices;
+pub mod spectra;
 pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -6,6 +6,7 @@
 //!   (Keskar ε-sharpness, SAM, ASAM, loss rise), over a Hessian space whose vectors live elsewhere;
 //! - [`directions`] and [`grid`]: the paper's filter-normalized directions and `min:max:num` axes;
 //! - [`eigen`]: symmetric eigendecomposition (the trajectory's Gram matrix for PCA).
+//! - [`spectra`]: each layer's empirical spectral density and WeightWatcher's heavy-tailed metrics.
 //!
 //! It reads tensor values in the form the checkpoint readers hand them out (`landscaped_formats`'
 //! [`Values`](landscaped_formats::Values) and [`ChunkValues`](landscaped_formats::ChunkValues)); nothing
@@ -15,4 +16,5 @@ pub mod curvature;
 pub mod directions;
 pub mod eigen;
 pub mod grid;
+pub mod spectra;
 pub mod stats;
