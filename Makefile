@@ -61,11 +61,12 @@ demo: build
 # and "full"), slices, sharpness (Lanczos by its own stopping rule vs the real PyHessian at its defaults),
 # the Python worker (vs an independent bare PyTorch HVP loop and the TorchScript worker), scale-out (1, 2, 4
 # workers over TCP), the daemon's peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in
-# f32 and bf16; peak/idle and size/peak ratios). `make bench BENCH=pca` runs one.
+# f32 and bf16; peak/idle and size/peak ratios), layer spectra (spectra: per-matrix time vs torch.linalg.svdvals f64/f32,
+# a GPT-2-small checkpoint vs WeightWatcher's analyze()). `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
-	@for b in daemon healthz light memory pca slice sharpness python scale; do \
+	@for b in daemon healthz light memory pca slice sharpness python scale spectra; do \
 	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
 	done
 

@@ -11,6 +11,7 @@ pub mod plot;
 pub mod runs;
 pub mod sharpness;
 pub mod slice;
+pub mod spectra;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     Norms(norms::NormsArgs),
     /// One tensor's histogram at one step.
     Hist(norms::HistArgs),
+    /// Every layer's spectral health from its weights (WeightWatcher's α, α_weighted, norms): recorded
+    /// per checkpoint, computed for a run (--compute) or measured on one checkpoint (--checkpoint PATH).
+    Spectra(spectra::SpectraCmdArgs),
     /// Charts as .svg or .png.
     #[command(subcommand)]
     Plot(plot::PlotCmd),
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkpoints(ref args) => runs::checkpoints(&cli, args),
         Command::Norms(ref args) => norms::norms(&cli, args),
         Command::Hist(ref args) => norms::hist(&cli, args),
+        Command::Spectra(ref args) => spectra::run(&cli, args),
         Command::Plot(ref cmd) => plot::run(&cli, cmd),
         Command::Daemon(args) => daemon::run(&args),
         Command::Pca(ref args) => pca::run_pca(&cli, args),

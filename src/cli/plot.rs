@@ -25,6 +25,9 @@ pub enum PlotCmd {
     Spectrum(super::sharpness::PlotSpectrumArgs),
     /// The |λmin/λmax| heat map (the paper's Fig. 7) stored for a slice by `landscaped sharpness-map`.
     RatioMap(super::sharpness::PlotRatioMapArgs),
+    /// WeightWatcher's α of every layer over steps, or (--esd LAYER) one layer's ESD on log–log axes with
+    /// the fitted power law and xmin.
+    Spectra(super::spectra::PlotSpectraArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +69,7 @@ pub fn run(cli: &Cli, cmd: &PlotCmd) -> anyhow::Result<()> {
     match cmd {
         PlotCmd::Spectrum(a) => super::sharpness::plot_spectrum(cli, a),
         PlotCmd::RatioMap(a) => super::sharpness::plot_ratio_map_cmd(cli, a),
+        PlotCmd::Spectra(a) => super::spectra::plot(cli, a),
         PlotCmd::Norms(a) => norms(cli, a),
         PlotCmd::Hist(a) => hist(cli, a),
         PlotCmd::Trajectory(a) => super::pca::run_plot_trajectory(cli, a),

@@ -5,3 +5,4 @@
 
 pub mod norms;
 pub mod runs;
+pub mod spectra;

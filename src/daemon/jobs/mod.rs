@@ -2,7 +2,8 @@
 //! run (trajectory PCA, loss-landscape slices, sharpness), at low priority, beside ingest.
 //!
 //! The jobs live here, one file each: [`pca`] (trajectory PCA), [`slice`] (loss-landscape slices),
-//! [`sharpness`] (Hessian extremes, trace, sharpness measures); they call the same runners as the CLI.
+//! [`sharpness`] (Hessian extremes, trace, sharpness measures), [`spectra`] (every layer's ESD and
+//! WeightWatcher's α from the weights alone); they call the same runners as the CLI.
 //!
 //! # Adding a job
 //! 1. Implement [`PeriodicJob`] in a file of this folder, e.g. `pca.rs`'s `PcaJob`.
@@ -45,6 +46,7 @@
 pub mod pca;
 pub mod sharpness;
 pub mod slice;
+pub mod spectra;
 
 use crate::cancel::Cancel;
 use crate::store::Store;
@@ -77,6 +79,7 @@ pub struct JobGauges {
     pub pca: Option<pca::Gauges>,
     pub slice: Option<slice::Gauges>,
     pub sharpness: Option<sharpness::Gauges>,
+    pub spectra: Option<spectra::Gauges>,
 }
 
 impl JobGauges {
@@ -85,6 +88,7 @@ impl JobGauges {
             pca: pca::Gauges::register(reg),
             slice: slice::Gauges::register(reg),
             sharpness: sharpness::Gauges::register(reg),
+            spectra: spectra::Gauges::register(reg),
         }
     }
 }
@@ -122,6 +126,7 @@ pub fn registry() -> &'static [JobSpec] {
         JobSpec { name: "pca", build: pca::build },
         JobSpec { name: "slice", build: slice::build },
         JobSpec { name: "sharpness", build: sharpness::build },
+        JobSpec { name: "spectra", build: spectra::build },
     ]
 }
 
@@ -157,6 +162,11 @@ pub const JOB_METRIC_NAMES: &[&str] = &[
     "landscaped_hessian_converged",
     "landscaped_hessian_trace",
     "landscaped_sharpness",
+    "landscaped_spectra_mean_alpha",
+    "landscaped_spectra_alpha_below_2_fraction",
+    "landscaped_spectra_mean_alpha_weighted",
+    "landscaped_spectra_layers",
+    "landscaped_spectra_layer_alpha",
 ];
 
 /// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the
