@@ -4,9 +4,9 @@
 //! - the layers selected are WeightWatcher's (`describe()`), less the tied `lm_head.weight` a file that
 //!   stores it once does not hold;
 //! - the eigenvalues equal `torch.linalg.svdvals(W.double())**2` (Conv2d: kernel slices pooled, times
-//!   WeightWatcher's conv2d_norm 1/2) to 1e-9 relative at the top and 1e-6 on the bulk;
+//!   WeightWatcher's conv2d_norm 1/2) to 1e-12 relative at the top and 1e-10 on the bulk;
 //! - every metric equals WeightWatcher 0.7.7's `analyze()` (its defaults): α, xmin, D, σ, α_weighted,
-//!   log_norm, log_spectral_norm, stable_rank, log_alpha_norm, entropy, sv_max, sv_min, λmax to 1e-6
+//!   log_norm, log_spectral_norm, stable_rank, log_alpha_norm, entropy, sv_max, sv_min, λmax to 1e-10
 //!   relative; N, M, rf, num_evals, num_pl_spikes, matrix_rank, rank_loss, weak_rank_loss equal.
 
 use landscaped::spectra::{Options, checkpoint_spectra_with};
@@ -20,11 +20,14 @@ mod support;
 use support::*;
 
 /// Both sides are f64 SVDs of the same values (faer vs LAPACK gesdd): the largest eigenvalues agree to a
-/// few ulps; small ones to ε·σmax·σ absolutely, hence relative to their own size on the bulk.
-const TOP: f64 = 1e-9;
-const BULK: f64 = 1e-6;
-/// The fit is deterministic: α, D, xmin differ only by summation order in the log sums.
-const METRIC: f64 = 1e-6;
+/// few ulps (8.9e-15 seen); small ones to ε·σmax·σ absolutely, hence relative to their own size on the
+/// bulk (5.1e-13 seen, ResNet-18's 512×512 slices). The issue asks 1e-9 and 1e-6; these are ~100× the
+/// observed, and still fail any float32 step (≈ 1e-7).
+const TOP: f64 = 1e-12;
+const BULK: f64 = 1e-10;
+/// The fit is deterministic: α, D, xmin differ only by summation order in the log sums (3.2e-13 seen;
+/// the issue asks 1e-6).
+const METRIC: f64 = 1e-10;
 
 static WORST: std::sync::Mutex<BTreeMap<&'static str, (f64, String)>> =
     std::sync::Mutex::new(BTreeMap::new());
