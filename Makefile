@@ -62,12 +62,13 @@ demo: build
 # the Python worker (vs an independent bare PyTorch HVP loop and the TorchScript worker), scale-out (1, 2, 4
 # workers over TCP), optimizer-state ingest (vs cat of the same file, and peak RSS), the daemon's peak memory per checkpoint fed (memory: sparse 2^40 claim, 1 and 8 GiB in
 # f32 and bf16; peak/idle and size/peak ratios), TensorBoard events per checkpoint (vs its ingest; goal < 1 %), stability (HVPs and seconds per checkpoint with
-# vs without the warm start, critical sharpness forward passes, full-batch Adam at 38/η).
+# vs without the warm start, critical sharpness forward passes, full-batch Adam at 38/η), layer spectra (spectra: per-matrix time vs
+# torch.linalg.svdvals f64/f32, a GPT-2-small checkpoint vs WeightWatcher's analyze()).
 # `make bench BENCH=pca` runs one.
 BENCH ?= all
 bench: build
 	@if [ "$(BENCH)" = all ] || [ "$(BENCH)" = ingest ]; then scripts/bench.sh; fi
-	@for b in daemon healthz light memory pca slice sharpness python scale tensorboard stability optimizer; do \
+	@for b in daemon healthz light memory pca slice sharpness python scale tensorboard stability optimizer spectra; do \
 	  if [ "$(BENCH)" = all ] || [ "$(BENCH)" = $$b ]; then echo "== bench: $$b"; scripts/bench_$$b.sh || exit 1; fi; \
 	done
 

@@ -12,6 +12,7 @@ pub mod query;
 pub mod sharpness;
 pub mod sink;
 pub mod stability;
+pub mod spectra;
 pub mod stamp;
 pub mod store;
 pub mod table;

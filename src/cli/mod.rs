@@ -13,6 +13,7 @@ pub mod runs;
 pub mod sharpness;
 pub mod slice;
 pub mod stability;
+pub mod spectra;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Optimizer-state telemetry recorded at ingest: per param group (lr, betas, eps, weight decay,
     /// step, Adam's effective step size and update RMS, SGD's momentum norm), or per tensor.
     Optimizer(norms::OptimizerArgs),
+    /// Every layer's spectral health from its weights (WeightWatcher's α, α_weighted, norms): recorded
+    /// per checkpoint, computed for a run (--compute) or measured on one checkpoint (--checkpoint PATH).
+    Spectra(spectra::SpectraCmdArgs),
     /// Charts as .svg or .png.
     #[command(subcommand)]
     Plot(plot::PlotCmd),
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Norms(ref args) => norms::norms(&cli, args),
         Command::Hist(ref args) => norms::hist(&cli, args),
         Command::Optimizer(ref args) => norms::optimizer(&cli, args),
+        Command::Spectra(ref args) => spectra::run(&cli, args),
         Command::Plot(ref cmd) => plot::run(&cli, cmd),
         Command::Export(ref cmd) => export::run(&cli, cmd),
         Command::Daemon(args) => daemon::run(&args),

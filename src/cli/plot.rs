@@ -25,6 +25,9 @@ pub enum PlotCmd {
     RatioMap(super::sharpness::PlotRatioMapArgs),
     /// Stability ratios over steps with the 1.0 line (the edge of stability), stored by `landscaped stability`.
     Stability(super::stability::PlotStabilityArgs),
+    /// WeightWatcher's α of every layer over steps, or (--esd LAYER) one layer's ESD on log–log axes with
+    /// the fitted power law and xmin.
+    Spectra(super::spectra::PlotSpectraArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +70,7 @@ pub fn run(cli: &Cli, cmd: &PlotCmd) -> anyhow::Result<()> {
         PlotCmd::Spectrum(a) => super::sharpness::plot_spectrum(cli, a),
         PlotCmd::RatioMap(a) => super::sharpness::plot_ratio_map_cmd(cli, a),
         PlotCmd::Stability(a) => super::stability::plot_stability(cli, a),
+        PlotCmd::Spectra(a) => super::spectra::plot(cli, a),
         PlotCmd::Norms(a) => norms(cli, a),
         PlotCmd::Hist(a) => hist(cli, a),
         PlotCmd::Trajectory(a) => super::pca::run_plot_trajectory(cli, a),

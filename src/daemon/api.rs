@@ -17,13 +17,14 @@ pub struct QuerySpec {
 
 /// Every query the daemon answers at `POST /api/v1/query/{name}`.
 pub fn queries() -> &'static [QuerySpec] {
-    use crate::query::{norms, optimizer, runs};
+    use crate::query::{norms, optimizer, runs, spectra};
     &[
         QuerySpec { name: "runs", run: runs::runs_query },
         QuerySpec { name: "checkpoints", run: runs::checkpoints_query },
         QuerySpec { name: "norms", run: norms::norms_query },
         QuerySpec { name: "hist", run: norms::hist_query },
         QuerySpec { name: "optimizer", run: optimizer::optimizer_query },
+        QuerySpec { name: "spectra", run: spectra::spectra_query },
         QuerySpec { name: "daemon-seen", run: seen_table },
     ]
 }

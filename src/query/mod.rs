@@ -8,3 +8,4 @@ pub mod norms;
 pub mod optimizer;
 pub mod records;
 pub mod runs;
+pub mod spectra;

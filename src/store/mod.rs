@@ -19,6 +19,7 @@ pub mod optimizer;
 pub mod sharpness;
 pub mod slices;
 pub mod stability;
+pub mod spectra;
 pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -7,6 +7,7 @@
 //! - [`directions`] and [`grid`]: the paper's filter-normalized directions and `min:max:num` axes;
 //! - [`eigen`]: symmetric eigendecomposition (the trajectory's Gram matrix for PCA).
 //! - [`stability`]: the optimizers' stability thresholds, Adam's preconditioner, critical sharpness.
+//! - [`spectra`]: each layer's empirical spectral density and WeightWatcher's heavy-tailed metrics.
 //!
 //! It reads tensor values in the form the checkpoint readers hand them out (`landscaped_formats`'
 //! [`Values`](landscaped_formats::Values) and [`ChunkValues`](landscaped_formats::ChunkValues)); nothing
@@ -18,4 +19,5 @@ pub mod eigen;
 pub mod grid;
 pub mod optimizer;
 pub mod stability;
+pub mod spectra;
 pub mod stats;

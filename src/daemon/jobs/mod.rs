@@ -3,8 +3,8 @@
 //!
 //! The jobs live here, one file each: [`pca`] (trajectory PCA), [`slice`] (loss-landscape slices),
 //! [`sharpness`] (Hessian extremes, trace, sharpness measures), [`stability`] (the optimizer's stability
-//! thresholds against λmax, Adam's preconditioned λ1 and critical sharpness); they call the same runners
-//! as the CLI.
+//! thresholds against λmax, Adam's preconditioned λ1 and critical sharpness), [`spectra`] (every layer's
+//! ESD and WeightWatcher's α from the weights alone); they call the same runners as the CLI.
 //!
 //! # Adding a job
 //! 1. Implement [`PeriodicJob`] in a file of this folder, e.g. `pca.rs`'s `PcaJob`.
@@ -48,6 +48,7 @@ pub mod pca;
 pub mod sharpness;
 pub mod slice;
 pub mod stability;
+pub mod spectra;
 
 use crate::cancel::Cancel;
 use crate::store::Store;
@@ -81,6 +82,7 @@ pub struct JobGauges {
     pub slice: Option<slice::Gauges>,
     pub sharpness: Option<sharpness::Gauges>,
     pub stability: Option<stability::Gauges>,
+    pub spectra: Option<spectra::Gauges>,
 }
 
 impl JobGauges {
@@ -90,6 +92,7 @@ impl JobGauges {
             slice: slice::Gauges::register(reg),
             sharpness: sharpness::Gauges::register(reg),
             stability: stability::Gauges::register(reg),
+            spectra: spectra::Gauges::register(reg),
         }
     }
 }
@@ -128,6 +131,7 @@ pub fn registry() -> &'static [JobSpec] {
         JobSpec { name: "slice", build: slice::build },
         JobSpec { name: "sharpness", build: sharpness::build },
         JobSpec { name: "stability", build: stability::build },
+        JobSpec { name: "spectra", build: spectra::build },
     ]
 }
 
@@ -166,6 +170,11 @@ pub const JOB_METRIC_NAMES: &[&str] = &[
     "landscaped_stability_ratio",
     "landscaped_stability_value",
     "landscaped_stability_threshold",
+    "landscaped_spectra_mean_alpha",
+    "landscaped_spectra_alpha_below_2_fraction",
+    "landscaped_spectra_mean_alpha_weighted",
+    "landscaped_spectra_layers",
+    "landscaped_spectra_layer_alpha",
 ];
 
 /// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the

@@ -1,0 +1,68 @@
+//! Records of the layers' spectra (one sled tree), written by `landscaped spectra` and the daemon's
+//! spectra job, read by the CLI, the API, /metrics and the plots. Every struct is `#[serde(default)]`.
+//!
+//! | tree | key | record |
+//! |---|---|---|
+//! | `spectra` | `run \0 step` | [`SpectraRecord`] |
+
+use super::{Record, Result, Store, keys};
+use landscaped_maths::spectra::metrics::{LayerSpectrum, Summary};
+use serde::{Deserialize, Serialize};
+
+/// A tensor that is a layer but was not measured, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefusedLayer {
+    pub name: String,
+    pub why: String,
+}
+
+/// Every layer's spectrum at one checkpoint. Each layer says whether its eigenvalues are exact
+/// (`LayerSpectrum::exact`); layers not measured are listed in `refused` with the reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpectraRecord {
+    pub run: String,
+    pub step: u64,
+    pub checkpoint: String,
+    pub layers: Vec<LayerSpectrum>,
+    pub refused: Vec<RefusedLayer>,
+    pub summary: Option<Summary>,
+    pub threads: usize,
+    pub seconds: f64,
+    pub computed_unix: u64,
+}
+
+impl Record for SpectraRecord {
+    const TREE: &'static str = "spectra";
+    const SCHEMA: u32 = 1;
+}
+
+pub fn put(store: &Store, rec: &SpectraRecord) -> Result<()> {
+    store.put(&keys::run_step(&rec.run, rec.step), rec)
+}
+
+pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<SpectraRecord>> {
+    store.get(&keys::run_step(run, step))
+}
+
+/// Every spectra record of a run, by step.
+pub fn list(store: &Store, run: &str) -> Result<Vec<SpectraRecord>> {
+    Ok(store.scan_prefix::<SpectraRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = SpectraRecord { run: "a".into(), step: 7, threads: 1, ..Default::default() };
+        put(&store, &rec).unwrap();
+        put(&store, &SpectraRecord { step: 2, ..rec.clone() }).unwrap();
+        assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
+        assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
+    }
+}
