@@ -12,8 +12,8 @@ pub mod plot;
 pub mod runs;
 pub mod sharpness;
 pub mod slice;
-pub mod stability;
 pub mod spectra;
+pub mod stability;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -18,8 +18,8 @@ pub mod keys;
 pub mod optimizer;
 pub mod sharpness;
 pub mod slices;
-pub mod stability;
 pub mod spectra;
+pub mod stability;
 pub mod trajectory;
 
 use serde::{Serialize, de::DeserializeOwned};

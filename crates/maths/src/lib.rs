@@ -18,6 +18,6 @@ pub mod directions;
 pub mod eigen;
 pub mod grid;
 pub mod optimizer;
-pub mod stability;
 pub mod spectra;
+pub mod stability;
 pub mod stats;

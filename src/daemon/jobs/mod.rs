@@ -47,8 +47,8 @@
 pub mod pca;
 pub mod sharpness;
 pub mod slice;
-pub mod stability;
 pub mod spectra;
+pub mod stability;
 
 use crate::cancel::Cancel;
 use crate::store::Store;
