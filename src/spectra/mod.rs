@@ -62,10 +62,20 @@ pub struct CheckpointSpectra {
 }
 
 /// The layers of `ck` WeightWatcher's filter keeps (and the `layer` glob, if any), with their plans.
+///
+/// A tied weight (an alias of a listed tensor, see `Checkpoint::aliases`) is a layer of its own, as
+/// WeightWatcher, which walks the model's modules, measures it: `lm_head.weight` tied to `wte.weight` is
+/// measured under both names (the same values, read from the owner).
 pub fn layer_plans(ck: &Checkpoint, opts: &Options) -> Vec<(usize, String, LayerPlan)> {
-    ck.float_tensors()
-        .filter(|(_, t)| opts.layer.as_ref().is_none_or(|g| g.is_match(&t.name)))
-        .filter_map(|(i, t)| plan(&t.name, &t.shape, &opts.filter).ok().map(|p| (i, t.name.clone(), p)))
+    let listed = ck.float_tensors().map(|(i, t)| (i, t.name.clone()));
+    let aliases = ck.aliases.iter().filter_map(|a| {
+        let i = ck.index_of(&a.owner)?;
+        ck.tensors[i].dtype.is_float().then(|| (i, a.name.clone()))
+    });
+    listed
+        .chain(aliases.collect::<Vec<_>>())
+        .filter(|(_, name)| opts.layer.as_ref().is_none_or(|g| g.is_match(name)))
+        .filter_map(|(i, name)| plan(&name, &ck.tensors[i].shape, &opts.filter).ok().map(|p| (i, name, p)))
         .collect()
 }
 
