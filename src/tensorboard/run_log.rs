@@ -327,4 +327,62 @@ mod tests {
             assert_eq!(images, vec![("landscaped/image/slice_pca".to_string(), 7)]);
         }
     }
+
+    #[test]
+    fn stability_and_spectra_records_become_scalars() {
+        use crate::store::spectra::SpectraRecord;
+        use crate::store::stability::{Against, StabilityRecord};
+        use landscaped_maths::spectra::metrics::Summary;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let row = |q: &str, value: f64, threshold: f64| Against {
+            quantity: q.into(),
+            value,
+            threshold,
+            ratio: value / threshold,
+            ..Default::default()
+        };
+        let stab = StabilityRecord {
+            run: "r".into(),
+            step: 5,
+            rows: vec![row("lambda_max", 9.0, 10.0), row("preconditioned_lambda_1", 760.0, 380.0)],
+            ..Default::default()
+        };
+        store::stability::put(&store, &stab).unwrap();
+        let summary = Summary {
+            layers: 4,
+            fitted: 3,
+            mean_alpha: 3.5,
+            mean_alpha_weighted: 1.25,
+            mean_log_norm: 0.5,
+            mean_log_spectral_norm: 0.25,
+            mean_stable_rank: 7.0,
+            frac_alpha_below_2: 1.0 / 3.0,
+            exact: true,
+        };
+        let spec = SpectraRecord { run: "r".into(), step: 6, summary: Some(summary), ..Default::default() };
+        store::spectra::put(&store, &spec).unwrap();
+        // A record without a summary (every layer refused) gives nothing.
+        store::spectra::put(&store, &SpectraRecord { run: "r".into(), step: 8, ..Default::default() })
+            .unwrap();
+
+        let tb = dir.path().join("tb");
+        let (mut log, _) = RunLog::open(&tb, "r", TensorChoice::default(), String::new()).unwrap();
+        let w = log.jobs(&store).unwrap();
+        assert_eq!(w.scalars, 6 + 7, "{w:?}");
+        assert_eq!(log.jobs(&store).unwrap(), Written::default(), "nothing twice");
+        let (scalars, _) = read_back(log.path());
+        for (tag, step, want) in [
+            ("landscaped/stability/lambda_max/ratio", 5, 0.9),
+            ("landscaped/stability/lambda_max/value", 5, 9.0),
+            ("landscaped/stability/lambda_max/threshold", 5, 10.0),
+            ("landscaped/stability/preconditioned_lambda_1/ratio", 5, 2.0),
+            ("landscaped/spectra/mean_alpha", 6, 3.5),
+            ("landscaped/spectra/alpha_below_2_fraction", 6, 1.0 / 3.0),
+            ("landscaped/spectra/mean_alpha_weighted", 6, 1.25),
+            ("landscaped/spectra/layers_fitted", 6, 3.0),
+        ] {
+            assert_eq!(scalars.get(tag).map(|v| v.as_slice()), Some(&[(step, want as f32)][..]), "{tag}");
+        }
+    }
 }

@@ -40,7 +40,7 @@ pub type JobSource = fn(&Store, &str) -> store::Result<Vec<Scalar>>;
 pub const CHECKPOINT_SOURCES: &[CheckpointSource] = &[weights, tensor_norms];
 
 /// Scalars of the periodic jobs' records (the stability and spectra jobs add theirs here).
-pub const JOB_SOURCES: &[JobSource] = &[sharpness, slices, pca];
+pub const JOB_SOURCES: &[JobSource] = &[sharpness, slices, pca, stability, spectra];
 
 /// `landscaped/weights/…`: ‖θ‖₂, ‖θ − θ_first‖₂, ‖θ − θ_prev‖₂, cos between consecutive updates, and
 /// the NaN / Inf counts (the columns of `landscaped checkpoints`).
@@ -97,6 +97,51 @@ fn sharpness(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
         }
     }
     Ok(out)
+}
+
+/// `landscaped/stability/<quantity>/{ratio,value,threshold}` of each stability record (`landscaped
+/// stability`, `[run.stability]`): each curvature against its optimizer's threshold (ratio 1 = at the edge
+/// of stability), as `landscaped_stability_{ratio,value,threshold}` on /metrics; quantities without a
+/// threshold (no learning rate known, an optimizer without one) give nothing.
+fn stability(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
+    let mut out = Vec::new();
+    for r in store::stability::list(store, run)? {
+        let wall = r.computed_unix as f64;
+        for row in &r.rows {
+            let q = tag_part(&row.quantity);
+            for (name, x) in [("ratio", row.ratio), ("value", row.value), ("threshold", row.threshold)] {
+                out.push(Scalar::new(format!("landscaped/stability/{q}/{name}"), r.step, x, wall));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `landscaped/spectra/…` of each spectra record (`[run.spectra]`): the run-level summaries of every
+/// layer's WeightWatcher metrics, as the `landscaped_spectra_*` gauges (per layer: `landscaped spectra`).
+fn spectra(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
+    let mut out = Vec::new();
+    for r in store::spectra::list(store, run)? {
+        let Some(s) = &r.summary else { continue };
+        let wall = r.computed_unix as f64;
+        for (name, x) in [
+            ("mean_alpha", s.mean_alpha),
+            ("mean_alpha_weighted", s.mean_alpha_weighted),
+            ("alpha_below_2_fraction", s.frac_alpha_below_2),
+            ("mean_log_norm", s.mean_log_norm),
+            ("mean_log_spectral_norm", s.mean_log_spectral_norm),
+            ("mean_stable_rank", s.mean_stable_rank),
+            ("layers_fitted", s.fitted as f64),
+        ] {
+            out.push(Scalar::new(format!("landscaped/spectra/{name}"), r.step, x, wall));
+        }
+    }
+    Ok(out)
+}
+
+/// A name made safe as one part of a tag (letters, digits, `_`, `-`, `.`).
+fn tag_part(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect()
 }
 
 /// `landscaped/slice/<kind>/…` of each complete slice of the run at its centre step: the centre loss
