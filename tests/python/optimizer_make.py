@@ -23,6 +23,7 @@ Writes under OUT, per case C:
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -288,28 +289,28 @@ if __name__ == "__main__":
         sys.exit(0)
     os.makedirs(OUT, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ranks = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(29600 + os.getpid() % 1000),
-            __file__,
-            OUT,
-            "--rank",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+
+    def start_ranks(port):
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+            + [__file__, OUT, "--rank"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+    ranks = start_ranks(29600 + os.getpid() % 1000)
     ref = {}
     plain_cases(ref)
     lightning_case(ref)
     hf_case(ref)
     if ranks.wait() != 0:
-        sys.exit("the torchrun DCP case failed")
+        # Gloo's teardown now and then aborts a rank at exit ("terminate called without an active
+        # exception", seen once in a fresh-clone CI run): the case is run again once, from scratch, before
+        # it counts as failed.
+        print("the torchrun DCP case failed once; running it again", file=sys.stderr)
+        shutil.rmtree(os.path.join(OUT, "dcp"), ignore_errors=True)
+        if start_ranks(30600 + os.getpid() % 1000).wait() != 0:
+            sys.exit("the torchrun DCP case failed twice")
     with open(os.path.join(OUT, "reference_dcp.json")) as fh:
         ref["dcp"] = json.load(fh)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
