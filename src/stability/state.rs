@@ -365,8 +365,7 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
         }
     }
     let mapped = map.is_ok().then(|| {
-        let by_name = st
-            .groups
+        st.groups
             .iter()
             .enumerate()
             .flat_map(|(g, gr)| gr.params.iter().map(move |r| (g, r.clone())))
@@ -374,8 +373,7 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
                 let ParamRef::Name(n) = &r else { return None };
                 Some((n.clone(), (g, st.params.iter().position(|p| p.param == r))))
             })
-            .collect();
-        by_name
+            .collect::<BTreeMap<_, _>>()
     });
     let moments = is_adam
         && mapped.is_some()
