@@ -52,9 +52,10 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
     let data = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let (model, eval) = (p("model.pt"), p("eval.safetensors"));
-    let run = |case: &str, ck: &str| {
+    let run_with = |case: &str, ck: &str, extra: &[&str]| {
         let out = landscaped_cmd(data.path())
             .args(["--format", "json", "stability", "--run", case, "--step", "6", "--checkpoint", ck])
+            .args(extra)
             .args(["--model", &model, "--eval-data", &eval, "--batch-size", "64"])
             .args(["--tol", "1e-10", "--max-steps", "200"])
             .output()
@@ -66,6 +67,7 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
         let rec = records::get(&store, case, 6).unwrap().unwrap();
         (rows, rec, err)
     };
+    let run = |case: &str, ck: &str| run_with(case, ck, &[]);
     let update = |case: &str| {
         update_error(
             &data.path().join("stability").join(case).join("update.safetensors"),
@@ -97,6 +99,23 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
     let want_c = a["s_c"].as_f64().unwrap() * 0.01;
     eprintln!("adamw: ηc rel {:.1e}, {}", rel(eta_c, want_c), crit["cost"]);
     assert!(rel(eta_c, want_c) < 1e-2, "ηc {eta_c} vs brute force {want_c}");
+
+    // Explicit values that disagree with the state are named; the state's are used.
+    let (rows, rec, _) = run_with(
+        "conflict",
+        &p("adamw/ck.pt"),
+        &["--optimizer", "sgd", "--lr", "0.5", "--betas", "0.8", "0.9", "--no-critical"],
+    );
+    assert_eq!(rec.optimizer, "adamw(β1=0.9, β2=0.99, ε=1e-7, t=6), η=0.01");
+    assert!(rel(row(&rows, "preconditioned_lambda_1")["threshold"].as_f64().unwrap(), 3800.0) < 1e-12);
+    for what in ["optimizer = sgd", "lr = 0.5", "beta1 = 0.8", "beta2 = 0.9"] {
+        assert!(
+            rec.notes.iter().any(|n| n.starts_with(what) && n.contains("the state's is used")
+                || n.starts_with(what) && n.contains("the checkpoint's is used")),
+            "{what}: {:?}",
+            rec.notes
+        );
+    }
 
     // Per-group η folded into P: dimensionless thresholds (38 and 2), the real step is 1.
     let f = &r["folded"];
