@@ -9,6 +9,7 @@
 //! - the update it searches along equals the step PyTorch's own `optimizer.step()` takes after loading
 //!   that state with the same full-batch gradient, and critical sharpness equals PyTorch's brute-force
 //!   line search along it;
+//! - the Python backend maps and forms the same;
 //! - SGD's (2+2μ)/η threshold without config; an unknown optimizer is listed with no threshold; a
 //!   checkpoint without state takes η from trainer_state.json.
 
@@ -99,6 +100,43 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
     let want_c = a["s_c"].as_f64().unwrap() * 0.01;
     eprintln!("adamw: ηc rel {:.1e}, {}", rel(eta_c, want_c), crit["cost"]);
     assert!(rel(eta_c, want_c) < 1e-2, "ηc {eta_c} vs brute force {want_c}");
+
+    // The Python backend (the factory contract: the model and data beside the checkpoint) maps the same
+    // state by its own parameter order and forms the same update.
+    for f in ["model.pt", "eval.safetensors"] {
+        std::fs::copy(dir.path().join(f), dir.path().join("adamw").join(f)).unwrap();
+    }
+    let out = landscaped_cmd(data.path())
+        .env("PYTHONPATH", tests_python())
+        .args([
+            "--format",
+            "json",
+            "stability",
+            "--run",
+            "py",
+            "--step",
+            "6",
+            "--checkpoint",
+            &p("adamw/ck.pt"),
+        ])
+        .args(["--backend", "python", "--python"])
+        .arg(venv_python())
+        .args(["--factory", "stability_factory:build", "--batch-size", "64", "--threads", "1"])
+        .args(["--tol", "1e-10", "--max-steps", "200"])
+        .output()
+        .unwrap();
+    let (ok, out, err) = outcome(out);
+    assert!(ok, "{err}");
+    let rows_py: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let got_py = row(&rows_py, "preconditioned_lambda_1")["value"].as_f64().unwrap();
+    let want = a["preconditioned_lambda_1"].as_f64().unwrap();
+    assert!(rel(got_py, want) < 1e-6, "Python backend: λ1 {got_py} vs PyTorch {want}");
+    let e = update_error(
+        &data.path().join("stability").join("py").join("update.safetensors"),
+        &dir.path().join("adamw").join("delta.safetensors"),
+    );
+    eprintln!("python backend: λ1 rel {:.1e}, update {e:.1e}", rel(got_py, want));
+    assert!(e < 1e-5, "Python backend: update vs PyTorch's step {e:.1e}");
 
     // Explicit values that disagree with the state are named; the state's are used.
     let (rows, rec, _) = run_with(
