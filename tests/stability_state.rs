@@ -9,7 +9,8 @@
 //! - the update it searches along equals the step PyTorch's own `optimizer.step()` takes after loading
 //!   that state with the same full-batch gradient, and critical sharpness equals PyTorch's brute-force
 //!   line search along it;
-//! - the Python backend maps and forms the same;
+//! - the Python backend maps and forms the same; so does the daemon's `[run.stability]` job, its config
+//!   without a single optimizer key;
 //! - SGD's (2+2μ)/η threshold without config; an unknown optimizer is listed with no threshold; a
 //!   checkpoint without state takes η from trainer_state.json.
 
@@ -195,4 +196,31 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
     assert_eq!(rec.lr, Some(r["hf_lr"].as_f64().unwrap()));
     assert!(rec.source.contains("lr: trainer_state.json"), "{}", rec.source);
     assert!(rel(row(&rows, "lambda_max")["threshold"].as_f64().unwrap(), 2.0 / 0.025) < 1e-12);
+
+    // The daemon's job, its config without a single optimizer key, on a checkpoint dropped into the
+    // watched folder: the same preconditioned λ1 against 38/η.
+    let daemon_dir = tempfile::tempdir().unwrap();
+    let watched = daemon_dir.path().join("watch");
+    std::fs::create_dir_all(&watched).unwrap();
+    let section = format!(
+        "[run.stability]\nevery = 1\nmodel = {model:?}\neval_data = {eval:?}\nbatch_size = 64\nthreads = 1\ntol = 1e-10\nmax_hvps = 200\n"
+    );
+    let d = restart(write_config(daemon_dir.path(), &[&watched], "", &section), daemon_dir.path());
+    std::fs::copy(dir.path().join("adamw").join("ck.pt"), watched.join("tmp.part")).unwrap();
+    std::fs::rename(watched.join("tmp.part"), watched.join("step-6.pt")).unwrap();
+    let runs = |outcome: &str| {
+        d.metric(&format!("landscaped_job_runs_total{{job=\"stability\",outcome=\"{outcome}\",run=\"r\"}}"))
+    };
+    wait_until(std::time::Duration::from_secs(120), "the daemon's stability job", || {
+        runs("ok").is_some() || runs("error").is_some()
+    });
+    let g = |what: &str| {
+        d.metric(&format!("landscaped_stability_{what}{{quantity=\"preconditioned_lambda_1\",run=\"r\"}}"))
+            .unwrap_or_else(|| panic!("no preconditioned {what}:\n{}", d.log()))
+    };
+    let (value, threshold) = (g("value"), g("threshold"));
+    eprintln!("daemon: λ1 rel {:.1e}", rel(value, a["preconditioned_lambda_1"].as_f64().unwrap()));
+    assert!(rel(value, a["preconditioned_lambda_1"].as_f64().unwrap()) < 1e-6, "daemon λ1 {value}");
+    assert!(rel(threshold, 3800.0) < 1e-12, "daemon threshold {threshold}");
+    assert_eq!(d.stop(), Some(0));
 }
