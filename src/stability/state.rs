@@ -102,6 +102,27 @@ pub(crate) struct Applied {
 /// Lays what the checkpoint says over `given` (see the module docs); `order` is the model's parameter
 /// order as the worker reports it.
 pub(crate) fn apply(given: &OptimizerInput, found: Found, order: &[ParamShape]) -> Applied {
+    let mut a = overlay(given, found, order);
+    usable_rates(&mut a);
+    a
+}
+
+/// A learning rate of 0 (a schedule's end, a frozen group) gives no threshold: dropped with a note
+/// instead of failing the job.
+fn usable_rates(a: &mut Applied) {
+    let ok = |x: f64| x.is_finite() && x > 0.0;
+    if let Some(lr) = a.input.lr.filter(|x| !ok(*x)) {
+        a.notes.push(format!("the checkpoint's learning rate is {lr}: no threshold"));
+        a.input.lr = None;
+    }
+    if let Some((n, lr)) = a.input.lr_by_param.iter().find(|(_, x)| !ok(**x)) {
+        a.notes.push(format!("the checkpoint's learning rate of {n:?} is {lr}: no threshold"));
+        a.input.lr_by_param.clear();
+        a.mapped = None;
+    }
+}
+
+fn overlay(given: &OptimizerInput, found: Found, order: &[ParamShape]) -> Applied {
     match found {
         Found::State(st) => with_state(given, *st, order),
         Found::NoState(lr) => without_state(given, &lr),
@@ -399,4 +420,33 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
         _ => None,
     };
     Applied { input, notes, mapped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without state: the scheduler's rate wins over the logged one and over the config's (named in a
+    /// note); the config's fills when the checkpoint has none; a rate of 0 gives no threshold.
+    #[test]
+    fn learning_rate_without_state() {
+        let given =
+            OptimizerInput { lr: Some(0.5), source: "config [run.stability]".into(), ..Default::default() };
+        let both = LrSources { scheduler_last_lr: Some(vec![0.02, 0.01]), logged: Some((6, 0.03)) };
+        let a = apply(&given, Found::NoState(both), &[]);
+        assert_eq!(a.input.lr, Some(0.02));
+        assert!(a.input.source.contains("lr: scheduler state"), "{}", a.input.source);
+        assert!(a.notes[0].starts_with("lr = 0.5 from config [run.stability] differs"), "{:?}", a.notes);
+        let logged = LrSources { scheduler_last_lr: None, logged: Some((6, 0.03)) };
+        assert_eq!(apply(&given, Found::NoState(logged), &[]).input.lr, Some(0.03));
+        let a = apply(&given, Found::NoState(LrSources::default()), &[]);
+        assert_eq!(a.input.lr, Some(0.5));
+        assert!(a.notes.is_empty() && a.input.source.contains("lr: config [run.stability]"));
+        let zero = LrSources { scheduler_last_lr: Some(vec![0.0]), logged: None };
+        let a = apply(&OptimizerInput::default(), Found::NoState(zero), &[]);
+        assert_eq!(a.input.lr, None);
+        assert!(a.notes.iter().any(|n| n.contains("learning rate is 0")), "{:?}", a.notes);
+        let a = apply(&given, Found::Unreadable("x.pt: bad pickle".into()), &[]);
+        assert_eq!((a.input.lr, a.notes.len()), (Some(0.5), 1));
+    }
 }
