@@ -29,7 +29,8 @@ pub struct OptimizerInput {
     pub adam_step: Option<u64>,
     /// Adam/AdamW: the per-parameter second moment v (`exp_avg_sq`, `max_exp_avg_sq` with amsgrad) as a
     /// safetensors file of tensors named like the model's parameters; `{step}` is replaced by the
-    /// checkpoint's step. An expert and testing option until the checkpoint's own optimizer state is read.
+    /// checkpoint's step. An expert and testing option for checkpoints saved without their optimizer (the
+    /// checkpoint's own state wins).
     pub exp_avg_sq: Option<PathBuf>,
     /// Per-parameter learning rates when parameter groups differ (name as in `exp_avg_sq` → η): η is
     /// then folded into P and the threshold is dimensionless.
