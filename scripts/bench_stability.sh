@@ -9,7 +9,11 @@
 #   3. full-batch Adam (η = 0.01, β1 = 0.9): the preconditioned sharpness λ1(P⁻¹H) over the steps against
 #      38/η, from Adam's own exp_avg_sq at each checkpoint;
 #   4. the warm start on a slowly moving run: the same GD run with checkpoints 2 steps apart (steps
-#      700–720), λmax HVPs with and without it.
+#      700–720), λmax HVPs with and without it;
+#   5. the Adam run again from its checkpoints with the optimizer state inside (torch.save of model +
+#      optimizer; no optimizer flags: everything read from the state, critical sharpness along the real
+#      next update): seconds, HVPs and forward passes per checkpoint against section 3 (the baseline:
+#      flags + exp_avg_sq file, critical sharpness along P⁻¹∇L), and λ1 equal to section 3's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"
@@ -47,6 +51,7 @@ model=(--model "$OUT/adam/model.pt" --eval-data "$OUT/adam/eval.safetensors" --l
 for s in $(seq "$EVERY" "$EVERY" "$ADAM_STEPS"); do
     one "$OUT/adamrun" adam "$OUT/adam/ck/step-$s.safetensors" "$s" --optimizer adam --lr "$ADAM_LR" \
         --exp-avg-sq "$OUT/adam/v-$s.safetensors" --max-steps 200 >> "$OUT/rows.jsonl"
+    one "$OUT/adamstate" adamstate "$OUT/adam/state/step-$s.pt" "$s" --max-steps 200 >> "$OUT/rows.jsonl"
 done
 "$PY" - "$OUT/rows.jsonl" "$GD_LR" "$ADAM_LR" << 'PYEOF'
 import json, re, statistics, sys
@@ -80,4 +85,14 @@ print(f"GD η = {gd_lr}: step, λmax/(2/η), λc/(2/η): " + ", ".join(
     for r in rows if r["label"] == "warm"))
 print(f"Adam η = {adam_lr}: step, λ1(P⁻¹H)/(38/η): " + ", ".join(
     f"{r['step']}: {get(r, 'preconditioned_lambda_1')['ratio']:.2f}" for r in rows if r["label"] == "adam"))
+fa = [r for r in rows if r["label"] == "adam"]
+st = [r for r in rows if r["label"] == "adamstate"]
+def med(rs, i):
+    return statistics.median(total(r)[i] for r in rs)
+print(f"Adam from the checkpoint's optimizer state vs flags + exp_avg_sq file: seconds per checkpoint "
+      f"{med(st, 0):.2f} vs {med(fa, 0):.2f} ({med(st, 0) / med(fa, 0):.2f}x), HVPs {med(st, 1)} vs {med(fa, 1)}, "
+      f"critical sharpness forward passes {med(st, 2)} vs {med(fa, 2)}; largest λ1 difference "
+      + f"{max(abs(get(a, 'preconditioned_lambda_1')['value'] / get(b, 'preconditioned_lambda_1')['value'] - 1) for a, b in zip(fa, st)):.1e}")
+print("Adam: step, λc/(2/η) along the real next update vs along P⁻¹∇L: " + ", ".join(
+    f"{a['step']}: {get(b, 'critical_sharpness')['ratio']:.2f}/{get(a, 'critical_sharpness')['ratio']:.2f}" for a, b in zip(fa, st)))
 PYEOF

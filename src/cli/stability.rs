@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 pub use super::slice::ModelArgs;
 
-/// The optimizer on the command line (until the checkpoint's own optimizer state is read).
+/// The optimizer on the command line: fills only what the checkpoint's own optimizer state lacks (the
+/// state wins; a disagreeing value is named in a note).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct OptimizerArgs {
     /// The optimizer: sgd, adam, adamw (any other name: listed, no threshold).

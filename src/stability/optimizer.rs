@@ -1,8 +1,8 @@
-//! What the stability job knows of the optimizer at a checkpoint: [`OptimizerInput`], filled today from
-//! the job's config or the command line (`optimizer`, `lr`, `momentum`, `betas`, …, and for Adam a
-//! safetensors file of per-parameter second moments), later also from the optimizer state read from the
-//! checkpoint itself; resolved to PyTorch's update rule and learning rate, or to notes that say what is
-//! missing (no threshold is ever invented).
+//! What the stability job knows of the optimizer at a checkpoint: [`OptimizerInput`], from the job's
+//! config or the command line (`optimizer`, `lr`, `momentum`, `betas`, …, and for Adam an expert
+//! safetensors file of per-parameter second moments) with the checkpoint's own optimizer state laid over
+//! it ([`super::state`]: the state is the truth, the config fills what it lacks); resolved to PyTorch's
+//! update rule and learning rate, or to notes that say what is missing (no threshold is ever invented).
 
 use landscaped_maths::stability::threshold::UpdateRule;
 use serde::{Deserialize, Serialize};
@@ -29,11 +29,15 @@ pub struct OptimizerInput {
     pub adam_step: Option<u64>,
     /// Adam/AdamW: the per-parameter second moment v (`exp_avg_sq`, `max_exp_avg_sq` with amsgrad) as a
     /// safetensors file of tensors named like the model's parameters; `{step}` is replaced by the
-    /// checkpoint's step. An expert and testing option until the checkpoint's own optimizer state is read.
+    /// checkpoint's step. An expert and testing option for checkpoints saved without their optimizer (the
+    /// checkpoint's own state wins).
     pub exp_avg_sq: Option<PathBuf>,
     /// Per-parameter learning rates when parameter groups differ (name as in `exp_avg_sq` → η): η is
     /// then folded into P and the threshold is dimensionless.
     pub lr_by_param: BTreeMap<String, f64>,
+    /// Adam's second moment is the checkpoint's own optimizer state (set by [`super::state`]).
+    #[serde(skip)]
+    pub moments_in_state: bool,
     /// Where these values came from, for the record (`config`, `command line`, …).
     pub source: String,
 }
@@ -52,6 +56,7 @@ impl Default for OptimizerInput {
             adam_step: None,
             exp_avg_sq: None,
             lr_by_param: BTreeMap::new(),
+            moments_in_state: false,
             source: String::new(),
         }
     }
@@ -67,6 +72,10 @@ pub struct Resolved {
     pub folded: bool,
     /// The second moment's file (Adam only), `{step}` replaced.
     pub exp_avg_sq: Option<PathBuf>,
+    /// The second moment is the checkpoint's optimizer state (Adam only).
+    pub moments_in_state: bool,
+    /// No optimizer kind was given or found (λmax is then held against gradient descent's 2/η).
+    pub kind_unknown: bool,
     /// A one-line description, e.g. `adam(β1=0.9, β2=0.999, ε=1e-08, t=120), η=0.001`.
     pub describe: String,
     /// What is missing, in words a user can act on.
@@ -116,7 +125,7 @@ impl OptimizerInput {
         let rule = self.rule(step);
         match (&self.kind(), &rule) {
             (None, _) => notes.push(
-                "optimizer unknown: no threshold (set `optimizer` = sgd, adam or adamw in [run.stability], or --optimizer)"
+                "optimizer not known (no optimizer state in the checkpoint and no `optimizer` in [run.stability] or --optimizer): λmax is held against gradient descent's 2/η only"
                     .to_string(),
             ),
             (Some(k), None) => notes.push(format!(
@@ -131,9 +140,9 @@ impl OptimizerInput {
         };
         let lr =
             if folded { Some(1.0) } else { self.lr.or_else(|| self.lr_by_param.values().next().copied()) };
-        if lr.is_none() && rule.is_some() {
+        if lr.is_none() && (rule.is_some() || self.kind().is_none()) {
             notes.push(
-                "learning rate unknown: no threshold (set `lr` in [run.stability] or --lr; the checkpoint's optimizer state or trainer_state.json will supply it once read)"
+                "learning rate unknown: no threshold (the checkpoint has no optimizer state, scheduler state or trainer_state.json learning rate; set `lr` in [run.stability] or --lr)"
                     .to_string(),
             );
         }
@@ -141,14 +150,16 @@ impl OptimizerInput {
             .exp_avg_sq
             .as_ref()
             .map(|p| PathBuf::from(p.to_string_lossy().replace("{step}", &step.to_string())));
-        if rule.as_ref().is_some_and(UpdateRule::adaptive) && exp_avg_sq.is_none() {
+        let moments_in_state = self.moments_in_state && rule.as_ref().is_some_and(UpdateRule::adaptive);
+        if rule.as_ref().is_some_and(UpdateRule::adaptive) && exp_avg_sq.is_none() && !moments_in_state {
             notes.push(
-                "Adam's second moment (exp_avg_sq) not given: no preconditioned sharpness (set `exp_avg_sq` to a safetensors file of per-parameter tensors)"
+                "Adam's second moment (exp_avg_sq) not in the checkpoint's optimizer state nor given: no preconditioned sharpness (save the optimizer with the checkpoint, or set `exp_avg_sq` to a safetensors file of per-parameter tensors)"
                     .to_string(),
             );
         }
         let describe = describe(rule.as_ref(), self.kind().as_deref(), lr, folded);
-        Resolved { rule, lr, folded, exp_avg_sq, describe, notes }
+        let kind_unknown = self.kind().is_none();
+        Resolved { rule, lr, folded, exp_avg_sq, moments_in_state, kind_unknown, describe, notes }
     }
 }
 

@@ -1,17 +1,24 @@
-//! The stability job at one checkpoint, for the CLI and the daemon alike: start the worker (or admit
-//! dial-in ones) with the checkpoint bound, open its Hessian space, then
+//! The stability job at one checkpoint, for the CLI and the daemon alike: read the checkpoint's own
+//! optimizer state ([`super::state`]), start the worker (or admit dial-in ones) with the checkpoint
+//! bound, map the state to the model's parameters by the order the worker reports, lay it over the
+//! job's input, open the Hessian space, then
 //!
 //! 1. λmax by Lanczos (top only), warm-started from the previous checkpoint's top vector when one is
 //!    stored and fits the model's shapes; the new top vector is stored for the next checkpoint;
-//! 2. for Adam/AdamW with the second moment given: λ1(P⁻¹H) by Lanczos on D·H·D, D = P^{-1/2} loaded into
-//!    the worker from a file the app writes ([`super::scaling`]), warm-started likewise;
-//! 3. critical sharpness: a forward-only line search along the update direction (the gradient; P⁻¹g
-//!    for Adam with the second moment given), its first guess from the slope gᵀu;
+//! 2. for Adam/AdamW with the second moment (the state's, or an expert file): λ1(P⁻¹H) by Lanczos on
+//!    D·H·D, D = P^{-1/2} loaded into the worker from a file the app writes ([`super::scaling`]),
+//!    warm-started likewise;
+//! 3. critical sharpness: a forward-only line search along the optimizer's real next update formed
+//!    from the state and one gradient ([`super::direction`]; stored as `update.safetensors`, the step
+//!    θ − θ_next, beside the warm-start vectors), else along the gradient (P⁻¹g for Adam with a
+//!    second-moment file), its first guess from the slope gᵀu;
 //!
 //! and each against the optimizer's threshold, with the convention named, into a [`StabilityRecord`].
 
+use super::direction::{needs_parameters, next_update};
 use super::optimizer::{OptimizerInput, Resolved};
-use super::scaling::write_scaling;
+use super::scaling::{write_scaling, write_scaling_from_state};
+use super::state::{self, MappedState};
 use crate::cancel::Cancel;
 use crate::sharpness::remote::WorkerSpace;
 use crate::sharpness::runner::workers_at_checkpoint;
@@ -20,8 +27,10 @@ use crate::store::stability::{Against, StabilityRecord};
 use crate::store::unix_now;
 use crate::workers::contract::ModelContract;
 use anyhow::{Context, Result, anyhow};
+use landscaped_formats::ParamShape;
 use landscaped_formats::safetensors_file::SafetensorsWriter;
 use landscaped_maths::curvature::lanczos::{Extremes, LanczosOptions, top_eigen};
+use landscaped_maths::curvature::measures::ParamSlot;
 use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector};
 use landscaped_maths::stability::critical::{LineSearchOptions, critical_sharpness_along};
 use landscaped_maths::stability::preconditioner::AdamMoments;
@@ -84,11 +93,20 @@ pub fn stability_at(
 ) -> Result<StabilityRecord> {
     req.input.check()?;
     let t0 = std::time::Instant::now();
-    let resolved = req.input.resolve(req.step);
+    let found = state::find(req.checkpoint);
     let (mut set, used) = workers_at_checkpoint(contract, Some(req.checkpoint), label, cancel)?;
     let w = set.workers.first_mut().ok_or_else(|| anyhow!("{label}: no worker started"))?;
+    let order: Vec<ParamShape> = w
+        .model
+        .as_ref()
+        .map(|m| m.parameter_order().into_iter().map(ParamShape::from).collect())
+        .unwrap_or_default();
+    let applied = state::apply(req.input, found, &order);
+    let mut resolved = applied.input.resolve(req.step);
+    resolved.notes.splice(0..0, applied.notes);
+    let req = StabilityRequest { input: &applied.input, warm: req.warm.clone(), ..*req };
     let mut space = WorkerSpace::open(w, ParamSubset::All)?;
-    let r = measure(&mut space, req, &resolved);
+    let r = measure(&mut space, &req, &resolved, applied.mapped.as_ref());
     let closed = space.close();
     let mut rec = r?;
     closed?;
@@ -109,6 +127,7 @@ pub(crate) fn measure(
     space: &mut WorkerSpace<'_>,
     req: &StabilityRequest<'_>,
     res: &Resolved,
+    ms: Option<&MappedState>,
 ) -> Result<StabilityRecord> {
     let mut rec = StabilityRecord {
         run: req.run.to_string(),
@@ -129,47 +148,89 @@ pub(crate) fn measure(
     let e = top_and_store(space, &req.opts.lanczos, start, warm.as_deref(), "hessian", &mut rec.notes)?;
     rec.hvps += e.hvps;
     rec.hessian = Some(e);
-    // 2. λ1(P⁻¹H) for Adam with v.
+    // 2. λ1(P⁻¹H) for Adam with v (the checkpoint's state, or an expert file).
     let mut scale: Option<Vector> = None;
-    let mut _scaling_file = None;
-    if let (Some(UpdateRule::Adam { beta1, beta2, eps, step, .. }), Some(v)) = (&res.rule, &res.exp_avg_sq) {
+    if let Some(UpdateRule::Adam { beta1, beta2, eps, step, amsgrad }) = &res.rule {
         let adam = AdamMoments { beta1: *beta1, beta2: *beta2, eps: *eps, step: *step };
-        let fold = if res.folded { Some(&req.input.lr_by_param) } else { None };
-        let file = write_scaling(v, &adam, fold)?;
-        let d = space
-            .load_tensors(&file.path, &BindRules::default())
-            .with_context(|| format!("the preconditioner from {} does not fit the model", v.display()))?;
-        _scaling_file = Some(file);
-        scale = Some(d);
-        let start = load_warm(space, warm.as_deref(), "preconditioned", &mut rec.notes);
-        rec.warm_preconditioned = start.is_some();
-        let mut scaled = Scaled::new(space, d);
-        let e = top_and_store(
-            &mut scaled,
-            &req.opts.lanczos,
-            start,
-            warm.as_deref(),
-            "preconditioned",
-            &mut rec.notes,
-        )?;
-        rec.hvps += e.hvps;
-        rec.preconditioned = Some(e);
+        let loaded = match (ms.filter(|_| res.moments_in_state), &res.exp_avg_sq) {
+            (Some(ms), _) => {
+                let (file, missing) =
+                    write_scaling_from_state(space.layout(), ms, &adam, *amsgrad, res.folded)?;
+                if !missing.is_empty() {
+                    rec.notes.push(format!(
+                        "{} parameter(s) without Adam state (e.g. {:?}) are left out of P⁻¹H (D = 0)",
+                        missing.len(),
+                        missing[0]
+                    ));
+                }
+                let rules =
+                    BindRules { strip_prefixes: Vec::new(), missing_zero: true, ..BindRules::default() };
+                let d = space.load_tensors(&file.path, &rules).with_context(|| {
+                    format!("the preconditioner from {} does not fit the model", ms.state.source.display())
+                })?;
+                Some((d, file))
+            }
+            (None, Some(v)) => {
+                let fold = if res.folded { Some(&req.input.lr_by_param) } else { None };
+                let file = write_scaling(v, &adam, fold)?;
+                let d = space.load_tensors(&file.path, &BindRules::default()).with_context(|| {
+                    format!("the preconditioner from {} does not fit the model", v.display())
+                })?;
+                Some((d, file))
+            }
+            (None, None) => None,
+        };
+        if let Some((d, _file)) = loaded {
+            scale = Some(d);
+            let start = load_warm(space, warm.as_deref(), "preconditioned", &mut rec.notes);
+            rec.warm_preconditioned = start.is_some();
+            let mut scaled = Scaled::new(space, d);
+            let e = top_and_store(
+                &mut scaled,
+                &req.opts.lanczos,
+                start,
+                warm.as_deref(),
+                "preconditioned",
+                &mut rec.notes,
+            )?;
+            rec.hvps += e.hvps;
+            rec.preconditioned = Some(e);
+        }
     }
-    // 3. Critical sharpness along the update direction.
+    // 3. Critical sharpness along the optimizer's next update (or the gradient).
     if req.opts.critical {
         let u = space.new_vector(Init::Zeros)?;
         let g = space.new_vector(Init::Zeros)?;
+        let mut dir = String::new();
         let r = (|| {
             space.gradient(None, g)?;
-            space.combine(u, 0.0, &[(1.0, g)])?;
-            if let Some(d) = scale {
-                space.multiply(u, d)?;
-                space.multiply(u, d)?;
+            let lr_ref = if res.folded { Some(1.0) } else { res.lr };
+            let update = match (ms.and_then(|m| m.rule.map(|r| (m, r))), lr_ref) {
+                (Some((m, rule)), Some(lr_ref)) => {
+                    Some(update_vector(space, g, u, m, rule, lr_ref, warm.as_deref(), &mut rec.notes)?)
+                }
+                _ => None,
+            };
+            match update {
+                Some(describe) => dir = describe,
+                None => {
+                    space.combine(u, 0.0, &[(1.0, g)])?;
+                    dir = "∇L".into();
+                    if let Some(d) = scale.filter(|_| !res.moments_in_state) {
+                        space.multiply(u, d)?;
+                        space.multiply(u, d)?;
+                        dir = "P⁻¹∇L".into();
+                    }
+                    if ms.is_some_and(|m| m.rule.is_some()) && lr_ref.is_none() {
+                        rec.notes.push("critical sharpness along ∇L: the learning rate is needed to form the optimizer's next update".into());
+                    }
+                }
             }
             let slope = space.dots(g, &[u])?[0];
             let scale_of = rec.preconditioned.as_ref().or(rec.hessian.as_ref()).map(|e| e.lambda_max);
             let eta0 = match (res.lr, res.folded) {
                 (Some(lr), false) => lr,
+                _ if dir.starts_with("the optimizer") => 1.0,
                 _ => scale_of.filter(|l| *l > 0.0).map_or(1e-3, |l| 2.0 / l),
             };
             critical_sharpness_along(space, u, eta0, Some(slope), &req.opts.line_search)
@@ -177,6 +238,7 @@ pub(crate) fn measure(
         space.free(&[u, g])?;
         let c = r.context("critical sharpness (line search)")?;
         rec.forward_passes = c.forward_passes;
+        rec.direction = dir;
         if !c.found {
             rec.notes.push(format!(
                 "critical sharpness: no step in [{:.3e}, {:.3e}] brackets the loss rise within {} forward passes",
@@ -190,6 +252,42 @@ pub(crate) fn measure(
     }
     rec.rows = rows(&rec, res);
     Ok(rec)
+}
+
+/// Fills `u` with the optimizer's next update (see [`super::direction`]) from the gradient `g`; stores
+/// the step θ − θ_next (u·η_ref) at `<warm>/update.safetensors`. Returns the direction's description.
+#[allow(clippy::too_many_arguments)]
+fn update_vector(
+    space: &mut WorkerSpace<'_>,
+    g: Vector,
+    u: Vector,
+    ms: &MappedState,
+    rule: &str,
+    lr_ref: f64,
+    warm: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<String> {
+    let grad = space.read(g)?;
+    let theta = if needs_parameters(ms) { Some(space.read(space.centre())?) } else { None };
+    let layout = space.layout().to_vec();
+    let up = next_update(&layout, &grad, theta.as_deref(), ms, rule, lr_ref)?;
+    if !up.unmoved.is_empty() {
+        notes.push(format!(
+            "{} parameter(s) in no param group of the optimizer (e.g. {:?}) do not move in its next update",
+            up.unmoved.len(),
+            up.unmoved[0]
+        ));
+    }
+    let v = space.new_vector(Init::Values(up.values.clone()))?;
+    space.combine(u, 0.0, &[(1.0, v)])?;
+    space.free(&[v])?;
+    if let Some(dir) = warm {
+        let step: Vec<f64> = up.values.iter().map(|x| x * lr_ref).collect();
+        if let Err(e) = store_values(&layout, &step, &dir.join("update.safetensors")) {
+            notes.push(format!("the next update not stored: {e:#}"));
+        }
+    }
+    Ok(format!("the optimizer's next update ({rule} step from the checkpoint's state and ∇L)"))
 }
 
 /// The stored top vector `<warm>/<name>.safetensors`, loaded into the worker when it fits the model
@@ -238,13 +336,18 @@ fn top_and_store(
 /// Writes the vector `v` of the space, tensor by tensor as the layout names them, to `dest` (f32).
 fn store_vector(space: &mut dyn HessianSpace, v: Vector, dest: &Path) -> Result<()> {
     let values = space.read(v)?;
+    let layout = space.layout().to_vec();
+    store_values(&layout, &values, dest)
+}
+
+/// Writes `values` (in `layout`'s order) tensor by tensor to `dest` (f32).
+fn store_values(layout: &[ParamSlot], values: &[f64], dest: &Path) -> Result<()> {
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
-    let layout = space.layout().to_vec();
     let names: Vec<(String, Vec<usize>)> = layout.iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
     let mut w = SafetensorsWriter::create(dest, &names, &Default::default())?;
-    for s in &layout {
+    for s in layout {
         w.write(&values[s.offset..s.offset + s.len()])?;
     }
     w.finish(dest, false)
@@ -253,8 +356,7 @@ fn store_vector(space: &mut dyn HessianSpace, v: Vector, dest: &Path) -> Result<
 /// Each measured quantity against its threshold (see docs/stability.md for the conventions).
 fn rows(rec: &StabilityRecord, res: &Resolved) -> Vec<Against> {
     let mut out = Vec::new();
-    let (Some(rule), Some(lr)) = (&res.rule, res.lr) else { return out };
-    let Ok(thr) = rule.threshold(lr) else { return out };
+    let Some(lr) = res.lr else { return out };
     let gd = |q: &str, v: f64, conv: String| Against {
         quantity: q.to_string(),
         value: v,
@@ -262,6 +364,41 @@ fn rows(rec: &StabilityRecord, res: &Resolved) -> Vec<Against> {
         ratio: stability_ratio(v, gd_threshold(lr)),
         convention: conv,
     };
+    let critical = |c: &landscaped_maths::stability::critical::CriticalSharpness| {
+        let dir = if rec.direction.is_empty() { "∇L" } else { rec.direction.as_str() };
+        if res.folded {
+            gd(
+                "critical_sharpness",
+                c.lambda_c,
+                format!(
+                    "2 vs λc = 2/sc along {dir}, per-group η folded in (sc: the critical multiple of the real step; Kalra et al. 2026); ratio = 1/sc"
+                ),
+            )
+        } else {
+            gd(
+                "critical_sharpness",
+                c.lambda_c,
+                format!("2/η vs λc = 2/ηc along {dir} (Kalra et al. 2026); ratio = η/ηc"),
+            )
+        }
+    };
+    let Some(rule) = &res.rule else {
+        // No optimizer known at all (no state, none given): the raw ratio against gradient descent's.
+        if res.kind_unknown && !res.folded {
+            if let Some(e) = &rec.hessian {
+                out.push(gd(
+                    "lambda_max",
+                    e.lambda_max,
+                    "2/η: gradient descent's limit (Cohen et al. 2021); the optimizer is not known, its own limit may differ".into(),
+                ));
+            }
+            if let Some(c) = &rec.critical {
+                out.push(critical(c));
+            }
+        }
+        return out;
+    };
+    let Ok(thr) = rule.threshold(lr) else { return out };
     if let Some(e) = &rec.hessian {
         if rule.adaptive() {
             if !res.folded {
@@ -297,14 +434,9 @@ fn rows(rec: &StabilityRecord, res: &Resolved) -> Vec<Against> {
         });
     }
     if let Some(c) = &rec.critical
-        && !res.folded
+        && (!res.folded || rec.direction.starts_with("the optimizer"))
     {
-        let dir = if rec.preconditioned.is_some() { "P⁻¹∇L" } else { "∇L" };
-        out.push(gd(
-            "critical_sharpness",
-            c.lambda_c,
-            format!("2/η vs λc = 2/ηc along {dir} (Kalra et al. 2026); ratio = η/ηc"),
-        ));
+        out.push(critical(c));
     }
     out
 }

@@ -46,6 +46,9 @@ pub struct StabilityRecord {
     pub hessian: Option<Extremes>,
     pub preconditioned: Option<Extremes>,
     pub critical: Option<CriticalSharpness>,
+    /// The direction critical sharpness searched along (`∇L`, `P⁻¹∇L`, or the optimizer's next update
+    /// formed from the checkpoint's state).
+    pub direction: String,
     /// Whether each Lanczos run started from the previous checkpoint's top vector.
     pub warm_hessian: bool,
     pub warm_preconditioned: bool,

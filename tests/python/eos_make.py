@@ -3,7 +3,8 @@
 1000 digits (scikit-learn's bundled set), from one initialization, at the learning rate given; a
 checkpoint every EVERY steps (step-N.safetensors, the state dict) into OUT_DIR/ck, and the TorchScript model
 whose `loss(inputs, targets)` is the same loss (OUT_DIR/model.pt) with the training set as its evaluation
-set (OUT_DIR/eval.safetensors). Usage: eos_make.py OUT_DIR LR STEPS EVERY [sgd|adam]."""
+set (OUT_DIR/eval.safetensors); with adam also Adam's exp_avg_sq (OUT_DIR/v-N.safetensors) and the
+checkpoint with its optimizer state (OUT_DIR/state/step-N.pt). Usage: eos_make.py OUT_DIR LR STEPS EVERY [sgd|adam]."""
 
 import sys
 from pathlib import Path
@@ -50,6 +51,11 @@ for s in range(steps + 1):
         if adam:
             v = {n: opt.state[p]["exp_avg_sq"].contiguous() for n, p in net.named_parameters()}
             save_file(v, str(out / ("v-%d.safetensors" % s)))
+            # The same checkpoint with its optimizer's own state, as a trainer saves it.
+            (out / "state").mkdir(exist_ok=True)
+            torch.save(
+                {"model": net.state_dict(), "optimizer": opt.state_dict()}, str(out / "state" / ("step-%d.pt" % s))
+            )
     opt.zero_grad()
     net.loss(x, y).backward()
     opt.step()

@@ -35,6 +35,7 @@ use super::pickle_value::Val;
 use super::torch_item::{self, Archive, TensorRef};
 use super::{Checkpoint, CheckpointError, Layout, TensorInfo, TensorSource};
 
+mod lr;
 mod mapping;
 
 pub use mapping::ParamShape;

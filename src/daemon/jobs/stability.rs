@@ -12,8 +12,10 @@
 //! [run.stability]
 //! every = 10
 //! model_dir = "/scratch/job42/landscaped-model"
+//! # The checkpoint's own optimizer state is read and wins (docs/stability.md); these keys only fill
+//! # what it lacks (a checkpoint saved without its optimizer):
 //! optimizer = "sgd"          # sgd, adam, adamw; another name: no threshold
-//! lr = 0.05                  # until the checkpoint's optimizer state is read
+//! lr = 0.05                  # else the scheduler state or trainer_state.json
 //! momentum = 0.0             # dampening, nesterov; for Adam: betas = [0.9, 0.999], eps, amsgrad, adam_step
 //! # exp_avg_sq = "/scratch/job42/v-{step}.safetensors"   # expert/testing: Adam's second moment
 //! tol = 1e-3                 # Lanczos

@@ -9,9 +9,12 @@
 //! - [`preconditioner`]: Adam's diagonal preconditioner P at a checkpoint, and the scaling D = P^{-1/2}
 //!   (η folded in when parameter groups differ) that Lanczos runs on;
 //! - [`scaled`]: a Hessian space whose products are D·H·D (vectors stay where the space keeps them);
-//! - [`critical`]: critical sharpness (Kalra et al. 2026), λc = 2/ηc from a forward-only line search.
+//! - [`critical`]: critical sharpness (Kalra et al. 2026), λc = 2/ηc from a forward-only line search;
+//! - [`update`]: the optimizer's real next update from its state and one gradient (PyTorch's step rule),
+//!   the direction critical sharpness searches along.
 
 pub mod critical;
 pub mod preconditioner;
 pub mod scaled;
 pub mod threshold;
+pub mod update;
