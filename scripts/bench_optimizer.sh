@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Optimizer-state ingest speed vs `cat` of the same file (page cache warm) and peak RSS, printed as
-# ratios (tests/python/optimizer_bench.py). Env: BENCH_OPT_MIB (default 256: MiB of Adam state).
+# ratios (tests/python/optimizer_bench.py). Env: BENCH_OPT_MIB (default 256: MiB of Adam state);
+# BENCH_OPT_BEFORE (another landscaped binary, e.g. an older build, measured in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L="${LANDSCAPED_BIN:-$PWD/target/release/landscaped}"

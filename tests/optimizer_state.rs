@@ -259,3 +259,135 @@ fn telemetry_at_ingest_matches_numpy_on_the_same_state() {
     let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", "bare"]);
     assert!(ok && out.trim() == "[]" && err.matches("no optimizer state").count() == 1, "{out} {err}");
 }
+
+/// A committed DeepSpeed fixture (tests/python/deepspeed_make.py, written by DeepSpeed itself).
+fn deepspeed(rel: &str) -> std::path::PathBuf {
+    root().join("tests/fixtures/deepspeed").join(rel)
+}
+
+/// DeepSpeed runs: (name, the optimizer's kind). `groups_*`: AdamW over decay / no-decay groups with
+/// their own learning rates under StepLR; the others Adam over one group (tied embeddings, frozen
+/// parameters, bf16 / fp16 training with fp32 partitions).
+const DEEPSPEED_RUNS: [(&str, OptimizerKind); 9] = [
+    ("zero2", OptimizerKind::Adam),
+    ("zero3", OptimizerKind::Adam),
+    ("zero2_bf16", OptimizerKind::Adam),
+    ("zero2_fp16", OptimizerKind::Adam),
+    ("zero3_bf16", OptimizerKind::Adam),
+    ("tied_zero2", OptimizerKind::Adam),
+    ("tied_zero3", OptimizerKind::Adam),
+    ("groups_zero2", OptimizerKind::AdamW),
+    ("groups_zero3", OptimizerKind::AdamW),
+];
+
+/// DeepSpeed ZeRO-1/2 and ZeRO-3 folders through `OptimizerState::open`, as for every other layout:
+/// param groups, hyperparameters, steps and the scheduler's `_last_lr` equal rank 0's base optimizer
+/// state as torch.load reads it (every rank's groups checked equal there); the parameters of each group
+/// are DeepSpeed's recorded names; every `exp_avg` / `exp_avg_sq` is bit-equal to what DeepSpeed's own
+/// `safe_get_full_optimizer_state` gathered from the ranks in the training run (one and two ranks,
+/// fp32 / bf16 / fp16 training).
+#[test]
+fn deepspeed_zero_states_read_as_deepspeed_gathers_them() {
+    for (name, kind) in DEEPSPEED_RUNS {
+        let r = read_json(&deepspeed(&format!("{name}_optim.json")));
+        let ck = Checkpoint::open(&deepspeed(&format!("{name}/global_step3"))).unwrap();
+        let mut st = OptimizerState::open(&ck)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: no optimizer state"));
+        st.map_names(&order_of(&r)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(st.kind, kind, "{name}: kind");
+        let want = Checkpoint::open(&deepspeed(&format!("{name}_optim.safetensors"))).unwrap();
+        let groups = r["groups"].as_array().unwrap();
+        assert_eq!(st.groups.len(), groups.len(), "{name}: groups");
+        let mut with_state = 0;
+        for (g, (ours, theirs)) in st.groups.iter().zip(groups).enumerate() {
+            let names: Vec<ParamRef> = theirs["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| ParamRef::Name(n.as_str().unwrap().to_string()))
+                .collect();
+            assert_eq!(ours.params, names, "{name}: group {g}'s parameters");
+            let h = &theirs["hyper"];
+            assert_eq!(ours.hyper.lr, h["lr"].as_f64(), "{name}: group {g} lr");
+            assert_eq!(ours.hyper.eps, h["eps"].as_f64(), "{name}: group {g} eps");
+            assert_eq!(ours.hyper.weight_decay, h["weight_decay"].as_f64(), "{name}: group {g} wd");
+            assert_eq!(ours.hyper.amsgrad, h["amsgrad"].as_bool(), "{name}: group {g} amsgrad");
+            let betas = h["betas"].as_array().map(|b| (b[0].as_f64().unwrap(), b[1].as_f64().unwrap()));
+            assert_eq!(ours.hyper.betas, betas, "{name}: group {g} betas");
+            for (k, v) in h.as_object().unwrap() {
+                assert!(ours.raw.contains_key(k), "{name}: group {g}: '{k}' ({v}) not read");
+            }
+            for n in theirs["params"].as_array().unwrap() {
+                let pname = n.as_str().unwrap();
+                let ps = st.param(pname).unwrap_or_else(|| panic!("{name}: no state for '{pname}'"));
+                with_state += 1;
+                assert_eq!(ps.group, g, "{name}: '{pname}' group");
+                assert_eq!(ps.step, theirs["step"].as_f64(), "{name}: '{pname}' step");
+                let keys: Vec<&str> = ps.tensors.keys().map(String::as_str).collect();
+                assert_eq!(keys, ["exp_avg", "exp_avg_sq"], "{name}: '{pname}' state keys");
+                for (k, &i) in &ps.tensors {
+                    let j = want.index_of(&format!("{k}.{pname}")).unwrap();
+                    assert_eq!(st.tensors.tensors[i].shape, want.tensors[j].shape, "{name}: {pname} {k}");
+                    assert_eq!(
+                        st.tensors.read_raw(i).unwrap(),
+                        want.read_raw(j).unwrap(),
+                        "{name}: {pname} {k} values"
+                    );
+                }
+            }
+        }
+        assert_eq!(st.params.len(), with_state, "{name}: parameters with state");
+        let last: Option<Vec<f64>> =
+            r["scheduler_last_lr"].as_array().map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect());
+        assert_eq!(st.lr_sources.scheduler_last_lr, last, "{name}: the scheduler's _last_lr");
+    }
+}
+
+/// `landscaped ingest` of DeepSpeed folders records the optimizer telemetry with no special case: per
+/// parameter (DeepSpeed's names) the effective step size's harmonic mean and the update RMS to 1e-6
+/// relative of float64 NumPy over DeepSpeed's own gathered state, the quantiles to 5e-4; per group the
+/// learning rate the scheduler left.
+#[test]
+fn deepspeed_telemetry_at_ingest_matches_numpy_on_deepspeeds_own_gather() {
+    let data = tempfile::tempdir().unwrap();
+    for name in ["tied_zero2", "groups_zero2", "groups_zero3"] {
+        let r = read_json(&deepspeed(&format!("{name}_optim.json")));
+        let path = deepspeed(&format!("{name}/global_step3"));
+        let (ok, _, err) =
+            cli_query(data.path(), None, &["ingest", "--run", name, "--no-archive", path.to_str().unwrap()]);
+        assert!(ok, "{name}: ingest failed: {err}");
+        assert!(!err.contains("optimizer state not read"), "{name}: {err}");
+        let (ok, out, err) =
+            cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", name, "--tensors"]);
+        assert!(ok, "{name}: {err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let telemetry = r["telemetry"].as_object().unwrap();
+        assert_eq!(rows.len(), telemetry.len(), "{name}: one row per parameter with state: {rows:?}");
+        for (pname, a) in telemetry {
+            let row = rows
+                .iter()
+                .find(|row| row["tensor"] == pname.as_str())
+                .unwrap_or_else(|| panic!("{name}: no row for {pname}: {rows:?}"));
+            for (ours, theirs, tol) in [
+                ("step_size_hmean", &a["harmonic_mean"], 1e-6),
+                ("update_rms", &a["update_rms"], 1e-6),
+                ("step_size_q01", &a["quantiles"][0], 5e-4),
+                ("step_size_q10", &a["quantiles"][1], 5e-4),
+                ("step_size_q50", &a["quantiles"][2], 5e-4),
+                ("step_size_q90", &a["quantiles"][3], 5e-4),
+                ("step_size_q99", &a["quantiles"][4], 5e-4),
+            ] {
+                let (x, y) = (row[ours].as_f64().unwrap(), theirs.as_f64().unwrap());
+                assert!(close(x, y, tol), "{name} {pname}: {ours} {x} vs NumPy's {y}");
+            }
+        }
+        let (ok, out, err) = cli_query(data.path(), None, &["--format", "json", "optimizer", "--run", name]);
+        assert!(ok, "{err}");
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        for (g, theirs) in r["groups"].as_array().unwrap().iter().enumerate() {
+            let row = groups.iter().find(|row| row["group"] == g.to_string().as_str()).unwrap();
+            assert_eq!(row["lr"].as_f64(), theirs["hyper"]["lr"].as_f64(), "{name}: group {g} lr");
+        }
+    }
+}

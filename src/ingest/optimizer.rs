@@ -15,8 +15,14 @@ use landscaped_formats::{
 use landscaped_maths::optimizer::{AdamConsts, AdamFigures, Figures, MomentumFigures};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Elements read per chunk (per tensor of a pair).
-const CHUNK: usize = 1 << 20;
+/// Elements read per chunk (per tensor of a pair): 128 KiB of f32 each, so that a pair read from the
+/// page cache is still in the core's L2 cache when the arithmetic reads it.
+const CHUNK: usize = 1 << 15;
+
+/// Elements of one work item: a tensor larger than this is cut into ranges of this size, handed out
+/// to the threads like whole tensors and merged back in order (figures identical whatever the
+/// threads: the same ranges, merged in the same order).
+const RANGE: usize = 1 << 22;
 
 /// The telemetry of `ck`'s optimizer state: `Ok(None)` when it has none.
 pub fn optimizer_telemetry(
@@ -40,9 +46,18 @@ enum Acc {
     None,
 }
 
-/// The accumulators of every parameter of `st`, in order, computed on all cores.
+/// The accumulators of every parameter of `st`, in order, computed on all cores: the work items
+/// (each parameter's ranges of [`RANGE`] elements) are handed out in order to the threads, and each
+/// parameter's ranges merged in order.
 fn per_parameter(st: &OptimizerState) -> Result<Vec<Acc>, CheckpointError> {
-    let n = st.params.len();
+    let items: Vec<(usize, usize, usize)> = (0..st.params.len())
+        .flat_map(|k| {
+            let n = adam_pair(st, k).map_or(0, |(_, mi, _, _)| st.tensors.tensors[mi].numel());
+            let ranges = n.div_ceil(RANGE).max(1);
+            (0..ranges).map(move |r| (k, r * RANGE, RANGE.min(n.saturating_sub(r * RANGE))))
+        })
+        .collect();
+    let n = items.len();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8).min(n.max(1));
     let next = AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, Acc)>, CheckpointError>> = std::thread::scope(|s| {
@@ -52,11 +67,12 @@ fn per_parameter(st: &OptimizerState) -> Result<Vec<Acc>, CheckpointError> {
                     let (mut b1, mut b2) = (ChunkBuf::new(), ChunkBuf::new());
                     let mut out = Vec::new();
                     loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= n {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
                             return Ok(out);
                         }
-                        out.push((k, accumulate(st, k, &mut b1, &mut b2)?));
+                        let (k, start, len) = items[i];
+                        out.push((i, accumulate(st, k, start, len, &mut b1, &mut b2)?));
                     }
                 })
             })
@@ -70,41 +86,61 @@ fn per_parameter(st: &OptimizerState) -> Result<Vec<Acc>, CheckpointError> {
     for r in results {
         all.extend(r?);
     }
-    all.sort_by_key(|(k, _)| *k);
-    Ok(all.into_iter().map(|(_, a)| a).collect())
+    all.sort_by_key(|(i, _)| *i);
+    // Each parameter's ranges, merged in order.
+    let mut accs: Vec<Acc> = Vec::with_capacity(st.params.len());
+    let mut last = usize::MAX;
+    for (i, acc) in all {
+        let k = items[i].0;
+        if k != last {
+            accs.push(acc);
+            last = k;
+            continue;
+        }
+        if let (Some(Acc::Adam(a)), Acc::Adam(b)) = (accs.last_mut(), &acc) {
+            a.merge(b);
+        }
+    }
+    Ok(accs)
 }
 
-/// Parameter `k`'s accumulator: one pass over its `exp_avg` and `exp_avg_sq` (Adam) or its
-/// momentum buffer (SGD), a bounded chunk at a time.
+/// Parameter `k`'s Adam constants and the indices of its `exp_avg` and `exp_avg_sq` (or
+/// `max_exp_avg_sq` with amsgrad), with the second's key; None when it is not an Adam state with all
+/// of them.
+fn adam_pair(st: &OptimizerState, k: usize) -> Option<(AdamConsts, usize, usize, &'static str)> {
+    if !st.kind.is_adam() {
+        return None;
+    }
+    let p = &st.params[k];
+    let h = &st.groups.get(p.group)?.hyper;
+    let v_key = if h.amsgrad.unwrap_or(false) { "max_exp_avg_sq" } else { "exp_avg_sq" };
+    let (beta1, beta2) = h.betas?;
+    let c = AdamConsts { lr: st.lr(p.group)?, beta1, beta2, eps: h.eps?, step: p.step? };
+    Some((c, p.tensor("exp_avg")?, p.tensor(v_key)?, v_key))
+}
+
+/// Parameter `k`'s accumulator over elements `from .. from + len` (Adam: its `exp_avg` and
+/// `exp_avg_sq`) or whole (SGD: its momentum buffer), a bounded chunk at a time.
 fn accumulate(
     st: &OptimizerState,
     k: usize,
+    from: usize,
+    len: usize,
     b1: &mut ChunkBuf,
     b2: &mut ChunkBuf,
 ) -> Result<Acc, CheckpointError> {
     let p = &st.params[k];
-    let hyper = st.groups.get(p.group).map(|g| &g.hyper);
     if st.kind.is_adam() {
-        let amsgrad = hyper.and_then(|h| h.amsgrad).unwrap_or(false);
-        let v_key = if amsgrad { "max_exp_avg_sq" } else { "exp_avg_sq" };
-        let consts = (|| {
-            let h = hyper?;
-            let (beta1, beta2) = h.betas?;
-            Some(AdamConsts { lr: st.lr(p.group)?, beta1, beta2, eps: h.eps?, step: p.step? })
-        })();
-        let (Some(c), Some(mi), Some(vi)) = (consts, p.tensor("exp_avg"), p.tensor(v_key)) else {
-            return Ok(Acc::None);
-        };
-        let n = st.tensors.tensors[mi].numel();
-        if st.tensors.tensors[vi].numel() != n {
+        let Some((c, mi, vi, v_key)) = adam_pair(st, k) else { return Ok(Acc::None) };
+        if st.tensors.tensors[vi].numel() != st.tensors.tensors[mi].numel() {
             return Err(st
                 .tensors
                 .malformed(format!("state of '{}': exp_avg and {v_key} differ in size", p.param)));
         }
         let mut acc = AdamFigures::default();
-        let mut start = 0;
-        while start < n {
-            let len = CHUNK.min(n - start);
+        let (mut start, end) = (from, from + len);
+        while start < end {
+            let len = CHUNK.min(end - start);
             let m = b1.fill(&st.tensors, mi, start, len)?;
             let v = b2.fill(&st.tensors, vi, start, len)?;
             match (m, v) {

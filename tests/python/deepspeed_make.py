@@ -11,6 +11,8 @@ writes are committed instead. To regenerate:
 optimizer steps:
 - OUT/zero2/ (ZeRO-2, fp32, world size 1) and OUT/zero3/ (ZeRO-3, fp32, world size 2), of `Net`: a frozen
   parameter and a buffer;
+- OUT/groups_zero2/, OUT/groups_zero3/ (fp32, world size 2) of `Net` under AdamW with two param groups
+  (decay / no decay, their own learning rates) and a StepLR scheduler;
 - OUT/zero2_bf16/, OUT/zero2_fp16/, OUT/zero3_bf16/ (world size 2) and OUT/tied_zero2/, OUT/tied_zero3/
   (fp32, world size 2), of `TiedNet`: an embedding tied to the LM head (one Parameter under two names),
   a LayerNorm, a frozen parameter, no buffer. The bf16/fp16 runs train the module in low precision
@@ -23,7 +25,13 @@ safetensors can't hold shared tensors: OUT/<name>.json lists it), for ZeRO-2 OUT
 the norm PyTorch gives: sqrt of the sum of squares over `model.parameters()` of a fresh model loaded
 with zero_to_fp32's state dict (each shared Parameter once), in float64; OUT/<name>_optim.safetensors:
 Adam's `exp_avg.<param>` and `exp_avg_sq.<param>` of every trainable parameter as DeepSpeed's
-`safe_get_full_optimizer_state` gathers them from the ranks.
+`safe_get_full_optimizer_state` gathers them from the ranks; OUT/<name>_optim.json: the optimizer state as
+PyTorch's torch.load reads the saved files (with DeepSpeed importable for its classes): rank 0's base
+optimizer param groups (hyperparameters, step, and the names DeepSpeed's `param_shapes` records for their
+flat groups; every rank's param groups checked equal), the model's `named_parameters()` order, and per
+parameter Adam's telemetry in float64 NumPy from the gathered state (effective step size η/(√v̂+ε):
+harmonic mean and `inverted_cdf` quantiles; RMS of m̂/(√v̂+ε)). `--optim-reference [NAME...]` writes only
+these JSON files from the folders already in OUT.
 zero_to_fp32.py / zero_to_torch.py copies DeepSpeed drops into the save dir are removed.
 """
 
@@ -85,7 +93,12 @@ RUNS = {
     "zero3_bf16": (TiedNet, 3, "bf16", 2),
     "tied_zero2": (TiedNet, 2, "fp32", 2),
     "tied_zero3": (TiedNet, 3, "fp32", 2),
+    "groups_zero2": (Net, 2, "fp32", 2),
+    "groups_zero3": (Net, 3, "fp32", 2),
 }
+# Runs whose optimizer is AdamW over two param groups (weights: lr 0.05, weight decay 0.1; biases and
+# norms: lr 0.02, no decay) under PyTorch's StepLR (halving every 2 steps), as HF Trainer builds them.
+GROUPED = {"groups_zero2", "groups_zero3"}
 
 
 def train(name):
@@ -109,7 +122,15 @@ def train(name):
     if precision == "fp16":
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 4}
     params = [p for p in m.parameters() if p.requires_grad]
-    eng, _, _, _ = deepspeed.initialize(model=m, optimizer=torch.optim.Adam(params, lr=0.05), config=cfg)
+    opt, sched = torch.optim.Adam(params, lr=0.05), None
+    if name in GROUPED:
+        named = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+        decay = [p for n, p in named if n.endswith("weight") and "norm" not in n]
+        rest = [p for n, p in named if not (n.endswith("weight") and "norm" not in n)]
+        groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "lr": 0.02, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=0.05)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    eng, _, _, _ = deepspeed.initialize(model=m, optimizer=opt, lr_scheduler=sched, config=cfg)
     g = torch.Generator().manual_seed(1 + int(os.environ.get("RANK", "0")))
     for _ in range(3):
         loss = eng(model.batch(g)).float().pow(2).mean()
@@ -120,6 +141,11 @@ def train(name):
     from deepspeed.utils import safe_get_full_optimizer_state
 
     optim = {}
+    if hasattr(eng.optimizer, "_hp_optimizer_states_linked"):
+        # ZeRO-1/2 links each parameter to its optimizer-state fragment once, after the first group's
+        # step, when later groups have no state yet (DeepSpeed 0.19.8): link again now that all have.
+        eng.optimizer._hp_optimizer_states_linked = False
+        eng.optimizer._lazy_init_hp_params_optimizer_state()
     for n, p in eng.module.named_parameters():
         if p.requires_grad:
             for key in ["exp_avg", "exp_avg_sq"]:
@@ -160,7 +186,85 @@ def references(name):
             os.remove(os.path.join(d, extra))
 
 
+QS = [0.01, 0.1, 0.5, 0.9, 0.99]
+
+
+def adam_figures(lr, b1, b2, eps, step, m, v):
+    """PyTorch's Adam: update = lr · m̂/(√v̂+ε), m̂ = m/(1−β1^t), v̂ = v/(1−β2^t)."""
+    import numpy as np
+
+    m = m.astype(np.float64).ravel()
+    v = v.astype(np.float64).ravel()
+    bc1, bc2 = 1 - b1**step, 1 - b2**step
+    denom = np.sqrt(v / bc2) + eps
+    eff = lr / denom
+    upd = (m / bc1) / denom
+    return {
+        "harmonic_mean": float(eff.size / np.sum(1.0 / eff)),
+        "quantiles": [float(np.quantile(eff, q, method="inverted_cdf")) for q in QS],
+        "update_rms": float(np.sqrt(np.mean(upd**2))),
+    }
+
+
+def scalar(v):
+    if torch.is_tensor(v):
+        return v.item()
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def optim_reference(name):
+    """OUT/<name>_optim.json (see the module docs)."""
+    from safetensors.numpy import load_file
+
+    d = os.path.join(OUT, name)
+    step_dir = os.path.join(d, open(os.path.join(d, "latest")).read().strip())
+    files = sorted(os.listdir(step_dir))
+    optims = [f for f in files if f.endswith("_optim_states.pt")]
+    models = [f for f in files if f.endswith("_model_states.pt")]
+    zero3 = RUNS[name][1] == 3
+    ms = torch.load(os.path.join(step_dir, models[0]), map_location="cpu", weights_only=False)
+    base_groups = []
+    for f in optims:
+        osd = torch.load(os.path.join(step_dir, f), map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        base = osd["optimizer_state_dict"] if zero3 else osd["base_optimizer_state"]
+        base_groups.append(base)
+    base = base_groups[0]
+    groups = []
+    for g in base["param_groups"]:
+        hyper = {k: scalar(v) for k, v in g.items() if k not in ("params", "param_names")}
+        for other in base_groups[1:]:
+            assert {k: scalar(v) for k, v in other["param_groups"][len(groups)].items() if k != "params"} == hyper
+        names = [n for i in g["params"] for n in ms["param_shapes"][i]]
+        step = scalar(base["state"][g["params"][0]]["step"])
+        groups.append({"hyper": hyper, "params": names, "step": step})
+    gathered = load_file(os.path.join(OUT, f"{name}_optim.safetensors"))
+    trainable = [k[len("exp_avg.") :] for k in gathered if k.startswith("exp_avg.")]
+    assert sorted(trainable) == sorted(n for g in groups for n in g["params"]), (trainable, groups)
+    telemetry = {}
+    for g in groups:
+        h = g["hyper"]
+        for n in g["params"]:
+            m, v = gathered[f"exp_avg.{n}"], gathered[f"exp_avg_sq.{n}"]
+            telemetry[n] = adam_figures(h["lr"], h["betas"][0], h["betas"][1], h["eps"], g["step"], m, v)
+    sched = ms.get("lr_scheduler")
+    order = [{"name": n, "shape": list(p.shape)} for n, p in RUNS[name][0]().named_parameters()]
+    ref = {
+        "groups": groups,
+        "order": order,
+        "scheduler_last_lr": sched.get("_last_lr") if isinstance(sched, dict) else None,
+        "telemetry": telemetry,
+    }
+    with open(os.path.join(OUT, f"{name}_optim.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+
+
 def main():
+    if "--optim-reference" in sys.argv:
+        for name in sys.argv[sys.argv.index("--optim-reference") + 1 :] or list(RUNS):
+            optim_reference(name)
+        return
     if "--train" in sys.argv:
         train(sys.argv[sys.argv.index("--train") + 1])
         return
@@ -172,6 +276,7 @@ def main():
         cmd += ["--master-port", str(port), __file__, OUT, "--train", name]
         subprocess.run(cmd, check=True, env=env)
         references(name)
+        optim_reference(name)
 
 
 if __name__ == "__main__":

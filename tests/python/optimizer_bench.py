@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Optimizer-state ingest speed vs `cat` of the same file (page cache warm), and its peak memory.
 
-usage: optimizer_bench.py LANDSCAPED OUT [MIB]
+usage: optimizer_bench.py LANDSCAPED OUT [MIB]   (env BENCH_OPT_BEFORE: a second landscaped binary, e.g.
+an older build, measured in the same invocation, rounds alternated, against the same `cat`)
 
 Writes OUT/with.pt = torch.save({"model": tiny, "optimizer": AdamW state of MIB MiB of exp_avg +
 exp_avg_sq}) and OUT/without.pt (the same without the optimizer). Optimizer-state ingest time is
 `landscaped ingest with.pt` minus `landscaped ingest without.pt` (same process start, store and weights),
 best of 3; the baseline is `cat with.pt > /dev/null`, best of 3, after a warm-up read. Prints the
-throughputs, their ratio (the issue asks >= 0.3x) and the ingest's peak RSS against the state's size.
+throughputs, their ratio (the issue asks >= 0.3x), the optimizer state's CPU seconds (user + system) per
+GB and the ingest's peak RSS against the state's size, for each binary.
 """
 
 import os
@@ -46,15 +48,15 @@ def timed(cmd):
     dt = time.perf_counter() - t
     if status != 0:
         sys.exit(f"failed: {cmd}: {p.stderr.read().decode()}")
-    return dt, ru.ru_maxrss * 1024
+    return dt, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
 
 
-def ingest(name, step):
+def ingest(binary, name, step):
     data = tempfile.mkdtemp(dir=OUT)
     try:
         return timed(
             [
-                L,
+                binary,
                 "--data-dir",
                 data,
                 "ingest",
@@ -79,14 +81,25 @@ path = os.path.join(OUT, "with.pt")
 size = os.path.getsize(path)
 timed(["cat", path])  # warm the page cache
 cat = min(timed(["sh", "-c", f"cat {path} > /dev/null"])[0] for _ in range(3))
-with_ = [ingest("with.pt", i) for i in range(3)]
-without = [ingest("without.pt", i) for i in range(3)]
-t_opt = min(t for t, _ in with_) - min(t for t, _ in without)
-rss = max(r for _, r in with_)
+binaries = [("this build", L)]
+if os.environ.get("BENCH_OPT_BEFORE"):
+    binaries.insert(0, ("before", os.environ["BENCH_OPT_BEFORE"]))
+runs = {label: ([], []) for label, _ in binaries}
+for i in range(3):  # rounds alternated between the binaries
+    for label, binary in binaries:
+        runs[label][0].append(ingest(binary, "with.pt", i))
+        runs[label][1].append(ingest(binary, "without.pt", i))
 print(f"optimizer state: {size / 2**20:.0f} MiB (torch.save file), load: {os.getloadavg()[0]:.2f}")
 print(f"cat (warm):              {cat:.3f} s  {size / cat / 2**20:8.0f} MiB/s")
-print(
-    f"optimizer-state ingest:  {t_opt:.3f} s  {size / t_opt / 2**20:8.0f} MiB/s  (with {min(t for t, _ in with_):.3f} s - without {min(t for t, _ in without):.3f} s)"
-)
-print(f"ratio ingest/cat: {cat / t_opt:.2f}x (issue 22: >= 0.3x)")
-print(f"peak RSS of the ingest: {rss / 2**20:.0f} MiB = {rss / size:.2f} x the state's size")
+for label, _ in binaries:
+    with_, without = runs[label]
+    t_opt = min(t for t, _, _ in with_) - min(t for t, _, _ in without)
+    cpu = min(c for _, _, c in with_) - min(c for _, _, c in without)
+    rss = max(r for _, r, _ in with_)
+    print(f"[{label}]")
+    print(
+        f"  optimizer-state ingest:  {t_opt:.3f} s  {size / t_opt / 2**20:8.0f} MiB/s  (with {min(t for t, _, _ in with_):.3f} s - without {min(t for t, _, _ in without):.3f} s)"
+    )
+    print(f"  ratio ingest/cat: {cat / t_opt:.2f}x (issue 22: >= 0.3x)")
+    print(f"  CPU (user + system) of the optimizer state: {cpu:.3f} s = {cpu / (size / 1e9):.2f} CPU s/GB")
+    print(f"  peak RSS of the ingest: {rss / 2**20:.0f} MiB = {rss / size:.2f} x the state's size")

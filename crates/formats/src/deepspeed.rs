@@ -70,10 +70,10 @@ pub(crate) fn is_deepspeed_folder(dir: &Path) -> bool {
 }
 
 /// Model-state files (dp rank if per rank) and optimizer-state files (dp rank), each sorted by rank.
-type StateFiles = (Vec<(Option<usize>, PathBuf)>, Vec<(usize, PathBuf)>);
+pub(crate) type StateFiles = (Vec<(Option<usize>, PathBuf)>, Vec<(usize, PathBuf)>);
 
 /// The folder's state files: (model states, optimizer states), each sorted by dp rank.
-fn state_files(dir: &Path) -> Result<StateFiles, CheckpointError> {
+pub(crate) fn state_files(dir: &Path) -> Result<StateFiles, CheckpointError> {
     let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
     let (mut models, mut optims) = (Vec::new(), Vec::new());
     for e in rd.flatten() {
@@ -166,7 +166,10 @@ pub(crate) struct DeepSpeedFolder {
     pub step: Option<u64>,
 }
 
-fn open_archive(path: &Path, allow: fn(&str, &str) -> bool) -> Result<(File, Archive), CheckpointError> {
+pub(crate) fn open_archive(
+    path: &Path,
+    allow: fn(&str, &str) -> bool,
+) -> Result<(File, Archive), CheckpointError> {
     let file = super::regular::open_regular(path)?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let a = Archive::open(&file, path, 0, len, allow)?;
@@ -216,10 +219,10 @@ fn shared_params(root: &Val) -> Vec<(String, String)> {
 }
 
 /// One parameter group's (name, shape), in the group's flat order.
-type GroupShapes = Vec<(String, Vec<usize>)>;
+pub(crate) type GroupShapes = Vec<(String, Vec<usize>)>;
 
 /// `param_shapes`: per parameter group, (name, shape) in the group's flat order.
-fn param_shapes(path: &Path, root: &Val) -> Result<Vec<GroupShapes>, CheckpointError> {
+pub(crate) fn param_shapes(path: &Path, root: &Val) -> Result<Vec<GroupShapes>, CheckpointError> {
     let mut groups = Vec::new();
     for group in root.get("param_shapes").and_then(|g| g.items()).unwrap_or_default() {
         let mut shapes = Vec::new();
@@ -235,7 +238,7 @@ fn param_shapes(path: &Path, root: &Val) -> Result<Vec<GroupShapes>, CheckpointE
 }
 
 /// The ZeRO stage an optimizer state names (`zero_stage`: `ZeroStageEnum(n)` or an int).
-fn zero_stage(osd: &Val) -> Option<i64> {
+pub(crate) fn zero_stage(osd: &Val) -> Option<i64> {
     let v = osd.get("zero_stage")?;
     v.as_int().or_else(|| v.args()?.first()?.as_int())
 }
@@ -424,6 +427,18 @@ impl DeepSpeedFolder {
         let (tensors, aliases) = zero3_master(dir, &models, &optims, a, &mut files, cut)?;
         let copy = format!("{} (ZeRO-3 optimizer partitions, {} ranks)", cut.what(), models.len());
         Ok(DeepSpeedFolder { files, all, tensors, aliases, step, copy })
+    }
+
+    /// One per-element state of the base optimizer (`exp_avg`, ...) of every trainable parameter,
+    /// each tensor named `state.<parameter>.<key>` (as [`super::optimizer`] names a state's tensors),
+    /// without aliases (a tied parameter has one state, under its owner's name).
+    pub(crate) fn open_state(dir: &Path, key: &str) -> Result<DeepSpeedFolder, CheckpointError> {
+        let mut f = Self::open_cut(dir, Cut::State(key))?;
+        for (info, _) in &mut f.tensors {
+            info.name = format!("state.{}.{key}", info.name);
+        }
+        f.aliases.clear();
+        Ok(f)
     }
 
     pub(crate) fn infos(&self) -> Vec<TensorInfo> {

@@ -13,8 +13,11 @@
 //!   `optim.param_groups.<i>.<hyper>` (with `params` naming the fqns) or, flattened,
 //!   `optim.param_groups.<fqn>.<hyper>`.
 //!
-//! Not read yet (an `Unsupported` error, one line): DeepSpeed (`*_optim_states.pt`: flat fp32
-//! partitions to be sliced by `param_shapes` into per-name [`ParamState`]s) and Megatron.
+//! - DeepSpeed ZeRO-1/2/3 folders (`optimizer/deepspeed.rs`): the base optimizer's param groups as
+//!   DeepSpeed stored them, its per-element state cut out of every rank's flat partitions by
+//!   `param_shapes` as the master weights are, named by DeepSpeed's own parameter names.
+//!
+//! Not read yet (an `Unsupported` error, one line): Megatron.
 //!
 //! The pickles are parsed, never executed, against the same allow-list as the weights (an optimizer
 //! state dict needs nothing more: dicts, lists, tuples, numbers, strings, tensors). Only the pickle's
@@ -35,6 +38,7 @@ use super::pickle_value::Val;
 use super::torch_item::{self, Archive, TensorRef};
 use super::{Checkpoint, CheckpointError, Layout, TensorInfo, TensorSource};
 
+mod deepspeed;
 mod lr;
 mod mapping;
 
@@ -228,13 +232,14 @@ fn malformed(path: &Path, why: impl Into<String>) -> CheckpointError {
 impl OptimizerState {
     /// The optimizer state that goes with checkpoint `ck`: `Ok(None)` when it has none (an HF folder
     /// without `optimizer.pt`, a file without an optimizer entry); an error naming the file and cause
-    /// when it has one that cannot be read (including layouts not read yet: DeepSpeed, Megatron).
+    /// when it has one that cannot be read (including layouts not read yet: Megatron).
     pub fn open(ck: &Checkpoint) -> Result<Option<OptimizerState>, CheckpointError> {
         match ck.layout {
             Layout::HfFolder => open_hf(&ck.path),
             Layout::Lightning | Layout::File => open_torch_file(&ck.path, ck.layout),
             Layout::Dcp => open_dcp(&ck.path),
-            Layout::Megatron | Layout::DeepSpeed => Err(CheckpointError::Unsupported {
+            Layout::DeepSpeed => deepspeed::open_deepspeed(&ck.path),
+            Layout::Megatron => Err(CheckpointError::Unsupported {
                 path: ck.path.clone(),
                 why: format!("the optimizer state of a {} checkpoint is not read yet", ck.layout.name()),
             }),
@@ -318,10 +323,15 @@ struct Opened {
 
 impl Opened {
     fn open(path: &Path) -> Result<Opened, CheckpointError> {
+        Self::open_with(path, pickle_scan::allowed)
+    }
+
+    /// Against allow-list `allow` (DeepSpeed's optimizer files name a few classes of their own).
+    fn open_with(path: &Path, allow: fn(&str, &str) -> bool) -> Result<Opened, CheckpointError> {
         let file = super::regular::open_regular(path)?;
         let len =
             file.metadata().map_err(|e| CheckpointError::Io { path: path.to_path_buf(), source: e })?.len();
-        let archive = Archive::open(&file, path, 0, len, pickle_scan::allowed)?;
+        let archive = Archive::open(&file, path, 0, len, allow)?;
         Ok(Opened { path: path.to_path_buf(), file, archive })
     }
 
