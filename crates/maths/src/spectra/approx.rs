@@ -19,7 +19,8 @@
 //! down to the largest of their lowest converged values (every pooled eigenvalue above it is known).
 //!
 //! k comes from the budget: the operator applications `max_flops` pays for (4·rows·cols flops each, per
-//! slice), less the quadrature's, a third of them as k (32 ≤ k ≤ 1024), unless set.
+//! slice), less the quadrature's, go to Lanczos steps, a quarter of them as k (32 ≤ k ≤ 1024), unless
+//! set; at least 4k steps.
 
 use landscaped_formats::Values;
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,7 @@ pub fn budget(plan: &LayerPlan, max_flops: f64, opts: &ApproxOptions) -> (usize,
     let per_matvec = 4.0 * r as f64 * c as f64 * plan.rf as f64;
     let matvecs = if max_flops.is_finite() { (max_flops / per_matvec).floor() as usize } else { usize::MAX };
     let lanczos = matvecs.saturating_sub(opts.probes * opts.slq_steps);
-    let k = if opts.top_k > 0 { opts.top_k } else { (lanczos / 3).clamp(MIN_K, MAX_K) }.min(dim);
+    let k = if opts.top_k > 0 { opts.top_k } else { (lanczos / 4).clamp(MIN_K, MAX_K) }.min(dim);
     let steps = lanczos.max(4 * k).max(k + 50).min(dim).min((MAX_BASIS / dim).max(k + 1));
     (k, steps)
 }
@@ -250,4 +251,25 @@ fn assemble(
         approx: Some(approx),
     };
     (spectrum, esd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spectra::layers::{Filter, plan};
+
+    #[test]
+    fn k_comes_from_the_budget_within_its_bounds() {
+        let o = ApproxOptions::default();
+        // LLaMA-3-8B's MLP projection just over the default budget: 2e11 / (4·4096·14336) = 851
+        // applications, less the quadrature's 320, for Lanczos, a quarter as k.
+        let p = plan("mlp.weight", &[14336, 4096], &Filter::default()).unwrap();
+        assert_eq!(budget(&p, 2e11, &o), (132, 531));
+        // A tiny budget: k = 32 with 128 steps; a set k is kept.
+        assert_eq!(budget(&p, 1.0, &o), (32, 128));
+        assert_eq!(budget(&p, 1.0, &ApproxOptions { top_k: 100, ..o.clone() }), (100, 400));
+        // Never more than the operator's dimension.
+        let small = plan("fc.weight", &[40, 30], &Filter::default()).unwrap();
+        assert_eq!(budget(&small, 1.0, &o), (30, 30));
+    }
 }
