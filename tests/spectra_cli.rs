@@ -40,6 +40,7 @@ fn check_rows(ctx: &str, rows: &[Value], case: &Value) {
         }
         assert_eq!(row["num_pl_spikes"].as_f64(), w["num_pl_spikes"].as_f64(), "{ctx} {name}");
         assert_eq!(row["exact"], Value::Bool(true));
+        assert_eq!(row["method"], "svd");
     }
 }
 
@@ -85,13 +86,31 @@ fn cli_measures_stores_prints_and_plots_spectra() {
         cli_query(&data, None, &["spectra", "--run", "r", "--layer", "fc*", "--format", "csv"]);
     assert!(ok && out.lines().count() == 3, "header + fc1, fc2: {out}");
 
-    // A budget no layer fits: every layer refused by name, never approximated.
+    // A budget no layer fits: every layer approximated, and saying so (exact = false, the method and k);
+    // with --no-approx every layer refused by name instead.
     let (ok, out, _) =
         cli_query(&data, None, &["spectra", "--checkpoint", f, "--max-flops", "1", "--format", "json"]);
     assert!(ok);
     let rows = json_rows(&out);
     assert_eq!(rows.len(), 7);
-    assert!(rows.iter().all(|r| r["exact"] == false && r["alpha"].is_null()));
+    for r in &rows {
+        assert_eq!(r["exact"], false, "{r}");
+        assert!(r["method"].as_str().unwrap().starts_with("lanczos-top-k+slq k="), "{r}");
+        assert!(r["alpha"].is_number() && r["log_norm"].is_number(), "{r}");
+    }
+    let (ok, out, _) =
+        cli_query(&data, None, &["spectra", "--checkpoint", f, "--max-flops", "1", "--format", "csv"]);
+    assert!(ok && out.lines().next().unwrap().ends_with("exact,method"), "{out}");
+    assert!(out.lines().skip(1).all(|l| l.contains(",false,lanczos-top-k+slq k=")), "{out}");
+    let (ok, out, _) = cli_query(
+        &data,
+        None,
+        &["spectra", "--checkpoint", f, "--max-flops", "1", "--no-approx", "--format", "json"],
+    );
+    assert!(ok);
+    let rows = json_rows(&out);
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r["exact"] == false && r["alpha"].is_null() && r["method"] == "refused"));
     assert!(rows[0]["warning"].as_str().unwrap().starts_with("refused: exact SVD"));
 
     // Plots: α over steps, and one layer's ESD with the fit.

@@ -37,9 +37,16 @@ pub struct SpectraCmdArgs {
     /// Threads for each SVD.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Refuse (and say so) layers whose exact SVD costs more flops than this.
+    /// Layers whose exact SVD costs more flops than this are approximated (exact top-k by Lanczos + SLQ;
+    /// their rows say exact = false and the method), or refused with --no-approx.
     #[arg(long, default_value_t = crate::spectra::DEFAULT_MAX_FLOPS)]
     pub max_flops: f64,
+    /// Refuse (and say so) layers over --max-flops instead of approximating them.
+    #[arg(long)]
+    pub no_approx: bool,
+    /// When approximating: top eigenvalues computed exactly per matrix (0: as many as --max-flops pays for).
+    #[arg(long, default_value_t = 0)]
+    pub approx_top_k: usize,
 }
 
 pub fn run(cli: &Cli, args: &SpectraCmdArgs) -> anyhow::Result<()> {
@@ -49,6 +56,8 @@ pub fn run(cli: &Cli, args: &SpectraCmdArgs) -> anyhow::Result<()> {
     let opts = Options {
         threads: args.threads.max(1),
         max_flops: args.max_flops,
+        approximate: !args.no_approx,
+        approx: landscaped_maths::spectra::ApproxOptions { top_k: args.approx_top_k, ..Default::default() },
         layer: args.layer.as_deref().map(tensor_matcher).transpose()?,
         ..Options::default()
     };

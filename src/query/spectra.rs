@@ -2,8 +2,8 @@
 //! (`landscaped spectra --run R [--step S] [--layer GLOB] [--summary]`), from the records the daemon's
 //! spectra job or `landscaped spectra --compute` wrote. One row per layer and step, or with `--summary`
 //! one row per step: mean α, fraction of layers with α < 2, mean α_weighted. Each row says whether its
-//! eigenvalues are exact; layers refused (over the SVD budget) are rows with `exact = false` and the
-//! reason instead of metrics.
+//! eigenvalues are exact (`exact`, `method`: `svd`, or the approximation's name and k for a layer over
+//! the SVD budget); layers refused are rows with `exact = false` and the reason instead of metrics.
 
 use super::norms::tensor_matcher;
 use super::runs::require_run;
@@ -29,7 +29,7 @@ pub struct SpectraArgs {
 }
 
 /// The columns of a layer row (also `landscaped spectra --checkpoint`'s).
-pub const LAYER_COLUMNS: [&str; 19] = [
+pub const LAYER_COLUMNS: [&str; 20] = [
     "step",
     "layer",
     "N",
@@ -49,6 +49,7 @@ pub const LAYER_COLUMNS: [&str; 19] = [
     "entropy",
     "warning",
     "exact",
+    "method",
 ];
 
 pub const SUMMARY_COLUMNS: [&str; 7] =
@@ -75,17 +76,32 @@ pub fn layer_row(step: Value, l: &LayerSpectrum) -> Vec<Value> {
         num(l.metrics.stable_rank),
         num(l.metrics.log_alpha_norm),
         num(l.metrics.entropy),
-        json!(l.fit.warning()),
+        json!(warning(l)),
         json!(l.exact),
+        json!(l.method()),
     ]
+}
+
+/// WeightWatcher's warning, and for an approximated layer whose xmin is the lowest of its top-k
+/// candidates, that the exact fit may reach lower.
+fn warning(l: &LayerSpectrum) -> String {
+    let w = l.fit.warning();
+    match &l.approx {
+        Some(a) if a.xmin_at_edge => {
+            let edge = format!("xmin at the edge of the top {} (exact fit may differ)", a.k);
+            if w.is_empty() { edge } else { format!("{w}; {edge}") }
+        }
+        _ => w.to_string(),
+    }
 }
 
 /// A refused layer's row: no metrics, `exact = false`, the reason in `warning`.
 pub fn refused_row(step: Value, name: &str, why: &str) -> Vec<Value> {
     let mut row = vec![step, json!(name)];
-    row.extend(std::iter::repeat_n(Value::Null, LAYER_COLUMNS.len() - 4));
+    row.extend(std::iter::repeat_n(Value::Null, LAYER_COLUMNS.len() - 5));
     row.push(json!(format!("refused: {why}")));
     row.push(json!(false));
+    row.push(json!("refused"));
     row
 }
 

@@ -2,10 +2,11 @@
 //! power-law α and norm metrics (the maths in `landscaped_maths::spectra`), one layer at a time.
 //!
 //! [`checkpoint_spectra`] reads each layer's tensor once (one tensor, its f64 slice and the SVD's
-//! workspace in memory at a time), and refuses, by name and with a reason in the record, any layer whose
-//! exact SVD is above the size budget (`max_flops`): nothing is approximated silently, and every
-//! measured layer's record says `exact = true`. Used by `landscaped spectra`, the daemon's spectra job
-//! and `landscaped plot spectra`.
+//! workspace in memory at a time). A layer whose exact SVD is above the size budget (`max_flops`) is
+//! approximated (`landscaped_maths::spectra::approx`: exact top-k by Lanczos + SLQ for the rest; its
+//! record says `exact = false` and names the method and k), or, with `approximate = false`, refused by
+//! name with the reason in the record: nothing is approximated silently. Used by `landscaped spectra`,
+//! the daemon's spectra job and `landscaped plot spectra`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,13 +16,13 @@ use globset::GlobMatcher;
 use landscaped_formats::Checkpoint;
 use landscaped_maths::spectra::layers::{Filter, LayerPlan, plan};
 use landscaped_maths::spectra::metrics::{LayerSpectrum, Summary, layer_spectrum, summary};
-use landscaped_maths::spectra::{Esd, esd};
+use landscaped_maths::spectra::{ApproxOptions, Esd, approximate_layer, esd};
 use serde::{Deserialize, Serialize};
 
 use crate::store::spectra::{RefusedLayer, SpectraRecord};
 
-/// A layer whose exact SVD costs more than this (rf · N · M², see [`LayerPlan::flops`]) is refused unless
-/// the caller raises it: 2e11 admits one 4096 × 11008 matrix (1.8e11, an LLaMA-7B MLP projection).
+/// A layer whose exact SVD costs more than this (rf · N · M², see [`LayerPlan::flops`]) is approximated
+/// (or refused): 2e11 admits one 4096 × 11008 matrix (1.8e11, an LLaMA-7B MLP projection).
 pub const DEFAULT_MAX_FLOPS: f64 = 2.0e11;
 
 /// How to measure.
@@ -30,15 +31,26 @@ pub struct Options {
     pub filter: Filter,
     /// Threads for each SVD.
     pub threads: usize,
-    /// Layers whose SVD costs more (see [`LayerPlan::flops`]) are refused, not approximated.
+    /// Layers whose SVD costs more (see [`LayerPlan::flops`]) are approximated (or refused).
     pub max_flops: f64,
+    /// Approximate layers over `max_flops` (false: refuse them by name).
+    pub approximate: bool,
+    /// How (k, SLQ probes and steps).
+    pub approx: ApproxOptions,
     /// Only tensors whose name matches.
     pub layer: Option<GlobMatcher>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { filter: Filter::default(), threads: 1, max_flops: DEFAULT_MAX_FLOPS, layer: None }
+        Options {
+            filter: Filter::default(),
+            threads: 1,
+            max_flops: DEFAULT_MAX_FLOPS,
+            approximate: true,
+            approx: ApproxOptions::default(),
+            layer: None,
+        }
     }
 }
 
@@ -96,11 +108,12 @@ pub fn checkpoint_spectra_with(
             refused.push(Refused { name, why: "stopped before it was measured".into() });
             continue;
         }
-        if p.flops() > opts.max_flops {
+        let over = p.flops() > opts.max_flops;
+        if over && !opts.approximate {
             refused.push(Refused {
                 name,
                 why: format!(
-                    "exact SVD of {} slice(s) of {:?} costs {:.1e} flops, above the budget {:.1e} (raise max_flops)",
+                    "exact SVD of {} slice(s) of {:?} costs {:.1e} flops, above the budget {:.1e} (raise max_flops, or allow the approximation)",
                     p.rf,
                     p.slice_shape(),
                     p.flops(),
@@ -116,11 +129,16 @@ pub fn checkpoint_spectra_with(
                 continue;
             }
         };
-        match esd(&p, &values, opts.threads) {
-            Ok(e) => {
-                drop(values);
+        let measured = if over {
+            approximate_layer(&name, &p, &values, opts.threads, opts.max_flops, &opts.approx)
+        } else {
+            esd(&p, &values, opts.threads).map(|e| (layer_spectrum(&name, &p, &e), e))
+        };
+        drop(values);
+        match measured {
+            Ok((l, e)) => {
                 each(&name, &e);
-                layers.push(layer_spectrum(&name, &p, &e));
+                layers.push(l);
             }
             Err(why) => refused.push(Refused { name, why }),
         }

@@ -6,9 +6,10 @@
 3. worker start-up: `landscaped info` (start landscaped-worker, handshake, stop) median wall time;
 4. the sidecar's cost to a trainer: examples/train_digits.py's wall time alone against the same training
    while the daemon watches it with PCA after every checkpoint, a PCA-plane slice every 2nd and sharpness
-   every 4th (job defaults otherwise), alternated BENCH_ROUNDS times, medians (target <= 5 % slower).
+   every 4th (job defaults otherwise), and with the layer-spectra job at its defaults (every checkpoint),
+   alternated BENCH_ROUNDS times, medians (target <= 5 % slower each).
 
-Every figure is printed with a ratio against a baseline measured in the same invocation: the idle RSS
+BENCH_TRAINER_ONLY=1 runs part 4 alone (=spectra: only its spectra contender). Every figure is printed with a ratio against a baseline measured in the same invocation: the idle RSS
 against a bare Python process that has imported torch and sleeps (the least a Python sidecar holds), the
 CLI's wall time and peak RSS against `python -c pass` (the least any Python CLI costs), the worker start-up
 against `python -c "import torch"` (the least a Python worker's start-up costs).
@@ -133,8 +134,8 @@ def train(out):
     return time.perf_counter() - t0
 
 
-def main():
-    root = tempfile.mkdtemp(prefix="landscaped-light-")
+def footprint(root):
+    """Parts 1-3: the idle daemon, `landscaped runs`, the worker start-up."""
     py_torch_rss = python_torch_idle_rss()
     py_pass_wall, py_pass_peak = py_timed("pass")
     py_torch_wall, _ = py_timed("import torch", n=5)
@@ -186,42 +187,59 @@ def main():
         f"peak RSS of landscaped {peak:.1f} MB (`python -c 'import torch'` / this: wall {py_torch_wall / wall:.2f}x)"
     )
 
-    # The trainer's cost.
-    alone, watched = [], []
+
+def main():
+    root = tempfile.mkdtemp(prefix="landscaped-light-")
+    if not os.environ.get("BENCH_TRAINER_ONLY"):
+        footprint(root)
+    # The trainer's cost: alone, watched with the PCA/slice/sharpness jobs, watched with the spectra job at
+    # its defaults (every checkpoint, 1 thread), alternated, medians.
+    contenders = {
+        "pca/slice/sharpness": (
+            lambda ck: (
+                f'[run.pca]\nevery = 1\ncomponents = 2\n[run.slice]\nevery = 2\ndirs = "pca"\n'
+                f'model_dir = "{ck}/landscaped"\n[run.sharpness]\nevery = 4\nmodel_dir = "{ck}/landscaped"\n'
+            ),
+            ("pca", "slice", "sharpness"),
+        ),
+        "spectra": (lambda ck: "[run.spectra]\n", ("spectra",)),
+    }
+    only = os.environ.get("BENCH_TRAINER_ONLY", "")
+    contenders = {k: v for k, v in contenders.items() if only in ("", "1") or k == only}
+    alone, watched = [], {k: [] for k in contenders}
     for r in range(ROUNDS):
         alone.append(train(f"{root}/alone{r}"))
-        ck = f"{root}/watched{r}"
-        os.makedirs(ck)
-        jobs = (
-            f'[[run]]\nname = "t"\nwatch = ["{ck}"]\n[run.pca]\nevery = 1\ncomponents = 2\n'
-            f'[run.slice]\nevery = 2\ndirs = "pca"\nmodel_dir = "{ck}/landscaped"\n'
-            f'[run.sharpness]\nevery = 4\nmodel_dir = "{ck}/landscaped"\n'
-        )
-        os.makedirs(f"{root}/d{r}")
-        d, port = start_daemon(f"{root}/d{r}", jobs)
-        try:
-            watched.append(train(ck))
-            m = get(port, "/metrics")
-            runs_ok = {
-                job: sum(
-                    float(line.split()[-1])
-                    for line in m.splitlines()
-                    if line.startswith(f'landscaped_job_runs_total{{job="{job}",outcome="ok"')
-                )
-                for job in ("pca", "slice", "sharpness")
-            }
-        finally:
-            stop(d)
+        line = f"round {r + 1}: training alone {alone[-1]:.2f} s (load {os.getloadavg()[0]:.2f})"
+        for label, (jobs, names) in contenders.items():
+            tag = label.replace("/", "-")
+            ck = f"{root}/watched-{tag}{r}"
+            os.makedirs(ck)
+            os.makedirs(f"{root}/d-{tag}{r}")
+            d, port = start_daemon(f"{root}/d-{tag}{r}", f'[[run]]\nname = "t"\nwatch = ["{ck}"]\n' + jobs(ck))
+            try:
+                watched[label].append(train(ck))
+                m = get(port, "/metrics")
+                runs_ok = {
+                    job: sum(
+                        float(x.split()[-1])
+                        for x in m.splitlines()
+                        if x.startswith(f'landscaped_job_runs_total{{job="{job}",outcome="ok"')
+                    )
+                    for job in names
+                }
+            finally:
+                stop(d)
+            line += f"; with {label} {watched[label][-1]:.2f} s (jobs completed during it: {runs_ok})"
+        print(line)
+    a = statistics.median(alone)
+    for label, times in watched.items():
+        w = statistics.median(times)
         print(
-            f"round {r + 1}: training alone {alone[-1]:.2f} s, watched {watched[-1]:.2f} s "
-            f"(jobs completed during it: {runs_ok})"
+            f"trainer ({EPOCHS} epochs of examples/train_digits.py, 2 threads, {ROUNDS} rounds alternated): alone "
+            f"{a:.2f} s, with the daemon watching and running the {label} job(s) {w:.2f} s: "
+            f"{(w / a - 1) * 100:+.1f} % (target <= 5 %; load after {os.getloadavg()[0]:.2f}) "
+            f"(the daemon runs at its configured nice and the idle I/O class, its workers at nice +10 more, 1 thread each)"
         )
-    a, w = statistics.median(alone), statistics.median(watched)
-    print(
-        f"trainer ({EPOCHS} epochs of examples/train_digits.py, 2 threads): alone {a:.2f} s, with the daemon "
-        f"watching and running PCA/slice/sharpness jobs {w:.2f} s: {(w / a - 1) * 100:+.1f} % (target <= 5 %); "
-        f"(the daemon runs at its configured nice and the idle I/O class, its workers at nice +10 more, 1 thread each)"
-    )
 
 
 if __name__ == "__main__":

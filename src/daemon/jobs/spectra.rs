@@ -9,7 +9,9 @@
 //! [run.spectra]
 //! every = 1              # every checkpoint (default 1)
 //! threads = 1            # threads for each SVD, at the job thread's low priority (default 1)
-//! max_flops = 2e11       # layers whose exact SVD costs more are refused, by name, in the record
+//! max_flops = 2e11       # layers whose exact SVD costs more are approximated (exact = false, method named)
+//! approximate = true     # false: refuse them instead, by name, in the record
+//! approx_top_k = 0       # top eigenvalues computed exactly per slice when approximating (0: from max_flops)
 //! layer_gauges = []      # globs: per-layer landscaped_spectra_layer_alpha{run,layer} (default none)
 //! ```
 
@@ -17,6 +19,7 @@ use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::query::norms::tensor_matcher;
 use crate::spectra::{DEFAULT_MAX_FLOPS, Options, measure_until};
 use crate::store::{checkpoints, spectra as records};
+use landscaped_maths::spectra::ApproxOptions;
 use prometheus::GaugeVec;
 use serde::Deserialize;
 
@@ -26,12 +29,21 @@ pub(crate) struct SpectraJobConfig {
     pub every: u64,
     pub threads: usize,
     pub max_flops: f64,
+    pub approximate: bool,
+    pub approx_top_k: usize,
     pub layer_gauges: Vec<String>,
 }
 
 impl Default for SpectraJobConfig {
     fn default() -> Self {
-        SpectraJobConfig { every: 1, threads: 1, max_flops: DEFAULT_MAX_FLOPS, layer_gauges: Vec::new() }
+        SpectraJobConfig {
+            every: 1,
+            threads: 1,
+            max_flops: DEFAULT_MAX_FLOPS,
+            approximate: true,
+            approx_top_k: 0,
+            layer_gauges: Vec::new(),
+        }
     }
 }
 
@@ -130,7 +142,13 @@ impl PeriodicJob for SpectraJob {
         let Some(ck) = checkpoints::checkpoints(&ctx.store, run)?.into_iter().find(|c| c.step == step) else {
             anyhow::bail!("spectra: no ingested checkpoint of run {run:?} at step {step}");
         };
-        let opts = Options { threads: self.cfg.threads, max_flops: self.cfg.max_flops, ..Options::default() };
+        let opts = Options {
+            threads: self.cfg.threads,
+            max_flops: self.cfg.max_flops,
+            approximate: self.cfg.approximate,
+            approx: ApproxOptions { top_k: self.cfg.approx_top_k, ..ApproxOptions::default() },
+            ..Options::default()
+        };
         let stop = || ctx.cancelled();
         let Some(rec) = measure_until(run, step, std::path::Path::new(&ck.path), &opts, &stop)? else {
             tracing::info!(run, step, "spectra: stopped by the daemon's shutdown; not stored");

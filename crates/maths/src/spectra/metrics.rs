@@ -9,6 +9,7 @@
 use landscaped_formats::Values;
 use serde::{Deserialize, Serialize};
 
+use super::approx::Approximation;
 use super::esd::{Esd, esd};
 use super::layers::LayerPlan;
 use super::powerlaw::{OVER_TRAINED, PowerLawFit, fit};
@@ -78,7 +79,8 @@ pub fn norm_metrics(evals: &[f64], alpha: f64, n: usize) -> NormMetrics {
 }
 
 /// Everything recorded for one layer at one checkpoint (WeightWatcher's details row, less what it does
-/// not compute by default). `exact` says the eigenvalues came from an exact SVD.
+/// not compute by default). `exact` says the eigenvalues came from an exact SVD; otherwise `approx` says
+/// how they were approximated ([`super::approx`]: which quantities are exact, which estimated).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSpectrum {
     pub name: String,
@@ -92,6 +94,18 @@ pub struct LayerSpectrum {
     pub fit: PowerLawFit,
     pub metrics: NormMetrics,
     pub exact: bool,
+    #[serde(default)]
+    pub approx: Option<Approximation>,
+}
+
+impl LayerSpectrum {
+    /// How the eigenvalues were computed: `svd`, or the approximation's method and k.
+    pub fn method(&self) -> String {
+        match &self.approx {
+            None => "svd".into(),
+            Some(a) => format!("{} k={}", a.method, a.k),
+        }
+    }
 }
 
 /// The ESD, fit and metrics of one layer.
@@ -121,6 +135,7 @@ pub fn layer_spectrum(name: &str, plan: &LayerPlan, e: &Esd) -> LayerSpectrum {
         fit: f,
         metrics,
         exact: e.exact,
+        approx: None,
     }
 }
 

@@ -19,16 +19,24 @@
 //! Not reproduced: the Marchenko–Pastur fit and `num_spikes` (WeightWatcher computes them only with
 //! `mp_fit=True`, not by default), randomization, fingers fixing, the truncated power law.
 //!
+//! Beyond WeightWatcher: a layer whose exact SVD is over the caller's budget can be approximated
+//! ([`approx`]: exact top-k by Lanczos on the Gram operator [`gram`] + deflated SLQ, [`krylov`]); its
+//! record says `exact = false` and names the method.
+//!
 //! Precision: the eigenvalues come from a values-only SVD of the matrix in f64 (faer; as WeightWatcher,
 //! which widens to float64 before `scipy.linalg.svd`), not from the Gram matrix WᵀW, whose small
 //! eigenvalues would lose relative accuracy. f32/f16/bf16 weights are widened exactly; f64 weights stay
 //! f64 (WeightWatcher rounds them to float32 first: the only place the two can differ by design).
 
+pub mod approx;
 pub mod esd;
+pub mod gram;
+pub mod krylov;
 pub mod layers;
 pub mod metrics;
 pub mod powerlaw;
 
+pub use approx::{ApproxOptions, Approximation, approximate_layer};
 pub use esd::{Esd, esd};
 pub use layers::{LayerKind, LayerPlan, Skip, plan};
 pub use metrics::{LayerSpectrum, Summary, analyze_layer, norm_metrics, summary};

@@ -66,6 +66,19 @@ impl PowerLawFit {
 
 /// Fits the tail of `evals` (any order) as `fit_powerlaw` + `WWFit` do.
 pub fn fit(evals: &[f64]) -> PowerLawFit {
+    let n = evals.iter().filter(|&&l| l > EVALS_THRESH).count();
+    fit_among(evals, n < SMALL_N_CUTOFF)
+}
+
+/// The fit with xmin restricted to `top`, the largest eigenvalues of an ESD of `total` eigenvalues above
+/// the threshold (the Lanczos approximation): the same α and D as [`fit`] gives for every xmin in `top`
+/// (they depend only on the eigenvalues ≥ xmin), the least D among those; the estimator (standard or
+/// small-N) is the one `total` eigenvalues call for.
+pub fn fit_top(top: &[f64], total: usize) -> PowerLawFit {
+    fit_among(top, total < SMALL_N_CUTOFF)
+}
+
+fn fit_among(evals: &[f64], small: bool) -> PowerLawFit {
     let mut data: Vec<f64> = evals.iter().copied().filter(|&l| l > EVALS_THRESH).collect();
     data.sort_by(f64::total_cmp);
     let n = data.len();
@@ -74,7 +87,7 @@ pub fn fit(evals: &[f64]) -> PowerLawFit {
     }
     let logs: Vec<f64> = data.iter().map(|x| x.ln()).collect();
     let tail_log_sums = suffix_sums(&logs);
-    let (i, alpha, d, sigma, small_n) = if n < SMALL_N_CUTOFF {
+    let (i, alpha, d, sigma, small_n) = if small {
         let (i, alpha, d, sigma) = small_n_fit(&data, &logs, &tail_log_sums);
         (i, alpha, d, sigma, true)
     } else {
