@@ -62,13 +62,19 @@ pub fn children(pid: u32) -> Vec<u32> {
 /// handler is installed by then), and waits for it: its output and the children it had.
 pub fn interrupt_once_working(mut cmd: Command) -> (Output, Vec<u32>) {
     use std::process::Stdio;
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let mut workers = Vec::new();
+    let mut ended = false;
     super::wait::wait_until(std::time::Duration::from_secs(120), "a worker process", || {
         workers = children(pid);
-        !workers.is_empty()
+        ended = matches!(child.try_wait(), Ok(Some(_)));
+        !workers.is_empty() || ended
     });
+    if ended {
+        let out = child.wait_with_output().unwrap();
+        panic!("ended before starting a worker: {}", String::from_utf8_lossy(&out.stderr));
+    }
     // SAFETY: signalling our own child, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
     (child.wait_with_output().unwrap(), workers)
