@@ -187,52 +187,65 @@ impl Processor {
         };
         let archive = self.archive.get(run).cloned().unwrap_or_default();
         match ingest_one(&self.store, run, &ck, &before, &self.data_dir, &archive, ticket) {
-            Ok(outcome) => {
-                // Ingest stamped the files after reading them and committed only if they were `before`.
-                let (step, status) = (outcome.step, outcome.status);
-                self.record(run, path, before, Some(step), "ok");
-                // Ingest returns what /metrics shows: no read-back from the store.
-                self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
-                self.metrics.record_optimizer(run, step, outcome.optimizer.as_ref());
-                if let Some(note) = &outcome.optimizer_note {
-                    tracing::warn!(run, step, "{}: {note}", path.display());
+            Ok(outcome) => self.ingested(item, before, newest, outcome),
+            Err(e) => self.not_ingested(item, before, e),
+        }
+    }
+
+    /// Ingested: recorded as seen with the stamp it was read with (ingest stamped the files after
+    /// reading them and committed only if they were `before`), the metrics set from what ingest returns
+    /// (no read-back from the store).
+    fn ingested(
+        &self,
+        item: &Item,
+        before: Stamp,
+        newest: f64,
+        outcome: crate::ingest::IngestOutcome,
+    ) -> Outcome {
+        let (path, run) = (item.path.as_path(), item.run.as_str());
+        let (step, status) = (outcome.step, outcome.status);
+        self.record(run, path, before, Some(step), "ok");
+        self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
+        self.metrics.record_optimizer(run, step, outcome.optimizer.as_ref());
+        if let Some(note) = &outcome.optimizer_note {
+            tracing::warn!(run, step, "{}: {note}", path.display());
+        }
+        self.archive_health.ok();
+        Outcome::Done { step, new: status != IngestStatus::Unchanged }
+    }
+
+    /// Ingest failed (`e`): retried once quiet if the files changed while read, skipped if one is not
+    /// a regular file, retried with backoff for an environment error, else failed and recorded.
+    fn not_ingested(&self, item: &Item, before: Stamp, e: IngestFail) -> Outcome {
+        let (path, run) = (item.path.as_path(), item.run.as_str());
+        // Written again while we read it (ingest saw it: `incomplete`; or the failure came from a
+        // half-written state): read it again once quiet (ingest is idempotent per run and step,
+        // so the redo replaces it), with the files' stamp as they are now.
+        let now = stamp::stamp(path).ok();
+        if e.kind == Class::Content(ErrorKind::Incomplete) || now.as_ref() != Some(&before) {
+            return Outcome::Retry {
+                after: self.quiet.max(Duration::from_millis(100)),
+                reason: "changed",
+                stamp: now,
+            };
+        }
+        if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
+            let detail =
+                format!("{what}, not a regular file, in checkpoint {} (never opened)", path.display());
+            return self.skip(item, before, "not_a_file", &file, &detail);
+        }
+        let msg = taxonomy::with_path(path, &e.to_string());
+        match e.kind {
+            Class::Environment(kind) => {
+                if kind.is_archive() {
+                    self.archive_health.failed(format!("{:#}", e.error));
                 }
-                self.archive_health.ok();
-                Outcome::Done { step, new: status != IngestStatus::Unchanged }
+                tracing::warn!(run, "{msg} (will retry)");
+                Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind }
             }
-            Err(e) => {
-                // Written again while we read it (ingest saw it: `incomplete`; or the failure came from a
-                // half-written state): read it again once quiet (ingest is idempotent per run and step,
-                // so the redo replaces it), with the files' stamp as they are now.
-                let now = stamp::stamp(path).ok();
-                if e.kind == Class::Content(ErrorKind::Incomplete) || now.as_ref() != Some(&before) {
-                    return Outcome::Retry {
-                        after: self.quiet.max(Duration::from_millis(100)),
-                        reason: "changed",
-                        stamp: now,
-                    };
-                }
-                if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
-                    let detail = format!(
-                        "{what}, not a regular file, in checkpoint {} (never opened)",
-                        path.display()
-                    );
-                    return self.skip(item, before, "not_a_file", &file, &detail);
-                }
-                let msg = taxonomy::with_path(path, &e.to_string());
-                match e.kind {
-                    Class::Environment(kind) => {
-                        if kind.is_archive() {
-                            self.archive_health.failed(format!("{:#}", e.error));
-                        }
-                        tracing::warn!(run, "{msg} (will retry)");
-                        Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind }
-                    }
-                    Class::Content(kind) => {
-                        tracing::warn!(run, "{msg}");
-                        self.fail(item, before, kind)
-                    }
-                }
+            Class::Content(kind) => {
+                tracing::warn!(run, "{msg}");
+                self.fail(item, before, kind)
             }
         }
     }
