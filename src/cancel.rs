@@ -53,6 +53,22 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// Work a [`Cancel`] token stopped before it finished, with why: what a runner returns when there is
+/// nothing to keep (a sharpness report, a ratio map: no partial result is stored). The CLI exits with
+/// status 130 on it, as after an interrupted command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled ({reason})")]
+pub struct Cancelled {
+    pub reason: Reason,
+}
+
+impl Cancelled {
+    /// The `Cancelled` anywhere in `e`'s chain of causes.
+    pub fn in_chain(e: &anyhow::Error) -> Option<Cancelled> {
+        e.chain().find_map(|c| c.downcast_ref::<Cancelled>()).copied()
+    }
+}
+
 /// Set by the process's SIGINT/SIGTERM handler ([`Cancel::on_signals`]); read by tokens that follow it.
 static SIGNALLED: AtomicU8 = AtomicU8::new(0);
 
@@ -126,6 +142,14 @@ impl Cancel {
         self.reason().is_some()
     }
 
+    /// A safe point: `Err(Cancelled)` once cancelled.
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
+        match self.reason() {
+            Some(reason) => Err(Cancelled { reason }),
+            None => Ok(()),
+        }
+    }
+
     /// Why it was cancelled: its own reason, else a signal (if it follows them), else its parent's.
     pub fn reason(&self) -> Option<Reason> {
         if let Some(r) = Reason::from_code(self.0.reason.load(Ordering::Relaxed)) {
@@ -163,5 +187,16 @@ mod tests {
         assert_eq!(job2.reason(), Some(Reason::Shutdown));
         // A child cancelled first keeps its own reason.
         assert_eq!(job.reason(), Some(Reason::NewerCheckpoint));
+    }
+
+    #[test]
+    fn a_safe_point_fails_with_the_reason_found_under_context() {
+        let c = Cancel::new();
+        assert!(c.check().is_ok());
+        c.cancel(Reason::Signal);
+        let e = anyhow::Error::new(c.check().unwrap_err()).context("Lanczos at grid point (x = 0, y = 0)");
+        assert_eq!(Cancelled::in_chain(&e), Some(Cancelled { reason: Reason::Signal }));
+        assert_eq!(Cancelled::in_chain(&anyhow::anyhow!("worker died")), None);
+        assert_eq!(Cancelled { reason: Reason::Signal }.to_string(), "cancelled (signal)");
     }
 }

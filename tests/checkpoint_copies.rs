@@ -18,7 +18,7 @@ use support::*;
 
 use std::path::{Path, PathBuf};
 
-use landscaped_formats::{Alias, Checkpoint, CheckpointError, Dtype, check_complete};
+use landscaped_formats::{Alias, Checkpoint, CheckpointError, Dtype};
 use serde_json::Value;
 
 fn deepspeed(rel: &str) -> PathBuf {
@@ -54,7 +54,7 @@ fn assert_same_tensors(ck: &Checkpoint, reference: &Path, rename: impl Fn(&str) 
 fn zero2_bf16_and_fp16_are_read_from_the_fp32_master_weights() {
     for name in ["zero2_bf16", "zero2_fp16", "tied_zero2"] {
         let dir = deepspeed(&format!("{name}/global_step3"));
-        check_complete(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        completeness(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
         let ck = Checkpoint::open(&dir).unwrap();
         assert_eq!(ck.step, Some(3), "{name}");
         assert_eq!(ck.source, "fp32 master weights (ZeRO-2 optimizer partitions, 2 ranks)", "{name}");
@@ -120,7 +120,7 @@ fn without_the_master_copy_the_module_weights_are_read_and_said_so() {
     // Rank 1's partition missing: incomplete, naming the ranks (not a silent fallback).
     let half = tmp.path().join("half/global_step3");
     copy_without(&src, &half, &optims[1..]);
-    let e = check_complete(&half).unwrap_err();
+    let e = completeness(&half).unwrap_err();
     assert!(
         matches!(e, CheckpointError::Incomplete { .. }) && e.to_string().contains("of 1 of 2 ranks written"),
         "{e}"

@@ -9,9 +9,7 @@ mod mutation;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use landscaped_formats::{
-    Checkpoint, CheckpointError, Dtype, Layout, Values, check_complete, find_checkpoints,
-};
+use landscaped_formats::{Checkpoint, CheckpointError, Dtype, Layout, Values, find_checkpoints};
 
 mod support;
 use support::*;
@@ -144,11 +142,32 @@ fn every_format_matches_pytorch() {
         }
         if path(rel).is_dir() && !path(rel).join("trainer_state.json").exists() {
             // An HF folder is complete only once trainer_state.json is written.
-            let e = check_complete(&path(rel)).unwrap_err();
+            let e = completeness(&path(rel)).unwrap_err();
             assert!(matches!(e, CheckpointError::Incomplete { .. }), "{rel}: {e}");
         } else {
-            check_complete(&path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            completeness(&path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         }
+    }
+}
+
+/// The daemon's one pass (`Checkpoint::open_complete`) parses each header, index and state file of
+/// every format once, and still looks at every file the check and the opening looked at; checked
+/// then opened (the daemon before), a safetensors header was parsed twice.
+#[test]
+fn one_pass_parses_each_header_once() {
+    for c in fixture().manifest["checkpoints"].as_array().unwrap() {
+        let rel = c["path"].as_str().unwrap();
+        let p = path(rel);
+        if p.is_dir() && !p.join("trainer_state.json").exists() {
+            continue; // incomplete by the rules: nothing to open
+        }
+        let (most_before, files) = assert_parsed_once(&p);
+        if rel.ends_with(".safetensors") || rel.contains("hf_st") {
+            assert_eq!(most_before, 2, "{rel}: checked then opened, the header was parsed twice");
+        }
+        eprintln!(
+            "{rel}: {files} headers parsed once each in one pass; checked then opened, up to {most_before} times"
+        );
     }
 }
 
@@ -213,7 +232,7 @@ fn truncations(src: &Path) {
         std::fs::write(&p, &data[..cut]).unwrap();
         let e = err_of(&p);
         assert!(e.to_string().contains(&*name.to_string_lossy()), "cut {cut}: {e}");
-        let c = check_complete(&p).expect_err("truncated file passed check_complete");
+        let c = completeness(&p).expect_err("truncated file passed check_complete");
         assert!(matches!(c, CheckpointError::Incomplete { .. }), "cut {cut} of {}: {c}", src.display());
     }
 }
@@ -241,10 +260,10 @@ fn half_written_hf_folder_is_incomplete() {
     for f in ["model-00001-of-00002.safetensors", "model.safetensors.index.json"] {
         std::fs::copy(src.join(f), ck.join(f)).unwrap();
     }
-    let e = check_complete(&ck).unwrap_err();
+    let e = completeness(&ck).unwrap_err();
     assert!(e.to_string().contains("trainer_state.json"), "{e}");
     std::fs::copy(src.join("trainer_state.json"), ck.join("trainer_state.json")).unwrap();
-    let e = check_complete(&ck).unwrap_err();
+    let e = completeness(&ck).unwrap_err();
     assert!(
         matches!(e, CheckpointError::Incomplete { .. }) && e.to_string().contains("model-00002-of-00002"),
         "{e}"
@@ -252,10 +271,10 @@ fn half_written_hf_folder_is_incomplete() {
     // Second shard half written.
     let shard = std::fs::read(src.join("model-00002-of-00002.safetensors")).unwrap();
     std::fs::write(ck.join("model-00002-of-00002.safetensors"), &shard[..shard.len() - 5]).unwrap();
-    let e = check_complete(&ck).unwrap_err();
+    let e = completeness(&ck).unwrap_err();
     assert!(matches!(e, CheckpointError::Incomplete { .. }), "{e}");
     std::fs::write(ck.join("model-00002-of-00002.safetensors"), &shard).unwrap();
-    check_complete(&ck).unwrap();
+    completeness(&ck).unwrap();
     // A hostile index naming a file outside the folder.
     std::fs::write(ck.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../../etc/passwd"}}"#)
         .unwrap();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use landscaped::ingest::{IngestOptions, IngestStatus, ingest_checkpoint};
 use landscaped::store::{Store, checkpoints as records};
-use landscaped_formats::{Checkpoint, CheckpointError, Layout, check_complete, find_checkpoints};
+use landscaped_formats::{Checkpoint, CheckpointError, Layout, find_checkpoints};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -65,7 +65,7 @@ fn dcp_layouts_read_back_exactly() {
     for name in LAYOUTS {
         let r = &f.reference[name];
         let path = Path::new(r["path"].as_str().unwrap());
-        check_complete(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        completeness(path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let ck = Checkpoint::open(path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let layout = if name == "megatron" { Layout::Megatron } else { Layout::Dcp };
         assert_eq!(ck.layout, layout, "{name}");
@@ -73,6 +73,29 @@ fn dcp_layouts_read_back_exactly() {
         // Keys as written; only the model part (optim. / optimizer_0. / optimizer. skipped).
         assert_same_tensors(&ck, &f.dir.path().join(format!("{name}.safetensors")), |n| n.to_string());
         assert!(ck.files().iter().any(|(p, _, _)| p.ends_with(".metadata")), "{name}: members");
+    }
+}
+
+/// The daemon's one pass (`Checkpoint::open_complete`) parses `.metadata` and every DeepSpeed state
+/// file once (checked then opened: `.metadata` and rank 0's ZeRO-1/2 optimizer state twice).
+#[test]
+fn one_pass_parses_each_metadata_once() {
+    let f = fixture();
+    let mut cases: Vec<(String, PathBuf)> = LAYOUTS
+        .iter()
+        .map(|n| (n.to_string(), PathBuf::from(f.reference[n]["path"].as_str().unwrap())))
+        .collect();
+    for rel in ["zero2/global_step3", "zero3/global_step3", "zero2_bf16/global_step3"] {
+        cases.push((rel.to_string(), deepspeed(rel)));
+    }
+    for (name, path) in cases {
+        let (most_before, files) = assert_parsed_once(&path);
+        if !name.starts_with("zero3") {
+            assert_eq!(most_before, 2, "{name}: checked then opened, parsed twice");
+        }
+        eprintln!(
+            "{name}: {files} headers parsed once each in one pass; checked then opened, up to {most_before} times"
+        );
     }
 }
 
@@ -214,13 +237,13 @@ fn folders_are_found_once_and_markers_never() {
     std::fs::create_dir(&writing).unwrap();
     std::fs::copy(f.dir.path().join("dcp1/step-5/__0_0.distcp"), writing.join("__0_0.distcp")).unwrap();
     assert!(find_checkpoints(tmp.path()).unwrap().is_empty());
-    assert!(matches!(check_complete(&writing), Err(CheckpointError::Incomplete { .. })));
+    assert!(matches!(completeness(&writing), Err(CheckpointError::Incomplete { .. })));
 }
 
 #[test]
 fn deepspeed_zero2_is_read_from_the_fp32_master_partitions() {
     let dir = deepspeed("zero2/global_step3");
-    check_complete(&dir).unwrap();
+    completeness(&dir).unwrap();
     let ck = Checkpoint::open(&dir).unwrap();
     assert_eq!((ck.layout, ck.step), (Layout::DeepSpeed, Some(3)));
     assert_same_tensors(&ck, &deepspeed("zero2_module.safetensors"), |n| format!("module.{n}"));
@@ -236,7 +259,7 @@ fn deepspeed_zero2_is_read_from_the_fp32_master_partitions() {
 #[test]
 fn deepspeed_zero3_is_rebuilt_as_zero_to_fp32_does() {
     let dir = deepspeed("zero3/global_step3");
-    check_complete(&dir).unwrap();
+    completeness(&dir).unwrap();
     let ck = Checkpoint::open(&dir).unwrap();
     assert_eq!((ck.layout, ck.step), (Layout::DeepSpeed, Some(3)));
     assert_same_tensors(&ck, &deepspeed("zero3_fp32.safetensors"), |n| n.to_string());
@@ -251,7 +274,7 @@ fn deepspeed_zero3_is_rebuilt_as_zero_to_fp32_does() {
         std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
     }
     std::fs::remove_file(copy.join("zero_pp_rank_1_mp_rank_00_optim_states.pt")).unwrap();
-    let e = check_complete(&copy).unwrap_err();
+    let e = completeness(&copy).unwrap_err();
     assert!(
         matches!(e, CheckpointError::Incomplete { .. })
             && e.to_string().contains("2 ZeRO-3 model-state files but 1"),
@@ -282,7 +305,7 @@ fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
     ];
     for (case, file, cause) in cases {
         let dir = bad.join(case);
-        let e = check_complete(&dir).unwrap_err();
+        let e = completeness(&dir).unwrap_err();
         let line = e.to_string();
         assert!(!line.contains('\n'), "{case}: one line: {line}");
         assert!(line.starts_with(&format!("{}", dir.join(file).display())), "{case}: names the file: {line}");
@@ -295,7 +318,7 @@ fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
     let d = tmp.path().join("step-7");
     copy_dir(&f.dir.path().join("dcp2/step-7"), &d);
     std::fs::remove_file(d.join("__1_0.distcp")).unwrap();
-    let e = check_complete(&d).unwrap_err();
+    let e = completeness(&d).unwrap_err();
     assert!(matches!(e, CheckpointError::Incomplete { .. }), "{e}");
     assert!(
         e.to_string().starts_with(&d.join("__1_0.distcp").display().to_string())
@@ -307,7 +330,7 @@ fn bad_dcp_folders_are_one_line_naming_file_and_cause() {
     let p = d.join("__1_0.distcp");
     let len = std::fs::metadata(&p).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 10).unwrap();
-    let e = check_complete(&d).unwrap_err();
+    let e = completeness(&d).unwrap_err();
     assert!(e.to_string().contains("__1_0.distcp") && e.to_string().contains("past the end"), "{e}");
 }
 

@@ -315,3 +315,50 @@ fn a_checkpoint_by_path_records_the_step_of_its_name() {
     assert!(rows.iter().all(|r| r["step"] == 120), "{out}");
     assert!(!elsewhere.exists(), "a store was created without --run");
 }
+
+/// Ctrl-C (a real SIGINT to the CLI, sent once it has started its worker) stops `sharpness` and
+/// `sharpness-map` the way it stops a slice: the workers stopped, one line saying so, the interrupt's
+/// status 130, and nothing stored (there is no partial result to keep).
+#[test]
+fn ctrl_c_stops_sharpness_and_the_ratio_map_storing_nothing() {
+    let (dir, _) = reference();
+    let data = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let (ck, model, eval) = (p("ck.safetensors"), p("model.pt"), p("eval.safetensors"));
+    let model_args = ["--model", model.as_str(), "--eval-data", eval.as_str(), "--batch-size", "16"];
+    let check = |what: &str, (out, workers): (std::process::Output, Vec<u32>)| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(130), "{what}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        assert_eq!(
+            line,
+            format!(
+                "error: {what} stopped before it finished: workers stopped, nothing stored: cancelled (signal)"
+            ),
+            "{err}"
+        );
+        for w in workers {
+            wait_until(std::time::Duration::from_secs(10), "the worker to be stopped", || process_gone(w));
+        }
+    };
+
+    // A million Hutchinson probes with no stopping tolerance: it runs until stopped.
+    let mut cmd = landscaped_cmd(data.path());
+    cmd.args(["sharpness", "--run", "tiny", "--step", "5", "--checkpoint", &ck]).args(model_args);
+    cmd.args(["--measures", "trace", "--trace-samples", "1000000", "--trace-rel-tol", "0"]);
+    check("sharpness", interrupt_once_working(cmd));
+    let (ok, _, err) = landscaped(data.path(), &["sharpness", "--run", "tiny", "--list"]);
+    assert!(!ok && err.contains("no sharpness results stored"), "{err}");
+
+    // The ratio map over a 3×3 slice, on a 41 × 41 grid.
+    let mut args = vec!["slice", "--checkpoint", &ck, "--x", "-1:1:3", "--y", "-1:1:3"];
+    args.extend(model_args);
+    let (ok, out, err) = landscaped(data.path(), &args);
+    assert!(ok, "{err}");
+    let id = out.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
+    let mut cmd = landscaped_cmd(data.path());
+    cmd.args(["sharpness-map", "--slice", &id, "--x", "-1:1:41", "--y", "-1:1:41", "--tol", "1e-9"]);
+    check("ratio map", interrupt_once_working(cmd));
+    let store = Store::open(data.path()).unwrap();
+    assert!(records::get_ratio_map(&store, id.parse().unwrap()).unwrap().is_none(), "nothing stored");
+}

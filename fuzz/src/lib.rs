@@ -35,6 +35,7 @@ pub fn exercise(name: &str, data: &[u8]) {
         }
     }
     let _ = checkpoint::check_complete(&path);
+    let _ = checkpoint::Checkpoint::open_complete(&path);
     if let Ok(ck) = checkpoint::Checkpoint::open(&path) {
         for i in 0..ck.tensors.len() {
             let _ = ck.read_raw(i);
@@ -121,6 +122,7 @@ pub fn exercise_dcp(data: &[u8]) {
         }
     }
     let _ = checkpoint::check_complete(&dir);
+    let _ = checkpoint::Checkpoint::open_complete(&dir);
     let Ok(ck) = checkpoint::Checkpoint::open(&dir) else { return };
     assert_streams_like_whole(&ck, 4 + (sel as usize % 29) * 4);
 }
@@ -198,6 +200,7 @@ pub fn exercise_nesting(data: &[u8]) {
             && std::fs::write(dir.join("dcp/__0_0.distcp"), b"").is_ok()
         {
             let _ = checkpoint::check_complete(&dir.join("dcp"));
+            let _ = checkpoint::Checkpoint::open_complete(&dir.join("dcp"));
             let _ = checkpoint::Checkpoint::open(&dir.join("dcp"));
         }
     };

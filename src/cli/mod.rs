@@ -126,6 +126,11 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // Stopped by Ctrl-C with nothing to keep: one line, and the shell's status for an interrupt.
+        Err(e) if crate::cancel::Cancelled::in_chain(&e).is_some() => {
+            eprintln!("{}", one_line(&e));
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("{}", one_line(&e));
             ExitCode::FAILURE

@@ -4,6 +4,7 @@
 
 use super::Cli;
 use super::client::{open_local, records_or_open};
+use crate::cancel::{Cancel, Cancelled};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
@@ -142,6 +143,8 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     if a.run.is_none() && a.checkpoint.is_none() {
         bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE");
     }
+    // Ctrl-C: the first stops the workers at their next model evaluation (nothing stored), the second exits.
+    let cancel = Cancel::on_signals();
     // The store is opened only when it is read (a run's checkpoint) or written (the result).
     let keep = a.run.is_some() && !a.no_store;
     let store = if keep || a.checkpoint.is_none() { Some(open_local(cli, "sharpness")?) } else { None };
@@ -154,11 +157,11 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let (rep, used) =
-        sharpness_at(&a.model, &path, &opts, "sharpness", &crate::cancel::Cancel::new(), |q| {
-            pb.set_message(format!("sharpness: {q}"))
-        })?;
+    let computed = sharpness_at(&a.model, &path, &opts, "sharpness", &cancel, |q| {
+        pb.set_message(format!("sharpness: {q}"))
+    });
     pb.finish_and_clear();
+    let (rep, used) = computed.map_err(|e| stopped("sharpness", e))?;
     let rec = record(&run, step, &used, rep);
     match &store {
         Some(store) if keep => {
@@ -348,10 +351,21 @@ pub struct RatioMapArgs {
     pub out: Option<PathBuf>,
 }
 
+/// A computation `what` that a Ctrl-C ([`Cancelled`]) stopped, said as such; any other error as it is.
+fn stopped(what: &str, e: anyhow::Error) -> anyhow::Error {
+    match Cancelled::in_chain(&e) {
+        Some(c) => anyhow::Error::new(c)
+            .context(format!("{what} stopped before it finished: workers stopped, nothing stored")),
+        None => e,
+    }
+}
+
 /// `landscaped sharpness-map`: the paper's Fig. 7, |λmin/λmax| at every point of a stored 2D slice.
 pub(crate) fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     use crate::landscape::runner::PlaneSpec;
     use crate::store::slices::DirectionSource;
+    // Ctrl-C: the first stops the workers (nothing stored), the second exits.
+    let cancel = Cancel::on_signals();
     let store = open_local(cli, "sharpness-map")?;
     let rec = crate::store::slices::get(&store, a.slice)?.ok_or_else(|| {
         anyhow::anyhow!("no slice with id {} in the store (see `landscaped slices list`)", a.slice)
@@ -389,7 +403,6 @@ pub(crate) fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let cancel = crate::cancel::Cancel::new();
     let req = crate::sharpness::runner::RatioMapRequest {
         contract: &contract,
         plane: &plane,
@@ -398,8 +411,9 @@ pub(crate) fn run_ratio_map(cli: &Cli, a: &RatioMapArgs) -> anyhow::Result<()> {
         subset: a.params,
         lanczos: &lanczos,
     };
-    let map = crate::sharpness::runner::ratio_map(&req, &cancel, &mut |i, _| bar.set_position(i as u64))?;
+    let map = crate::sharpness::runner::ratio_map(&req, &cancel, &mut |i, _| bar.set_position(i as u64));
     bar.finish_and_clear();
+    let map = map.map_err(|e| stopped("ratio map", e))?;
     let (ratio, lmax, lmin, conv, hvps) =
         (map.ratio, map.lambda_max, map.lambda_min, map.converged, map.hvps);
     let not_conv = conv.iter().flatten().filter(|c| !**c).count();

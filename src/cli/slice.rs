@@ -155,17 +155,8 @@ fn by_run_step(
 /// Runs a slice request with a progress bar, saving to the store; `cancel` (Ctrl-C) stops it with the
 /// finished points kept. Prints the outcome.
 fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel, format: Format) -> Result<()> {
-    // Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
-    let stop_after: Option<usize> =
-        std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok());
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let stop_after = stop_after_points();
+    let bar = slice_bar();
     let start = std::cell::Cell::new(0);
     let mut on_start = |rec: &SliceRecord, resumed: bool| {
         start.set(rec.values.done_count());
@@ -190,78 +181,111 @@ fn compute(store: &Store, req: SliceRequest<'_>, cancel: &Cancel, format: Format
     let r = run_slice(store, req, cancel, &mut on_start, &mut progress);
     bar.finish_and_clear();
     let r = r?;
-    let rec = &r.record;
-    let total = rec.values.done.len();
-    let (nan, inf) = rec.values.nonfinite_counts();
     if format == Format::Json {
-        // One JSON object for machines: the outcome and the summary's numbers.
-        let range = rec.values.finite_loss_range();
-        let summary = json!({
-            "id": rec.id, "kind": rec.kind(), "run": rec.run, "step": rec.step,
-            "complete": r.outcome == Outcome::Complete, "points": total,
-            "done": rec.values.done_count(), "computed": r.computed, "seconds": r.seconds,
-            "centre_loss": crate::landscape::export::cell(rec.centre_loss, true),
-            "centre_accuracy": rec.centre_accuracy,
-            "min_loss": range.map(|r| r.0), "max_loss": range.map(|r| r.1),
-            "nan_points": nan, "inf_points": inf, "cosine": rec.cosine,
-        });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!("{}", serde_json::to_string_pretty(&summary_json(&r))?);
         return Ok(());
     }
+    match r.outcome {
+        Outcome::Complete => print_complete(&r),
+        Outcome::Cancelled => println!(
+            "slice {}: cancelled after {}/{} points; run the same command again to resume",
+            r.record.id,
+            r.record.values.done_count(),
+            r.record.values.done.len()
+        ),
+    }
+    Ok(())
+}
+
+/// Test hook: behave as if Ctrl-C came after this many new points (interruption tests, deterministic).
+fn stop_after_points() -> Option<usize> {
+    std::env::var("LANDSCAPED_STOP_AFTER_POINTS").ok().and_then(|v| v.parse().ok())
+}
+
+/// The slice's progress bar (its length and message set when the slice starts).
+fn slice_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} slice {msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// One JSON object for machines: the outcome and the summary's numbers.
+fn summary_json(r: &crate::landscape::runner::SliceRun) -> serde_json::Value {
+    let rec = &r.record;
+    let range = rec.values.finite_loss_range();
+    let (nan, inf) = rec.values.nonfinite_counts();
+    json!({
+        "id": rec.id, "kind": rec.kind(), "run": rec.run, "step": rec.step,
+        "complete": r.outcome == Outcome::Complete, "points": rec.values.done.len(),
+        "done": rec.values.done_count(), "computed": r.computed, "seconds": r.seconds,
+        "centre_loss": crate::landscape::export::cell(rec.centre_loss, true),
+        "centre_accuracy": rec.centre_accuracy,
+        "min_loss": range.map(|r| r.0), "max_loss": range.map(|r| r.1),
+        "nan_points": nan, "inf_points": inf, "cosine": rec.cosine,
+    })
+}
+
+/// A finished slice: its summary line on stdout, what it cost on stderr.
+fn print_complete(r: &crate::landscape::runner::SliceRun) {
+    let rec = &r.record;
     let range = match rec.values.finite_loss_range() {
         Some((min, max)) => format!("loss range {min:.6} .. {max:.6}"),
         None => "no finite loss".to_string(),
     };
+    let (nan, inf) = rec.values.nonfinite_counts();
     let nonfinite = nonfinite_note(nan, inf);
-    let centre = match rec.directions {
-        // α = 0 is the start checkpoint, not the centre of anything.
+    println!(
+        "slice {}: {} points, {} {:.6}{}, {range}{nonfinite}{}",
+        rec.id,
+        rec.values.done.len(),
+        centre_name(rec),
+        rec.centre_loss,
+        rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
+        rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
+    );
+    print_cost(r);
+}
+
+/// "centre loss", or for an interpolation "loss at α = 0" (the start checkpoint, not the centre of
+/// anything).
+fn centre_name(rec: &SliceRecord) -> &'static str {
+    match rec.directions {
         DirectionSource::Interpolation { .. } => "loss at α = 0",
         _ => "centre loss",
-    };
-    match r.outcome {
-        Outcome::Complete => {
-            println!(
-                "slice {}: {} points, {centre} {:.6}{}, {range}{nonfinite}{}",
-                rec.id,
-                total,
-                rec.centre_loss,
-                rec.centre_accuracy.map(|a| format!(" (accuracy {:.4})", a)).unwrap_or_default(),
-                rec.cosine.map(|c| format!(", cos(δ, η) = {c:.2e}")).unwrap_or_default()
-            );
-            let w = match r.plan.workers {
-                1 => "1 worker".to_string(),
-                n => format!("{n} workers"),
-            };
-            eprintln!(
-                "computed {} points in {:.2} s ({:.1} points/s; {w} × {} thread(s))",
-                r.computed,
-                r.seconds,
-                r.computed as f64 / r.seconds.max(1e-9),
-                r.plan.intra_op
-            );
-            let d = &r.dispatch;
-            if d.points.len() > 1 {
-                let per: Vec<String> = d.points.iter().map(|n| n.to_string()).collect();
-                eprintln!(
-                    "points per worker: {}; {} block(s) copied from stragglers ({} late results dropped); {} \
-                     worker(s) lost",
-                    per.join(", "),
-                    d.copied_blocks,
-                    d.duplicates,
-                    d.lost.len()
-                );
-            }
-        }
-        Outcome::Cancelled => {
-            println!(
-                "slice {}: cancelled after {}/{} points; run the same command again to resume",
-                rec.id,
-                rec.values.done_count(),
-                total
-            );
-        }
     }
-    Ok(())
+}
+
+/// Points, seconds and workers; with several workers, how the points were shared.
+fn print_cost(r: &crate::landscape::runner::SliceRun) {
+    let w = match r.plan.workers {
+        1 => "1 worker".to_string(),
+        n => format!("{n} workers"),
+    };
+    eprintln!(
+        "computed {} points in {:.2} s ({:.1} points/s; {w} × {} thread(s))",
+        r.computed,
+        r.seconds,
+        r.computed as f64 / r.seconds.max(1e-9),
+        r.plan.intra_op
+    );
+    let d = &r.dispatch;
+    if d.points.len() > 1 {
+        let per: Vec<String> = d.points.iter().map(|n| n.to_string()).collect();
+        eprintln!(
+            "points per worker: {}; {} block(s) copied from stragglers ({} late results dropped); {} \
+             worker(s) lost",
+            per.join(", "),
+            d.copied_blocks,
+            d.duplicates,
+            d.lost.len()
+        );
+    }
 }
 
 /// ", 3 NaN and 1 ±Inf points (computed, not missing)" when there are any.
@@ -293,33 +317,7 @@ pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
         (None, None) => bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE"),
     };
     let step = step.or_else(|| Checkpoint::open(&path).ok().and_then(|c| c.step));
-    let (plane, directions, xs, ys, trajectory) = match a.dirs {
-        DirKind::Random => {
-            let dirs = RandomDirections {
-                seed: a.seed,
-                norm: a.norm,
-                ignore: a.ignore,
-                params: Vec::new(),
-                orthogonalize: a.orthogonalize,
-            };
-            let xs = a.x.unwrap_or(Axis { min: -1.0, max: 1.0, num: 21 }).values();
-            let ys = a.y.map(|y| y.values()).unwrap_or_default();
-            let plane = PlaneSpec::Random { centre: path.clone(), dirs: dirs.clone(), two_d: a.y.is_some() };
-            (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
-        }
-        DirKind::Pca => {
-            let run = run
-                .clone()
-                .ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
-            let pca = crate::store::trajectory::latest_pca(&store, &run)?.ok_or_else(|| {
-                anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
-            })?;
-            let p = crate::landscape::pca_dirs::pca_plane(&pca, a.x, a.y)?;
-            let plane =
-                PlaneSpec::Files { centre: path.clone(), x: p.files[0].clone(), y: p.files[1].clone() };
-            (plane, p.source, p.xs, p.ys, p.trajectory)
-        }
-    };
+    let (plane, directions, xs, ys, trajectory) = plane_of(a, &store, &path, run.as_deref())?;
     let req = SliceRequest {
         contract: &a.model,
         plane,
@@ -336,6 +334,41 @@ pub(crate) fn run_slice_cmd(cli: &Cli, a: &SliceArgs) -> Result<()> {
         recorded_as: None,
     };
     compute(&store, req, &cancel, cli.format)
+}
+
+/// A slice's plane (its spec, its directions as stored), its grid (xs, ys) and the optimizer path drawn
+/// on it (x, y, step).
+type Plane = (PlaneSpec, DirectionSource, Vec<f64>, Vec<f64>, Vec<(f64, f64, u64)>);
+
+/// The plane `a` asks for through `path`: random directions (`--dirs random`), or the run's latest
+/// trajectory PCA (`--dirs pca`, with the optimizer path on it).
+fn plane_of(a: &SliceArgs, store: &Store, path: &Path, run: Option<&str>) -> Result<Plane> {
+    let path = path.to_path_buf();
+    Ok(match a.dirs {
+        DirKind::Random => {
+            let dirs = RandomDirections {
+                seed: a.seed,
+                norm: a.norm,
+                ignore: a.ignore,
+                params: Vec::new(),
+                orthogonalize: a.orthogonalize,
+            };
+            let xs = a.x.unwrap_or(Axis { min: -1.0, max: 1.0, num: 21 }).values();
+            let ys = a.y.map(|y| y.values()).unwrap_or_default();
+            let plane = PlaneSpec::Random { centre: path, dirs: dirs.clone(), two_d: a.y.is_some() };
+            (plane, DirectionSource::Random(dirs), xs, ys, Vec::new())
+        }
+        DirKind::Pca => {
+            let run =
+                run.ok_or_else(|| anyhow!("--dirs pca needs --run (the run whose trajectory PCA to use)"))?;
+            let pca = crate::store::trajectory::latest_pca(store, run)?.ok_or_else(|| {
+                anyhow!("run {run:?} has no trajectory PCA yet (run `landscaped pca --run {run}` first)")
+            })?;
+            let p = crate::landscape::pca_dirs::pca_plane(&pca, a.x, a.y)?;
+            let plane = PlaneSpec::Files { centre: path, x: p.files[0].clone(), y: p.files[1].clone() };
+            (plane, p.source, p.xs, p.ys, p.trajectory)
+        }
+    })
 }
 
 pub(crate) fn run_interpolate(cli: &Cli, a: &InterpolateArgs) -> Result<()> {
@@ -416,141 +449,131 @@ fn record_json(r: &SliceRecord) -> serde_json::Value {
 
 pub fn run_slices(cli: &Cli, cmd: &SlicesCmd) -> Result<()> {
     match cmd {
-        SlicesCmd::List => {
-            let mut t = Table::new([
-                "id",
-                "kind",
-                "run",
-                "step",
-                "grid",
-                "done",
-                "centre_loss",
-                "min_loss",
-                "nan",
-                "inf",
-                "directions",
-            ]);
-            for r in records_or_open(cli, "slices", &(), |s| records::all_slices(s, &()))? {
-                let min = r.values.finite_loss_range().map(|r| r.0);
-                let (nan, inf) = r.values.nonfinite_counts();
-                t.push(vec![
-                    json!(r.id),
-                    json!(r.kind()),
-                    json!(r.run),
-                    json!(r.step),
-                    json!(if r.values.is_2d() {
-                        format!("{}x{}", r.values.nx(), r.values.ny())
-                    } else {
-                        r.values.nx().to_string()
-                    }),
-                    json!(format!("{}/{}", r.values.done_count(), r.values.done.len())),
-                    crate::landscape::export::cell(r.centre_loss, true),
-                    json!(min),
-                    json!(nan),
-                    json!(inf),
-                    json!(describe(&r)),
-                ]);
-            }
-            t.print(cli.format)?;
-        }
-        SlicesCmd::Show { id } => {
+        SlicesCmd::List => list_slices(cli),
+        SlicesCmd::Show { id } => show_slice(cli, &get(cli, *id)?),
+        SlicesCmd::Export { id, out: None } => {
             let r = get(cli, *id)?;
             match cli.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
                 Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
-                Format::Table => {
-                    println!("slice {} ({}), centre {}", r.id, r.kind(), r.checkpoint);
-                    println!("directions: {}", describe(&r));
-                    if let Some(c) = r.cosine {
-                        println!("cos(δ, η): {c:.3e}");
-                    }
-                    let on = if r.model.eval_data.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" on {}", r.model.eval_data)
-                    };
-                    println!(
-                        "model: {}{on} ({} samples, loss {})",
-                        r.model.model, r.model.samples, r.model.loss
-                    );
-                    let centre = match r.directions {
-                        DirectionSource::Interpolation { .. } => "loss at α = 0",
-                        _ => "centre loss",
-                    };
-                    println!(
-                        "{centre}: {:.6}{}",
-                        r.centre_loss,
-                        r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default()
-                    );
-                    let (nan, inf) = r.values.nonfinite_counts();
-                    println!(
-                        "points done: {}/{}{}",
-                        r.values.done_count(),
-                        r.values.done.len(),
-                        nonfinite_note(nan, inf)
-                    );
-                    // A 1D slice has no y: its column would be all zeros.
-                    let two_d = r.values.is_2d();
-                    let x_name = if matches!(r.directions, DirectionSource::Interpolation { .. }) {
-                        "alpha"
-                    } else {
-                        "x"
-                    };
-                    let mut t = Table::new(if two_d {
-                        vec![x_name, "y", "loss", "accuracy"]
-                    } else {
-                        vec![x_name, "loss", "accuracy"]
-                    });
-                    for i in 0..r.values.loss.len() {
-                        let (x, y) = r.values.coords(i);
-                        let d = r.values.done[i];
-                        let loss = if d {
-                            crate::landscape::export::cell(r.values.loss[i], true)
-                        } else {
-                            json!("")
-                        };
-                        let acc = crate::landscape::export::accuracy_cell(r.values.accuracy[i], d);
-                        let mut row = vec![json!(x)];
-                        if two_d {
-                            row.push(json!(y));
-                        }
-                        row.extend([loss, acc]);
-                        t.push(row);
-                    }
-                    t.print(Format::Table)?;
-                }
+                _ => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
             }
+            Ok(())
         }
-        SlicesCmd::Export { id, out } => {
-            let r = get(cli, *id)?;
-            match out {
-                None => match cli.format {
-                    Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
-                    _ => println!("{}", serde_json::to_string_pretty(&record_json(&r))?),
-                },
-                Some(p) => {
-                    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-                    let file = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
-                    let mut w = std::io::BufWriter::new(file);
-                    let res = match ext.as_str() {
-                        "json" => serde_json::to_writer_pretty(&mut w, &record_json(&r))
-                            .map_err(std::io::Error::other),
-                        "csv" => write_csv(&r.values, &mut w),
-                        "vtk" => write_vtk(
-                            &r.values,
-                            &format!("landscaped slice {} {}", r.id, describe(&r)),
-                            &mut w,
-                        ),
-                        "npz" => write_npz(&r.values, &mut w),
-                        _ => bail!("{}: unknown export format (use .json, .csv, .npz or .vtk)", p.display()),
-                    };
-                    res.and_then(|_| std::io::Write::flush(&mut w))
-                        .with_context(|| format!("{}", p.display()))?;
-                    eprintln!("wrote {}", p.display());
-                }
-            }
+        SlicesCmd::Export { id, out: Some(p) } => export_slice(&get(cli, *id)?, p),
+    }
+}
+
+/// `slices list`: one row per stored slice.
+fn list_slices(cli: &Cli) -> Result<()> {
+    let mut t = Table::new([
+        "id",
+        "kind",
+        "run",
+        "step",
+        "grid",
+        "done",
+        "centre_loss",
+        "min_loss",
+        "nan",
+        "inf",
+        "directions",
+    ]);
+    for r in records_or_open(cli, "slices", &(), |s| records::all_slices(s, &()))? {
+        let min = r.values.finite_loss_range().map(|r| r.0);
+        let (nan, inf) = r.values.nonfinite_counts();
+        t.push(vec![
+            json!(r.id),
+            json!(r.kind()),
+            json!(r.run),
+            json!(r.step),
+            json!(if r.values.is_2d() {
+                format!("{}x{}", r.values.nx(), r.values.ny())
+            } else {
+                r.values.nx().to_string()
+            }),
+            json!(format!("{}/{}", r.values.done_count(), r.values.done.len())),
+            crate::landscape::export::cell(r.centre_loss, true),
+            json!(min),
+            json!(nan),
+            json!(inf),
+            json!(describe(&r)),
+        ]);
+    }
+    t.print(cli.format)?;
+    Ok(())
+}
+
+/// `slices show`: the record as JSON, CSV, or its description and every point as a table.
+fn show_slice(cli: &Cli, r: &SliceRecord) -> Result<()> {
+    match cli.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&record_json(r))?),
+        Format::Csv => write_csv(&r.values, &mut std::io::stdout().lock())?,
+        Format::Table => {
+            print_description(r);
+            points_table(r).print(Format::Table)?;
         }
     }
+    Ok(())
+}
+
+/// What a slice is: centre, directions, model, centre loss and how many points are done.
+fn print_description(r: &SliceRecord) {
+    println!("slice {} ({}), centre {}", r.id, r.kind(), r.checkpoint);
+    println!("directions: {}", describe(r));
+    if let Some(c) = r.cosine {
+        println!("cos(δ, η): {c:.3e}");
+    }
+    let on = if r.model.eval_data.is_empty() { String::new() } else { format!(" on {}", r.model.eval_data) };
+    println!("model: {}{on} ({} samples, loss {})", r.model.model, r.model.samples, r.model.loss);
+    println!(
+        "{}: {:.6}{}",
+        centre_name(r),
+        r.centre_loss,
+        r.centre_accuracy.map(|a| format!(", accuracy {a:.4}")).unwrap_or_default()
+    );
+    let (nan, inf) = r.values.nonfinite_counts();
+    println!("points done: {}/{}{}", r.values.done_count(), r.values.done.len(), nonfinite_note(nan, inf));
+}
+
+/// Every point: x (α for an interpolation), y for a 2D slice (a 1D slice has no y: its column would be
+/// all zeros), loss and accuracy, blank where not computed.
+fn points_table(r: &SliceRecord) -> Table {
+    let two_d = r.values.is_2d();
+    let x_name = if matches!(r.directions, DirectionSource::Interpolation { .. }) { "alpha" } else { "x" };
+    let mut t = Table::new(if two_d {
+        vec![x_name, "y", "loss", "accuracy"]
+    } else {
+        vec![x_name, "loss", "accuracy"]
+    });
+    for i in 0..r.values.loss.len() {
+        let (x, y) = r.values.coords(i);
+        let d = r.values.done[i];
+        let loss = if d { crate::landscape::export::cell(r.values.loss[i], true) } else { json!("") };
+        let acc = crate::landscape::export::accuracy_cell(r.values.accuracy[i], d);
+        let mut row = vec![json!(x)];
+        if two_d {
+            row.push(json!(y));
+        }
+        row.extend([loss, acc]);
+        t.push(row);
+    }
+    t
+}
+
+/// `slices export --out P`: the format by P's extension (.json, .csv, .vtk, .npz).
+fn export_slice(r: &SliceRecord, p: &Path) -> Result<()> {
+    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let file = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let res = match ext.as_str() {
+        "json" => serde_json::to_writer_pretty(&mut w, &record_json(r)).map_err(std::io::Error::other),
+        "csv" => write_csv(&r.values, &mut w),
+        "vtk" => write_vtk(&r.values, &format!("landscaped slice {} {}", r.id, describe(r)), &mut w),
+        "npz" => write_npz(&r.values, &mut w),
+        _ => bail!("{}: unknown export format (use .json, .csv, .npz or .vtk)", p.display()),
+    };
+    res.and_then(|_| std::io::Write::flush(&mut w)).with_context(|| format!("{}", p.display()))?;
+    eprintln!("wrote {}", p.display());
     Ok(())
 }
 

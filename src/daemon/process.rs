@@ -1,9 +1,10 @@
 //! Processing one queued checkpoint, on a blocking thread, in one pass: skip it if already recorded
 //! unchanged (its [`crate::stamp`], computed by the watcher and carried with the item, compared once
-//! with what was seen), check completeness (layout rule + quiet period for single files), open it
-//! once and hand the opened checkpoint with the stamp to ingest (which stamps the files once more
-//! after reading and refuses to commit if they changed meanwhile; we then retry once quiet), then
-//! record the outcome and update the metrics.
+//! with what was seen), wait for a single file's quiet period (a stat, nothing parsed), check
+//! completeness and open it in one call ([`landscaped_formats::Checkpoint::open_complete`]: every
+//! header parsed once) and hand the opened checkpoint with the stamp to ingest (which stamps the
+//! files once more after reading and refuses to commit if they changed meanwhile; we then retry once
+//! quiet), then record the outcome and update the metrics.
 //!
 //! Errors follow [`crate::daemon::taxonomy`]: a content error is recorded against the file's stamp
 //! (once per version of the file); an environment error (permission, descriptors, disk, I/O, store
@@ -159,34 +160,7 @@ impl Processor {
         if let Some(hang) = crate::faults::stall(path) {
             std::thread::sleep(hang);
         }
-        let checked = match crate::faults::injected("checkpoint_read") {
-            Some(source) => Err(CheckpointError::Io { path: path.to_path_buf(), source }),
-            None => checkpoint::check_complete(path),
-        };
-        ticket.tick();
-        if let Err(e) = checked {
-            if let CheckpointError::NotAFile { path: file, what } = &e {
-                let detail =
-                    format!("{what}, not a regular file, in checkpoint {} (never opened)", path.display());
-                return self.skip(item, before, "not_a_file", file, &detail);
-            }
-            if let Class::Environment(kind) = taxonomy::classify_checkpoint(&e) {
-                tracing::warn!(run, "{e} (will retry)");
-                return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
-            }
-            if matches!(e, CheckpointError::Incomplete { .. }) && age < self.incomplete_timeout {
-                return Outcome::Retry {
-                    after: backoff(item.attempts, self.quiet),
-                    reason: "incomplete",
-                    stamp: None,
-                };
-            }
-            if matches!(e, CheckpointError::Io { .. }) && stamp::stamp(path).is_err() {
-                return Outcome::Gone;
-            }
-            tracing::warn!(run, "{e}");
-            return self.fail(item, before, ErrorKind::of_checkpoint(&e));
-        }
+        // The quiet period first (a stat, no parse): a file written moments ago is opened once quiet.
         if path.is_file() && age < self.quiet {
             return Outcome::Retry {
                 after: self.quiet - age + Duration::from_millis(20),
@@ -201,56 +175,120 @@ impl Processor {
             self.record(run, path, before, None, "model-export");
             return Outcome::Unchanged;
         }
+        // Completeness and opening in one pass: every header parsed once.
+        let opened = match crate::faults::injected("checkpoint_read") {
+            Some(source) => Err(CheckpointError::Io { path: path.to_path_buf(), source }),
+            None => checkpoint::Checkpoint::open_complete(path),
+        };
+        ticket.tick();
+        let ck = match opened {
+            Ok(ck) => ck,
+            Err(e) => return self.not_opened(item, before, age, e),
+        };
         let archive = self.archive.get(run).cloned().unwrap_or_default();
-        match ingest_one(&self.store, run, path, &before, &self.data_dir, &archive, ticket) {
-            Ok(outcome) => {
-                // Ingest stamped the files after reading them and committed only if they were `before`.
-                let (step, status) = (outcome.step, outcome.status);
-                self.record(run, path, before, Some(step), "ok");
-                // Ingest returns what /metrics shows: no read-back from the store.
-                self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
-                self.metrics.record_optimizer(run, step, outcome.optimizer.as_ref());
-                if let Some(note) = &outcome.optimizer_note {
-                    tracing::warn!(run, step, "{}: {note}", path.display());
+        match ingest_one(&self.store, run, &ck, &before, &self.data_dir, &archive, ticket) {
+            Ok(outcome) => self.ingested(item, before, newest, outcome),
+            Err(e) => self.not_ingested(item, before, e),
+        }
+    }
+
+    /// Ingested: recorded as seen with the stamp it was read with (ingest stamped the files after
+    /// reading them and committed only if they were `before`), the metrics set from what ingest returns
+    /// (no read-back from the store).
+    fn ingested(
+        &self,
+        item: &Item,
+        before: Stamp,
+        newest: f64,
+        outcome: crate::ingest::IngestOutcome,
+    ) -> Outcome {
+        let (path, run) = (item.path.as_path(), item.run.as_str());
+        let (step, status) = (outcome.step, outcome.status);
+        self.record(run, path, before, Some(step), "ok");
+        self.metrics.record_checkpoint(&outcome.record, &outcome.tensors, newest);
+        self.metrics.record_optimizer(run, step, outcome.optimizer.as_ref());
+        if let Some(note) = &outcome.optimizer_note {
+            tracing::warn!(run, step, "{}: {note}", path.display());
+        }
+        self.archive_health.ok();
+        Outcome::Done { step, new: status != IngestStatus::Unchanged }
+    }
+
+    /// Ingest failed (`e`): retried once quiet if the files changed while read, skipped if one is not
+    /// a regular file, retried with backoff for an environment error, else failed and recorded.
+    fn not_ingested(&self, item: &Item, before: Stamp, e: IngestFail) -> Outcome {
+        let (path, run) = (item.path.as_path(), item.run.as_str());
+        // Written again while we read it (ingest saw it: `incomplete`; or the failure came from a
+        // half-written state): read it again once quiet (ingest is idempotent per run and step,
+        // so the redo replaces it), with the files' stamp as they are now.
+        let now = stamp::stamp(path).ok();
+        if e.kind == Class::Content(ErrorKind::Incomplete) || now.as_ref() != Some(&before) {
+            return Outcome::Retry {
+                after: self.quiet.max(Duration::from_millis(100)),
+                reason: "changed",
+                stamp: now,
+            };
+        }
+        if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
+            let detail =
+                format!("{what}, not a regular file, in checkpoint {} (never opened)", path.display());
+            return self.skip(item, before, "not_a_file", &file, &detail);
+        }
+        let msg = taxonomy::with_path(path, &e.to_string());
+        match e.kind {
+            Class::Environment(kind) => {
+                if kind.is_archive() {
+                    self.archive_health.failed(format!("{:#}", e.error));
                 }
-                self.archive_health.ok();
-                Outcome::Done { step, new: status != IngestStatus::Unchanged }
+                tracing::warn!(run, "{msg} (will retry)");
+                Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind }
             }
-            Err(e) => {
-                // Written again while we read it (ingest saw it: `incomplete`; or the failure came from a
-                // half-written state): read it again once quiet (ingest is idempotent per run and step,
-                // so the redo replaces it), with the files' stamp as they are now.
-                let now = stamp::stamp(path).ok();
-                if e.kind == Class::Content(ErrorKind::Incomplete) || now.as_ref() != Some(&before) {
-                    return Outcome::Retry {
-                        after: self.quiet.max(Duration::from_millis(100)),
-                        reason: "changed",
-                        stamp: now,
-                    };
-                }
-                if let Some(CheckpointError::NotAFile { path: file, what }) = e.not_a_file() {
-                    let detail = format!(
-                        "{what}, not a regular file, in checkpoint {} (never opened)",
-                        path.display()
-                    );
-                    return self.skip(item, before, "not_a_file", &file, &detail);
-                }
-                let msg = taxonomy::with_path(path, &e.to_string());
-                match e.kind {
-                    Class::Environment(kind) => {
-                        if kind.is_archive() {
-                            self.archive_health.failed(format!("{:#}", e.error));
-                        }
-                        tracing::warn!(run, "{msg} (will retry)");
-                        Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind }
-                    }
-                    Class::Content(kind) => {
-                        tracing::warn!(run, "{msg}");
-                        self.fail(item, before, kind)
-                    }
-                }
+            Class::Content(kind) => {
+                tracing::warn!(run, "{msg}");
+                self.fail(item, before, kind)
             }
         }
+    }
+
+    /// A checkpoint [`checkpoint::Checkpoint::open_complete`] refused (`e`), its files stamped `before`
+    /// and last written `age` ago: skipped (not a regular file), retried (environment, still being
+    /// written, or changed since the watcher stamped it), gone, or failed and recorded.
+    fn not_opened(&self, item: &Item, before: Stamp, age: Duration, e: CheckpointError) -> Outcome {
+        let (path, run) = (item.path.as_path(), item.run.as_str());
+        if let CheckpointError::NotAFile { path: file, what } = &e {
+            let detail =
+                format!("{what}, not a regular file, in checkpoint {} (never opened)", path.display());
+            return self.skip(item, before, "not_a_file", file, &detail);
+        }
+        if let Class::Environment(kind) = taxonomy::classify_checkpoint(&e) {
+            tracing::warn!(run, "{e} (will retry)");
+            return Outcome::EnvRetry { after: taxonomy::backoff(item.attempts), kind };
+        }
+        let incomplete = matches!(e, CheckpointError::Incomplete { .. });
+        if incomplete && age < self.incomplete_timeout {
+            return Outcome::Retry {
+                after: backoff(item.attempts, self.quiet),
+                reason: "incomplete",
+                stamp: None,
+            };
+        }
+        let now = stamp::stamp(path);
+        if matches!(e, CheckpointError::Io { .. }) && now.is_err() {
+            return Outcome::Gone;
+        }
+        // Written again since the watcher stamped it: judged again once quiet, as it is now.
+        if !incomplete
+            && let Ok(now) = now
+            && now != before
+        {
+            return Outcome::Retry {
+                after: self.quiet.max(Duration::from_millis(100)),
+                reason: "changed",
+                stamp: Some(now),
+            };
+        }
+        tracing::warn!(run, "{e}");
+        self.fail(item, before, ErrorKind::of_checkpoint(&e))
     }
 
     fn fail(&self, item: &Item, files: Stamp, kind: ErrorKind) -> Outcome {
@@ -330,9 +368,9 @@ impl std::fmt::Display for IngestFail {
     }
 }
 
-/// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place): opens
-/// the checkpoint, once, and hands it with the watcher's stamp `before` to
-/// [`crate::ingest::ingest_opened`], which neither opens nor stamps it again before reading; after
+/// The one call into ingest (kept here so the daemon adapts to ingest's signature in one place): hands
+/// the checkpoint the processor opened (once, with its completeness rules) with the watcher's stamp
+/// `before` to [`crate::ingest::ingest_opened`], which neither opens nor stamps it again before reading; after
 /// reading it stamps the files and refuses to commit if they changed (an `incomplete` error). Ingest
 /// is idempotent per (run, step).
 /// Every checkpoint is also written to the trajectory archive ([`ArchiveSink`]), which the `pca` job
@@ -341,7 +379,7 @@ impl std::fmt::Display for IngestFail {
 fn ingest_one(
     store: &Store,
     run: &str,
-    path: &Path,
+    ck: &checkpoint::Checkpoint,
     before: &Stamp,
     data_dir: &Path,
     archive: &ArchiveConfig,
@@ -354,13 +392,11 @@ fn ingest_one(
     let opts = crate::ingest::IngestOptions::default();
     let mut sink = ArchiveSink::new(data_dir, archive)
         .map_err(|error| IngestFail { kind: Class::Environment(EnvKind::Archive), error })?;
-    let ck = checkpoint::Checkpoint::open(path).map_err(|e| fail(e.into()))?;
-    ticket.tick();
     let mut progress = ProgressSink(ticket);
     let outcome = crate::ingest::ingest_opened(
         store,
         run,
-        &ck,
+        ck,
         before,
         &opts,
         &mut [&mut sink, &mut progress],
@@ -402,26 +438,94 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_carried_stamp_is_the_identity_and_a_change_while_read_is_retried_with_the_new_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
+    /// A processor over a fresh store in `tmp/data`, watching `tmp`.
+    fn processor(tmp: &Path, quiet: Duration) -> Processor {
+        let data = tmp.join("data");
         let store = Store::open(&data).unwrap();
         let metrics = Arc::new(Metrics::new(&Default::default()).unwrap());
-        let p = Processor {
-            store: store.clone(),
+        Processor {
+            store,
             metrics: metrics.clone(),
-            quiet: Duration::ZERO,
+            quiet,
             incomplete_timeout: Duration::from_secs(600),
-            data_dir: data.clone(),
+            data_dir: data,
             archive: Default::default(),
             archive_health: Default::default(),
             skipped: Arc::new(crate::daemon::skipped::Skipped::new(metrics)),
-            roots: vec![tmp.path().to_path_buf()],
+            roots: vec![tmp.to_path_buf()],
             follow_symlinks: false,
             tensorboard: Arc::new(crate::daemon::tensorboard::TensorBoardLogs::none()),
             progress: Default::default(),
-        };
+        }
+    }
+
+    /// Processes `path` with the header-parse log on: the outcome and the parses made.
+    fn process_logged(p: &Processor, path: &Path) -> (Outcome, Vec<landscaped_formats::parse_log::Parse>) {
+        let s = stamp::stamp(path).unwrap();
+        landscaped_formats::parse_log::during(|| p.process(&item(path, s)))
+    }
+
+    /// The daemon's one pass: completeness and opening share one parse of each header, index and
+    /// state file (checked then opened, each would be parsed twice), and a file inside its quiet
+    /// period is not parsed at all.
+    #[test]
+    fn each_header_is_parsed_once_per_checkpoint() {
+        use landscaped_formats::parse_log::count;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = processor(tmp.path(), Duration::ZERO);
+        let file = tmp.path().join("step-5.safetensors");
+        safetensors(&file, &[1.0, 2.0]);
+        let (out, parses) = process_logged(&p, &file);
+        assert!(matches!(out, Outcome::Done { step: 5, new: true }), "{out:?}");
+        assert_eq!(count(&parses, &file), 1, "{parses:?}");
+
+        // An HF folder: trainer_state.json, the index and both shards, each parsed once.
+        let hf = tmp.path().join("checkpoint-7");
+        std::fs::create_dir(&hf).unwrap();
+        let header =
+            |name: &str| format!(r#"{{"{name}":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#);
+        for (f, name) in [("a.safetensors", "w"), ("b.safetensors", "v")] {
+            let h = header(name);
+            let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(h.as_bytes());
+            bytes.extend(1f32.to_le_bytes());
+            std::fs::write(hf.join(f), bytes).unwrap();
+        }
+        std::fs::write(
+            hf.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}}"#,
+        )
+        .unwrap();
+        std::fs::write(hf.join("trainer_state.json"), r#"{"global_step": 7}"#).unwrap();
+        let (out, parses) = process_logged(&p, &hf);
+        assert!(matches!(out, Outcome::Done { step: 7, new: true }), "{out:?}");
+        for f in ["trainer_state.json", "model.safetensors.index.json", "a.safetensors", "b.safetensors"] {
+            assert_eq!(count(&parses, &hf.join(f)), 1, "{f}: {parses:?}");
+        }
+
+        // Cut short: incomplete (retried), from one parse too.
+        let cut = tmp.path().join("step-9.safetensors");
+        safetensors(&cut, &[1.0, 2.0, 3.0]);
+        let len = std::fs::metadata(&cut).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&cut).unwrap().set_len(len - 4).unwrap();
+        let (out, parses) = process_logged(&p, &cut);
+        assert!(matches!(out, Outcome::Retry { reason: "incomplete", .. }), "{out:?}");
+        assert_eq!(count(&parses, &cut), 1, "{parses:?}");
+
+        // Written moments ago: waits for its quiet period, nothing parsed.
+        let p = processor(&tmp.path().join("quiet"), Duration::from_secs(3600));
+        let young = tmp.path().join("step-11.safetensors");
+        safetensors(&young, &[1.0]);
+        let (out, parses) = process_logged(&p, &young);
+        assert!(matches!(out, Outcome::Retry { reason: "quiet", .. }), "{out:?}");
+        assert!(parses.is_empty(), "{parses:?}");
+    }
+
+    #[test]
+    fn the_carried_stamp_is_the_identity_and_a_change_while_read_is_retried_with_the_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = processor(tmp.path(), Duration::ZERO);
+        let store = p.store.clone();
         let a = tmp.path().join("step-5.safetensors");
         safetensors(&a, &[1.0, 2.0]);
         let sa = stamp::stamp(&a).unwrap();

@@ -5,8 +5,10 @@
 //!
 //! [`WorkerSpace::open`] sends `hessian_open` at the worker's current parameters (a bound checkpoint, or
 //! a grid point after `set_point`); [`WorkerSpace::close`] sends `hessian_close`, which frees every
-//! vector and puts the module back at the centre.
+//! vector and puts the module back at the centre. A space [`WorkerSpace::stop_on`] a [`Cancel`] token
+//! checks it before each HVP, loss and gradient: a cancelled run stops there with [`Cancelled`].
 
+use crate::cancel::{Cancel, Cancelled};
 use crate::workers::Worker;
 use landscaped_maths::curvature::measures::ParamSlot;
 use landscaped_maths::curvature::space::{HessianSpace, Init, ParamSubset, Vector};
@@ -19,6 +21,7 @@ pub(crate) struct WorkerSpace<'w> {
     layout: Vec<ParamSlot>,
     centre: Vector,
     hvps: usize,
+    cancel: Option<Cancel>,
 }
 
 impl<'w> WorkerSpace<'w> {
@@ -35,7 +38,18 @@ impl<'w> WorkerSpace<'w> {
             "{}: the Hessian layout covers {covered} values, its dimension is {dim}",
             w.what()
         );
-        Ok(WorkerSpace { w, dim, layout, centre, hvps: 0 })
+        Ok(WorkerSpace { w, dim, layout, centre, hvps: 0, cancel: None })
+    }
+
+    /// The space stopping with [`Cancelled`] at its next HVP, loss or gradient once `cancel` is.
+    pub fn stop_on(mut self, cancel: &Cancel) -> WorkerSpace<'w> {
+        self.cancel = Some(cancel.clone());
+        self
+    }
+
+    /// The safe point before each model evaluation.
+    fn check(&self) -> Result<(), Cancelled> {
+        self.cancel.as_ref().map_or(Ok(()), Cancel::check)
     }
 
     /// A vector from per-parameter tensors of a safetensors file (`new_vector {kind: tensors}`), bound
@@ -91,14 +105,17 @@ impl HessianSpace for WorkerSpace<'_> {
         Ok(self.w.multiply(y, x)?)
     }
     fn hvp(&mut self, v: Vector, out: Vector) -> anyhow::Result<()> {
+        self.check()?;
         self.w.hvp(v, out)?;
         self.hvps += 1;
         Ok(())
     }
     fn loss(&mut self, at: Option<Vector>) -> anyhow::Result<f64> {
+        self.check()?;
         Ok(self.w.loss_at(at)?)
     }
     fn gradient(&mut self, at: Option<Vector>, out: Vector) -> anyhow::Result<f64> {
+        self.check()?;
         Ok(self.w.gradient(at, out)?)
     }
     fn read(&mut self, v: Vector) -> anyhow::Result<Vec<f64>> {

@@ -109,11 +109,12 @@ pub(crate) fn workers_at_checkpoint(
 pub(crate) fn compute_in_workers(
     workers: &mut [Worker],
     opts: &SharpnessOptions,
+    cancel: &Cancel,
     progress: impl FnMut(&str),
 ) -> Result<SharpnessReport> {
     let mut spaces = Vec::with_capacity(workers.len());
     for w in workers.iter_mut() {
-        spaces.push(WorkerSpace::open(w, opts.subset)?);
+        spaces.push(WorkerSpace::open(w, opts.subset)?.stop_on(cancel));
     }
     let rep = compute_spread(&mut spaces, opts, progress, classify);
     // Close even after an error so the workers free their vectors; the first error wins.
@@ -130,7 +131,8 @@ pub(crate) fn compute_in_workers(
 }
 
 /// `landscaped sharpness` and the daemon's sharpness job: the report at `checkpoint`, and the model used.
-/// `cancel` ends a wait for workers from a launcher.
+/// `cancel` ends a wait for workers from a launcher, and the computation at its next model evaluation
+/// ([`crate::cancel::Cancelled`]; the workers are stopped, nothing is returned to store).
 pub fn sharpness_at(
     contract: &ModelContract,
     checkpoint: &Path,
@@ -141,7 +143,7 @@ pub fn sharpness_at(
 ) -> Result<(SharpnessReport, ModelUsed)> {
     opts.validate()?;
     let (mut set, used) = workers_at_checkpoint(contract, Some(checkpoint), label, cancel)?;
-    let rep = compute_in_workers(&mut set.workers, opts, progress)?;
+    let rep = compute_in_workers(&mut set.workers, opts, cancel, progress)?;
     set.shutdown();
     Ok((rep, used))
 }
@@ -172,7 +174,8 @@ pub struct RatioMap {
 /// blocks ([`crate::workers::scheduler`]: fast workers take more, a lost worker's points go to the
 /// others); for each, the worker moves its module there (`set_point`) and runs Lanczos. Workers are
 /// started here or dial in from a launcher (`--workers-listen`). The values don't depend on the number
-/// of workers. `progress(done, total)` after each point; `cancel` stops between blocks with an error.
+/// of workers. `progress(done, total)` after each point; `cancel` stops it (between blocks, and a
+/// point's Lanczos at its next HVP) with [`crate::cancel::Cancelled`].
 pub(crate) fn ratio_map(
     req: &RatioMapRequest<'_>,
     cancel: &Cancel,
@@ -200,7 +203,7 @@ pub(crate) fn ratio_map(
                 name,
                 eval: Box::new(move |block, sink| {
                     for &(k, (a, b)) in block {
-                        let e = lanczos_at(w, a, b, subset, lanczos);
+                        let e = lanczos_at(w, a, b, subset, lanczos, cancel);
                         sink(k, e.map_err(classify)?);
                     }
                     Ok(())
@@ -223,8 +226,8 @@ pub(crate) fn ratio_map(
         },
         |line| tracing::warn!("{label}: {line}"),
     )?;
-    if cancel.is_cancelled() && done < total {
-        bail!("cancelled");
+    if done < total {
+        cancel.check()?;
     }
     let n = set.len();
     set.shutdown();
@@ -255,9 +258,10 @@ fn lanczos_at(
     b: f64,
     subset: ParamSubset,
     lanczos: &LanczosOptions,
+    cancel: &Cancel,
 ) -> Result<Extremes> {
     w.set_point(a, b)?;
-    let mut space = WorkerSpace::open(w, subset)?;
+    let mut space = WorkerSpace::open(w, subset)?.stop_on(cancel);
     let e =
         extremes(&mut space, lanczos).with_context(|| format!("Lanczos at grid point (x = {a}, y = {b})"));
     let closed = space.close();

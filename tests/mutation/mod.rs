@@ -56,6 +56,9 @@ pub fn mutate(data: &[u8], rng: &mut Rng) -> Vec<u8> {
 /// Runs every reader on `target`; true if it opened. An error must name `target` (or a file in it).
 pub fn exercise(target: &Path) -> bool {
     let _ = check_complete(target);
+    if let Err(e) = Checkpoint::open_complete(target) {
+        assert!(e.to_string().contains(&*target.to_string_lossy()), "{e}");
+    }
     match Checkpoint::open(target) {
         Ok(ck) => {
             for i in 0..ck.tensors.len() {

@@ -1,6 +1,7 @@
 //! The one support module of the integration tests (`mod support; use support::*;`), by concern:
 //! [`paths`] (the workspace root, the venv's Python, the test scripts), [`cli`] (the binaries, running
-//! the CLI), [`fixtures`] (hand-written safetensors, the Python reference scripts), [`daemon`] (the
+//! the CLI), [`fixtures`] (hand-written safetensors, the Python reference scripts), [`formats`]
+//! (completeness by both entry points, header parses per file), [`daemon`] (the
 //! daemon harness), [`http`] (GET, Prometheus samples), [`slice`] (the worker tests' model contracts, a
 //! slice through the runner) and [`wait`] (bounded polling). The worker crate's tests include `paths.rs`
 //! and `fixtures.rs` by `#[path]` (the rest needs the app's binaries and crates). Each test binary uses
@@ -10,6 +11,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod fixtures;
+pub mod formats;
 pub mod http;
 pub mod paths;
 pub mod slice;
@@ -18,6 +20,7 @@ pub mod wait;
 pub use cli::*;
 pub use daemon::*;
 pub use fixtures::*;
+pub use formats::*;
 pub use http::*;
 pub use paths::*;
 pub use slice::*;

@@ -49,6 +49,23 @@ pub fn check_complete(path: &Path) -> Result<(), CheckpointError> {
 
 /// Completeness of one file, by its content (zip or safetensors).
 pub(crate) fn check_file(path: &Path) -> Result<(), CheckpointError> {
+    match file_kind(path)? {
+        FileKind::Zip => Ok(()),
+        FileKind::Safetensors => super::safetensors::check_complete(path),
+    }
+}
+
+/// What a weights file is, by its first bytes, once the completeness rules that need no header
+/// parse have passed (a zip's end records checked; a safetensors header is left to its reader,
+/// which parses it once: [`check_file`] or [`super::Checkpoint::open_complete`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Zip,
+    Safetensors,
+}
+
+/// The completeness rules of one file up to its header; see [`FileKind`].
+pub(crate) fn file_kind(path: &Path) -> Result<FileKind, CheckpointError> {
     if let Some(what) = path.file_name().and_then(|n| n.to_str()).and_then(layout::foreign_format) {
         return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what });
     }
@@ -63,13 +80,14 @@ pub(crate) fn check_file(path: &Path) -> Result<(), CheckpointError> {
         if n < 4 {
             return Err(incomplete(path, "file is shorter than a zip header"));
         }
-        return check_zip(path, &file, len);
+        check_zip(path, &file, len)?;
+        return Ok(FileKind::Zip);
     }
     if n < 9 {
         return Err(incomplete(path, format!("file is only {n} bytes")));
     }
     if head[8] == b'{' {
-        return super::safetensors::check_complete(path);
+        return Ok(FileKind::Safetensors);
     }
     if let Some(what) = super::torchzip::sniff_unsupported(&head) {
         return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what.to_string() });
@@ -105,6 +123,7 @@ fn le64(b: &[u8]) -> u64 {
 
 /// The zip end records: present at the very end and consistent with the central directory.
 fn check_zip(path: &Path, file: &File, len: u64) -> Result<(), CheckpointError> {
+    super::parse_log::record("zip end records", path);
     const EOCD: usize = 22;
     if len < EOCD as u64 {
         return Err(incomplete(path, "zip archive has no end-of-central-directory record yet"));
@@ -168,27 +187,12 @@ fn check_zip(path: &Path, file: &File, len: u64) -> Result<(), CheckpointError> 
 
 /// An HF folder: trainer_state.json written, every listed shard present and complete.
 fn check_hf_folder(dir: &Path) -> Result<(), CheckpointError> {
-    let state = dir.join("trainer_state.json");
-    if !super::regular::regular_or_absent(&state)? {
-        return Err(incomplete(dir, "trainer_state.json not written yet"));
-    }
-    layout::read_json(&state).map_err(|e| incomplete(dir, format!("trainer_state.json: {e}")))?;
+    trainer_state(dir)?;
     for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] {
         let index_path = dir.join(index);
         if super::regular::regular_or_absent(&index_path)? {
-            let shards = layout::index_shards(&index_path)?;
-            if shards.is_empty() {
-                return Err(CheckpointError::Malformed {
-                    path: index_path,
-                    why: "weight_map is empty".into(),
-                });
-            }
-            for (shard, _) in shards {
-                let p = dir.join(&shard);
-                if !super::regular::regular_or_absent(&p)? {
-                    return Err(incomplete(dir, format!("shard {shard} listed in {index} is missing")));
-                }
-                check_file(&p)?;
+            for (shard, _) in listed_shards(&index_path)? {
+                check_file(&present_shard(dir, index, &shard)?)?;
             }
             return Ok(());
         }
@@ -199,5 +203,45 @@ fn check_hf_folder(dir: &Path) -> Result<(), CheckpointError> {
             return check_file(&p);
         }
     }
-    Err(incomplete(dir, "no model.safetensors, pytorch_model.bin or weights index in the folder"))
+    Err(no_hf_weights(dir))
+}
+
+/// An HF folder's `trainer_state.json`, parsed: the Trainer writes it after the weights, so a folder
+/// without it (or with it half written) is incomplete.
+pub(crate) fn trainer_state(dir: &Path) -> Result<serde_json::Value, CheckpointError> {
+    let state = dir.join("trainer_state.json");
+    if !super::regular::regular_or_absent(&state)? {
+        return Err(incomplete(dir, "trainer_state.json not written yet"));
+    }
+    layout::read_json(&state).map_err(|e| incomplete(dir, format!("trainer_state.json: {e}")))
+}
+
+/// The shards a weights index lists; an index listing none is malformed.
+pub(crate) fn listed_shards(index_path: &Path) -> Result<Vec<(String, Vec<String>)>, CheckpointError> {
+    let shards = layout::index_shards(index_path)?;
+    if shards.is_empty() {
+        return Err(CheckpointError::Malformed {
+            path: index_path.to_path_buf(),
+            why: "weight_map is empty".into(),
+        });
+    }
+    Ok(shards)
+}
+
+/// A shard `index` lists, which must be there (else the folder is incomplete).
+pub(crate) fn present_shard(
+    dir: &Path,
+    index: &str,
+    shard: &str,
+) -> Result<std::path::PathBuf, CheckpointError> {
+    let p = dir.join(shard);
+    if !super::regular::regular_or_absent(&p)? {
+        return Err(incomplete(dir, format!("shard {shard} listed in {index} is missing")));
+    }
+    Ok(p)
+}
+
+/// An HF folder with no weights file (yet).
+pub(crate) fn no_hf_weights(dir: &Path) -> CheckpointError {
+    incomplete(dir, "no model.safetensors, pytorch_model.bin or weights index in the folder")
 }

@@ -154,6 +154,7 @@ fn is_weight_key(key: &str, has_model: bool) -> bool {
 /// `.metadata` scanned and built into its value tree (the `Metadata` object).
 fn metadata_root(dir: &Path) -> Result<Val, CheckpointError> {
     let path = dir.join(METADATA);
+    super::parse_log::record("dcp metadata", &path);
     let file = super::regular::open_regular(&path).map_err(|e| match e {
         CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             incomplete(dir, ".metadata not written yet (DCP writes it last)")
@@ -178,118 +179,161 @@ fn metadata_root(dir: &Path) -> Result<Val, CheckpointError> {
     Ok(root)
 }
 
-/// Read and parse `.metadata`: the weight tensors (filtered by [`is_weight_key`]) with their chunks.
-fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
-    read_metadata_selected(dir, is_weight_key)
-}
-
 /// Which tensors of a folder are taken: `select(key, any key starts with "model.")`.
 pub(crate) type Select = fn(&str, bool) -> bool;
 
-/// Read and parse `.metadata`: the tensors `select` takes, with their chunks.
-fn read_metadata_selected(dir: &Path, select: Select) -> Result<Vec<Item>, CheckpointError> {
-    let path = dir.join(METADATA);
-    let root = metadata_root(dir)?;
+/// Which non-tensor items (`BytesStorageMetadata`) of a folder are taken, by key.
+pub(crate) type SelectBytes<'a> = &'a dyn Fn(&str) -> bool;
+
+/// No non-tensor items.
+fn no_bytes(_: &str) -> bool {
+    false
+}
+
+/// What `.metadata` lists, walked once: the tensors taken (with their chunks) and the storage
+/// records of the non-tensor items taken, in `.metadata`'s order.
+struct Listing {
+    items: Vec<Item>,
+    bytes: Vec<(String, Val)>,
+}
+
+/// The one walk over a parsed `.metadata` (`root`): every `state_dict_metadata` entry checked, the
+/// tensors `select` takes built into [`Item`]s, the non-tensor items `bytes` takes paired with their
+/// storage records.
+fn walk_metadata(
+    path: &Path,
+    root: &Val,
+    select: Select,
+    bytes: SelectBytes<'_>,
+) -> Result<Listing, CheckpointError> {
     let sd = root
         .get("state_dict_metadata")
         .and_then(|v| v.entries())
-        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
+        .ok_or_else(|| malformed(path, "Metadata has no state_dict_metadata dict"))?;
     let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
-        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
+        malformed(path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
     })?;
 
-    // (fqn, chunk offsets) -> storage record.
-    let mut where_: HashMap<(String, Vec<usize>), Val> = HashMap::new();
+    // (fqn, chunk offsets; None for a bytes item) -> storage record.
+    let mut where_: HashMap<(String, Option<Vec<usize>>), Val> = HashMap::new();
     for (k, v) in &storage {
         let fqn = k.get("fqn").and_then(|f| f.as_str().map(str::to_string));
-        let Some(fqn) = fqn else { return Err(malformed(&path, "a storage_data key has no fqn")) };
+        let Some(fqn) = fqn else { return Err(malformed(path, "a storage_data key has no fqn")) };
         let offs = match k.get("offset") {
-            Some(Val::None) | None => continue, // a bytes item
-            Some(o) => o.as_usizes().ok_or_else(|| malformed(&path, format!("'{fqn}': bad chunk offset")))?,
+            Some(Val::None) | None => None,
+            Some(o) => {
+                Some(o.as_usizes().ok_or_else(|| malformed(path, format!("'{fqn}': bad chunk offset")))?)
+            }
         };
         where_.insert((fqn, offs), v.clone());
     }
 
     let has_model = sd.iter().any(|(k, _)| k.as_str().is_some_and(|k| k.starts_with("model.")));
-    let mut items = Vec::new();
+    let mut out = Listing { items: Vec::new(), bytes: Vec::new() };
     for (k, md) in &sd {
         let Some(key) = k.as_str() else {
-            return Err(malformed(&path, "a state_dict_metadata key is not a string"));
+            return Err(malformed(path, "a state_dict_metadata key is not a string"));
         };
         match md.class() {
-            Some((_, n)) if n == "BytesStorageMetadata" => continue,
+            Some((_, n)) if n == "BytesStorageMetadata" => {
+                if bytes(key) {
+                    let record = where_
+                        .get(&(key.to_string(), None))
+                        .ok_or_else(|| malformed(path, format!("'{key}': no entry in storage_data")))?;
+                    out.bytes.push((key.to_string(), record.clone()));
+                }
+                continue;
+            }
             Some((_, n)) if n == "TensorStorageMetadata" => {}
-            _ => return Err(malformed(&path, format!("'{key}': unknown storage metadata"))),
+            _ => return Err(malformed(path, format!("'{key}': unknown storage metadata"))),
         }
-        if !select(key, has_model) {
-            continue;
+        if select(key, has_model) {
+            out.items.push(tensor_item(path, key, md, &where_)?);
         }
-        let props =
-            md.get("properties").ok_or_else(|| malformed(&path, format!("'{key}': no properties")))?;
-        let (dm, dn) = properties_dtype(&props)
-            .ok_or_else(|| malformed(&path, format!("'{key}': no dtype in its properties")))?;
-        let dtype = dtype_of(&dm, &dn).ok_or_else(|| CheckpointError::Unsupported {
-            path: path.clone(),
-            why: format!("tensor '{key}' has dtype {dm}.{dn}, which landscaped does not read"),
-        })?;
-        let shape = md
-            .get("size")
-            .and_then(|s| s.as_usizes())
-            .ok_or_else(|| malformed(&path, format!("'{key}': size is not a torch.Size")))?;
-        // A size whose byte count does not fit in 62 bits is no checkpoint (and would overflow).
-        let bytes = shape.iter().try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
-        if bytes.is_none_or(|b| b > 1 << 62) {
-            return Err(malformed(&path, format!("'{key}': size {shape:?} is too large to be a tensor")));
-        }
-        let chunk_vals = md
-            .get("chunks")
-            .and_then(|c| c.items())
-            .ok_or_else(|| malformed(&path, format!("'{key}': no chunks list")))?;
-        let mut chunks = Vec::new();
-        for c in &chunk_vals {
-            let offsets = c.get("offsets").and_then(|o| o.as_usizes());
-            let sizes = c.get("sizes").and_then(|o| o.as_usizes());
-            let (Some(offsets), Some(sizes)) = (offsets, sizes) else {
-                return Err(malformed(&path, format!("'{key}': a chunk without offsets and sizes")));
-            };
-            let info = where_.get(&(key.to_string(), offsets.clone())).ok_or_else(|| {
-                malformed(&path, format!("'{key}': chunk at {offsets:?} has no entry in storage_data"))
-            })?;
-            if let Some(t) = info.get("transform_descriptors")
-                && !matches!(t, Val::None)
-                && t.items().is_none_or(|i| !i.is_empty())
-            {
-                let names: Vec<String> = t
-                    .items()
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect();
-                return Err(CheckpointError::Unsupported {
-                    path: path.clone(),
-                    why: format!(
-                        "tensor '{key}' is stored through transforms {names:?} (compressed DCP), which landscaped does not read"
-                    ),
-                });
-            }
-            let file = info.get("relative_path").and_then(|p| p.as_str().map(str::to_string));
-            let offset = info.get("offset").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
-            let length = info.get("length").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
-            let (Some(file), Some(offset), Some(length)) = (file, offset, length) else {
-                return Err(malformed(&path, format!("'{key}': bad storage record for chunk {offsets:?}")));
-            };
-            if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
-                return Err(malformed(
-                    &path,
-                    format!("'{key}': data file {file:?} is not a file in the folder"),
-                ));
-            }
-            chunks.push(Chunk { offsets, sizes, file, offset, length });
-        }
-        check_cover(&path, key, &shape, &chunks)?;
-        items.push(Item { info: TensorInfo { name: key.to_string(), dtype, shape }, chunks });
     }
-    Ok(items)
+    Ok(out)
+}
+
+/// One tensor of `.metadata` (its `TensorStorageMetadata` `md`): dtype, size, and its chunks with
+/// where their bytes are, checked to lie inside the tensor and cover it.
+fn tensor_item(
+    path: &Path,
+    key: &str,
+    md: &Val,
+    where_: &HashMap<(String, Option<Vec<usize>>), Val>,
+) -> Result<Item, CheckpointError> {
+    let props = md.get("properties").ok_or_else(|| malformed(path, format!("'{key}': no properties")))?;
+    let (dm, dn) = properties_dtype(&props)
+        .ok_or_else(|| malformed(path, format!("'{key}': no dtype in its properties")))?;
+    let dtype = dtype_of(&dm, &dn).ok_or_else(|| CheckpointError::Unsupported {
+        path: path.to_path_buf(),
+        why: format!("tensor '{key}' has dtype {dm}.{dn}, which landscaped does not read"),
+    })?;
+    let shape = md
+        .get("size")
+        .and_then(|s| s.as_usizes())
+        .ok_or_else(|| malformed(path, format!("'{key}': size is not a torch.Size")))?;
+    // A size whose byte count does not fit in 62 bits is no checkpoint (and would overflow).
+    let bytes = shape.iter().try_fold(dtype.size() as u128, |a, &d| a.checked_mul(d as u128));
+    if bytes.is_none_or(|b| b > 1 << 62) {
+        return Err(malformed(path, format!("'{key}': size {shape:?} is too large to be a tensor")));
+    }
+    let chunk_vals = md
+        .get("chunks")
+        .and_then(|c| c.items())
+        .ok_or_else(|| malformed(path, format!("'{key}': no chunks list")))?;
+    let mut chunks = Vec::new();
+    for c in &chunk_vals {
+        let offsets = c.get("offsets").and_then(|o| o.as_usizes());
+        let sizes = c.get("sizes").and_then(|o| o.as_usizes());
+        let (Some(offsets), Some(sizes)) = (offsets, sizes) else {
+            return Err(malformed(path, format!("'{key}': a chunk without offsets and sizes")));
+        };
+        let info = where_.get(&(key.to_string(), Some(offsets.clone()))).ok_or_else(|| {
+            malformed(path, format!("'{key}': chunk at {offsets:?} has no entry in storage_data"))
+        })?;
+        if let Some(t) = info.get("transform_descriptors")
+            && !matches!(t, Val::None)
+            && t.items().is_none_or(|i| !i.is_empty())
+        {
+            let names: Vec<String> =
+                t.items().unwrap_or_default().iter().filter_map(|x| x.as_str().map(str::to_string)).collect();
+            return Err(CheckpointError::Unsupported {
+                path: path.to_path_buf(),
+                why: format!(
+                    "tensor '{key}' is stored through transforms {names:?} (compressed DCP), which landscaped does not read"
+                ),
+            });
+        }
+        let (file, offset, length) = storage_place(info)
+            .ok_or_else(|| malformed(path, format!("'{key}': bad storage record for chunk {offsets:?}")))?;
+        check_plain_name(path, key, &file)?;
+        chunks.push(Chunk { offsets, sizes, file, offset, length });
+    }
+    check_cover(path, key, &shape, &chunks)?;
+    Ok(Item { info: TensorInfo { name: key.to_string(), dtype, shape }, chunks })
+}
+
+/// A storage record's (relative_path, offset, length).
+fn storage_place(info: &Val) -> Option<(String, u64, u64)> {
+    let file = info.get("relative_path").and_then(|p| p.as_str().map(str::to_string))?;
+    let offset = info.get("offset").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok())?;
+    let length = info.get("length").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok())?;
+    Some((file, offset, length))
+}
+
+/// A data file named by `.metadata` must be a plain name inside the folder.
+fn check_plain_name(path: &Path, key: &str, file: &str) -> Result<(), CheckpointError> {
+    if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
+        return Err(malformed(path, format!("'{key}': data file {file:?} is not a file in the folder")));
+    }
+    Ok(())
+}
+
+/// Read, parse and walk `.metadata` once: what `select` and `bytes` take.
+fn read_metadata(dir: &Path, select: Select, bytes: SelectBytes<'_>) -> Result<Listing, CheckpointError> {
+    let root = metadata_root(dir)?;
+    walk_metadata(&dir.join(METADATA), &root, select, bytes)
 }
 
 /// The chunks lie inside the tensor, do not overlap, and cover it.
@@ -385,77 +429,75 @@ fn check_files(dir: &Path, items: &[Item]) -> Result<HashMap<String, u64>, Check
 
 /// Completeness of a DCP folder: `.metadata` present and valid, every file and byte range present.
 pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
-    let items = read_metadata(dir)?;
-    check_files(dir, &items)?;
-    // Side files (`meta.pt`, ...) are read for the step: a FIFO or device there is refused, not opened.
+    let listing = read_metadata(dir, is_weight_key, &no_bytes)?;
+    check_files(dir, &listing.items)?;
+    check_side_files(dir)
+}
+
+/// Side files (`meta.pt`, ...) are read for the step: a FIFO or device there is refused, not opened.
+fn check_side_files(dir: &Path) -> Result<(), CheckpointError> {
     for side in super::layout::DCP_SIDE_FILES {
         super::regular::regular_or_absent(&dir.join(side))?;
     }
     Ok(())
 }
 
-/// The non-tensor items (`BytesStorageMetadata`) whose keys `select` takes, each as the value its
-/// `torch.save` payload pickles (scanned against the state-dict allow-list, never executed), in
-/// `.metadata`'s order. Optimizer hyperparameters (`optim.param_groups.…`) are stored this way.
-pub(crate) fn bytes_items(
-    dir: &Path,
-    select: &dyn Fn(&str) -> bool,
-) -> Result<Vec<(String, Val)>, CheckpointError> {
+/// Each non-tensor item's payload from its storage record, unpickled (scanned, never executed).
+fn load_bytes(dir: &Path, records: &[(String, Val)]) -> Result<Vec<(String, Val)>, CheckpointError> {
     let path = dir.join(METADATA);
-    let root = metadata_root(dir)?;
-    let sd = root
-        .get("state_dict_metadata")
-        .and_then(|v| v.entries())
-        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
-    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
-        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
-    })?;
-    let mut where_: HashMap<String, Val> = HashMap::new();
-    for (k, v) in &storage {
-        if let (Some(fqn), Some(Val::None) | None) = (k.get("fqn"), k.get("offset"))
-            && let Some(fqn) = fqn.as_str()
-        {
-            where_.insert(fqn.to_string(), v.clone());
-        }
-    }
     let mut out = Vec::new();
     let mut files: HashMap<String, File> = HashMap::new();
-    for (k, md) in &sd {
-        let Some(key) = k.as_str() else { continue };
-        if md.class().map(|c| c.1).as_deref() != Some("BytesStorageMetadata") || !select(key) {
-            continue;
-        }
-        let info =
-            where_.get(key).ok_or_else(|| malformed(&path, format!("'{key}': no entry in storage_data")))?;
-        let file = info.get("relative_path").and_then(|p| p.as_str().map(str::to_string));
-        let offset = info.get("offset").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
-        let length = info.get("length").and_then(|o| o.as_int()).and_then(|o| u64::try_from(o).ok());
-        let (Some(file), Some(offset), Some(length)) = (file, offset, length) else {
-            return Err(malformed(&path, format!("'{key}': bad storage record")));
-        };
-        if file.is_empty() || file.contains('/') || file.contains('\\') || file == "." || file == ".." {
-            return Err(malformed(&path, format!("'{key}': data file {file:?} is not a file in the folder")));
-        }
+    for (key, info) in records {
+        let (file, offset, length) =
+            storage_place(info).ok_or_else(|| malformed(&path, format!("'{key}': bad storage record")))?;
+        check_plain_name(&path, key, &file)?;
         let p = dir.join(&file);
         if !files.contains_key(&file) {
             files.insert(file.clone(), super::regular::open_regular(&p)?);
         }
         let f = &files[&file];
         let archive = Archive::open(f, &p, offset, length, pickle_scan::allowed)?;
-        out.push((key.to_string(), archive.root));
+        out.push((key.clone(), archive.root));
     }
     Ok(out)
 }
 
 impl DcpFolder {
     pub(crate) fn open(dir: &Path) -> Result<DcpFolder, CheckpointError> {
-        Self::open_selected(dir, is_weight_key)
+        Ok(Self::open_with_bytes(dir, is_weight_key, &no_bytes)?.0)
     }
 
-    /// The folder with the tensors `select` takes (the optimizer reader takes `optim.` keys).
-    pub(crate) fn open_selected(dir: &Path, select: Select) -> Result<DcpFolder, CheckpointError> {
-        let items = read_metadata_selected(dir, select)?;
-        let lens = check_files(dir, &items)?;
+    /// [`DcpFolder::open`] under the completeness rules ([`check_complete`]'s verdicts, from the same
+    /// single parse of `.metadata`: opening already requires every file and byte range it lists).
+    pub(crate) fn open_complete(dir: &Path) -> Result<DcpFolder, CheckpointError> {
+        let listing = read_metadata(dir, is_weight_key, &no_bytes)?;
+        let lens = check_files(dir, &listing.items)?;
+        check_side_files(dir)?;
+        Self::from_items(dir, listing.items, lens)
+    }
+
+    /// The folder with the tensors `select` takes (the optimizer reader takes `optim.` keys) and the
+    /// non-tensor items `bytes` takes, each as the value its `torch.save` payload pickles (scanned
+    /// against the state-dict allow-list, never executed), in `.metadata`'s order (optimizer
+    /// hyperparameters, `optim.param_groups.…`, are stored this way): one parse and one walk of
+    /// `.metadata` for both.
+    pub(crate) fn open_with_bytes(
+        dir: &Path,
+        select: Select,
+        bytes: SelectBytes<'_>,
+    ) -> Result<(DcpFolder, Vec<(String, Val)>), CheckpointError> {
+        let listing = read_metadata(dir, select, bytes)?;
+        let lens = check_files(dir, &listing.items)?;
+        let folder = Self::from_items(dir, listing.items, lens)?;
+        Ok((folder, load_bytes(dir, &listing.bytes)?))
+    }
+
+    /// The folder from its walked items, every data file (of lengths `lens`) opened.
+    fn from_items(
+        dir: &Path,
+        items: Vec<Item>,
+        lens: HashMap<String, u64>,
+    ) -> Result<DcpFolder, CheckpointError> {
         let mut files = HashMap::new();
         let mut names: Vec<&String> = lens.keys().collect();
         names.sort();

@@ -99,8 +99,23 @@ pub(crate) fn state_files(dir: &Path) -> Result<StateFiles, CheckpointError> {
 }
 
 /// Completeness: every state file a complete zip, at least one optimizer file, and under ZeRO-3 as
-/// many optimizer files as model-state files.
+/// many optimizer files as model-state files; under ZeRO-1/2 the optimizer files of every rank
+/// rank 0's `partition_count` names.
 pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
+    let (zero3, optims) = check_files(dir)?;
+    // ZeRO-1/2: every rank writes its partition; rank 0's says how many there are.
+    if !zero3 && let Some((_, first)) = optims.first() {
+        let (_, a) = open_archive(first, pickle_scan::allowed_deepspeed)?;
+        if let Some(osd) = a.root.get("optimizer_state_dict") {
+            ranks_written(dir, &osd, optims.len())?;
+        }
+    }
+    Ok(())
+}
+
+/// The completeness rules that parse nothing: state files present in the right numbers, each a
+/// complete zip. Returns whether the folder is ZeRO-3, and the optimizer files.
+fn check_files(dir: &Path) -> Result<(bool, Vec<(usize, PathBuf)>), CheckpointError> {
     let (models, optims) = state_files(dir)?;
     if models.is_empty() {
         return Err(CheckpointError::Incomplete {
@@ -125,19 +140,21 @@ pub(crate) fn check_complete(dir: &Path) -> Result<(), CheckpointError> {
             ),
         });
     }
-    for (_, p) in models.iter().map(|(d, p)| (d, p)).chain(optims.iter().map(|(_, p)| (&None, p))) {
+    for p in models.iter().map(|(_, p)| p).chain(optims.iter().map(|(_, p)| p)) {
         super::complete::check_file(p)?;
     }
-    // ZeRO-1/2: every rank writes its partition; rank 0's says how many there are.
-    if !zero3 && let Some((_, first)) = optims.first() {
-        let (_, a) = open_archive(first, pickle_scan::allowed_deepspeed)?;
-        let count = a.root.get("optimizer_state_dict").as_ref().and_then(partition_count);
-        if count.is_some_and(|c| c > optims.len()) {
-            return Err(CheckpointError::Incomplete {
-                path: dir.to_path_buf(),
-                why: format!("optimizer states of {} of {} ranks written", optims.len(), count.unwrap_or(0)),
-            });
-        }
+    Ok((zero3, optims))
+}
+
+/// ZeRO-1/2: the optimizer files of fewer ranks than rank 0's `partition_count` (its
+/// `optimizer_state_dict`, `osd`) are a checkpoint still being written.
+fn ranks_written(dir: &Path, osd: &Val, found: usize) -> Result<(), CheckpointError> {
+    let count = partition_count(osd);
+    if count.is_some_and(|c| c > found) {
+        return Err(CheckpointError::Incomplete {
+            path: dir.to_path_buf(),
+            why: format!("optimizer states of {found} of {} ranks written", count.unwrap_or(0)),
+        });
     }
     Ok(())
 }
@@ -170,6 +187,7 @@ pub(crate) fn open_archive(
     path: &Path,
     allow: fn(&str, &str) -> bool,
 ) -> Result<(File, Archive), CheckpointError> {
+    super::parse_log::record("deepspeed pickle", path);
     let file = super::regular::open_regular(path)?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let a = Archive::open(&file, path, 0, len, allow)?;
@@ -393,7 +411,20 @@ impl DeepSpeedFolder {
         Self::open_cut(dir, Cut::Master)
     }
 
+    /// [`DeepSpeedFolder::open`] under the completeness rules ([`check_complete`]'s verdicts): the
+    /// files' checks first (no parse), then rank 0's `partition_count` from the one parse of its
+    /// optimizer file that opening makes anyway.
+    pub(crate) fn open_complete(dir: &Path) -> Result<DeepSpeedFolder, CheckpointError> {
+        check_files(dir)?;
+        Self::open_judged(dir, Cut::Master, true)
+    }
+
     fn open_cut(dir: &Path, cut: Cut) -> Result<DeepSpeedFolder, CheckpointError> {
+        Self::open_judged(dir, cut, false)
+    }
+
+    /// `complete`: under the completeness rules (see [`DeepSpeedFolder::open_complete`]).
+    fn open_judged(dir: &Path, cut: Cut, complete: bool) -> Result<DeepSpeedFolder, CheckpointError> {
         let (models, optims) = state_files(dir)?;
         let zero3 = models.iter().any(|(dp, _)| dp.is_some());
         let all: Vec<PathBuf> =
@@ -406,7 +437,8 @@ impl DeepSpeedFolder {
         let module = a.root.get("module").ok_or_else(|| malformed(&main, "no 'module' state dict"))?;
         let mut files = vec![main.clone()];
         if !zero3 {
-            let ((tensors, aliases), copy) = match zero12_master(dir, &main, &a, &optims, &mut files, cut)? {
+            let master = zero12_master(dir, &main, &a, &optims, &mut files, cut, complete)?;
+            let ((tensors, aliases), copy) = match master {
                 Ok((listing, copy)) => (listing, copy),
                 Err(why) if cut != Cut::Master => {
                     return Err(CheckpointError::Unsupported {
@@ -533,7 +565,8 @@ impl DeepSpeedFolder {
 /// own dtype, as zero_to_fp32 keeps them), then the trainable parameters in f32; `shared_params` as
 /// aliases. `Ok(Err(why))`: the folder holds no master copy (no per-rank optimizer files, or
 /// optimizer states without fp32 partitions), and the module's weights are read instead. Optimizer
-/// files of fewer ranks than their `partition_count`: incomplete.
+/// files of fewer ranks than their `partition_count`: incomplete (`complete`: judged by the
+/// completeness rule, [`ranks_written`], from rank 0's file as it is parsed here).
 fn zero12_master(
     dir: &Path,
     main: &Path,
@@ -541,6 +574,7 @@ fn zero12_master(
     optims: &[(usize, PathBuf)],
     files: &mut Vec<PathBuf>,
     cut: Cut,
+    complete: bool,
 ) -> Result<Result<(Listing, String), String>, CheckpointError> {
     if optims.is_empty() {
         return Ok(Err("no per-rank optimizer-state files in the folder".into()));
@@ -550,6 +584,9 @@ fn zero12_master(
         let (_, oa) = open_archive(p, pickle_scan::allowed_deepspeed)?;
         let osd =
             oa.root.get("optimizer_state_dict").ok_or_else(|| malformed(p, "no optimizer_state_dict"))?;
+        if complete && i == 0 {
+            ranks_written(dir, &osd, optims.len())?;
+        }
         let fi = files.len();
         let Some(flats) = rank_flats(p, &oa, &osd, cut, false, fi, *r)? else {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -211,6 +211,7 @@ pub(crate) const MAX_JSON: u64 = 256 * 1024 * 1024;
 
 /// Read a small JSON file with a size bound.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, CheckpointError> {
+    super::parse_log::record("json", path);
     use std::io::Read;
     let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
     let file = super::regular::open_regular(path)?;
@@ -230,13 +231,16 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, CheckpointErro
 
 /// The step of an HF folder: `global_step` in trainer_state.json, else the folder name.
 pub(crate) fn hf_step(dir: &Path) -> Option<u64> {
-    let state = dir.join("trainer_state.json");
-    if let Ok(v) = read_json(&state)
-        && let Some(s) = v.get("global_step").and_then(|s| s.as_u64())
-    {
-        return Some(s);
-    }
-    step_from_name(&name_of(dir))
+    let state = read_json(&dir.join("trainer_state.json")).ok();
+    hf_step_of(state.as_ref(), dir)
+}
+
+/// [`hf_step`] from an already parsed `trainer_state.json` (None: none or unreadable).
+pub(crate) fn hf_step_of(state: Option<&serde_json::Value>, dir: &Path) -> Option<u64> {
+    state
+        .and_then(|v| v.get("global_step"))
+        .and_then(|s| s.as_u64())
+        .or_else(|| step_from_name(&name_of(dir)))
 }
 
 /// The shard file names an index lists (`weight_map` values), deduplicated, sorted. Names must be

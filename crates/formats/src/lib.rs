@@ -8,7 +8,8 @@
 //! before it is trusted. Pickle data is parsed, never executed.
 //!
 //! The public API: [`Checkpoint::open`] (a file or an HF folder; lists tensors and the step, reads no
-//! values), [`Checkpoint::read_chunks`] (one tensor's values, streamed in bounded chunks),
+//! values), [`Checkpoint::open_complete`] (the same and the completeness rules, every header parsed
+//! once: what the daemon calls), [`Checkpoint::read_chunks`] (one tensor's values, streamed in bounded chunks),
 //! [`Checkpoint::read_at`] (raw bytes by range), [`Checkpoint::read`] (one tensor whole, for the few
 //! users that need it: model binding), [`find_checkpoints`], [`check_complete`], [`step_from_name`].
 //! The step rule and the layouts are documented in [`layout`]; the completeness rules in [`complete`].
@@ -58,6 +59,7 @@ pub mod deepspeed;
 pub mod layout;
 mod open;
 pub mod optimizer;
+pub mod parse_log;
 mod pickle_scan;
 mod pickle_value;
 mod regular;

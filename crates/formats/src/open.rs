@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::complete::{self, FileKind};
 use super::dcp::{self, DcpFolder};
 use super::deepspeed::{self, DeepSpeedFolder};
 use super::layout::{self, HF_WEIGHTS};
@@ -148,9 +149,26 @@ fn io_err(path: &Path, source: std::io::Error) -> CheckpointError {
     CheckpointError::Io { path: path.to_path_buf(), source }
 }
 
+/// How a checkpoint is judged as it is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rules {
+    /// A reader's: a file shorter than its header says is broken (`Malformed`).
+    Open,
+    /// The completeness rules of [`super::complete`] as well (the daemon's): what can still change
+    /// as a writer finishes is `Incomplete`; every verdict of [`super::check_complete`], from the
+    /// same single parse of each header that opening makes.
+    Complete,
+}
+
 /// Open one weights file by its content: a zip is a torch.save archive, a JSON header a safetensors
 /// file; anything else is refused with the reason.
-fn open_file(path: &Path) -> Result<Part, CheckpointError> {
+fn open_file(path: &Path, rules: Rules) -> Result<Part, CheckpointError> {
+    if rules == Rules::Complete {
+        return match super::complete::file_kind(path)? {
+            FileKind::Zip => TorchFile::open(path).map(Part::Torch),
+            FileKind::Safetensors => SafetensorsFile::open_complete(path).map(Part::Safetensors),
+        };
+    }
     use std::os::unix::fs::FileExt;
     if let Some(what) = layout::foreign_format(&file_name(path)) {
         return Err(CheckpointError::Unsupported { path: path.to_path_buf(), why: what.to_string() });
@@ -185,23 +203,42 @@ fn file_name(path: &Path) -> std::borrow::Cow<'_, str> {
     layout::name_of(path)
 }
 
+/// The weights of an HF folder: an index and its shards, or one file.
+enum HfWeights {
+    Index { index: PathBuf, shards: Vec<(String, Vec<String>)> },
+    Single(PathBuf),
+}
+
 impl Checkpoint {
     /// Open a checkpoint: a file (safetensors, torch zip `.pt`/`.pth`/`.bin`, Lightning `.ckpt`) or a
     /// folder (HF `checkpoint-N/`, DCP / Megatron `iter_N/` / Lightning sharded, DeepSpeed
     /// `global_stepN/`). Lists the tensors (name, dtype, shape) and the step (see the step rule in
     /// [`super::layout`]); reads no tensor values.
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        Self::open_judged(path, Rules::Open)
+    }
+
+    /// [`Checkpoint::open`] and [`super::check_complete`] in one pass: every header, index and
+    /// metadata file is parsed once, and the verdict is the completeness check's (a checkpoint still
+    /// being written is [`CheckpointError::Incomplete`], a file that is not a regular file
+    /// [`CheckpointError::NotAFile`], garbage `Malformed`, ...) or else the opened checkpoint. What
+    /// the daemon calls for each checkpoint it is about to ingest.
+    pub fn open_complete(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        Self::open_judged(path, Rules::Complete)
+    }
+
+    fn open_judged(path: &Path, rules: Rules) -> Result<Checkpoint, CheckpointError> {
         let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
         if meta.is_dir() {
             if dcp::is_dcp_like(path) {
-                return Self::open_dcp(path);
+                return Self::open_dcp(path, rules);
             }
             if deepspeed::is_deepspeed_folder(path) {
-                return Self::open_deepspeed(path);
+                return Self::open_deepspeed(path, rules);
             }
-            return Self::open_hf(path);
+            return Self::open_hf(path, rules);
         }
-        let part = open_file(path)?;
+        let part = open_file(path, rules)?;
         let name = &*file_name(path);
         let (layout, step) = match &part {
             Part::Torch(t) => {
@@ -214,8 +251,11 @@ impl Checkpoint {
         Ok(Self::assemble(path, layout, step, vec![part], vec![path.to_path_buf()]))
     }
 
-    fn open_dcp(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let folder = DcpFolder::open(dir)?;
+    fn open_dcp(dir: &Path, rules: Rules) -> Result<Checkpoint, CheckpointError> {
+        let folder = match rules {
+            Rules::Open => DcpFolder::open(dir)?,
+            Rules::Complete => DcpFolder::open_complete(dir)?,
+        };
         let mut members = folder.members.clone();
         for side in layout::DCP_SIDE_FILES {
             let p = dir.join(side);
@@ -227,44 +267,59 @@ impl Checkpoint {
         Ok(Self::assemble(dir, layout, step, vec![Part::Dcp(folder)], members))
     }
 
-    fn open_deepspeed(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let folder = DeepSpeedFolder::open(dir)?;
+    fn open_deepspeed(dir: &Path, rules: Rules) -> Result<Checkpoint, CheckpointError> {
+        let folder = match rules {
+            Rules::Open => DeepSpeedFolder::open(dir)?,
+            Rules::Complete => DeepSpeedFolder::open_complete(dir)?,
+        };
         let members = folder.members();
         let step = folder.step.or_else(|| layout::step_from_name(&file_name(dir)));
         Ok(Self::assemble(dir, Layout::DeepSpeed, step, vec![Part::DeepSpeed(folder)], members))
     }
 
-    fn open_hf(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let weights = HF_WEIGHTS.iter().map(|w| dir.join(w)).find(|p| p.is_file()).ok_or_else(|| {
-            malformed(dir, "folder holds no model.safetensors, pytorch_model.bin or weights index (not an HF checkpoint)")
-        })?;
+    fn open_hf(dir: &Path, rules: Rules) -> Result<Checkpoint, CheckpointError> {
+        // The completeness rules want trainer_state.json (written last); parsed once, for the step too.
+        let state = match rules {
+            Rules::Complete => Some(complete::trainer_state(dir)?),
+            Rules::Open => None,
+        };
+        let weights = Self::hf_weights(dir, rules)?;
         let mut members = Vec::new();
-        let state = dir.join("trainer_state.json");
-        if state.is_file() {
-            members.push(state);
+        let state_path = dir.join("trainer_state.json");
+        if state_path.is_file() {
+            members.push(state_path);
         }
         let mut parts = Vec::new();
-        if file_name(&weights).ends_with(".index.json") {
-            let shards = layout::index_shards(&weights)?;
-            members.push(weights.clone());
-            for (shard, names) in shards {
-                let p = dir.join(&shard);
-                let part = open_file(&p)?;
-                let infos = part.infos();
-                if let Some(missing) = names.iter().find(|n| !infos.iter().any(|i| &i.name == *n)) {
-                    return Err(malformed(
-                        &p,
-                        format!("index lists tensor '{missing}' in this shard but it is not there"),
-                    ));
+        match weights {
+            HfWeights::Index { index, shards } => {
+                let index_name = file_name(&index).into_owned();
+                members.push(index);
+                for (shard, names) in shards {
+                    let p = match rules {
+                        Rules::Complete => complete::present_shard(dir, &index_name, &shard)?,
+                        Rules::Open => dir.join(&shard),
+                    };
+                    let part = open_file(&p, rules)?;
+                    let infos = part.infos();
+                    if let Some(missing) = names.iter().find(|n| !infos.iter().any(|i| &i.name == *n)) {
+                        return Err(malformed(
+                            &p,
+                            format!("index lists tensor '{missing}' in this shard but it is not there"),
+                        ));
+                    }
+                    members.push(p);
+                    parts.push(part);
                 }
-                members.push(p);
-                parts.push(part);
             }
-        } else {
-            parts.push(open_file(&weights)?);
-            members.push(weights);
+            HfWeights::Single(weights) => {
+                parts.push(open_file(&weights, rules)?);
+                members.push(weights);
+            }
         }
-        let step = layout::hf_step(dir);
+        let step = match &state {
+            Some(v) => layout::hf_step_of(Some(v), dir),
+            None => layout::hf_step(dir),
+        };
         let ck = Self::assemble(dir, Layout::HfFolder, step, parts, members);
         let mut names: Vec<&str> = ck.tensors.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
@@ -272,6 +327,41 @@ impl Checkpoint {
             return Err(malformed(dir, format!("tensor '{}' appears in more than one shard", w[0])));
         }
         Ok(ck)
+    }
+
+    /// Which weights an HF folder holds (the first of [`HF_WEIGHTS`] present), with an index's shards.
+    /// Under the completeness rules a weights file that is not a regular file is refused by name, a
+    /// folder with none is incomplete and an index listing no shard malformed.
+    fn hf_weights(dir: &Path, rules: Rules) -> Result<HfWeights, CheckpointError> {
+        let mut found = None;
+        for w in HF_WEIGHTS {
+            let p = dir.join(w);
+            let present = match rules {
+                Rules::Complete => super::regular::regular_or_absent(&p)?,
+                Rules::Open => p.is_file(),
+            };
+            if present {
+                found = Some(p);
+                break;
+            }
+        }
+        let Some(weights) = found else {
+            return Err(match rules {
+                Rules::Complete => complete::no_hf_weights(dir),
+                Rules::Open => malformed(
+                    dir,
+                    "folder holds no model.safetensors, pytorch_model.bin or weights index (not an HF checkpoint)",
+                ),
+            });
+        };
+        if !file_name(&weights).ends_with(".index.json") {
+            return Ok(HfWeights::Single(weights));
+        }
+        let shards = match rules {
+            Rules::Complete => complete::listed_shards(&weights)?,
+            Rules::Open => layout::index_shards(&weights)?,
+        };
+        Ok(HfWeights::Index { index: weights, shards })
     }
 
     fn assemble(

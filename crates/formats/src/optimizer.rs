@@ -568,8 +568,7 @@ fn is_optim_key(key: &str, _has_model: bool) -> bool {
 }
 
 fn open_dcp(dir: &Path) -> Result<Option<OptimizerState>, CheckpointError> {
-    let folder = super::dcp::DcpFolder::open_selected(dir, is_optim_key)?;
-    let bytes = super::dcp::bytes_items(dir, &|k| {
+    let (folder, bytes) = super::dcp::DcpFolder::open_with_bytes(dir, is_optim_key, &|k| {
         DCP_PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|r| r.starts_with("param_groups.")))
     })?;
     let infos = folder.infos();

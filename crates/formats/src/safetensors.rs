@@ -88,6 +88,7 @@ fn parse_dtype(path: &Path, name: &str, s: &str) -> Result<Dtype, CheckpointErro
 /// file is as long as the header says (see [`Header::expected_len`]); a header that is itself cut
 /// short is reported as [`CheckpointError::Incomplete`].
 pub(crate) fn read_header(path: &Path, file: &File, file_len: u64) -> Result<Header, CheckpointError> {
+    super::parse_log::record("safetensors header", path);
     if file_len < 8 {
         return Err(incomplete(
             path,
@@ -296,16 +297,28 @@ fn metadata_aliases(header: &Header) -> Vec<Alias> {
 }
 
 impl SafetensorsFile {
-    /// Open and validate a safetensors file; reads only the header.
+    /// Open and validate a safetensors file; reads only the header. Opening is not a completeness
+    /// check: a short file is a broken file here (`Malformed`).
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
+        Self::open_judged(path, false)
+    }
+
+    /// [`SafetensorsFile::open`] under the completeness rules ([`check_complete`]'s verdicts from the
+    /// same single header parse): a file shorter than its header says is `Incomplete`.
+    pub(crate) fn open_complete(path: &Path) -> Result<Self, CheckpointError> {
+        Self::open_judged(path, true)
+    }
+
+    fn open_judged(path: &Path, for_completeness: bool) -> Result<Self, CheckpointError> {
         let file = super::regular::open_regular(path)?;
         let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
         let header = read_header(path, &file, file_len).map_err(|e| match e {
-            // Opening is not a completeness check: a short file is a broken file here.
-            CheckpointError::Incomplete { path, why } => CheckpointError::Malformed { path, why },
+            CheckpointError::Incomplete { path, why } if !for_completeness => {
+                CheckpointError::Malformed { path, why }
+            }
             e => e,
         })?;
-        check_length(path, &header, file_len, false)?;
+        check_length(path, &header, file_len, for_completeness)?;
         let aliases = metadata_aliases(&header);
         Ok(SafetensorsFile { path: path.to_path_buf(), file, entries: header.entries, aliases })
     }

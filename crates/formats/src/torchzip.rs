@@ -191,6 +191,7 @@ fn reader_error(path: &Path, e: pytorch_reader::PytorchError) -> CheckpointError
 
 impl TorchFile {
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
+        super::parse_log::record("torch pickle", path);
         let archive = read_data_pkl(path)?;
         let scan = pickle_scan::scan(&archive.pickle).map_err(|e| match e {
             ScanError::Refused(why) => CheckpointError::Refused { path: path.to_path_buf(), why },
