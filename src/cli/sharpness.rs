@@ -7,6 +7,7 @@ use super::client::{open_local, records_or_open};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
+use crate::store::RunStepRecord;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::unix_now;
 use crate::table::Table;
@@ -162,7 +163,7 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     let rec = record(&run, step, &used, rep);
     match &store {
         Some(store) if keep => {
-            records::put(store, &rec)?;
+            SharpnessRecord::put(store, &rec)?;
             store.flush()?;
         }
         _ if a.run.is_none() => eprintln!("not stored: pass --run R to keep the result under a run"),

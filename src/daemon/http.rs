@@ -27,8 +27,8 @@
 use crate::daemon::api;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::WorkQueue;
-use crate::store::Store;
 use crate::store::checkpoints as ck;
+use crate::store::{RunStepRecord, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -270,7 +270,8 @@ async fn sharpness_at(
     Path((run, step)): Path<(String, u64)>,
 ) -> Result<Json<crate::store::sharpness::SharpnessRecord>, ApiError> {
     valid_run(&run)?;
-    let rec = blocking(move || Ok(crate::store::sharpness::get(&st.store, &run, step)?)).await?;
+    let rec =
+        blocking(move || Ok(crate::store::sharpness::SharpnessRecord::get(&st.store, &run, step)?)).await?;
     rec.map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sharpness record at step {step}")))
 }
@@ -309,7 +310,8 @@ async fn run_sharpness(
     Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
     valid_run(&run)?;
-    let mut recs = blocking(move || Ok(crate::store::sharpness::list(&st.store, &run)?)).await?;
+    let mut recs =
+        blocking(move || Ok(crate::store::sharpness::SharpnessRecord::list(&st.store, &run)?)).await?;
     if q.all {
         return Ok(Json(recs).into_response());
     }

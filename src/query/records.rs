@@ -8,7 +8,7 @@ use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
 use crate::store::sharpness::{RatioMapRecord, SharpnessRecord};
 use crate::store::slices::SliceRecord;
 use crate::store::trajectory::{PcaConfig, PcaRecord};
-use crate::store::{Store, sharpness, slices, trajectory};
+use crate::store::{RunStepRecord, Store, sharpness, slices, trajectory};
 use serde::{Deserialize, Serialize};
 
 /// A record named by its number (a slice, and the ratio map kept for it).
@@ -80,7 +80,7 @@ pub(crate) fn latest_pca(store: &Store, a: &ByRun) -> anyhow::Result<Option<PcaR
 
 /// Every sharpness record of a run, by step.
 pub(crate) fn sharpness_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SharpnessRecord>> {
-    Ok(sharpness::list(store, &a.run)?)
+    Ok(SharpnessRecord::list(store, &a.run)?)
 }
 
 /// The run's checkpoints, or an error naming the known runs.

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `optimizer_telemetry` | `run \0 step` | [`OptimizerRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::{Record, RunStepRecord};
 pub use landscaped_maths::optimizer::Figures;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,12 @@ impl Record for OptimizerRecord {
     const SCHEMA: u32 = 1;
 }
 
+impl RunStepRecord for OptimizerRecord {
+    fn run_step(&self) -> (&str, u64) {
+        (&self.run, self.step)
+    }
+}
+
 /// One param group's hyperparameters and figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -64,13 +70,4 @@ pub struct TensorFigures {
     pub group: usize,
     pub step: Option<f64>,
     pub figures: Figures,
-}
-
-pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<OptimizerRecord>> {
-    store.get(&keys::run_step(run, step))
-}
-
-/// Every optimizer record of a run, by step.
-pub fn list(store: &Store, run: &str) -> Result<Vec<OptimizerRecord>> {
-    Ok(store.scan_prefix::<OptimizerRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
 }

@@ -5,7 +5,7 @@
 
 use crate::plot::{self, ContourChart, Grid, LabeledPath, Levels, LineChart, Panel, PathChart, Series};
 use crate::store::slices::{DirectionSource, SliceRecord};
-use crate::store::{self, Store};
+use crate::store::{self, RunStepRecord, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One chart to draw for a tag at a step.
@@ -116,7 +116,7 @@ fn trajectory_pictures(store: &Store, run: &str) -> store::Result<Vec<Picture>> 
 /// `landscaped/image/spectrum`: the Hessian eigenvalue density of each sharpness record that has one.
 fn spectrum_pictures(store: &Store, run: &str) -> store::Result<Vec<Picture>> {
     let mut out = Vec::new();
-    for r in store::sharpness::list(store, run)? {
+    for r in store::sharpness::SharpnessRecord::list(store, run)? {
         let Some(q) = &r.density else { continue };
         let (grid, dens) = q.density(200, None);
         out.push(Picture {

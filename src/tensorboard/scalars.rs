@@ -9,7 +9,7 @@
 //!   added to that list.
 
 use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
-use crate::store::{self, Store};
+use crate::store::{self, RunStepRecord, Store};
 
 /// One value of a tag at a step.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +77,7 @@ fn tensor_norms(v: &CheckpointView<'_>) -> Vec<Scalar> {
 /// loss it was taken at, and each sharpness measure by name.
 fn sharpness(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::sharpness::list(store, run)? {
+    for r in store::sharpness::SharpnessRecord::list(store, run)? {
         let wall = r.computed_unix as f64;
         let mut put = |name: &str, x: f64| {
             out.push(Scalar::new(format!("landscaped/sharpness/{name}"), r.step, x, wall))
@@ -105,7 +105,7 @@ fn sharpness(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
 /// threshold (no learning rate known, an optimizer without one) give nothing.
 fn stability(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::stability::list(store, run)? {
+    for r in store::stability::StabilityRecord::list(store, run)? {
         let wall = r.computed_unix as f64;
         for row in &r.rows {
             let q = tag_part(&row.quantity);
@@ -121,7 +121,7 @@ fn stability(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
 /// layer's WeightWatcher metrics, as the `landscaped_spectra_*` gauges (per layer: `landscaped spectra`).
 fn spectra(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::spectra::list(store, run)? {
+    for r in store::spectra::SpectraRecord::list(store, run)? {
         let Some(s) = &r.summary else { continue };
         let wall = r.computed_unix as f64;
         for (name, x) in [

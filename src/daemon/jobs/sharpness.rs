@@ -33,7 +33,8 @@
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, sharpness_at};
-use crate::store::sharpness::{self as records, SharpnessRecord};
+use crate::store::RunStepRecord;
+use crate::store::sharpness::SharpnessRecord;
 use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
@@ -207,7 +208,7 @@ impl PeriodicJob for SharpnessJob {
         let (rep, used) =
             sharpness_at(contract, &held.path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
         let rec = record(run, step, &used, rep);
-        records::put(&ctx.store, &rec)?;
+        SharpnessRecord::put(&ctx.store, &rec)?;
         ctx.store.flush()?;
         if let Some(g) = &ctx.gauges.sharpness {
             publish(g, run, &rec);

@@ -16,7 +16,7 @@
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::query::norms::tensor_matcher;
 use crate::spectra::{DEFAULT_MAX_FLOPS, Options, measure_until};
-use crate::store::{checkpoints, spectra as records};
+use crate::store::{RunStepRecord, checkpoints, spectra as records};
 use prometheus::GaugeVec;
 use serde::Deserialize;
 
@@ -136,7 +136,7 @@ impl PeriodicJob for SpectraJob {
             tracing::info!(run, step, "spectra: stopped by the daemon's shutdown; not stored");
             return Ok(());
         };
-        records::put(&ctx.store, &rec)?;
+        records::SpectraRecord::put(&ctx.store, &rec)?;
         if let Some(g) = &ctx.gauges.spectra {
             publish(g, &rec, &self.gauge_layers);
         }

@@ -26,7 +26,8 @@
 use crate::daemon::jobs::{JobContext, PeriodicJob};
 use crate::stability::optimizer::OptimizerInput;
 use crate::stability::runner::{StabilityOptions, StabilityRequest, stability_at, warm_dir};
-use crate::store::stability::{self as records, StabilityRecord};
+use crate::store::RunStepRecord;
+use crate::store::stability::StabilityRecord;
 use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
@@ -179,7 +180,7 @@ impl PeriodicJob for StabilityJob {
             warm: Some(warm_dir(&ctx.data_dir, run)),
         };
         let rec = stability_at(&self.model, &req, "daemon stability job", ctx.cancel())?;
-        records::put(&ctx.store, &rec)?;
+        StabilityRecord::put(&ctx.store, &rec)?;
         ctx.store.flush()?;
         if let Some(g) = &ctx.gauges.stability {
             publish(g, run, &rec);
