@@ -73,11 +73,6 @@ pub(crate) fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRe
     PcaRecord::latest(store, run)
 }
 
-/// The PCA of a run whose newest step is `step` (its id within the run), if any.
-pub(crate) fn pca_at(store: &Store, run: &str, step: u64) -> super::Result<Option<PcaRecord>> {
-    PcaRecord::get(store, run, step)
-}
-
 /// Every PCA of a run, oldest first.
 pub(crate) fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
     PcaRecord::list(store, run)

@@ -29,11 +29,7 @@ pub const IMAGE_SOURCES: &[ImageSource] = &[slice_pictures, trajectory_pictures,
 /// `landscaped/image/slice_<kind>`: each complete slice of the run at its centre step.
 fn slice_pictures(store: &Store, run: &str) -> store::Result<Vec<Picture>> {
     let mut out = Vec::new();
-    for r in store::slices::list(store)? {
-        let (Some(rrun), Some(step)) = (&r.run, r.step) else { continue };
-        if rrun != run || !r.values.is_complete() {
-            continue;
-        }
+    for (step, r) in super::scalars::complete_slices(store, run)? {
         for panel in slice_panels(&r, PlotKind::Contour, CONTOUR_LEVELS) {
             out.push(Picture {
                 tag: format!("landscaped/image/slice_{}", r.kind()),

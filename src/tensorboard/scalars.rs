@@ -9,6 +9,7 @@
 //!   added to that list.
 
 use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
+use crate::store::slices::SliceRecord;
 use crate::store::{self, RunStepRecord, Store};
 
 /// One value of a tag at a step.
@@ -149,11 +150,7 @@ fn tag_part(name: &str) -> String {
 fn slices(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     use crate::landscape::slice::{curvature_at_zero, x_row, y_column};
     let mut out = Vec::new();
-    for r in store::slices::list(store)? {
-        let (Some(rrun), Some(step)) = (&r.run, r.step) else { continue };
-        if rrun != run || !r.values.is_complete() {
-            continue;
-        }
+    for (step, r) in complete_slices(store, run)? {
         let v = &r.values;
         let wall = r.updated as f64;
         let tag = |what: &str| format!("landscaped/slice/{}/{what}", r.kind());
@@ -164,6 +161,12 @@ fn slices(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
         }
     }
     Ok(out)
+}
+
+/// Each complete slice of the run that has a centre step, with that step.
+pub(super) fn complete_slices(store: &Store, run: &str) -> store::Result<Vec<(u64, SliceRecord)>> {
+    let slices = store::slices::of_run(store, run)?;
+    Ok(slices.into_iter().filter(|r| r.values.is_complete()).filter_map(|r| Some((r.step?, r))).collect())
 }
 
 /// `landscaped/pca/explained_variance_ratio/<k>` of each trajectory PCA, at its newest step.

@@ -178,6 +178,24 @@ fn metadata_root(dir: &Path) -> Result<Val, CheckpointError> {
     Ok(root)
 }
 
+/// A pickled dict's entries.
+type Entries = Vec<(Val, Val)>;
+
+/// `.metadata`'s two tables: `state_dict_metadata` (each key's tensor or bytes metadata) and
+/// `storage_data` (where each stored item is: file and byte range).
+fn metadata_tables(dir: &Path) -> Result<(Entries, Entries), CheckpointError> {
+    let path = dir.join(METADATA);
+    let root = metadata_root(dir)?;
+    let sd = root
+        .get("state_dict_metadata")
+        .and_then(|v| v.entries())
+        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
+    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
+        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
+    })?;
+    Ok((sd, storage))
+}
+
 /// Read and parse `.metadata`: the weight tensors (filtered by [`is_weight_key`]) with their chunks.
 fn read_metadata(dir: &Path) -> Result<Vec<Item>, CheckpointError> {
     read_metadata_selected(dir, is_weight_key)
@@ -189,14 +207,7 @@ pub(crate) type Select = fn(&str, bool) -> bool;
 /// Read and parse `.metadata`: the tensors `select` takes, with their chunks.
 fn read_metadata_selected(dir: &Path, select: Select) -> Result<Vec<Item>, CheckpointError> {
     let path = dir.join(METADATA);
-    let root = metadata_root(dir)?;
-    let sd = root
-        .get("state_dict_metadata")
-        .and_then(|v| v.entries())
-        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
-    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
-        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
-    })?;
+    let (sd, storage) = metadata_tables(dir)?;
 
     // (fqn, chunk offsets) -> storage record.
     let mut where_: HashMap<(String, Vec<usize>), Val> = HashMap::new();
@@ -402,14 +413,7 @@ pub(crate) fn bytes_items(
     select: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<(String, Val)>, CheckpointError> {
     let path = dir.join(METADATA);
-    let root = metadata_root(dir)?;
-    let sd = root
-        .get("state_dict_metadata")
-        .and_then(|v| v.entries())
-        .ok_or_else(|| malformed(&path, "Metadata has no state_dict_metadata dict"))?;
-    let storage = root.get("storage_data").and_then(|v| v.entries()).ok_or_else(|| {
-        malformed(&path, "Metadata has no storage_data dict (not written by FileSystemWriter)")
-    })?;
+    let (sd, storage) = metadata_tables(dir)?;
     let mut where_: HashMap<String, Val> = HashMap::new();
     for (k, v) in &storage {
         if let (Some(fqn), Some(Val::None) | None) = (k.get("fqn"), k.get("offset"))
