@@ -97,12 +97,6 @@ impl Record for CheckpointRecord {
     const SCHEMA: u32 = 1;
 }
 
-impl RunStepRecord for CheckpointRecord {
-    fn run_step(&self) -> (&str, u64) {
-        (&self.run, self.step)
-    }
-}
-
 /// One tensor of one checkpoint. Integer and bool tensors are listed with `stats: None`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `optimizer_telemetry` | `run \0 step` | [`OptimizerRecord`] |
 
-use super::{Record, RunStepRecord};
+use super::Record;
 pub use landscaped_maths::optimizer::Figures;
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +35,6 @@ pub struct OptimizerRecord {
 impl Record for OptimizerRecord {
     const TREE: &'static str = "optimizer_telemetry";
     const SCHEMA: u32 = 1;
-}
-
-impl RunStepRecord for OptimizerRecord {
-    fn run_step(&self) -> (&str, u64) {
-        (&self.run, self.step)
-    }
 }
 
 /// One param group's hyperparameters and figures.

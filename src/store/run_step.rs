@@ -45,6 +45,26 @@ pub trait RunStepRecord: Record {
     }
 }
 
+/// The kinds filed under their own `run` and `step` fields (a PCA is filed under its newest step:
+/// `trajectory.rs`).
+macro_rules! filed_by_run_and_step {
+    ($($kind:ty),* $(,)?) => {$(
+        impl RunStepRecord for $kind {
+            fn run_step(&self) -> (&str, u64) {
+                (&self.run, self.step)
+            }
+        }
+    )*};
+}
+
+filed_by_run_and_step!(
+    super::checkpoints::CheckpointRecord,
+    super::optimizer::OptimizerRecord,
+    super::sharpness::SharpnessRecord,
+    super::stability::StabilityRecord,
+    super::spectra::SpectraRecord,
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

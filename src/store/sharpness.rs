@@ -6,7 +6,7 @@
 //! | `sharpness` | `run \0 step` | [`SharpnessRecord`] |
 //! | `sharpness_ratio_maps` | slice id (u64 BE, as in the `slices` tree) | [`RatioMapRecord`] |
 
-use super::{Record, Result, RunStepRecord, Store};
+use super::{Record, Result, Store};
 use landscaped_maths::curvature::density::Quadrature;
 use landscaped_maths::curvature::lanczos::Extremes;
 use landscaped_maths::curvature::measures::Measure;
@@ -43,12 +43,6 @@ pub struct SharpnessRecord {
 impl Record for SharpnessRecord {
     const TREE: &'static str = "sharpness";
     const SCHEMA: u32 = 1;
-}
-
-impl RunStepRecord for SharpnessRecord {
-    fn run_step(&self) -> (&str, u64) {
-        (&self.run, self.step)
-    }
 }
 
 /// The paper's Fig. 7: |λmin/λmax| at every point of a 2D slice. `z[iy][ix]` at `(xs[ix], ys[iy])`;
@@ -91,6 +85,7 @@ pub fn get_ratio_map(store: &Store, slice_id: u64) -> Result<Option<RatioMapReco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
 
     #[test]
     fn round_trip() {

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `spectra` | `run \0 step` | [`SpectraRecord`] |
 
-use super::{Record, RunStepRecord};
+use super::Record;
 use landscaped_maths::spectra::metrics::{LayerSpectrum, Summary};
 use serde::{Deserialize, Serialize};
 
@@ -38,15 +38,10 @@ impl Record for SpectraRecord {
     const SCHEMA: u32 = 1;
 }
 
-impl RunStepRecord for SpectraRecord {
-    fn run_step(&self) -> (&str, u64) {
-        (&self.run, self.step)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
     use crate::store::Store;
 
     #[test]

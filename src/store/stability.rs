@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `stability` | `run \0 step` | [`StabilityRecord`] |
 
-use super::{Record, RunStepRecord};
+use super::Record;
 use landscaped_maths::curvature::lanczos::Extremes;
 use landscaped_maths::stability::critical::CriticalSharpness;
 use serde::{Deserialize, Serialize};
@@ -69,15 +69,10 @@ impl Record for StabilityRecord {
     const SCHEMA: u32 = 1;
 }
 
-impl RunStepRecord for StabilityRecord {
-    fn run_step(&self) -> (&str, u64) {
-        (&self.run, self.step)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
     use crate::store::Store;
 
     #[test]
