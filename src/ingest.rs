@@ -30,8 +30,8 @@
 
 use crate::stamp::{self, Stamp};
 use crate::store::checkpoints::{self as records, AliasRecord, CheckpointRecord, RunRecord, TensorRecord};
-use crate::store::optimizer::{self as optimizer_records, OptimizerRecord};
-use crate::store::{Batch, Store, StoreError, keys, unix_now};
+use crate::store::optimizer::OptimizerRecord;
+use crate::store::{Batch, RunStepRecord, Store, StoreError, keys, unix_now};
 use crate::trajectory::archive::{self, ArchiveFile};
 use engine::RefSource;
 use landscaped_formats::{Checkpoint, CheckpointError};
@@ -258,7 +258,7 @@ pub(crate) fn ingest_opened(
         && e.path == path_str
     {
         let tensors = records::tensors(store, run, step)?;
-        let optimizer = optimizer_records::get(store, run, step)?;
+        let optimizer = OptimizerRecord::get(store, run, step)?;
         return Ok(IngestOutcome {
             step,
             status: IngestStatus::Unchanged,
@@ -315,7 +315,7 @@ pub(crate) fn ingest_opened(
         Some(e) if e.fingerprint == fingerprint => {
             sinks.iter_mut().for_each(|s| s.abort());
             let tensors = records::tensors(store, run, step)?;
-            let optimizer = optimizer_records::get(store, run, step)?;
+            let optimizer = OptimizerRecord::get(store, run, step)?;
             return Ok(IngestOutcome {
                 step,
                 status: IngestStatus::Unchanged,

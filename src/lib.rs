@@ -2,6 +2,7 @@
 //! landscape evolve. See ARCHITECTURE.md for the map of modules and the path a checkpoint takes.
 
 pub mod cancel;
+pub mod charts;
 pub mod cli;
 pub mod daemon;
 pub mod faults;

@@ -113,7 +113,7 @@ fn record_commands_go_through_the_daemon_and_match_the_local_answers() {
             dim: 10,
             ..Default::default()
         };
-        landscaped::store::sharpness::put(&store, &sharp).unwrap();
+        landscaped::store::RunStepRecord::put(&store, &sharp).unwrap();
     }
     let d = start(tmp.path(), &[&ck], "");
     writer(&ck, &["--steps", "1,2,3"]);

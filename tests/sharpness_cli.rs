@@ -3,6 +3,7 @@
 //! relative), the Fig. 7 map's centre point equals |λmin/λmax| at the checkpoint, the sharpness measures
 //! and the SLQ density match float64 brute force and `eigvalsh`, and bad input gives one clear line.
 
+use landscaped::store::RunStepRecord;
 use landscaped::store::Store;
 use landscaped::store::sharpness as records;
 use std::path::Path;
@@ -227,7 +228,7 @@ fn measures_and_density_agree_with_float64_brute_force() {
     // whose mean is (1/d) tr(Hᵏ) and whose variance the reference computes from Hᵏ itself; the mean of
     // 16 runs must lie within 4 standard errors of the exact moment.
     let store = Store::open(data.path()).unwrap();
-    let rec = records::get(&store, "tiny", 5).unwrap().unwrap();
+    let rec = records::SharpnessRecord::get(&store, "tiny", 5).unwrap().unwrap();
     let q = rec.density.unwrap();
     assert_eq!(q.nodes.len(), RUNS);
     let spec = &r["spectrum"];

@@ -6,6 +6,7 @@
 //! the Python backend gives the same λ1; bad input (no lr, unknown optimizer) says what is needed; the
 //! plot is drawn.
 
+use landscaped::store::RunStepRecord;
 use landscaped::store::Store;
 use landscaped::store::stability as records;
 use std::path::Path;
@@ -124,7 +125,7 @@ fn preconditioned_sharpness_and_critical_sharpness_match_pytorch() {
     assert_eq!(lm["threshold"].as_f64().unwrap(), 4.0, "2/η");
     assert!(lm["cost"].as_str().unwrap().contains("warm start"), "{lm}");
     let store = Store::open(data.path()).unwrap();
-    let rec = records::get(&store, "tiny", 6).unwrap().unwrap();
+    let rec = records::StabilityRecord::get(&store, "tiny", 6).unwrap().unwrap();
     assert!(rec.warm_hessian);
     drop(store);
 

@@ -14,8 +14,8 @@
 //! - SGD's (2+2μ)/η threshold without config; an unknown optimizer is listed with no threshold; a
 //!   checkpoint without state takes η from trainer_state.json.
 
-use landscaped::store::Store;
 use landscaped::store::stability as records;
+use landscaped::store::{RunStepRecord, Store};
 use landscaped_formats::safetensors_file::load_float_tensors;
 use std::path::Path;
 
@@ -66,7 +66,7 @@ fn the_checkpoints_own_optimizer_state_drives_the_job() {
         assert!(ok, "{case}: {err}");
         let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
         let store = Store::open(data.path()).unwrap();
-        let rec = records::get(&store, case, 6).unwrap().unwrap();
+        let rec = records::StabilityRecord::get(&store, case, 6).unwrap().unwrap();
         (rows, rec, err)
     };
     let run = |case: &str, ck: &str| run_with(case, ck, &[]);

@@ -267,6 +267,18 @@ fn the_daemon_writes_each_checkpoint_and_job_as_they_land_and_repairs_its_file_a
         metric(&m, "landscaped_tensorboard_events_total{kind=\"histogram\",run=\"r\"}").unwrap() >= 2.0,
         "{m}"
     );
+    // Exported while the daemon holds the store: through its API (issue 25), to compare below with an
+    // export from the store itself.
+    let data = dir.path().join("data");
+    let export = |out: &Path| {
+        let (ok, said, err) =
+            cli_query(&data, None, &["export", "tensorboard", "--run", "r", "--out", out.to_str().unwrap()]);
+        assert!(ok, "export: {err}");
+        said
+    };
+    let (via_daemon, from_store) = (dir.path().join("exported/daemon"), dir.path().join("exported/store"));
+    let said = export(&via_daemon);
+    assert!(said.starts_with("wrote ") && !said.contains("wrote 0 scalars"), "{said}");
     d.stop();
     let raw = tb_read(&our_file(&tb_dir), true);
     assert_no_step_twice(&raw);
@@ -282,6 +294,18 @@ fn the_daemon_writes_each_checkpoint_and_job_as_they_land_and_repairs_its_file_a
     check_checkpoint_scalars(&dir.path().join("data"), &tb);
     let img = &tb["images"][CHART][0];
     assert_eq!((&img[1], &img[2]), (&img[3], &img[4]), "event size vs decoded PNG: {img}");
+
+    // The export through the daemon holds what an export from the store holds: every scalar,
+    // histogram and chart; only the settings text says where the records came from.
+    export(&from_store);
+    let (daemon_tb, store_tb) = (tb_read(&via_daemon, false), tb_read(&from_store, false));
+    for kind in ["scalars", "histograms", "images"] {
+        assert!(!store_tb[kind].as_object().unwrap().is_empty(), "{kind}");
+        assert_eq!(daemon_tb[kind], store_tb[kind], "{kind}");
+    }
+    let settings = |tb: &Value| tb["texts"]["landscaped/settings"][0][1].as_str().unwrap().to_string();
+    assert!(settings(&daemon_tb).contains("served by the daemon at http://"), "{}", settings(&daemon_tb));
+    assert!(settings(&store_tb).contains("from the store in"), "{}", settings(&store_tb));
 }
 
 /// A port no one listens on now.

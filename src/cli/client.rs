@@ -118,10 +118,7 @@ pub(crate) fn query_or_open<A: Serialize>(
     args: &A,
     local: impl FnOnce(&Store) -> anyhow::Result<Table>,
 ) -> anyhow::Result<Table> {
-    match open_or_daemon(cli)? {
-        Source::Local(store) => local(&store),
-        Source::Daemon(client) => client.query(name, args),
-    }
+    local_or_daemon(cli, local, |client| client.query(name, args))
 }
 
 /// The records a command renders (slices, PCA, sharpness, ...): read from the local store by `local`,
@@ -134,9 +131,18 @@ pub(crate) fn records_or_open<A: Serialize, T: DeserializeOwned>(
     args: &A,
     local: impl FnOnce(&Store) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    local_or_daemon(cli, local, |client| client.records(name, args))
+}
+
+/// `local` on the store opened here, or `remote` on the daemon that holds it ([`open_or_daemon`]).
+pub(crate) fn local_or_daemon<T>(
+    cli: &Cli,
+    local: impl FnOnce(&Store) -> anyhow::Result<T>,
+    remote: impl FnOnce(&Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     match open_or_daemon(cli)? {
         Source::Local(store) => local(&store),
-        Source::Daemon(client) => client.records(name, args),
+        Source::Daemon(client) => remote(&client),
     }
 }
 
@@ -204,6 +210,11 @@ fn agent(total: Duration) -> ureq::Agent {
 impl Client {
     pub fn new(base: &str) -> Client {
         Client { base: normalize(base), probe: agent(PROBE_TIMEOUT), agent: agent(QUERY_TIMEOUT) }
+    }
+
+    /// The daemon's address, as asked.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     /// The daemon's `/api/v1/identity`, within [`PROBE_TIMEOUT`].

@@ -124,22 +124,6 @@ pub struct PlotTrajectoryArgs {
     pub output: PathBuf,
 }
 
-/// "1st", "2nd", "3rd", "4th", ...
-pub(crate) fn ordinal(k: usize) -> String {
-    let suffix = match (k % 10, k % 100) {
-        (1, x) if x != 11 => "st",
-        (2, x) if x != 12 => "nd",
-        (3, x) if x != 13 => "rd",
-        _ => "th",
-    };
-    format!("{k}{suffix}")
-}
-
-/// The paper's axis label for component `k` (0-based): "1st PC: 45.2 %".
-pub(crate) fn pc_label(k: usize, ratio: f64) -> String {
-    format!("{} PC: {:.1} %", ordinal(k + 1), ratio * 100.0)
-}
-
 fn latest(cli: &Cli, run: &str) -> anyhow::Result<PcaRecord> {
     let by = records::ByRun { run: run.to_string() };
     records_or_open(cli, "pca-latest", &by, |s| records::latest_pca(s, &by))?.ok_or_else(|| {
@@ -244,49 +228,10 @@ pub(crate) fn run_trajectory(cli: &Cli, args: &TrajectoryArgs) -> anyhow::Result
     Ok(())
 }
 
-/// The chart of a PCA record: the path on the PC1/PC2 plane, points labelled by step.
-pub(crate) fn trajectory_chart(rec: &PcaRecord) -> anyhow::Result<crate::plot::PathChart> {
-    if rec.explained_variance_ratio.len() < 2 {
-        anyhow::bail!(
-            "run {:?}: the PCA has only {} component(s); the plot needs 2",
-            rec.run,
-            rec.coords.len()
-        );
-    }
-    let points: Vec<(f64, f64)> = rec.coords.iter().map(|c| (c[0], c[1])).collect();
-    Ok(crate::plot::PathChart {
-        title: format!("{}: optimizer path (centre step {})", rec.run, rec.center_step),
-        x_label: pc_label(0, rec.explained_variance_ratio[0]),
-        y_label: pc_label(1, rec.explained_variance_ratio[1]),
-        paths: vec![crate::plot::LabeledPath {
-            label: String::new(),
-            points,
-            point_labels: rec.steps.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }],
-        equal_aspect: false,
-        ..Default::default()
-    })
-}
-
 /// `landscaped plot trajectory` (also `plot-trajectory`): draw the latest PCA's path.
 pub(crate) fn run_plot_trajectory(cli: &Cli, args: &PlotTrajectoryArgs) -> anyhow::Result<()> {
     let rec = latest(cli, &args.run)?;
-    let chart = trajectory_chart(&rec)?;
+    let chart = crate::charts::trajectory_chart(&rec)?;
     crate::plot::path_chart(&args.output, &chart).with_context(|| format!("{}", args.output.display()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_like_the_paper() {
-        assert_eq!(pc_label(0, 0.452), "1st PC: 45.2 %");
-        assert_eq!(pc_label(1, 0.0831), "2nd PC: 8.3 %");
-        assert_eq!(ordinal(3), "3rd");
-        assert_eq!(ordinal(11), "11th");
-        assert_eq!(ordinal(22), "22nd");
-    }
 }

@@ -5,9 +5,11 @@
 use super::Cli;
 use super::client::{open_local, records_or_open};
 use crate::cancel::{Cancel, Cancelled};
+use crate::charts::{DENSITY_BINS, density_chart, density_series};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
+use crate::store::RunStepRecord;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::unix_now;
 use crate::table::Table;
@@ -165,7 +167,7 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     let rec = record(&run, step, &used, rep);
     match &store {
         Some(store) if keep => {
-            records::put(store, &rec)?;
+            SharpnessRecord::put(store, &rec)?;
             store.flush()?;
         }
         _ if a.run.is_none() => eprintln!("not stored: pass --run R to keep the result under a run"),
@@ -259,7 +261,7 @@ pub struct PlotSpectrumArgs {
     #[arg(long)]
     pub step: Option<u64>,
     /// Grid points of the smoothed density.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = DENSITY_BINS)]
     pub bins: usize,
     /// Gaussian smoothing σ² (default PyHessian's 1e-5·max(1, λmax−λmin)).
     #[arg(long)]
@@ -292,21 +294,10 @@ pub(crate) fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<(
                     }
                 )
             })?;
-        let q = rec.density.as_ref().ok_or_else(|| anyhow::anyhow!("no density"))?;
-        let (grid, dens) = q.density(a.bins, a.sigma_squared);
-        let pts =
-            grid.into_iter().zip(dens).map(|(x, y)| (x, if a.log_y { y.max(1e-12) } else { y })).collect();
-        series.push(plot::Series::new(format!("{run} step {}", rec.step), pts));
+        let curve = density_series(rec, a.bins, a.sigma_squared, a.log_y);
+        series.push(curve.ok_or_else(|| anyhow::anyhow!("run {run:?}: no density"))?);
     }
-    let chart = plot::LineChart {
-        title: "Hessian eigenvalue density (SLQ)".into(),
-        x_label: "eigenvalue".into(),
-        y_label: "density".into(),
-        series,
-        log_y: a.log_y,
-        ..Default::default()
-    };
-    plot::line_chart(&a.out, &chart)?;
+    plot::line_chart(&a.out, &density_chart(series, a.log_y))?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

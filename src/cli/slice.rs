@@ -5,6 +5,8 @@
 use super::Cli;
 use super::client::records_or_open;
 use crate::cancel::{Cancel, Reason};
+pub use crate::charts::PlotKind;
+use crate::charts::{CONTOUR_LEVELS, slice_panels};
 use crate::landscape::export::{write_csv, write_npz, write_vtk};
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::Outcome;
@@ -94,15 +96,6 @@ pub enum SlicesCmd {
     },
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PlotKind {
-    /// 2D: labelled contour lines, filled contours and a heat map side by side; 1D: loss and accuracy.
-    All,
-    Contour,
-    Filled,
-    Heatmap,
-}
-
 #[derive(clap::Args, Debug)]
 pub struct PlotSliceArgs {
     /// Slice id(s); several are drawn side by side (e.g. small and large batch).
@@ -113,7 +106,7 @@ pub struct PlotSliceArgs {
     #[arg(long, value_enum, default_value_t = PlotKind::All)]
     pub kind: PlotKind,
     /// Number of contour levels.
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = CONTOUR_LEVELS)]
     pub levels: usize,
     /// Chart title (default: from the slice).
     #[arg(long)]
@@ -577,168 +570,16 @@ fn export_slice(r: &SliceRecord, p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn axis_labels(r: &SliceRecord) -> (String, String) {
-    match &r.directions {
-        DirectionSource::Random(d) => {
-            (format!("δ ({} normalized)", d.norm), format!("η ({} normalized)", d.norm))
-        }
-        DirectionSource::Pca { explained_variance_ratio: v, .. } => (
-            format!("1st PC: {:.1} %", v.first().copied().unwrap_or(f64::NAN) * 100.0),
-            format!("2nd PC: {:.1} %", v.get(1).copied().unwrap_or(f64::NAN) * 100.0),
-        ),
-        DirectionSource::Interpolation { .. } => ("α (interpolation from θ to θ')".into(), String::new()),
-    }
-}
-
-fn title_of(r: &SliceRecord) -> String {
-    let who = match (&r.run, r.step) {
-        (Some(run), Some(s)) => format!("{run} step {s}"),
-        (Some(run), None) => run.clone(),
-        _ => {
-            Path::new(&r.checkpoint).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
-        }
-    };
-    format!("slice {}: {who}", r.id)
-}
-
-/// (x, y) of every computed point whose loss is NaN or ±∞.
-fn nonfinite_points(r: &SliceRecord) -> Vec<(f64, f64)> {
-    let v = &r.values;
-    (0..v.loss.len()).filter(|&i| v.done[i] && !v.loss[i].is_finite()).map(|i| v.coords(i)).collect()
-}
-
-/// "loss NaN: 3 points", "loss NaN/Inf: 2 + 1 points".
-fn nonfinite_label(v: &crate::landscape::slice::SliceValues) -> String {
-    match v.nonfinite_counts() {
-        (n, 0) => format!("loss NaN: {n} point(s)"),
-        (0, i) => format!("loss ±Inf: {i} point(s)"),
-        (n, i) => format!("loss NaN/±Inf: {n} + {i} point(s)"),
-    }
-}
-
-fn panels_for(r: &SliceRecord, kind: PlotKind, levels: usize) -> Vec<crate::plot::Panel> {
-    use crate::plot::{ContourChart, Grid, HeatmapChart, LabeledPath, Levels, LineChart, Panel, Series};
-    let (xl, yl) = axis_labels(r);
-    let v = &r.values;
-    if !v.is_2d() {
-        let pts =
-            |vals: &[f64]| -> Vec<(f64, f64)> { v.xs.iter().copied().zip(vals.iter().copied()).collect() };
-        let mut series = vec![Series::new("loss", pts(&v.loss)).with_markers()];
-        let has_acc = v.accuracy.iter().any(|a| a.is_finite());
-        if has_acc {
-            series.push(Series::new("accuracy", pts(&v.accuracy)).on_right().dashed());
-        }
-        // Computed NaN/±Inf losses: marked at the top of the finite range (each point apart), counted
-        // in the legend; points not computed are simply absent.
-        let bad = nonfinite_points(r);
-        if !bad.is_empty() {
-            let top = v.finite_loss_range().map(|r| r.1).unwrap_or(1.0);
-            let mut marks = Vec::new();
-            for (x, _) in &bad {
-                marks.push((*x, top));
-                marks.push((f64::NAN, f64::NAN));
-            }
-            series
-                .push(Series::new(format!("{}, drawn at the top", nonfinite_label(v)), marks).with_markers());
-        }
-        return vec![Panel::Line(LineChart {
-            title: title_of(r),
-            x_label: xl,
-            y_label: "loss".into(),
-            series,
-            y2_label: has_acc.then(|| "accuracy".to_string()),
-            ..Default::default()
-        })];
-    }
-    let grid = Grid { xs: v.xs.clone(), ys: v.ys.clone(), z: v.loss_rows() };
-    let bad = nonfinite_points(r);
-    let positive = v.loss.iter().filter(|x| x.is_finite()).all(|&x| x > 0.0);
-    let lv = if positive { Levels::Log(levels) } else { Levels::Linear(levels) };
-    let marks = (!bad.is_empty()).then(|| LabeledPath {
-        label: nonfinite_label(v),
-        points: bad.clone(),
-        point_labels: Vec::new(),
-        markers_only: true,
-    });
-    let paths: Vec<LabeledPath> = if r.trajectory.is_empty() {
-        marks.into_iter().collect()
-    } else {
-        let n = r.trajectory.len();
-        vec![LabeledPath {
-            label: "optimizer path".into(),
-            points: r.trajectory.iter().map(|&(x, y, _)| (x, y)).collect(),
-            point_labels: r
-                .trajectory
-                .iter()
-                .enumerate()
-                .map(|(i, &(_, _, s))| {
-                    if i == 0 || i + 1 == n || i % (n / 4).max(1) == 0 {
-                        s.to_string()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect(),
-            markers_only: false,
-        }]
-        .into_iter()
-        .chain(marks)
-        .collect()
-    };
-    let contour = |filled: bool| {
-        Panel::Contour(ContourChart {
-            title: if filled { format!("{} (filled)", title_of(r)) } else { title_of(r) },
-            x_label: xl.clone(),
-            y_label: yl.clone(),
-            grid: grid.clone(),
-            levels: lv.clone(),
-            filled,
-            label_lines: !filled,
-            z_label: "loss".into(),
-            paths: paths.clone(),
-            size: None,
-        })
-    };
-    let heat = || {
-        Panel::Heatmap(HeatmapChart {
-            title: if bad.is_empty() {
-                format!("{} (heat map)", title_of(r))
-            } else {
-                format!("{} (heat map; {} blank)", title_of(r), nonfinite_label(v))
-            },
-            x_label: xl.clone(),
-            y_label: yl.clone(),
-            grid: grid.clone(),
-            z_label: if positive { "log10 loss".into() } else { "loss".into() },
-            log_scale: positive,
-            range: None,
-            size: None,
-        })
-    };
-    match kind {
-        PlotKind::All => vec![contour(false), contour(true), heat()],
-        PlotKind::Contour => vec![contour(false)],
-        PlotKind::Filled => vec![contour(true)],
-        PlotKind::Heatmap => vec![heat()],
-    }
-}
-
 pub(crate) fn run_plot_slice(cli: &Cli, a: &PlotSliceArgs) -> Result<()> {
     let recs = a.ids.iter().map(|&id| get(cli, id)).collect::<Result<Vec<_>>>()?;
     let mut panels = Vec::new();
     for r in &recs {
         let kind = if recs.len() > 1 && a.kind == PlotKind::All { PlotKind::Contour } else { a.kind };
-        panels.extend(panels_for(r, kind, a.levels));
+        panels.extend(slice_panels(r, kind, a.levels));
     }
     let title = a.title.clone().unwrap_or_default();
     if panels.len() == 1 && title.is_empty() {
-        let p = panels.remove(0);
-        match p {
-            crate::plot::Panel::Line(c) => crate::plot::line_chart(&a.out, &c)?,
-            crate::plot::Panel::Contour(c) => crate::plot::contour_chart(&a.out, &c)?,
-            crate::plot::Panel::Heatmap(c) => crate::plot::heatmap_chart(&a.out, &c)?,
-            _ => {}
-        }
+        crate::plot::panel_chart(&a.out, &panels[0])?;
     } else {
         crate::plot::side_by_side(&a.out, &title, panels)?;
     }

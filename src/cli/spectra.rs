@@ -11,7 +11,7 @@ use super::runs::print_table;
 use crate::query::norms::tensor_matcher;
 use crate::query::spectra::{LAYER_COLUMNS, SpectraArgs, layer_row, refused_row, spectra_table};
 use crate::spectra::{Options, measure};
-use crate::store::{Store, spectra as records};
+use crate::store::{RunStepRecord, Store, spectra as records};
 use crate::table::Table;
 
 #[derive(clap::Args, Debug)]
@@ -98,7 +98,7 @@ pub fn run(cli: &Cli, args: &SpectraCmdArgs) -> anyhow::Result<()> {
 fn compute_missing(store: &Store, run: &str, step: Option<u64>, opts: &Options) -> anyhow::Result<()> {
     let cks = crate::query::runs::require_run(store, run)?;
     for ck in cks.iter().filter(|c| step.is_none_or(|s| s == c.step)) {
-        if records::get(store, run, ck.step)?.is_some() {
+        if records::SpectraRecord::get(store, run, ck.step)?.is_some() {
             continue;
         }
         let rec = measure(run, ck.step, std::path::Path::new(&ck.path), opts)?;
@@ -109,7 +109,7 @@ fn compute_missing(store: &Store, run: &str, step: Option<u64>, opts: &Options) 
             seconds = rec.seconds,
             "spectra measured"
         );
-        records::put(store, &rec)?;
+        records::SpectraRecord::put(store, &rec)?;
     }
     Ok(())
 }
@@ -179,7 +179,7 @@ fn plot_esd(cli: &Cli, a: &PlotSpectraArgs, layer: &str) -> anyhow::Result<()> {
         None => {
             let run = a.run.clone().unwrap_or_default();
             let store = Store::open(&cli.data_dir())?;
-            let recs = records::list(&store, &run)?;
+            let recs = records::SpectraRecord::list(&store, &run)?;
             let rec = match a.step {
                 Some(s) => recs.into_iter().find(|r| r.step == s),
                 None => recs.into_iter().last(),

@@ -7,8 +7,9 @@ use crate::plot;
 use crate::sharpness::runner::resolve_checkpoint;
 use crate::stability::optimizer::OptimizerInput;
 use crate::stability::runner::{StabilityOptions, StabilityRequest, stability_at, warm_dir};
+use crate::store::RunStepRecord;
 use crate::store::Store;
-use crate::store::stability::{self as records, StabilityRecord};
+use crate::store::stability::StabilityRecord;
 use crate::table::Table;
 use anyhow::bail;
 use landscaped_maths::curvature::lanczos::LanczosOptions;
@@ -112,7 +113,7 @@ pub fn run(cli: &Cli, a: &StabilityArgs) -> anyhow::Result<()> {
     crate::store::keys::validate_run_name(&a.run).map_err(|e| anyhow::anyhow!(e))?;
     let store = Store::open(&cli.data_dir())?;
     if a.list {
-        let recs = records::list(&store, &a.run)?;
+        let recs = StabilityRecord::list(&store, &a.run)?;
         if recs.is_empty() {
             bail!(
                 "no stability results stored for run {:?} (compute them with `landscaped stability --run ...`)",
@@ -136,7 +137,7 @@ pub fn run(cli: &Cli, a: &StabilityArgs) -> anyhow::Result<()> {
     let req = StabilityRequest { run: &a.run, step, checkpoint: &path, input: &input, opts: &opts, warm };
     let rec = stability_at(&a.model, &req, "stability", &crate::cancel::Cancel::new())?;
     if !a.no_store {
-        records::put(&store, &rec)?;
+        StabilityRecord::put(&store, &rec)?;
         store.flush()?;
     }
     table(std::slice::from_ref(&rec)).print(cli.format)?;
@@ -213,7 +214,7 @@ pub struct PlotStabilityArgs {
 /// `landscaped plot stability`: each stored ratio over steps, with the 1.0 line (the edge of stability).
 pub(crate) fn plot_stability(cli: &Cli, a: &PlotStabilityArgs) -> anyhow::Result<()> {
     let store = Store::open(&cli.data_dir())?;
-    let recs = records::list(&store, &a.run)?;
+    let recs = StabilityRecord::list(&store, &a.run)?;
     if recs.iter().all(|r| r.rows.is_empty()) {
         bail!(
             "run {:?}: no stability ratios stored (compute them with `landscaped stability --run ...`)",

@@ -69,6 +69,8 @@ pub fn records() -> &'static [RecordsSpec] {
         records!("tensors", r::matching_tensors),
         records!("tensor", r::tensor_at),
         records!("archive", r::archived_steps),
+        records!("run-records", r::run_records),
+        records!("checkpoint-tensors", r::checkpoint_tensors),
     ]
 }
 

@@ -27,8 +27,8 @@
 use crate::daemon::api;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::WorkQueue;
-use crate::store::Store;
 use crate::store::checkpoints as ck;
+use crate::store::{RunStepRecord, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -242,15 +242,8 @@ async fn trajectory(
     Path(run): Path<String>,
     Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
-    valid_run(&run)?;
-    let mut recs = blocking(move || Ok(crate::store::trajectory::pca_history(&st.store, &run)?)).await?;
-    if q.all {
-        return Ok(Json(recs).into_response());
-    }
-    let last = recs
-        .pop()
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no trajectory PCA for this run yet".into()))?;
-    Ok(Json(last).into_response())
+    latest_or_all::<crate::store::trajectory::PcaRecord>(st, run, q.all, "no trajectory PCA for this run yet")
+        .await
 }
 
 /// One PCA of a run by its id: the newest step it covers.
@@ -258,10 +251,7 @@ async fn trajectory_at(
     State(st): State<AppState>,
     Path((run, step)): Path<(String, u64)>,
 ) -> Result<Json<crate::store::trajectory::PcaRecord>, ApiError> {
-    valid_run(&run)?;
-    let rec = blocking(move || Ok(crate::store::trajectory::pca_at(&st.store, &run, step)?)).await?;
-    rec.map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no trajectory PCA ending at step {step}")))
+    at_step(st, run, step, format!("no trajectory PCA ending at step {step}")).await
 }
 
 /// One sharpness record of a run by its step.
@@ -269,10 +259,37 @@ async fn sharpness_at(
     State(st): State<AppState>,
     Path((run, step)): Path<(String, u64)>,
 ) -> Result<Json<crate::store::sharpness::SharpnessRecord>, ApiError> {
+    at_step(st, run, step, format!("no sharpness record at step {step}")).await
+}
+
+/// The run's latest record of a kind (one range query), or (`all`) every one of them by step; 404
+/// with `none` when it has none.
+async fn latest_or_all<R: RunStepRecord + Send + 'static>(
+    st: AppState,
+    run: String,
+    all: bool,
+    none: &'static str,
+) -> Result<Response, ApiError> {
     valid_run(&run)?;
-    let rec = blocking(move || Ok(crate::store::sharpness::get(&st.store, &run, step)?)).await?;
-    rec.map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sharpness record at step {step}")))
+    if all {
+        let recs = blocking(move || Ok(R::list(&st.store, &run)?)).await?;
+        return Ok(Json(recs).into_response());
+    }
+    let last = blocking(move || Ok(R::latest(&st.store, &run)?)).await?;
+    let last = last.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, none.into()))?;
+    Ok(Json(last).into_response())
+}
+
+/// The run's record of a kind at `step`; 404 with `none` when there is none.
+async fn at_step<R: RunStepRecord + Send + 'static>(
+    st: AppState,
+    run: String,
+    step: u64,
+    none: String,
+) -> Result<Json<R>, ApiError> {
+    valid_run(&run)?;
+    let rec = blocking(move || Ok(R::get(&st.store, &run, step)?)).await?;
+    rec.map(Json).ok_or(ApiError(StatusCode::NOT_FOUND, none))
 }
 
 async fn run_slices(
@@ -281,10 +298,8 @@ async fn run_slices(
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     valid_run(&run)?;
     let rows = blocking(move || {
-        let list = crate::store::slices::list(&st.store)?;
-        Ok(list
+        Ok(crate::store::slices::of_run(&st.store, &run)?
             .into_iter()
-            .filter(|r| r.run.as_deref() == Some(run.as_str()))
             .map(|r| {
                 serde_json::json!({
                     "id": r.id,
@@ -308,15 +323,13 @@ async fn run_sharpness(
     Path(run): Path<String>,
     Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
-    valid_run(&run)?;
-    let mut recs = blocking(move || Ok(crate::store::sharpness::list(&st.store, &run)?)).await?;
-    if q.all {
-        return Ok(Json(recs).into_response());
-    }
-    let last = recs
-        .pop()
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no sharpness record for this run yet".into()))?;
-    Ok(Json(last).into_response())
+    latest_or_all::<crate::store::sharpness::SharpnessRecord>(
+        st,
+        run,
+        q.all,
+        "no sharpness record for this run yet",
+    )
+    .await
 }
 
 /// `NAME` or `NAME.csv`: the name and whether CSV was asked for.

@@ -31,7 +31,7 @@ use crate::daemon::seen::{self, SeenRecord};
 use crate::daemon::taxonomy::{self, Class, EnvKind};
 use crate::ingest::{ErrorKind, IngestStatus};
 use crate::stamp::{self, Stamp};
-use crate::store::Store;
+use crate::store::{RunStepRecord, Store};
 use crate::trajectory::archive::{ArchiveConfig, ArchiveSink};
 use landscaped_formats as checkpoint;
 use landscaped_formats::CheckpointError;
@@ -316,7 +316,8 @@ impl Processor {
         match (ck::checkpoint(&self.store, run, step), ck::tensors(&self.store, run, step)) {
             (Ok(Some(rec)), Ok(tensors)) => {
                 self.metrics.record_checkpoint(&rec, &tensors, mtime_unix);
-                let opt = crate::store::optimizer::get(&self.store, run, step).ok().flatten();
+                let opt =
+                    crate::store::optimizer::OptimizerRecord::get(&self.store, run, step).ok().flatten();
                 self.metrics.record_optimizer(run, step, opt.as_ref());
             }
             (Err(e), _) | (_, Err(e)) => tracing::warn!("reading back {run} step {step}: {e}"),

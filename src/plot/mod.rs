@@ -299,6 +299,11 @@ pub fn path_chart(out: &Path, chart: &PathChart) -> Result<(), PlotError> {
     render::render(out, render::Figure::Path(chart))
 }
 
+/// Writes one panel on its own, as its chart type's function would (its `size` is kept).
+pub fn panel_chart(out: &Path, panel: &Panel) -> Result<(), PlotError> {
+    render::render(out, render::Figure::of_panel(panel))
+}
+
 /// Write several charts in one image to `out` (`.svg` or `.png`).
 pub fn panels_chart(out: &Path, chart: &PanelsChart) -> Result<(), PlotError> {
     render::render(out, render::Figure::Panels(chart))

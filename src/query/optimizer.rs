@@ -5,9 +5,10 @@
 //! none of whose checkpoints has one is an empty table.
 
 use super::runs::require_run;
+use crate::store::RunStepRecord;
 use crate::store::Store;
 use crate::store::optimizer::Figures;
-use crate::store::optimizer::{self as records, OptimizerRecord};
+use crate::store::optimizer::OptimizerRecord;
 use crate::table::Table;
 use serde_json::{Value, json};
 
@@ -61,8 +62,8 @@ const FIGURE_HEADERS: [&str; 8] = [
 pub(crate) fn optimizer_table(store: &Store, args: &OptimizerArgs) -> anyhow::Result<Table> {
     require_run(store, &args.run)?;
     let recs: Vec<OptimizerRecord> = match args.step {
-        Some(s) => records::get(store, &args.run, s)?.into_iter().collect(),
-        None => records::list(store, &args.run)?,
+        Some(s) => OptimizerRecord::get(store, &args.run, s)?.into_iter().collect(),
+        None => OptimizerRecord::list(store, &args.run)?,
     };
     if args.tensors {
         let mut t = Table::new(

@@ -4,11 +4,13 @@
 //! `POST /api/v1/records/{name}` and sent back as MessagePack, so NaN and ±∞ arrive as stored and the
 //! command prints the same either way. `pca` computes a PCA and stores it where the store is.
 
-use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
+use crate::store::checkpoints::{self, CheckpointRecord, RunRecord, TensorRecord};
 use crate::store::sharpness::{RatioMapRecord, SharpnessRecord};
 use crate::store::slices::SliceRecord;
+use crate::store::spectra::SpectraRecord;
+use crate::store::stability::StabilityRecord;
 use crate::store::trajectory::{PcaConfig, PcaRecord};
-use crate::store::{Store, sharpness, slices, trajectory};
+use crate::store::{Batch, RunStepRecord, Store, keys, sharpness, slices, trajectory};
 use serde::{Deserialize, Serialize};
 
 /// A record named by its number (a slice, and the ratio map kept for it).
@@ -21,6 +23,13 @@ pub struct ById {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ByRun {
     pub run: String,
+}
+
+/// One checkpoint of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ByRunStep {
+    pub run: String,
+    pub step: u64,
 }
 
 /// One tensor of a run at a step (default: the run's last).
@@ -80,7 +89,7 @@ pub(crate) fn latest_pca(store: &Store, a: &ByRun) -> anyhow::Result<Option<PcaR
 
 /// Every sharpness record of a run, by step.
 pub(crate) fn sharpness_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SharpnessRecord>> {
-    Ok(sharpness::list(store, &a.run)?)
+    Ok(SharpnessRecord::list(store, &a.run)?)
 }
 
 /// The run's checkpoints, or an error naming the known runs.
@@ -121,4 +130,80 @@ pub(crate) fn compute_pca(store: &Store, a: &PcaRequest) -> anyhow::Result<PcaRe
     trajectory::put_pca(store, &rec)?;
     store.flush()?;
     Ok(rec)
+}
+
+/// Every record of a run but its tensors (fetched a checkpoint at a time: [`checkpoint_tensors`]): what
+/// `landscaped export tensorboard` reads. Through the daemon, the CLI copies them into a temporary store
+/// ([`RunRecords::write_to`]) and exports from it with the same code as from the store itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRecords {
+    pub run: RunRecord,
+    pub checkpoints: Vec<CheckpointRecord>,
+    pub slices: Vec<SliceRecord>,
+    pub pca: Vec<PcaRecord>,
+    pub sharpness: Vec<SharpnessRecord>,
+    pub stability: Vec<StabilityRecord>,
+    pub spectra: Vec<SpectraRecord>,
+}
+
+/// The run's records (an error naming the known runs if it has no checkpoint).
+pub(crate) fn run_records(store: &Store, a: &ByRun) -> anyhow::Result<RunRecords> {
+    let checkpoints = super::runs::require_run(store, &a.run)?;
+    let run = checkpoints::run(store, &a.run)?
+        .unwrap_or_else(|| RunRecord { name: a.run.clone(), ..Default::default() });
+    let slices = slices::of_run(store, &a.run)?;
+    Ok(RunRecords {
+        run,
+        checkpoints,
+        slices,
+        pca: PcaRecord::list(store, &a.run)?,
+        sharpness: SharpnessRecord::list(store, &a.run)?,
+        stability: StabilityRecord::list(store, &a.run)?,
+        spectra: SpectraRecord::list(store, &a.run)?,
+    })
+}
+
+/// Every tensor record of one checkpoint, in name order.
+pub(crate) fn checkpoint_tensors(store: &Store, a: &ByRunStep) -> anyhow::Result<Vec<TensorRecord>> {
+    Ok(checkpoints::tensors(store, &a.run, a.step)?)
+}
+
+impl RunRecords {
+    /// Writes the records into `store` under the keys they had where they came from (one batch).
+    pub(crate) fn write_to(&self, store: &Store) -> anyhow::Result<()> {
+        let mut b = Batch::default();
+        b.put(keys::run(&self.run.name), &self.run)?;
+        put_all(&mut b, &self.checkpoints)?;
+        put_all(&mut b, &self.pca)?;
+        put_all(&mut b, &self.sharpness)?;
+        put_all(&mut b, &self.stability)?;
+        put_all(&mut b, &self.spectra)?;
+        for s in &self.slices {
+            b.put(SliceRecord::key(s.id), s)?;
+        }
+        store.commit(b)?;
+        Ok(())
+    }
+}
+
+fn put_all<R: RunStepRecord>(b: &mut Batch, recs: &[R]) -> anyhow::Result<()> {
+    for r in recs {
+        b.put(r.key(), r)?;
+    }
+    Ok(())
+}
+
+/// Writes one checkpoint's tensor records (from [`checkpoint_tensors`]) into `store`.
+pub(crate) fn write_tensors(
+    store: &Store,
+    run: &str,
+    step: u64,
+    tensors: &[TensorRecord],
+) -> anyhow::Result<()> {
+    let mut b = Batch::default();
+    for t in tensors {
+        b.put(keys::run_step_name(run, step, &t.name), t)?;
+    }
+    store.commit(b)?;
+    Ok(())
 }

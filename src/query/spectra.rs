@@ -7,7 +7,7 @@
 
 use super::norms::tensor_matcher;
 use super::runs::require_run;
-use crate::store::{Store, spectra as records};
+use crate::store::{RunStepRecord, Store, spectra as records};
 use crate::table::Table;
 use landscaped_maths::spectra::metrics::{LayerSpectrum, Summary};
 use serde_json::{Value, json};
@@ -125,7 +125,7 @@ pub(crate) fn spectra_query(store: &Store, args: Value) -> anyhow::Result<Table>
 
 pub(crate) fn spectra_table(store: &Store, args: &SpectraArgs) -> anyhow::Result<Table> {
     require_run(store, &args.run)?;
-    let recs: Vec<_> = records::list(store, &args.run)?
+    let recs: Vec<_> = records::SpectraRecord::list(store, &args.run)?
         .into_iter()
         .filter(|r| args.step.is_none_or(|s| s == r.step))
         .collect();

@@ -8,7 +8,7 @@
 //! | `checkpoints` | `run \0 step` | [`CheckpointRecord`] |
 //! | `tensor_stats` | `run \0 step name` | [`TensorRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::{Record, Result, RunStepRecord, Store, keys};
 use landscaped_maths::stats::TensorStats;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +127,7 @@ pub fn run(store: &Store, name: &str) -> Result<Option<RunRecord>> {
 
 /// A run's checkpoints in step order.
 pub fn checkpoints(store: &Store, run: &str) -> Result<Vec<CheckpointRecord>> {
-    Ok(store.scan_prefix::<CheckpointRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
+    CheckpointRecord::list(store, run)
 }
 
 /// The run's first checkpoint below `step` (smallest step) and its last `n` below `step` (largest steps
@@ -147,20 +147,13 @@ pub(crate) fn references_before(
     Ok((first, last))
 }
 
-/// The run's latest checkpoint (largest step), if any: one reverse range query on the key order
-/// (`run \0 step`, big-endian), decoding that one record only, however many the run has.
+/// The run's latest checkpoint (largest step), if any, decoding that one record only.
 pub fn latest(store: &Store, run: &str) -> Result<Option<CheckpointRecord>> {
-    let from = keys::run(run);
-    // Every key of the run lies below `run \1` (the run's prefix with its 0 byte raised by one).
-    let mut to = from.clone();
-    if let Some(last) = to.last_mut() {
-        *last = 1;
-    }
-    Ok(store.scan_range::<CheckpointRecord>(&from, &to, true, 1)?.into_iter().next().map(|(_, r)| r))
+    CheckpointRecord::latest(store, run)
 }
 
 pub fn checkpoint(store: &Store, run: &str, step: u64) -> Result<Option<CheckpointRecord>> {
-    store.get(&keys::run_step(run, step))
+    CheckpointRecord::get(store, run, step)
 }
 
 /// The tensors of one checkpoint, in name order.

@@ -16,12 +16,14 @@
 pub mod checkpoints;
 pub mod keys;
 pub mod optimizer;
+pub mod run_step;
 pub mod sharpness;
 pub mod slices;
 pub mod spectra;
 pub mod stability;
 pub mod trajectory;
 
+pub use run_step::RunStepRecord;
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `optimizer_telemetry` | `run \0 step` | [`OptimizerRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::Record;
 pub use landscaped_maths::optimizer::Figures;
 use serde::{Deserialize, Serialize};
 
@@ -64,13 +64,4 @@ pub struct TensorFigures {
     pub group: usize,
     pub step: Option<f64>,
     pub figures: Figures,
-}
-
-pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<OptimizerRecord>> {
-    store.get(&keys::run_step(run, step))
-}
-
-/// Every optimizer record of a run, by step.
-pub fn list(store: &Store, run: &str) -> Result<Vec<OptimizerRecord>> {
-    Ok(store.scan_prefix::<OptimizerRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
 }

@@ -6,7 +6,7 @@
 //! | `sharpness` | `run \0 step` | [`SharpnessRecord`] |
 //! | `sharpness_ratio_maps` | slice id (u64 BE, as in the `slices` tree) | [`RatioMapRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::{Record, Result, Store};
 use landscaped_maths::curvature::density::Quadrature;
 use landscaped_maths::curvature::lanczos::Extremes;
 use landscaped_maths::curvature::measures::Measure;
@@ -74,19 +74,6 @@ impl Record for RatioMapRecord {
     const SCHEMA: u32 = 1;
 }
 
-pub fn put(store: &Store, rec: &SharpnessRecord) -> Result<()> {
-    store.put(&keys::run_step(&rec.run, rec.step), rec)
-}
-
-pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<SharpnessRecord>> {
-    store.get(&keys::run_step(run, step))
-}
-
-/// Every sharpness record of a run, by step.
-pub fn list(store: &Store, run: &str) -> Result<Vec<SharpnessRecord>> {
-    Ok(store.scan_prefix::<SharpnessRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
-}
-
 pub(crate) fn put_ratio_map(store: &Store, rec: &RatioMapRecord) -> Result<()> {
     store.put(&rec.slice_id.to_be_bytes(), rec)
 }
@@ -98,6 +85,7 @@ pub fn get_ratio_map(store: &Store, slice_id: u64) -> Result<Option<RatioMapReco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
 
     #[test]
     fn round_trip() {
@@ -110,11 +98,14 @@ mod tests {
             measures: vec![Measure { name: "sam".into(), value: 0.5, ..Default::default() }],
             ..Default::default()
         };
-        put(&store, &rec).unwrap();
-        put(&store, &SharpnessRecord { step: 2, ..rec.clone() }).unwrap();
-        assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
-        assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
-        assert!(get(&store, "ab", 7).unwrap().is_none());
+        SharpnessRecord::put(&store, &rec).unwrap();
+        SharpnessRecord::put(&store, &SharpnessRecord { step: 2, ..rec.clone() }).unwrap();
+        assert_eq!(SharpnessRecord::get(&store, "a", 7).unwrap().unwrap(), rec);
+        assert_eq!(
+            SharpnessRecord::list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(),
+            vec![2, 7]
+        );
+        assert!(SharpnessRecord::get(&store, "ab", 7).unwrap().is_none());
         let m = RatioMapRecord { slice_id: 3, ratio: vec![vec![f64::NAN]], ..Default::default() };
         put_ratio_map(&store, &m).unwrap();
         let back = get_ratio_map(&store, 3).unwrap().unwrap();

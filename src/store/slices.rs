@@ -87,6 +87,11 @@ pub fn list(store: &Store) -> super::Result<Vec<SliceRecord>> {
     Ok(store.scan_prefix::<SliceRecord>(&[])?.into_iter().map(|(_, r)| r).collect())
 }
 
+/// The slices of a run, by id.
+pub(crate) fn of_run(store: &Store, run: &str) -> super::Result<Vec<SliceRecord>> {
+    Ok(list(store)?.into_iter().filter(|r| r.run.as_deref() == Some(run)).collect())
+}
+
 pub fn get(store: &Store, id: u64) -> super::Result<Option<SliceRecord>> {
     store.get(&SliceRecord::key(id))
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `spectra` | `run \0 step` | [`SpectraRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::Record;
 use landscaped_maths::spectra::metrics::{LayerSpectrum, Summary};
 use serde::{Deserialize, Serialize};
 
@@ -38,31 +38,23 @@ impl Record for SpectraRecord {
     const SCHEMA: u32 = 1;
 }
 
-pub fn put(store: &Store, rec: &SpectraRecord) -> Result<()> {
-    store.put(&keys::run_step(&rec.run, rec.step), rec)
-}
-
-pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<SpectraRecord>> {
-    store.get(&keys::run_step(run, step))
-}
-
-/// Every spectra record of a run, by step.
-pub fn list(store: &Store, run: &str) -> Result<Vec<SpectraRecord>> {
-    Ok(store.scan_prefix::<SpectraRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
+    use crate::store::Store;
 
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rec = SpectraRecord { run: "a".into(), step: 7, threads: 1, ..Default::default() };
-        put(&store, &rec).unwrap();
-        put(&store, &SpectraRecord { step: 2, ..rec.clone() }).unwrap();
-        assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
-        assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
+        SpectraRecord::put(&store, &rec).unwrap();
+        SpectraRecord::put(&store, &SpectraRecord { step: 2, ..rec.clone() }).unwrap();
+        assert_eq!(SpectraRecord::get(&store, "a", 7).unwrap().unwrap(), rec);
+        assert_eq!(
+            SpectraRecord::list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(),
+            vec![2, 7]
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `stability` | `run \0 step` | [`StabilityRecord`] |
 
-use super::{Record, Result, Store, keys};
+use super::Record;
 use landscaped_maths::curvature::lanczos::Extremes;
 use landscaped_maths::stability::critical::CriticalSharpness;
 use serde::{Deserialize, Serialize};
@@ -72,22 +72,11 @@ impl Record for StabilityRecord {
     const SCHEMA: u32 = 1;
 }
 
-pub fn put(store: &Store, rec: &StabilityRecord) -> Result<()> {
-    store.put(&keys::run_step(&rec.run, rec.step), rec)
-}
-
-pub fn get(store: &Store, run: &str, step: u64) -> Result<Option<StabilityRecord>> {
-    store.get(&keys::run_step(run, step))
-}
-
-/// Every stability record of a run, by step.
-pub fn list(store: &Store, run: &str) -> Result<Vec<StabilityRecord>> {
-    Ok(store.scan_prefix::<StabilityRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStepRecord;
+    use crate::store::Store;
 
     #[test]
     fn round_trip() {
@@ -105,10 +94,13 @@ mod tests {
             }],
             ..Default::default()
         };
-        put(&store, &rec).unwrap();
-        put(&store, &StabilityRecord { step: 2, ..rec.clone() }).unwrap();
-        assert_eq!(get(&store, "a", 7).unwrap().unwrap(), rec);
-        assert_eq!(list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(), vec![2, 7]);
+        StabilityRecord::put(&store, &rec).unwrap();
+        StabilityRecord::put(&store, &StabilityRecord { step: 2, ..rec.clone() }).unwrap();
+        assert_eq!(StabilityRecord::get(&store, "a", 7).unwrap().unwrap(), rec);
+        assert_eq!(
+            StabilityRecord::list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(),
+            vec![2, 7]
+        );
         assert_eq!(rec.row("lambda_max").unwrap().ratio, 0.95);
     }
 }

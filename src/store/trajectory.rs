@@ -1,7 +1,7 @@
 //! Records for trajectory PCA: one [`PcaRecord`] per computation, keyed `run \0 newest step`, so the last
 //! record of a run is its latest PCA and older ones stay as history.
 
-use super::{Record, Store, keys};
+use super::{Record, RunStepRecord, Store};
 use crate::trajectory::select::Selection;
 use serde::{Deserialize, Serialize};
 
@@ -56,30 +56,26 @@ impl Record for PcaRecord {
     const SCHEMA: u32 = 1;
 }
 
-impl PcaRecord {
-    pub fn key(&self) -> Vec<u8> {
-        keys::run_step(&self.run, self.steps.last().copied().unwrap_or(0))
+/// Filed under its newest step: the last record of a run is its latest PCA.
+impl RunStepRecord for PcaRecord {
+    fn run_step(&self) -> (&str, u64) {
+        (&self.run, self.steps.last().copied().unwrap_or(0))
     }
 }
 
 /// Stores a PCA result (replacing one computed at the same newest step).
 pub(crate) fn put_pca(store: &Store, rec: &PcaRecord) -> super::Result<()> {
-    store.put(&rec.key(), rec)
+    PcaRecord::put(store, rec)
 }
 
 /// The latest PCA of a run, if any.
 pub(crate) fn latest_pca(store: &Store, run: &str) -> super::Result<Option<PcaRecord>> {
-    Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.pop().map(|(_, r)| r))
-}
-
-/// The PCA of a run whose newest step is `step` (its id within the run), if any.
-pub(crate) fn pca_at(store: &Store, run: &str, step: u64) -> super::Result<Option<PcaRecord>> {
-    store.get(&keys::run_step(run, step))
+    PcaRecord::latest(store, run)
 }
 
 /// Every PCA of a run, oldest first.
 pub(crate) fn pca_history(store: &Store, run: &str) -> super::Result<Vec<PcaRecord>> {
-    Ok(store.scan_prefix::<PcaRecord>(&keys::run(run))?.into_iter().map(|(_, r)| r).collect())
+    PcaRecord::list(store, run)
 }
 
 #[cfg(test)]

@@ -212,6 +212,7 @@ pub fn histogram_proto(s: &TensorStats) -> Option<HistogramProto> {
 mod tests {
     use super::*;
     use crate::landscape::slice::SliceValues;
+    use crate::store::RunStepRecord;
     use crate::store::sharpness::SharpnessRecord;
     use crate::store::slices::{DirectionSource, ModelUsed, SliceRecord};
     use crate::tensorboard::proto::{Event, Kind, What};
@@ -289,7 +290,7 @@ mod tests {
             measures: vec![Measure { name: "sam".into(), value: 0.125, ..Default::default() }],
             ..Default::default()
         };
-        store::sharpness::put(&store, &sharp).unwrap();
+        SharpnessRecord::put(&store, &sharp).unwrap();
         store::slices::put(&store, &parabola_slice("r", 7)).unwrap();
         // Another run's slice and an unfinished one stay out.
         store::slices::put(&store, &parabola_slice("other", 9)).unwrap();
@@ -348,7 +349,7 @@ mod tests {
             rows: vec![row("lambda_max", 9.0, 10.0), row("preconditioned_lambda_1", 760.0, 380.0)],
             ..Default::default()
         };
-        store::stability::put(&store, &stab).unwrap();
+        StabilityRecord::put(&store, &stab).unwrap();
         let summary = Summary {
             layers: 4,
             fitted: 3,
@@ -361,9 +362,9 @@ mod tests {
             exact: true,
         };
         let spec = SpectraRecord { run: "r".into(), step: 6, summary: Some(summary), ..Default::default() };
-        store::spectra::put(&store, &spec).unwrap();
+        SpectraRecord::put(&store, &spec).unwrap();
         // A record without a summary (every layer refused) gives nothing.
-        store::spectra::put(&store, &SpectraRecord { run: "r".into(), step: 8, ..Default::default() })
+        SpectraRecord::put(&store, &SpectraRecord { run: "r".into(), step: 8, ..Default::default() })
             .unwrap();
 
         let tb = dir.path().join("tb");

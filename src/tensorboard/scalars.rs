@@ -9,7 +9,8 @@
 //!   added to that list.
 
 use crate::store::checkpoints::{CheckpointRecord, TensorRecord};
-use crate::store::{self, Store};
+use crate::store::slices::SliceRecord;
+use crate::store::{self, RunStepRecord, Store};
 
 /// One value of a tag at a step.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +78,7 @@ fn tensor_norms(v: &CheckpointView<'_>) -> Vec<Scalar> {
 /// loss it was taken at, and each sharpness measure by name.
 fn sharpness(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::sharpness::list(store, run)? {
+    for r in store::sharpness::SharpnessRecord::list(store, run)? {
         let wall = r.computed_unix as f64;
         let mut put = |name: &str, x: f64| {
             out.push(Scalar::new(format!("landscaped/sharpness/{name}"), r.step, x, wall))
@@ -105,7 +106,7 @@ fn sharpness(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
 /// threshold (no learning rate known, an optimizer without one) give nothing.
 fn stability(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::stability::list(store, run)? {
+    for r in store::stability::StabilityRecord::list(store, run)? {
         let wall = r.computed_unix as f64;
         for row in &r.rows {
             let q = tag_part(&row.quantity);
@@ -121,7 +122,7 @@ fn stability(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
 /// layer's WeightWatcher metrics, as the `landscaped_spectra_*` gauges (per layer: `landscaped spectra`).
 fn spectra(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     let mut out = Vec::new();
-    for r in store::spectra::list(store, run)? {
+    for r in store::spectra::SpectraRecord::list(store, run)? {
         let Some(s) = &r.summary else { continue };
         let wall = r.computed_unix as f64;
         for (name, x) in [
@@ -149,11 +150,7 @@ fn tag_part(name: &str) -> String {
 fn slices(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
     use crate::landscape::slice::{curvature_at_zero, x_row, y_column};
     let mut out = Vec::new();
-    for r in store::slices::list(store)? {
-        let (Some(rrun), Some(step)) = (&r.run, r.step) else { continue };
-        if rrun != run || !r.values.is_complete() {
-            continue;
-        }
+    for (step, r) in complete_slices(store, run)? {
         let v = &r.values;
         let wall = r.updated as f64;
         let tag = |what: &str| format!("landscaped/slice/{}/{what}", r.kind());
@@ -164,6 +161,12 @@ fn slices(store: &Store, run: &str) -> store::Result<Vec<Scalar>> {
         }
     }
     Ok(out)
+}
+
+/// Each complete slice of the run that has a centre step, with that step.
+pub(super) fn complete_slices(store: &Store, run: &str) -> store::Result<Vec<(u64, SliceRecord)>> {
+    let slices = store::slices::of_run(store, run)?;
+    Ok(slices.into_iter().filter(|r| r.values.is_complete()).filter_map(|r| Some((r.step?, r))).collect())
 }
 
 /// `landscaped/pca/explained_variance_ratio/<k>` of each trajectory PCA, at its newest step.

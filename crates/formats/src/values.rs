@@ -115,16 +115,8 @@ impl ChunkBuf {
         start: usize,
         n: usize,
     ) -> Result<ChunkValues<'a>, CheckpointError> {
-        let info = ck.float_info(index)?;
-        let es = info.dtype.size();
-        let nbytes = n.checked_mul(es).ok_or_else(|| ck.malformed("chunk size overflows"))?;
-        let words = nbytes.div_ceil(8);
-        if self.raw.len() < words {
-            self.raw.resize(words, 0);
-        }
-        let bytes = &mut as_bytes_mut(&mut self.raw)[..nbytes];
-        ck.read_at(index, (start as u64) * es as u64, bytes)?;
-        Ok(self.widen(info.dtype, nbytes))
+        let (dtype, nbytes) = self.read(ck, index, start, n)?;
+        Ok(self.widen(dtype, nbytes))
     }
 
     /// Reads elements `start .. start + n` of float tensor `index` of `ck` as they are stored (little
@@ -137,26 +129,39 @@ impl ChunkBuf {
         start: usize,
         n: usize,
     ) -> Result<(Dtype, &[u8]), CheckpointError> {
-        let info = ck.float_info(index)?;
-        let es = info.dtype.size();
-        let nbytes = n.checked_mul(es).ok_or_else(|| ck.malformed("chunk size overflows"))?;
-        let words = nbytes.div_ceil(8);
-        if self.raw.len() < words {
-            self.raw.resize(words, 0);
-        }
-        let bytes = &mut as_bytes_mut(&mut self.raw)[..nbytes];
-        ck.read_at(index, (start as u64) * es as u64, bytes)?;
-        Ok((info.dtype, &as_bytes(&self.raw)[..nbytes]))
+        let (dtype, nbytes) = self.read(ck, index, start, n)?;
+        Ok((dtype, &as_bytes(&self.raw)[..nbytes]))
     }
 
     /// Widens `bytes` (whole elements of float `dtype`) through this buffer.
     pub fn decode<'a>(&'a mut self, dtype: Dtype, bytes: &[u8]) -> ChunkValues<'a> {
-        let words = bytes.len().div_ceil(8);
+        self.room(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.widen(dtype, bytes.len())
+    }
+
+    /// Reads elements `start .. start + n` of float tensor `index` of `ck`, as stored, into the start of
+    /// this buffer: their dtype and byte count.
+    fn read(
+        &mut self,
+        ck: &Checkpoint,
+        index: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<(Dtype, usize), CheckpointError> {
+        let dtype = ck.float_info(index)?.dtype;
+        let es = dtype.size();
+        let nbytes = n.checked_mul(es).ok_or_else(|| ck.malformed("chunk size overflows"))?;
+        ck.read_at(index, (start as u64) * es as u64, &mut self.room(nbytes)[..nbytes])?;
+        Ok((dtype, nbytes))
+    }
+
+    /// The buffer as bytes, grown to hold at least `nbytes` (8-byte aligned).
+    fn room(&mut self, nbytes: usize) -> &mut [u8] {
+        let words = nbytes.div_ceil(8);
         if self.raw.len() < words {
             self.raw.resize(words, 0);
         }
-        as_bytes_mut(&mut self.raw)[..bytes.len()].copy_from_slice(bytes);
-        self.widen(dtype, bytes.len())
+        as_bytes_mut(&mut self.raw)
     }
 
     fn widen(&mut self, dtype: Dtype, nbytes: usize) -> ChunkValues<'_> {

@@ -14,7 +14,7 @@
 //!    (the daemon prefixes it with `config FILE: key run.<job>:`). It is called once at config load (to
 //!    validate) and once when the daemon starts (to build the job for each run).
 //! 3. Add ONE line to [`registry`] below: `JobSpec { name: "pca", build: pca::build },`, and, if it
-//!    publishes gauges, a field to [`JobGauges`].
+//!    publishes gauges, a field to [`JobGauges`] (each family a [`RunGauge`]).
 //!
 //! A run then enables the job with a table named after it:
 //! ```toml
@@ -39,10 +39,12 @@
 //! at once, and the daemon exits without waiting more than a few seconds for the job thread.
 //!
 //! # What a job may use
-//! [`JobContext`]: the open [`Store`] (the daemon holds the only handle: never `Store::open` yourself),
-//! the data dir (for on-disk state beside the store), the daemon's Prometheus registry, and the jobs'
-//! gauges ([`JobGauges`]: registered once per daemon in its own registry when the context is made, so two
-//! daemons in one process — or tests — never share them), named `landscaped_<job>_*` with a `run` label.
+//! [`JobContext`]: the open [`Store`] (the daemon holds the only handle: never `Store::open` yourself;
+//! [`JobContext::checkpoint_path`] finds the checkpoint a step names, [`JobContext::save`] stores a
+//! job's record), the data dir (for on-disk state beside the store), the daemon's Prometheus registry,
+//! and the jobs' gauges ([`JobGauges`]: registered once per daemon in its own registry when the context
+//! is made, so two daemons in one process — or tests — never share them), named `landscaped_<job>_*`
+//! with a `run` label first ([`RunGauge`]).
 
 pub mod pca;
 pub mod sharpness;
@@ -51,7 +53,7 @@ pub mod spectra;
 pub mod stability;
 
 use crate::cancel::Cancel;
-use crate::store::Store;
+use crate::store::{RunStepRecord, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -112,6 +114,24 @@ impl JobContext {
     /// True once the daemon is shutting down: stop at the next safe point.
     pub fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Where ingest found `run`'s checkpoint at `step` (one key lookup, not a decode of the run).
+    pub(crate) fn checkpoint_path(&self, run: &str, step: u64) -> anyhow::Result<PathBuf> {
+        match crate::store::checkpoints::checkpoint(&self.store, run, step)? {
+            Some(c) => Ok(PathBuf::from(c.path)),
+            None => anyhow::bail!(
+                "run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)"
+            ),
+        }
+    }
+
+    /// Stores a job's record on its own (replacing the one at the same run and step) and flushes the
+    /// store, so a result the job spent minutes on outlives a crash right after.
+    pub(crate) fn save<R: RunStepRecord>(&self, rec: &R) -> anyhow::Result<()> {
+        R::put(&self.store, rec)?;
+        self.store.flush()?;
+        Ok(())
     }
 }
 
@@ -177,15 +197,41 @@ pub const JOB_METRIC_NAMES: &[&str] = &[
     "landscaped_spectra_layer_alpha",
 ];
 
-/// A gauge family for a job's Prometheus output, registered in `reg`; None if it can't be (e.g. the
-/// name is already taken), so a job publishes nothing rather than failing its computation.
-pub(crate) fn register_gauge_vec(
-    reg: &prometheus::Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Option<prometheus::GaugeVec> {
-    let g = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels).ok()?;
-    reg.register(Box::new(g.clone())).ok()?;
-    Some(g)
+/// One gauge family of a job, labelled `run` first and then by labels of its own (a quantity, a
+/// measure, a component, a layer): registered once per daemon, set per run by the job's `publish`.
+pub struct RunGauge(prometheus::GaugeVec);
+
+impl RunGauge {
+    /// Registers `name` in `reg` with the labels `run` and then `labels`; None if it can't be (e.g. the
+    /// name is already taken), so a job publishes nothing rather than failing its computation.
+    pub(crate) fn register(
+        reg: &prometheus::Registry,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Option<RunGauge> {
+        let names: Vec<&str> = std::iter::once("run").chain(labels.iter().copied()).collect();
+        let g = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), &names).ok()?;
+        reg.register(Box::new(g.clone())).ok()?;
+        Some(RunGauge(g))
+    }
+
+    /// Sets the run's value (a family with no labels of its own).
+    pub(crate) fn set(&self, run: &str, value: f64) {
+        self.set_for(run, &[], value);
+    }
+
+    /// Sets the run's value for the values `of` its own labels, in their order.
+    pub(crate) fn set_for(&self, run: &str, of: &[&str], value: f64) {
+        self.0.with_label_values(&label_values(run, of)).set(value);
+    }
+
+    /// Removes the run's series for the values `of` its own labels (absent: nothing to do).
+    pub(crate) fn remove_for(&self, run: &str, of: &[&str]) {
+        let _ = self.0.remove_label_values(&label_values(run, of));
+    }
+}
+
+fn label_values<'a>(run: &'a str, of: &[&'a str]) -> Vec<&'a str> {
+    std::iter::once(run).chain(of.iter().copied()).collect()
 }

@@ -12,12 +12,11 @@
 //! exclude = []
 //! ```
 
-use crate::daemon::jobs::{JobContext, PeriodicJob};
-use crate::store::trajectory::{PcaConfig, PcaRecord, put_pca};
+use crate::daemon::jobs::{JobContext, PeriodicJob, RunGauge};
+use crate::store::trajectory::{PcaConfig, PcaRecord};
 use crate::trajectory::archive::list_run;
 use crate::trajectory::pca::compute_pca;
 use crate::trajectory::select::{Selection, TensorFilter};
-use prometheus::GaugeVec;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -75,30 +74,30 @@ impl PcaJob {
 
 /// The PCA job's gauge families (see [`super::JobGauges`]).
 pub struct Gauges {
-    ratio: GaugeVec,
-    coord: GaugeVec,
-    residual: GaugeVec,
+    ratio: RunGauge,
+    coord: RunGauge,
+    residual: RunGauge,
 }
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
     pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
-        let mk = |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
+        let mk = |name: &str, help: &str, labels: &[&str]| RunGauge::register(reg, name, help, labels);
         Some(Gauges {
             ratio: mk(
                 "landscaped_pca_explained_variance_ratio",
                 "Explained variance ratio of each principal component of the run's trajectory",
-                &["run", "component"],
+                &["component"],
             )?,
             coord: mk(
                 "landscaped_pca_latest_coordinate",
                 "Coordinate of the run's latest archived checkpoint on each principal component",
-                &["run", "component"],
+                &["component"],
             )?,
             residual: mk(
                 "landscaped_pca_latest_residual",
                 "Distance of the run's latest archived checkpoint from the PCA plane",
-                &["run"],
+                &[],
             )?,
         })
     }
@@ -109,13 +108,13 @@ pub(crate) fn publish(g: &Gauges, rec: &PcaRecord) {
     let last = rec.steps.len().saturating_sub(1);
     for k in 0..rec.explained_variance_ratio.len().min(2) {
         let c = (k + 1).to_string();
-        g.ratio.with_label_values(&[rec.run.as_str(), c.as_str()]).set(rec.explained_variance_ratio[k]);
+        g.ratio.set_for(&rec.run, &[c.as_str()], rec.explained_variance_ratio[k]);
         if let Some(x) = rec.coords.get(last).and_then(|r| r.get(k)) {
-            g.coord.with_label_values(&[rec.run.as_str(), c.as_str()]).set(*x);
+            g.coord.set_for(&rec.run, &[c.as_str()], *x);
         }
     }
     if let Some(r) = rec.residuals.get(last) {
-        g.residual.with_label_values(&[rec.run.as_str()]).set(*r);
+        g.residual.set(&rec.run, *r);
     }
 }
 
@@ -140,7 +139,7 @@ impl PeriodicJob for PcaJob {
         let cfg =
             PcaConfig { components: self.cfg.components, center_step: None, selection: self.selection() };
         let rec = compute_pca(&ctx.data_dir, run, &cfg)?;
-        put_pca(&ctx.store, &rec)?;
+        ctx.save(&rec)?;
         if let Some(g) = &ctx.gauges.pca {
             publish(g, &rec);
         }

@@ -30,14 +30,13 @@
 //! The computation has no safe point inside it: on shutdown a job not yet started is skipped, a running
 //! one ends with an error when the daemon stops its model worker (nothing is stored).
 
-use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::daemon::jobs::{JobContext, PeriodicJob, RunGauge};
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
 use crate::sharpness::runner::{record, sharpness_at};
-use crate::store::sharpness::{self as records, SharpnessRecord};
+use crate::store::sharpness::SharpnessRecord;
 use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
-use prometheus::GaugeVec;
 
 /// The `[run.sharpness]` section.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -116,49 +115,44 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
 
 /// The sharpness job's gauge families (see [`super::JobGauges`]).
 pub struct Gauges {
-    lambda_max: GaugeVec,
-    lambda_min: GaugeVec,
-    ratio: GaugeVec,
-    converged: GaugeVec,
-    trace: GaugeVec,
-    sharpness: GaugeVec,
+    lambda_max: RunGauge,
+    lambda_min: RunGauge,
+    ratio: RunGauge,
+    converged: RunGauge,
+    trace: RunGauge,
+    sharpness: RunGauge,
 }
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
     pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
-        let make =
-            |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
+        let make = |name: &str, help: &str| RunGauge::register(reg, name, help, &[]);
         Some(Gauges {
             lambda_max: make(
                 "landscaped_hessian_lambda_max",
                 "Largest Hessian eigenvalue at the latest checkpoint the sharpness job ran on (Lanczos)",
-                &["run"],
             )?,
             lambda_min: make(
                 "landscaped_hessian_lambda_min",
                 "Smallest (most negative) Hessian eigenvalue at the latest sharpness checkpoint (Lanczos)",
-                &["run"],
             )?,
             ratio: make(
                 "landscaped_hessian_eigen_ratio",
                 "|lambda_min / lambda_max| of the Hessian at the latest sharpness checkpoint",
-                &["run"],
             )?,
             converged: make(
                 "landscaped_hessian_converged",
                 "1 if Lanczos met its tolerance for the published eigenvalues, 0 if not",
-                &["run"],
             )?,
             trace: make(
                 "landscaped_hessian_trace",
                 "Hutchinson estimate of the Hessian trace at the latest sharpness checkpoint",
-                &["run"],
             )?,
-            sharpness: make(
+            sharpness: RunGauge::register(
+                reg,
                 "landscaped_sharpness",
                 "Sharpness measure (keskar, sam, sam_ascent, asam, fn_loss_rise) at the latest sharpness checkpoint",
-                &["run", "measure"],
+                &["measure"],
             )?,
         })
     }
@@ -167,16 +161,16 @@ impl Gauges {
 /// Sets the run's gauges from a record (only the quantities it holds).
 pub(crate) fn publish(g: &Gauges, run: &str, rec: &SharpnessRecord) {
     if let Some(e) = &rec.extremes {
-        g.lambda_max.with_label_values(&[run]).set(e.lambda_max);
-        g.lambda_min.with_label_values(&[run]).set(e.lambda_min);
-        g.ratio.with_label_values(&[run]).set(e.ratio);
-        g.converged.with_label_values(&[run]).set(if e.converged { 1.0 } else { 0.0 });
+        g.lambda_max.set(run, e.lambda_max);
+        g.lambda_min.set(run, e.lambda_min);
+        g.ratio.set(run, e.ratio);
+        g.converged.set(run, if e.converged { 1.0 } else { 0.0 });
     }
     if let Some(t) = &rec.trace {
-        g.trace.with_label_values(&[run]).set(t.trace);
+        g.trace.set(run, t.trace);
     }
     for m in &rec.measures {
-        g.sharpness.with_label_values(&[run, &m.name]).set(m.value);
+        g.sharpness.set_for(run, &[&m.name], m.value);
     }
 }
 
@@ -194,21 +188,13 @@ impl PeriodicJob for SharpnessJob {
             return Ok(());
         }
         let contract = &self.model;
-        // The one record of (run, step): a key lookup, not a decode of every record of the run.
-        let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
-            .map(|c| std::path::PathBuf::from(c.path))
-            .ok_or_else(|| {
-                anyhow!(
-                    "run {run:?} has no checkpoint at step {step} in the store (see `landscaped checkpoints`)"
-                )
-            })?;
+        let path = ctx.checkpoint_path(run, step)?;
         // Held before the worker starts: a rotation while it imports can't take it away.
         let held = crate::daemon::hold::hold(&ctx.data_dir, &path)?;
         let (rep, used) =
             sharpness_at(contract, &held.path, &self.opts, "daemon sharpness job", ctx.cancel(), |_| {})?;
         let rec = record(run, step, &used, rep);
-        records::put(&ctx.store, &rec)?;
-        ctx.store.flush()?;
+        ctx.save(&rec)?;
         if let Some(g) = &ctx.gauges.sharpness {
             publish(g, run, &rec);
         }

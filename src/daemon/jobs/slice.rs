@@ -30,7 +30,7 @@
 //! [`crate::daemon::job_model`].
 
 use crate::cancel::Reason;
-use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::daemon::jobs::{JobContext, PeriodicJob, RunGauge};
 use crate::landscape::pca_dirs::pca_plane;
 use crate::landscape::runner::{PlaneSpec, SliceRequest, run_slice};
 use crate::landscape::slice::{Outcome, curvature_at_zero, x_row, y_column};
@@ -39,7 +39,6 @@ use crate::workers::contract::ModelContract;
 use anyhow::{Context, Result, anyhow, bail};
 use landscaped_maths::directions::{Ignore, Normalization, RandomDirections};
 use landscaped_maths::grid::Axis;
-use prometheus::GaugeVec;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -101,31 +100,30 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
 
 /// The slice job's gauge families (see [`super::JobGauges`]).
 pub struct Gauges {
-    centre_loss: GaugeVec,
-    curvature: GaugeVec,
-    loss_rise: GaugeVec,
+    centre_loss: RunGauge,
+    curvature: RunGauge,
+    loss_rise: RunGauge,
 }
 
 impl Gauges {
     /// Registers the families in `reg`; None if any can't be.
     pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
-        let make =
-            |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
+        let make = |name: &str, help: &str, labels: &[&str]| RunGauge::register(reg, name, help, labels);
         Some(Gauges {
             centre_loss: make(
                 "landscaped_slice_centre_loss",
                 "Loss of the checkpoint at the centre of the latest slice",
-                &["run"],
+                &[],
             )?,
             curvature: make(
                 "landscaped_slice_curvature",
                 "Second finite difference of the latest slice's loss along a direction at 0 (L(h)-2L(0)+L(-h))/h^2",
-                &["run", "direction"],
+                &["direction"],
             )?,
             loss_rise: make(
                 "landscaped_slice_loss_rise",
                 "Mean loss at -r and +r along a direction (interpolated on the latest slice) minus the centre loss",
-                &["run", "direction", "radius"],
+                &["direction", "radius"],
             )?,
         })
     }
@@ -157,26 +155,21 @@ pub(crate) fn loss_rise(xs: &[f64], loss: &[f64], centre: f64, r: f64) -> f64 {
 /// Sets the run's gauges from a complete slice.
 pub(crate) fn publish(g: &Gauges, run: &str, rec: &SliceRecord) {
     let v = &rec.values;
-    g.centre_loss.with_label_values(&[run]).set(rec.centre_loss);
+    g.centre_loss.set(run, rec.centre_loss);
     let mut lines = vec![("x", v.xs.as_slice(), x_row(v))];
     if v.is_2d() {
         lines.push(("y", v.ys.as_slice(), y_column(v)));
     } else {
         // A 1D slice has no y direction: drop what an earlier 2D configuration may have left.
-        let _ = g.curvature.remove_label_values(&[run, "y"]);
+        g.curvature.remove_for(run, &["y"]);
         for radius in ["0.5", "1"] {
-            let _ = g.loss_rise.remove_label_values(&[run, "y", radius]);
+            g.loss_rise.remove_for(run, &["y", radius]);
         }
     }
     for (dir, coords, line) in lines {
-        g.curvature.with_label_values(&[run, dir]).set(curvature_at_zero(coords, &line));
+        g.curvature.set_for(run, &[dir], curvature_at_zero(coords, &line));
         for (label, r) in [("0.5", 0.5), ("1", 1.0)] {
-            g.loss_rise.with_label_values(&[run, dir, label]).set(loss_rise(
-                coords,
-                &line,
-                rec.centre_loss,
-                r,
-            ));
+            g.loss_rise.set_for(run, &[dir, label], loss_rise(coords, &line, rec.centre_loss, r));
         }
     }
 }
@@ -249,9 +242,7 @@ impl PeriodicJob for SliceJob {
             },
         };
         let centre_step = pca.as_ref().map_or(step, |p| p.center_step);
-        let ck_rec = crate::store::checkpoints::checkpoint(store, run, centre_step)?
-            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint record at step {centre_step}"))?;
-        let path = Path::new(&ck_rec.path).to_path_buf();
+        let path = ctx.checkpoint_path(run, centre_step)?;
         // Held before the workers start: a rotation while they import can't take it away.
         let held = crate::daemon::hold::hold(&ctx.data_dir, &path)?;
         let (plane, directions, xs, ys, trajectory) = self.plane(pca.as_ref(), &held.path)?;

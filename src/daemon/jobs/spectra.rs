@@ -15,12 +15,11 @@
 //! layer_gauges = []      # globs: per-layer landscaped_spectra_layer_alpha{run,layer} (default none)
 //! ```
 
-use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::daemon::jobs::{JobContext, PeriodicJob, RunGauge};
 use crate::query::norms::tensor_matcher;
 use crate::spectra::{DEFAULT_MAX_FLOPS, Options, measure_until};
-use crate::store::{checkpoints, spectra as records};
+use crate::store::spectra as records;
 use landscaped_maths::spectra::ApproxOptions;
-use prometheus::GaugeVec;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -74,41 +73,41 @@ pub fn build(section: &toml::Value) -> anyhow::Result<Box<dyn PeriodicJob>> {
 
 /// The spectra job's gauge families (see [`super::JobGauges`]).
 pub struct Gauges {
-    mean_alpha: GaugeVec,
-    frac_below_2: GaugeVec,
-    mean_alpha_weighted: GaugeVec,
-    layers: GaugeVec,
-    layer_alpha: GaugeVec,
+    mean_alpha: RunGauge,
+    frac_below_2: RunGauge,
+    mean_alpha_weighted: RunGauge,
+    layers: RunGauge,
+    layer_alpha: RunGauge,
 }
 
 impl Gauges {
     pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
-        let mk = |name: &str, help: &str, labels: &[&str]| super::register_gauge_vec(reg, name, help, labels);
+        let mk = |name: &str, help: &str, labels: &[&str]| RunGauge::register(reg, name, help, labels);
         Some(Gauges {
             mean_alpha: mk(
                 "landscaped_spectra_mean_alpha",
                 "Mean WeightWatcher power-law exponent alpha over the layers of the run's latest measured checkpoint",
-                &["run"],
+                &[],
             )?,
             frac_below_2: mk(
                 "landscaped_spectra_alpha_below_2_fraction",
                 "Fraction of layers with alpha < 2 (WeightWatcher's over-trained warning) at the latest measured checkpoint",
-                &["run"],
+                &[],
             )?,
             mean_alpha_weighted: mk(
                 "landscaped_spectra_mean_alpha_weighted",
                 "Mean alpha * log10(lambda_max) over the layers of the latest measured checkpoint",
-                &["run"],
+                &[],
             )?,
             layers: mk(
                 "landscaped_spectra_layers",
                 "Layers measured (state=measured) and refused over the exact-SVD budget or unreadable (state=refused)",
-                &["run", "state"],
+                &["state"],
             )?,
             layer_alpha: mk(
                 "landscaped_spectra_layer_alpha",
                 "Alpha of one layer (only the layers [run.spectra] layer_gauges names)",
-                &["run", "layer"],
+                &["layer"],
             )?,
         })
     }
@@ -118,14 +117,14 @@ impl Gauges {
 pub(crate) fn publish(g: &Gauges, rec: &records::SpectraRecord, layer_gauges: &[globset::GlobMatcher]) {
     let run = rec.run.as_str();
     if let Some(s) = &rec.summary {
-        g.mean_alpha.with_label_values(&[run]).set(s.mean_alpha);
-        g.frac_below_2.with_label_values(&[run]).set(s.frac_alpha_below_2);
-        g.mean_alpha_weighted.with_label_values(&[run]).set(s.mean_alpha_weighted);
+        g.mean_alpha.set(run, s.mean_alpha);
+        g.frac_below_2.set(run, s.frac_alpha_below_2);
+        g.mean_alpha_weighted.set(run, s.mean_alpha_weighted);
     }
-    g.layers.with_label_values(&[run, "measured"]).set(rec.layers.len() as f64);
-    g.layers.with_label_values(&[run, "refused"]).set(rec.refused.len() as f64);
+    g.layers.set_for(run, &["measured"], rec.layers.len() as f64);
+    g.layers.set_for(run, &["refused"], rec.refused.len() as f64);
     for l in rec.layers.iter().filter(|l| layer_gauges.iter().any(|m| m.is_match(&l.name))) {
-        g.layer_alpha.with_label_values(&[run, l.name.as_str()]).set(l.fit.alpha);
+        g.layer_alpha.set_for(run, &[l.name.as_str()], l.fit.alpha);
     }
 }
 
@@ -139,9 +138,7 @@ impl PeriodicJob for SpectraJob {
     }
 
     fn run(&self, ctx: &JobContext, run: &str, step: u64) -> anyhow::Result<()> {
-        let Some(ck) = checkpoints::checkpoints(&ctx.store, run)?.into_iter().find(|c| c.step == step) else {
-            anyhow::bail!("spectra: no ingested checkpoint of run {run:?} at step {step}");
-        };
+        let path = ctx.checkpoint_path(run, step)?;
         let opts = Options {
             threads: self.cfg.threads,
             max_flops: self.cfg.max_flops,
@@ -150,11 +147,11 @@ impl PeriodicJob for SpectraJob {
             ..Options::default()
         };
         let stop = || ctx.cancelled();
-        let Some(rec) = measure_until(run, step, std::path::Path::new(&ck.path), &opts, &stop)? else {
+        let Some(rec) = measure_until(run, step, &path, &opts, &stop)? else {
             tracing::info!(run, step, "spectra: stopped by the daemon's shutdown; not stored");
             return Ok(());
         };
-        records::put(&ctx.store, &rec)?;
+        ctx.save(&rec)?;
         if let Some(g) = &ctx.gauges.spectra {
             publish(g, &rec, &self.gauge_layers);
         }

@@ -25,14 +25,13 @@
 //! ```
 //! plus the model keys every model-running job takes (see [`crate::daemon::job_model`]).
 
-use crate::daemon::jobs::{JobContext, PeriodicJob};
+use crate::daemon::jobs::{JobContext, PeriodicJob, RunGauge};
 use crate::stability::optimizer::OptimizerInput;
 use crate::stability::runner::{StabilityOptions, StabilityRequest, stability_at, warm_dir};
-use crate::store::stability::{self as records, StabilityRecord};
+use crate::store::stability::StabilityRecord;
 use crate::workers::contract::ModelContract;
 use anyhow::{Result, anyhow, bail};
 use landscaped_maths::curvature::lanczos::LanczosOptions;
-use prometheus::GaugeVec;
 use std::path::PathBuf;
 
 /// The `[run.stability]` section (the optimizer's keys are [`OptimizerInput`]'s).
@@ -121,14 +120,14 @@ pub fn build(section: &toml::Value) -> Result<Box<dyn PeriodicJob>> {
 
 /// The stability job's gauge families (see [`super::JobGauges`]).
 pub struct Gauges {
-    ratio: GaugeVec,
-    value: GaugeVec,
-    threshold: GaugeVec,
+    ratio: RunGauge,
+    value: RunGauge,
+    threshold: RunGauge,
 }
 
 impl Gauges {
     pub(crate) fn register(reg: &prometheus::Registry) -> Option<Gauges> {
-        let make = |name: &str, help: &str| super::register_gauge_vec(reg, name, help, &["run", "quantity"]);
+        let make = |name: &str, help: &str| RunGauge::register(reg, name, help, &["quantity"]);
         Some(Gauges {
             ratio: make(
                 "landscaped_stability_ratio",
@@ -149,10 +148,10 @@ impl Gauges {
 /// Sets the run's gauges from a record (only the rows it holds).
 pub(crate) fn publish(g: &Gauges, run: &str, rec: &StabilityRecord) {
     for a in &rec.rows {
-        let l = [run, a.quantity.as_str()];
-        g.ratio.with_label_values(&l).set(a.ratio);
-        g.value.with_label_values(&l).set(a.value);
-        g.threshold.with_label_values(&l).set(a.threshold);
+        let q = [a.quantity.as_str()];
+        g.ratio.set_for(run, &q, a.ratio);
+        g.value.set_for(run, &q, a.value);
+        g.threshold.set_for(run, &q, a.threshold);
     }
 }
 
@@ -169,9 +168,7 @@ impl PeriodicJob for StabilityJob {
         if ctx.cancelled() {
             return Ok(());
         }
-        let path = crate::store::checkpoints::checkpoint(&ctx.store, run, step)?
-            .map(|c| PathBuf::from(c.path))
-            .ok_or_else(|| anyhow!("run {run:?} has no checkpoint at step {step} in the store"))?;
+        let path = ctx.checkpoint_path(run, step)?;
         let req = StabilityRequest {
             run,
             step,
@@ -181,8 +178,7 @@ impl PeriodicJob for StabilityJob {
             warm: Some(warm_dir(&ctx.data_dir, run)),
         };
         let rec = stability_at(&self.model, &req, "daemon stability job", ctx.cancel())?;
-        records::put(&ctx.store, &rec)?;
-        ctx.store.flush()?;
+        ctx.save(&rec)?;
         if let Some(g) = &ctx.gauges.stability {
             publish(g, run, &rec);
         }

@@ -157,15 +157,7 @@ impl Part1 {
 /// [`Part1`] of `xs`.
 pub fn part1(xs: ChunkValues<'_>) -> Part1 {
     fn go<T: Element>(xs: &[T]) -> Part1 {
-        let mut p = Part1 {
-            sums: Vec::with_capacity(xs.len().div_ceil(BLOCK)),
-            finite: 0,
-            zeros: 0,
-            nan: 0,
-            inf: 0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        };
+        let mut p = Part1 { sums: Vec::with_capacity(xs.len().div_ceil(BLOCK)), ..Part1::empty() };
         for b in xs.chunks(BLOCK) {
             let r = kernels::block1(b);
             p.sums.push(r.sum);
