@@ -68,15 +68,15 @@ def idle_daemon(binary, runs_root, work):
     d = subprocess.Popen([binary, "daemon", "--config", cfg], stderr=subprocess.DEVNULL)
     try:
         port = bound_port(data, d)
+        # Settled: both runs' processed counts non-zero and unchanged for 2 s.
+        last, same = None, 0
         for _ in range(1200):
             m = get(port, "/metrics")
-            done = [
-                line
-                for line in m.splitlines()
-                if line.startswith("landscaped_checkpoints_processed_total{") and line.endswith(" 3")
-            ]
-            if len(done) >= 2:
+            now = sorted(line for line in m.splitlines() if line.startswith("landscaped_checkpoints_processed_total{"))
+            same = same + 1 if now == last and len(now) >= 2 else 0
+            if same >= 20:
                 break
+            last = now
             time.sleep(0.1)
         time.sleep(3.0)
         rss = rss_mb(d.pid)
