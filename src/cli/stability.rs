@@ -80,7 +80,8 @@ pub struct StabilityArgs {
     /// Step (default: the run's last ingested checkpoint).
     #[arg(long)]
     pub step: Option<u64>,
-    /// Checkpoint to use instead of the one recorded at ingest (then --step names it; default 0).
+    /// Checkpoint file or folder to use instead of the one recorded at ingest (its step: --step, else the
+    /// step its name or layout gives, as `ingest` reads it).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Print the stored results of the run instead of computing.

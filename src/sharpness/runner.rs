@@ -53,14 +53,11 @@ pub(crate) fn resolve_checkpoint(
         return Ok((p.to_path_buf(), step_of(p, step)));
     }
     let Some(store) = store else { bail!("no store to find run {run:?} in; pass --checkpoint") };
-    let cks = checkpoints::checkpoints(store, run)?;
     let rec = match step {
-        Some(s) => cks.into_iter().find(|c| c.step == s).ok_or_else(|| {
+        Some(s) => checkpoints::checkpoint(store, run, s)?.ok_or_else(|| {
             anyhow!("run {run:?} has no checkpoint at step {s} in the store (see `landscaped checkpoints`)")
         })?,
-        None => cks
-            .into_iter()
-            .next_back()
+        None => checkpoints::latest(store, run)?
             .ok_or_else(|| anyhow!("no run named {run:?} in the store (ingest it first)"))?,
     };
     Ok((PathBuf::from(&rec.path), rec.step))
