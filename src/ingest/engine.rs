@@ -7,13 +7,14 @@
 //! (sized so that all of them fit in `memory_budget`), chunks are handed out in order with a bounded
 //! look-ahead, and per-chunk results are a few numbers per 4096 elements, merged in order as soon as
 //! they are contiguous. A tensor that fits in one chunk is read once and both passes run on that
-//! chunk; a bigger one is read twice (the second read usually comes from the page cache). A tensor
+//! chunk; a bigger one is read twice (the second read usually comes from the page cache), except a
+//! large f16/bf16 one, which needs no second pass (below). A tensor
 //! whose reader cannot read by range (a torch.save strided view) is read whole, once.
 //!
 //! **Cache**: a chunk is read, widened (bf16 by a 16-bit shift, f16 by `half`'s slice conversion) and
 //! processed a piece of [`PIECE`] elements at a time, so the fused work on it runs while the piece is in
-//! the core's cache. The second pass of a large f16/bf16 tensor finds each value's histogram bucket in a
-//! table of its 65,536 bit patterns instead of dividing (the same counts).
+//! the core's cache. A large f16/bf16 tensor has no second pass: its first pass counts each of the
+//! 65,536 bit patterns, and every statistic follows from those counts (the same definitions, in f64).
 //!
 //! **Pipelining**: workers take the next chunk of the earliest unfinished tensor; second-pass chunks
 //! come first, and several tensors are in flight at once, so reading (pread) and computing overlap
@@ -29,7 +30,7 @@ use crate::trajectory::archive::ArchiveFile;
 use landscaped_formats::{Checkpoint, ChunkBuf, ChunkValues, Dtype, widen_into};
 use landscaped_maths::stats;
 use landscaped_maths::stats::{
-    BucketTable, DistanceAcc, Part1, Part2, PatternCounts, Plan2, TensorAcc, TensorStats,
+    DistanceAcc, Part1, Part2, PatternCounts, PatternTotals, Plan2, TensorAcc, TensorStats,
 };
 
 /// Where a reference checkpoint's tensors are read from.
@@ -115,6 +116,9 @@ struct Job {
     pending1: BTreeMap<usize, Done1>,
     pending2: BTreeMap<usize, Part2>,
     acc: TensorAcc,
+    /// The bit-pattern counts of a tensor done by patterns (then `acc` stays empty and there is no
+    /// second pass).
+    patterns: Option<PatternTotals>,
     crc: crc32fast::Hasher,
     dists: Vec<Option<DistanceAcc>>,
 }
@@ -215,15 +219,13 @@ const PIECE: usize = 8 * landscaped_maths::stats::BLOCK_ELEMENTS;
 struct Bufs {
     piece: PieceBufs,
     refs: RefBufs,
-    /// The histogram bucket table of the 16-bit tensor whose second pass this worker last did.
-    table: Option<(usize, BucketTable)>,
-    /// The bit patterns its second pass counted, folded into buckets at the end of each chunk.
+    /// The bit patterns counted by the first pass of a tensor done by patterns.
     patterns: PatternCounts,
 }
 
-/// 16-bit tensors with at least this many elements get a bucket table for their second pass (65,536
-/// entries, built once per tensor and worker).
-const TABLE_MIN: u64 = 1 << 18;
+/// f16/bf16 tensors with at least this many elements are done by counting bit patterns (deriving the
+/// statistics from 65,536 counts costs about what a second pass over this many values does).
+const PATTERNS_MIN: u64 = 1 << 18;
 
 /// The buffers a piece is read and widened into.
 #[derive(Default)]
@@ -317,6 +319,7 @@ impl Ctx<'_> {
                     pending1: BTreeMap::new(),
                     pending2: BTreeMap::new(),
                     acc: TensorAcc::new(numel as u64, self.opts.bins),
+                    patterns: self.by_patterns(t, per).then(PatternTotals::default),
                     crc: crc32fast::Hasher::new(),
                     dists: self.refs.iter().map(|r| r.matches[t].map(|_| DistanceAcc::default())).collect(),
                 });
@@ -327,6 +330,15 @@ impl Ctx<'_> {
             }
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Whether tensor `t`, read `at_once` elements at a time at most, is done by counting its bit
+    /// patterns: a large f16 or bf16 tensor (the counters of one read are u32).
+    fn by_patterns(&self, t: usize, at_once: usize) -> bool {
+        let dtype = self.ck.tensors[t].dtype;
+        matches!(dtype, Dtype::F16 | Dtype::BF16)
+            && self.ck.tensor_bytes(t) / dtype.size() as u64 >= PATTERNS_MIN
+            && (at_once as u64) < u32::MAX as u64
     }
 
     fn sink_err(&self, e: anyhow::Error) -> IngestError {
@@ -357,23 +369,31 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The first-pass work on elements `start .. start + n` of tensor `t`, a piece at a time: moments,
-    /// checksum, sinks, distances.
+    /// The first-pass work on elements `start .. start + n` of tensor `t`, a piece at a time: moments
+    /// (or, `by_patterns`, the count of each bit pattern into `bufs.patterns`), checksum, sinks, distances.
     fn fused1(
         &self,
         t: usize,
         start: usize,
         n: usize,
         src: Src<'_>,
+        by_patterns: bool,
         bufs: &mut Bufs,
     ) -> Result<Done1, IngestError> {
         let mut part = Part1::empty();
         let mut crc = crc32fast::Hasher::new();
         let mut dists: Vec<Option<Vec<f64>>> =
             self.refs.iter().map(|r| r.matches[t].map(|_| Vec::new())).collect();
-        let Bufs { piece, refs, .. } = bufs;
-        self.pieces(t, start, n, src, piece, |off, values, _| {
-            part.append(stats::part1(values));
+        let Bufs { piece, refs, patterns } = bufs;
+        // Nothing left from a read that failed half way.
+        patterns.clear();
+        self.pieces(t, start, n, src, piece, |off, values, raw| {
+            if by_patterns {
+                debug_assert_eq!(raw.len(), 2 * values.len(), "16-bit elements");
+                patterns.count_le(raw);
+            } else {
+                part.append(stats::part1(values));
+            }
             crc.update(&values.le_bytes());
             for s in self.sinks {
                 s.chunk(t, start + off, values).map_err(|e| self.sink_err(e))?;
@@ -390,8 +410,7 @@ impl Ctx<'_> {
         Ok(Done1 { part, crc, dists })
     }
 
-    /// The second pass on elements `start .. start + n` of tensor `t`, a piece at a time; a large f16 or
-    /// bf16 tensor's histogram by its bucket table.
+    /// The second pass on elements `start .. start + n` of tensor `t`, a piece at a time.
     fn fused2(
         &self,
         t: usize,
@@ -401,38 +420,11 @@ impl Ctx<'_> {
         plan: &Plan2,
         bufs: &mut Bufs,
     ) -> Result<Part2, IngestError> {
-        let dtype = self.ck.tensors[t].dtype;
-        let big = self.ck.tensor_bytes(t) / dtype.size() as u64 >= TABLE_MIN;
-        if big && bufs.table.as_ref().is_none_or(|(u, _)| *u != t) {
-            bufs.table = plan.bucket_table(dtype).map(|b| (t, b));
-        }
-        // The pattern counters are u32: a chunk never comes near 2^32 elements, a tensor read whole might.
-        let table =
-            bufs.table.as_ref().filter(|(u, _)| big && *u == t && n < u32::MAX as usize).map(|(_, b)| b);
         let mut part = Part2::empty();
-        let patterns = &mut bufs.patterns;
-        self.pieces(t, start, n, src, &mut bufs.piece, |_, values, raw| {
-            // SAFETY: u16 has no invalid bit patterns; only the aligned middle part is used.
-            let (pre, bits, post) = unsafe { raw.align_to::<u16>() };
-            let p = match (table, values) {
-                (Some(_), ChunkValues::F32(v))
-                    if cfg!(target_endian = "little") && pre.is_empty() && post.is_empty() =>
-                {
-                    stats::part2_patterns(v, bits, plan, patterns)
-                }
-                _ => stats::part2(values, plan),
-            };
-            part.append(p);
+        self.pieces(t, start, n, src, &mut bufs.piece, |_, values, _| {
+            part.append(stats::part2(values, plan));
             Ok(())
         })?;
-        if let Some(tb) = table
-            && patterns.seen() > 0
-        {
-            // The table's counts of the pieces counted by pattern, added to those counted directly.
-            let mut by_table = Part2::empty();
-            tb.fold(patterns, &mut by_table);
-            part.append(by_table);
-        }
         Ok(part)
     }
 
@@ -450,12 +442,22 @@ impl Ctx<'_> {
                 (info.dtype, owned.as_slice())
             };
             let src = Src::Bytes(dtype, raw);
-            let d = self.fused1(t, 0, numel, src, bufs)?;
-            let mut acc = TensorAcc::new(numel as u64, self.opts.bins);
-            acc.add1(&d.part);
-            if let Some(plan) = acc.plan() {
-                acc.add2(&self.fused2(t, 0, numel, src, &plan, bufs)?);
-            }
+            let by_patterns = self.by_patterns(t, numel);
+            let d = self.fused1(t, 0, numel, src, by_patterns, bufs)?;
+            let bins = self.opts.bins;
+            let counted =
+                if by_patterns { bufs.patterns.take_stats(numel as u64, bins, dtype) } else { None };
+            let stats = match counted {
+                Some(s) => s,
+                None => {
+                    let mut acc = TensorAcc::new(numel as u64, self.opts.bins);
+                    acc.add1(&d.part);
+                    if let Some(plan) = acc.plan() {
+                        acc.add2(&self.fused2(t, 0, numel, src, &plan, bufs)?);
+                    }
+                    acc.finish()
+                }
+            };
             let dists = d
                 .dists
                 .iter()
@@ -467,7 +469,7 @@ impl Ctx<'_> {
                     })
                 })
                 .collect();
-            Ok::<_, IngestError>(TensorResult { stats: acc.finish(), dists, crc: d.crc })
+            Ok::<_, IngestError>(TensorResult { stats, dists, crc: d.crc })
         })();
         // A tensor read whole for lack of range reads does not keep its buffer.
         if held.capacity_bytes() <= 4 * self.chunk {
@@ -484,12 +486,17 @@ impl Ctx<'_> {
     }
 
     fn pass1(&self, t: usize, k: usize, start: usize, n: usize, bufs: &mut Bufs) -> Result<(), IngestError> {
-        let d = self.fused1(t, start, n, Src::Read, bufs)?;
-        let es = self.ck.tensors[t].dtype.size() as u64;
-        self.done_bytes.fetch_add(n as u64 * es, Ordering::Relaxed);
+        let by_patterns = self.by_patterns(t, n);
+        let d = self.fused1(t, start, n, Src::Read, by_patterns, bufs)?;
+        let dtype = self.ck.tensors[t].dtype;
+        self.done_bytes.fetch_add(n as u64 * dtype.size() as u64, Ordering::Relaxed);
         let mut g = lock(self.sched);
         let Some(pos) = g.jobs.iter().position(|j| j.t == t) else { return Ok(()) };
         let job = &mut g.jobs[pos];
+        // Counts add up in any order.
+        if let Some(totals) = job.patterns.as_mut() {
+            bufs.patterns.drain_into(totals);
+        }
         job.pending1.insert(k, d);
         while let Some(d) = job.pending1.remove(&job.merged) {
             job.acc.add1(&d.part);
@@ -503,6 +510,14 @@ impl Ctx<'_> {
             job.merged += 1;
         }
         if job.merged == job.chunks {
+            // A tensor done by patterns is done: its statistics follow from the counts.
+            let counted =
+                job.patterns.as_ref().and_then(|p| p.stats(job.numel as u64, self.opts.bins, dtype));
+            if let Some(stats) = counted {
+                finish_job(&mut g, pos, Some(stats));
+                self.cv.notify_all();
+                return Ok(());
+            }
             match job.acc.plan() {
                 Some(plan) => {
                     job.plan = Some(plan);
@@ -510,7 +525,7 @@ impl Ctx<'_> {
                     job.next = 0;
                     job.merged = 0;
                 }
-                None => finish_job(&mut g, pos),
+                None => finish_job(&mut g, pos, None),
             }
         }
         self.cv.notify_all();
@@ -536,17 +551,19 @@ impl Ctx<'_> {
             job.merged += 1;
         }
         if job.merged == job.chunks {
-            finish_job(&mut g, pos);
+            finish_job(&mut g, pos, None);
         }
         self.cv.notify_all();
         Ok(())
     }
 }
 
-fn finish_job(g: &mut Sched, pos: usize) {
+/// Records job `pos`'s result: `stats`, else its accumulated passes'.
+fn finish_job(g: &mut Sched, pos: usize, stats: Option<TensorStats>) {
     let Some(job) = g.jobs.remove(pos) else { return };
     let dists = job.dists.iter().map(|d| d.map(|d| d.value())).collect();
-    g.results[job.t] = Some(TensorResult { stats: job.acc.finish(), dists, crc: job.crc });
+    let stats = stats.unwrap_or_else(|| job.acc.finish());
+    g.results[job.t] = Some(TensorResult { stats, dists, crc: job.crc });
     g.finished += 1;
 }
 

@@ -173,22 +173,6 @@ pub(crate) fn block2<T: Element>(
     block2_rest(block, mean, scale, sums)
 }
 
-/// [`block2`] of a block of 16-bit floats widened to `block`, with the histogram left to the count of
-/// each bit pattern in `bits`, added to `patterns` (65,536 counters; folded into buckets by a table
-/// later, [`bucket_table`]): the same sums, and the same counts once folded, without a division per
-/// element.
-pub(crate) fn block2_patterns(
-    block: &[f32],
-    bits: &[u16],
-    mean: f64,
-    scale: Option<f64>,
-    patterns: &mut [u32],
-) -> Block2 {
-    count_patterns(bits, patterns);
-    let sums = deviations_only(block, mean);
-    block2_rest(block, mean, scale, sums)
-}
-
 /// The part of [`block2`] after the lane sums: the non-finite fallback and the scaled norm.
 #[inline(always)]
 fn block2_rest<T: Element>(block: &[T], mean: f64, scale: Option<f64>, sums: (f64, f64, f64)) -> Block2 {
@@ -254,48 +238,14 @@ fn deviations_and_histogram<T: Element>(
     deviations_any(block, mean)
 }
 
-/// (Σ(x − mean)², Σ(x − mean), Σx²) over a block, with AVX2 where the CPU has it.
-#[inline(always)]
-fn deviations_only<T: Element>(block: &[T], mean: f64) -> (f64, f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { avx2::deviations(block, mean) };
-    }
-    deviations_any(block, mean)
-}
-
-/// Marks a 16-bit pattern outside the histogram's range (or NaN) in a bucket table.
-pub(crate) const TABLE_OUT: u16 = u16::MAX;
-
-/// The bucket of every 16-bit pattern whose value is `widen(bits)`, by exactly the rule of
-/// [`histogram_block`] (torch.histc's), or [`TABLE_OUT`]; `bins` must be below `u16::MAX`.
-pub(crate) fn bucket_table(widen: impl Fn(u16) -> f64, lo: f64, hi: f64, bins: usize) -> Vec<u16> {
-    let nb = bins as f64;
-    let range = hi - lo;
-    (0..=u16::MAX)
-        .map(|h| {
-            let v = widen(h);
-            if v >= lo && v <= hi {
-                let q = (v - lo) * nb / range;
-                let q = if q > 0.0 { q } else { 0.0 };
-                let q = if q < nb { q } else { nb };
-                (q as usize).min(bins - 1) as u16
-            } else {
-                TABLE_OUT
-            }
-        })
-        .collect()
-}
-
-/// Adds one to the counter of each bit pattern: with values spread over thousands of patterns,
-/// consecutive increments rarely hit the same counter (a bucket's would), so they do not wait for each
-/// other.
-#[inline(always)]
-fn count_patterns(bits: &[u16], patterns: &mut [u32]) {
+/// Adds one to the counter of each 16-bit pattern in `raw` (little endian): with values spread over
+/// thousands of patterns, consecutive increments rarely hit the same counter (a bucket's would), so they
+/// do not wait for each other.
+#[inline]
+pub(crate) fn count_patterns_le(raw: &[u8], patterns: &mut [u32]) {
     let Some(patterns) = patterns.get_mut(..1 << 16) else { return };
-    for &b in bits {
-        patterns[b as usize] += 1;
+    for c in raw.chunks_exact(2) {
+        patterns[u16::from_le_bytes([c[0], c[1]]) as usize] += 1;
     }
 }
 
@@ -343,9 +293,9 @@ fn deviations_any<T: Element>(block: &[T], mean: f64) -> (f64, f64, f64) {
 }
 
 /// The histogram bucket of `v` for `bins` buckets over [lo, hi], exactly as torch.histc computes it
-/// (`(v - lo) * bins / (hi - lo)`, truncated; `hi` itself goes to the last bucket); None outside.
-#[cfg(test)]
-pub fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
+/// (`(v - lo) * bins / (hi - lo)`, truncated; `hi` itself goes to the last bucket); None outside: the
+/// rule of [`histogram_block`] for one value.
+pub(crate) fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
     if !(v >= lo && v <= hi) {
         return None;
     }

@@ -23,6 +23,6 @@ pub(crate) mod moments;
 pub use checkpoint::{global_norm, update_cosine};
 pub use histogram::{DEFAULT_BINS, Histogram};
 pub use moments::{
-    BucketTable, DistanceAcc, Part1, Part2, PatternCounts, Plan2, TensorAcc, TensorStats, part1, part2,
-    part2_patterns, sq_diff_blocks, stats_streamed, tensor_stats,
+    DistanceAcc, Part1, Part2, PatternCounts, PatternTotals, Plan2, TensorAcc, TensorStats, part1, part2,
+    sq_diff_blocks, stats_streamed, tensor_stats,
 };

@@ -233,36 +233,10 @@ pub fn part2(xs: ChunkValues<'_>, plan: &Plan2) -> Part2 {
     }
 }
 
-/// The histogram bucket of every bit pattern of a 16-bit float type under one [`Plan2`]: built once
-/// per tensor (65,536 entries), it replaces the division per element of the second pass by a lookup,
-/// with the same counts.
-#[derive(Clone, Debug)]
-pub struct BucketTable {
-    table: Vec<u16>,
-    bins: usize,
-}
-
-impl Plan2 {
-    /// The bucket table of 16-bit float type `dtype` (f16 or bf16) for this plan; None for other types,
-    /// when there is no histogram, or for too many buckets.
-    pub fn bucket_table(&self, dtype: Dtype) -> Option<BucketTable> {
-        let (lo, hi, bins) = self.hist?;
-        if !matches!(dtype, Dtype::F16 | Dtype::BF16) || bins >= kernels::TABLE_OUT as usize {
-            return None;
-        }
-        // Every bit pattern, widened the way the readers widen values.
-        let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-        let (mut wide, mut wide64) = (Vec::new(), Vec::new());
-        let values = match landscaped_formats::widen_into(dtype, &all, &mut wide, &mut wide64) {
-            ChunkValues::F32(v) => v,
-            ChunkValues::F64(_) => return None,
-        };
-        Some(BucketTable { table: kernels::bucket_table(|h| values[h as usize] as f64, lo, hi, bins), bins })
-    }
-}
-
-/// The count of each 16-bit pattern seen by [`part2_patterns`], until [`BucketTable::fold`] turns
-/// them into histogram counts.
+/// The count of each bit pattern of a run of f16 or bf16 elements: for those types every statistic is a
+/// function of these 65,536 counts ([`PatternTotals::stats`]), so one pass that counts them replaces both
+/// passes over the values, and the result is exactly the same however the tensor was split (the counts are
+/// integers). u32 counters: fewer than 2^32 elements between two [`PatternCounts::drain_into`].
 #[derive(Clone, Debug)]
 pub struct PatternCounts {
     counts: Vec<u32>,
@@ -276,40 +250,142 @@ impl Default for PatternCounts {
 }
 
 impl PatternCounts {
-    /// Elements counted since the last fold (a fold is due before 2^32 of them).
+    /// Counts the elements of `raw`, 16-bit patterns in little-endian order as the formats store them (a
+    /// trailing odd byte is ignored).
+    pub fn count_le(&mut self, raw: &[u8]) {
+        kernels::count_patterns_le(raw, &mut self.counts);
+        self.seen += (raw.len() / 2) as u64;
+    }
+
+    /// Elements counted since the last drain or clear.
     pub fn seen(&self) -> u64 {
         self.seen
     }
-}
 
-impl BucketTable {
-    /// The histogram counts of the patterns counted in `patterns` (which start again from zero),
-    /// into `part` (a [`part2_patterns`] part, whose counts they become).
-    pub fn fold(&self, patterns: &mut PatternCounts, part: &mut Part2) {
-        let mut counts = vec![0u64; self.bins];
-        for (c, &k) in patterns.counts.iter_mut().zip(&self.table) {
-            if k != kernels::TABLE_OUT && *c > 0 {
-                counts[k as usize] += *c as u64;
-            }
+    /// Adds the counts to `totals` and starts again from zero.
+    pub fn drain_into(&mut self, totals: &mut PatternTotals) {
+        if self.seen == 0 {
+            return;
+        }
+        for (t, c) in totals.counts.iter_mut().zip(self.counts.iter_mut()) {
+            *t += *c as u64;
             *c = 0;
         }
-        patterns.seen = 0;
-        part.counts = counts;
+        self.seen = 0;
+    }
+
+    /// Starts again from zero.
+    pub fn clear(&mut self) {
+        if self.seen > 0 {
+            self.counts.fill(0);
+            self.seen = 0;
+        }
+    }
+
+    /// [`PatternTotals::stats`] of the counts so far, which then start again from zero.
+    pub fn take_stats(&mut self, numel: u64, bins: usize, dtype: Dtype) -> Option<TensorStats> {
+        let s = stats_from_counts(&self.counts, numel, bins, dtype);
+        self.clear();
+        s
     }
 }
 
-/// [`part2`] of 16-bit floats given both widened (`xs`) and as their bit patterns (`bits`), with the
-/// histogram left to counting the patterns into `patterns`: after [`BucketTable::fold`] (with the table
-/// of this `plan`), the same result, bit for bit.
-pub fn part2_patterns(xs: &[f32], bits: &[u16], plan: &Plan2, patterns: &mut PatternCounts) -> Part2 {
-    assert_eq!(xs.len(), bits.len(), "part2_patterns: values and bit patterns differ in length");
-    let blocks = xs
-        .chunks(BLOCK)
-        .zip(bits.chunks(BLOCK))
-        .map(|(b, h)| kernels::block2_patterns(b, h, plan.mean, plan.scale, &mut patterns.counts))
-        .collect();
-    patterns.seen += xs.len() as u64;
-    Part2 { blocks, counts: vec![0; plan.bins] }
+/// A whole tensor's [`PatternCounts`], added up in u64.
+#[derive(Clone, Debug)]
+pub struct PatternTotals {
+    counts: Vec<u64>,
+}
+
+impl Default for PatternTotals {
+    fn default() -> Self {
+        PatternTotals { counts: vec![0; 1 << 16] }
+    }
+}
+
+impl PatternTotals {
+    /// The statistics of a tensor of `numel` elements of `dtype` (f16 or bf16, else None) whose bit
+    /// patterns were counted here: moments, extremes, zeros, NaN/Inf counts (left out of the rest) and the
+    /// histogram, as the two passes over the values compute them (same definitions, same bucket rule),
+    /// from one term per pattern present, in f64 with compensated sums.
+    pub fn stats(&self, numel: u64, bins: usize, dtype: Dtype) -> Option<TensorStats> {
+        stats_from_counts(&self.counts, numel, bins, dtype)
+    }
+}
+
+/// Each 16-bit pattern's value, widened the way the readers widen values (None for other types).
+fn pattern_values(dtype: Dtype) -> Option<&'static [f32]> {
+    static F16: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    static BF16: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    let cell = match dtype {
+        Dtype::F16 => &F16,
+        Dtype::BF16 => &BF16,
+        _ => return None,
+    };
+    let v = cell.get_or_init(|| {
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        let (mut wide, mut wide64) = (Vec::new(), Vec::new());
+        match landscaped_formats::widen_into(dtype, &all, &mut wide, &mut wide64) {
+            ChunkValues::F32(v) => v.to_vec(),
+            ChunkValues::F64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    });
+    Some(v)
+}
+
+/// [`PatternTotals::stats`] of per-pattern counts of any width.
+fn stats_from_counts<C: Copy + Into<u64>>(
+    counts: &[C],
+    numel: u64,
+    bins: usize,
+    dtype: Dtype,
+) -> Option<TensorStats> {
+    let values = pattern_values(dtype)?;
+    let mut acc = TensorAcc::new(numel, bins);
+    // What the first pass gives: counts, extremes and the sum of the finite elements.
+    for (&c, &v) in counts.iter().zip(values) {
+        let c: u64 = c.into();
+        if c == 0 {
+            continue;
+        }
+        let v = v as f64;
+        if v.is_nan() {
+            acc.nan += c;
+        } else if v.is_infinite() {
+            acc.inf += c;
+        } else {
+            acc.finite += c;
+            if v == 0.0 {
+                acc.zeros += c;
+            }
+            acc.sum.add(c as f64 * v);
+            acc.min = acc.min.min(v);
+            acc.max = acc.max.max(v);
+        }
+    }
+    let Some(plan) = acc.plan() else { return Some(acc.finish()) };
+    // What the second pass gives: deviations from the mean, squares and the histogram.
+    for (&c, &v) in counts.iter().zip(values) {
+        let c: u64 = c.into();
+        let v = v as f64;
+        if c == 0 || !v.is_finite() {
+            continue;
+        }
+        let w = c as f64;
+        let d = v - plan.mean;
+        acc.dev_sq.add(w * (d * d));
+        acc.dev.add(w * d);
+        acc.sq.add(w * (v * v));
+        if let Some(k) = plan.scale {
+            let y = v * k;
+            acc.scaled.add(w * (y * y));
+        }
+        if let Some((lo, hi, bins)) = plan.hist
+            && let Some(b) = kernels::bucket(v, lo, hi, bins)
+        {
+            acc.counts[b] += c;
+        }
+    }
+    Some(acc.finish())
 }
 
 /// Accumulates one tensor's parts, in order: all [`Part1`]s, then (if [`TensorAcc::plan`] says a
@@ -636,17 +712,18 @@ mod tests {
         assert_eq!(squared_distance(&a, &Values::F32(vec![1.0])), None);
     }
 
-    /// The second pass by bucket table gives the same sums and counts, bit for bit, as by division,
-    /// on f16 and bf16 values including NaN, ±Inf, zeros, subnormals and a partial block; and parts
-    /// appended piece by piece equal the part of the whole run.
+    /// Statistics from bit-pattern counts equal those of the two passes over the values (within the
+    /// summation-order error of the latter; counts, extremes and NaN/Inf counts exactly) on f16 and bf16
+    /// values including NaN, ±Inf, zeros, subnormals and a partial block; and counting in pieces, drained
+    /// into totals in any order, gives the same bits.
     #[test]
-    fn bucket_table_pass_equals_the_computed_one() {
+    fn pattern_counts_give_the_two_pass_statistics() {
         for dt in [Dtype::BF16, Dtype::F16] {
             let mut x = 5u64;
             let mut bits: Vec<u16> = (0..3 * BLOCK + 77)
                 .map(|_| {
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let v = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 0.3;
+                    let v = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 0.3 + 0.05;
                     match dt {
                         Dtype::BF16 => (v.to_bits() >> 16) as u16,
                         _ => half_bits(v),
@@ -668,28 +745,37 @@ mod tests {
                 ChunkValues::F32(v) => v.to_vec(),
                 ChunkValues::F64(_) => unreachable!(),
             };
-            let mut acc = TensorAcc::new(xs.len() as u64, 30);
-            acc.add1(&part1(ChunkValues::F32(&xs)));
-            let plan = acc.plan().unwrap();
-            let table = plan.bucket_table(dt).unwrap();
-            let want = part2(ChunkValues::F32(&xs), &plan);
+            let want = stats_of(&xs, 30);
             let mut patterns = PatternCounts::default();
-            let mut got = part2_patterns(&xs, &bits, &plan, &mut patterns);
-            table.fold(&mut patterns, &mut got);
-            let mut pieced = Part2::empty();
-            for (a, b) in xs.chunks(2 * BLOCK).zip(bits.chunks(2 * BLOCK)) {
-                pieced.append(part2_patterns(a, b, &plan, &mut patterns));
+            patterns.count_le(&bytes);
+            assert_eq!(patterns.seen(), xs.len() as u64);
+            let got = patterns.take_stats(xs.len() as u64, 30, dt).unwrap();
+            assert_eq!(patterns.seen(), 0);
+            for (g, w) in [(got.l2, want.l2), (got.mean, want.mean), (got.std, want.std)] {
+                assert!(rel(g, w) < 1e-13, "{dt:?}: {g} vs {w}");
             }
-            table.fold(&mut patterns, &mut pieced);
-            let key = |p: &Part2| {
-                let b: Vec<[u64; 4]> =
-                    p.blocks.iter().map(|b| [b.dev_sq, b.dev, b.sq, b.scaled].map(f64::to_bits)).collect();
-                (b, p.counts.clone())
+            let exact = |s: &TensorStats| {
+                (s.numel, s.min, s.max, s.max_abs, s.zero_frac, s.nan_count, s.inf_count, s.histogram.clone())
             };
-            assert_eq!(key(&got), key(&want), "{dt:?}");
-            assert_eq!(key(&pieced), key(&want), "{dt:?} in pieces");
-            assert!(want.counts.iter().sum::<u64>() > 3 * BLOCK as u64);
+            assert_eq!(exact(&got), exact(&want), "{dt:?}");
+            assert_eq!((got.nan_count, got.inf_count), (1, 2));
+            // Pieces of odd sizes, drained into totals in reverse order: the same bits.
+            let mut totals = PatternTotals::default();
+            let pieces: Vec<&[u8]> = bytes.chunks(2 * 1237).collect();
+            for p in pieces.iter().rev() {
+                patterns.count_le(p);
+                patterns.drain_into(&mut totals);
+            }
+            let pieced = totals.stats(xs.len() as u64, 30, dt).unwrap();
+            assert_eq!(format!("{pieced:?}"), format!("{got:?}"));
+            assert!(PatternTotals::default().stats(0, 30, Dtype::F32).is_none());
         }
+        // No finite element: as the two passes give it.
+        let mut patterns = PatternCounts::default();
+        patterns.count_le(&[0xc0, 0x7f, 0x80, 0x7f]);
+        let s = patterns.take_stats(2, 30, Dtype::BF16).unwrap();
+        assert_eq!((s.nan_count, s.inf_count, s.l2), (1, 1, 0.0));
+        assert!(s.mean.is_nan() && s.std.is_nan());
     }
 
     /// f32 → f16 bits, rounded to nearest (enough for test data in f16's normal range).
