@@ -114,10 +114,41 @@ fn record_commands_go_through_the_daemon_and_match_the_local_answers() {
             ..Default::default()
         };
         landscaped::store::RunStepRecord::put(&store, &sharp).unwrap();
+        // A stability record with a ratio (the daemon's [run.stability] job writes these).
+        use landscaped::store::stability::{Against, StabilityRecord};
+        let stab = StabilityRecord {
+            run: "r".into(),
+            step: 2,
+            optimizer: "sgd".into(),
+            lr: Some(0.1),
+            rows: vec![Against {
+                quantity: "lambda_max".into(),
+                value: 12.5,
+                threshold: 20.0,
+                ratio: 0.625,
+                convention: "2/η".into(),
+            }],
+            hessian: Some(landscaped_maths::curvature::lanczos::Extremes {
+                lambda_max: 12.5,
+                converged: true,
+                hvps: 30,
+                ..Default::default()
+            }),
+            notes: vec!["a note".into()],
+            ..Default::default()
+        };
+        landscaped::store::RunStepRecord::put(&store, &stab).unwrap();
     }
-    let d = start(tmp.path(), &[&ck], "");
+    // The daemon measures each checkpoint's layer spectra too (the records `plot spectra` reads).
+    let config = write_config(tmp.path(), &[&ck], "", "[run.spectra]\nevery = 1\n");
+    let d = restart(config, tmp.path());
     writer(&ck, &["--steps", "1,2,3"]);
     wait_until(Duration::from_secs(30), "3 checkpoints", || recorded(d.port).len() == 3);
+    wait_until(Duration::from_secs(60), "3 spectra", || {
+        let (ok, out, _) =
+            cli_query(&data, None, &["--format", "json", "spectra", "--run", "r", "--summary"]);
+        ok && serde_json::from_str::<Vec<serde_json::Value>>(&out).is_ok_and(|v| v.len() == 3)
+    });
     let endpoint = format!("http://127.0.0.1:{}", d.port);
     let plot = tmp.path().join("slice.svg");
     let plot_s = plot.to_str().unwrap();
@@ -134,6 +165,11 @@ fn record_commands_go_through_the_daemon_and_match_the_local_answers() {
         vec!["--format", "csv", "trajectory", "--run", "r"],
         vec!["--format", "json", "trajectory", "--run", "r", "--archive"],
         vec!["plot", "slice", "1", "2", "-o", plot_s],
+        vec!["stability", "--run", "r", "--list"],
+        vec!["--format", "json", "stability", "--run", "r", "--list"],
+        vec!["plot", "stability", "--run", "r", "-o", plot_s],
+        vec!["plot", "spectra", "--run", "r", "-o", plot_s],
+        vec!["plot", "spectra", "--run", "r", "--esd", "fc1.weight", "-o", plot_s],
     ];
     let run = |config: Option<&std::path::Path>, q: &[&str]| -> String {
         let (ok, out, err) = cli_query(&data, config, q);
@@ -162,6 +198,10 @@ fn record_commands_go_through_the_daemon_and_match_the_local_answers() {
         remote[4]
     );
     assert!(remote[11].contains("loss NaN: 1 point(s)"), "the plot's legend counts the NaN point");
+    let stab: Vec<serde_json::Value> = serde_json::from_str(&remote[13]).unwrap();
+    assert!(stab.iter().any(|r| r["quantity"] == "lambda_max" && r["ratio"] == 0.625), "{stab:?}");
+    assert!(remote[14].contains("edge of stability"), "the stability plot");
+    assert!(remote[15].contains("fc1.weight") && remote[16].contains("fc1.weight"), "the spectra plots");
     // The HTTP API serves the records by id: a slice (NaN as "nan"), a PCA, a sharpness record.
     let api: serde_json::Value = serde_json::from_str(&get(d.port, "/api/v1/slices/1").unwrap()).unwrap();
     assert_eq!(api["values"]["loss"], serde_json::json!([0.5, 0.25, "nan", "inf"]));
@@ -175,6 +215,18 @@ fn record_commands_go_through_the_daemon_and_match_the_local_answers() {
         serde_json::from_str(&get(d.port, "/api/v1/runs/r/sharpness/2").unwrap()).unwrap();
     assert_eq!(s["dim"], 10);
     assert_eq!(get_status(d.port, "/api/v1/runs/r/sharpness/7").map(|s| s.0), Some(404));
+    // And the stability and spectra records: by step, the latest, all.
+    let st: serde_json::Value =
+        serde_json::from_str(&get(d.port, "/api/v1/runs/r/stability/2").unwrap()).unwrap();
+    assert_eq!((st["rows"][0]["ratio"].as_f64(), st["lr"].as_f64()), (Some(0.625), Some(0.1)), "{st}");
+    assert_eq!(get_status(d.port, "/api/v1/runs/r/stability/3").map(|s| s.0), Some(404));
+    let sp: serde_json::Value =
+        serde_json::from_str(&get(d.port, "/api/v1/runs/r/spectra").unwrap()).unwrap();
+    assert_eq!(sp["step"], 3, "the latest");
+    assert!(sp["layers"].as_array().unwrap().iter().any(|l| l["name"] == "fc1.weight"), "{sp}");
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&get(d.port, "/api/v1/runs/r/spectra?all=true").unwrap()).unwrap();
+    assert_eq!(all.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(d.stop(), Some(0));
     for (q, r) in queries.iter().zip(&remote) {
         assert_eq!(&run(None, q), r, "{q:?}: same output from the store and from the daemon");
@@ -200,6 +252,12 @@ fn an_unreachable_endpoint_fails_clearly_and_creates_nothing() {
         vec!["trajectory", "--run", "r", "--archive"],
         vec!["ingest", "/nonexistent", "--run", "r"],
         vec!["plot", "trajectory", "--run", "r", "-o", "x.svg"],
+        vec!["stability", "--run", "r", "--list"],
+        vec!["stability", "--checkpoint", "x.pt", "--run", "r"],
+        vec!["sharpness", "--checkpoint", "x.pt", "--run", "r"],
+        vec!["plot", "stability", "--run", "r", "-o", "x.svg"],
+        vec!["plot", "spectra", "--run", "r", "-o", "x.svg"],
+        vec!["spectra", "--run", "r", "--compute"],
     ];
     for c in &commands {
         let out = std::process::Command::new(BIN)

@@ -129,6 +129,20 @@ fn preconditioned_sharpness_and_critical_sharpness_match_pytorch() {
     assert!(rec.warm_hessian);
     drop(store);
 
+    // Without --run (a checkpoint file alone): computed cold, printed, not stored, no store opened.
+    let elsewhere = data.path().join("never");
+    let mut alone: Vec<&str> = base.iter().copied().filter(|a| !matches!(*a, "--run" | "tiny")).collect();
+    alone.extend(sgd);
+    let (ok, out, err) = landscaped(&elsewhere, &alone);
+    assert!(ok, "{err}");
+    assert!(err.contains("not stored"), "{err}");
+    assert!(!elsewhere.exists(), "the store was opened");
+    let rows_alone: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let lm_alone = get(&rows_alone, "lambda_max");
+    assert!(!lm_alone["cost"].as_str().unwrap().contains("warm start"), "{lm_alone}");
+    assert!(rel(lm_alone["value"].as_f64().unwrap(), r["lambda_max"].as_f64().unwrap()) < 1e-6, "{lm_alone}");
+    assert!(rows_alone.iter().all(|row| row["step"] == 6 && row["run"] == ""), "{out}");
+
     // Bad input: no lr, an unknown optimizer.
     let (ok, _, err) = landscaped(
         data.path(),

@@ -1,6 +1,7 @@
 //! The command line: one file per command group. `main` parses arguments, sets up tracing and
 //! dispatches; each command returns `anyhow::Result` and errors are printed as one clear line.
 
+pub mod checkpoint_flags;
 pub mod client;
 pub mod daemon;
 pub mod export;

@@ -3,12 +3,13 @@
 //! draws a stored spectral density.
 
 use super::Cli;
+use super::checkpoint_flags::CheckpointFlags;
 use super::client::{open_local, records_or_open};
 use crate::cancel::{Cancel, Cancelled};
 use crate::charts::{DENSITY_BINS, density_chart, density_series};
 use crate::plot;
 use crate::sharpness::compute::{Quantity, SharpnessOptions};
-use crate::sharpness::runner::{record, resolve_checkpoint, sharpness_at};
+use crate::sharpness::runner::{record, sharpness_at};
 use crate::store::RunStepRecord;
 use crate::store::sharpness::{self as records, SharpnessRecord};
 use crate::store::unix_now;
@@ -24,20 +25,8 @@ pub use super::slice::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct SharpnessArgs {
-    /// Run name (as ingested); the result is stored under it. Without --checkpoint it also picks the
-    /// checkpoint; with --checkpoint and no --run the result is printed, not stored.
-    #[arg(long)]
-    pub run: Option<String>,
-    /// Step (default: the run's last ingested checkpoint; with --checkpoint, the step its name or layout
-    /// gives, as `ingest` reads it).
-    #[arg(long)]
-    pub step: Option<u64>,
-    /// Checkpoint file or folder to use instead of the one recorded at ingest.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Print the stored results of the run instead of computing.
-    #[arg(long)]
-    pub list: bool,
+    #[command(flatten)]
+    pub at: CheckpointFlags,
     #[command(flatten)]
     pub model: ModelArgs,
     /// What to compute (comma-separated): eigs, trace, density, keskar, sam, sam-ascent, asam, fn-loss-rise.
@@ -120,15 +109,9 @@ impl SharpnessArgs {
 }
 
 pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
-    if let Some(run) = &a.run {
-        crate::store::keys::validate_run_name(run).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    if a.list {
-        let run = a
-            .run
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--list needs --run (the run whose results to print)"))?;
-        let by = crate::query::records::ByRun { run };
+    a.at.validate()?;
+    if a.at.list {
+        let by = a.at.list_run()?;
         let recs =
             records_or_open(cli, "sharpness", &by, |s| crate::query::records::sharpness_records(s, &by))?;
         if recs.is_empty() {
@@ -142,16 +125,9 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     let opts = a.options();
     opts.validate()?;
     a.model.validate_flags()?;
-    if a.run.is_none() && a.checkpoint.is_none() {
-        bail!("which checkpoint? pass --run R [--step S] or --checkpoint FILE");
-    }
+    let at = a.at.choose(cli, "sharpness", a.no_store)?;
     // Ctrl-C: the first stops the workers at their next model evaluation (nothing stored), the second exits.
     let cancel = Cancel::on_signals();
-    // The store is opened only when it is read (a run's checkpoint) or written (the result).
-    let keep = a.run.is_some() && !a.no_store;
-    let store = if keep || a.checkpoint.is_none() { Some(open_local(cli, "sharpness")?) } else { None };
-    let run = a.run.clone().unwrap_or_default();
-    let (path, step) = resolve_checkpoint(store.as_ref(), &run, a.step, a.checkpoint.as_deref())?;
     let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -159,19 +135,15 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let computed = sharpness_at(&a.model, &path, &opts, "sharpness", &cancel, |q| {
+    let computed = sharpness_at(&a.model, &at.path, &opts, "sharpness", &cancel, |q| {
         pb.set_message(format!("sharpness: {q}"))
     });
     pb.finish_and_clear();
     let (rep, used) = computed.map_err(|e| stopped("sharpness", e))?;
-    let rec = record(&run, step, &used, rep);
-    match &store {
-        Some(store) if keep => {
-            SharpnessRecord::put(store, &rec)?;
-            store.flush()?;
-        }
-        _ if a.run.is_none() => eprintln!("not stored: pass --run R to keep the result under a run"),
-        _ => {}
+    let rec = record(&at.run, at.step, &used, rep);
+    if let Some(store) = at.store_for_result() {
+        SharpnessRecord::put(store, &rec)?;
+        store.flush()?;
     }
     print_records(cli, std::slice::from_ref(&rec))?;
     if let Some(e) = &rec.extremes

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::Cli;
-use super::client::query_or_open;
+use super::client::{query_or_open, records_or_open};
 use super::runs::print_table;
 use crate::query::norms::tensor_matcher;
 use crate::query::spectra::{LAYER_COLUMNS, SpectraArgs, layer_row, refused_row, spectra_table};
@@ -82,6 +82,7 @@ pub fn run(cli: &Cli, args: &SpectraCmdArgs) -> anyhow::Result<()> {
     }
     let run = args.run.clone().unwrap_or_default();
     if args.compute {
+        super::client::no_endpoint(cli, "spectra --compute")?;
         let store = Store::open(&cli.data_dir()).map_err(|e| match e {
             crate::store::StoreError::Locked(_) => anyhow::anyhow!(
                 "the daemon holds the store: its [run.spectra] job measures the checkpoints it ingests"
@@ -147,8 +148,7 @@ pub fn plot(cli: &Cli, a: &PlotSpectraArgs) -> anyhow::Result<()> {
 fn plot_alpha(cli: &Cli, a: &PlotSpectraArgs) -> anyhow::Result<()> {
     let run = a.run.clone().unwrap_or_default();
     let q = SpectraArgs { run: run.clone(), step: None, layer: a.layer.clone(), summary: false };
-    let store = Store::open(&cli.data_dir())?;
-    let t = spectra_table(&store, &q)?;
+    let t = query_or_open(cli, "spectra", &q, |s| spectra_table(s, &q))?;
     let mut by_layer: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     for row in &t.rows {
         let (Some(step), Some(layer), Some(alpha)) = (row[0].as_f64(), row[1].as_str(), row[6].as_f64())
@@ -178,8 +178,10 @@ fn plot_esd(cli: &Cli, a: &PlotSpectraArgs, layer: &str) -> anyhow::Result<()> {
         Some(p) => (p.clone(), p.display().to_string()),
         None => {
             let run = a.run.clone().unwrap_or_default();
-            let store = Store::open(&cli.data_dir())?;
-            let recs = records::SpectraRecord::list(&store, &run)?;
+            let by = crate::query::records::ByRun { run: run.clone() };
+            let recs: Vec<records::SpectraRecord> = records_or_open(cli, "spectra-records", &by, |s| {
+                crate::query::records::spectra_records(s, &by)
+            })?;
             let rec = match a.step {
                 Some(s) => recs.into_iter().find(|r| r.step == s),
                 None => recs.into_iter().last(),

@@ -3,12 +3,13 @@
 //! stored); `landscaped plot stability` draws the ratios over steps with the 1.0 line.
 
 use super::Cli;
+use super::checkpoint_flags::CheckpointFlags;
+use super::client::records_or_open;
 use crate::plot;
-use crate::sharpness::runner::resolve_checkpoint;
+use crate::query::records::ByRun;
 use crate::stability::optimizer::OptimizerInput;
 use crate::stability::runner::{StabilityOptions, StabilityRequest, stability_at, warm_dir};
 use crate::store::RunStepRecord;
-use crate::store::Store;
 use crate::store::stability::StabilityRecord;
 use crate::table::Table;
 use anyhow::bail;
@@ -74,19 +75,8 @@ impl OptimizerArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct StabilityArgs {
-    /// Run name (as ingested).
-    #[arg(long)]
-    pub run: String,
-    /// Step (default: the run's last ingested checkpoint).
-    #[arg(long)]
-    pub step: Option<u64>,
-    /// Checkpoint file or folder to use instead of the one recorded at ingest (its step: --step, else the
-    /// step its name or layout gives, as `ingest` reads it).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Print the stored results of the run instead of computing.
-    #[arg(long)]
-    pub list: bool,
+    #[command(flatten)]
+    pub at: CheckpointFlags,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -111,14 +101,15 @@ pub struct StabilityArgs {
 }
 
 pub fn run(cli: &Cli, a: &StabilityArgs) -> anyhow::Result<()> {
-    crate::store::keys::validate_run_name(&a.run).map_err(|e| anyhow::anyhow!(e))?;
-    let store = Store::open(&cli.data_dir())?;
-    if a.list {
-        let recs = StabilityRecord::list(&store, &a.run)?;
+    a.at.validate()?;
+    if a.at.list {
+        let by = a.at.list_run()?;
+        let recs =
+            records_or_open(cli, "stability", &by, |s| crate::query::records::stability_records(s, &by))?;
         if recs.is_empty() {
             bail!(
                 "no stability results stored for run {:?} (compute them with `landscaped stability --run ...`)",
-                a.run
+                by.run
             );
         }
         table(&recs).print(cli.format)?;
@@ -133,12 +124,20 @@ pub fn run(cli: &Cli, a: &StabilityArgs) -> anyhow::Result<()> {
         critical: !a.no_critical,
         line_search: LineSearchOptions { max_forward: a.max_forward, ..Default::default() },
     };
-    let (path, step) = resolve_checkpoint(Some(&store), &a.run, a.step, a.checkpoint.as_deref())?;
-    let warm = (!a.no_warm_start).then(|| warm_dir(&cli.data_dir(), &a.run));
-    let req = StabilityRequest { run: &a.run, step, checkpoint: &path, input: &input, opts: &opts, warm };
+    let at = a.at.choose(cli, "stability", a.no_store)?;
+    // The warm start is the run's (its previous checkpoint's top vectors): none for a file alone.
+    let warm = (!a.no_warm_start && !at.run.is_empty()).then(|| warm_dir(&cli.data_dir(), &at.run));
+    let req = StabilityRequest {
+        run: &at.run,
+        step: at.step,
+        checkpoint: &at.path,
+        input: &input,
+        opts: &opts,
+        warm,
+    };
     let rec = stability_at(&a.model, &req, "stability", &crate::cancel::Cancel::new())?;
-    if !a.no_store {
-        StabilityRecord::put(&store, &rec)?;
+    if let Some(store) = at.store_for_result() {
+        StabilityRecord::put(store, &rec)?;
         store.flush()?;
     }
     table(std::slice::from_ref(&rec)).print(cli.format)?;
@@ -214,8 +213,8 @@ pub struct PlotStabilityArgs {
 
 /// `landscaped plot stability`: each stored ratio over steps, with the 1.0 line (the edge of stability).
 pub(crate) fn plot_stability(cli: &Cli, a: &PlotStabilityArgs) -> anyhow::Result<()> {
-    let store = Store::open(&cli.data_dir())?;
-    let recs = StabilityRecord::list(&store, &a.run)?;
+    let by = ByRun { run: a.run.clone() };
+    let recs = records_or_open(cli, "stability", &by, |s| crate::query::records::stability_records(s, &by))?;
     if recs.iter().all(|r| r.rows.is_empty()) {
         bail!(
             "run {:?}: no stability ratios stored (compute them with `landscaped stability --run ...`)",

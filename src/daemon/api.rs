@@ -65,6 +65,8 @@ pub fn records() -> &'static [RecordsSpec] {
         records!("pca-latest", r::latest_pca),
         records!("pca", r::compute_pca),
         records!("sharpness", r::sharpness_records),
+        records!("stability", r::stability_records),
+        records!("spectra-records", r::spectra_records),
         records!("checkpoints", r::run_checkpoints),
         records!("tensors", r::matching_tensors),
         records!("tensor", r::tensor_at),

@@ -15,6 +15,8 @@
 //! | `GET /api/v1/runs/{run}/slices/latest` (`.csv`) | the run's newest complete slice, as `/api/v1/slices/{id}` (`.csv`) answers |
 //! | `GET /api/v1/runs/{run}/sharpness` | the run's latest `SharpnessRecord` (Hessian `extremes` with `converged`, `trace`, `measures`, ...; from the `sharpness` job or `landscaped sharpness`); `?all=true`: every record, by step; 404 until one is stored |
 //! | `GET /api/v1/runs/{run}/sharpness/{step}` | the `SharpnessRecord` of that step (a sharpness record's id within its run) |
+//! | `GET /api/v1/runs/{run}/stability`, `.../stability/{step}` | the same for `StabilityRecord` (each quantity's value, threshold and ratio; the optimizer as read) |
+//! | `GET /api/v1/runs/{run}/spectra`, `.../spectra/{step}` | the same for `SpectraRecord` (every layer's α, α_weighted, norms, ...) |
 //! | `GET /api/v1/slices/{id}` | one `SliceRecord` (how it was made, `values`: `xs`, `ys`, `loss`, `accuracy`, `done`) |
 //! | `GET /api/v1/slices/{id}.csv` | its values as CSV, `ix,iy,x,y,loss,accuracy,done` (for Grafana's Infinity data source) |
 //! | `POST /api/v1/query/{name}` | a CLI query ([`crate::daemon::api`]): body = the command's arguments as JSON, answer = `{"headers":[..],"rows":[[..]]}` |
@@ -28,6 +30,8 @@ use crate::daemon::api;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::WorkQueue;
 use crate::store::checkpoints as ck;
+use crate::store::spectra::SpectraRecord;
+use crate::store::stability::StabilityRecord;
 use crate::store::{RunStepRecord, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -78,6 +82,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/slices", get(run_slices))
         .route("/api/v1/runs/{run}/sharpness", get(run_sharpness))
         .route("/api/v1/runs/{run}/sharpness/{step}", get(sharpness_at))
+        .route("/api/v1/runs/{run}/stability", get(run_stability))
+        .route("/api/v1/runs/{run}/stability/{step}", get(stability_at))
+        .route("/api/v1/runs/{run}/spectra", get(run_spectra))
+        .route("/api/v1/runs/{run}/spectra/{step}", get(spectra_at))
         .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
         .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
@@ -330,6 +338,36 @@ async fn run_sharpness(
         "no sharpness record for this run yet",
     )
     .await
+}
+
+async fn run_stability(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+    Query(q): Query<AllQuery>,
+) -> Result<Response, ApiError> {
+    latest_or_all::<StabilityRecord>(st, run, q.all, "no stability record for this run yet").await
+}
+
+async fn stability_at(
+    State(st): State<AppState>,
+    Path((run, step)): Path<(String, u64)>,
+) -> Result<Json<StabilityRecord>, ApiError> {
+    at_step(st, run, step, format!("no stability record at step {step}")).await
+}
+
+async fn run_spectra(
+    State(st): State<AppState>,
+    Path(run): Path<String>,
+    Query(q): Query<AllQuery>,
+) -> Result<Response, ApiError> {
+    latest_or_all::<SpectraRecord>(st, run, q.all, "no spectra record for this run yet").await
+}
+
+async fn spectra_at(
+    State(st): State<AppState>,
+    Path((run, step)): Path<(String, u64)>,
+) -> Result<Json<SpectraRecord>, ApiError> {
+    at_step(st, run, step, format!("no spectra record at step {step}")).await
 }
 
 /// `NAME` or `NAME.csv`: the name and whether CSV was asked for.

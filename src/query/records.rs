@@ -1,5 +1,5 @@
-//! The records commands render themselves (slices, trajectory PCA, sharpness, ratio maps, tensor
-//! statistics for plots, the trajectory archive): each a function of the open store and its arguments,
+//! The records commands render themselves (slices, trajectory PCA, sharpness, stability, layer spectra,
+//! ratio maps, tensor statistics for plots, the trajectory archive): each a function of the open store and its arguments,
 //! called by the CLI on its own store, or by the daemon (which holds the store) at
 //! `POST /api/v1/records/{name}` and sent back as MessagePack, so NaN and ±∞ arrive as stored and the
 //! command prints the same either way. `pca` computes a PCA and stores it where the store is.
@@ -90,6 +90,16 @@ pub(crate) fn latest_pca(store: &Store, a: &ByRun) -> anyhow::Result<Option<PcaR
 /// Every sharpness record of a run, by step.
 pub(crate) fn sharpness_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SharpnessRecord>> {
     Ok(SharpnessRecord::list(store, &a.run)?)
+}
+
+/// Every stability record of a run, by step.
+pub(crate) fn stability_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<StabilityRecord>> {
+    Ok(StabilityRecord::list(store, &a.run)?)
+}
+
+/// Every layer-spectra record of a run, by step.
+pub(crate) fn spectra_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SpectraRecord>> {
+    Ok(SpectraRecord::list(store, &a.run)?)
 }
 
 /// The run's checkpoints, or an error naming the known runs.
