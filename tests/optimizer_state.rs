@@ -266,9 +266,11 @@ fn deepspeed(rel: &str) -> std::path::PathBuf {
 }
 
 /// DeepSpeed runs: (name, the optimizer's kind). `groups_*`: AdamW over decay / no-decay groups with
-/// their own learning rates under StepLR; the others Adam over one group (tied embeddings, frozen
-/// parameters, bf16 / fp16 training with fp32 partitions).
-const DEEPSPEED_RUNS: [(&str, OptimizerKind); 9] = [
+/// their own learning rates under StepLR; `fused_zero2`, `cpuadam_zero2`: DeepSpeed's own FusedAdam and
+/// DeepSpeedCPUAdam (optimizer offloaded) built from the config's "AdamW", whose state does not say
+/// AdamW (the saved config does); `fused_nobc_zero2`: FusedAdam with `bias_correction` off; the others Adam over one group (tied embeddings, frozen parameters,
+/// bf16 / fp16 training with fp32 partitions).
+const DEEPSPEED_RUNS: [(&str, OptimizerKind); 12] = [
     ("zero2", OptimizerKind::Adam),
     ("zero3", OptimizerKind::Adam),
     ("zero2_bf16", OptimizerKind::Adam),
@@ -278,6 +280,9 @@ const DEEPSPEED_RUNS: [(&str, OptimizerKind); 9] = [
     ("tied_zero3", OptimizerKind::Adam),
     ("groups_zero2", OptimizerKind::AdamW),
     ("groups_zero3", OptimizerKind::AdamW),
+    ("fused_zero2", OptimizerKind::AdamW),
+    ("cpuadam_zero2", OptimizerKind::AdamW),
+    ("fused_nobc_zero2", OptimizerKind::AdamW),
 ];
 
 /// DeepSpeed ZeRO-1/2 and ZeRO-3 folders through `OptimizerState::open`, as for every other layout:
@@ -351,7 +356,9 @@ fn deepspeed_zero_states_read_as_deepspeed_gathers_them() {
 #[test]
 fn deepspeed_telemetry_at_ingest_matches_numpy_on_deepspeeds_own_gather() {
     let data = tempfile::tempdir().unwrap();
-    for name in ["tied_zero2", "groups_zero2", "groups_zero3"] {
+    for name in
+        ["tied_zero2", "groups_zero2", "groups_zero3", "fused_zero2", "cpuadam_zero2", "fused_nobc_zero2"]
+    {
         let r = read_json(&deepspeed(&format!("{name}_optim.json")));
         let path = deepspeed(&format!("{name}/global_step3"));
         let (ok, _, err) =
@@ -390,4 +397,81 @@ fn deepspeed_telemetry_at_ingest_matches_numpy_on_deepspeeds_own_gather() {
             assert_eq!(row["lr"].as_f64(), theirs["hyper"]["lr"].as_f64(), "{name}: group {g} lr");
         }
     }
+}
+
+/// The stability job on DeepSpeed's own Adam (FusedAdam, and DeepSpeedCPUAdam with the optimizer
+/// offloaded, both built from the config's "AdamW") with no optimizer setting at all: AdamW (from the
+/// saved config: the state does not say), β, ε, t and η from the folder; its λmax and preconditioned λ1
+/// equal PyTorch's dense eigenvalues over DeepSpeed's own gathered state and `zero_to_fp32` weights
+/// (tests/python/deepspeed_stability_reference.py) to 1e-6.
+#[test]
+fn stability_on_deepspeeds_own_adam_reads_adamw_from_the_folder() {
+    let (_dir, r) = python_made("deepspeed_stability_reference.py", "reference.json");
+    let data = tempfile::tempdir().unwrap();
+    for name in ["fused_zero2", "cpuadam_zero2"] {
+        let want = &r[name];
+        let ck = deepspeed(&format!("{name}/global_step3"));
+        let out = landscaped_cmd(data.path())
+            .env("PYTHONPATH", tests_python())
+            .args(["--format", "json", "stability", "--run", name, "--checkpoint", ck.to_str().unwrap()])
+            .args(["--backend", "python", "--python"])
+            .arg(venv_python())
+            .args(["--factory", "deepspeed_net:build", "--batch-size", "64", "--threads", "1"])
+            .args(["--tol", "1e-10", "--max-steps", "200"])
+            .output()
+            .unwrap();
+        let (ok, out, err) = outcome(out);
+        assert!(ok, "{name}: {err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let value = |q: &str| {
+            let row =
+                rows.iter().find(|row| row["quantity"] == q).unwrap_or_else(|| panic!("{name}: no {q}"));
+            (row["value"].as_f64().unwrap(), row["threshold"].as_f64())
+        };
+        let store = landscaped::store::Store::open(data.path()).unwrap();
+        let rec = <landscaped::store::stability::StabilityRecord as landscaped::store::RunStepRecord>::get(
+            &store, name, 3,
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: no record at step 3 (the folder's global_step3)"));
+        drop(store);
+        assert!(rec.optimizer.starts_with("adamw(β1=0.9, β2=0.999"), "{name}: {}", rec.optimizer);
+        assert!(
+            rec.optimizer.contains("t=3") && rec.optimizer.ends_with("η=0.05"),
+            "{name}: {}",
+            rec.optimizer
+        );
+        assert!(rec.source.contains("optimizer: optimizer state"), "{name}: {}", rec.source);
+        assert!(rec.source.contains("exp_avg_sq: optimizer state"), "{name}: {}", rec.source);
+        assert!(rec.notes.is_empty(), "{name}: {:?}", rec.notes);
+        assert!(rec.direction.contains("adamw step"), "{name}: {}", rec.direction);
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+        let (lmax, _) = value("lambda_max");
+        let (pre, thr) = value("preconditioned_lambda_1");
+        let (want_lmax, want_pre) =
+            (want["lambda_max"].as_f64().unwrap(), want["preconditioned_lambda_1"].as_f64().unwrap());
+        eprintln!("{name}: λmax rel {:.1e}, λ1(P⁻¹H) rel {:.1e}", rel(lmax, want_lmax), rel(pre, want_pre));
+        assert!(rel(lmax, want_lmax) < 1e-6, "{name}: λmax {lmax} vs PyTorch {want_lmax}");
+        assert!(rel(pre, want_pre) < 1e-6, "{name}: preconditioned λ1 {pre} vs PyTorch {want_pre}");
+        // (2 + 2β1)/((1 − β1)η) = 38/η.
+        assert!(rel(thr.unwrap(), 38.0 / 0.05) < 1e-12, "{name}: threshold {thr:?}");
+    }
+    // FusedAdam with bias_correction off steps by η·m/(√v+ε): the thresholds assume PyTorch's Adam, so
+    // none is put against it, and one note says why.
+    let ck = deepspeed("fused_nobc_zero2/global_step3");
+    let out = landscaped_cmd(data.path())
+        .env("PYTHONPATH", tests_python())
+        .args(["--format", "json", "stability", "--checkpoint", ck.to_str().unwrap(), "--no-critical"])
+        .args(["--backend", "python", "--python"])
+        .arg(venv_python())
+        .args(["--factory", "deepspeed_net:build", "--batch-size", "64", "--threads", "1"])
+        .output()
+        .unwrap();
+    let (ok, out, err) = outcome(out);
+    assert!(ok, "{err}");
+    assert!(err.contains("bias_correction = False") && err.contains("no threshold"), "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(rows.iter().all(|r| r["threshold"].is_null()), "{out}");
+    assert!(rows.iter().all(|r| r["quantity"] != "preconditioned_lambda_1"), "{out}");
+    assert!(rows[0]["note"].as_str().unwrap().contains("adamw (bias_correction=false)"), "{out}");
 }

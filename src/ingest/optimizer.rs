@@ -115,7 +115,15 @@ fn adam_pair(st: &OptimizerState, k: usize) -> Option<(AdamConsts, usize, usize,
     let h = &st.groups.get(p.group)?.hyper;
     let v_key = if h.amsgrad.unwrap_or(false) { "max_exp_avg_sq" } else { "exp_avg_sq" };
     let (beta1, beta2) = h.betas?;
-    let c = AdamConsts { lr: st.lr(p.group)?, beta1, beta2, eps: h.eps?, step: p.step? };
+    let c = AdamConsts {
+        lr: st.lr(p.group)?,
+        beta1,
+        beta2,
+        eps: h.eps?,
+        step: p.step?,
+        // DeepSpeed's Adam may run without it (its `bias_correction`).
+        bias_correction: h.bias_correction.unwrap_or(true),
+    };
     Some((c, p.tensor("exp_avg")?, p.tensor(v_key)?, v_key))
 }
 

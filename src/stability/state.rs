@@ -186,7 +186,16 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
     let given_kind = given.optimizer.as_ref().map(|k| k.trim().to_ascii_lowercase());
     let decays = hyper.iter().any(|h| h.weight_decay.is_some_and(|w| w != 0.0));
     // The kind: the state's; the config's only where the state leaves it open.
+    let uncorrected = hyper.iter().any(|h| h.bias_correction == Some(false));
     let (kind, rule): (String, Option<&'static str>) = match &st.kind {
+        // DeepSpeed's Adam with `bias_correction` off steps by η·m/(√v+ε): neither PyTorch's P nor its
+        // update, so no threshold is put against it.
+        k if k.is_adam() && uncorrected => {
+            notes.push(format!(
+                "{src}: DeepSpeed's Adam with bias_correction = False: its preconditioner and update are not PyTorch Adam's, which the thresholds assume: no threshold"
+            ));
+            (format!("{} (bias_correction=False)", k.name()), None)
+        }
         OptimizerKind::Adam => ("adam".into(), Some("adam")),
         OptimizerKind::AdamW => ("adamw".into(), Some("adamw")),
         OptimizerKind::Sgd => ("sgd".into(), Some("sgd")),
@@ -198,7 +207,7 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
             _ => {
                 if decays {
                     notes.push(format!(
-                        "{src}: Adam's state without `decoupled_weight_decay` (PyTorch < 2.6) and weight decay ≠ 0: Adam or AdamW is not said, so the next update is not formed (set `optimizer` = adam or adamw)"
+                        "{src}: Adam's state that does not say Adam or AdamW (no `decoupled_weight_decay`: PyTorch < 2.6, or DeepSpeed's FusedAdam/CPUAdam without the run's config) and weight decay ≠ 0, so the next update is not formed (set `optimizer` = adam or adamw)"
                     ));
                 }
                 ("adam".into(), if decays { None } else { Some("adam") })

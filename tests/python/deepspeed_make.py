@@ -16,7 +16,11 @@ optimizer steps:
 - OUT/zero2_bf16/, OUT/zero2_fp16/, OUT/zero3_bf16/ (world size 2) and OUT/tied_zero2/, OUT/tied_zero3/
   (fp32, world size 2), of `TiedNet`: an embedding tied to the LM head (one Parameter under two names),
   a LayerNorm, a frozen parameter, no buffer. The bf16/fp16 runs train the module in low precision
-  with fp32 master weights in the optimizer partitions; the three bf16/fp16 runs see the same data.
+  with fp32 master weights in the optimizer partitions; the three bf16/fp16 runs see the same data;
+- OUT/fused_zero2/, OUT/cpuadam_zero2/, OUT/fused_nobc_zero2/ (ZeRO-2, fp32, world size 1) of `Net` under
+  the optimizer DeepSpeed builds from its config's "AdamW" (lr 0.05, weight decay 0.1): its FusedAdam op,
+  DeepSpeedCPUAdam with the optimizer offloaded, and FusedAdam with `bias_correction` off (both ops built
+  by DeepSpeed's JIT with g++ and the ninja from the --target folder on PATH: `PATH=/tmp/dspkgs/bin:$PATH`).
 
 Beside each OUT/<name>/: OUT/<name>_fp32.safetensors, the state dict DeepSpeed's own zero_to_fp32
 rebuilds from it (get_fp32_state_dict_from_zero_checkpoint; the tied name's alias dropped, since
@@ -95,6 +99,19 @@ RUNS = {
     "tied_zero3": (TiedNet, 3, "fp32", 2),
     "groups_zero2": (Net, 2, "fp32", 2),
     "groups_zero3": (Net, 3, "fp32", 2),
+    "fused_zero2": (Net, 2, "fp32", 1),
+    "cpuadam_zero2": (Net, 2, "fp32", 1),
+    "fused_nobc_zero2": (Net, 2, "fp32", 1),
+}
+# Runs whose optimizer DeepSpeed builds from its config ("AdamW", weight decay 0.1) instead of a torch
+# optimizer: its FusedAdam (the default; the CPU accelerator's op) and, with the optimizer offloaded,
+# DeepSpeedCPUAdam; and FusedAdam with `bias_correction` off. Their param groups carry `bias_correction`
+# and no `adam_w_mode`; both ops are built by DeepSpeed's JIT (g++ and ninja). name: (zero_optimization
+# keys, optimizer params beyond lr and weight decay).
+DS_OPTIMIZER = {
+    "fused_zero2": ({}, {}),
+    "cpuadam_zero2": ({"offload_optimizer": {"device": "cpu"}}, {}),
+    "fused_nobc_zero2": ({}, {"bias_correction": False}),
 }
 # Runs whose optimizer is AdamW over two param groups (weights: lr 0.05, weight decay 0.1; biases and
 # norms: lr 0.02, no decay) under PyTorch's StepLR (halving every 2 steps), as HF Trainer builds them.
@@ -123,6 +140,11 @@ def train(name):
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 4}
     params = [p for p in m.parameters() if p.requires_grad]
     opt, sched = torch.optim.Adam(params, lr=0.05), None
+    if name in DS_OPTIMIZER:
+        zero, extra = DS_OPTIMIZER[name]
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": 0.05, "weight_decay": 0.1, **extra}}
+        cfg["zero_optimization"].update(zero)
+        opt = None
     if name in GROUPED:
         named = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
         decay = [p for n, p in named if n.endswith("weight") and "norm" not in n]
@@ -130,7 +152,10 @@ def train(name):
         groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "lr": 0.02, "weight_decay": 0.0}]
         opt = torch.optim.AdamW(groups, lr=0.05)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    eng, _, _, _ = deepspeed.initialize(model=m, optimizer=opt, lr_scheduler=sched, config=cfg)
+    eng, _, _, _ = deepspeed.initialize(
+        model=m, model_parameters=params if opt is None else None, optimizer=opt, lr_scheduler=sched, config=cfg
+    )
+    print(f"{name}: {type(eng.optimizer).__name__} over {type(getattr(eng.optimizer, 'optimizer', None)).__name__}")
     g = torch.Generator().manual_seed(1 + int(os.environ.get("RANK", "0")))
     for _ in range(3):
         loss = eng(model.batch(g)).float().pow(2).mean()
@@ -189,13 +214,14 @@ def references(name):
 QS = [0.01, 0.1, 0.5, 0.9, 0.99]
 
 
-def adam_figures(lr, b1, b2, eps, step, m, v):
-    """PyTorch's Adam: update = lr · m̂/(√v̂+ε), m̂ = m/(1−β1^t), v̂ = v/(1−β2^t)."""
+def adam_figures(lr, b1, b2, eps, step, m, v, bias_correction=True):
+    """PyTorch's Adam: update = lr · m̂/(√v̂+ε), m̂ = m/(1−β1^t), v̂ = v/(1−β2^t); DeepSpeed's Adam with
+    `bias_correction` off takes both corrections as 1 (csrc/includes/cpu_adam.h, `update_state`)."""
     import numpy as np
 
     m = m.astype(np.float64).ravel()
     v = v.astype(np.float64).ravel()
-    bc1, bc2 = 1 - b1**step, 1 - b2**step
+    bc1, bc2 = (1 - b1**step, 1 - b2**step) if bias_correction else (1.0, 1.0)
     denom = np.sqrt(v / bc2) + eps
     eff = lr / denom
     upd = (m / bc1) / denom
@@ -247,7 +273,8 @@ def optim_reference(name):
         h = g["hyper"]
         for n in g["params"]:
             m, v = gathered[f"exp_avg.{n}"], gathered[f"exp_avg_sq.{n}"]
-            telemetry[n] = adam_figures(h["lr"], h["betas"][0], h["betas"][1], h["eps"], g["step"], m, v)
+            bc = h.get("bias_correction", True)
+            telemetry[n] = adam_figures(h["lr"], h["betas"][0], h["betas"][1], h["eps"], g["step"], m, v, bc)
     sched = ms.get("lr_scheduler")
     order = [{"name": n, "shape": list(p.shape)} for n, p in RUNS[name][0]().named_parameters()]
     ref = {

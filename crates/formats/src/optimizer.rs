@@ -89,6 +89,9 @@ pub struct Hyper {
     pub amsgrad: Option<bool>,
     pub maximize: Option<bool>,
     pub decoupled_weight_decay: Option<bool>,
+    /// DeepSpeed's FusedAdam and DeepSpeedCPUAdam: whether Adam's moments are bias-corrected (PyTorch's
+    /// Adam always corrects them).
+    pub bias_correction: Option<bool>,
 }
 
 impl Hyper {
@@ -110,6 +113,7 @@ impl Hyper {
             amsgrad: b("amsgrad"),
             maximize: b("maximize"),
             decoupled_weight_decay: b("decoupled_weight_decay"),
+            bias_correction: b("bias_correction"),
         }
     }
 }
@@ -169,7 +173,8 @@ pub enum OptimizerKind {
     Adam,
     /// torch.optim.AdamW (`decoupled_weight_decay` true).
     AdamW,
-    /// Adam's keys without `decoupled_weight_decay` (PyTorch before 2.6): Adam or AdamW, not said.
+    /// Adam's keys without `decoupled_weight_decay` (PyTorch before 2.6), or DeepSpeed's FusedAdam /
+    /// DeepSpeedCPUAdam built by the user (their `adam_w_mode` is not saved): Adam or AdamW, not said.
     AdamFamily,
     /// torch.optim.SGD (with or without momentum).
     Sgd,
@@ -706,6 +711,9 @@ const ADAM_GROUP: [&str; 12] = [
     "initial_lr",
 ];
 const ADAM_STATE: [&str; 4] = ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+/// The group keys DeepSpeed's own Adam adds to Adam's: FusedAdam's and DeepSpeedCPUAdam's
+/// `bias_correction`, FusedAdam's group-level `step` (kept at 0; the parameters' own count).
+const DEEPSPEED_ADAM_GROUP: [&str; 2] = ["bias_correction", "step"];
 const SGD_GROUP: [&str; 10] = [
     "lr",
     "momentum",
@@ -748,6 +756,18 @@ fn infer_kind(groups: &[ParamGroup], params: &[ParamState]) -> OptimizerKind {
             Some(false) if dwd.iter().all(|d| *d == Some(false)) => OptimizerKind::Adam,
             _ => OptimizerKind::AdamFamily,
         };
+    }
+    // DeepSpeed's FusedAdam / DeepSpeedCPUAdam: Adam's update (PyTorch's when `bias_correction` is on),
+    // but Adam vs AdamW (`adam_w_mode`) is the optimizer's attribute, not state: the DeepSpeed reader
+    // settles it from the run's config when the config built the optimizer.
+    let deepspeed_group: Vec<&str> = ADAM_GROUP.iter().chain(&DEEPSPEED_ADAM_GROUP).copied().collect();
+    if !groups.is_empty()
+        && within(&gk, &deepspeed_group)
+        && within(&sk, &ADAM_STATE)
+        && has("betas")
+        && has("bias_correction")
+    {
+        return OptimizerKind::AdamFamily;
     }
     if !groups.is_empty()
         && within(&gk, &SGD_GROUP)

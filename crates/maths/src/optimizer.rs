@@ -61,6 +61,20 @@ pub struct AdamConsts {
     pub beta2: f64,
     pub eps: f64,
     pub step: f64,
+    /// Whether the moments are bias-corrected (PyTorch: always; DeepSpeed's FusedAdam / CPUAdam:
+    /// `bias_correction`, whose kernels take 1 − β^t as 1 when it is off).
+    pub bias_correction: bool,
+}
+
+impl AdamConsts {
+    /// (1 − β1^t, 1 − β2^t), or (1, 1) without bias correction.
+    fn corrections(&self) -> (f64, f64) {
+        if self.bias_correction {
+            (1.0 - self.beta1.powf(self.step), 1.0 - self.beta2.powf(self.step))
+        } else {
+            (1.0, 1.0)
+        }
+    }
 }
 
 /// Streams Adam figures: [`AdamFigures::push`] chunks of (m, v), then [`AdamFigures::figures`].
@@ -136,8 +150,7 @@ struct F32Consts {
 
 impl F32Consts {
     fn of(c: &AdamConsts) -> F32Consts {
-        let bc1 = 1.0 - c.beta1.powf(c.step);
-        let bc2 = 1.0 - c.beta2.powf(c.step);
+        let (bc1, bc2) = c.corrections();
         F32Consts {
             inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
             eps: c.eps as f32,
@@ -187,8 +200,7 @@ impl AdamFigures {
 
     /// One chunk of `exp_avg` (m) and `exp_avg_sq` (v, or `max_exp_avg_sq` with amsgrad), aligned.
     pub fn push(&mut self, c: &AdamConsts, m: impl Iterator<Item = f64>, v: impl Iterator<Item = f64>) {
-        let bc1 = 1.0 - c.beta1.powf(c.step);
-        let bc2 = 1.0 - c.beta2.powf(c.step);
+        let (bc1, bc2) = c.corrections();
         let inv_sqrt_bc2 = 1.0 / bc2.sqrt();
         let (inv_bc1, inv_lr) = (1.0 / bc1, 1.0 / c.lr);
         let (mut sum_inv, mut sum_upd2, mut min, mut max) = (0.0, 0.0, self.min, self.max);
@@ -373,7 +385,7 @@ mod tests {
 
     #[test]
     fn adam_figures_of_a_handful_by_hand() {
-        let c = AdamConsts { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, step: 2.0 };
+        let c = AdamConsts { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, step: 2.0, bias_correction: true };
         let m = [0.5, -0.2, 0.0];
         let v = [0.04, 0.01, 0.0];
         let mut a = AdamFigures::default();
@@ -401,7 +413,8 @@ mod tests {
     /// zero v, with lengths that leave partial lanes and blocks; an infinite v (a zero step size).
     #[test]
     fn the_f32_kernel_matches_the_f64_path_and_exact_quantiles() {
-        let c = AdamConsts { lr: 3e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 17.0 };
+        let c =
+            AdamConsts { lr: 3e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 17.0, bias_correction: true };
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             seed ^= seed << 13;

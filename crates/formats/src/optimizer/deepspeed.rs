@@ -14,7 +14,9 @@
 //!   SGD's `momentum_buffer`: every 1-D tensor entry but `step`) cut out of every rank's partitions by
 //!   `param_shapes`, padding removed, ranks concatenated, exactly as the fp32 master weights are
 //!   ([`crate::deepspeed`]), streamed by range;
-//! - the learning-rate scheduler's `_last_lr` when the model states hold a PyTorch scheduler's state.
+//! - the learning-rate scheduler's `_last_lr` when the model states hold a PyTorch scheduler's state;
+//! - for DeepSpeed's own Adam (FusedAdam, DeepSpeedCPUAdam: groups with `bias_correction`), Adam or
+//!   AdamW from the saved config (`ds_config.optimizer`), which the state does not say.
 //!
 //! A folder without optimizer files has no optimizer state (`Ok(None)`); optimizer files without a
 //! base optimizer state (ZeRO-0 fp16) or ZeRO-0's state inside the model states: `Unsupported`, one
@@ -29,8 +31,8 @@ use super::super::pickle_value::Val;
 use super::super::torch_item::TensorRef;
 use super::super::{Checkpoint, CheckpointError, Layout, TensorSource};
 use super::{
-    Hyper, LrSources, Opened, OptimizerState, ParamGroup, ParamRef, ParamState, infer_kind, last_lr,
-    malformed, str_entries,
+    Hyper, LrSources, Opened, OptimizerKind, OptimizerState, ParamGroup, ParamRef, ParamState, infer_kind,
+    last_lr, malformed, str_entries,
 };
 
 fn unsupported(path: &Path, why: impl Into<String>) -> CheckpointError {
@@ -179,12 +181,72 @@ pub(super) fn open_deepspeed(dir: &Path) -> Result<Option<OptimizerState>, Check
         scheduler_last_lr: m.archive.root.get("lr_scheduler").as_ref().and_then(last_lr),
         logged: None,
     };
-    Ok(Some(OptimizerState {
-        source: dir.to_path_buf(),
-        kind: infer_kind(&groups, &params),
-        groups,
-        params,
-        tensors,
-        lr_sources,
-    }))
+    let mut kind = infer_kind(&groups, &params);
+    if kind == OptimizerKind::AdamFamily
+        && groups.iter().all(|g| g.raw.contains_key("bias_correction"))
+        && let Some(k) = configured_adam(&m.archive.root)
+    {
+        kind = k;
+    }
+    Ok(Some(OptimizerState { source: dir.to_path_buf(), kind, groups, params, tensors, lr_sources }))
+}
+
+/// Adam or AdamW for DeepSpeed's own Adam (FusedAdam, DeepSpeedCPUAdam), whose `adam_w_mode` is not in
+/// the optimizer state, from the config the run saved in its model states (`ds_config.optimizer`):
+/// DeepSpeed builds AdamW's update for type "AdamW", and for type "Adam" too unless `params.adam_w_mode`
+/// is false (`DeepSpeedEngine._configure_basic_optimizer`). None when the config built no Adam (the
+/// user's own optimizer object was passed) or was not saved as a dict.
+fn configured_adam(root: &Val) -> Option<OptimizerKind> {
+    let opt = root.get("ds_config")?.get("optimizer")?;
+    let ty = opt.get("type")?.as_str()?.to_ascii_lowercase();
+    let w_mode =
+        opt.get("params").and_then(|p| p.get("adam_w_mode")).and_then(|v| v.as_int()).map(|i| i != 0);
+    match ty.as_str() {
+        "adamw" => Some(OptimizerKind::AdamW),
+        "adam" if w_mode.unwrap_or(true) => Some(OptimizerKind::AdamW),
+        "adam" => Some(OptimizerKind::Adam),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn dict(entries: Vec<(&str, Val)>) -> Val {
+        Val::Dict(Rc::new(RefCell::new(entries.into_iter().map(|(k, v)| (Val::Str(k.into()), v)).collect())))
+    }
+
+    /// The model states' root with `ds_config.optimizer` = {type, params}.
+    fn root(ty: &str, params: Vec<(&str, Val)>) -> Val {
+        let opt = dict(vec![("type", Val::Str(ty.into())), ("params", dict(params))]);
+        dict(vec![("ds_config", dict(vec![("optimizer", opt)]))])
+    }
+
+    /// DeepSpeed's rule (`_configure_basic_optimizer`): "AdamW" is AdamW; "Adam" is AdamW too unless
+    /// `adam_w_mode` is false; any other type, or no optimizer in the config, says nothing.
+    #[test]
+    fn adam_or_adamw_as_deepspeed_builds_it_from_its_config() {
+        let lr = || ("lr", Val::Float(0.1));
+        assert_eq!(configured_adam(&root("AdamW", vec![lr()])), Some(OptimizerKind::AdamW));
+        assert_eq!(configured_adam(&root("Adam", vec![lr()])), Some(OptimizerKind::AdamW));
+        assert_eq!(
+            configured_adam(&root("Adam", vec![lr(), ("adam_w_mode", Val::Bool(true))])),
+            Some(OptimizerKind::AdamW)
+        );
+        assert_eq!(
+            configured_adam(&root("adam", vec![lr(), ("adam_w_mode", Val::Bool(false))])),
+            Some(OptimizerKind::Adam)
+        );
+        // "AdamW" ignores adam_w_mode = False (DeepSpeed forces AdamW's update).
+        assert_eq!(
+            configured_adam(&root("AdamW", vec![("adam_w_mode", Val::Bool(false))])),
+            Some(OptimizerKind::AdamW)
+        );
+        assert_eq!(configured_adam(&root("Lamb", vec![lr()])), None);
+        assert_eq!(configured_adam(&dict(vec![("ds_config", dict(vec![]))])), None);
+        assert_eq!(configured_adam(&dict(vec![("ds_config", Val::Str("ds.json".into()))])), None);
+    }
 }
