@@ -6,7 +6,8 @@ files (the fp32 weights `zero_to_fp32` rebuilt, `<name>_fp32.safetensors`, and t
 `safe_get_full_optimizer_state` gathered, `<name>_optim.safetensors`): the Hessian of the mean squared error
 of deepspeed_net.py's evaluation set over the trainable parameters (reverse over reverse:
 torch.autograd.functional.hessian; torch.func.hessian's forward over reverse gives this LayerNorm model an
-asymmetric Hessian in PyTorch 2.13, off by up to 1.4 per entry, so it is not used), its λmax, and the
+asymmetric Hessian in PyTorch 2.13, off by up to 1.4 per entry: layer_norm's second-order forward mode
+is wrong with an affine weight, pytorch/pytorch#196700, so it is not used), its λmax, and the
 top eigenvalue of P^{-1/2} H P^{-1/2} with P = (1 − β1^t)(√(v/(1 − β2^t)) + ε), PyTorch Adam's denominator.
 Usage: deepspeed_stability_reference.py OUT_DIR  (writes OUT_DIR/reference.json)."""
 
