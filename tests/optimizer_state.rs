@@ -399,16 +399,18 @@ fn deepspeed_telemetry_at_ingest_matches_numpy_on_deepspeeds_own_gather() {
     }
 }
 
-/// The stability job on DeepSpeed's own Adam (FusedAdam, and DeepSpeedCPUAdam with the optimizer
-/// offloaded, both built from the config's "AdamW") with no optimizer setting at all: AdamW (from the
-/// saved config: the state does not say), β, ε, t and η from the folder; its λmax and preconditioned λ1
-/// equal PyTorch's dense eigenvalues over DeepSpeed's own gathered state and `zero_to_fp32` weights
-/// (tests/python/deepspeed_stability_reference.py) to 1e-6.
+/// The stability job on DeepSpeed's own Adam (FusedAdam; DeepSpeedCPUAdam with the optimizer offloaded;
+/// FusedAdam with `bias_correction` off; all built from the config's "AdamW") with no optimizer setting
+/// at all: AdamW (from the saved config: the state does not say), β, ε, t and η from the folder; its
+/// λmax and preconditioned λ1 equal PyTorch's dense eigenvalues over DeepSpeed's own gathered state and
+/// `zero_to_fp32` weights (tests/python/deepspeed_stability_reference.py) to 1e-6 and 5e-6, and the update it
+/// forms equals the step DeepSpeed's own optimizer took next on the same gradient (the fixtures'
+/// `<name>_delta.safetensors`) to 3e-5 (DeepSpeed steps in f32).
 #[test]
 fn stability_on_deepspeeds_own_adam_reads_adamw_from_the_folder() {
     let (_dir, r) = python_made("deepspeed_stability_reference.py", "reference.json");
     let data = tempfile::tempdir().unwrap();
-    for name in ["fused_zero2", "cpuadam_zero2"] {
+    for name in ["fused_zero2", "cpuadam_zero2", "fused_nobc_zero2"] {
         let want = &r[name];
         let ck = deepspeed(&format!("{name}/global_step3"));
         let out = landscaped_cmd(data.path())
@@ -426,7 +428,11 @@ fn stability_on_deepspeeds_own_adam_reads_adamw_from_the_folder() {
         let value = |q: &str| {
             let row =
                 rows.iter().find(|row| row["quantity"] == q).unwrap_or_else(|| panic!("{name}: no {q}"));
-            (row["value"].as_f64().unwrap(), row["threshold"].as_f64())
+            (
+                row["value"].as_f64().unwrap(),
+                row["threshold"].as_f64(),
+                row["note"].as_str().unwrap().to_string(),
+            )
         };
         let store = landscaped::store::Store::open(data.path()).unwrap();
         let rec = <landscaped::store::stability::StabilityRecord as landscaped::store::RunStepRecord>::get(
@@ -435,43 +441,35 @@ fn stability_on_deepspeeds_own_adam_reads_adamw_from_the_folder() {
         .unwrap()
         .unwrap_or_else(|| panic!("{name}: no record at step 3 (the folder's global_step3)"));
         drop(store);
+        let uncorrected = name == "fused_nobc_zero2";
+        let described = if uncorrected { "t=3, no bias correction), η=0.05" } else { "t=3), η=0.05" };
         assert!(rec.optimizer.starts_with("adamw(β1=0.9, β2=0.999"), "{name}: {}", rec.optimizer);
-        assert!(
-            rec.optimizer.contains("t=3") && rec.optimizer.ends_with("η=0.05"),
-            "{name}: {}",
-            rec.optimizer
-        );
+        assert!(rec.optimizer.ends_with(described), "{name}: {}", rec.optimizer);
         assert!(rec.source.contains("optimizer: optimizer state"), "{name}: {}", rec.source);
         assert!(rec.source.contains("exp_avg_sq: optimizer state"), "{name}: {}", rec.source);
         assert!(rec.notes.is_empty(), "{name}: {:?}", rec.notes);
         assert!(rec.direction.contains("adamw step"), "{name}: {}", rec.direction);
         let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
-        let (lmax, _) = value("lambda_max");
-        let (pre, thr) = value("preconditioned_lambda_1");
+        let (lmax, _, _) = value("lambda_max");
+        let (pre, thr, convention) = value("preconditioned_lambda_1");
         let (want_lmax, want_pre) =
             (want["lambda_max"].as_f64().unwrap(), want["preconditioned_lambda_1"].as_f64().unwrap());
-        eprintln!("{name}: λmax rel {:.1e}, λ1(P⁻¹H) rel {:.1e}", rel(lmax, want_lmax), rel(pre, want_pre));
+        let e = update_error(
+            &data.path().join("stability").join(name).join("update.safetensors"),
+            &deepspeed(&format!("{name}_delta.safetensors")),
+        );
+        eprintln!(
+            "{name}: λmax rel {:.1e}, λ1(P⁻¹H) rel {:.1e}, update vs DeepSpeed's step {e:.1e}",
+            rel(lmax, want_lmax),
+            rel(pre, want_pre)
+        );
         assert!(rel(lmax, want_lmax) < 1e-6, "{name}: λmax {lmax} vs PyTorch {want_lmax}");
-        assert!(rel(pre, want_pre) < 1e-6, "{name}: preconditioned λ1 {pre} vs PyTorch {want_pre}");
-        // (2 + 2β1)/((1 − β1)η) = 38/η.
+        // float32 HVPs through a LayerNorm, and D = P^{-1/2} stored as float32 over v spanning decades.
+        assert!(rel(pre, want_pre) < 5e-6, "{name}: preconditioned λ1 {pre} vs PyTorch {want_pre}");
+        // DeepSpeed steps in f32 (its AVX kernel); ours in f64.
+        assert!(e < 3e-5, "{name}: the next update differs from DeepSpeed's own step by {e:.1e}");
+        // (2 + 2β1)/((1 − β1)η) = 38/η, with or without the correction (it is folded into P).
         assert!(rel(thr.unwrap(), 38.0 / 0.05) < 1e-12, "{name}: threshold {thr:?}");
+        assert_eq!(convention.contains("P = √v+ε"), uncorrected, "{name}: {convention}");
     }
-    // FusedAdam with bias_correction off steps by η·m/(√v+ε): the thresholds assume PyTorch's Adam, so
-    // none is put against it, and one note says why.
-    let ck = deepspeed("fused_nobc_zero2/global_step3");
-    let out = landscaped_cmd(data.path())
-        .env("PYTHONPATH", tests_python())
-        .args(["--format", "json", "stability", "--checkpoint", ck.to_str().unwrap(), "--no-critical"])
-        .args(["--backend", "python", "--python"])
-        .arg(venv_python())
-        .args(["--factory", "deepspeed_net:build", "--batch-size", "64", "--threads", "1"])
-        .output()
-        .unwrap();
-    let (ok, out, err) = outcome(out);
-    assert!(ok, "{err}");
-    assert!(err.contains("bias_correction = False") && err.contains("no threshold"), "{err}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    assert!(rows.iter().all(|r| r["threshold"].is_null()), "{out}");
-    assert!(rows.iter().all(|r| r["quantity"] != "preconditioned_lambda_1"), "{out}");
-    assert!(rows[0]["note"].as_str().unwrap().contains("adamw (bias_correction=false)"), "{out}");
 }

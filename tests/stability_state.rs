@@ -16,8 +16,6 @@
 
 use landscaped::store::stability as records;
 use landscaped::store::{RunStepRecord, Store};
-use landscaped_formats::safetensors_file::load_float_tensors;
-use std::path::Path;
 
 mod support;
 use support::*;
@@ -28,24 +26,6 @@ fn rel(a: f64, b: f64) -> f64 {
 
 fn row(rows: &[serde_json::Value], q: &str) -> serde_json::Value {
     rows.iter().find(|row| row["quantity"] == q).unwrap_or_else(|| panic!("no {q} in {rows:?}")).clone()
-}
-
-/// The largest difference between the job's stored update and PyTorch's step, over PyTorch's largest.
-fn update_error(ours: &Path, torch: &Path) -> f64 {
-    let a = load_float_tensors(ours).unwrap();
-    let b = load_float_tensors(torch).unwrap();
-    assert_eq!(a.len(), b.len(), "tensors: {a:?} vs {b:?}");
-    let (mut diff, mut scale) = (0f64, 0f64);
-    for (name, shape, want) in &b {
-        let (_, s, got) =
-            a.iter().find(|t| &t.0 == name).unwrap_or_else(|| panic!("no {name} in the update"));
-        assert_eq!(s, shape, "{name}");
-        for (x, y) in got.iter().zip(want) {
-            diff = diff.max(f64::from(x - y).abs());
-            scale = scale.max(f64::from(*y).abs());
-        }
-    }
-    diff / scale
 }
 
 #[test]

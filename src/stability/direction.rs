@@ -68,6 +68,7 @@ pub(crate) fn next_update(
                     decoupled: rule == "adamw",
                     amsgrad: h.amsgrad.unwrap_or(false),
                     maximize,
+                    bias_correction: h.bias_correction.unwrap_or(true),
                 };
                 let m = ms.tensor(&s.name, "exp_avg", &s.shape)?;
                 let v = ms.tensor(&s.name, "exp_avg_sq", &s.shape)?;

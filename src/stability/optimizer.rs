@@ -38,6 +38,10 @@ pub struct OptimizerInput {
     /// Adam's second moment is the checkpoint's own optimizer state (set by [`super::state`]).
     #[serde(skip)]
     pub moments_in_state: bool,
+    /// The state is DeepSpeed's Adam with `bias_correction` off (set by [`super::state`]): P = √v+ε and
+    /// the update uncorrected.
+    #[serde(skip)]
+    pub uncorrected: bool,
     /// Where these values came from, for the record (`config`, `command line`, …).
     pub source: String,
 }
@@ -57,6 +61,7 @@ impl Default for OptimizerInput {
             exp_avg_sq: None,
             lr_by_param: BTreeMap::new(),
             moments_in_state: false,
+            uncorrected: false,
             source: String::new(),
         }
     }
@@ -74,6 +79,8 @@ pub struct Resolved {
     pub exp_avg_sq: Option<PathBuf>,
     /// The second moment is the checkpoint's optimizer state (Adam only).
     pub moments_in_state: bool,
+    /// Adam without bias correction (DeepSpeed's `bias_correction` off).
+    pub uncorrected: bool,
     /// No optimizer kind was given or found (λmax is then held against gradient descent's 2/η).
     pub kind_unknown: bool,
     /// A one-line description, e.g. `adam(β1=0.9, β2=0.999, ε=1e-08, t=120), η=0.001`.
@@ -157,9 +164,23 @@ impl OptimizerInput {
                     .to_string(),
             );
         }
-        let describe = describe(rule.as_ref(), self.kind().as_deref(), lr, folded);
+        let uncorrected = self.uncorrected && rule.as_ref().is_some_and(UpdateRule::adaptive);
+        let mut describe = describe(rule.as_ref(), self.kind().as_deref(), lr, folded);
+        if uncorrected {
+            describe = describe.replacen(')', ", no bias correction)", 1);
+        }
         let kind_unknown = self.kind().is_none();
-        Resolved { rule, lr, folded, exp_avg_sq, moments_in_state, kind_unknown, describe, notes }
+        Resolved {
+            rule,
+            lr,
+            folded,
+            exp_avg_sq,
+            moments_in_state,
+            uncorrected,
+            kind_unknown,
+            describe,
+            notes,
+        }
     }
 }
 

@@ -151,7 +151,13 @@ pub(crate) fn measure(
     // 2. λ1(P⁻¹H) for Adam with v (the checkpoint's state, or an expert file).
     let mut scale: Option<Vector> = None;
     if let Some(UpdateRule::Adam { beta1, beta2, eps, step, amsgrad }) = &res.rule {
-        let adam = AdamMoments { beta1: *beta1, beta2: *beta2, eps: *eps, step: *step };
+        let adam = AdamMoments {
+            beta1: *beta1,
+            beta2: *beta2,
+            eps: *eps,
+            step: *step,
+            bias_correction: !res.uncorrected,
+        };
         let loaded = match (ms.filter(|_| res.moments_in_state), &res.exp_avg_sq) {
             (Some(ms), _) => {
                 let (file, missing) =
@@ -426,9 +432,14 @@ fn rows(rec: &StabilityRecord, res: &Resolved) -> Vec<Against> {
             threshold: thr.value,
             ratio: stability_ratio(e.lambda_max, thr.value),
             convention: format!(
-                "{} — {}; P = (1−β1^t)(√(v/(1−β2^t))+ε), ε outside the root, η {}",
+                "{} — {}; {}, ε outside the root, η {}",
                 thr.formula,
                 thr.source,
+                if res.uncorrected {
+                    "P = √v+ε (bias_correction off, as DeepSpeed's kernel)"
+                } else {
+                    "P = (1−β1^t)(√(v/(1−β2^t))+ε)"
+                },
                 if res.folded { "folded into P per group (threshold dimensionless)" } else { "outside P" }
             ),
         });

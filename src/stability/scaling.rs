@@ -86,8 +86,13 @@ pub(crate) fn write_scaling_from_state(
         let (h, lr, step) =
             ms.group_of(name).ok_or_else(|| anyhow::anyhow!("{src}: {name:?} in no group"))?;
         let (beta1, beta2) = h.betas.unwrap_or((defaults.beta1, defaults.beta2));
-        let adam =
-            AdamMoments { beta1, beta2, eps: h.eps.unwrap_or(defaults.eps), step: step.round() as u64 };
+        let adam = AdamMoments {
+            beta1,
+            beta2,
+            eps: h.eps.unwrap_or(defaults.eps),
+            step: step.round() as u64,
+            bias_correction: h.bias_correction.unwrap_or(true),
+        };
         d.resize(v.len(), 0.0);
         adam.inverse_sqrt_scaling(&v, if folded { lr } else { 1.0 }, &mut d)
             .with_context(|| format!("{src}: {key} of {name:?}"))?;

@@ -186,15 +186,17 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
     let given_kind = given.optimizer.as_ref().map(|k| k.trim().to_ascii_lowercase());
     let decays = hyper.iter().any(|h| h.weight_decay.is_some_and(|w| w != 0.0));
     // The kind: the state's; the config's only where the state leaves it open.
-    let uncorrected = hyper.iter().any(|h| h.bias_correction == Some(false));
+    // DeepSpeed's Adam may run without bias correction (P = √v+ε, its kernel's rule): all groups alike,
+    // or no threshold (one P for the whole model).
+    let uncorrected =
+        hyper.iter().filter(|h| h.bias_correction.is_some()).map(|h| h.bias_correction == Some(false));
+    let (any_off, all_off) = uncorrected.fold((false, true), |(a, b), off| (a || off, b && off));
     let (kind, rule): (String, Option<&'static str>) = match &st.kind {
-        // DeepSpeed's Adam with `bias_correction` off steps by η·m/(√v+ε): neither PyTorch's P nor its
-        // update, so no threshold is put against it.
-        k if k.is_adam() && uncorrected => {
+        k if k.is_adam() && any_off && !all_off => {
             notes.push(format!(
-                "{src}: DeepSpeed's Adam with bias_correction = False: its preconditioner and update are not PyTorch Adam's, which the thresholds assume: no threshold"
+                "{src}: param groups differ in bias_correction (DeepSpeed's Adam): no single preconditioner, no threshold"
             ));
-            (format!("{} (bias_correction=False)", k.name()), None)
+            (format!("{} (mixed bias_correction)", k.name()), None)
         }
         OptimizerKind::Adam => ("adam".into(), Some("adam")),
         OptimizerKind::AdamW => ("adamw".into(), Some("adamw")),
@@ -421,6 +423,10 @@ fn with_state(given: &OptimizerInput, mut st: OptimizerState, order: &[ParamShap
         }
         input.exp_avg_sq = None;
         input.moments_in_state = true;
+        input.uncorrected = any_off;
+        if any_off {
+            sources.push("bias_correction: off (optimizer state)".into());
+        }
         sources.push("exp_avg_sq: optimizer state".into());
     }
     input.source = format!("{} [{src}]", sources.join("; "));

@@ -20,7 +20,10 @@ optimizer steps:
 - OUT/fused_zero2/, OUT/cpuadam_zero2/, OUT/fused_nobc_zero2/ (ZeRO-2, fp32, world size 1) of `Net` under
   the optimizer DeepSpeed builds from its config's "AdamW" (lr 0.05, weight decay 0.1): its FusedAdam op,
   DeepSpeedCPUAdam with the optimizer offloaded, and FusedAdam with `bias_correction` off (both ops built
-  by DeepSpeed's JIT with g++ and the ninja from the --target folder on PATH: `PATH=/tmp/dspkgs/bin:$PATH`).
+  by DeepSpeed's JIT with g++ and the ninja from the --target folder on PATH: `PATH=/tmp/dspkgs/bin:$PATH`);
+  beside each, OUT/<name>_delta.safetensors: θ − θ_next of the step DeepSpeed's optimizer takes next, on the
+  full-batch gradient of deepspeed_net.py's evaluation loss (gradient clipping off in these runs: DeepSpeed
+  0.19.8 clips to norm 1.0 by default, which the step would include).
 
 Beside each OUT/<name>/: OUT/<name>_fp32.safetensors, the state dict DeepSpeed's own zero_to_fp32
 rebuilds from it (get_fp32_state_dict_from_zero_checkpoint; the tied name's alias dropped, since
@@ -143,6 +146,9 @@ def train(name):
     if name in DS_OPTIMIZER:
         zero, extra = DS_OPTIMIZER[name]
         cfg["optimizer"] = {"type": "AdamW", "params": {"lr": 0.05, "weight_decay": 0.1, **extra}}
+        # DeepSpeed clips the gradient to norm 1.0 unless told otherwise (0.19.8's default): off, so that
+        # the next step (OUT/<name>_delta.safetensors) is the optimizer's rule on the plain gradient.
+        cfg["gradient_clipping"] = 0.0
         cfg["zero_optimization"].update(zero)
         opt = None
     if name in GROUPED:
@@ -180,6 +186,19 @@ def train(name):
     if stage == 2 and int(os.environ.get("RANK", "0")) == 0:
         sd = {"module." + k: v.contiguous() for k, v in without_aliases(eng.module.state_dict()).items()}
         save_file(sd, os.path.join(OUT, f"{name}_module.safetensors"))
+    if name in DS_OPTIMIZER:
+        # The step DeepSpeed's own optimizer takes next, from the saved state, on the full-batch gradient of
+        # deepspeed_net.py's evaluation loss (what the stability job forms): OUT/<name>_delta.safetensors,
+        # θ − θ_next by parameter name.
+        from deepspeed_net import eval_set
+
+        x, y = eval_set()
+        before = {n: p.detach().clone() for n, p in eng.module.named_parameters() if p.requires_grad}
+        eng.backward(torch.nn.functional.mse_loss(eng(x), y))
+        eng.step()
+        after = dict(eng.module.named_parameters())
+        delta = {n: (b - after[n].detach()).contiguous() for n, b in before.items()}
+        save_file(delta, os.path.join(OUT, f"{name}_delta.safetensors"))
 
 
 def without_aliases(sd):

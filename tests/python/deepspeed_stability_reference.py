@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Reference values for the stability job on the committed DeepSpeed folders whose optimizer DeepSpeed built
-itself (tests/fixtures/deepspeed/fused_zero2: FusedAdam; cpuadam_zero2: DeepSpeedCPUAdam; both "AdamW",
-lr 0.05, betas (0.9, 0.999), eps 1e-8, 3 steps). For each, in float64 with PyTorch, from DeepSpeed's own
+itself (tests/fixtures/deepspeed/fused_zero2: FusedAdam; cpuadam_zero2: DeepSpeedCPUAdam; fused_nobc_zero2:
+FusedAdam with bias_correction off; all "AdamW", lr 0.05, betas (0.9, 0.999), eps 1e-8, 3 steps). For each, in float64 with PyTorch, from DeepSpeed's own
 files (the fp32 weights `zero_to_fp32` rebuilt, `<name>_fp32.safetensors`, and the Adam state DeepSpeed's
 `safe_get_full_optimizer_state` gathered, `<name>_optim.safetensors`): the Hessian of the mean squared error
 of deepspeed_net.py's evaluation set over the trainable parameters (reverse over reverse:
 torch.autograd.functional.hessian; torch.func.hessian's forward over reverse gives this LayerNorm model an
 asymmetric Hessian in PyTorch 2.13, off by up to 1.4 per entry: layer_norm's second-order forward mode
 is wrong with an affine weight, pytorch/pytorch#196700, so it is not used), its λmax, and the
-top eigenvalue of P^{-1/2} H P^{-1/2} with P = (1 − β1^t)(√(v/(1 − β2^t)) + ε), PyTorch Adam's denominator.
+top eigenvalue of P^{-1/2} H P^{-1/2} with P = (1 − β1^t)(√(v/(1 − β2^t)) + ε), PyTorch Adam's denominator
+(with bias_correction off both corrections are 1, as DeepSpeed's kernel takes them: csrc/includes/cpu_adam.h).
 Usage: deepspeed_stability_reference.py OUT_DIR  (writes OUT_DIR/reference.json)."""
 
 import json
@@ -60,7 +61,8 @@ def figures(name):
     g = meta["groups"][0]
     (b1, b2), eps, t, lr = g["hyper"]["betas"], g["hyper"]["eps"], g["step"], g["hyper"]["lr"]
     v = torch.cat([state[f"exp_avg_sq.{n}"].double().reshape(-1) for n in names])
-    p = (1 - b1**t) * ((v / (1 - b2**t)).sqrt() + eps)
+    bc1, bc2 = (1 - b1**t, 1 - b2**t) if g["hyper"]["bias_correction"] else (1.0, 1.0)
+    p = bc1 * ((v / bc2).sqrt() + eps)
     d = p.rsqrt()
     pre = torch.linalg.eigvalsh(d[:, None] * h * d[None, :])
     return {
@@ -74,6 +76,6 @@ def figures(name):
     }
 
 
-ref = {name: figures(name) for name in ["fused_zero2", "cpuadam_zero2"]}
+ref = {name: figures(name) for name in ["fused_zero2", "cpuadam_zero2", "fused_nobc_zero2"]}
 with open(out / "reference.json", "w") as f:
     json.dump(ref, f, indent=1)

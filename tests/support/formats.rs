@@ -69,3 +69,22 @@ pub fn assert_parsed_once(path: &Path) -> (usize, usize) {
     }
     (before.values().copied().max().unwrap_or(0), after.len())
 }
+
+/// The largest difference between the stability job's stored update (`ours`) and the step the training
+/// library's own optimizer took (`theirs`, θ − θ_next by parameter name), over the latter's largest.
+pub fn update_error(ours: &Path, theirs: &Path) -> f64 {
+    let a = landscaped_formats::safetensors_file::load_float_tensors(ours).unwrap();
+    let b = landscaped_formats::safetensors_file::load_float_tensors(theirs).unwrap();
+    assert_eq!(a.len(), b.len(), "tensors: {a:?} vs {b:?}");
+    let (mut diff, mut scale) = (0f64, 0f64);
+    for (name, shape, want) in &b {
+        let (_, s, got) =
+            a.iter().find(|t| &t.0 == name).unwrap_or_else(|| panic!("no {name} in the update"));
+        assert_eq!(s, shape, "{name}");
+        for (x, y) in got.iter().zip(want) {
+            diff = diff.max(f64::from(x - y).abs());
+            scale = scale.max(f64::from(*y).abs());
+        }
+    }
+    diff / scale
+}

@@ -1,7 +1,8 @@
 //! The one support module of the integration tests (`mod support; use support::*;`), by concern:
 //! [`paths`] (the workspace root, the venv's Python, the test scripts), [`cli`] (the binaries, running
 //! the CLI), [`fixtures`] (hand-written safetensors, the Python reference scripts), [`formats`]
-//! (completeness by both entry points, header parses per file), [`daemon`] (the
+//! (completeness by both entry points, header parses per file, the stability job's update against
+//! a library's own step), [`daemon`] (the
 //! daemon harness), [`http`] (GET, Prometheus samples), [`slice`] (the worker tests' model contracts, a
 //! slice through the runner) and [`wait`] (bounded polling). The worker crate's tests include `paths.rs`
 //! and `fixtures.rs` by `#[path]` (the rest needs the app's binaries and crates). Each test binary uses

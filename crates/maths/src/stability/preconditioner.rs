@@ -18,16 +18,19 @@ pub struct AdamMoments {
     pub eps: f64,
     /// Optimizer steps taken (PyTorch's `state["step"]`), at least 1.
     pub step: u64,
+    /// Whether the moments are bias-corrected (PyTorch's Adam: always). DeepSpeed's FusedAdam and
+    /// DeepSpeedCPUAdam with `bias_correction` off take both corrections as 1: P = √v + ε.
+    pub bias_correction: bool,
 }
 
 impl AdamMoments {
-    /// 1 − β1^t.
+    /// 1 − β1^t (1 without bias correction).
     pub fn bias_correction1(&self) -> f64 {
-        1.0 - self.beta1.powf(self.step as f64)
+        if self.bias_correction { 1.0 - self.beta1.powf(self.step as f64) } else { 1.0 }
     }
-    /// 1 − β2^t.
+    /// 1 − β2^t (1 without bias correction).
     pub fn bias_correction2(&self) -> f64 {
-        1.0 - self.beta2.powf(self.step as f64)
+        if self.bias_correction { 1.0 - self.beta2.powf(self.step as f64) } else { 1.0 }
     }
 
     /// P for one second moment v: (1 − β1^t)(√(v/(1 − β2^t)) + ε).
@@ -61,7 +64,7 @@ mod tests {
     /// P equals the denominator PyTorch's Adam divides by (bias_correction1 folded in), written out.
     #[test]
     fn preconditioner_is_pytorchs_denominator() {
-        let a = AdamMoments { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 3 };
+        let a = AdamMoments { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 3, bias_correction: true };
         let v: f64 = 2.5e-4;
         let torch_denom = v.sqrt() / (1.0f64 - 0.999f64.powi(3)).sqrt() + 1e-8;
         let want = (1.0 - 0.9f64.powi(3)) * torch_denom;

@@ -32,6 +32,9 @@ pub struct AdamHyper {
     pub decoupled: bool,
     pub amsgrad: bool,
     pub maximize: bool,
+    /// Whether m and v are bias-corrected (PyTorch: always; DeepSpeed's FusedAdam / DeepSpeedCPUAdam
+    /// with `bias_correction` off take both corrections as 1).
+    pub bias_correction: bool,
 }
 
 /// One tensor's Adam state (`None`: absent, zeros as at PyTorch's first step).
@@ -101,8 +104,8 @@ pub fn adam_direction(
     check_len("max_exp_avg_sq", s.max_exp_avg_sq, n)?;
     anyhow::ensure!(s.step.is_finite() && s.step >= 0.0, "adam: step {} is not a count", s.step);
     let t = s.step + 1.0;
-    let bc1 = 1.0 - h.beta1.powf(t);
-    let bc2_sqrt = (1.0 - h.beta2.powf(t)).sqrt();
+    let (bc1, bc2_sqrt) =
+        if h.bias_correction { (1.0 - h.beta1.powf(t), (1.0 - h.beta2.powf(t)).sqrt()) } else { (1.0, 1.0) };
     let l2 = if h.decoupled { 0.0 } else { h.weight_decay };
     for i in 0..n {
         let th = theta.get(i).copied().unwrap_or(0.0);
@@ -150,6 +153,7 @@ mod tests {
             decoupled: true,
             amsgrad: false,
             maximize: false,
+            bias_correction: true,
         };
         let st = AdamState { exp_avg: Some(&[m1]), exp_avg_sq: Some(&[v1]), max_exp_avg_sq: None, step: 1.0 };
         let mut u = [0.0];
