@@ -51,24 +51,14 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deepspeed_net import Net  # noqa: E402
+
 OUT = os.path.abspath(sys.argv[1])
 
 
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(5, 3)
-        self.norm = torch.nn.LayerNorm(3)
-        self.fc2 = torch.nn.Linear(3, 2)
-        self.frozen = torch.nn.Parameter(torch.linspace(-1, 1, 7), requires_grad=False)
-        self.register_buffer("scale", torch.tensor([0.5, 2.0, 3.0]))
-
-    def forward(self, x):
-        return self.fc2(self.norm(self.fc1(x)) * self.scale) + self.frozen.sum()
-
-    @staticmethod
-    def batch(g):
-        return torch.randn(2, 5, generator=g)
+# `Net` (a frozen parameter and a buffer) lives in deepspeed_net.py, which the stability test's factory
+# imports too.
 
 
 class TiedNet(torch.nn.Module):

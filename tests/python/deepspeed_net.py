@@ -6,7 +6,7 @@ import torch
 
 
 class Net(torch.nn.Module):
-    """deepspeed_make.py's `Net`, unchanged (a frozen parameter and a buffer beside the trained ones)."""
+    """deepspeed_make.py's `Net` (a frozen parameter and a buffer beside the trained ones)."""
 
     def __init__(self):
         super().__init__()
@@ -18,6 +18,11 @@ class Net(torch.nn.Module):
 
     def forward(self, x):
         return self.fc2(self.norm(self.fc1(x)) * self.scale) + self.frozen.sum()
+
+    @staticmethod
+    def batch(g):
+        """A training batch of deepspeed_make.py."""
+        return torch.randn(2, 5, generator=g)
 
 
 def eval_set():
