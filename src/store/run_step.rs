@@ -65,6 +65,28 @@ filed_by_run_and_step!(
     super::spectra::SpectraRecord,
 );
 
+/// For each kind's own test: `recs` (one run, distinct steps) written to a fresh store, each read back
+/// equal (the kind's fields survive MessagePack) and listed in step order; the store is returned for the
+/// kind's further checks. Filing and ordering themselves are tested once, below, on a probe kind.
+#[cfg(test)]
+pub(crate) fn assert_round_trip<R: RunStepRecord + PartialEq + std::fmt::Debug>(
+    recs: &[R],
+) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for r in recs {
+        R::put(&store, r).unwrap();
+    }
+    let mut steps: Vec<u64> = recs.iter().map(|r| r.run_step().1).collect();
+    steps.sort_unstable();
+    for r in recs {
+        let (run, step) = r.run_step();
+        assert_eq!(R::get(&store, run, step).unwrap().as_ref(), Some(r));
+        assert_eq!(R::list(&store, run).unwrap().iter().map(|r| r.run_step().1).collect::<Vec<_>>(), steps);
+    }
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,8 +89,6 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
         let rec = SharpnessRecord {
             run: "a".into(),
             step: 7,
@@ -98,13 +96,8 @@ mod tests {
             measures: vec![Measure { name: "sam".into(), value: 0.5, ..Default::default() }],
             ..Default::default()
         };
-        SharpnessRecord::put(&store, &rec).unwrap();
-        SharpnessRecord::put(&store, &SharpnessRecord { step: 2, ..rec.clone() }).unwrap();
-        assert_eq!(SharpnessRecord::get(&store, "a", 7).unwrap().unwrap(), rec);
-        assert_eq!(
-            SharpnessRecord::list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(),
-            vec![2, 7]
-        );
+        let (_dir, store) =
+            crate::store::run_step::assert_round_trip(&[rec.clone(), SharpnessRecord { step: 2, ..rec }]);
         assert!(SharpnessRecord::get(&store, "ab", 7).unwrap().is_none());
         let m = RatioMapRecord { slice_id: 3, ratio: vec![vec![f64::NAN]], ..Default::default() };
         put_ratio_map(&store, &m).unwrap();

@@ -75,13 +75,9 @@ impl Record for StabilityRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RunStepRecord;
-    use crate::store::Store;
 
     #[test]
     fn round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
         let rec = StabilityRecord {
             run: "a".into(),
             step: 7,
@@ -94,13 +90,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        StabilityRecord::put(&store, &rec).unwrap();
-        StabilityRecord::put(&store, &StabilityRecord { step: 2, ..rec.clone() }).unwrap();
-        assert_eq!(StabilityRecord::get(&store, "a", 7).unwrap().unwrap(), rec);
-        assert_eq!(
-            StabilityRecord::list(&store, "a").unwrap().iter().map(|r| r.step).collect::<Vec<_>>(),
-            vec![2, 7]
-        );
+        crate::store::run_step::assert_round_trip(&[rec.clone(), StabilityRecord { step: 2, ..rec.clone() }]);
         assert_eq!(rec.row("lambda_max").unwrap().ratio, 0.95);
     }
 }
