@@ -235,3 +235,11 @@ impl RunGauge {
 fn label_values<'a>(run: &'a str, of: &[&'a str]) -> Vec<&'a str> {
     std::iter::once(run).chain(of.iter().copied()).collect()
 }
+
+/// For the jobs' config tests: the error `build` gives for the `[run.<job>]` table written in `toml`,
+/// as the daemon prints it.
+#[cfg(test)]
+pub(crate) fn config_error<T>(build: impl Fn(&toml::Value) -> anyhow::Result<T>, toml: &str) -> String {
+    let v: toml::Value = toml::from_str(toml).unwrap();
+    build(&v).err().expect("the config was accepted").to_string()
+}

@@ -202,8 +202,7 @@ mod tests {
     use super::*;
 
     fn err(s: &str) -> String {
-        let v: toml::Value = toml::from_str(s).unwrap();
-        build(&v).err().unwrap().to_string()
+        super::super::config_error(build, s)
     }
 
     #[test]
