@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 import numpy as np
-from daemon_port import bound_port
+from daemon_port import bound_port, cpu_seconds, rss_mb
 from safetensors.numpy import load_file, save_file
 
 BIN = sys.argv[1]
@@ -55,17 +55,6 @@ def write_atomic(d, step):
     final = os.path.join(d, f"step-{step}.safetensors")
     os.rename(tmp, final)
     return final
-
-
-def proc_cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
 
 
 def baseline(paths):
@@ -118,11 +107,11 @@ def main():
         )
         # 2. idle
         time.sleep(1.0)
-        c0, t0 = proc_cpu(d.pid), time.perf_counter()
+        c0, t0 = cpu_seconds(d.pid), time.perf_counter()
         time.sleep(10)
-        cpu = (proc_cpu(d.pid) - c0) / (time.perf_counter() - t0) * 100
+        cpu = (cpu_seconds(d.pid) - c0) / (time.perf_counter() - t0) * 100
         print(
-            f"idle: CPU {cpu:.3f} % of one core over 10 s; RSS {rss_kb(d.pid) / 1024:.1f} MB "
+            f"idle: CPU {cpu:.3f} % of one core over 10 s; RSS {rss_mb(d.pid):.1f} MB "
             f"(of which libtorch and CUDA libraries mapped at start dominate)"
         )
         # 3. burst
@@ -134,13 +123,13 @@ def main():
         want = 5 + N_BURST
         peak = 0
         while value(metrics(port), 'landscaped_checkpoints_processed_total{run="b"}') != want:
-            peak = max(peak, rss_kb(d.pid))
+            peak = max(peak, rss_mb(d.pid))
             time.sleep(0.02)
         t_done = time.perf_counter()
         base = baseline(paths)
         print(
             f"burst: {N_BURST} checkpoints ({PARAMS * 4 / 1e6:.0f} MB each) written in {t_written - t0:.1f} s, all on /metrics "
-            f"{t_done - t0:.1f} s after the first: {N_BURST / (t_done - t0):.1f} checkpoints/s; peak RSS {peak / 1024:.0f} MB; "
+            f"{t_done - t0:.1f} s after the first: {N_BURST / (t_done - t0):.1f} checkpoints/s; peak RSS {peak:.0f} MB; "
             f"Python load+norm loop over the same files {base:.1f} s; ratio daemon/python = {(t_done - t0) / base:.2f}"
         )
     finally:

@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 
-from daemon_port import bound_port
+from daemon_port import bound_port, cpu_seconds, rss_mb
 
 BIN = sys.argv[1]
 EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -47,20 +47,6 @@ def metric(text, key):
         if line.startswith(key + " "):
             return float(line.split()[-1])
     return None
-
-
-def proc_stat(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_daemon(root, config_body):
@@ -160,9 +146,9 @@ def footprint(root):
                 break
             time.sleep(0.1)
         time.sleep(2.0)
-        c0, t0 = proc_stat(d.pid), time.perf_counter()
+        c0, t0 = cpu_seconds(d.pid), time.perf_counter()
         time.sleep(10)
-        cpu = (proc_stat(d.pid) - c0) / (time.perf_counter() - t0) * 100
+        cpu = (cpu_seconds(d.pid) - c0) / (time.perf_counter() - t0) * 100
         rss = rss_mb(d.pid)
         print(
             f"idle daemon, two watched runs (3 checkpoints each): RSS {rss:.1f} MB (target < 30; "
