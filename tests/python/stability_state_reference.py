@@ -24,24 +24,16 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.func import functional_call, hessian
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tanh_mlp import Net  # noqa: E402
+
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 torch.set_num_threads(1)
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(4, 6)
-        self.fc2 = nn.Linear(6, 3)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x)))
 
 
 torch.manual_seed(0)
