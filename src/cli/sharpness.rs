@@ -113,7 +113,7 @@ pub fn run(cli: &Cli, a: &SharpnessArgs) -> anyhow::Result<()> {
     if a.at.list {
         let by = a.at.list_run()?;
         let recs =
-            records_or_open(cli, "sharpness", &by, |s| crate::query::records::sharpness_records(s, &by))?;
+            records_or_open(cli, "sharpness", &by, |s| crate::query::records::run_step_records(s, &by))?;
         if recs.is_empty() {
             bail!(
                 "no sharpness results stored for run {:?} (compute them with `landscaped sharpness --run ...`)",
@@ -251,8 +251,8 @@ pub(crate) fn plot_spectrum(cli: &Cli, a: &PlotSpectrumArgs) -> anyhow::Result<(
     let mut series = Vec::new();
     for run in &a.run {
         let by = crate::query::records::ByRun { run: run.clone() };
-        let recs =
-            records_or_open(cli, "sharpness", &by, |s| crate::query::records::sharpness_records(s, &by))?;
+        let recs: Vec<SharpnessRecord> =
+            records_or_open(cli, "sharpness", &by, |s| crate::query::records::run_step_records(s, &by))?;
         let rec = recs
             .iter()
             .rev()

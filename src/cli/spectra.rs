@@ -180,7 +180,7 @@ fn plot_esd(cli: &Cli, a: &PlotSpectraArgs, layer: &str) -> anyhow::Result<()> {
             let run = a.run.clone().unwrap_or_default();
             let by = crate::query::records::ByRun { run: run.clone() };
             let recs: Vec<records::SpectraRecord> = records_or_open(cli, "spectra-records", &by, |s| {
-                crate::query::records::spectra_records(s, &by)
+                crate::query::records::run_step_records(s, &by)
             })?;
             let rec = match a.step {
                 Some(s) => recs.into_iter().find(|r| r.step == s),

@@ -105,7 +105,7 @@ pub fn run(cli: &Cli, a: &StabilityArgs) -> anyhow::Result<()> {
     if a.at.list {
         let by = a.at.list_run()?;
         let recs =
-            records_or_open(cli, "stability", &by, |s| crate::query::records::stability_records(s, &by))?;
+            records_or_open(cli, "stability", &by, |s| crate::query::records::run_step_records(s, &by))?;
         if recs.is_empty() {
             bail!(
                 "no stability results stored for run {:?} (compute them with `landscaped stability --run ...`)",
@@ -214,7 +214,8 @@ pub struct PlotStabilityArgs {
 /// `landscaped plot stability`: each stored ratio over steps, with the 1.0 line (the edge of stability).
 pub(crate) fn plot_stability(cli: &Cli, a: &PlotStabilityArgs) -> anyhow::Result<()> {
     let by = ByRun { run: a.run.clone() };
-    let recs = records_or_open(cli, "stability", &by, |s| crate::query::records::stability_records(s, &by))?;
+    let recs: Vec<StabilityRecord> =
+        records_or_open(cli, "stability", &by, |s| crate::query::records::run_step_records(s, &by))?;
     if recs.iter().all(|r| r.rows.is_empty()) {
         bail!(
             "run {:?}: no stability ratios stored (compute them with `landscaped stability --run ...`)",

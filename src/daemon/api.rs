@@ -58,15 +58,16 @@ macro_rules! records {
 /// `cli::client::records_or_open` names them).
 pub fn records() -> &'static [RecordsSpec] {
     use crate::query::records as r;
+    use crate::store::{sharpness::SharpnessRecord, spectra::SpectraRecord, stability::StabilityRecord};
     &[
         records!("slices", r::all_slices),
         records!("slice", r::slice),
         records!("ratio-map", r::ratio_map),
         records!("pca-latest", r::latest_pca),
         records!("pca", r::compute_pca),
-        records!("sharpness", r::sharpness_records),
-        records!("stability", r::stability_records),
-        records!("spectra-records", r::spectra_records),
+        records!("sharpness", r::run_step_records::<SharpnessRecord>),
+        records!("stability", r::run_step_records::<StabilityRecord>),
+        records!("spectra-records", r::run_step_records::<SpectraRecord>),
         records!("checkpoints", r::run_checkpoints),
         records!("tensors", r::matching_tensors),
         records!("tensor", r::tensor_at),

@@ -30,6 +30,7 @@ use crate::daemon::api;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::queue::WorkQueue;
 use crate::store::checkpoints as ck;
+use crate::store::sharpness::SharpnessRecord;
 use crate::store::spectra::SpectraRecord;
 use crate::store::stability::StabilityRecord;
 use crate::store::{RunStepRecord, Store};
@@ -80,12 +81,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/trajectory", get(trajectory))
         .route("/api/v1/runs/{run}/trajectory/{step}", get(trajectory_at))
         .route("/api/v1/runs/{run}/slices", get(run_slices))
-        .route("/api/v1/runs/{run}/sharpness", get(run_sharpness))
-        .route("/api/v1/runs/{run}/sharpness/{step}", get(sharpness_at))
-        .route("/api/v1/runs/{run}/stability", get(run_stability))
-        .route("/api/v1/runs/{run}/stability/{step}", get(stability_at))
-        .route("/api/v1/runs/{run}/spectra", get(run_spectra))
-        .route("/api/v1/runs/{run}/spectra/{step}", get(spectra_at))
+        .route("/api/v1/runs/{run}/sharpness", get(run_records::<SharpnessRecord>))
+        .route("/api/v1/runs/{run}/sharpness/{step}", get(record_at::<SharpnessRecord>))
+        .route("/api/v1/runs/{run}/stability", get(run_records::<StabilityRecord>))
+        .route("/api/v1/runs/{run}/stability/{step}", get(record_at::<StabilityRecord>))
+        .route("/api/v1/runs/{run}/spectra", get(run_records::<SpectraRecord>))
+        .route("/api/v1/runs/{run}/spectra/{step}", get(record_at::<SpectraRecord>))
         .route("/api/v1/runs/{run}/slices/{which}", get(run_slice_latest))
         .route("/api/v1/slices/{id}", get(slice))
         .route("/api/v1/query/{name}", post(query))
@@ -250,8 +251,13 @@ async fn trajectory(
     Path(run): Path<String>,
     Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
-    latest_or_all::<crate::store::trajectory::PcaRecord>(st, run, q.all, "no trajectory PCA for this run yet")
-        .await
+    latest_or_all::<crate::store::trajectory::PcaRecord>(
+        st,
+        run,
+        q.all,
+        "no trajectory PCA for this run yet".into(),
+    )
+    .await
 }
 
 /// One PCA of a run by its id: the newest step it covers.
@@ -262,21 +268,13 @@ async fn trajectory_at(
     at_step(st, run, step, format!("no trajectory PCA ending at step {step}")).await
 }
 
-/// One sharpness record of a run by its step.
-async fn sharpness_at(
-    State(st): State<AppState>,
-    Path((run, step)): Path<(String, u64)>,
-) -> Result<Json<crate::store::sharpness::SharpnessRecord>, ApiError> {
-    at_step(st, run, step, format!("no sharpness record at step {step}")).await
-}
-
 /// The run's latest record of a kind (one range query), or (`all`) every one of them by step; 404
 /// with `none` when it has none.
 async fn latest_or_all<R: RunStepRecord + Send + 'static>(
     st: AppState,
     run: String,
     all: bool,
-    none: &'static str,
+    none: String,
 ) -> Result<Response, ApiError> {
     valid_run(&run)?;
     if all {
@@ -284,7 +282,7 @@ async fn latest_or_all<R: RunStepRecord + Send + 'static>(
         return Ok(Json(recs).into_response());
     }
     let last = blocking(move || Ok(R::latest(&st.store, &run)?)).await?;
-    let last = last.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, none.into()))?;
+    let last = last.ok_or(ApiError(StatusCode::NOT_FOUND, none))?;
     Ok(Json(last).into_response())
 }
 
@@ -325,49 +323,22 @@ async fn run_slices(
     Ok(Json(rows))
 }
 
-/// The run's latest sharpness record, or (`?all=true`) all of them by step.
-async fn run_sharpness(
+/// The run's latest record of a kind filed by (run, step) — sharpness, stability, spectra — or
+/// (`?all=true`) all of them by step; 404 naming the kind (its tree) when there is none.
+async fn run_records<R: RunStepRecord + Send + 'static>(
     State(st): State<AppState>,
     Path(run): Path<String>,
     Query(q): Query<AllQuery>,
 ) -> Result<Response, ApiError> {
-    latest_or_all::<crate::store::sharpness::SharpnessRecord>(
-        st,
-        run,
-        q.all,
-        "no sharpness record for this run yet",
-    )
-    .await
+    latest_or_all::<R>(st, run, q.all, format!("no {} record for this run yet", R::TREE)).await
 }
 
-async fn run_stability(
-    State(st): State<AppState>,
-    Path(run): Path<String>,
-    Query(q): Query<AllQuery>,
-) -> Result<Response, ApiError> {
-    latest_or_all::<StabilityRecord>(st, run, q.all, "no stability record for this run yet").await
-}
-
-async fn stability_at(
+/// One record of such a kind by its step (its id within the run).
+async fn record_at<R: RunStepRecord + Send + 'static>(
     State(st): State<AppState>,
     Path((run, step)): Path<(String, u64)>,
-) -> Result<Json<StabilityRecord>, ApiError> {
-    at_step(st, run, step, format!("no stability record at step {step}")).await
-}
-
-async fn run_spectra(
-    State(st): State<AppState>,
-    Path(run): Path<String>,
-    Query(q): Query<AllQuery>,
-) -> Result<Response, ApiError> {
-    latest_or_all::<SpectraRecord>(st, run, q.all, "no spectra record for this run yet").await
-}
-
-async fn spectra_at(
-    State(st): State<AppState>,
-    Path((run, step)): Path<(String, u64)>,
-) -> Result<Json<SpectraRecord>, ApiError> {
-    at_step(st, run, step, format!("no spectra record at step {step}")).await
+) -> Result<Json<R>, ApiError> {
+    at_step(st, run, step, format!("no {} record at step {step}", R::TREE)).await
 }
 
 /// `NAME` or `NAME.csv`: the name and whether CSV was asked for.

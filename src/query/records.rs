@@ -87,19 +87,9 @@ pub(crate) fn latest_pca(store: &Store, a: &ByRun) -> anyhow::Result<Option<PcaR
     Ok(trajectory::latest_pca(store, &a.run)?)
 }
 
-/// Every sharpness record of a run, by step.
-pub(crate) fn sharpness_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SharpnessRecord>> {
-    Ok(SharpnessRecord::list(store, &a.run)?)
-}
-
-/// Every stability record of a run, by step.
-pub(crate) fn stability_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<StabilityRecord>> {
-    Ok(StabilityRecord::list(store, &a.run)?)
-}
-
-/// Every layer-spectra record of a run, by step.
-pub(crate) fn spectra_records(store: &Store, a: &ByRun) -> anyhow::Result<Vec<SpectraRecord>> {
-    Ok(SpectraRecord::list(store, &a.run)?)
+/// Every record of a run of a kind filed by (run, step) (sharpness, stability, layer spectra), by step.
+pub(crate) fn run_step_records<R: RunStepRecord>(store: &Store, a: &ByRun) -> anyhow::Result<Vec<R>> {
+    Ok(R::list(store, &a.run)?)
 }
 
 /// The run's checkpoints, or an error naming the known runs.
